@@ -1,1 +1,239 @@
-fn main() {}
+//! `stasis`: checkpoint, restore and inspect Linux process trees.
+//!
+//! Exit codes: 0 success; 1 failure; 2 usage error; 3 the tree holds something not supported
+//! (checkpoint refused, tree left running); 4 the image is unusable (missing, corrupt, other
+//! version or kernel); 5 a pid the image needs is in use; 130 interrupted (SIGINT/SIGTERM).
+
+mod bench;
+mod demo;
+mod inspect;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use stasis_engine::{CheckpointError, RestoreError};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "stasis", version, about = "Checkpoint and restore Linux process trees (no CRIU)")]
+struct Cli {
+    /// More logging on stderr (-v info, -vv debug).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Checkpoint the process tree rooted at PID into DIR, then end it (unless --leave-running).
+    Checkpoint {
+        /// Root of the tree (every descendant and every thread is included).
+        #[arg(long)]
+        pid: i32,
+        /// Image directory (created; must be empty unless --force).
+        #[arg(long)]
+        dir: PathBuf,
+        /// Keep the tree running after the image is written.
+        #[arg(long)]
+        leave_running: bool,
+        /// Overwrite a non-empty DIR.
+        #[arg(long)]
+        force: bool,
+        /// Compress page chunks with lz4.
+        #[arg(long)]
+        compress: bool,
+        /// Worker threads for page I/O (default: number of CPUs).
+        #[arg(long)]
+        workers: Option<usize>,
+        /// Print figures as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restore the tree saved in DIR; prints the restored root's pid on stdout.
+    Restore {
+        /// Image directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Reattach an object outside the tree to one of our fds: KEY=FD, e.g. pipe:[1234]=0
+        /// (see `stasis inspect` for keys). Repeatable.
+        #[arg(long = "inherit-fd", value_name = "KEY=FD")]
+        inherit_fd: Vec<String>,
+        /// Worker threads for page I/O.
+        #[arg(long)]
+        workers: Option<usize>,
+        /// Seconds to wait for pids still held by zombies of the dumped tree.
+        #[arg(long, default_value_t = 10)]
+        pid_wait: u64,
+    },
+    /// Show what an image holds: tasks, mappings, files, sizes.
+    Inspect {
+        /// Image directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+        /// Also verify every chunk's checksum.
+        #[arg(long)]
+        verify: bool,
+    },
+    /// Undo what a killed stasis left in processes (also done automatically by every command).
+    Recover,
+    /// Measure checkpoint and restore speed.
+    Bench {
+        #[command(subcommand)]
+        what: bench::BenchCmd,
+    },
+    /// Run a demo: start a counter, checkpoint it, kill it, restore it, show it carried on.
+    Demo {
+        /// Where to keep the demo's files (default: a temporary directory).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// The demo's workload (internal).
+    #[command(hide = true)]
+    DemoWorker,
+    /// The benchmark's workload (internal).
+    #[command(hide = true)]
+    BenchWorker {
+        #[arg(long)]
+        size_mib: u64,
+        #[arg(long)]
+        ready: PathBuf,
+    },
+}
+
+fn workers(n: Option<usize>) -> usize {
+    n.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2))
+}
+
+fn parse_inherit(items: &[String]) -> anyhow::Result<HashMap<String, i32>> {
+    let mut m = HashMap::new();
+    for it in items {
+        let (k, v) = it.rsplit_once('=').with_context(|| format!("--inherit-fd {it}: expected KEY=FD"))?;
+        let fd: i32 = v.parse().with_context(|| format!("--inherit-fd {it}: FD must be a number"))?;
+        m.insert(k.to_string(), fd);
+    }
+    Ok(m)
+}
+
+fn report(err: &anyhow::Error) {
+    eprintln!("stasis: error: {err}");
+    for cause in err.chain().skip(1) {
+        eprintln!("  caused by: {cause}");
+    }
+}
+
+fn checkpoint_code(e: &CheckpointError) -> u8 {
+    match e {
+        CheckpointError::Unsupported { .. } => 3,
+        CheckpointError::Interrupted(_) => 130,
+        _ => 1,
+    }
+}
+
+fn restore_code(e: &RestoreError) -> u8 {
+    match e {
+        RestoreError::BadImage { .. } => 4,
+        RestoreError::PidInUse { .. } => 5,
+        RestoreError::Interrupted(_) => 130,
+        _ => 1,
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let level = match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("STASIS_LOG").unwrap_or_else(|_| level.into()),
+        )
+        .init();
+    if let Err(e) = stasis_sys::sys::install_interrupt_handlers() {
+        eprintln!("stasis: warning: cannot install signal handlers: {e}");
+    }
+    let repaired = stasis_engine::journal::recover();
+    if repaired > 0 {
+        eprintln!("stasis: repaired {repaired} process(es) left behind by an interrupted stasis run");
+    }
+    match run(cli.cmd) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err((code, err)) => {
+            report(&err);
+            ExitCode::from(code)
+        }
+    }
+}
+
+type Failed = (u8, anyhow::Error);
+
+fn run(cmd: Cmd) -> Result<(), Failed> {
+    match cmd {
+        Cmd::Checkpoint { pid, dir, leave_running, force, compress, workers: w, json } => {
+            let opts = stasis_engine::CheckpointOptions {
+                pid,
+                dir: dir.clone(),
+                leave_running,
+                force,
+                compression: if compress { stasis_image::Compression::Lz4 } else { stasis_image::Compression::None },
+                workers: workers(w),
+            };
+            let stats = stasis_engine::checkpoint(&opts).map_err(|e| {
+                let code = checkpoint_code(&e);
+                (code, anyhow::Error::new(e).context(format!("checkpoint of pid {pid} into {} failed", dir.display())))
+            })?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&stats).expect("serialisable"));
+            } else {
+                eprintln!(
+                    "checkpointed {} process(es), {} thread(s): {:.1} MiB of memory in {:.3} s (frozen {:.3} s) into {}",
+                    stats.processes,
+                    stats.threads,
+                    stats.memory_bytes as f64 / (1 << 20) as f64,
+                    stats.total_secs,
+                    stats.frozen_secs,
+                    dir.display()
+                );
+                if !stats.pids_still_busy.is_empty() {
+                    eprintln!(
+                        "stasis: warning: pids {:?} are still held by zombies (their parent has not reaped them yet)",
+                        stats.pids_still_busy
+                    );
+                }
+            }
+            Ok(())
+        }
+        Cmd::Restore { dir, inherit_fd, workers: w, pid_wait } => {
+            let inherit = parse_inherit(&inherit_fd).map_err(|e| (2, e))?;
+            let opts = stasis_engine::RestoreOptions {
+                dir: dir.clone(),
+                inherit,
+                workers: workers(w),
+                pid_wait: std::time::Duration::from_secs(pid_wait),
+            };
+            let stats = stasis_engine::restore(&opts).map_err(|e| {
+                let code = restore_code(&e);
+                (code, anyhow::Error::new(e).context(format!("restore from {} failed", dir.display())))
+            })?;
+            println!("{}", stats.root_pid);
+            tracing::info!(?stats, "restored");
+            Ok(())
+        }
+        Cmd::Inspect { dir, json, verify } => inspect::run(&dir, json, verify),
+        Cmd::Recover => {
+            eprintln!("recovered {} process(es)", stasis_engine::journal::recover());
+            Ok(())
+        }
+        Cmd::Bench { what } => bench::run(what).map_err(|e| (1, e)),
+        Cmd::Demo { dir } => demo::run(dir).map_err(|e| (1, e)),
+        Cmd::DemoWorker => demo::worker(),
+        Cmd::BenchWorker { size_mib, ready } => bench::worker(size_mib, ready),
+    }
+}

@@ -1,1 +1,31 @@
-//! placeholder
+//! # stasis-engine: checkpoint and restore of Linux process trees, without CRIU
+//!
+//! The engine is synchronous; every ptrace request for a tracee comes from the thread that
+//! seized it (the caller's thread). Page I/O runs on scoped worker threads through
+//! `process_vm_readv`/`writev`, which need no ptrace stop.
+//!
+//! ## Layout
+//! - [`checkpoint`], [`restore`]: orchestration of the two operations.
+//! - [`freeze`]: seizing a tree and putting it back (the guard of every checkpoint).
+//! - [`memory`]: mappings, pages and shared memory objects — dump and restore side by side.
+//! - [`files`]: fd tables, open file descriptions, pipes and FIFOs.
+//! - [`task`]: registers, threads, signals, timers, credentials, limits.
+//! - [`remote`]: syscall injection with a scratch area in the tracee.
+//! - [`journal`]: recovery after a killed checkpoint.
+//! - [`failpoint`]: named failure points for tests, and SIGINT/SIGTERM interruption.
+//! - [`error`]: one error enum per operation.
+
+pub mod checkpoint;
+pub mod error;
+pub mod failpoint;
+pub mod files;
+pub mod freeze;
+pub mod journal;
+pub mod memory;
+pub mod remote;
+pub mod restore;
+pub mod task;
+
+pub use checkpoint::{checkpoint, CheckpointOptions, CheckpointStats};
+pub use error::{CheckpointError, Failure, RestoreError};
+pub use restore::{restore, RestoreOptions, RestoreStats};

@@ -1,0 +1,115 @@
+//! `stasis inspect`: what an image holds.
+
+use serde_json::json;
+use stasis_image::records::{self as rec, FileKind, VmaKind};
+use std::path::Path;
+
+fn kind_name<T: std::fmt::Debug>(k: Result<T, impl Sized>) -> String {
+    k.map(|k| format!("{k:?}")).unwrap_or_else(|_| "unknown".into())
+}
+
+fn file_desc(img: &rec::Checkpoint, f: &rec::FileObject) -> String {
+    match FileKind::try_from(f.kind) {
+        Ok(FileKind::PipeEnd) => {
+            let p = img.pipes.get(f.pipe_id as usize);
+            let ino = p.map(|p| p.ino).unwrap_or(0);
+            let ext = p.is_some_and(|p| if f.write_end { p.external_reader } else { p.external_writer });
+            format!(
+                "pipe:[{ino}] {} end{}",
+                if f.write_end { "write" } else { "read" },
+                if ext { " (other end outside the tree)" } else { "" }
+            )
+        }
+        Ok(FileKind::Memfd) => format!("memfd {}", f.path),
+        Ok(k) => format!("{k:?} {}{}", f.path, if f.deleted { " (deleted)" } else { "" }),
+        Err(_) => "unknown".into(),
+    }
+}
+
+pub fn run(dir: &Path, json_out: bool, verify: bool) -> Result<(), super::Failed> {
+    let (reader, img) = stasis_engine::restore::load(dir).map_err(|e| (4, anyhow::Error::new(e)))?;
+    let verified = if verify {
+        Some(reader.verify_all().map_err(|e| (4, anyhow::Error::new(e).context("image verification failed")))?)
+    } else {
+        None
+    };
+    let m = reader.manifest();
+    let procs: Vec<_> = img
+        .processes
+        .iter()
+        .map(|p| {
+            let stored: u64 = p.vmas.iter().flat_map(|v| &v.pages).map(|r| r.count as u64 * 4096).sum();
+            json!({
+                "pid": p.pid, "ppid": p.ppid, "pgid": p.pgid, "sid": p.sid,
+                "exe": p.exe, "cwd": p.cwd,
+                "comm": p.threads.first().map(|t| t.comm.clone()).unwrap_or_default(),
+                "threads": p.threads.iter().map(|t| json!({"tid": t.tid, "comm": t.comm})).collect::<Vec<_>>(),
+                "uids": p.creds.as_ref().map(|c| c.uids.clone()),
+                "mappings": p.vmas.iter().map(|v| json!({
+                    "start": format!("{:#x}", v.start), "end": format!("{:#x}", v.end),
+                    "prot": format!("{}{}{}", if v.prot & 1 != 0 {'r'} else {'-'}, if v.prot & 2 != 0 {'w'} else {'-'}, if v.prot & 4 != 0 {'x'} else {'-'}),
+                    "shared": v.flags & libc::MAP_SHARED as u32 != 0,
+                    "kind": kind_name(VmaKind::try_from(v.kind)), "path": v.path,
+                    "stored_pages": v.pages.iter().map(|r| r.count as u64).sum::<u64>(),
+                })).collect::<Vec<_>>(),
+                "stored_bytes": stored,
+                "fds": p.fds.iter().map(|fd| {
+                    let f = &img.files[fd.file_id as usize];
+                    json!({"fd": fd.fd, "cloexec": fd.cloexec, "file": fd.file_id, "what": file_desc(&img, f), "pos": f.pos, "flags": format!("{:#o}", f.flags)})
+                }).collect::<Vec<_>>(),
+                "pending_signals": p.shared_pending.len() + p.threads.iter().map(|t| t.pending.len()).sum::<usize>(),
+                "posix_timers": p.posix_timers.len(),
+            })
+        })
+        .collect();
+    let out = json!({
+        "dir": dir.display().to_string(),
+        "format_version": m.format_version,
+        "tool_version": m.tool_version,
+        "created_unix_ms": m.created_unix_ms,
+        "kernel": img.kernel_release,
+        "root_pid": img.root_pid,
+        "processes": procs,
+        "pipes": img.pipes.iter().map(|p| json!({"key": format!("pipe:[{}]", p.ino), "fifo": p.fifo_path, "buffered": p.data.len(), "external_reader": p.external_reader, "external_writer": p.external_writer})).collect::<Vec<_>>(),
+        "shared_memory": img.shmem.iter().map(|s| json!({"id": s.id, "kind": kind_name(rec::ShmemKind::try_from(s.kind)), "name": s.name, "size": s.size})).collect::<Vec<_>>(),
+        "chunks": m.chunks.len(),
+        "chunk_bytes": m.chunks.iter().map(|c| c.raw_len).sum::<u64>(),
+        "verified": verified.map(|v| v.chunks),
+    });
+    if json_out {
+        println!("{}", serde_json::to_string_pretty(&out).expect("serialisable"));
+        return Ok(());
+    }
+    println!("image {} (format v{}, kernel {}, by stasis {})", dir.display(), m.format_version, img.kernel_release, m.tool_version);
+    println!("root pid {}; {} chunk(s), {:.1} MiB of page data", img.root_pid, m.chunks.len(), out["chunk_bytes"].as_u64().unwrap_or(0) as f64 / 1048576.0);
+    for p in &img.processes {
+        let stored: u64 = p.vmas.iter().flat_map(|v| &v.pages).map(|r| r.count as u64 * 4096).sum();
+        println!(
+            "\nprocess {} (ppid {}, pgid {}, sid {}) {} — {} thread(s), {} mapping(s), {:.1} MiB stored",
+            p.pid, p.ppid, p.pgid, p.sid, p.exe, p.threads.len(), p.vmas.len(), stored as f64 / 1048576.0
+        );
+        for t in &p.threads {
+            println!("  thread {} '{}'", t.tid, t.comm);
+        }
+        for v in &p.vmas {
+            let n: u64 = v.pages.iter().map(|r| r.count as u64).sum();
+            println!(
+                "  map {:#014x}-{:#014x} {}{}{}{} {:<11} {:>6} pages {}",
+                v.start, v.end,
+                if v.prot & 1 != 0 { 'r' } else { '-' },
+                if v.prot & 2 != 0 { 'w' } else { '-' },
+                if v.prot & 4 != 0 { 'x' } else { '-' },
+                if v.flags & libc::MAP_SHARED as u32 != 0 { 's' } else { 'p' },
+                kind_name(VmaKind::try_from(v.kind)), n, v.path
+            );
+        }
+        for fd in &p.fds {
+            let f = &img.files[fd.file_id as usize];
+            println!("  fd {:>3}{} {} (pos {}, flags {:#o})", fd.fd, if fd.cloexec { " cloexec" } else { "" }, file_desc(&img, f), f.pos, f.flags);
+        }
+    }
+    if let Some(v) = verified {
+        println!("\nverified {} chunk(s) and {} file(s)", v.chunks, v.files);
+    }
+    Ok(())
+}

@@ -1,0 +1,108 @@
+//! Checkpoint/restore round trips of the self-verifying workloads in
+//! `workloads/` (see `tests/common/mod.rs` for the harness and modes).
+//!
+//! Every test holds the global `SERIAL` lock: they all juggle pids.
+#![cfg(target_os = "linux")]
+
+mod common;
+
+use common::{roundtrip, serial, standalone, Mode};
+
+/// The workloads covered here, with their arguments.
+const WORKLOADS: &[(&str, &[&str])] = &[
+    ("counter", &[]),
+    ("mem_anon", &[]),
+    ("mem_shared", &[]),
+    ("mem_file", &[]),
+    ("memfd", &[]),
+    ("threads", &[]),
+    ("multiproc", &[]),
+];
+
+/// Each workload passes its own verification when nothing is checkpointed.
+#[test]
+fn workloads_pass_standalone() {
+    let _g = serial();
+    let mut failures = Vec::new();
+    for (name, args) in WORKLOADS {
+        if let Err(e) = standalone(name, args) {
+            failures.push(e);
+        }
+    }
+    assert!(failures.is_empty(), "standalone failures:\n{}", failures.join("\n\n"));
+}
+
+/// counter with --print (stdout redirected into out.log) also passes.
+#[test]
+fn counter_print_standalone() {
+    let _g = serial();
+    standalone("counter", &["--print"]).unwrap();
+}
+
+/// Harness self-test: a tree whose processes are all SIGKILLed (as a
+/// checkpoint that ends the tree does) disappears completely, including
+/// the zombies that get reparented to the test process (subreaper).
+#[test]
+fn harness_reaps_killed_tree() {
+    let _g = serial();
+    let w = common::Workload::start("multiproc", &[]);
+    let mut pids = w.tree_pids();
+    assert_eq!(pids.len(), 5, "multiproc tree: {pids:?}");
+    // leaves first, so their zombies are reparented when their parents die
+    pids.reverse();
+    for &p in &pids {
+        // SAFETY: kill(2) of a specific workload pid.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::kill(p, libc::SIGKILL)
+        };
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let left = common::wait_gone(&pids, common::GONE_TIMEOUT);
+    assert!(left.is_empty(), "pids not reaped: {left:?}");
+}
+
+/// Harness self-test: when only the root dies, the orphaned children are
+/// reparented to the test process, notice it and exit; they are reaped.
+#[test]
+fn harness_reaps_orphans() {
+    let _g = serial();
+    let w = common::Workload::start("multiproc", &[]);
+    let pids = w.tree_pids();
+    // SAFETY: kill(2) of the workload root.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::kill(w.pid, libc::SIGKILL)
+    };
+    let left = common::wait_gone(&pids, common::GONE_TIMEOUT);
+    assert!(left.is_empty(), "pids not reaped: {left:?}");
+}
+
+/// `roundtrip_tests!(workload, [args], kill_test, leave_running_test, double_test);`
+macro_rules! roundtrip_tests {
+    ($wl:literal, $args:expr, $kill:ident, $leave:ident, $double:ident) => {
+        #[test]
+        fn $kill() {
+            let _g = serial();
+            roundtrip($wl, $args, Mode::Kill);
+        }
+        #[test]
+        fn $leave() {
+            let _g = serial();
+            roundtrip($wl, $args, Mode::LeaveRunning);
+        }
+        #[test]
+        fn $double() {
+            let _g = serial();
+            roundtrip($wl, $args, Mode::Double);
+        }
+    };
+}
+
+roundtrip_tests!("counter", &[], counter_kill, counter_leave_running, counter_double);
+roundtrip_tests!("mem_anon", &[], mem_anon_kill, mem_anon_leave_running, mem_anon_double);
+roundtrip_tests!("mem_shared", &[], mem_shared_kill, mem_shared_leave_running, mem_shared_double);
+roundtrip_tests!("mem_file", &[], mem_file_kill, mem_file_leave_running, mem_file_double);
+roundtrip_tests!("memfd", &[], memfd_kill, memfd_leave_running, memfd_double);
+roundtrip_tests!("threads", &[], threads_kill, threads_leave_running, threads_double);
+roundtrip_tests!("multiproc", &[], multiproc_kill, multiproc_leave_running, multiproc_double);

@@ -1,0 +1,211 @@
+//! Checkpoint orchestration.
+//!
+//! Steps (each is a failpoint name, see [`crate::failpoint`]):
+//! 1. `seize` — freeze the tree ([`Frozen`]); the guard puts it back on any error.
+//! 2. `inspect` — read what /proc tells (mappings, fds, ids) and refuse unsupported objects
+//!    before anything is changed in the tasks.
+//! 3. `parasite` — map our gadget/scratch page in each process (recorded in the recovery
+//!    journal), block signals, inject the queries only the task can answer.
+//! 4. `memory` — dump pages (parallel) and shared objects.
+//! 5. `write` — write `objects.img`; `commit` — fsync everything and write the manifest last.
+//! 6. `release` — remove the parasite, restore registers and masks; then either detach
+//!    (`--leave-running`) or SIGKILL the tree and wait until its pids are free.
+
+use crate::error::{CheckpointError, Ctx, Failure};
+use crate::files::FileTable;
+use crate::freeze::Frozen;
+use crate::memory::{self, ShmemTable};
+use crate::remote::{Remote, PARASITE_LEN};
+use crate::{failpoint, journal, task};
+use prost::Message;
+use stasis_image::records as rec;
+use stasis_image::{Compression, ImageWriter, WriteOptions};
+use stasis_sys::{proc, ptrace};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// What to checkpoint and how.
+#[derive(Debug, Clone)]
+pub struct CheckpointOptions {
+    /// Root of the tree.
+    pub pid: i32,
+    /// Image directory.
+    pub dir: PathBuf,
+    /// Keep the tree running afterwards.
+    pub leave_running: bool,
+    /// Overwrite a non-empty directory.
+    pub force: bool,
+    /// Compress page chunks.
+    pub compression: Compression,
+    /// Worker threads for page I/O.
+    pub workers: usize,
+}
+
+/// Figures about a finished checkpoint.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct CheckpointStats {
+    /// Processes dumped.
+    pub processes: usize,
+    /// Threads dumped.
+    pub threads: usize,
+    /// Bytes of memory read.
+    pub memory_bytes: u64,
+    /// Bytes of page data stored (after skipping zero pages, before compression).
+    pub stored_bytes: u64,
+    /// Chunks written.
+    pub chunks: u64,
+    /// How long the tree was stopped, in seconds.
+    pub frozen_secs: f64,
+    /// Time spent dumping memory, in seconds.
+    pub memory_secs: f64,
+    /// Total time, in seconds.
+    pub total_secs: f64,
+    /// Pids still held (by zombies) when we gave up waiting after ending the tree.
+    pub pids_still_busy: Vec<i32>,
+}
+
+fn step(name: &str) -> Result<(), CheckpointError> {
+    failpoint::check(name).map_err(|s| match s {
+        failpoint::Stop::Failpoint(n) => CheckpointError::Failpoint(n),
+        failpoint::Stop::Interrupted(n) => CheckpointError::Interrupted(n),
+    })
+}
+
+fn find_vdso_syscall(pid: i32) -> Result<u64, Failure> {
+    let maps = proc::read_maps(pid).ctx(pid, || "reading maps".into())?;
+    let v = maps
+        .iter()
+        .find(|m| m.path == "[vdso]")
+        .ok_or_else(|| Failure::msg(pid, "process has no [vdso]: cannot inject system calls"))?;
+    let mut buf = vec![0u8; (v.end - v.start) as usize];
+    stasis_sys::mem::read_exact(pid, v.start, &mut buf).ctx(pid, || "reading the vdso".into())?;
+    let off = stasis_sys::inject::find_syscall_insn(&buf)
+        .ok_or_else(|| Failure::msg(pid, "no syscall instruction in the vdso"))?;
+    Ok(v.start + off as u64)
+}
+
+/// Checkpoint the tree rooted at `opts.pid` into `opts.dir`.
+pub fn checkpoint(opts: &CheckpointOptions) -> Result<CheckpointStats, CheckpointError> {
+    let t0 = Instant::now();
+    let _span = tracing::info_span!("checkpoint", pid = opts.pid).entered();
+    let mut stats = CheckpointStats::default();
+    let writer = ImageWriter::create(
+        &opts.dir,
+        WriteOptions {
+            force: opts.force,
+            compression: opts.compression,
+        },
+    )
+    .map_err(|e| CheckpointError::Image(Box::new(e)))?;
+
+    let mut frozen = Frozen::seize(opts.pid)?;
+    let t_frozen = Instant::now();
+    step("seize")?;
+    let mut jrnl = journal::Journal::begin(&frozen).map_err(|e| Failure::new(opts.pid, "writing the recovery journal", e))?;
+
+    // Inspect: /proc only, nothing changed yet.
+    let mut shmem = ShmemTable::default();
+    let mut files = FileTable::default();
+    let mut jobs = Vec::new();
+    let mut procs = Vec::new();
+    for (i, sp) in frozen.procs.iter().enumerate() {
+        let pid = sp.pid;
+        let mut p = task::dump_process_proc(pid)?;
+        if i == 0 && p.pid != opts.pid {
+            return Err(Failure::msg(pid, "tree walk order").into());
+        }
+        let smaps = proc::read_smaps(pid).ctx(pid, || "reading smaps".into())?;
+        p.vmas = memory::dump_layout(pid, i, &smaps, &mut shmem, &mut jobs)?;
+        p.fds = files.dump_process(pid, &mut shmem, &writer)?;
+        p.threads = sp.threads.iter().map(task::dump_thread_regs).collect::<Result<_, _>>()?;
+        p.shared_pending = task::dump_shared_pending(pid)?;
+        procs.push(p);
+    }
+    step("inspect")?;
+
+    // Parasite: queries only the tasks can answer.
+    for i in 0..frozen.procs.len() {
+        let pid = frozen.procs[i].pid;
+        let leader = frozen.procs[i].threads[0].clone();
+        frozen.block_signals(i)?;
+        let gadget = find_vdso_syscall(pid)?;
+        let mut r = Remote::with_gadget(pid, leader.tid, gadget, leader.regs);
+        let prot = (libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC) as u64;
+        let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
+        let base = r.call("mmap parasite", libc::SYS_mmap, &[0, PARASITE_LEN, prot, flags, u64::MAX, 0])?;
+        frozen.procs[i].parasite = Some(base);
+        jrnl.parasite(pid, base).map_err(|e| Failure::new(pid, "writing the recovery journal", e))?;
+        stasis_sys::mem::write_all(pid, base, &stasis_sys::inject::GADGET_CODE)
+            .ctx(pid, || "writing the gadget".into())?;
+        r.use_base(base);
+        step("parasite")?;
+        task::dump_process_injected(&mut r, &mut procs[i])?;
+        for (ti, t) in frozen.procs[i].threads.iter().enumerate() {
+            let mut tr = Remote::new(pid, t.tid, base, t.regs);
+            task::dump_thread_injected(&mut tr, &mut procs[i].threads[ti], pid)?;
+        }
+        // Put the thread registers back now: the parasite stays mapped until release.
+        for t in &frozen.procs[i].threads {
+            ptrace::set_regs(t.tid, &t.regs).ctx(t.tid, || "restoring registers".into())?;
+        }
+    }
+    files.dump_pipes()?;
+    step("tasks")?;
+
+    // Memory.
+    let tm = Instant::now();
+    let (runs, bytes) = memory::run_dump_jobs(&jobs, &writer, opts.workers)?;
+    for (job, r) in jobs.iter().zip(runs) {
+        procs[job.slot.0].vmas[job.slot.1].pages.extend(r);
+    }
+    let shm_bytes = memory::dump_shmem(&mut shmem, &writer)?;
+    stats.memory_bytes = bytes + shm_bytes;
+    stats.memory_secs = tm.elapsed().as_secs_f64();
+    step("memory")?;
+
+    let vdso_hash = memory::vdso_hash(opts.pid)?;
+    let img = rec::Checkpoint {
+        root_pid: opts.pid,
+        processes: procs,
+        files: files.files,
+        pipes: files.pipes,
+        shmem: shmem.objects,
+        kernel_release: kernel_release(),
+        vdso_hash: vdso_hash.clone(),
+        pid_ns: std::fs::metadata(format!("/proc/{}/ns/pid", opts.pid)).map(|m| std::os::unix::fs::MetadataExt::ino(&m)).unwrap_or(0),
+    };
+    stats.processes = img.processes.len();
+    stats.threads = img.processes.iter().map(|p| p.threads.len()).sum();
+    writer
+        .put_file(stasis_image::OBJECTS_FILE, stasis_image::KIND_OBJECTS, &img.encode_to_vec())
+        .map_err(|e| CheckpointError::Image(Box::new(e)))?;
+    step("write")?;
+    let labels = vec![
+        ("kernel".to_string(), img.kernel_release.clone()),
+        ("vdso-blake3".to_string(), stasis_image::chunk_hex(&vdso_hash.clone().try_into().unwrap_or([0; 32]))),
+        ("comm".to_string(), img.processes[0].threads[0].comm.clone()),
+    ];
+    let cs = writer.commit(opts.pid, labels).map_err(|e| CheckpointError::Image(Box::new(e)))?;
+    stats.chunks = cs.chunks;
+    stats.stored_bytes = cs.chunk_bytes_raw;
+    step("commit")?;
+
+    // The image is durable: release or end the tree.
+    if opts.leave_running {
+        frozen.release()?;
+    } else {
+        // Remove the parasite first so nothing of ours can outlive a failed kill.
+        stats.pids_still_busy = frozen.kill(Duration::from_secs(5));
+    }
+    stats.frozen_secs = t_frozen.elapsed().as_secs_f64();
+    jrnl.finish();
+    stats.total_secs = t0.elapsed().as_secs_f64();
+    Ok(stats)
+}
+
+/// `uname -r`.
+pub fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}

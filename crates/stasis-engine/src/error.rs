@@ -1,0 +1,116 @@
+//! Errors of the engine's operations.
+//!
+//! Each operation has its own enum ([`CheckpointError`], [`RestoreError`]); both carry a
+//! [`Failure`] for kernel-level failures, which names the pid, the object and the step.
+
+use std::error::Error as StdError;
+
+/// A kernel-level failure: which pid, which object/step, and the cause.
+#[derive(Debug, thiserror::Error)]
+#[error("pid {pid}: {what}")]
+pub struct Failure {
+    /// Process (or thread) concerned.
+    pub pid: i32,
+    /// Object and step, e.g. "fd 3 (pipe:[1234]): reading buffered data".
+    pub what: String,
+    /// Cause.
+    #[source]
+    pub source: Option<Box<dyn StdError + Send + Sync>>,
+}
+
+impl Failure {
+    /// A failure with a cause.
+    pub fn new(
+        pid: i32,
+        what: impl Into<String>,
+        source: impl Into<Box<dyn StdError + Send + Sync>>,
+    ) -> Self {
+        Self {
+            pid,
+            what: what.into(),
+            source: Some(source.into()),
+        }
+    }
+
+    /// A failure without an underlying cause.
+    pub fn msg(pid: i32, what: impl Into<String>) -> Self {
+        Self {
+            pid,
+            what: what.into(),
+            source: None,
+        }
+    }
+}
+
+/// Attach pid/step context to results.
+pub trait Ctx<T> {
+    /// Map the error into a [`Failure`] for `pid` with a description of the step.
+    fn ctx(self, pid: i32, what: impl FnOnce() -> String) -> Result<T, Failure>;
+}
+
+impl<T, E: Into<Box<dyn StdError + Send + Sync>>> Ctx<T> for Result<T, E> {
+    fn ctx(self, pid: i32, what: impl FnOnce() -> String) -> Result<T, Failure> {
+        self.map_err(|e| Failure::new(pid, what(), e))
+    }
+}
+
+/// Why a checkpoint failed. The tree is left running as it was in every case.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    /// The tree holds something the engine cannot checkpoint yet.
+    #[error("cannot checkpoint pid {pid}: {what}")]
+    Unsupported {
+        /// Process holding the object.
+        pid: i32,
+        /// The object and its kind.
+        what: String,
+    },
+    /// The root pid does not exist.
+    #[error("no process with pid {0}")]
+    NoSuchProcess(i32),
+    /// A kernel operation failed.
+    #[error("checkpoint failed")]
+    Failed(#[from] Failure),
+    /// Writing the image failed.
+    #[error("writing the image failed")]
+    Image(#[source] Box<dyn StdError + Send + Sync>),
+    /// SIGINT/SIGTERM arrived.
+    #[error("checkpoint interrupted by a signal at step {0}; the tree was left running")]
+    Interrupted(String),
+    /// A failpoint fired (tests).
+    #[error("failpoint {0} fired; the tree was left running")]
+    Failpoint(String),
+}
+
+/// Why a restore failed. No restored task is left behind in every case.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    /// The image cannot be used (missing, corrupt, other version, other kernel).
+    #[error("image {dir}: {what}")]
+    BadImage {
+        /// Image directory.
+        dir: String,
+        /// Problem.
+        what: String,
+        /// Cause.
+        #[source]
+        source: Option<Box<dyn StdError + Send + Sync>>,
+    },
+    /// A pid or tid the image needs is in use.
+    #[error("pid {pid} is in use by a running process ({comm}); restore needs the same pids: end that process or restore into a fresh pid namespace")]
+    PidInUse {
+        /// The pid.
+        pid: i32,
+        /// Its command name.
+        comm: String,
+    },
+    /// A kernel operation failed.
+    #[error("restore failed")]
+    Failed(#[from] Failure),
+    /// A failpoint fired (tests).
+    #[error("failpoint {0} fired; nothing was left running")]
+    Failpoint(String),
+    /// SIGINT/SIGTERM arrived.
+    #[error("restore interrupted by a signal at step {0}; nothing was left running")]
+    Interrupted(String),
+}

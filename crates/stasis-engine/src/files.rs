@@ -1,0 +1,492 @@
+//! Files: fd tables, open file descriptions, pipes and FIFOs.
+//!
+//! ## Dump
+//! For every fd, `/proc/PID/fd/N` (the link and a `stat` through it) tells what it is and
+//! `/proc/PID/fdinfo/N` its offset and flags (`O_CLOEXEC` there is the fd flag). Fds that refer
+//! to the same *open file description* — after `dup` or `fork` — are found with
+//! `kcmp(KCMP_FILE)` and recorded as one [`rec::FileObject`] that several fds point to, so the
+//! restore opens it once and shares it (offset and status flags stay shared).
+//!
+//! Pipes and FIFOs: their buffered bytes are copied without consuming them: we open the pipe
+//! through `/proc/PID/fd/N` (read side, non-blocking) and `tee(2)` it into a pipe of our own.
+//! A pipe whose read or write end is not held by the tree has its other side outside: see the
+//! rules in docs/architecture.md ("Objects outside the tree").
+//!
+//! ## Restore
+//! The restorer opens every file description itself (regular files by path with their flags and
+//! offset, deleted files recreated and unlinked again, pipes created and refilled, memfds
+//! recreated), then each task takes its fds with an injected `pidfd_open(restorer)` +
+//! `pidfd_getfd` and `dup3` to the saved number. `pidfd_getfd` always sets `FD_CLOEXEC`, so the
+//! saved flag is applied again by `dup3`.
+
+use crate::error::{CheckpointError, Ctx, Failure};
+use crate::memory::{dump_file_content, FdSource, ShmemTable};
+use crate::remote::Remote;
+use stasis_image::records::{self as rec, FileKind, ShmemKind};
+use stasis_image::{ImageReader, ImageWriter};
+use stasis_sys::{proc, sys};
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+
+const O_CLOEXEC: u32 = libc::O_CLOEXEC as u32;
+
+/// Dump-side state shared across processes.
+#[derive(Default)]
+pub struct FileTable {
+    /// Open file descriptions.
+    pub files: Vec<rec::FileObject>,
+    /// Pipes by inode.
+    pub pipes: Vec<rec::PipeObject>,
+    pipe_by_ino: HashMap<u64, u32>,
+    /// (dev, ino) → [(pid, fd, file id)] for kcmp.
+    seen: HashMap<(u64, u64), Vec<(i32, i32, u32)>>,
+    /// Pipe id → (has read end, has write end) in the tree.
+    ends: HashMap<u32, (bool, bool)>,
+    /// Pipe id → a /proc path to open it for reading its buffer.
+    pipe_src: HashMap<u32, String>,
+}
+
+fn is_tty(md: &std::fs::Metadata) -> bool {
+    let major = libc::major(md.rdev());
+    md.file_type().is_char_device() && (major == 136 || major == 4 || major == 5 || (128..=143).contains(&major))
+}
+
+impl FileTable {
+    fn pipe_id(&mut self, ino: u64, fifo_path: &str) -> u32 {
+        if let Some(&id) = self.pipe_by_ino.get(&ino) {
+            return id;
+        }
+        let id = self.pipes.len() as u32;
+        self.pipes.push(rec::PipeObject {
+            id,
+            ino,
+            data: Vec::new(),
+            capacity: 0,
+            external_reader: false,
+            external_writer: false,
+            fifo_path: fifo_path.to_string(),
+        });
+        self.pipe_by_ino.insert(ino, id);
+        id
+    }
+
+    /// Dump the fd table of one process.
+    pub fn dump_process(
+        &mut self,
+        pid: i32,
+        shmem: &mut ShmemTable,
+        writer: &ImageWriter,
+    ) -> Result<Vec<rec::Fd>, CheckpointError> {
+        let mut out = Vec::new();
+        let fds = proc::list_fds(pid).ctx(pid, || "listing fds".into())?;
+        for fd in fds {
+            let link = match proc::read_fd_link(pid, fd) {
+                Ok(l) => l.to_string_lossy().into_owned(),
+                Err(e) if e.is_not_found() => continue,
+                Err(e) => return Err(Failure::new(pid, format!("fd {fd}: readlink"), e).into()),
+            };
+            let info = proc::read_fdinfo(pid, fd).ctx(pid, || format!("fd {fd}: reading fdinfo"))?;
+            let unsupported = |kind: &str| CheckpointError::Unsupported {
+                pid,
+                what: format!("fd {fd} ({link}) is {kind}; not supported yet"),
+            };
+            if link.starts_with("socket:") {
+                return Err(unsupported("a socket"));
+            }
+            if let Some(k) = link.strip_prefix("anon_inode:") {
+                return Err(unsupported(&format!("an anonymous-inode object ({k})")));
+            }
+            let proc_path = format!("/proc/{pid}/fd/{fd}");
+            let md = std::fs::metadata(&proc_path).ctx(pid, || format!("fd {fd} ({link}): stat"))?;
+            let key = (md.dev(), md.ino());
+            // Same open file description as an fd already seen?
+            let mut file_id = None;
+            if let Some(cands) = self.seen.get(&key) {
+                for &(p2, fd2, id) in cands {
+                    if sys::kcmp(pid, p2, sys::KCMP_FILE, fd as u64, fd2 as u64).ctx(pid, || format!("fd {fd}: kcmp"))? == 0 {
+                        file_id = Some(id);
+                        break;
+                    }
+                }
+            }
+            let file_id = match file_id {
+                Some(id) => id,
+                None => {
+                    let id = self.files.len() as u32;
+                    let flags = info.flags & !O_CLOEXEC;
+                    let mut fo = rec::FileObject {
+                        id,
+                        kind: FileKind::Regular as i32,
+                        path: link.clone(),
+                        flags,
+                        pos: info.pos,
+                        deleted: false,
+                        content: Vec::new(),
+                        size: md.size(),
+                        pipe_id: 0,
+                        write_end: false,
+                        shmem_id: 0,
+                        rdev: md.rdev(),
+                        mode: md.mode() & 0o7777,
+                        file_id: Some(rec::FileIdentity {
+                            dev: md.dev(),
+                            ino: md.ino(),
+                            size: md.size(),
+                            mtime_ns: md.mtime() * 1_000_000_000 + md.mtime_nsec(),
+                        }),
+                    };
+                    let ft = md.file_type();
+                    let acc = flags & libc::O_ACCMODE as u32;
+                    if link.starts_with("pipe:") || ft.is_fifo() {
+                        let fifo = if link.starts_with("pipe:") { "" } else { link.as_str() };
+                        let pid_ = self.pipe_id(md.ino(), fifo);
+                        fo.kind = if fifo.is_empty() { FileKind::PipeEnd } else { FileKind::Fifo } as i32;
+                        fo.pipe_id = pid_;
+                        fo.write_end = acc == libc::O_WRONLY as u32;
+                        let e = self.ends.entry(pid_).or_default();
+                        if acc == libc::O_RDWR as u32 {
+                            *e = (true, true);
+                        } else if fo.write_end {
+                            e.1 = true;
+                        } else {
+                            e.0 = true;
+                        }
+                        self.pipe_src.entry(pid_).or_insert_with(|| proc_path.clone());
+                    } else if let Some(name) = link.strip_prefix("/memfd:") {
+                        let name = name.trim_end_matches(" (deleted)").to_string();
+                        fo.kind = FileKind::Memfd as i32;
+                        fo.shmem_id = shmem.intern(key, ShmemKind::Memfd, name, md.size(), proc_path.clone());
+                    } else if ft.is_file() {
+                        if let Some(p) = link.strip_suffix(" (deleted)") {
+                            fo.deleted = true;
+                            fo.path = p.to_string();
+                            let f = File::open(&proc_path).ctx(pid, || format!("fd {fd}: opening deleted file {p}"))?;
+                            dump_file_content(&f, md.size(), writer, &mut fo.content)
+                                .ctx(pid, || format!("fd {fd}: saving content of deleted file {p}"))?;
+                        }
+                    } else if ft.is_dir() {
+                        fo.kind = FileKind::Directory as i32;
+                    } else if ft.is_char_device() {
+                        if is_tty(&md) {
+                            return Err(unsupported("a terminal (restore with stdio redirected, or wait for terminal support)"));
+                        }
+                        fo.kind = FileKind::CharDevice as i32;
+                    } else {
+                        return Err(unsupported("an object of an unknown kind"));
+                    }
+                    self.files.push(fo);
+                    id
+                }
+            };
+            self.seen.entry(key).or_default().push((pid, fd, file_id));
+            out.push(rec::Fd {
+                fd,
+                cloexec: info.flags & O_CLOEXEC != 0,
+                file_id,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Copy the buffered bytes of every pipe (without consuming them) and mark pipes whose
+    /// other end is outside the tree.
+    pub fn dump_pipes(&mut self) -> Result<(), Failure> {
+        for p in &mut self.pipes {
+            let (r, w) = self.ends.get(&p.id).copied().unwrap_or_default();
+            p.external_reader = !r;
+            p.external_writer = !w;
+            let src = &self.pipe_src[&p.id];
+            let f = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(src)
+                .ctx(0, || format!("opening {src} to read its buffered data"))?;
+            let cap = sys::fcntl(f.as_raw_fd(), sys::F_GETPIPE_SZ, 0).ctx(0, || format!("{src}: F_GETPIPE_SZ"))?;
+            p.capacity = cap as u32;
+            let n = sys::fionread(f.as_raw_fd()).ctx(0, || format!("{src}: FIONREAD"))?;
+            if n == 0 {
+                continue;
+            }
+            let (tr, tw) = sys::pipe().ctx(0, || "pipe".into())?;
+            sys::fcntl(tw.as_raw_fd(), sys::F_SETPIPE_SZ, cap).ctx(0, || format!("{src}: sizing a copy pipe to {cap} bytes"))?;
+            let got = sys::tee(f.as_raw_fd(), tw.as_raw_fd(), n).ctx(0, || format!("{src}: tee"))?;
+            drop(tw);
+            let mut data = Vec::with_capacity(got);
+            use std::io::Read;
+            File::from(tr).read_to_end(&mut data).ctx(0, || format!("{src}: reading copy"))?;
+            if data.len() != n {
+                return Err(Failure::msg(0, format!("{src}: copied {} of {n} buffered bytes", data.len())));
+            }
+            p.data = data;
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Restore side.
+
+/// Restorer-side open file descriptions and shmem objects, created once and handed to tasks.
+pub struct Opened {
+    /// File object id → our fd.
+    pub files: HashMap<u32, OwnedFd>,
+    /// Shmem id → our fd.
+    pub shmem: HashMap<u32, OwnedFd>,
+    /// Path (+write) → our fd, for file mappings.
+    pub paths: HashMap<(String, bool), OwnedFd>,
+    /// Pipes: id → (read end, write end).
+    pub pipes: HashMap<u32, (OwnedFd, OwnedFd)>,
+    /// External pipe ends given with --inherit-fd: "pipe:[INO]" → our fd.
+    pub inherit: HashMap<String, RawFd>,
+    /// Process whose fd tables we are filling (its pidfd of us, remote number).
+    pub remote_pidfd: HashMap<i32, u64>,
+    /// Highest fd number any task needs (+1): temporary fds go above.
+    pub high_fd: u64,
+}
+
+fn open_with(path: &str, flags: u32) -> std::io::Result<File> {
+    let acc = flags & libc::O_ACCMODE as u32;
+    let mut o = std::fs::OpenOptions::new();
+    o.read(acc == libc::O_RDONLY as u32 || acc == libc::O_RDWR as u32);
+    o.write(acc == libc::O_WRONLY as u32 || acc == libc::O_RDWR as u32);
+    let keep = flags & !(libc::O_ACCMODE | libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL | libc::O_CLOEXEC | libc::O_NOCTTY) as u32;
+    o.custom_flags(keep as i32);
+    o.open(path)
+}
+
+impl Opened {
+    /// Create every shared object the image needs, in the restorer.
+    pub fn prepare(img: &rec::Checkpoint, reader: &ImageReader, inherit: HashMap<String, RawFd>) -> Result<Opened, Failure> {
+        let mut o = Opened {
+            files: HashMap::new(),
+            shmem: HashMap::new(),
+            paths: HashMap::new(),
+            pipes: HashMap::new(),
+            inherit,
+            remote_pidfd: HashMap::new(),
+            high_fd: 3,
+        };
+        for p in &img.processes {
+            for fd in &p.fds {
+                o.high_fd = o.high_fd.max(fd.fd as u64 + 1);
+            }
+        }
+        for s in &img.shmem {
+            let fd = create_shmem(s, reader)?;
+            o.shmem.insert(s.id, fd);
+        }
+        for p in &img.pipes {
+            if !p.fifo_path.is_empty() {
+                continue;
+            }
+            let (r, w) = sys::pipe().ctx(0, || format!("creating pipe {}", p.ino))?;
+            if p.capacity != 0 {
+                sys::fcntl(w.as_raw_fd(), sys::F_SETPIPE_SZ, p.capacity as i64).ctx(0, || {
+                    format!("pipe:[{}]: F_SETPIPE_SZ to {} bytes (above fs.pipe-max-size needs CAP_SYS_RESOURCE)", p.ino, p.capacity)
+                })?;
+            }
+            if !p.data.is_empty() {
+                use std::io::Write;
+                let mut wf = File::from(w.try_clone().ctx(0, || "dup".into())?);
+                wf.write_all(&p.data).ctx(0, || format!("pipe:[{}]: refilling {} buffered bytes", p.ino, p.data.len()))?;
+            }
+            o.pipes.insert(p.id, (r, w));
+        }
+        // FIFOs: hold one read-write open so other opens never block, and refill.
+        let mut fifo_holders: HashMap<u32, File> = HashMap::new();
+        for p in &img.pipes {
+            if p.fifo_path.is_empty() {
+                continue;
+            }
+            let f = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(&p.fifo_path)
+                .ctx(0, || format!("opening FIFO {}", p.fifo_path))?;
+            if !p.data.is_empty() {
+                use std::io::Write;
+                (&f).write_all(&p.data).ctx(0, || format!("FIFO {}: refilling buffered data", p.fifo_path))?;
+            }
+            fifo_holders.insert(p.id, f);
+        }
+        for f in &img.files {
+            let kind = FileKind::try_from(f.kind).map_err(|_| Failure::msg(0, "unknown file kind in image"))?;
+            let what = || format!("open file description #{} ({})", f.id, f.path);
+            let fd: OwnedFd = match kind {
+                FileKind::Regular if f.deleted => recreate_deleted(f, reader)?.into(),
+                FileKind::Regular | FileKind::Directory | FileKind::CharDevice => {
+                    let file = open_with(&f.path, f.flags).ctx(0, what)?;
+                    if kind == FileKind::CharDevice {
+                        let md = file.metadata().ctx(0, what)?;
+                        if md.rdev() != f.rdev {
+                            return Err(Failure::msg(0, format!("{}: device number changed", what())));
+                        }
+                    }
+                    file.into()
+                }
+                FileKind::PipeEnd => {
+                    let pipe = img.pipes.iter().find(|p| p.id == f.pipe_id).ok_or_else(|| Failure::msg(0, format!("{}: pipe missing from image", what())))?;
+                    let external = if f.write_end { pipe.external_reader } else { pipe.external_writer };
+                    let key = format!("pipe:[{}]", pipe.ino);
+                    if external {
+                        if let Some(&ifd) = o.inherit.get(&key) {
+                            let dup = sys::fcntl(ifd, libc::F_DUPFD_CLOEXEC, 3).ctx(0, || format!("{key}: duplicating inherited fd {ifd}"))?;
+                            // SAFETY-free: wrap the fresh descriptor.
+                            File::from(owned_from_dup(dup as RawFd)).into()
+                        } else if f.write_end {
+                            // Nobody in the tree reads it: output goes to /dev/null.
+                            open_with("/dev/null", libc::O_WRONLY as u32).ctx(0, what)?.into()
+                        } else {
+                            let (r, _) = o.pipes.get(&f.pipe_id).ok_or_else(|| Failure::msg(0, what()))?;
+                            r.try_clone().ctx(0, what)?
+                        }
+                    } else {
+                        let (r, w) = o.pipes.get(&f.pipe_id).ok_or_else(|| Failure::msg(0, what()))?;
+                        if f.write_end { w.try_clone() } else { r.try_clone() }.ctx(0, what)?
+                    }
+                }
+                FileKind::Fifo => open_with(&f.path, f.flags | libc::O_NONBLOCK as u32).ctx(0, what)?.into(),
+                FileKind::Memfd => {
+                    let s = o.shmem.get(&f.shmem_id).ok_or_else(|| Failure::msg(0, format!("{}: memfd missing", what())))?;
+                    open_with(&format!("/proc/self/fd/{}", s.as_raw_fd()), f.flags).ctx(0, what)?.into()
+                }
+            };
+            // Status flags (O_NONBLOCK, O_APPEND…) belong to the description.
+            let want = f.flags & (libc::O_APPEND | libc::O_NONBLOCK | libc::O_ASYNC | libc::O_DIRECT | libc::O_NOATIME) as u32;
+            if matches!(kind, FileKind::PipeEnd | FileKind::Fifo) || want != 0 {
+                let cur = sys::fcntl(fd.as_raw_fd(), libc::F_GETFL, 0).ctx(0, what)? as u32;
+                let mask = (libc::O_APPEND | libc::O_NONBLOCK) as u32;
+                let newfl = (cur & !mask) | (want & mask);
+                if newfl != cur {
+                    sys::fcntl(fd.as_raw_fd(), libc::F_SETFL, newfl as i64).ctx(0, what)?;
+                }
+            }
+            if matches!(kind, FileKind::Regular | FileKind::Memfd | FileKind::Directory) && f.pos != 0 {
+                sys::lseek(fd.as_raw_fd(), f.pos as i64, libc::SEEK_SET).ctx(0, || format!("{}: seek to {}", what(), f.pos))?;
+            }
+            o.files.insert(f.id, fd);
+        }
+        drop(fifo_holders);
+        Ok(o)
+    }
+
+    /// Install all fds of one process.
+    pub fn restore_fds(&mut self, r: &mut Remote, p: &rec::Process) -> Result<(), Failure> {
+        for fd in &p.fds {
+            let ours = self.files.get(&fd.file_id).ok_or_else(|| Failure::msg(p.pid, format!("fd {}: file missing from image", fd.fd)))?.as_raw_fd();
+            let got = self.install(r, ours)?;
+            let target = fd.fd as u64;
+            if got == target {
+                let fl = if fd.cloexec { libc::FD_CLOEXEC } else { 0 };
+                r.call(&format!("fd {}: F_SETFD", fd.fd), libc::SYS_fcntl, &[target, libc::F_SETFD as u64, fl as u64])?;
+            } else {
+                let fl = if fd.cloexec { libc::O_CLOEXEC } else { 0 };
+                r.call(&format!("fd {}: dup3", fd.fd), libc::SYS_dup3, &[got, target, fl as u64])?;
+                r.call("close", libc::SYS_close, &[got])?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Our pidfd inside task `r`, created on first use above every fd the task needs.
+    fn remote_pidfd(&mut self, r: &mut Remote) -> Result<u64, Failure> {
+        if let Some(&fd) = self.remote_pidfd.get(&r.pid) {
+            return Ok(fd);
+        }
+        let me = sys::getpid() as u64;
+        let pfd = r.call("pidfd_open(restorer)", libc::SYS_pidfd_open, &[me, 0])?;
+        let high = r.call("fcntl(F_DUPFD_CLOEXEC)", libc::SYS_fcntl, &[pfd, libc::F_DUPFD_CLOEXEC as u64, self.high_fd + 16])?;
+        r.call("close", libc::SYS_close, &[pfd])?;
+        self.remote_pidfd.insert(r.pid, high);
+        Ok(high)
+    }
+
+    /// Close our pidfd inside the task.
+    pub fn finish(&mut self, r: &mut Remote) -> Result<(), Failure> {
+        if let Some(fd) = self.remote_pidfd.remove(&r.pid) {
+            r.call("close(pidfd)", libc::SYS_close, &[fd])?;
+        }
+        Ok(())
+    }
+}
+
+fn owned_from_dup(fd: RawFd) -> OwnedFd {
+    stasis_sys::sys::owned_fd(fd)
+}
+
+impl crate::memory::FdSource for Opened {
+    fn file_fd(&mut self, path: &str, write: bool) -> Result<RawFd, Failure> {
+        let key = (path.to_string(), write);
+        if let Some(f) = self.paths.get(&key) {
+            return Ok(f.as_raw_fd());
+        }
+        let flags = if write { libc::O_RDWR } else { libc::O_RDONLY } as u32;
+        let f = open_with(path, flags).ctx(0, || format!("opening mapped file {path}"))?;
+        let fd = f.as_raw_fd();
+        self.paths.insert(key, f.into());
+        Ok(fd)
+    }
+
+    fn shmem_fd(&mut self, id: u32) -> Result<RawFd, Failure> {
+        self.shmem.get(&id).map(|f| f.as_raw_fd()).ok_or_else(|| Failure::msg(0, format!("shared memory object {id} missing from image")))
+    }
+
+    fn install(&mut self, r: &mut Remote, fd: RawFd) -> Result<u64, Failure> {
+        let pfd = self.remote_pidfd(r)?;
+        r.call("pidfd_getfd", libc::SYS_pidfd_getfd, &[pfd, fd as u64, 0])
+    }
+}
+
+fn create_shmem(s: &rec::ShmemObject, reader: &ImageReader) -> Result<OwnedFd, Failure> {
+    let kind = ShmemKind::try_from(s.kind).map_err(|_| Failure::msg(0, "unknown shared memory kind"))?;
+    let file: File = match kind {
+        ShmemKind::Memfd => {
+            let fd = sys::memfd_create(&s.name, libc::MFD_ALLOW_SEALING | libc::MFD_CLOEXEC).ctx(0, || format!("memfd_create({})", s.name))?;
+            fd.into()
+        }
+        ShmemKind::SharedAnon | ShmemKind::DeletedFile => {
+            // A MAP_SHARED|MAP_ANONYMOUS object of our own, reached through map_files so
+            // that the tasks' mappings show "/dev/zero (deleted)" as before.
+            let f = sys::shared_anon_object(s.size).ctx(0, || format!("creating shared anonymous object of {} bytes", s.size))?;
+            f
+        }
+    };
+    crate::memory::fill_file(reader, &file, &s.pages, s.size)?;
+    if kind == ShmemKind::Memfd && s.seals != 0 {
+        sys::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, s.seals as i64).ctx(0, || format!("memfd {}: adding seals", s.name))?;
+    }
+    Ok(file.into())
+}
+
+fn recreate_deleted(f: &rec::FileObject, reader: &ImageReader) -> Result<File, Failure> {
+    let path = std::path::Path::new(&f.path);
+    let dir = path.parent().unwrap_or(std::path::Path::new("/"));
+    let name = if path.exists() {
+        dir.join(format!(".stasis-ghost-{}-{}", sys::getpid(), f.id))
+    } else {
+        path.to_path_buf()
+    };
+    let what = || format!("recreating deleted file {}", f.path);
+    let w = std::fs::OpenOptions::new().read(true).write(true).create_new(true).mode_bits(f.mode).open(&name).ctx(0, what)?;
+    let res = (|| {
+        crate::memory::fill_file(reader, &w, &f.content, f.size)?;
+        let file = open_with(&name.to_string_lossy(), f.flags).ctx(0, what)?;
+        Ok(file)
+    })();
+    let _ = std::fs::remove_file(&name);
+    res
+}
+
+trait ModeBits {
+    fn mode_bits(&mut self, mode: u32) -> &mut Self;
+}
+
+impl ModeBits for std::fs::OpenOptions {
+    fn mode_bits(&mut self, mode: u32) -> &mut Self {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        self.mode(if mode == 0 { 0o600 } else { mode })
+    }
+}

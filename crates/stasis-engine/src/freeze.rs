@@ -1,0 +1,384 @@
+//! Freezing a process tree with ptrace, and letting it go again.
+//!
+//! Every thread of every process in the tree is `PTRACE_SEIZE`d and `PTRACE_INTERRUPT`ed. The
+//! tree is walked from the root through `/proc/PID/task/TID/children` repeatedly until a pass
+//! finds no new thread or process: once all threads of a process are stopped it cannot fork or
+//! clone any more, so the walk converges.
+//!
+//! A signal that arrives while we wait for the interrupt stop shows up as a signal-delivery
+//! stop; it is delivered (`PTRACE_CONT` with the signal), exactly as it would have been without
+//! us, and we wait again for the pending interrupt.
+//!
+//! [`Frozen`] is the guard of this side effect: dropping it without [`Frozen::kill`] puts every
+//! thread back as it was (registers with syscall-restart fix-up, signal mask, our parasite
+//! mapping removed) and detaches, so a failed checkpoint leaves the tree running.
+
+use crate::error::{CheckpointError, Failure};
+use crate::remote::{Remote, PARASITE_LEN};
+use stasis_sys::proc;
+use stasis_sys::ptrace::{self, Regs, Stop};
+use std::collections::{BTreeSet, HashSet, VecDeque};
+use std::time::{Duration, Instant};
+
+/// One stopped thread and what we must put back.
+#[derive(Debug, Clone)]
+pub struct SeizedThread {
+    /// Thread id.
+    pub tid: i32,
+    /// Registers at the stop.
+    pub regs: Regs,
+    /// Signal mask at the stop.
+    pub sigmask: u64,
+    /// We changed the signal mask (blocked everything while injecting).
+    pub mask_changed: bool,
+}
+
+/// One stopped process.
+#[derive(Debug, Clone)]
+pub struct SeizedProc {
+    /// Thread-group id.
+    pub pid: i32,
+    /// Parent pid.
+    pub ppid: i32,
+    /// Threads, leader first.
+    pub threads: Vec<SeizedThread>,
+    /// Our gadget/scratch mapping, if mapped.
+    pub parasite: Option<u64>,
+}
+
+/// The frozen tree (guard).
+pub struct Frozen {
+    /// Processes, parents before children; the root first.
+    pub procs: Vec<SeizedProc>,
+    done: bool,
+}
+
+const SYS_RESTART_SYSCALL: u64 = 219;
+const ERESTARTSYS: i64 = 512;
+const ERESTARTNOINTR: i64 = 513;
+const ERESTARTNOHAND: i64 = 514;
+const ERESTART_RESTARTBLOCK: i64 = 516;
+
+/// Registers to resume a thread with, given the registers saved at an interrupt stop.
+///
+/// A thread stopped inside an interruptible system call shows `rax = -ERESTART*` and
+/// `orig_rax = nr`. We make it re-enter the call (`rip -= 2`, `rax = nr`). For
+/// `-ERESTART_RESTARTBLOCK` (nanosleep, clock_nanosleep, …) the same task can continue through
+/// `restart_syscall`; a newly created task has no restart block, so it gets `-EINTR`.
+pub fn resume_regs(saved: &Regs, same_task: bool) -> Regs {
+    let mut r = *saved;
+    if (saved.orig_rax as i64) < 0 {
+        return r;
+    }
+    match -(saved.rax as i64) {
+        ERESTARTSYS | ERESTARTNOINTR | ERESTARTNOHAND => {
+            r.rax = saved.orig_rax;
+            r.rip = saved.rip.wrapping_sub(2);
+        }
+        ERESTART_RESTARTBLOCK => {
+            if same_task {
+                r.rax = SYS_RESTART_SYSCALL;
+                r.rip = saved.rip.wrapping_sub(2);
+            } else {
+                r.rax = (-(libc::EINTR as i64)) as u64;
+            }
+        }
+        _ => {}
+    }
+    r
+}
+
+fn seize_one(tid: i32) -> Result<Option<SeizedThread>, Failure> {
+    match ptrace::seize(tid, ptrace::OPT_TRACESYSGOOD) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Ok(None),
+        Err(e) => return Err(Failure::new(tid, "PTRACE_SEIZE", e)),
+    }
+    if let Err(e) = ptrace::interrupt(tid) {
+        if e.raw_os_error() == Some(libc::ESRCH) {
+            return Ok(None);
+        }
+        return Err(Failure::new(tid, "PTRACE_INTERRUPT", e));
+    }
+    loop {
+        match ptrace::wait(tid) {
+            Ok(Stop::Event(ptrace::EVENT_STOP, _)) => break,
+            Ok(Stop::Signal(sig)) => {
+                // A signal arrived first: deliver it as the kernel would have, then wait for the
+                // interrupt, which is still pending.
+                ptrace::cont(tid, sig).map_err(|e| Failure::new(tid, "PTRACE_CONT", e))?;
+            }
+            Ok(Stop::Exited(_)) | Ok(Stop::Killed(_)) => return Ok(None),
+            Ok(other) => {
+                ptrace::cont(tid, 0).map_err(|e| Failure::new(tid, format!("{other:?}"), e))?;
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ECHILD) => return Ok(None),
+            Err(e) => return Err(Failure::new(tid, "waitpid", e)),
+        }
+    }
+    let regs = ptrace::get_regs(tid).map_err(|e| Failure::new(tid, "PTRACE_GETREGS", e))?;
+    let sigmask =
+        ptrace::get_sigmask(tid).map_err(|e| Failure::new(tid, "PTRACE_GETSIGMASK", e))?;
+    Ok(Some(SeizedThread {
+        tid,
+        regs,
+        sigmask,
+        mask_changed: false,
+    }))
+}
+
+fn refuse_state(pid: i32) -> Result<(), CheckpointError> {
+    let st = match proc::read_status(pid) {
+        Ok(s) => s,
+        Err(e) if e.is_not_found() => return Ok(()),
+        Err(e) => return Err(Failure::new(pid, "reading status", e).into()),
+    };
+    let unsupported = |what: String| Err(CheckpointError::Unsupported { pid, what });
+    match st.state {
+        'Z' => {
+            return unsupported(format!(
+                "process '{}' is a zombie (exited, not yet reaped by its parent {}); zombies are not supported yet",
+                st.name, st.ppid
+            ))
+        }
+        'T' => {
+            return unsupported(format!(
+                "process '{}' is stopped by job control; continue it (SIGCONT) first",
+                st.name
+            ))
+        }
+        _ => {}
+    }
+    if st.tracer_pid != 0 && st.tracer_pid != stasis_sys::sys::getpid() {
+        return unsupported(format!(
+            "process '{}' is already traced by pid {} (a debugger?)",
+            st.name, st.tracer_pid
+        ));
+    }
+    if st.seccomp != 0 {
+        return unsupported(format!(
+            "process '{}' runs under seccomp (mode {}); seccomp is not supported yet",
+            st.name, st.seccomp
+        ));
+    }
+    Ok(())
+}
+
+impl Frozen {
+    /// Seize and stop every thread of the tree rooted at `root`.
+    pub fn seize(root: i32) -> Result<Frozen, CheckpointError> {
+        if !std::path::Path::new(&format!("/proc/{root}")).exists() {
+            return Err(CheckpointError::NoSuchProcess(root));
+        }
+        let mut frozen = Frozen {
+            procs: Vec::new(),
+            done: false,
+        };
+        let mut seen_tids: HashSet<i32> = HashSet::new();
+        let mut dead_tids: HashSet<i32> = HashSet::new();
+        loop {
+            let mut changed = false;
+            let mut queue = VecDeque::from([root]);
+            let mut visited = HashSet::new();
+            while let Some(pid) = queue.pop_front() {
+                if !visited.insert(pid) {
+                    continue;
+                }
+                let idx = match frozen.procs.iter().position(|p| p.pid == pid) {
+                    Some(i) => i,
+                    None => {
+                        refuse_state(pid)?;
+                        let ppid = match proc::read_stat(pid) {
+                            Ok(s) => s.ppid,
+                            Err(e) if e.is_not_found() && pid != root => continue,
+                            Err(e) => return Err(Failure::new(pid, "reading stat", e).into()),
+                        };
+                        frozen.procs.push(SeizedProc {
+                            pid,
+                            ppid,
+                            threads: Vec::new(),
+                            parasite: None,
+                        });
+                        changed = true;
+                        frozen.procs.len() - 1
+                    }
+                };
+                let tids = match proc::list_tasks(pid) {
+                    Ok(t) => t,
+                    Err(e) if e.is_not_found() && pid != root => continue,
+                    Err(e) => return Err(Failure::new(pid, "listing threads", e).into()),
+                };
+                // Leader first.
+                let mut ordered: Vec<i32> = tids.iter().copied().filter(|&t| t == pid).collect();
+                ordered.extend(tids.iter().copied().filter(|&t| t != pid));
+                for tid in ordered {
+                    if seen_tids.contains(&tid) || dead_tids.contains(&tid) {
+                        continue;
+                    }
+                    match seize_one(tid)? {
+                        Some(t) => {
+                            seen_tids.insert(tid);
+                            frozen.procs[idx].threads.push(t);
+                            changed = true;
+                        }
+                        None => {
+                            dead_tids.insert(tid);
+                        }
+                    }
+                }
+                let threads: Vec<i32> = frozen.procs[idx].threads.iter().map(|t| t.tid).collect();
+                let mut kids = BTreeSet::new();
+                for tid in threads {
+                    if let Ok(c) = proc::read_children(pid, tid) {
+                        kids.extend(c);
+                    }
+                }
+                queue.extend(kids);
+            }
+            // Drop processes that vanished (exited before we got them).
+            frozen.procs.retain(|p| !p.threads.is_empty() || p.pid == root);
+            if !changed {
+                break;
+            }
+        }
+        if frozen.procs.first().map(|p| p.threads.is_empty()).unwrap_or(true) {
+            return Err(CheckpointError::NoSuchProcess(root));
+        }
+        for p in &frozen.procs {
+            if p.threads[0].tid != p.pid {
+                return Err(CheckpointError::Unsupported {
+                    pid: p.pid,
+                    what: "the thread-group leader has exited while other threads run; not supported yet".into(),
+                });
+            }
+        }
+        Ok(frozen)
+    }
+
+    /// All thread ids.
+    pub fn tids(&self) -> Vec<i32> {
+        self.procs
+            .iter()
+            .flat_map(|p| p.threads.iter().map(|t| t.tid))
+            .collect()
+    }
+
+    /// Block every signal in all threads of process `idx` while we inject into it (so no
+    /// asynchronous signal is delivered meanwhile: it stays pending, and is dumped as such).
+    pub fn block_signals(&mut self, idx: usize) -> Result<(), Failure> {
+        for t in &mut self.procs[idx].threads {
+            ptrace::set_sigmask(t.tid, !0u64).map_err(|e| Failure::new(t.tid, "PTRACE_SETSIGMASK", e))?;
+            t.mask_changed = true;
+        }
+        Ok(())
+    }
+
+    /// Put every thread back as it was and detach: the tree runs on.
+    pub fn release(mut self) -> Result<(), Failure> {
+        self.done = true;
+        self.put_back()
+    }
+
+    fn put_back(&mut self) -> Result<(), Failure> {
+        let mut first_err = None;
+        for p in &mut self.procs {
+            if let Some(base) = p.parasite.take() {
+                let leader = &p.threads[0];
+                let mut r = Remote::new(p.pid, leader.tid, base, leader.regs);
+                if let Err(e) = r.call("munmap parasite", libc::SYS_munmap, &[base, PARASITE_LEN]) {
+                    first_err.get_or_insert(e);
+                }
+            }
+            for t in &p.threads {
+                let res = (|| {
+                    if t.mask_changed {
+                        ptrace::set_sigmask(t.tid, t.sigmask)?;
+                    }
+                    ptrace::set_regs(t.tid, &resume_regs(&t.regs, true))?;
+                    ptrace::detach(t.tid, 0)
+                })();
+                if let Err(e) = res {
+                    if e.raw_os_error() != Some(libc::ESRCH) {
+                        first_err.get_or_insert(Failure::new(t.tid, "releasing thread", e));
+                    }
+                }
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// End the tree: SIGKILL every process, collect the deaths as tracer, and wait (bounded)
+    /// until every pid is free again (a zombie still holds its pid until its parent reaps it).
+    pub fn kill(mut self, wait: Duration) -> Vec<i32> {
+        self.done = true;
+        for p in &self.procs {
+            let _ = stasis_sys::sys::kill(p.pid, libc::SIGKILL);
+        }
+        for p in &self.procs {
+            for t in p.threads.iter().rev() {
+                loop {
+                    match ptrace::wait(t.tid) {
+                        Ok(Stop::Exited(_)) | Ok(Stop::Killed(_)) | Err(_) => break,
+                        Ok(_) => {
+                            let _ = ptrace::cont(t.tid, 0);
+                        }
+                    }
+                }
+            }
+        }
+        let start = Instant::now();
+        let tids = self.tids();
+        loop {
+            let busy: Vec<i32> = tids
+                .iter()
+                .copied()
+                .filter(|t| std::path::Path::new(&format!("/proc/{t}")).exists())
+                .collect();
+            if busy.is_empty() || start.elapsed() > wait {
+                return busy;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        if !self.done {
+            self.done = true;
+            if let Err(e) = self.put_back() {
+                tracing::error!(error = %e, "could not fully release the tree");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn regs(rax: i64, orig: i64, rip: u64) -> Regs {
+        let mut r = stasis_sys::ptrace::regs_from_slice(&[0; 27]).unwrap();
+        r.rax = rax as u64;
+        r.orig_rax = orig as u64;
+        r.rip = rip;
+        r
+    }
+
+    #[test]
+    fn restart_fixups() {
+        let r = resume_regs(&regs(-512, 0, 0x1002), false);
+        assert_eq!((r.rax, r.rip), (0, 0x1000));
+        let r = resume_regs(&regs(-516, 35, 0x1002), false);
+        assert_eq!((r.rax as i64, r.rip), (-4, 0x1002));
+        let r = resume_regs(&regs(-516, 35, 0x1002), true);
+        assert_eq!((r.rax, r.rip), (219, 0x1000));
+        let r = resume_regs(&regs(-512, -1, 0x1002), true);
+        assert_eq!((r.rax as i64, r.rip), (-512, 0x1002));
+        let r = resume_regs(&regs(5, 0, 0x1002), true);
+        assert_eq!((r.rax, r.rip), (5, 0x1002));
+    }
+}

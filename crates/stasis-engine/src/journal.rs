@@ -1,0 +1,200 @@
+//! Recovery journal: what a checkpoint changed in the tasks, so that a later stasis run can
+//! undo it if this one is killed (SIGKILL) midway.
+//!
+//! Before the first change, the journal records every seized thread with its original registers
+//! and signal mask; before our page is mapped into a process, its address. The file lives in
+//! `/run/stasis/journal/<stasis pid>.json`, is written atomically (temp + fsync + rename) and
+//! removed when the checkpoint ends either way.
+//!
+//! When stasis dies, the kernel detaches its tracees and they resume. A thread that was in the
+//! middle of an injected call finishes it and then spins on the `jmp .` of our gadget (see
+//! [`stasis_sys::inject`]); the others carry on with their own registers but with every signal
+//! blocked. [`recover`] (run by every stasis command before anything else) finds journals whose
+//! owner is gone, seizes those threads again, puts back registers (only where the thread is
+//! still inside our page) and signal masks, unmaps our page and detaches.
+
+use crate::freeze::{resume_regs, Frozen};
+use crate::remote::{Remote, PARASITE_LEN};
+use serde::{Deserialize, Serialize};
+use stasis_sys::ptrace::{self, Stop};
+use std::io::Write;
+use std::path::PathBuf;
+
+/// Where journals live.
+pub fn journal_dir() -> PathBuf {
+    std::env::var_os("STASIS_JOURNAL_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/run/stasis/journal"))
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct JThread {
+    tid: i32,
+    regs: Vec<u64>,
+    sigmask: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct JProc {
+    pid: i32,
+    start_time: u64,
+    parasite: Option<u64>,
+    threads: Vec<JThread>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Record {
+    owner: i32,
+    procs: Vec<JProc>,
+}
+
+/// The journal of the running checkpoint.
+pub struct Journal {
+    path: PathBuf,
+    rec: Record,
+}
+
+fn start_time(pid: i32) -> u64 {
+    stasis_sys::proc::read_stat(pid).map(|s| s.starttime).unwrap_or(0)
+}
+
+impl Journal {
+    /// Record the seized tree.
+    pub fn begin(frozen: &Frozen) -> std::io::Result<Journal> {
+        let dir = journal_dir();
+        std::fs::create_dir_all(&dir)?;
+        let owner = stasis_sys::sys::getpid();
+        let rec = Record {
+            owner,
+            procs: frozen
+                .procs
+                .iter()
+                .map(|p| JProc {
+                    pid: p.pid,
+                    start_time: start_time(p.pid),
+                    parasite: None,
+                    threads: p
+                        .threads
+                        .iter()
+                        .map(|t| JThread {
+                            tid: t.tid,
+                            regs: ptrace::regs_to_vec(&t.regs),
+                            sigmask: t.sigmask,
+                        })
+                        .collect(),
+                })
+                .collect(),
+        };
+        let j = Journal {
+            path: dir.join(format!("{owner}.json")),
+            rec,
+        };
+        j.write()?;
+        Ok(j)
+    }
+
+    fn write(&self) -> std::io::Result<()> {
+        let tmp = self.path.with_extension("tmp");
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&serde_json::to_vec(&self.rec).map_err(std::io::Error::other)?)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &self.path)
+    }
+
+    /// Record that our page is (about to be) mapped at `base` in `pid`.
+    pub fn parasite(&mut self, pid: i32, base: u64) -> std::io::Result<()> {
+        if let Some(p) = self.rec.procs.iter_mut().find(|p| p.pid == pid) {
+            p.parasite = Some(base);
+        }
+        self.write()
+    }
+
+    /// The checkpoint is over (tree released or ended): forget it.
+    pub fn finish(self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+impl Drop for Journal {
+    fn drop(&mut self) {
+        // Reached on error paths too: by then the Frozen guard has put the tree back.
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn alive(pid: i32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Undo what killed stasis runs left behind. Returns the number of processes repaired.
+pub fn recover() -> usize {
+    let Ok(rd) = std::fs::read_dir(journal_dir()) else {
+        return 0;
+    };
+    let mut fixed = 0;
+    for e in rd.flatten() {
+        let path = e.path();
+        if path.extension().and_then(|x| x.to_str()) != Some("json") {
+            continue;
+        }
+        let Ok(bytes) = std::fs::read(&path) else { continue };
+        let Ok(rec) = serde_json::from_slice::<Record>(&bytes) else {
+            let _ = std::fs::remove_file(&path);
+            continue;
+        };
+        if rec.owner != stasis_sys::sys::getpid() && alive(rec.owner) {
+            continue;
+        }
+        for p in &rec.procs {
+            if !alive(p.pid) || start_time(p.pid) != p.start_time {
+                continue;
+            }
+            match recover_proc(p) {
+                Ok(()) => fixed += 1,
+                Err(e) => tracing::error!(pid = p.pid, error = %e, "recovery of a process left by a killed stasis failed"),
+            }
+        }
+        let _ = std::fs::remove_file(&path);
+    }
+    fixed
+}
+
+fn recover_proc(p: &JProc) -> Result<(), crate::error::Failure> {
+    use crate::error::Ctx;
+    let mut seized = Vec::new();
+    let res = (|| {
+        for t in &p.threads {
+            if ptrace::seize(t.tid, ptrace::OPT_TRACESYSGOOD).is_err() {
+                continue;
+            }
+            ptrace::interrupt(t.tid).ctx(t.tid, || "PTRACE_INTERRUPT".into())?;
+            loop {
+                match ptrace::wait(t.tid).ctx(t.tid, || "waitpid".into())? {
+                    Stop::Event(ptrace::EVENT_STOP, _) => break,
+                    Stop::Exited(_) | Stop::Killed(_) => break,
+                    _ => ptrace::cont(t.tid, 0).ctx(t.tid, || "PTRACE_CONT".into())?,
+                }
+            }
+            seized.push(t);
+        }
+        let in_parasite = |rip: u64| p.parasite.is_some_and(|b| rip >= b && rip < b + PARASITE_LEN);
+        for t in &seized {
+            let saved = ptrace::regs_from_slice(&t.regs).ok_or_else(|| crate::error::Failure::msg(t.tid, "bad journal"))?;
+            let cur = ptrace::get_regs(t.tid).ctx(t.tid, || "PTRACE_GETREGS".into())?;
+            if let Some(base) = p.parasite {
+                if t.tid == p.pid {
+                    let mut r = Remote::new(p.pid, t.tid, base, saved);
+                    let _ = r.call("munmap parasite", libc::SYS_munmap, &[base, PARASITE_LEN]);
+                }
+            }
+            let regs = if in_parasite(cur.rip) { resume_regs(&saved, true) } else { cur };
+            ptrace::set_regs(t.tid, &regs).ctx(t.tid, || "PTRACE_SETREGS".into())?;
+            ptrace::set_sigmask(t.tid, t.sigmask).ctx(t.tid, || "PTRACE_SETSIGMASK".into())?;
+        }
+        Ok(())
+    })();
+    for t in &seized {
+        let _ = ptrace::detach(t.tid, 0);
+    }
+    res
+}

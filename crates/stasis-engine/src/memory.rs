@@ -1,0 +1,719 @@
+//! Memory: mappings and their pages.
+//!
+//! ## Dump
+//! `/proc/PID/smaps` gives every mapping with its VmFlags. Each is classified
+//! ([`rec::VmaKind`]): private anonymous (heap and stacks included), private file-backed, shared
+//! file-backed, shared memory objects (MAP_SHARED anonymous, memfd, deleted files on tmpfs), and
+//! the kernel's `[vdso]`/`[vvar]`/`[vvar_vclock]`. Device mappings (VM_IO/VM_PFNMAP) are
+//! refused.
+//!
+//! Which pages to store is read from `/proc/PID/pagemap`: a page is stored when it is present and
+//! anonymous (bit 61 clear: for a private file mapping that means the page was copied on write
+//! and differs from the file), or swapped out. Never-touched pages are absent and not stored;
+//! all-zero anonymous pages are skipped too (they read back as zero). Pages are read in
+//! 1 MiB-aligned windows, with one `process_vm_readv` per window (one iovec per run of pages),
+//! or through `/proc/PID/mem` for mappings that are not readable (PROT_NONE holding data). Each
+//! window's kept pages form one content-addressed chunk. Windows are spread over worker threads.
+//!
+//! A shared memory object is dumped once, whichever processes and mappings use it: it is
+//! identified by (device, inode) and read through `/proc/PID/map_files/START-END` with
+//! `SEEK_DATA`/`SEEK_HOLE`, since a page touched by one process is absent from another's pagemap.
+//!
+//! ## Restore
+//! The blank process has only our gadget page and the vdso block. The vdso block is moved to
+//! its saved address with `mremap` (all three parts, keeping their offsets). Every mapping is
+//! then created at its address with `MAP_FIXED_NOREPLACE` (writable while it is filled), files
+//! and shared objects passed in as fds via `pidfd_getfd`. Pages are written with
+//! `process_vm_writev` by worker threads; then final protections and madvise flags are applied.
+
+use crate::error::{Ctx, Failure};
+use crate::remote::Remote;
+use stasis_image::records::{self as rec, PageRun, ShmemKind, VmaKind};
+use stasis_image::{ChunkId, ImageReader, ImageWriter};
+use stasis_sys::mem::{self, RemoteRange};
+use stasis_sys::proc::{self, PagemapEntry, SmapsEntry};
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+const PAGE: u64 = 4096;
+/// Pages per dump window (1 MiB).
+pub const WINDOW_PAGES: u64 = 256;
+static ZERO_PAGE: [u8; 4096] = [0; 4096];
+
+/// Shared-memory objects seen so far, keyed by (device, inode).
+#[derive(Default)]
+pub struct ShmemTable {
+    /// (dev, ino) → index in `objects`.
+    pub by_key: HashMap<(u64, u64), u32>,
+    /// Objects, content not yet dumped for those in `pending`.
+    pub objects: Vec<rec::ShmemObject>,
+    /// Where to read each object from: a path under /proc that opens it.
+    pub sources: Vec<String>,
+}
+
+impl ShmemTable {
+    /// Register an object (if new) and return its id.
+    pub fn intern(&mut self, key: (u64, u64), kind: ShmemKind, name: String, size: u64, source: String) -> u32 {
+        if let Some(&id) = self.by_key.get(&key) {
+            let o = &mut self.objects[id as usize];
+            o.size = o.size.max(size);
+            return id;
+        }
+        let id = self.objects.len() as u32;
+        self.objects.push(rec::ShmemObject {
+            id,
+            kind: kind as i32,
+            name,
+            size,
+            pages: Vec::new(),
+            seals: 0,
+            ino: key.1,
+        });
+        self.sources.push(source);
+        self.by_key.insert(key, id);
+        id
+    }
+}
+
+fn dev_of(m: &proc::MapEntry) -> u64 {
+    libc::makedev(m.dev_major, m.dev_minor)
+}
+
+fn prot_of(m: &proc::MapEntry) -> u32 {
+    let mut p = 0;
+    if m.read {
+        p |= libc::PROT_READ;
+    }
+    if m.write {
+        p |= libc::PROT_WRITE;
+    }
+    if m.exec {
+        p |= libc::PROT_EXEC;
+    }
+    p as u32
+}
+
+const KEPT_FLAGS: [&str; 6] = ["gd", "nr", "dd", "dc", "wf", "hg"];
+
+/// One window of pages to read in the dump.
+pub struct DumpJob {
+    pid: i32,
+    /// Index of the (process, vma) this window belongs to, for reassembly.
+    pub slot: (usize, usize),
+    pages: Vec<u64>,
+    readable: bool,
+    skip_zero: bool,
+}
+
+/// Classify the mappings of one process and plan the page windows to read.
+pub fn dump_layout(
+    pid: i32,
+    proc_idx: usize,
+    smaps: &[SmapsEntry],
+    shmem: &mut ShmemTable,
+    jobs: &mut Vec<DumpJob>,
+) -> Result<Vec<rec::Vma>, crate::error::CheckpointError> {
+    let mut vmas = Vec::new();
+    let pagemap = proc::Pagemap::open(pid).ctx(pid, || "opening pagemap".into())?;
+    let mut entries = Vec::new();
+    for s in smaps {
+        let m = &s.map;
+        let unsupported = |what: String| crate::error::CheckpointError::Unsupported { pid, what };
+        if m.path == "[vsyscall]" {
+            continue;
+        }
+        let special = matches!(m.path.as_str(), "[vdso]" | "[vvar]" | "[vvar_vclock]");
+        if !special && (s.has_flag("io") || s.has_flag("pf")) {
+            return Err(unsupported(format!(
+                "mapping {:#x}-{:#x} ({}) is device memory (VM_IO/VM_PFNMAP); not supported",
+                m.start, m.end, m.path
+            )));
+        }
+        let kind = match m.path.as_str() {
+            "[vdso]" => VmaKind::Vdso,
+            "[vvar]" => VmaKind::Vvar,
+            "[vvar_vclock]" => VmaKind::VvarVclock,
+            p if p.starts_with("/SYSV") => {
+                return Err(unsupported(format!(
+                    "mapping {:#x}-{:#x} is System V shared memory; not supported yet",
+                    m.start, m.end
+                )))
+            }
+            p if p.starts_with('[') && !matches!(p, "[heap]" | "[stack]") && !p.starts_with("[anon:") => {
+                return Err(unsupported(format!(
+                    "mapping {:#x}-{:#x} is a special kernel mapping {}; not supported",
+                    m.start, m.end, p
+                )))
+            }
+            _ if m.inode == 0 && !m.shared => VmaKind::Anon,
+            _ if m.inode == 0 && m.shared => {
+                return Err(unsupported(format!(
+                    "mapping {:#x}-{:#x} ({}) is a shared mapping without inode; not supported",
+                    m.start, m.end, m.path
+                )))
+            }
+            _ if !m.shared => VmaKind::FilePrivate,
+            p if p.starts_with("/memfd:") || p.starts_with("/dev/zero") || m.deleted() => VmaKind::Shmem,
+            _ => VmaKind::FileShared,
+        };
+        let mut flags = if m.shared { libc::MAP_SHARED } else { libc::MAP_PRIVATE } as u32;
+        if s.has_flag("gd") {
+            flags |= libc::MAP_GROWSDOWN as u32;
+        }
+        if s.has_flag("nr") {
+            flags |= libc::MAP_NORESERVE as u32;
+        }
+        let mut vma = rec::Vma {
+            start: m.start,
+            end: m.end,
+            prot: prot_of(m),
+            flags,
+            kind: kind as i32,
+            offset: m.offset,
+            path: m.path.clone(),
+            shmem_id: 0,
+            vm_flags: s
+                .vm_flags
+                .iter()
+                .filter(|f| KEPT_FLAGS.contains(&f.as_str()))
+                .cloned()
+                .collect(),
+            pages: Vec::new(),
+            file_id: None,
+        };
+        match kind {
+            VmaKind::FilePrivate | VmaKind::FileShared => {
+                let path = m.file_path().unwrap_or(&m.path).to_string();
+                if m.deleted() {
+                    return Err(unsupported(format!(
+                        "mapping {:#x}-{:#x} maps deleted file {path} privately; not supported yet",
+                        m.start, m.end
+                    )));
+                }
+                let md = std::fs::metadata(format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end))
+                    .ctx(pid, || format!("stat of mapped file {path}"))?;
+                vma.path = path;
+                vma.file_id = Some(rec::FileIdentity {
+                    dev: md.dev(),
+                    ino: md.ino(),
+                    size: md.size(),
+                    mtime_ns: md.mtime() * 1_000_000_000 + md.mtime_nsec(),
+                });
+            }
+            VmaKind::Shmem => {
+                let (skind, name) = if let Some(n) = m.path.strip_prefix("/memfd:") {
+                    (ShmemKind::Memfd, n.trim_end_matches(" (deleted)").to_string())
+                } else if m.path.starts_with("/dev/zero") {
+                    (ShmemKind::SharedAnon, String::new())
+                } else {
+                    (ShmemKind::DeletedFile, m.file_path().unwrap_or(&m.path).to_string())
+                };
+                let src = format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end);
+                let size = std::fs::metadata(&src).map(|md| md.size()).unwrap_or(0);
+                let size = size.max(m.offset + (m.end - m.start));
+                vma.shmem_id = shmem.intern((dev_of(m), m.inode), skind, name, size, src);
+            }
+            _ => {}
+        }
+        if matches!(kind, VmaKind::Anon | VmaKind::FilePrivate) {
+            let npages = ((m.end - m.start) / PAGE) as usize;
+            pagemap
+                .read(m.start, npages, &mut entries)
+                .ctx(pid, || format!("reading pagemap of {:#x}-{:#x}", m.start, m.end))?;
+            let readable = m.read;
+            let mut w = 0;
+            while w < npages {
+                let win_start = m.start + w as u64 * PAGE;
+                let win_end_page = (((win_start / PAGE) / WINDOW_PAGES + 1) * WINDOW_PAGES) as usize
+                    - (m.start / PAGE) as usize;
+                let end = win_end_page.min(npages);
+                let pages: Vec<u64> = (w..end)
+                    .filter(|&i| {
+                        let e = PagemapEntry(entries[i]);
+                        (e.present() && !e.file_or_shared()) || e.swapped()
+                    })
+                    .map(|i| m.start + i as u64 * PAGE)
+                    .collect();
+                if !pages.is_empty() {
+                    jobs.push(DumpJob {
+                        pid,
+                        slot: (proc_idx, vmas.len()),
+                        pages,
+                        readable,
+                        skip_zero: kind == VmaKind::Anon,
+                    });
+                }
+                w = end;
+            }
+        }
+        vmas.push(vma);
+    }
+    Ok(vmas)
+}
+
+/// Compact `buf` (pages at `addrs`) into kept pages, write one chunk, return its runs.
+fn store_pages(
+    writer: &ImageWriter,
+    addrs: &[u64],
+    buf: &mut Vec<u8>,
+    skip_zero: bool,
+) -> Result<Vec<PageRun>, stasis_image::WriteError> {
+    let mut kept = 0usize;
+    let mut runs: Vec<(u64, u32, u64)> = Vec::new();
+    for (i, &addr) in addrs.iter().enumerate() {
+        let src = i * PAGE as usize;
+        if skip_zero && buf[src..src + PAGE as usize] == ZERO_PAGE {
+            continue;
+        }
+        if kept != i {
+            buf.copy_within(src..src + PAGE as usize, kept * PAGE as usize);
+        }
+        match runs.last_mut() {
+            Some((a, n, _)) if *a + *n as u64 * PAGE == addr => *n += 1,
+            _ => runs.push((addr, 1, kept as u64 * PAGE)),
+        }
+        kept += 1;
+    }
+    if kept == 0 {
+        return Ok(Vec::new());
+    }
+    let id = writer.put_chunk(&buf[..kept * PAGE as usize])?;
+    Ok(runs
+        .into_iter()
+        .map(|(addr, count, off)| PageRun {
+            addr,
+            count,
+            chunk: id.to_vec(),
+            chunk_offset: off,
+        })
+        .collect())
+}
+
+fn page_ranges(pages: &[u64]) -> Vec<RemoteRange> {
+    let mut out: Vec<RemoteRange> = Vec::new();
+    for &a in pages {
+        match out.last_mut() {
+            Some(r) if r.addr + r.len as u64 == a => r.len += PAGE as usize,
+            _ => out.push(RemoteRange { addr: a, len: PAGE as usize }),
+        }
+    }
+    out
+}
+
+/// Run the page windows on `workers` threads; returns runs per job (same order as `jobs`).
+/// Also returns the number of bytes read.
+pub fn run_dump_jobs(
+    jobs: &[DumpJob],
+    writer: &ImageWriter,
+    workers: usize,
+) -> Result<(Vec<Vec<PageRun>>, u64), Failure> {
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<Vec<PageRun>>>> = Mutex::new(vec![None; jobs.len()]);
+    let bytes = AtomicUsize::new(0);
+    let first_err: Mutex<Option<Failure>> = Mutex::new(None);
+    std::thread::scope(|s| {
+        for _ in 0..workers.max(1) {
+            s.spawn(|| {
+                let mut buf = Vec::with_capacity((WINDOW_PAGES * PAGE) as usize);
+                let mut procmem: HashMap<i32, stasis_sys::mem::ProcMem> = HashMap::new();
+                loop {
+                    if first_err.lock().expect("lock").is_some() {
+                        return;
+                    }
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(job) = jobs.get(i) else { return };
+                    let res = (|| -> Result<Vec<PageRun>, Failure> {
+                        let len = job.pages.len() * PAGE as usize;
+                        buf.resize(len, 0);
+                        let ranges = page_ranges(&job.pages);
+                        if job.readable {
+                            let n = mem::read_ranges(job.pid, &ranges, &mut buf[..len])
+                                .ctx(job.pid, || format!("reading memory at {:#x}", job.pages[0]))?;
+                            if n != len {
+                                return Err(Failure::msg(job.pid, format!("short memory read near {:#x}: {n} of {len} bytes", job.pages[0])));
+                            }
+                        } else {
+                            let pm = match procmem.entry(job.pid) {
+                                std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+                                std::collections::hash_map::Entry::Vacant(v) => v.insert(
+                                    stasis_sys::mem::ProcMem::open(job.pid).ctx(job.pid, || "opening /proc/PID/mem".into())?,
+                                ),
+                            };
+                            let mut off = 0;
+                            for r in &ranges {
+                                pm.read_exact(r.addr, &mut buf[off..off + r.len])
+                                    .ctx(job.pid, || format!("reading protected memory at {:#x}", r.addr))?;
+                                off += r.len;
+                            }
+                        }
+                        bytes.fetch_add(len, Ordering::Relaxed);
+                        store_pages(writer, &job.pages, &mut buf, job.skip_zero)
+                            .ctx(job.pid, || "writing page chunk".into())
+                    })();
+                    match res {
+                        Ok(runs) => results.lock().expect("lock")[i] = Some(runs),
+                        Err(e) => {
+                            first_err.lock().expect("lock").get_or_insert(e);
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    if let Some(e) = first_err.into_inner().expect("lock") {
+        return Err(e);
+    }
+    let res = results
+        .into_inner()
+        .expect("lock")
+        .into_iter()
+        .map(|r| r.unwrap_or_default())
+        .collect();
+    Ok((res, bytes.load(Ordering::Relaxed) as u64))
+}
+
+/// Dump the content of every shared-memory object (once each).
+pub fn dump_shmem(shmem: &mut ShmemTable, writer: &ImageWriter) -> Result<u64, Failure> {
+    let mut total = 0;
+    for (obj, src) in shmem.objects.iter_mut().zip(&shmem.sources) {
+        let f = File::open(src).ctx(0, || format!("opening shared memory object {src}"))?;
+        if obj.kind == ShmemKind::Memfd as i32 {
+            obj.seals = stasis_sys::sys::fcntl(std::os::fd::AsRawFd::as_raw_fd(&f), libc::F_GET_SEALS, 0).unwrap_or(0) as u32;
+        }
+        let size = f.metadata().map(|m| m.size()).unwrap_or(obj.size);
+        obj.size = obj.size.max(size);
+        total += dump_file_content(&f, size, writer, &mut obj.pages).ctx(0, || format!("reading shared memory object {src}"))?;
+    }
+    Ok(total)
+}
+
+/// Store the data ranges of a file (skipping holes and zero pages) as page runs whose `addr` is
+/// the byte offset in the file.
+pub fn dump_file_content(
+    f: &File,
+    size: u64,
+    writer: &ImageWriter,
+    out: &mut Vec<PageRun>,
+) -> std::io::Result<u64> {
+    use std::os::fd::AsRawFd;
+    let fd = f.as_raw_fd();
+    let mut off = 0u64;
+    let mut total = 0;
+    let mut buf = Vec::new();
+    while off < size {
+        let data = match stasis_sys::sys::lseek(fd, off as i64, libc::SEEK_DATA) {
+            Ok(d) => d as u64,
+            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => break,
+            Err(e) => return Err(e),
+        };
+        let hole = stasis_sys::sys::lseek(fd, data as i64, libc::SEEK_HOLE).map(|h| h as u64).unwrap_or(size);
+        let mut pos = data & !(PAGE - 1);
+        let end = hole.min(size).div_ceil(PAGE) * PAGE;
+        while pos < end {
+            let win_end = ((pos / (WINDOW_PAGES * PAGE)) + 1) * WINDOW_PAGES * PAGE;
+            let n = (win_end.min(end) - pos) as usize;
+            buf.resize(n, 0);
+            let mut got = 0;
+            while got < n {
+                let r = f.read_at(&mut buf[got..], pos + got as u64)?;
+                if r == 0 {
+                    break;
+                }
+                got += r;
+            }
+            buf[got..].fill(0);
+            total += n as u64;
+            let addrs: Vec<u64> = (0..n as u64 / PAGE).map(|i| pos + i * PAGE).collect();
+            out.extend(store_pages(writer, &addrs, &mut buf, true).map_err(std::io::Error::other)?);
+            pos += n as u64;
+        }
+        off = end.max(hole);
+    }
+    Ok(total)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Restore side.
+
+/// Read the vdso block (vvar, vvar_vclock, vdso) of a process: (kind, start, end).
+pub fn special_block(maps: &[proc::MapEntry]) -> Vec<(VmaKind, u64, u64)> {
+    maps.iter()
+        .filter_map(|m| {
+            let k = match m.path.as_str() {
+                "[vdso]" => VmaKind::Vdso,
+                "[vvar]" => VmaKind::Vvar,
+                "[vvar_vclock]" => VmaKind::VvarVclock,
+                _ => return None,
+            };
+            Some((k, m.start, m.end))
+        })
+        .collect()
+}
+
+/// blake3 of the `[vdso]` text of a process.
+pub fn vdso_hash(pid: i32) -> Result<Vec<u8>, Failure> {
+    let maps = proc::read_maps(pid).ctx(pid, || "reading maps".into())?;
+    let Some(v) = maps.iter().find(|m| m.path == "[vdso]") else {
+        return Ok(Vec::new());
+    };
+    let mut buf = vec![0u8; (v.end - v.start) as usize];
+    mem::read_exact(pid, v.start, &mut buf).ctx(pid, || "reading the vdso".into())?;
+    Ok(blake3::hash(&buf).as_bytes().to_vec())
+}
+
+/// Move the blank process's vdso block to the saved addresses.
+pub fn restore_vdso(r: &mut Remote, saved: &[rec::Vma], free_tmp: u64) -> Result<(), Failure> {
+    let pid = r.pid;
+    let maps = proc::read_maps(pid).ctx(pid, || "reading maps".into())?;
+    let cur = special_block(&maps);
+    let want: Vec<(VmaKind, u64, u64)> = saved
+        .iter()
+        .filter_map(|v| {
+            let k = VmaKind::try_from(v.kind).ok()?;
+            matches!(k, VmaKind::Vdso | VmaKind::Vvar | VmaKind::VvarVclock).then_some((k, v.start, v.end))
+        })
+        .collect();
+    let mut moves = Vec::new();
+    for &(k, s, e) in &cur {
+        match want.iter().find(|w| w.0 == k) {
+            Some(&(_, ws, we)) => {
+                if we - ws != e - s {
+                    return Err(Failure::msg(pid, format!("{k:?} is {} bytes here but {} in the image (different kernel build)", e - s, we - ws)));
+                }
+                if ws != s {
+                    moves.push((s, e - s, ws));
+                }
+            }
+            None => {
+                r.call("munmap of a vdso part the image does not have", libc::SYS_munmap, &[s, e - s])?;
+            }
+        }
+    }
+    if moves.is_empty() {
+        return Ok(());
+    }
+    // Two steps through a free area, so source and target never overlap.
+    let lo = moves.iter().map(|m| m.0).min().unwrap_or(0);
+    for &(s, len, _) in &moves {
+        let tmp = free_tmp + (s - lo);
+        r.call(
+            "mremap of the vdso block (a kernel sealing system mappings — CONFIG_MSEAL_SYSTEM_MAPPINGS — cannot restore)",
+            libc::SYS_mremap,
+            &[s, len, len, (libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED) as u64, tmp],
+        )?;
+    }
+    for &(s, len, target) in &moves {
+        let tmp = free_tmp + (s - lo);
+        r.call("mremap of the vdso block to its saved address", libc::SYS_mremap, &[tmp, len, len, (libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED) as u64, target])?;
+    }
+    Ok(())
+}
+
+/// Work left after mappings exist: fill pages, then fix protections.
+pub struct FillJob {
+    /// Target process.
+    pub pid: i32,
+    /// Runs to write.
+    pub runs: Vec<PageRun>,
+}
+
+/// Where each mapping's fd comes from in the restorer.
+pub trait FdSource {
+    /// A restorer-side fd for the file at `path` opened read-only or read-write.
+    fn file_fd(&mut self, path: &str, write: bool) -> Result<std::os::fd::RawFd, Failure>;
+    /// A restorer-side fd for shmem object `id`.
+    fn shmem_fd(&mut self, id: u32) -> Result<std::os::fd::RawFd, Failure>;
+    /// Make a restorer fd available in the task; returns the task's fd.
+    fn install(&mut self, r: &mut Remote, fd: std::os::fd::RawFd) -> Result<u64, Failure>;
+}
+
+/// Create every mapping of a process. Returns (page fill job, mprotect fixups).
+pub fn restore_mappings(
+    r: &mut Remote,
+    p: &rec::Process,
+    src: &mut dyn FdSource,
+) -> Result<(FillJob, Vec<(u64, u64, u32)>), Failure> {
+    let pid = p.pid;
+    let mut fixups = Vec::new();
+    let mut runs = Vec::new();
+    for v in &p.vmas {
+        let kind = VmaKind::try_from(v.kind).map_err(|_| Failure::msg(pid, "unknown mapping kind in image"))?;
+        if matches!(kind, VmaKind::Vdso | VmaKind::Vvar | VmaKind::VvarVclock) {
+            continue;
+        }
+        let len = v.end - v.start;
+        let needs_fill = !v.pages.is_empty();
+        let mut prot = v.prot as u64;
+        if needs_fill && (v.prot & (libc::PROT_WRITE | libc::PROT_READ) as u32) != (libc::PROT_WRITE | libc::PROT_READ) as u32 {
+            prot |= (libc::PROT_READ | libc::PROT_WRITE) as u64;
+            fixups.push((v.start, len, v.prot));
+        }
+        let mut flags = (v.flags as i32 | libc::MAP_FIXED_NOREPLACE) as u64;
+        let what = || format!("mapping {:#x}-{:#x} ({})", v.start, v.end, if v.path.is_empty() { "anonymous" } else { &v.path });
+        let (fd, remote_fd) = match kind {
+            VmaKind::Anon => {
+                flags |= libc::MAP_ANONYMOUS as u64;
+                (None, u64::MAX)
+            }
+            VmaKind::FilePrivate | VmaKind::FileShared => {
+                let write = kind == VmaKind::FileShared && (v.prot & libc::PROT_WRITE as u32 != 0 || v.vm_flags.iter().any(|f| f == "mw"));
+                let fd = src.file_fd(&v.path, write)?;
+                if let Some(id) = &v.file_id {
+                    check_identity(pid, fd, &v.path, id)?;
+                }
+                let rfd = src.install(r, fd)?;
+                (Some(fd), rfd)
+            }
+            VmaKind::Shmem => {
+                let fd = src.shmem_fd(v.shmem_id)?;
+                let rfd = src.install(r, fd)?;
+                (Some(fd), rfd)
+            }
+            _ => unreachable!(),
+        };
+        let got = r.call(&what(), libc::SYS_mmap, &[v.start, len, prot, flags, remote_fd, v.offset])?;
+        if fd.is_some() {
+            r.call("close", libc::SYS_close, &[remote_fd])?;
+        }
+        if got != v.start {
+            return Err(Failure::msg(pid, format!("{}: kernel placed it at {got:#x}", what())));
+        }
+        for f in &v.vm_flags {
+            let advice = match f.as_str() {
+                "dd" => libc::MADV_DONTDUMP,
+                "dc" => libc::MADV_DONTFORK,
+                "wf" => libc::MADV_WIPEONFORK,
+                "hg" => libc::MADV_HUGEPAGE,
+                _ => continue,
+            };
+            r.call(&format!("madvise {f} on {}", what()), libc::SYS_madvise, &[v.start, len, advice as u64])?;
+        }
+        runs.extend(v.pages.iter().cloned());
+    }
+    Ok((FillJob { pid, runs }, fixups))
+}
+
+/// Refuse a mapped file that changed since the checkpoint: its unmodified pages come from the
+/// file, so a different file would give the task different code or data.
+pub fn check_identity(pid: i32, fd: std::os::fd::RawFd, path: &str, id: &rec::FileIdentity) -> Result<(), Failure> {
+    let md = std::fs::metadata(format!("/proc/self/fd/{fd}")).ctx(pid, || format!("stat of {path}"))?;
+    let mtime = md.mtime() * 1_000_000_000 + md.mtime_nsec();
+    if md.size() != id.size || mtime != id.mtime_ns {
+        return Err(Failure::msg(
+            pid,
+            format!("mapped file {path} changed since the checkpoint (size {} → {}, mtime changed: {}); restore needs the same file", id.size, md.size(), mtime != id.mtime_ns),
+        ));
+    }
+    Ok(())
+}
+
+/// Write pages into processes with `process_vm_writev` from `workers` threads.
+pub fn fill_pages(reader: &ImageReader, jobs: &[FillJob], workers: usize) -> Result<u64, Failure> {
+    // Group runs by chunk so each chunk is read and verified once.
+    let mut by_chunk: Vec<(i32, Vec<&PageRun>)> = Vec::new();
+    for j in jobs {
+        let mut cur: Option<(&[u8], Vec<&PageRun>)> = None;
+        for run in &j.runs {
+            match &mut cur {
+                Some((c, v)) if *c == run.chunk.as_slice() => v.push(run),
+                _ => {
+                    if let Some((_, v)) = cur.take() {
+                        by_chunk.push((j.pid, v));
+                    }
+                    cur = Some((run.chunk.as_slice(), vec![run]));
+                }
+            }
+        }
+        if let Some((_, v)) = cur {
+            by_chunk.push((j.pid, v));
+        }
+    }
+    let next = AtomicUsize::new(0);
+    let bytes = AtomicUsize::new(0);
+    let first_err: Mutex<Option<Failure>> = Mutex::new(None);
+    std::thread::scope(|s| {
+        for _ in 0..workers.max(1) {
+            s.spawn(|| {
+                let mut buf = Vec::new();
+                loop {
+                    if first_err.lock().expect("lock").is_some() {
+                        return;
+                    }
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some((pid, runs)) = by_chunk.get(i) else { return };
+                    let res = (|| -> Result<(), Failure> {
+                        let id: ChunkId = runs[0].chunk.as_slice().try_into().map_err(|_| Failure::msg(*pid, "bad chunk id in image"))?;
+                        reader.read_chunk_into(&id, &mut buf).ctx(*pid, || format!("reading chunk {}", stasis_image::chunk_hex(&id)))?;
+                        let mut ranges = Vec::with_capacity(runs.len());
+                        let mut local: Vec<&[u8]> = Vec::new();
+                        for run in runs {
+                            let off = run.chunk_offset as usize;
+                            let len = run.count as usize * PAGE as usize;
+                            let data = buf.get(off..off + len).ok_or_else(|| Failure::msg(*pid, format!("chunk {} is shorter than the image says", stasis_image::chunk_hex(&id))))?;
+                            ranges.push(RemoteRange { addr: run.addr, len });
+                            local.push(data);
+                        }
+                        // Runs of one chunk are contiguous in it, in order.
+                        let start = runs[0].chunk_offset as usize;
+                        let total: usize = ranges.iter().map(|r| r.len).sum();
+                        let contiguous = runs.windows(2).all(|w| w[0].chunk_offset as usize + w[0].count as usize * PAGE as usize == w[1].chunk_offset as usize);
+                        if contiguous {
+                            let n = mem::write_ranges(*pid, &ranges, &buf[start..start + total])
+                                .ctx(*pid, || format!("writing pages at {:#x}", runs[0].addr))?;
+                            if n != total {
+                                return Err(Failure::msg(*pid, format!("short page write at {:#x}", runs[0].addr)));
+                            }
+                        } else {
+                            for (r, d) in ranges.iter().zip(local) {
+                                mem::write_all(*pid, r.addr, d).ctx(*pid, || format!("writing pages at {:#x}", r.addr))?;
+                            }
+                        }
+                        bytes.fetch_add(total, Ordering::Relaxed);
+                        Ok(())
+                    })();
+                    if let Err(e) = res {
+                        first_err.lock().expect("lock").get_or_insert(e);
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    if let Some(e) = first_err.into_inner().expect("lock") {
+        return Err(e);
+    }
+    Ok(bytes.load(Ordering::Relaxed) as u64)
+}
+
+/// Write the content of a shmem object (or deleted file) into a restorer-side fd.
+pub fn fill_file(reader: &ImageReader, fd: &File, runs: &[PageRun], size: u64) -> Result<(), Failure> {
+    fd.set_len(size).ctx(0, || "sizing shared memory object".into())?;
+    let mut buf = Vec::new();
+    for run in runs {
+        let id: ChunkId = run.chunk.as_slice().try_into().map_err(|_| Failure::msg(0, "bad chunk id in image"))?;
+        reader.read_chunk_into(&id, &mut buf).ctx(0, || format!("reading chunk {}", stasis_image::chunk_hex(&id)))?;
+        let off = run.chunk_offset as usize;
+        let len = run.count as usize * PAGE as usize;
+        let data = buf.get(off..off + len).ok_or_else(|| Failure::msg(0, "chunk shorter than the image says"))?;
+        let end = (run.addr + len as u64).min(size);
+        if end > run.addr {
+            fd.write_all_at(&data[..(end - run.addr) as usize], run.addr).ctx(0, || "writing shared memory object".into())?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_merge_adjacent_pages() {
+        let r = page_ranges(&[0x1000, 0x2000, 0x4000]);
+        assert_eq!(r, vec![RemoteRange { addr: 0x1000, len: 0x2000 }, RemoteRange { addr: 0x4000, len: 0x1000 }]);
+    }
+}

@@ -1,0 +1,455 @@
+//! Restore orchestration.
+//!
+//! Linux cannot change a process's parent, so every process is created by its saved parent:
+//! stasis creates the root with `clone3(set_tid)` as a *blank* process (fds closed, a gadget
+//! page, parked in `pause()`), seizes it with `PTRACE_O_EXITKILL` (if stasis dies, everything
+//! half-restored dies with it) and `TRACEFORK`/`TRACECLONE` (children and threads created by
+//! injected `clone3` are attached at birth), unmaps everything but the gadget and the vdso
+//! block, and injects `clone3(set_tid)` into each restored parent to create its children, then
+//! into each leader to create its threads. Then each process is rebuilt from outside: vdso
+//! moved, mappings created, pages written by worker threads, protections applied, mm fields,
+//! fds, cwd/limits/timers, dispositions, per-thread state, pending signals, credentials; the
+//! gadget is removed last, registers and masks are set, and every task is detached at once.
+//!
+//! [`Created`] is the guard: on any error every task created so far is killed and reaped.
+
+use crate::error::{Ctx, Failure, RestoreError};
+use crate::files::Opened;
+use crate::freeze::resume_regs;
+use crate::memory::{self, FillJob};
+use crate::remote::{Remote, PARASITE_LEN};
+use crate::{failpoint, task};
+use prost::Message;
+use stasis_image::records as rec;
+use stasis_image::ImageReader;
+use stasis_sys::ptrace::{self, Regs, Stop};
+use stasis_sys::{proc, sys};
+use std::collections::HashMap;
+use std::os::fd::RawFd;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// What to restore and how.
+#[derive(Debug, Clone)]
+pub struct RestoreOptions {
+    /// Image directory.
+    pub dir: PathBuf,
+    /// Outside objects to reattach: "pipe:[INO]" → an fd of ours.
+    pub inherit: HashMap<String, RawFd>,
+    /// Worker threads for page I/O.
+    pub workers: usize,
+    /// How long to wait for pids still held by zombies of the dumped tree.
+    pub pid_wait: Duration,
+}
+
+/// Figures about a finished restore.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct RestoreStats {
+    /// Pid of the restored root.
+    pub root_pid: i32,
+    /// Processes restored.
+    pub processes: usize,
+    /// Threads restored.
+    pub threads: usize,
+    /// Bytes of page data written.
+    pub memory_bytes: u64,
+    /// Seconds spent writing pages.
+    pub memory_secs: f64,
+    /// Total seconds.
+    pub total_secs: f64,
+}
+
+const TRACE_OPTS: u32 = ptrace::OPT_TRACESYSGOOD
+    | ptrace::OPT_TRACEFORK
+    | ptrace::OPT_TRACEVFORK
+    | ptrace::OPT_TRACECLONE
+    | ptrace::OPT_EXITKILL;
+const CLONE_THREAD_FLAGS: u64 = (libc::CLONE_VM
+    | libc::CLONE_FS
+    | libc::CLONE_FILES
+    | libc::CLONE_SIGHAND
+    | libc::CLONE_THREAD
+    | libc::CLONE_SYSVSEM) as u64;
+
+fn step(name: &str) -> Result<(), RestoreError> {
+    failpoint::check(name).map_err(|s| match s {
+        failpoint::Stop::Failpoint(n) => RestoreError::Failpoint(n),
+        failpoint::Stop::Interrupted(n) => RestoreError::Interrupted(n),
+    })
+}
+
+/// Guard over the tasks created so far: killed and reaped unless disarmed.
+struct Created {
+    /// (pid, tid) of every task, in creation order.
+    tasks: Vec<(i32, i32)>,
+    root: Option<i32>,
+    armed: bool,
+}
+
+impl Drop for Created {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let mut pids: Vec<i32> = self.tasks.iter().map(|t| t.0).collect();
+        pids.dedup();
+        for &p in &pids {
+            let _ = sys::kill(p, libc::SIGKILL);
+        }
+        for &(_, tid) in self.tasks.iter().rev() {
+            loop {
+                match ptrace::wait(tid) {
+                    Ok(Stop::Exited(_)) | Ok(Stop::Killed(_)) | Err(_) => break,
+                    Ok(_) => {
+                        let _ = ptrace::cont(tid, 0);
+                    }
+                }
+            }
+        }
+        if let Some(root) = self.root {
+            let _ = sys::reap_nohang(root);
+        }
+    }
+}
+
+fn bad(dir: &std::path::Path, what: impl Into<String>, source: Option<Box<dyn std::error::Error + Send + Sync>>) -> RestoreError {
+    RestoreError::BadImage {
+        dir: dir.display().to_string(),
+        what: what.into(),
+        source,
+    }
+}
+
+/// Open and decode an image (also used by `inspect`).
+pub fn load(dir: &std::path::Path) -> Result<(ImageReader, rec::Checkpoint), RestoreError> {
+    let reader = ImageReader::open(dir).map_err(|e| bad(dir, "cannot open image", Some(Box::new(e))))?;
+    let bytes = reader
+        .read_file(stasis_image::OBJECTS_FILE)
+        .map_err(|e| bad(dir, "cannot read objects", Some(Box::new(e))))?;
+    let img = rec::Checkpoint::decode(bytes.as_slice()).map_err(|e| bad(dir, "objects.img does not decode", Some(Box::new(e))))?;
+    validate(&img).map_err(|w| bad(dir, w, None))?;
+    Ok((reader, img))
+}
+
+/// Structural checks on a decoded image (no panics later on indexes).
+pub fn validate(img: &rec::Checkpoint) -> Result<(), String> {
+    let Some(root) = img.processes.first() else {
+        return Err("image holds no process".into());
+    };
+    if root.pid != img.root_pid {
+        return Err("first process is not the root".into());
+    }
+    let mut seen = std::collections::HashSet::new();
+    for (i, p) in img.processes.iter().enumerate() {
+        if p.pid <= 0 || !seen.insert(p.pid) {
+            return Err(format!("bad or duplicate pid {}", p.pid));
+        }
+        if i > 0 && !img.processes[..i].iter().any(|q| q.pid == p.ppid) {
+            return Err(format!("pid {}: parent {} is not restored before it", p.pid, p.ppid));
+        }
+        if p.threads.first().map(|t| t.tid) != Some(p.pid) {
+            return Err(format!("pid {}: leader thread missing", p.pid));
+        }
+        if p.mm.is_none() || p.creds.is_none() || p.sigactions.len() != 64 {
+            return Err(format!("pid {}: incomplete process record", p.pid));
+        }
+        for t in &p.threads {
+            if t.regs.len() != 27 {
+                return Err(format!("tid {}: bad register record", t.tid));
+            }
+        }
+        for fd in &p.fds {
+            if fd.file_id as usize >= img.files.len() || fd.fd < 0 {
+                return Err(format!("pid {} fd {}: bad file reference", p.pid, fd.fd));
+            }
+        }
+        for v in &p.vmas {
+            if v.start >= v.end || v.start % 4096 != 0 || v.end % 4096 != 0 {
+                return Err(format!("pid {}: bad mapping {:#x}-{:#x}", p.pid, v.start, v.end));
+            }
+            if v.kind == rec::VmaKind::Shmem as i32 && v.shmem_id as usize >= img.shmem.len() {
+                return Err(format!("pid {}: mapping refers to a missing shared object", p.pid));
+            }
+        }
+    }
+    for (i, f) in img.files.iter().enumerate() {
+        if f.id as usize != i {
+            return Err("file objects out of order".into());
+        }
+    }
+    for (i, s) in img.shmem.iter().enumerate() {
+        if s.id as usize != i {
+            return Err("shared objects out of order".into());
+        }
+    }
+    Ok(())
+}
+
+fn wait_pids_free(img: &rec::Checkpoint, wait: Duration) -> Result<(), RestoreError> {
+    let start = Instant::now();
+    for p in &img.processes {
+        for t in &p.threads {
+            loop {
+                let stat = match proc::read_stat(t.tid) {
+                    Ok(s) => s,
+                    Err(_) => break,
+                };
+                if stat.state == 'Z' || stat.state == 'X' {
+                    if start.elapsed() < wait {
+                        std::thread::sleep(Duration::from_millis(5));
+                        continue;
+                    }
+                }
+                return Err(RestoreError::PidInUse {
+                    pid: t.tid,
+                    comm: stat.comm,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+fn pick_gadget(img: &rec::Checkpoint) -> Result<u64, Failure> {
+    let mut used: Vec<(u64, u64)> = img.processes.iter().flat_map(|p| p.vmas.iter().map(|v| (v.start, v.end))).collect();
+    let own = proc::read_maps(sys::getpid()).ctx(0, || "reading our own maps".into())?;
+    used.extend(own.iter().map(|m| (m.start, m.end)));
+    let need = PARASITE_LEN + (4 << 20);
+    let mut cand: u64 = 0x1000_0000;
+    while cand < 0x7f00_0000_0000 {
+        let end = cand + need;
+        if used.iter().all(|&(s, e)| e <= cand || s >= end) {
+            return Ok(cand);
+        }
+        cand += 64 << 20;
+    }
+    Err(Failure::msg(0, "no free address range for the restore gadget"))
+}
+
+fn wait_stopped(tid: i32) -> Result<(), Failure> {
+    loop {
+        match ptrace::wait(tid).ctx(tid, || "waiting for a new task to stop".into())? {
+            Stop::Event(ptrace::EVENT_STOP, _) => return Ok(()),
+            Stop::Signal(libc::SIGSTOP) => return Ok(()),
+            Stop::Signal(_) | Stop::Event(..) | Stop::Syscall => {
+                ptrace::cont(tid, 0).ctx(tid, || "PTRACE_CONT".into())?;
+            }
+            s => return Err(Failure::msg(tid, format!("new task died before it could be restored: {s:?}"))),
+        }
+    }
+}
+
+fn inject_clone(r: &mut Remote, flags: u64, exit_signal: u64, tid: i32) -> Result<i32, Failure> {
+    let set_tid = r.put(128, &tid.to_le_bytes())?;
+    let args = sys::encode_clone_args(flags, exit_signal, set_tid, 1);
+    let a = r.put(0, &args)?;
+    let res = r.call_raw(&format!("clone3 for pid/tid {tid}"), libc::SYS_clone3, &[a, args.len() as u64])?;
+    if res == -(libc::EEXIST as i64) {
+        return Err(Failure::msg(tid, format!("pid {tid} was taken while restoring")));
+    }
+    if res < 0 {
+        return Err(Failure::new(tid, format!("clone3 with set_tid {tid}"), std::io::Error::from_raw_os_error(-res as i32)));
+    }
+    if res as i32 != tid {
+        return Err(Failure::msg(tid, format!("clone3 gave pid {res} instead of {tid}")));
+    }
+    wait_stopped(tid)?;
+    ptrace::set_sigmask(tid, !0).ctx(tid, || "blocking signals".into())?;
+    Ok(tid)
+}
+
+/// Restore the image in `opts.dir`. Returns once every task runs.
+pub fn restore(opts: &RestoreOptions) -> Result<RestoreStats, RestoreError> {
+    let t0 = Instant::now();
+    let _span = tracing::info_span!("restore", dir = %opts.dir.display()).entered();
+    let (reader, img) = load(&opts.dir)?;
+    let ours = memory::vdso_hash(sys::getpid())?;
+    if !img.vdso_hash.is_empty() && img.vdso_hash != ours {
+        return Err(bad(
+            &opts.dir,
+            format!(
+                "taken on a different kernel build ({}; this is {}): the vdso differs, restore needs the same kernel",
+                img.kernel_release,
+                crate::checkpoint::kernel_release()
+            ),
+            None,
+        ));
+    }
+    wait_pids_free(&img, opts.pid_wait)?;
+    step("validate")?;
+    let mut opened = Opened::prepare(&img, &reader, opts.inherit.clone())?;
+    step("prepare")?;
+    let gadget = pick_gadget(&img)?;
+    let root = &img.processes[0];
+    let mut created = Created {
+        tasks: Vec::new(),
+        root: None,
+        armed: true,
+    };
+    let root_pid = match sys::spawn_blank(sys::BlankSpec {
+        pid: root.pid,
+        gadget_addr: gadget,
+        gadget_len: PARASITE_LEN,
+        exit_signal: root.exit_signal.max(0),
+    }) {
+        Ok(p) => p,
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+            return Err(RestoreError::PidInUse { pid: root.pid, comm: "?".into() })
+        }
+        Err(e) => return Err(Failure::new(root.pid, "creating the root process (clone3 with set_tid)", e).into()),
+    };
+    created.root = Some(root_pid);
+    created.tasks.push((root_pid, root_pid));
+    // Wait until the blank child parks in pause() with its gadget mapped.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let ready = proc::read_stat(root_pid).map(|s| s.state == 'S').unwrap_or(false)
+            && proc::read_maps(root_pid).map(|m| m.iter().any(|e| e.start == gadget)).unwrap_or(false);
+        if ready {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(Failure::msg(root_pid, "blank process did not get ready").into());
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    ptrace::seize(root_pid, TRACE_OPTS).ctx(root_pid, || "PTRACE_SEIZE".into())?;
+    ptrace::interrupt(root_pid).ctx(root_pid, || "PTRACE_INTERRUPT".into())?;
+    wait_stopped(root_pid)?;
+    ptrace::set_sigmask(root_pid, !0).ctx(root_pid, || "blocking signals".into())?;
+
+    let regs_of = |tid: i32| -> Result<Regs, Failure> { ptrace::get_regs(tid).ctx(tid, || "PTRACE_GETREGS".into()) };
+    let mut remotes: HashMap<i32, Remote> = HashMap::new();
+    let mut r = Remote::new(root_pid, root_pid, gadget, regs_of(root_pid)?);
+    // The blank child inherited our thread's rseq registration; the kernel would fault on it
+    // once we unmap its memory.
+    let rseq = ptrace::get_rseq(root_pid).ctx(root_pid, || "reading rseq configuration".into())?;
+    if rseq.rseq_abi_pointer != 0 {
+        r.call("rseq unregister", libc::SYS_rseq, &[rseq.rseq_abi_pointer, rseq.rseq_abi_size as u64, 1, rseq.signature as u64])?;
+    }
+    // Blank the root: keep only the gadget and the vdso block.
+    for m in proc::read_maps(root_pid).ctx(root_pid, || "reading maps".into())? {
+        if m.start == gadget || matches!(m.path.as_str(), "[vdso]" | "[vvar]" | "[vvar_vclock]" | "[vsyscall]") {
+            continue;
+        }
+        tracing::debug!(start = format_args!("{:#x}", m.start), end = format_args!("{:#x}", m.end), path = %m.path, "unmapping");
+        r.call(&format!("unmapping the restorer's memory at {:#x}-{:#x} ({})", m.start, m.end, m.path), libc::SYS_munmap, &[m.start, m.end - m.start])?;
+    }
+    if root.sid == root.pid {
+        r.call("setsid", libc::SYS_setsid, &[])?;
+    }
+    remotes.insert(root_pid, r);
+    step("root")?;
+
+    // Processes, parents first.
+    for p in &img.processes[1..] {
+        let parent = remotes.get_mut(&p.ppid).ok_or_else(|| Failure::msg(p.pid, "parent not restored"))?;
+        let pid = inject_clone(parent, 0, p.exit_signal.max(0) as u64, p.pid)?;
+        created.tasks.push((pid, pid));
+        let mut r = Remote::new(pid, pid, gadget, regs_of(pid)?);
+        if p.sid == p.pid {
+            r.call("setsid", libc::SYS_setsid, &[])?;
+        }
+        remotes.insert(pid, r);
+    }
+    // Process groups: leaders first, then members of groups led inside the tree. A group or
+    // session led from outside the tree becomes the restorer's (documented rule).
+    let in_tree = |id: i32| img.processes.iter().any(|q| q.pid == id);
+    for pass in 0..2 {
+        for p in &img.processes {
+            let r = remotes.get_mut(&p.pid).expect("created");
+            let cur = proc::read_stat(p.pid).ctx(p.pid, || "reading stat".into())?.pgrp;
+            if cur == p.pgid || !in_tree(p.pgid) {
+                continue;
+            }
+            if pass == 0 && p.pgid == p.pid {
+                r.call("setpgid(0, 0)", libc::SYS_setpgid, &[0, 0])?;
+            } else if pass == 1 && p.pgid != p.pid {
+                r.call(&format!("setpgid(0, {})", p.pgid), libc::SYS_setpgid, &[0, p.pgid as u64])?;
+            }
+        }
+    }
+    // Threads.
+    for p in &img.processes {
+        for t in &p.threads[1..] {
+            let r = remotes.get_mut(&p.pid).expect("created");
+            let tid = inject_clone(r, CLONE_THREAD_FLAGS, 0, t.tid)?;
+            created.tasks.push((p.pid, tid));
+        }
+    }
+    step("tasks")?;
+
+    // Memory layout.
+    let mut fills: Vec<FillJob> = Vec::new();
+    let mut fixups: HashMap<i32, Vec<(u64, u64, u32)>> = HashMap::new();
+    for p in &img.processes {
+        let r = remotes.get_mut(&p.pid).expect("created");
+        memory::restore_vdso(r, &p.vmas, gadget + PARASITE_LEN + (1 << 20))?;
+        // mm fields and exe first: the kernel refuses a new exe file while the old one is
+        // still mapped, and the image may map the same binary as ours.
+        let mm = p.mm.as_ref().expect("validated");
+        let exe = crate::memory::FdSource::file_fd(&mut opened, &p.exe, false)
+            .map_err(|e| Failure::msg(p.pid, format!("executable {}: {e}", p.exe)))?;
+        let rexe = crate::memory::FdSource::install(&mut opened, r, exe)?;
+        task::restore_mm(r, mm, rexe)?;
+        r.call("close", libc::SYS_close, &[rexe])?;
+        let (fill, fix) = memory::restore_mappings(r, p, &mut opened)?;
+        fills.push(fill);
+        fixups.insert(p.pid, fix);
+    }
+    step("mappings")?;
+    let tm = Instant::now();
+    let memory_bytes = memory::fill_pages(&reader, &fills, opts.workers)?;
+    let memory_secs = tm.elapsed().as_secs_f64();
+    step("pages")?;
+
+    for p in &img.processes {
+        let r = remotes.get_mut(&p.pid).expect("created");
+        for &(start, len, prot) in &fixups[&p.pid] {
+            r.call(&format!("mprotect {start:#x}"), libc::SYS_mprotect, &[start, len, prot as u64])?;
+        }
+        opened.restore_fds(r, p)?;
+        task::restore_process_misc(r, p)?;
+        task::restore_sigactions(r, p)?;
+        opened.finish(r)?;
+        for t in &p.threads {
+            let mut tr = Remote::new(p.pid, t.tid, gadget, regs_of(t.tid)?);
+            task::restore_thread(&mut tr, t)?;
+            task::restore_pending(&mut tr, p.pid, t.tid, &t.pending, false)?;
+        }
+        task::restore_pending(r, p.pid, p.pid, &p.shared_pending, true)?;
+        let creds = p.creds.as_ref().expect("validated");
+        for t in &p.threads {
+            let mut tr = Remote::new(p.pid, t.tid, gadget, regs_of(t.tid)?);
+            task::restore_creds(&mut tr, creds)?;
+        }
+        r.call("munmap gadget", libc::SYS_munmap, &[gadget, PARASITE_LEN])?;
+    }
+    step("state")?;
+
+    // Registers and masks, then let everything run.
+    for p in &img.processes {
+        for t in &p.threads {
+            let saved = ptrace::regs_from_slice(&t.regs).expect("validated");
+            ptrace::set_xstate(t.tid, &t.xsave).ctx(t.tid, || "PTRACE_SETREGSET(NT_X86_XSTATE)".into())?;
+            ptrace::set_regs(t.tid, &resume_regs(&saved, false)).ctx(t.tid, || "PTRACE_SETREGS".into())?;
+            ptrace::set_sigmask(t.tid, t.sigmask).ctx(t.tid, || "PTRACE_SETSIGMASK".into())?;
+        }
+    }
+    step("detach")?;
+    created.armed = false;
+    for p in &img.processes {
+        for t in &p.threads {
+            ptrace::detach(t.tid, 0).ctx(t.tid, || "PTRACE_DETACH".into())?;
+        }
+    }
+    drop(opened);
+    Ok(RestoreStats {
+        root_pid,
+        processes: img.processes.len(),
+        threads: img.processes.iter().map(|p| p.threads.len()).sum(),
+        memory_bytes,
+        memory_secs,
+        total_secs: t0.elapsed().as_secs_f64(),
+    })
+}

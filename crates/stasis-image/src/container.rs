@@ -1,0 +1,1096 @@
+//! The image container: directory layout, framed files, [`ImageWriter`] and
+//! [`ImageReader`].
+//!
+//! An image is a directory holding `manifest.img` (the commit marker, written
+//! last), framed record files `<name>.img`, and content-addressed chunks under
+//! `chunks/`. The byte layouts are documented in `docs/image-format.md`.
+
+#![warn(missing_docs)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use prost::Message;
+
+use crate::chunk::{
+    chunk_hex, chunk_id_of, chunk_path, hex_bytes, read_chunk_file, read_exactly, write_chunk_file,
+    write_two, ChunkId, CHUNK_HEADER_LEN, MAX_CHUNK,
+};
+use crate::error::{CommitError, CreateError, FrameError, OpenError, ReadError, WriteError};
+use crate::manifest::{validate_file_name, ChunkEntry, FileEntry, Label, Manifest};
+
+/// Major format version written in every framed header. Readers refuse any
+/// other value.
+pub const FORMAT_VERSION: u16 = 1;
+/// Magic of a framed file.
+pub const FRAME_MAGIC: [u8; 8] = *b"STASISIM";
+/// Size of a framed file's header.
+pub const FRAME_HEADER_LEN: usize = 56;
+/// Largest payload of a framed file (1 GiB).
+pub const MAX_RECORD_FILE: u64 = 1 << 30;
+/// Framed-file kind of `manifest.img`.
+pub const KIND_MANIFEST: u16 = 1;
+/// Framed-file kind of the kernel-object records (`objects.img`).
+pub const KIND_OBJECTS: u16 = 2;
+/// Name of the manifest (commit marker).
+pub const MANIFEST_FILE: &str = "manifest.img";
+/// Name of the kernel-object records file the engine writes.
+pub const OBJECTS_FILE: &str = "objects.img";
+/// Directory of the chunk store inside an image.
+pub const CHUNKS_DIR: &str = "chunks";
+
+/// Flag bits this build understands (none yet).
+const KNOWN_FLAGS: u32 = 0;
+/// Temporary name of the manifest while it is written.
+const MANIFEST_TMP: &str = "manifest.img.tmp";
+/// Shards of the chunk dedupe table (limits lock contention).
+const SHARDS: usize = 64;
+/// Upper bound on the threads used for fsync / verification.
+const MAX_IO_THREADS: usize = 8;
+
+/// Compression applied by [`ImageWriter::put_chunk`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Compression {
+    /// Store chunks raw.
+    None,
+    /// lz4 block compression; a chunk that does not shrink is stored raw.
+    #[default]
+    Lz4,
+}
+
+/// Options of [`ImageWriter::create`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct WriteOptions {
+    /// Clear an existing non-empty directory instead of refusing it.
+    pub force: bool,
+    /// How chunks are stored.
+    pub compression: Compression,
+}
+
+/// What [`ImageWriter::commit`] wrote.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct CommitStats {
+    /// Distinct chunks.
+    pub chunks: u64,
+    /// Sum of their raw lengths.
+    pub chunk_bytes_raw: u64,
+    /// Sum of their stored lengths (after compression; headers excluded).
+    pub chunk_bytes_stored: u64,
+    /// Record files (the manifest excluded).
+    pub files: u64,
+}
+
+/// What [`ImageReader::verify_all`] checked.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct VerifyReport {
+    /// Record files verified.
+    pub files: u64,
+    /// Sum of their payload lengths.
+    pub file_bytes: u64,
+    /// Chunks verified.
+    pub chunks: u64,
+    /// Sum of their raw lengths.
+    pub chunk_bytes_raw: u64,
+    /// Sum of their stored lengths (headers excluded).
+    pub chunk_bytes_stored: u64,
+}
+
+// ---------------------------------------------------------------------------
+// Framed files
+
+fn frame_header(kind: u16, payload: &[u8]) -> [u8; FRAME_HEADER_LEN] {
+    let mut h = [0u8; FRAME_HEADER_LEN];
+    h[0..8].copy_from_slice(&FRAME_MAGIC);
+    h[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    h[10..12].copy_from_slice(&kind.to_le_bytes());
+    h[12..16].copy_from_slice(&0u32.to_le_bytes());
+    h[16..24].copy_from_slice(&(payload.len() as u64).to_le_bytes());
+    h[24..56].copy_from_slice(blake3::hash(payload).as_bytes());
+    h
+}
+
+/// Reads up to `buf.len()` bytes, stopping early only at end of file.
+fn read_up_to(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match file.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
+}
+
+fn le_u16(b: &[u8]) -> u16 {
+    u16::from_le_bytes(b.try_into().unwrap_or_default())
+}
+fn le_u32(b: &[u8]) -> u32 {
+    u32::from_le_bytes(b.try_into().unwrap_or_default())
+}
+fn le_u64(b: &[u8]) -> u64 {
+    u64::from_le_bytes(b.try_into().unwrap_or_default())
+}
+
+/// Reads and verifies a framed file. Returns the header's checksum and the
+/// payload. Checks, in order: magic, version, header completeness, kind,
+/// flags, length bound, file size, checksum.
+fn read_framed(path: &Path, expected_kind: u16) -> Result<([u8; 32], Vec<u8>), FrameError> {
+    let io_err = |source: io::Error| FrameError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let mut file = File::open(path).map_err(io_err)?;
+    let file_len = file.metadata().map_err(io_err)?.len();
+    let mut h = [0u8; FRAME_HEADER_LEN];
+    let got = read_up_to(&mut file, &mut h).map_err(io_err)?;
+    if got >= 8 && h[0..8] != FRAME_MAGIC {
+        return Err(FrameError::BadMagic {
+            path: path.to_owned(),
+            found: hex_bytes(&h[0..8]),
+        });
+    }
+    if got >= 10 {
+        let version = le_u16(&h[8..10]);
+        if version != FORMAT_VERSION {
+            return Err(FrameError::UnsupportedVersion {
+                path: path.to_owned(),
+                found: version,
+                supported: FORMAT_VERSION,
+            });
+        }
+    }
+    if got < FRAME_HEADER_LEN {
+        return Err(FrameError::Truncated {
+            path: path.to_owned(),
+            expected: FRAME_HEADER_LEN as u64,
+            found: file_len.min(got as u64),
+        });
+    }
+    let kind = le_u16(&h[10..12]);
+    if kind != expected_kind {
+        return Err(FrameError::WrongKind {
+            path: path.to_owned(),
+            expected: expected_kind,
+            found: kind,
+        });
+    }
+    let flags = le_u32(&h[12..16]);
+    if flags & !KNOWN_FLAGS != 0 {
+        return Err(FrameError::UnknownFlags {
+            path: path.to_owned(),
+            flags,
+        });
+    }
+    let len = le_u64(&h[16..24]);
+    if len > MAX_RECORD_FILE {
+        return Err(FrameError::TooLarge {
+            path: path.to_owned(),
+            len,
+            max: MAX_RECORD_FILE,
+        });
+    }
+    let total = FRAME_HEADER_LEN as u64 + len;
+    if file_len < total {
+        return Err(FrameError::Truncated {
+            path: path.to_owned(),
+            expected: total,
+            found: file_len,
+        });
+    }
+    if file_len > total {
+        return Err(FrameError::TrailingData {
+            path: path.to_owned(),
+            expected: total,
+            found: file_len,
+        });
+    }
+    let mut payload = Vec::new();
+    // len <= 1 GiB and the file really is that long.
+    read_exactly(&mut file, &mut payload, len as usize).map_err(io_err)?;
+    if payload.len() as u64 != len {
+        return Err(FrameError::Truncated {
+            path: path.to_owned(),
+            expected: total,
+            found: FRAME_HEADER_LEN as u64 + payload.len() as u64,
+        });
+    }
+    let mut hash = [0u8; 32];
+    hash.copy_from_slice(&h[24..56]);
+    if *blake3::hash(&payload).as_bytes() != hash {
+        return Err(FrameError::ChecksumMismatch {
+            path: path.to_owned(),
+        });
+    }
+    Ok((hash, payload))
+}
+
+// ---------------------------------------------------------------------------
+// Small helpers
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn is_not_found(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::NotFound
+}
+
+/// fsync of a file or directory (opened read-only).
+fn sync_path(path: &Path) -> io::Result<()> {
+    File::open(path)?.sync_all()
+}
+
+/// The directory holding `dir`'s entry, if any.
+fn parent_dir(dir: &Path) -> Option<PathBuf> {
+    match dir.parent() {
+        Some(p) if p.as_os_str().is_empty() => Some(PathBuf::from(".")),
+        Some(p) => Some(p.to_owned()),
+        None => None,
+    }
+}
+
+/// Number of threads for `n` independent I/O items.
+fn io_threads(n: usize) -> usize {
+    if n < 64 {
+        return 1;
+    }
+    let cpus = std::thread::available_parallelism().map_or(4, |n| n.get());
+    cpus.min(MAX_IO_THREADS).min(n / 32).max(1)
+}
+
+/// Runs `f` over `items` on a few scoped threads (each with its own state
+/// from `init`); stops at and returns the first error.
+fn par_try_for_each<T, S, E>(
+    items: &[T],
+    init: impl Fn() -> S + Sync,
+    f: impl Fn(&mut S, &T) -> Result<(), E> + Sync,
+) -> Result<(), E>
+where
+    T: Sync,
+    E: Send,
+{
+    let threads = io_threads(items.len());
+    if threads <= 1 {
+        let mut state = init();
+        return items.iter().try_for_each(|it| f(&mut state, it));
+    }
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let first_err: Mutex<Option<E>> = Mutex::new(None);
+    let work = || {
+        let mut state = init();
+        while !failed.load(Ordering::Relaxed) {
+            let Some(item) = items.get(next.fetch_add(1, Ordering::Relaxed)) else {
+                break;
+            };
+            if let Err(e) = f(&mut state, item) {
+                failed.store(true, Ordering::Relaxed);
+                lock(&first_err).get_or_insert(e);
+                break;
+            }
+        }
+    };
+    std::thread::scope(|scope| {
+        for _ in 1..threads {
+            // If a thread cannot be spawned, the others (and this one) do
+            // its share.
+            let _ = std::thread::Builder::new()
+                .name("stasis-image-io".into())
+                .spawn_scoped(scope, work);
+        }
+        work();
+    });
+    match first_err
+        .into_inner()
+        .unwrap_or_else(PoisonError::into_inner)
+    {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Writer
+
+#[derive(Clone, Copy)]
+enum Slot {
+    /// Some thread is writing this chunk; wait on the shard's condvar.
+    Pending,
+    /// Written (not yet fsynced).
+    Done { raw_len: u64, stored_len: u64 },
+}
+
+#[derive(Default)]
+struct Shard {
+    map: Mutex<HashMap<ChunkId, Slot>>,
+    cv: Condvar,
+}
+
+/// Resolves a `Pending` slot when dropped: to `Done` on success, removed on
+/// failure (or panic), waking any thread waiting for the same chunk.
+struct PendingGuard<'a> {
+    shard: &'a Shard,
+    id: ChunkId,
+    done: Option<(u64, u64)>,
+}
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        let mut map = lock(&self.shard.map);
+        match self.done {
+            Some((raw_len, stored_len)) => {
+                map.insert(
+                    self.id,
+                    Slot::Done {
+                        raw_len,
+                        stored_len,
+                    },
+                );
+            }
+            None => {
+                map.remove(&self.id);
+            }
+        }
+        drop(map);
+        self.shard.cv.notify_all();
+    }
+}
+
+/// Writes one image. `Send + Sync`: [`put_chunk`](Self::put_chunk) and
+/// [`put_file`](Self::put_file) may be called from several threads at once.
+///
+/// Dropping the writer without [`commit`](Self::commit) leaves an incomplete
+/// directory (no manifest) that readers refuse.
+pub struct ImageWriter {
+    dir: PathBuf,
+    compression: Compression,
+    shards: Vec<Shard>,
+    /// Which `chunks/<xx>` subdirectories exist.
+    subdirs: Vec<AtomicBool>,
+    /// Record files by name; `None` while being written.
+    files: Mutex<BTreeMap<String, Option<FileEntry>>>,
+    /// Whether `create` made the directory (then commit fsyncs its parent).
+    created_dir: bool,
+}
+
+impl ImageWriter {
+    /// Prepares `dir` for a new image: creates it if missing; refuses an
+    /// existing non-empty directory unless `opts.force`, in which case its
+    /// contents are removed (`manifest.img` first, durably, so a half-cleared
+    /// directory never looks like a complete image).
+    pub fn create(dir: &Path, opts: WriteOptions) -> Result<Self, CreateError> {
+        let mut created_dir = false;
+        match fs::metadata(dir) {
+            Ok(m) if !m.is_dir() => {
+                return Err(CreateError::NotADirectory {
+                    dir: dir.to_owned(),
+                })
+            }
+            Ok(_) => {
+                let non_empty = fs::read_dir(dir)
+                    .map_err(|source| CreateError::ReadDir {
+                        path: dir.to_owned(),
+                        source,
+                    })?
+                    .next()
+                    .is_some();
+                if non_empty {
+                    if !opts.force {
+                        return Err(CreateError::NotEmpty {
+                            dir: dir.to_owned(),
+                        });
+                    }
+                    clear_dir(dir)?;
+                }
+            }
+            Err(e) if is_not_found(&e) => {
+                fs::create_dir_all(dir).map_err(|source| CreateError::CreateDir {
+                    path: dir.to_owned(),
+                    source,
+                })?;
+                created_dir = true;
+            }
+            Err(source) => {
+                return Err(CreateError::ReadDir {
+                    path: dir.to_owned(),
+                    source,
+                })
+            }
+        }
+        let chunks = dir.join(CHUNKS_DIR);
+        fs::create_dir(&chunks).map_err(|source| CreateError::CreateDir {
+            path: chunks,
+            source,
+        })?;
+        tracing::debug!(dir = %dir.display(), force = opts.force, compression = ?opts.compression, "image created");
+        Ok(ImageWriter {
+            dir: dir.to_owned(),
+            compression: opts.compression,
+            shards: (0..SHARDS).map(|_| Shard::default()).collect(),
+            subdirs: (0..256).map(|_| AtomicBool::new(false)).collect(),
+            files: Mutex::new(BTreeMap::new()),
+            created_dir,
+        })
+    }
+
+    /// The image directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Stores a chunk and returns its id (blake3 of `raw`). A chunk already
+    /// stored in this image is not written again (also when another thread
+    /// is writing it right now: this call waits for it). Written to a
+    /// temporary name and renamed; not fsynced until [`commit`](Self::commit).
+    pub fn put_chunk(&self, raw: &[u8]) -> Result<ChunkId, WriteError> {
+        let raw_len = raw.len() as u64;
+        if raw_len > MAX_CHUNK {
+            return Err(WriteError::ChunkTooLarge {
+                len: raw_len,
+                max: MAX_CHUNK,
+            });
+        }
+        let id = chunk_id_of(raw);
+        let shard = &self.shards[usize::from(id[1]) % SHARDS];
+        {
+            let mut map = lock(&shard.map);
+            loop {
+                match map.get(&id) {
+                    Some(Slot::Done { .. }) => return Ok(id),
+                    Some(Slot::Pending) => {
+                        map = shard.cv.wait(map).unwrap_or_else(PoisonError::into_inner);
+                    }
+                    None => {
+                        map.insert(id, Slot::Pending);
+                        break;
+                    }
+                }
+            }
+        }
+        let mut guard = PendingGuard {
+            shard,
+            id,
+            done: None,
+        };
+        let stored_len = self.write_chunk(&id, raw)?;
+        guard.done = Some((raw_len, stored_len));
+        Ok(id)
+    }
+
+    fn write_chunk(&self, id: &ChunkId, raw: &[u8]) -> Result<u64, WriteError> {
+        let path = chunk_path(&self.dir, id);
+        let err = |op: &'static str, path: &Path, source: io::Error| WriteError::Chunk {
+            id: chunk_hex(id),
+            path: path.to_owned(),
+            op,
+            source,
+        };
+        let sub = &self.subdirs[usize::from(id[0])];
+        if !sub.load(Ordering::Acquire) {
+            let subdir = path.parent().unwrap_or(&self.dir);
+            match fs::create_dir(subdir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(err("create directory", subdir, e)),
+            }
+            sub.store(true, Ordering::Release);
+        }
+        let mut tmp = path.clone().into_os_string();
+        tmp.push(".tmp");
+        let tmp = PathBuf::from(tmp);
+        let lz4 = self.compression == Compression::Lz4;
+        let stored = match write_chunk_file(&tmp, raw, lz4) {
+            Ok(n) => n,
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                return Err(err("write", &tmp, e));
+            }
+        };
+        if let Err(e) = fs::rename(&tmp, &path) {
+            let _ = fs::remove_file(&tmp);
+            return Err(err("rename", &tmp, e));
+        }
+        Ok(stored)
+    }
+
+    /// Writes the framed record file `name` (e.g. `objects.img`) with this
+    /// kind and payload, via a temporary name and rename, and records it for
+    /// the manifest. Each name may be written once per image.
+    ///
+    /// `name` must be `<name>.img` of `[A-Za-z0-9._-]`, not starting with
+    /// `.`, at most 128 bytes, and not `manifest.img`; `kind` must not be 0
+    /// or [`KIND_MANIFEST`].
+    pub fn put_file(&self, name: &str, kind: u16, payload: &[u8]) -> Result<(), WriteError> {
+        validate_file_name(name).map_err(|reason| WriteError::InvalidName {
+            name: name.to_owned(),
+            reason,
+        })?;
+        if kind == 0 || kind == KIND_MANIFEST {
+            return Err(WriteError::ReservedKind {
+                name: name.to_owned(),
+                kind,
+            });
+        }
+        let len = payload.len() as u64;
+        if len > MAX_RECORD_FILE {
+            return Err(WriteError::FileTooLarge {
+                name: name.to_owned(),
+                len,
+                max: MAX_RECORD_FILE,
+            });
+        }
+        {
+            let mut files = lock(&self.files);
+            if files.contains_key(name) {
+                return Err(WriteError::DuplicateFile {
+                    name: name.to_owned(),
+                });
+            }
+            files.insert(name.to_owned(), None);
+        }
+        let result = self.write_file(name, kind, payload);
+        let mut files = lock(&self.files);
+        match result {
+            Ok(hash) => {
+                files.insert(
+                    name.to_owned(),
+                    Some(FileEntry {
+                        name: name.to_owned(),
+                        kind: u32::from(kind),
+                        length: len,
+                        blake3: hash.to_vec(),
+                    }),
+                );
+                Ok(())
+            }
+            Err(e) => {
+                files.remove(name);
+                Err(e)
+            }
+        }
+    }
+
+    fn write_file(&self, name: &str, kind: u16, payload: &[u8]) -> Result<[u8; 32], WriteError> {
+        let path = self.dir.join(name);
+        let tmp = self.dir.join(format!("{name}.tmp"));
+        let err = |op: &'static str, path: &Path, source: io::Error| WriteError::File {
+            name: name.to_owned(),
+            path: path.to_owned(),
+            op,
+            source,
+        };
+        let header = frame_header(kind, payload);
+        let written = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)
+            .and_then(|mut f| write_two(&mut f, &header, payload));
+        if let Err(e) = written {
+            let _ = fs::remove_file(&tmp);
+            return Err(err("write", &tmp, e));
+        }
+        if let Err(e) = fs::rename(&tmp, &path) {
+            let _ = fs::remove_file(&tmp);
+            return Err(err("rename", &tmp, e));
+        }
+        let mut hash = [0u8; 32];
+        hash.copy_from_slice(&header[24..56]);
+        Ok(hash)
+    }
+
+    /// Makes the image durable and complete: fsyncs every chunk and record
+    /// file written (on a few threads), then the chunk directories, the image
+    /// directory and its parent, then writes `manifest.img` atomically
+    /// (`manifest.img.tmp`, fsync, rename, fsync of the directory).
+    pub fn commit(
+        self,
+        root_pid: i32,
+        labels: Vec<(String, String)>,
+    ) -> Result<CommitStats, CommitError> {
+        let ImageWriter {
+            dir,
+            shards,
+            subdirs,
+            files,
+            created_dir,
+            ..
+        } = self;
+        let files: Vec<FileEntry> = files
+            .into_inner()
+            .unwrap_or_else(PoisonError::into_inner)
+            .into_values()
+            .flatten()
+            .collect();
+        let mut chunks: Vec<(ChunkId, u64, u64)> = Vec::new();
+        for shard in shards {
+            let map = shard
+                .map
+                .into_inner()
+                .unwrap_or_else(PoisonError::into_inner);
+            chunks.extend(map.into_iter().filter_map(|(id, slot)| match slot {
+                Slot::Done {
+                    raw_len,
+                    stored_len,
+                } => Some((id, raw_len, stored_len)),
+                Slot::Pending => None,
+            }));
+        }
+        chunks.sort_unstable_by_key(|c| c.0);
+
+        let sync_err = |path: &Path, source: io::Error| CommitError::Sync {
+            path: path.to_owned(),
+            source,
+        };
+
+        // 1. Data: every record file and chunk written.
+        let mut paths: Vec<PathBuf> = files.iter().map(|f| dir.join(&f.name)).collect();
+        paths.extend(chunks.iter().map(|c| chunk_path(&dir, &c.0)));
+        par_try_for_each(
+            &paths,
+            || (),
+            |(), p| sync_path(p).map_err(|e| sync_err(p, e)),
+        )?;
+
+        // 2. Directory entries: chunk subdirectories, chunks/, the image
+        //    directory, and its parent if we created the image directory.
+        let chunks_dir = dir.join(CHUNKS_DIR);
+        let mut dirs: Vec<PathBuf> = subdirs
+            .iter()
+            .enumerate()
+            .filter(|(_, used)| used.load(Ordering::Acquire))
+            .map(|(i, _)| chunks_dir.join(format!("{i:02x}")))
+            .collect();
+        dirs.push(chunks_dir);
+        dirs.push(dir.clone());
+        par_try_for_each(
+            &dirs,
+            || (),
+            |(), p| sync_path(p).map_err(|e| sync_err(p, e)),
+        )?;
+        if let Some(parent) = parent_dir(&dir).filter(|_| created_dir) {
+            match sync_path(&parent) {
+                Ok(()) => {}
+                // A parent we may create entries in but not open for reading
+                // cannot be fsynced by us; do not fail the dump for it.
+                Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                    tracing::warn!(dir = %parent.display(), "cannot fsync the parent directory: permission denied");
+                }
+                Err(e) => return Err(sync_err(&parent, e)),
+            }
+        }
+
+        // 3. The manifest: the commit point.
+        let stats = CommitStats {
+            chunks: chunks.len() as u64,
+            chunk_bytes_raw: chunks.iter().map(|c| c.1).sum(),
+            chunk_bytes_stored: chunks.iter().map(|c| c.2).sum(),
+            files: files.len() as u64,
+        };
+        let manifest = Manifest {
+            format_version: u32::from(FORMAT_VERSION),
+            tool_version: format!("stasis {}", env!("CARGO_PKG_VERSION")),
+            created_unix_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            root_pid,
+            files,
+            chunks: chunks
+                .iter()
+                .map(|&(id, raw_len, _)| ChunkEntry {
+                    id: id.to_vec(),
+                    raw_len,
+                })
+                .collect(),
+            labels: labels
+                .into_iter()
+                .map(|(key, value)| Label { key, value })
+                .collect(),
+        };
+        let payload = manifest.encode_to_vec();
+        if payload.len() as u64 > MAX_RECORD_FILE {
+            return Err(CommitError::ManifestTooLarge {
+                len: payload.len() as u64,
+                max: MAX_RECORD_FILE,
+            });
+        }
+        let header = frame_header(KIND_MANIFEST, &payload);
+        let tmp = dir.join(MANIFEST_TMP);
+        let final_path = dir.join(MANIFEST_FILE);
+        let merr = |op: &'static str, path: &Path, source: io::Error| CommitError::Manifest {
+            path: path.to_owned(),
+            op,
+            source,
+        };
+        let mut f = File::create(&tmp).map_err(|e| merr("create", &tmp, e))?;
+        write_two(&mut f, &header, &payload).map_err(|e| merr("write", &tmp, e))?;
+        f.sync_all().map_err(|e| sync_err(&tmp, e))?;
+        drop(f);
+        fs::rename(&tmp, &final_path).map_err(|e| merr("rename", &tmp, e))?;
+        sync_path(&dir).map_err(|e| sync_err(&dir, e))?;
+        tracing::info!(
+            dir = %dir.display(),
+            chunks = stats.chunks,
+            chunk_bytes_raw = stats.chunk_bytes_raw,
+            chunk_bytes_stored = stats.chunk_bytes_stored,
+            files = stats.files,
+            "image committed"
+        );
+        Ok(stats)
+    }
+}
+
+/// Removes everything in `dir`: `manifest.img` first (then fsync of `dir`),
+/// then the rest.
+fn clear_dir(dir: &Path) -> Result<(), CreateError> {
+    let remove = |path: &Path| -> Result<bool, CreateError> {
+        let r = match fs::symlink_metadata(path) {
+            Ok(m) if m.is_dir() => fs::remove_dir_all(path),
+            Ok(_) => fs::remove_file(path),
+            Err(e) => Err(e),
+        };
+        match r {
+            Ok(()) => Ok(true),
+            Err(e) if is_not_found(&e) => Ok(false),
+            Err(source) => Err(CreateError::Remove {
+                path: path.to_owned(),
+                source,
+            }),
+        }
+    };
+    if remove(&dir.join(MANIFEST_FILE))? {
+        sync_path(dir).map_err(|source| CreateError::Sync {
+            path: dir.to_owned(),
+            source,
+        })?;
+    }
+    let read_err = |source| CreateError::ReadDir {
+        path: dir.to_owned(),
+        source,
+    };
+    for entry in fs::read_dir(dir).map_err(read_err)? {
+        let entry = entry.map_err(read_err)?;
+        remove(&entry.path())?;
+    }
+    tracing::info!(dir = %dir.display(), "cleared existing directory (force)");
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Reader
+
+/// A committed, opened image. `Send + Sync`: all methods take `&self` and
+/// may be called from several threads at once. Never modifies the image.
+pub struct ImageReader {
+    dir: PathBuf,
+    manifest: Manifest,
+    /// Record file name -> index into `manifest.files`.
+    files: HashMap<String, usize>,
+    /// Chunk id -> raw length.
+    chunks: HashMap<ChunkId, u64>,
+}
+
+impl ImageReader {
+    /// Opens an image: reads and verifies `manifest.img` (magic, version,
+    /// kind, flags, length bounds, checksum, decoding, consistency), checks
+    /// that every listed record file exists with the right length and every
+    /// listed chunk file exists and holds at least a header. Chunks are not
+    /// hashed here (see [`verify_all`](Self::verify_all)).
+    pub fn open(dir: &Path) -> Result<Self, OpenError> {
+        match fs::metadata(dir) {
+            Ok(m) if !m.is_dir() => {
+                return Err(OpenError::NotADirectory {
+                    dir: dir.to_owned(),
+                })
+            }
+            Ok(_) => {}
+            Err(e) if is_not_found(&e) => {
+                return Err(OpenError::NotFound {
+                    dir: dir.to_owned(),
+                })
+            }
+            Err(source) => {
+                return Err(OpenError::Io {
+                    path: dir.to_owned(),
+                    source,
+                })
+            }
+        }
+        let mpath = dir.join(MANIFEST_FILE);
+        let payload = match read_framed(&mpath, KIND_MANIFEST) {
+            Ok((_, payload)) => payload,
+            Err(FrameError::Io { source, .. }) if is_not_found(&source) => {
+                return Err(OpenError::Incomplete {
+                    dir: dir.to_owned(),
+                })
+            }
+            Err(FrameError::UnsupportedVersion {
+                found, supported, ..
+            }) => {
+                return Err(OpenError::UnsupportedVersion {
+                    dir: dir.to_owned(),
+                    found,
+                    supported,
+                })
+            }
+            Err(e) => return Err(OpenError::Manifest(e)),
+        };
+        let manifest =
+            Manifest::decode(payload.as_slice()).map_err(|source| OpenError::Decode {
+                path: mpath.clone(),
+                source,
+            })?;
+        drop(payload);
+        if manifest.format_version != u32::from(FORMAT_VERSION) {
+            return Err(OpenError::VersionMismatch {
+                path: mpath,
+                header: FORMAT_VERSION,
+                manifest: manifest.format_version,
+            });
+        }
+        manifest
+            .check()
+            .map_err(|reason| OpenError::InvalidManifest {
+                path: mpath.clone(),
+                reason,
+            })?;
+
+        for f in &manifest.files {
+            let path = dir.join(&f.name);
+            let meta = match fs::metadata(&path) {
+                Ok(m) => m,
+                Err(e) if is_not_found(&e) => {
+                    return Err(OpenError::MissingFile {
+                        dir: dir.to_owned(),
+                        name: f.name.clone(),
+                    })
+                }
+                Err(source) => return Err(OpenError::Io { path, source }),
+            };
+            if !meta.is_file() {
+                return Err(OpenError::Io {
+                    path,
+                    source: io::Error::new(io::ErrorKind::InvalidData, "not a regular file"),
+                });
+            }
+            let expected = FRAME_HEADER_LEN as u64 + f.length;
+            let found = meta.len();
+            if found < expected {
+                return Err(OpenError::FileTruncated {
+                    path,
+                    expected,
+                    found,
+                });
+            }
+            if found > expected {
+                return Err(OpenError::FileTooLong {
+                    path,
+                    expected,
+                    found,
+                });
+            }
+        }
+
+        let mut chunks = HashMap::with_capacity(manifest.chunks.len());
+        let mut ids = Vec::with_capacity(manifest.chunks.len());
+        for c in &manifest.chunks {
+            let mut id = [0u8; 32];
+            id.copy_from_slice(&c.id); // length checked by Manifest::check
+            chunks.insert(id, c.raw_len);
+            ids.push(id);
+        }
+        par_try_for_each(
+            &ids,
+            || (),
+            |(), id| {
+                let path = chunk_path(dir, id);
+                match fs::metadata(&path) {
+                    Ok(m) if !m.is_file() => Err(OpenError::Io {
+                        path,
+                        source: io::Error::new(io::ErrorKind::InvalidData, "not a regular file"),
+                    }),
+                    Ok(m) if m.len() < CHUNK_HEADER_LEN as u64 => Err(OpenError::ChunkTruncated {
+                        path,
+                        id: chunk_hex(id),
+                        expected: CHUNK_HEADER_LEN as u64,
+                        found: m.len(),
+                    }),
+                    Ok(_) => Ok(()),
+                    Err(e) if is_not_found(&e) => Err(OpenError::MissingChunk {
+                        dir: dir.to_owned(),
+                        id: chunk_hex(id),
+                    }),
+                    Err(source) => Err(OpenError::Io { path, source }),
+                }
+            },
+        )?;
+
+        let files = manifest
+            .files
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f.name.clone(), i))
+            .collect();
+        tracing::debug!(
+            dir = %dir.display(),
+            files = manifest.files.len(),
+            chunks = manifest.chunks.len(),
+            "image opened"
+        );
+        Ok(ImageReader {
+            dir: dir.to_owned(),
+            manifest,
+            files,
+            chunks,
+        })
+    }
+
+    /// The image directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The verified manifest.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// Raw length of a listed chunk, `None` if the chunk is not listed.
+    pub fn chunk_raw_len(&self, id: &ChunkId) -> Option<u64> {
+        self.chunks.get(id).copied()
+    }
+
+    /// Reads the record file `name` (e.g. `objects.img`), verifying its frame,
+    /// its checksum and that it matches its manifest entry; returns the
+    /// payload.
+    pub fn read_file(&self, name: &str) -> Result<Vec<u8>, ReadError> {
+        let entry = self
+            .files
+            .get(name)
+            .and_then(|&i| self.manifest.files.get(i))
+            .ok_or_else(|| ReadError::UnknownFile {
+                name: name.to_owned(),
+            })?;
+        let path = self.dir.join(&entry.name);
+        // Manifest::check guarantees kind fits in u16.
+        let kind = u16::try_from(entry.kind).unwrap_or(0);
+        let (hash, payload) = read_framed(&path, kind)?;
+        if payload.len() as u64 != entry.length {
+            return Err(ReadError::FileLengthMismatch {
+                path,
+                expected: entry.length,
+                found: payload.len() as u64,
+            });
+        }
+        if hash.as_slice() != entry.blake3.as_slice() {
+            return Err(ReadError::FileChecksumMismatch { path });
+        }
+        Ok(payload)
+    }
+
+    /// Reads and verifies a chunk (header, length against the manifest,
+    /// decompression, blake3 against `id`); returns its raw bytes.
+    pub fn read_chunk(&self, id: &ChunkId) -> Result<Vec<u8>, ReadError> {
+        let mut buf = Vec::new();
+        self.read_chunk_into(id, &mut buf)?;
+        Ok(buf)
+    }
+
+    /// Like [`read_chunk`](Self::read_chunk) but into `buf` (its previous
+    /// contents are replaced; its capacity is reused). On error the contents
+    /// of `buf` are unspecified.
+    pub fn read_chunk_into(&self, id: &ChunkId, buf: &mut Vec<u8>) -> Result<(), ReadError> {
+        self.read_chunk_stored(id, buf).map(|_| ())
+    }
+
+    fn read_chunk_stored(&self, id: &ChunkId, buf: &mut Vec<u8>) -> Result<u64, ReadError> {
+        let raw_len = *self
+            .chunks
+            .get(id)
+            .ok_or_else(|| ReadError::UnknownChunk { id: chunk_hex(id) })?;
+        read_chunk_file(&chunk_path(&self.dir, id), id, raw_len, buf)
+    }
+
+    /// Verifies every listed record file and every listed chunk (chunks on a
+    /// few threads); returns the first error found.
+    pub fn verify_all(&self) -> Result<VerifyReport, ReadError> {
+        let mut report = VerifyReport::default();
+        for f in &self.manifest.files {
+            let payload = self.read_file(&f.name)?;
+            report.files += 1;
+            report.file_bytes += payload.len() as u64;
+        }
+        let raw = AtomicU64::new(0);
+        let stored = AtomicU64::new(0);
+        let ids: Vec<ChunkId> = self.chunks.keys().copied().collect();
+        par_try_for_each(&ids, Vec::new, |buf, id| {
+            let s = self.read_chunk_stored(id, buf)?;
+            raw.fetch_add(buf.len() as u64, Ordering::Relaxed);
+            stored.fetch_add(s, Ordering::Relaxed);
+            Ok::<(), ReadError>(())
+        })?;
+        report.chunks = ids.len() as u64;
+        report.chunk_bytes_raw = raw.into_inner();
+        report.chunk_bytes_stored = stored.into_inner();
+        Ok(report)
+    }
+}
+
+/// Compile-time check that the writer and reader are `Send + Sync`.
+const _: fn() = || {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<ImageWriter>();
+    assert_send_sync::<ImageReader>();
+};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn par_try_for_each_visits_all_and_reports_an_error() {
+        let items: Vec<u64> = (0..1000).collect();
+        let sum = AtomicU64::new(0);
+        par_try_for_each(
+            &items,
+            || (),
+            |(), &x| {
+                sum.fetch_add(x, Ordering::Relaxed);
+                Ok::<(), ()>(())
+            },
+        )
+        .unwrap();
+        assert_eq!(sum.into_inner(), 999 * 1000 / 2);
+        let r = par_try_for_each(
+            &items,
+            || (),
+            |(), &x| if x == 500 { Err(x) } else { Ok(()) },
+        );
+        assert_eq!(r, Err(500));
+    }
+
+    #[test]
+    fn frame_header_fields() {
+        let h = frame_header(KIND_OBJECTS, b"abc");
+        assert_eq!(&h[0..8], b"STASISIM");
+        assert_eq!(le_u16(&h[8..10]), FORMAT_VERSION);
+        assert_eq!(le_u16(&h[10..12]), KIND_OBJECTS);
+        assert_eq!(le_u32(&h[12..16]), 0);
+        assert_eq!(le_u64(&h[16..24]), 3);
+        assert_eq!(&h[24..56], blake3::hash(b"abc").as_bytes());
+    }
+
+    #[test]
+    fn parent_of_relative_dir() {
+        assert_eq!(parent_dir(Path::new("img")), Some(PathBuf::from(".")));
+        assert_eq!(parent_dir(Path::new("/a/img")), Some(PathBuf::from("/a")));
+        assert_eq!(parent_dir(Path::new("/")), None);
+    }
+}

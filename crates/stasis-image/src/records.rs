@@ -1,0 +1,466 @@
+//! Kernel-object records: the protobuf schema of `objects.img`.
+//!
+//! One [`Checkpoint`] message describes the whole dumped tree: every process with its threads,
+//! memory layout and fd table, and the shared objects they refer to (open file descriptions,
+//! pipes, shared memory objects). Page data is not here: memory records point to chunks by
+//! their blake3 id.
+//!
+//! Evolution rules (see docs/image-format.md): fields are only ever added, with new tags and
+//! defaults that mean "absent"; tags are never reused or retyped.
+
+/// The whole tree.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Checkpoint {
+    /// Pid of the root of the dumped tree.
+    #[prost(int32, tag = "1")]
+    pub root_pid: i32,
+    /// Every process, parents before children.
+    #[prost(message, repeated, tag = "2")]
+    pub processes: Vec<Process>,
+    /// Open file descriptions (shared by fds that refer to the same one).
+    #[prost(message, repeated, tag = "3")]
+    pub files: Vec<FileObject>,
+    /// Pipes and FIFOs with their buffered data.
+    #[prost(message, repeated, tag = "4")]
+    pub pipes: Vec<PipeObject>,
+    /// Shared-memory objects (MAP_SHARED anonymous, memfd, deleted shared files).
+    #[prost(message, repeated, tag = "5")]
+    pub shmem: Vec<ShmemObject>,
+    /// Kernel release the image was taken on (`uname -r`).
+    #[prost(string, tag = "6")]
+    pub kernel_release: String,
+    /// blake3 of the `[vdso]` text: restore refuses a different kernel build.
+    #[prost(bytes = "vec", tag = "7")]
+    pub vdso_hash: Vec<u8>,
+    /// Pid namespace inode of the dumped tree (informational).
+    #[prost(uint64, tag = "8")]
+    pub pid_ns: u64,
+}
+
+/// One process (thread group).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Process {
+    #[prost(int32, tag = "1")]
+    pub pid: i32,
+    /// Parent pid; for the root, the pid of its parent outside the tree.
+    #[prost(int32, tag = "2")]
+    pub ppid: i32,
+    #[prost(int32, tag = "3")]
+    pub pgid: i32,
+    #[prost(int32, tag = "4")]
+    pub sid: i32,
+    /// Signal sent to the parent on exit (usually SIGCHLD).
+    #[prost(int32, tag = "5")]
+    pub exit_signal: i32,
+    #[prost(message, repeated, tag = "6")]
+    pub threads: Vec<Thread>,
+    #[prost(message, optional, tag = "7")]
+    pub mm: Option<MmState>,
+    #[prost(message, repeated, tag = "8")]
+    pub vmas: Vec<Vma>,
+    #[prost(message, repeated, tag = "9")]
+    pub fds: Vec<Fd>,
+    /// Signal dispositions, index = signal number - 1 (64 entries).
+    #[prost(message, repeated, tag = "10")]
+    pub sigactions: Vec<SigAction>,
+    /// Signals pending for the whole thread group.
+    #[prost(message, repeated, tag = "11")]
+    pub shared_pending: Vec<PendingSignal>,
+    #[prost(message, optional, tag = "12")]
+    pub creds: Option<Creds>,
+    #[prost(message, repeated, tag = "13")]
+    pub rlimits: Vec<Rlimit>,
+    #[prost(uint32, tag = "14")]
+    pub personality: u32,
+    #[prost(uint32, tag = "15")]
+    pub umask: u32,
+    #[prost(string, tag = "16")]
+    pub cwd: String,
+    #[prost(string, tag = "17")]
+    pub root: String,
+    #[prost(string, tag = "18")]
+    pub exe: String,
+    /// ITIMER_REAL, ITIMER_VIRTUAL, ITIMER_PROF: (interval, value) in microseconds.
+    #[prost(message, repeated, tag = "19")]
+    pub itimers: Vec<ITimer>,
+    #[prost(message, repeated, tag = "20")]
+    pub posix_timers: Vec<PosixTimer>,
+    /// PR_GET_PDEATHSIG.
+    #[prost(int32, tag = "21")]
+    pub pdeath_signal: i32,
+    /// PR_GET_DUMPABLE.
+    #[prost(int32, tag = "22")]
+    pub dumpable: i32,
+    /// PR_GET_CHILD_SUBREAPER.
+    #[prost(bool, tag = "23")]
+    pub child_subreaper: bool,
+    /// Clock ticks since boot when the original process started (informational).
+    #[prost(uint64, tag = "24")]
+    pub start_time: u64,
+}
+
+/// One thread.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Thread {
+    #[prost(int32, tag = "1")]
+    pub tid: i32,
+    /// `user_regs_struct` as 27 u64 in kernel order (see stasis_sys::ptrace::regs_to_vec).
+    #[prost(uint64, repeated, tag = "2")]
+    pub regs: Vec<u64>,
+    /// XSAVE area as returned by PTRACE_GETREGSET(NT_X86_XSTATE).
+    #[prost(bytes = "vec", tag = "3")]
+    pub xsave: Vec<u8>,
+    #[prost(uint64, tag = "4")]
+    pub sigmask: u64,
+    #[prost(message, repeated, tag = "5")]
+    pub pending: Vec<PendingSignal>,
+    #[prost(message, optional, tag = "6")]
+    pub altstack: Option<AltStack>,
+    #[prost(message, optional, tag = "7")]
+    pub rseq: Option<Rseq>,
+    #[prost(uint64, tag = "8")]
+    pub robust_list: u64,
+    #[prost(uint64, tag = "9")]
+    pub robust_list_len: u64,
+    #[prost(uint64, tag = "10")]
+    pub clear_child_tid: u64,
+    #[prost(string, tag = "11")]
+    pub comm: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PendingSignal {
+    #[prost(int32, tag = "1")]
+    pub signo: i32,
+    /// Raw 128-byte siginfo_t.
+    #[prost(bytes = "vec", tag = "2")]
+    pub siginfo: Vec<u8>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AltStack {
+    #[prost(uint64, tag = "1")]
+    pub sp: u64,
+    #[prost(int32, tag = "2")]
+    pub flags: i32,
+    #[prost(uint64, tag = "3")]
+    pub size: u64,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Rseq {
+    #[prost(uint64, tag = "1")]
+    pub ptr: u64,
+    #[prost(uint32, tag = "2")]
+    pub len: u32,
+    #[prost(uint32, tag = "3")]
+    pub signature: u32,
+    #[prost(uint32, tag = "4")]
+    pub flags: u32,
+}
+
+/// Kernel `struct sigaction` (x86_64): handler, flags, restorer, mask.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct SigAction {
+    #[prost(uint64, tag = "1")]
+    pub handler: u64,
+    #[prost(uint64, tag = "2")]
+    pub flags: u64,
+    #[prost(uint64, tag = "3")]
+    pub restorer: u64,
+    #[prost(uint64, tag = "4")]
+    pub mask: u64,
+}
+
+/// Fields of `PR_SET_MM_MAP`, plus `brk` and the saved auxv.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct MmState {
+    #[prost(uint64, tag = "1")]
+    pub start_code: u64,
+    #[prost(uint64, tag = "2")]
+    pub end_code: u64,
+    #[prost(uint64, tag = "3")]
+    pub start_data: u64,
+    #[prost(uint64, tag = "4")]
+    pub end_data: u64,
+    #[prost(uint64, tag = "5")]
+    pub start_brk: u64,
+    #[prost(uint64, tag = "6")]
+    pub brk: u64,
+    #[prost(uint64, tag = "7")]
+    pub start_stack: u64,
+    #[prost(uint64, tag = "8")]
+    pub arg_start: u64,
+    #[prost(uint64, tag = "9")]
+    pub arg_end: u64,
+    #[prost(uint64, tag = "10")]
+    pub env_start: u64,
+    #[prost(uint64, tag = "11")]
+    pub env_end: u64,
+    /// auxv as u64 pairs (as /proc/PID/auxv).
+    #[prost(uint64, repeated, tag = "12")]
+    pub auxv: Vec<u64>,
+}
+
+/// What backs a mapping.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
+#[repr(i32)]
+pub enum VmaKind {
+    /// Private anonymous (including [heap] and [stack]).
+    Anon = 0,
+    /// Private mapping of a regular file (pages that differ from the file are stored).
+    FilePrivate = 1,
+    /// Shared mapping of a regular file that still exists (no pages stored).
+    FileShared = 2,
+    /// Shared mapping of a shmem object (MAP_SHARED anonymous, memfd, deleted file): see
+    /// `shmem_id`.
+    Shmem = 3,
+    Vdso = 4,
+    Vvar = 5,
+    VvarVclock = 6,
+}
+
+/// One mapping.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Vma {
+    #[prost(uint64, tag = "1")]
+    pub start: u64,
+    #[prost(uint64, tag = "2")]
+    pub end: u64,
+    /// PROT_* bits.
+    #[prost(uint32, tag = "3")]
+    pub prot: u32,
+    /// MAP_SHARED / MAP_PRIVATE, MAP_GROWSDOWN, MAP_NORESERVE.
+    #[prost(uint32, tag = "4")]
+    pub flags: u32,
+    #[prost(enumeration = "VmaKind", tag = "5")]
+    pub kind: i32,
+    /// Byte offset into the file or shmem object.
+    #[prost(uint64, tag = "6")]
+    pub offset: u64,
+    /// File path (file-backed), or the name as /proc/PID/maps shows it.
+    #[prost(string, tag = "7")]
+    pub path: String,
+    /// Index into `Checkpoint.shmem` for `Shmem` mappings.
+    #[prost(uint32, tag = "8")]
+    pub shmem_id: u32,
+    /// madvise-able flags from smaps VmFlags, as two-letter codes (dd, dc, hg, nh, wf, …).
+    #[prost(string, repeated, tag = "9")]
+    pub vm_flags: Vec<String>,
+    /// Stored pages (private mappings only).
+    #[prost(message, repeated, tag = "10")]
+    pub pages: Vec<PageRun>,
+    /// File identity at checkpoint (device, inode, size, mtime ns) for file mappings.
+    #[prost(message, optional, tag = "11")]
+    pub file_id: Option<FileIdentity>,
+}
+
+/// Pages stored in one chunk: `count` pages from `addr` are at `chunk_offset` in the chunk.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PageRun {
+    #[prost(uint64, tag = "1")]
+    pub addr: u64,
+    #[prost(uint32, tag = "2")]
+    pub count: u32,
+    #[prost(bytes = "vec", tag = "3")]
+    pub chunk: Vec<u8>,
+    #[prost(uint64, tag = "4")]
+    pub chunk_offset: u64,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct FileIdentity {
+    #[prost(uint64, tag = "1")]
+    pub dev: u64,
+    #[prost(uint64, tag = "2")]
+    pub ino: u64,
+    #[prost(uint64, tag = "3")]
+    pub size: u64,
+    #[prost(int64, tag = "4")]
+    pub mtime_ns: i64,
+}
+
+/// A shared-memory object, dumped once however many mappings and processes use it.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ShmemObject {
+    #[prost(uint32, tag = "1")]
+    pub id: u32,
+    #[prost(enumeration = "ShmemKind", tag = "2")]
+    pub kind: i32,
+    /// memfd name (without the "memfd:" prefix) or original path.
+    #[prost(string, tag = "3")]
+    pub name: String,
+    #[prost(uint64, tag = "4")]
+    pub size: u64,
+    /// Data at object offsets (PageRun.addr = byte offset in the object).
+    #[prost(message, repeated, tag = "5")]
+    pub pages: Vec<PageRun>,
+    /// memfd seals (F_GET_SEALS).
+    #[prost(uint32, tag = "6")]
+    pub seals: u32,
+    /// Inode at checkpoint (informational).
+    #[prost(uint64, tag = "7")]
+    pub ino: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
+#[repr(i32)]
+pub enum ShmemKind {
+    /// MAP_SHARED|MAP_ANONYMOUS ("/dev/zero (deleted)").
+    SharedAnon = 0,
+    Memfd = 1,
+    /// A regular file on tmpfs/shm that was deleted while mapped.
+    DeletedFile = 2,
+}
+
+/// One descriptor in a process's fd table.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Fd {
+    #[prost(int32, tag = "1")]
+    pub fd: i32,
+    #[prost(bool, tag = "2")]
+    pub cloexec: bool,
+    /// Index into `Checkpoint.files`.
+    #[prost(uint32, tag = "3")]
+    pub file_id: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
+#[repr(i32)]
+pub enum FileKind {
+    Regular = 0,
+    Directory = 1,
+    CharDevice = 2,
+    /// Unnamed pipe end (`pipe_id`, `write_end`).
+    PipeEnd = 3,
+    /// Named pipe opened by path (`pipe_id` holds its data).
+    Fifo = 4,
+    /// memfd (`shmem_id`).
+    Memfd = 5,
+}
+
+/// One open file description.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct FileObject {
+    #[prost(uint32, tag = "1")]
+    pub id: u32,
+    #[prost(enumeration = "FileKind", tag = "2")]
+    pub kind: i32,
+    #[prost(string, tag = "3")]
+    pub path: String,
+    /// open(2) flags (access mode, O_APPEND, O_NONBLOCK, …), without O_CLOEXEC.
+    #[prost(uint32, tag = "4")]
+    pub flags: u32,
+    #[prost(uint64, tag = "5")]
+    pub pos: u64,
+    /// Deleted while open: content is in `content`.
+    #[prost(bool, tag = "6")]
+    pub deleted: bool,
+    #[prost(message, repeated, tag = "7")]
+    pub content: Vec<PageRun>,
+    #[prost(uint64, tag = "8")]
+    pub size: u64,
+    #[prost(uint32, tag = "9")]
+    pub pipe_id: u32,
+    #[prost(bool, tag = "10")]
+    pub write_end: bool,
+    #[prost(uint32, tag = "11")]
+    pub shmem_id: u32,
+    /// Device number for character devices.
+    #[prost(uint64, tag = "12")]
+    pub rdev: u64,
+    /// File mode (permission bits) for recreating deleted files.
+    #[prost(uint32, tag = "13")]
+    pub mode: u32,
+    #[prost(message, optional, tag = "14")]
+    pub file_id: Option<FileIdentity>,
+}
+
+/// A pipe (or FIFO) and the bytes buffered in it.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PipeObject {
+    #[prost(uint32, tag = "1")]
+    pub id: u32,
+    #[prost(uint64, tag = "2")]
+    pub ino: u64,
+    #[prost(bytes = "vec", tag = "3")]
+    pub data: Vec<u8>,
+    /// F_GETPIPE_SZ.
+    #[prost(uint32, tag = "4")]
+    pub capacity: u32,
+    /// The tree holds no read end (its reader is outside the tree).
+    #[prost(bool, tag = "5")]
+    pub external_reader: bool,
+    /// The tree holds no write end (its writer is outside the tree).
+    #[prost(bool, tag = "6")]
+    pub external_writer: bool,
+    /// FIFO path (empty for an unnamed pipe).
+    #[prost(string, tag = "7")]
+    pub fifo_path: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Creds {
+    /// real, effective, saved, fs.
+    #[prost(uint32, repeated, tag = "1")]
+    pub uids: Vec<u32>,
+    #[prost(uint32, repeated, tag = "2")]
+    pub gids: Vec<u32>,
+    #[prost(uint32, repeated, tag = "3")]
+    pub groups: Vec<u32>,
+    #[prost(uint64, tag = "4")]
+    pub cap_inh: u64,
+    #[prost(uint64, tag = "5")]
+    pub cap_prm: u64,
+    #[prost(uint64, tag = "6")]
+    pub cap_eff: u64,
+    #[prost(uint64, tag = "7")]
+    pub cap_bnd: u64,
+    #[prost(uint64, tag = "8")]
+    pub cap_amb: u64,
+    #[prost(uint32, tag = "9")]
+    pub securebits: u32,
+    #[prost(bool, tag = "10")]
+    pub no_new_privs: bool,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Rlimit {
+    #[prost(int32, tag = "1")]
+    pub resource: i32,
+    #[prost(uint64, tag = "2")]
+    pub soft: u64,
+    #[prost(uint64, tag = "3")]
+    pub hard: u64,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ITimer {
+    #[prost(int32, tag = "1")]
+    pub which: i32,
+    #[prost(uint64, tag = "2")]
+    pub interval_us: u64,
+    #[prost(uint64, tag = "3")]
+    pub value_us: u64,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PosixTimer {
+    #[prost(int32, tag = "1")]
+    pub id: i32,
+    #[prost(int32, tag = "2")]
+    pub clock_id: i32,
+    /// SIGEV_SIGNAL (0), SIGEV_NONE (1), SIGEV_THREAD_ID (4).
+    #[prost(int32, tag = "3")]
+    pub notify: i32,
+    #[prost(int32, tag = "4")]
+    pub signo: i32,
+    #[prost(uint64, tag = "5")]
+    pub sigev_value: u64,
+    #[prost(int32, tag = "6")]
+    pub notify_tid: i32,
+    #[prost(uint64, tag = "7")]
+    pub interval_ns: u64,
+    #[prost(uint64, tag = "8")]
+    pub value_ns: u64,
+}

@@ -1,0 +1,140 @@
+//! Reading and writing another process's memory.
+//!
+//! `process_vm_readv`/`process_vm_writev` copy between our buffers and the target's address
+//! space without stopping it and without ptrace (they need only ptrace *permission*), so worker
+//! threads can use them in parallel. They honour the target's page protections (no
+//! `FOLL_FORCE`): a `PROT_NONE` or read-only page cannot be accessed this way. For those,
+//! `/proc/PID/mem` is used, which does force access for a tracer.
+
+use crate::check;
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+
+/// Largest number of iovecs one call accepts (`UIO_MAXIOV`).
+pub const IOV_MAX: usize = 1024;
+
+/// A range of the remote address space.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RemoteRange {
+    /// Start address in the target.
+    pub addr: u64,
+    /// Length in bytes.
+    pub len: usize,
+}
+
+/// Copy the remote ranges, in order, into `local` (whose length must equal the ranges' sum).
+/// Returns the number of bytes copied, which is short only if a remote page is not accessible.
+pub fn read_ranges(pid: i32, ranges: &[RemoteRange], local: &mut [u8]) -> io::Result<usize> {
+    let total: usize = ranges.iter().map(|r| r.len).sum();
+    assert_eq!(total, local.len(), "read_ranges: buffer length mismatch");
+    let mut done = 0usize;
+    for batch in ranges.chunks(IOV_MAX) {
+        let blen: usize = batch.iter().map(|r| r.len).sum();
+        let remote: Vec<libc::iovec> = batch
+            .iter()
+            .map(|r| libc::iovec {
+                iov_base: r.addr as *mut libc::c_void,
+                iov_len: r.len,
+            })
+            .collect();
+        let local_iov = libc::iovec {
+            iov_base: local[done..done + blen].as_mut_ptr().cast(),
+            iov_len: blen,
+        };
+        // SAFETY: the local iovec points into `local`, which is valid for `blen` bytes; remote
+        // iovecs are only addresses in the target and are validated by the kernel.
+        let n = unsafe {
+            libc::process_vm_readv(pid, &local_iov, 1, remote.as_ptr(), remote.len() as u64, 0)
+        };
+        let n = check(n as libc::c_long)? as usize;
+        done += n;
+        if n < blen {
+            return Ok(done);
+        }
+    }
+    Ok(done)
+}
+
+/// Copy `local` into the remote ranges, in order (lengths must add up).
+/// Returns the number of bytes written, short only if a remote page is not writable.
+pub fn write_ranges(pid: i32, ranges: &[RemoteRange], local: &[u8]) -> io::Result<usize> {
+    let total: usize = ranges.iter().map(|r| r.len).sum();
+    assert_eq!(total, local.len(), "write_ranges: buffer length mismatch");
+    let mut done = 0usize;
+    for batch in ranges.chunks(IOV_MAX) {
+        let blen: usize = batch.iter().map(|r| r.len).sum();
+        let remote: Vec<libc::iovec> = batch
+            .iter()
+            .map(|r| libc::iovec {
+                iov_base: r.addr as *mut libc::c_void,
+                iov_len: r.len,
+            })
+            .collect();
+        let local_iov = libc::iovec {
+            iov_base: local[done..done + blen].as_ptr() as *mut libc::c_void,
+            iov_len: blen,
+        };
+        // SAFETY: the local iovec points into `local`, valid for `blen` bytes and only read by
+        // the kernel; remote iovecs are validated by the kernel.
+        let n = unsafe {
+            libc::process_vm_writev(pid, &local_iov, 1, remote.as_ptr(), remote.len() as u64, 0)
+        };
+        let n = check(n as libc::c_long)? as usize;
+        done += n;
+        if n < blen {
+            return Ok(done);
+        }
+    }
+    Ok(done)
+}
+
+/// Read one contiguous remote range with `process_vm_readv`; error if short.
+pub fn read_exact(pid: i32, addr: u64, buf: &mut [u8]) -> io::Result<()> {
+    let n = read_ranges(pid, &[RemoteRange { addr, len: buf.len() }], buf)?;
+    if n != buf.len() {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("short remote read at {addr:#x}: {n} of {} bytes", buf.len()),
+        ));
+    }
+    Ok(())
+}
+
+/// Write one contiguous remote range with `process_vm_writev`; error if short.
+pub fn write_all(pid: i32, addr: u64, buf: &[u8]) -> io::Result<()> {
+    let n = write_ranges(pid, &[RemoteRange { addr, len: buf.len() }], buf)?;
+    if n != buf.len() {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("short remote write at {addr:#x}: {n} of {} bytes", buf.len()),
+        ));
+    }
+    Ok(())
+}
+
+/// `/proc/PID/mem`, which forces access through page protections (for a tracer).
+pub struct ProcMem {
+    file: File,
+}
+
+impl ProcMem {
+    /// Open `/proc/PID/mem` for reading and writing.
+    pub fn open(pid: i32) -> io::Result<Self> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(format!("/proc/{pid}/mem"))?;
+        Ok(Self { file })
+    }
+
+    /// Read exactly `buf.len()` bytes at `addr`.
+    pub fn read_exact(&self, addr: u64, buf: &mut [u8]) -> io::Result<()> {
+        self.file.read_exact_at(buf, addr)
+    }
+
+    /// Write all of `buf` at `addr`.
+    pub fn write_all(&self, addr: u64, buf: &[u8]) -> io::Result<()> {
+        self.file.write_all_at(buf, addr)
+    }
+}

@@ -1,0 +1,361 @@
+//! Other system calls: pidfd, kcmp, memfd, pipes, robust lists, affinity, and the creation of
+//! the blank process a restore starts from.
+
+use crate::{check, last_err};
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+/// `getpid()`.
+pub fn getpid() -> i32 {
+    // SAFETY: getpid has no preconditions.
+    unsafe { libc::getpid() }
+}
+
+/// `gettid()`.
+pub fn gettid() -> i32 {
+    // SAFETY: gettid has no preconditions.
+    unsafe { libc::gettid() }
+}
+
+/// `kill(pid, sig)`.
+pub fn kill(pid: i32, sig: i32) -> io::Result<()> {
+    // SAFETY: kill takes integers only.
+    check(unsafe { libc::kill(pid, sig) } as libc::c_long).map(|_| ())
+}
+
+/// `tgkill(tgid, tid, sig)`.
+pub fn tgkill(tgid: i32, tid: i32, sig: i32) -> io::Result<()> {
+    // SAFETY: tgkill takes integers only.
+    check(unsafe { libc::syscall(libc::SYS_tgkill, tgid, tid, sig) }).map(|_| ())
+}
+
+/// `pidfd_open(pid, 0)`.
+pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
+    // SAFETY: integer arguments; on success the kernel returns a new fd that we own.
+    let fd = check(unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) })?;
+    // SAFETY: fd is a freshly created descriptor owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// `pidfd_getfd(pidfd, targetfd, 0)`: duplicate another process's fd into ours.
+pub fn pidfd_getfd(pidfd: &OwnedFd, target_fd: i32) -> io::Result<OwnedFd> {
+    // SAFETY: integer arguments; on success the kernel returns a new fd that we own.
+    let fd = check(unsafe {
+        libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), target_fd, 0)
+    })?;
+    // SAFETY: fresh descriptor.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// `kcmp` types.
+pub const KCMP_FILE: i32 = 0;
+/// `kcmp` type for comparing signal-handler tables.
+pub const KCMP_SIGHAND: i32 = 4;
+
+/// `kcmp(pid1, pid2, type, idx1, idx2)`: 0 equal, 1/2 ordered, 3 not equal (unordered).
+pub fn kcmp(pid1: i32, pid2: i32, kind: i32, idx1: u64, idx2: u64) -> io::Result<i32> {
+    // SAFETY: integer arguments only.
+    let r = check(unsafe { libc::syscall(libc::SYS_kcmp, pid1, pid2, kind, idx1, idx2) })?;
+    Ok(r as i32)
+}
+
+/// `get_robust_list(tid)`: (head address, length).
+pub fn get_robust_list(tid: i32) -> io::Result<(u64, u64)> {
+    let mut head: u64 = 0;
+    let mut len: libc::size_t = 0;
+    // SAFETY: the kernel writes one pointer and one size_t into our locals.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_get_robust_list,
+            tid,
+            &mut head as *mut u64,
+            &mut len as *mut libc::size_t,
+        )
+    })?;
+    Ok((head, len as u64))
+}
+
+/// `memfd_create(name, flags)`.
+pub fn memfd_create(name: &str, flags: u32) -> io::Result<OwnedFd> {
+    let c = CString::new(name).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: c is a valid NUL-terminated string for the duration of the call.
+    let fd = check(unsafe { libc::memfd_create(c.as_ptr(), flags) } as libc::c_long)?;
+    // SAFETY: fresh descriptor.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// `pipe2(O_CLOEXEC)`: (read end, write end).
+pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: the kernel writes two fds into the array.
+    check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } as libc::c_long)?;
+    // SAFETY: fresh descriptors.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// `fcntl(fd, cmd, arg)` for integer commands.
+pub fn fcntl(fd: RawFd, cmd: i32, arg: i64) -> io::Result<i64> {
+    // SAFETY: integer fcntl commands only.
+    check(unsafe { libc::fcntl(fd, cmd, arg) } as libc::c_long)
+}
+
+/// `tee(fd_in, fd_out, len, SPLICE_F_NONBLOCK)`: duplicate pipe content without consuming it.
+pub fn tee(fd_in: RawFd, fd_out: RawFd, len: usize) -> io::Result<usize> {
+    // SAFETY: integer arguments only.
+    let n = unsafe { libc::tee(fd_in, fd_out, len, libc::SPLICE_F_NONBLOCK) };
+    check(n as libc::c_long).map(|v| v as usize)
+}
+
+/// `lseek(fd, off, whence)`.
+pub fn lseek(fd: RawFd, off: i64, whence: i32) -> io::Result<i64> {
+    // SAFETY: integer arguments only.
+    check(unsafe { libc::lseek(fd, off, whence) } as libc::c_long)
+}
+
+/// Pin a thread (or process) to one CPU; returns the previous mask as a list of CPUs.
+pub fn set_affinity(tid: i32, cpus: &[usize]) -> io::Result<Vec<usize>> {
+    // SAFETY: cpu_set_t is plain data; all-zero is valid.
+    let mut old: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: the kernel writes at most sizeof(cpu_set_t) bytes into `old`.
+    check(unsafe { libc::sched_getaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &mut old) }
+        as libc::c_long)?;
+    let mut prev = Vec::new();
+    for c in 0..libc::CPU_SETSIZE as usize {
+        // SAFETY: c < CPU_SETSIZE.
+        if unsafe { libc::CPU_ISSET(c, &old) } {
+            prev.push(c);
+        }
+    }
+    // SAFETY: plain data.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    for &c in cpus {
+        // SAFETY: the caller passes CPU numbers; CPU_SET bounds-checks against the set size.
+        unsafe { libc::CPU_SET(c, &mut set) };
+    }
+    // SAFETY: `set` is a valid cpu_set_t.
+    check(unsafe { libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set) }
+        as libc::c_long)?;
+    Ok(prev)
+}
+
+/// The CPU the calling thread runs on.
+pub fn current_cpu() -> usize {
+    // SAFETY: no preconditions.
+    let c = unsafe { libc::sched_getcpu() };
+    c.max(0) as usize
+}
+
+/// Arguments of the blank process a restore starts from.
+#[derive(Debug, Clone, Copy)]
+pub struct BlankSpec {
+    /// Pid the new process must get (`clone3` `set_tid`).
+    pub pid: i32,
+    /// Where the child maps its gadget page (must be free in the child and in the restored
+    /// layout).
+    pub gadget_addr: u64,
+    /// Length of the gadget mapping (page multiple).
+    pub gadget_len: u64,
+    /// `exit_signal` for the child (the signal its parent gets when it exits).
+    pub exit_signal: i32,
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// Size in bytes of `struct clone_args` up to and including `set_tid_size`.
+pub const CLONE_ARGS_SIZE_VER2: usize = 88;
+
+/// Encode a `struct clone_args` for an injected `clone3` (little-endian, 88 bytes).
+pub fn encode_clone_args(flags: u64, exit_signal: u64, set_tid_ptr: u64, set_tid_size: u64) -> Vec<u8> {
+    let fields = [flags, 0, 0, 0, exit_signal, 0, 0, 0, set_tid_ptr, set_tid_size, 0];
+    fields.iter().flat_map(|f| f.to_le_bytes()).collect()
+}
+
+/// Create the blank process a restore starts from: a child of the calling *thread* (which
+/// must be the thread that will trace it) with pid `spec.pid`, its fds closed, a gadget page
+/// holding [`crate::inject::GADGET_CODE`] at `spec.gadget_addr`, `PR_SET_PDEATHSIG(SIGKILL)`,
+/// waiting in `pause()` to be seized.
+///
+/// Returns `Ok(pid)`, or `EEXIST` if the pid is taken.
+pub fn spawn_blank(spec: BlankSpec) -> io::Result<i32> {
+    let set_tid: [libc::pid_t; 1] = [spec.pid];
+    let args = CloneArgs {
+        exit_signal: spec.exit_signal as u64,
+        set_tid: set_tid.as_ptr() as u64,
+        set_tid_size: 1,
+        ..Default::default()
+    };
+    let parent = getpid();
+    // SAFETY: clone3 without CLONE_VM behaves like fork. The child only performs raw system
+    // calls (no allocation, no locks) before it parks in pause(), and never returns into Rust
+    // code: it either pauses forever (to be reshaped by the tracer) or exits via _exit.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    if r < 0 {
+        return Err(last_err());
+    }
+    if r == 0 {
+        // Child.
+        // SAFETY: raw system calls on integers and on a mapping we create here.
+        unsafe {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+            if libc::getppid() != parent {
+                libc::_exit(127);
+            }
+            libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32);
+            let p = libc::mmap(
+                spec.gadget_addr as *mut libc::c_void,
+                spec.gadget_len as usize,
+                libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
+                -1,
+                0,
+            );
+            if p as u64 != spec.gadget_addr {
+                libc::_exit(126);
+            }
+            let code = p as *mut u8;
+            for (i, b) in crate::inject::GADGET_CODE.iter().enumerate() {
+                *code.add(i) = *b;
+            }
+            loop {
+                libc::pause();
+            }
+        }
+    }
+    Ok(r as i32)
+}
+
+/// Read a symlink under /proc as a string (lossy).
+pub fn readlink(path: &str) -> io::Result<String> {
+    Ok(std::fs::read_link(path)?.to_string_lossy().into_owned())
+}
+
+/// `F_GETPIPE_SZ`.
+pub const F_GETPIPE_SZ: i32 = libc::F_GETPIPE_SZ;
+/// `F_SETPIPE_SZ`.
+pub const F_SETPIPE_SZ: i32 = libc::F_SETPIPE_SZ;
+
+/// Bytes queued in a pipe (`FIONREAD`).
+pub fn fionread(fd: RawFd) -> io::Result<usize> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int.
+    check(unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n) } as libc::c_long)?;
+    Ok(n.max(0) as usize)
+}
+
+/// Uptime-based identity check: the start time (clock ticks since boot) of a task, field 22 of
+/// /proc/PID/stat. Used to tell a task from a later one that reused its pid.
+pub fn clock_ticks() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64
+}
+
+/// Make the calling process a child subreaper (orphans of its descendants come to it).
+pub fn set_child_subreaper() -> io::Result<()> {
+    // SAFETY: integer prctl.
+    check(unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } as libc::c_long)
+        .map(|_| ())
+}
+
+/// Reap one specific child without blocking: `Some(status)` if it was reaped.
+pub fn reap_nohang(pid: i32) -> io::Result<Option<i32>> {
+    let mut status = 0;
+    // SAFETY: waitpid writes the status into a local.
+    let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG | libc::__WALL) };
+    if r < 0 {
+        return Err(last_err());
+    }
+    Ok(if r == 0 { None } else { Some(status) })
+}
+
+/// `syncfs` on the filesystem holding `fd`.
+pub fn syncfs(fd: RawFd) -> io::Result<()> {
+    // SAFETY: integer argument.
+    check(unsafe { libc::syncfs(fd) } as libc::c_long).map(|_| ())
+}
+
+/// Take ownership of a descriptor returned by a successful system call.
+pub fn owned_fd(fd: RawFd) -> OwnedFd {
+    assert!(fd >= 0, "owned_fd: negative descriptor");
+    // SAFETY: the caller passes a descriptor freshly returned by the kernel that nothing else
+    // owns.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+/// A new MAP_SHARED|MAP_ANONYMOUS object of `size` bytes, returned as a file (opened through
+/// `/proc/self/map_files`, which needs CAP_SYS_ADMIN). Our own mapping is removed again; the
+/// object lives on as long as the file.
+pub fn shared_anon_object(size: u64) -> io::Result<std::fs::File> {
+    let len = size.max(4096).div_ceil(4096) as usize * 4096;
+    // SAFETY: anonymous shared mapping at an address the kernel picks; not accessed by us.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(last_err());
+    }
+    let start = p as usize;
+    let res = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(format!("/proc/self/map_files/{:x}-{:x}", start, start + len));
+    // SAFETY: unmapping exactly the mapping created above, which nothing else references.
+    unsafe { libc::munmap(p, len) };
+    res
+}
+
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn on_interrupt(_sig: libc::c_int) {
+    INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Install SIGINT/SIGTERM/SIGHUP handlers that only set a flag ([`interrupt_requested`]).
+pub fn install_interrupt_handlers() -> io::Result<()> {
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe; the
+        // sigaction struct is fully initialised.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_interrupt as *const () as usize;
+            sa.sa_flags = libc::SA_RESTART;
+            libc::sigemptyset(&mut sa.sa_mask);
+            if libc::sigaction(sig, &sa, std::ptr::null_mut()) != 0 {
+                return Err(last_err());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether SIGINT/SIGTERM/SIGHUP arrived since [`install_interrupt_handlers`].
+pub fn interrupt_requested() -> bool {
+    INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst)
+}
