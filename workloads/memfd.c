@@ -106,6 +106,19 @@ static ssize_t full_pwrite(int fd, const void *p, size_t n, off_t off)
     return (ssize_t)done;
 }
 
+/* A restored memfd is a new object with a new inode number: compare maps lines without it. */
+static int same_map_line(const char *a, const char *b)
+{
+    char ra[64], pa[8], oa[32], da[16], ia[32], na[400];
+    char rb[64], pb[8], ob[32], db[16], ib[32], nb[400];
+    na[0] = nb[0] = 0;
+    if (sscanf(a, "%63s %7s %31s %15s %31s %399[^\n]", ra, pa, oa, da, ia, na) < 5)
+        return 0;
+    if (sscanf(b, "%63s %7s %31s %15s %31s %399[^\n]", rb, pb, ob, db, ib, nb) < 5)
+        return 0;
+    return !strcmp(ra, rb) && !strcmp(pa, pb) && !strcmp(oa, ob) && !strcmp(da, db) && !strcmp(na, nb);
+}
+
 int main(int argc, char **argv)
 {
     wl_init(argc, argv);
@@ -154,11 +167,11 @@ int main(int argc, char **argv)
     char l[512];
     read_maps();
     maps_line(A, l, sizeof l);
-    WL_CHECK(strcmp(l, lineA) == 0, "memfd A maps line '%s', expected '%s'", l, lineA);
+    WL_CHECK(same_map_line(l, lineA), "memfd A maps line '%s', expected '%s'", l, lineA);
     maps_line(B1, l, sizeof l);
-    WL_CHECK(strcmp(l, lineB1) == 0, "memfd B1 maps line '%s', expected '%s'", l, lineB1);
+    WL_CHECK(same_map_line(l, lineB1), "memfd B1 maps line '%s', expected '%s'", l, lineB1);
     maps_line(B2, l, sizeof l);
-    WL_CHECK(strcmp(l, lineB2) == 0, "memfd B2 maps line '%s', expected '%s'", l, lineB2);
+    WL_CHECK(same_map_line(l, lineB2), "memfd B2 maps line '%s', expected '%s'", l, lineB2);
 
     /* fd A */
     int fdfl = fcntl(afd, F_GETFD);

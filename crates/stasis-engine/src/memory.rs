@@ -96,7 +96,7 @@ fn prot_of(m: &proc::MapEntry) -> u32 {
     p as u32
 }
 
-const KEPT_FLAGS: [&str; 6] = ["gd", "nr", "dd", "dc", "wf", "hg"];
+const KEPT_FLAGS: [&str; 7] = ["gd", "nr", "dd", "dc", "wf", "hg", "nh"];
 
 /// One window of pages to read in the dump.
 pub struct DumpJob {
@@ -588,6 +588,7 @@ pub fn restore_mappings(
                 "dc" => libc::MADV_DONTFORK,
                 "wf" => libc::MADV_WIPEONFORK,
                 "hg" => libc::MADV_HUGEPAGE,
+                "nh" => libc::MADV_NOHUGEPAGE,
                 _ => continue,
             };
             r.call(&format!("madvise {f} on {}", what()), libc::SYS_madvise, &[v.start, len, advice as u64])?;

@@ -423,6 +423,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreStats, RestoreError> {
             let mut tr = Remote::new(p.pid, t.tid, gadget, regs_of(t.tid)?);
             task::restore_creds(&mut tr, creds)?;
         }
+        task::restore_dumpable(r, p)?;
         r.call("munmap gadget", libc::SYS_munmap, &[gadget, PARASITE_LEN])?;
     }
     step("state")?;

@@ -377,7 +377,6 @@ pub fn restore_process_misc(r: &mut Remote, p: &rec::Process) -> Result<(), Fail
         r.call("prctl(PR_TIMER_CREATE_RESTORE_IDS, OFF)", libc::SYS_prctl, &[PR_TIMER_CREATE_RESTORE_IDS, 0, 0, 0, 0])?;
     }
     r.call("prctl(PR_SET_PDEATHSIG)", libc::SYS_prctl, &[libc::PR_SET_PDEATHSIG as u64, p.pdeath_signal as u64])?;
-    r.call("prctl(PR_SET_DUMPABLE)", libc::SYS_prctl, &[libc::PR_SET_DUMPABLE as u64, p.dumpable as u64])?;
     if p.child_subreaper {
         r.call("prctl(PR_SET_CHILD_SUBREAPER)", libc::SYS_prctl, &[libc::PR_SET_CHILD_SUBREAPER as u64, 1])?;
     }
@@ -435,6 +434,12 @@ pub fn restore_pending(r: &mut Remote, pid: i32, tid: i32, sigs: &[rec::PendingS
     Ok(())
 }
 
+/// The dumpable flag: set after credentials, whose change resets it.
+pub fn restore_dumpable(r: &mut Remote, p: &rec::Process) -> Result<(), Failure> {
+    r.call("prctl(PR_SET_DUMPABLE)", libc::SYS_prctl, &[libc::PR_SET_DUMPABLE as u64, p.dumpable as u64])?;
+    Ok(())
+}
+
 /// Credentials, in one thread (the kernel keeps them per thread).
 pub fn restore_creds(r: &mut Remote, c: &rec::Creds) -> Result<(), Failure> {
     if c.uids.len() != 4 || c.gids.len() != 4 {
@@ -453,8 +458,14 @@ pub fn restore_creds(r: &mut Remote, c: &rec::Creds) -> Result<(), Failure> {
             }
         }
     }
-    let root = c.uids.iter().all(|&u| u == 0);
-    if !root {
+    // Securebits other than KEEP_CAPS need CAP_SETPCAP: set them while we are still root,
+    // with KEEP_CAPS so that the uid change keeps the permitted set; KEEP_CAPS itself goes
+    // back to its saved value at the end (PR_SET_KEEPCAPS needs no privilege).
+    const KEEP_CAPS: u32 = 1 << 4;
+    let others = c.securebits & !KEEP_CAPS;
+    if others != 0 {
+        r.call("prctl(PR_SET_SECUREBITS)", libc::SYS_prctl, &[libc::PR_SET_SECUREBITS as u64, (c.securebits | KEEP_CAPS) as u64])?;
+    } else {
         r.call("prctl(PR_SET_KEEPCAPS)", libc::SYS_prctl, &[libc::PR_SET_KEEPCAPS as u64, 1])?;
     }
     r.call("setresuid", libc::SYS_setresuid, &[c.uids[0] as u64, c.uids[1] as u64, c.uids[2] as u64])?;
@@ -472,13 +483,10 @@ pub fn restore_creds(r: &mut Remote, c: &rec::Creds) -> Result<(), Failure> {
         r.call("capset", libc::SYS_capset, &[a, a + 8])?;
         Ok(())
     };
-    // Raise effective to what is permitted so securebits can be set, then the saved sets.
-    capset(r, c.cap_prm, c.cap_prm, c.cap_inh)?;
-    let sb = r.call_raw("prctl(PR_SET_SECUREBITS)", libc::SYS_prctl, &[libc::PR_SET_SECUREBITS as u64, c.securebits as u64])?;
-    if sb < 0 && c.securebits != 0 {
-        return Err(Failure::new(r.tid(), "prctl(PR_SET_SECUREBITS)", std::io::Error::from_raw_os_error(-sb as i32)));
-    }
     capset(r, c.cap_eff, c.cap_prm, c.cap_inh)?;
+    if c.securebits & KEEP_CAPS == 0 {
+        r.call("prctl(PR_SET_KEEPCAPS, 0)", libc::SYS_prctl, &[libc::PR_SET_KEEPCAPS as u64, 0])?;
+    }
     for cap in 0..64u64 {
         if c.cap_amb & (1 << cap) != 0 {
             r.call("PR_CAP_AMBIENT_RAISE", libc::SYS_prctl, &[libc::PR_CAP_AMBIENT as u64, libc::PR_CAP_AMBIENT_RAISE as u64, cap, 0, 0])?;
