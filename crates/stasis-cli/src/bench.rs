@@ -57,21 +57,37 @@ fn dir_size(p: &std::path::Path) -> u64 {
                 Ok(m) => m,
                 Err(_) => continue,
             };
-            total += if md.is_dir() { dir_size(&e.path()) } else { md.len() };
+            total += if md.is_dir() {
+                dir_size(&e.path())
+            } else {
+                md.len()
+            };
         }
     }
     total
 }
 
 pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
-    let BenchCmd::Checkpoint { size_mib, dir, workers, compress, json } = cmd;
-    let base = dir.unwrap_or_else(|| PathBuf::from(format!("/dev/shm/stasis-bench-{}", std::process::id())));
+    let BenchCmd::Checkpoint {
+        size_mib,
+        dir,
+        workers,
+        compress,
+        json,
+    } = cmd;
+    let base = dir
+        .unwrap_or_else(|| PathBuf::from(format!("/dev/shm/stasis-bench-{}", std::process::id())));
     std::fs::create_dir_all(&base)?;
     let ready = base.join("ready");
     let image = base.join("image");
     let _ = std::fs::remove_file(&ready);
     let mut child = Command::new(std::env::current_exe()?)
-        .args(["bench-worker", "--size-mib", &size_mib.to_string(), "--ready"])
+        .args([
+            "bench-worker",
+            "--size-mib",
+            &size_mib.to_string(),
+            "--ready",
+        ])
         .arg(&ready)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -87,13 +103,21 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    let workers = workers.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
+    let workers = workers.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+    });
     let cs = stasis_engine::checkpoint(&stasis_engine::CheckpointOptions {
         pid,
         dir: image.clone(),
         leave_running: false,
         force: true,
-        compression: if compress { stasis_image::Compression::Lz4 } else { stasis_image::Compression::None },
+        compression: if compress {
+            stasis_image::Compression::Lz4
+        } else {
+            stasis_image::Compression::None
+        },
         workers,
     });
     let _ = child.wait();
@@ -108,7 +132,10 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
     let _ = stasis_sys::sys::kill(rs.root_pid, libc::SIGKILL);
     std::thread::sleep(Duration::from_millis(20));
     for _ in 0..100 {
-        if matches!(stasis_sys::sys::reap_nohang(rs.root_pid), Ok(Some(_)) | Err(_)) {
+        if matches!(
+            stasis_sys::sys::reap_nohang(rs.root_pid),
+            Ok(Some(_)) | Err(_)
+        ) {
             break;
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -134,8 +161,17 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
     if json {
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
-        println!("workload: {size_mib} MiB touched anonymous memory; {workers} worker(s); image on {}", base.display());
-        println!("checkpoint: frozen {:.3} s, total {:.3} s; pages {:.2} GB/s ({:.2} GB/s end to end)", cs.frozen_secs, cs.total_secs, gb(cs.memory_bytes, cs.memory_secs), gb(cs.memory_bytes, cs.total_secs));
+        println!(
+            "workload: {size_mib} MiB touched anonymous memory; {workers} worker(s); image on {}",
+            base.display()
+        );
+        println!(
+            "checkpoint: frozen {:.3} s, total {:.3} s; pages {:.2} GB/s ({:.2} GB/s end to end)",
+            cs.frozen_secs,
+            cs.total_secs,
+            gb(cs.memory_bytes, cs.memory_secs),
+            gb(cs.memory_bytes, cs.total_secs)
+        );
         println!("restore:    total {:.3} s until every page is resident; pages {:.2} GB/s ({:.2} GB/s end to end)", rs.total_secs, gb(rs.memory_bytes, rs.memory_secs), gb(rs.memory_bytes, rs.total_secs));
         println!("image:      {:.1} MiB", image_bytes as f64 / 1048576.0);
     }

@@ -43,7 +43,10 @@ pub fn run(dir: Option<PathBuf>) -> anyhow::Result<()> {
     let log = dir.join("counter.log");
     let image = dir.join("image");
     let _ = std::fs::remove_file(&log);
-    let logf = std::fs::OpenOptions::new().create(true).append(true).open(&log)?;
+    let logf = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)?;
     let mut child = Command::new(std::env::current_exe()?)
         .arg("demo-worker")
         .stdin(Stdio::null())
@@ -52,7 +55,10 @@ pub fn run(dir: Option<PathBuf>) -> anyhow::Result<()> {
         .spawn()
         .context("starting the demo workload")?;
     let pid = child.id() as i32;
-    println!("1. started a counter (pid {pid}) that appends \"tick N\" to {} every 200 ms", log.display());
+    println!(
+        "1. started a counter (pid {pid}) that appends \"tick N\" to {} every 200 ms",
+        log.display()
+    );
     std::thread::sleep(Duration::from_millis(1500));
     println!("   it has counted to {}", last_tick(&log)?);
 
@@ -85,17 +91,30 @@ pub fn run(dir: Option<PathBuf>) -> anyhow::Result<()> {
         workers: 2,
         pid_wait: Duration::from_secs(10),
     })?;
-    println!("4. restored it from the image as pid {} in {:.0} ms", rs.root_pid, rs.total_secs * 1000.0);
+    println!(
+        "4. restored it from the image as pid {} in {:.0} ms",
+        rs.root_pid,
+        rs.total_secs * 1000.0
+    );
     std::thread::sleep(Duration::from_millis(1500));
     let text = std::fs::read_to_string(&log)?;
-    let after: Vec<u64> = text.lines().filter_map(|l| l.strip_prefix("tick ").and_then(|n| n.parse().ok())).collect();
-    let pos = after.iter().rposition(|&n| n == before).context("tick before checkpoint missing")?;
+    let after: Vec<u64> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("tick ").and_then(|n| n.parse().ok()))
+        .collect();
+    let pos = after
+        .iter()
+        .rposition(|&n| n == before)
+        .context("tick before checkpoint missing")?;
     let resumed = &after[pos + 1..];
     let _ = stasis_sys::sys::kill(rs.root_pid, libc::SIGKILL);
     let _ = child.wait();
     std::thread::sleep(Duration::from_millis(50));
     let _ = stasis_sys::sys::reap_nohang(rs.root_pid);
-    if resumed.is_empty() || resumed[0] != before + 1 || resumed.windows(2).any(|w| w[1] != w[0] + 1) {
+    if resumed.is_empty()
+        || resumed[0] != before + 1
+        || resumed.windows(2).any(|w| w[1] != w[0] + 1)
+    {
         bail!("after restore the counter did not carry on from {before}: {resumed:?}");
     }
     println!(

@@ -5,7 +5,8 @@ use stasis_image::records::{self as rec, FileKind, VmaKind};
 use std::path::Path;
 
 fn kind_name<T: std::fmt::Debug>(k: Result<T, impl Sized>) -> String {
-    k.map(|k| format!("{k:?}")).unwrap_or_else(|_| "unknown".into())
+    k.map(|k| format!("{k:?}"))
+        .unwrap_or_else(|_| "unknown".into())
 }
 
 fn file_desc(img: &rec::Checkpoint, f: &rec::FileObject) -> String {
@@ -13,23 +14,43 @@ fn file_desc(img: &rec::Checkpoint, f: &rec::FileObject) -> String {
         Ok(FileKind::PipeEnd) => {
             let p = img.pipes.get(f.pipe_id as usize);
             let ino = p.map(|p| p.ino).unwrap_or(0);
-            let ext = p.is_some_and(|p| if f.write_end { p.external_reader } else { p.external_writer });
+            let ext = p.is_some_and(|p| {
+                if f.write_end {
+                    p.external_reader
+                } else {
+                    p.external_writer
+                }
+            });
             format!(
                 "pipe:[{ino}] {} end{}",
                 if f.write_end { "write" } else { "read" },
-                if ext { " (other end outside the tree)" } else { "" }
+                if ext {
+                    " (other end outside the tree)"
+                } else {
+                    ""
+                }
             )
         }
         Ok(FileKind::Memfd) => format!("memfd {}", f.path),
-        Ok(k) => format!("{k:?} {}{}", f.path, if f.deleted { " (deleted)" } else { "" }),
+        Ok(k) => format!(
+            "{k:?} {}{}",
+            f.path,
+            if f.deleted { " (deleted)" } else { "" }
+        ),
         Err(_) => "unknown".into(),
     }
 }
 
 pub fn run(dir: &Path, json_out: bool, verify: bool) -> Result<(), super::Failed> {
-    let (reader, img) = stasis_engine::restore::load(dir).map_err(|e| (4, anyhow::Error::new(e)))?;
+    let (reader, img) =
+        stasis_engine::restore::load(dir).map_err(|e| (4, anyhow::Error::new(e)))?;
     let verified = if verify {
-        Some(reader.verify_all().map_err(|e| (4, anyhow::Error::new(e).context("image verification failed")))?)
+        Some(reader.verify_all().map_err(|e| {
+            (
+                4,
+                anyhow::Error::new(e).context("image verification failed"),
+            )
+        })?)
     } else {
         None
     };
@@ -77,13 +98,32 @@ pub fn run(dir: &Path, json_out: bool, verify: bool) -> Result<(), super::Failed
         "verified": verified.map(|v| v.chunks),
     });
     if json_out {
-        println!("{}", serde_json::to_string_pretty(&out).expect("serialisable"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&out).expect("serialisable")
+        );
         return Ok(());
     }
-    println!("image {} (format v{}, kernel {}, by stasis {})", dir.display(), m.format_version, img.kernel_release, m.tool_version);
-    println!("root pid {}; {} chunk(s), {:.1} MiB of page data", img.root_pid, m.chunks.len(), out["chunk_bytes"].as_u64().unwrap_or(0) as f64 / 1048576.0);
+    println!(
+        "image {} (format v{}, kernel {}, by stasis {})",
+        dir.display(),
+        m.format_version,
+        img.kernel_release,
+        m.tool_version
+    );
+    println!(
+        "root pid {}; {} chunk(s), {:.1} MiB of page data",
+        img.root_pid,
+        m.chunks.len(),
+        out["chunk_bytes"].as_u64().unwrap_or(0) as f64 / 1048576.0
+    );
     for p in &img.processes {
-        let stored: u64 = p.vmas.iter().flat_map(|v| &v.pages).map(|r| r.count as u64 * 4096).sum();
+        let stored: u64 = p
+            .vmas
+            .iter()
+            .flat_map(|v| &v.pages)
+            .map(|r| r.count as u64 * 4096)
+            .sum();
         println!(
             "\nprocess {} (ppid {}, pgid {}, sid {}) {} — {} thread(s), {} mapping(s), {:.1} MiB stored",
             p.pid, p.ppid, p.pgid, p.sid, p.exe, p.threads.len(), p.vmas.len(), stored as f64 / 1048576.0
@@ -95,17 +135,31 @@ pub fn run(dir: &Path, json_out: bool, verify: bool) -> Result<(), super::Failed
             let n: u64 = v.pages.iter().map(|r| r.count as u64).sum();
             println!(
                 "  map {:#014x}-{:#014x} {}{}{}{} {:<11} {:>6} pages {}",
-                v.start, v.end,
+                v.start,
+                v.end,
                 if v.prot & 1 != 0 { 'r' } else { '-' },
                 if v.prot & 2 != 0 { 'w' } else { '-' },
                 if v.prot & 4 != 0 { 'x' } else { '-' },
-                if v.flags & libc::MAP_SHARED as u32 != 0 { 's' } else { 'p' },
-                kind_name(VmaKind::try_from(v.kind)), n, v.path
+                if v.flags & libc::MAP_SHARED as u32 != 0 {
+                    's'
+                } else {
+                    'p'
+                },
+                kind_name(VmaKind::try_from(v.kind)),
+                n,
+                v.path
             );
         }
         for fd in &p.fds {
             let f = &img.files[fd.file_id as usize];
-            println!("  fd {:>3}{} {} (pos {}, flags {:#o})", fd.fd, if fd.cloexec { " cloexec" } else { "" }, file_desc(&img, f), f.pos, f.flags);
+            println!(
+                "  fd {:>3}{} {} (pos {}, flags {:#o})",
+                fd.fd,
+                if fd.cloexec { " cloexec" } else { "" },
+                file_desc(&img, f),
+                f.pos,
+                f.flags
+            );
         }
     }
     if let Some(v) = verified {

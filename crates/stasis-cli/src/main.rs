@@ -16,7 +16,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "stasis", version, about = "Checkpoint and restore Linux process trees (no CRIU)")]
+#[command(
+    name = "stasis",
+    version,
+    about = "Checkpoint and restore Linux process trees (no CRIU)"
+)]
 struct Cli {
     /// More logging on stderr (-v info, -vv debug).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
@@ -106,14 +110,22 @@ enum Cmd {
 }
 
 fn workers(n: Option<usize>) -> usize {
-    n.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2))
+    n.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+    })
 }
 
 fn parse_inherit(items: &[String]) -> anyhow::Result<HashMap<String, i32>> {
     let mut m = HashMap::new();
     for it in items {
-        let (k, v) = it.rsplit_once('=').with_context(|| format!("--inherit-fd {it}: expected KEY=FD"))?;
-        let fd: i32 = v.parse().with_context(|| format!("--inherit-fd {it}: FD must be a number"))?;
+        let (k, v) = it
+            .rsplit_once('=')
+            .with_context(|| format!("--inherit-fd {it}: expected KEY=FD"))?;
+        let fd: i32 = v
+            .parse()
+            .with_context(|| format!("--inherit-fd {it}: FD must be a number"))?;
         m.insert(k.to_string(), fd);
     }
     Ok(m)
@@ -153,7 +165,8 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("STASIS_LOG").unwrap_or_else(|_| level.into()),
+            tracing_subscriber::EnvFilter::try_from_env("STASIS_LOG")
+                .unwrap_or_else(|_| level.into()),
         )
         .init();
     if let Err(e) = stasis_sys::sys::install_interrupt_handlers() {
@@ -161,7 +174,9 @@ fn main() -> ExitCode {
     }
     let repaired = stasis_engine::journal::recover();
     if repaired > 0 {
-        eprintln!("stasis: repaired {repaired} process(es) left behind by an interrupted stasis run");
+        eprintln!(
+            "stasis: repaired {repaired} process(es) left behind by an interrupted stasis run"
+        );
     }
     match run(cli.cmd) {
         Ok(()) => ExitCode::SUCCESS,
@@ -176,21 +191,42 @@ type Failed = (u8, anyhow::Error);
 
 fn run(cmd: Cmd) -> Result<(), Failed> {
     match cmd {
-        Cmd::Checkpoint { pid, dir, leave_running, force, compress, workers: w, json } => {
+        Cmd::Checkpoint {
+            pid,
+            dir,
+            leave_running,
+            force,
+            compress,
+            workers: w,
+            json,
+        } => {
             let opts = stasis_engine::CheckpointOptions {
                 pid,
                 dir: dir.clone(),
                 leave_running,
                 force,
-                compression: if compress { stasis_image::Compression::Lz4 } else { stasis_image::Compression::None },
+                compression: if compress {
+                    stasis_image::Compression::Lz4
+                } else {
+                    stasis_image::Compression::None
+                },
                 workers: workers(w),
             };
             let stats = stasis_engine::checkpoint(&opts).map_err(|e| {
                 let code = checkpoint_code(&e);
-                (code, anyhow::Error::new(e).context(format!("checkpoint of pid {pid} into {} failed", dir.display())))
+                (
+                    code,
+                    anyhow::Error::new(e).context(format!(
+                        "checkpoint of pid {pid} into {} failed",
+                        dir.display()
+                    )),
+                )
             })?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&stats).expect("serialisable"));
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&stats).expect("serialisable")
+                );
             } else {
                 eprintln!(
                     "checkpointed {} process(es), {} thread(s): {:.1} MiB of memory in {:.3} s (frozen {:.3} s) into {}",
@@ -210,7 +246,12 @@ fn run(cmd: Cmd) -> Result<(), Failed> {
             }
             Ok(())
         }
-        Cmd::Restore { dir, inherit_fd, workers: w, pid_wait } => {
+        Cmd::Restore {
+            dir,
+            inherit_fd,
+            workers: w,
+            pid_wait,
+        } => {
             let inherit = parse_inherit(&inherit_fd).map_err(|e| (2, e))?;
             let opts = stasis_engine::RestoreOptions {
                 dir: dir.clone(),
@@ -220,7 +261,10 @@ fn run(cmd: Cmd) -> Result<(), Failed> {
             };
             let stats = stasis_engine::restore(&opts).map_err(|e| {
                 let code = restore_code(&e);
-                (code, anyhow::Error::new(e).context(format!("restore from {} failed", dir.display())))
+                (
+                    code,
+                    anyhow::Error::new(e).context(format!("restore from {} failed", dir.display())),
+                )
             })?;
             println!("{}", stats.root_pid);
             tracing::info!(?stats, "restored");
@@ -228,7 +272,10 @@ fn run(cmd: Cmd) -> Result<(), Failed> {
         }
         Cmd::Inspect { dir, json, verify } => inspect::run(&dir, json, verify),
         Cmd::Recover => {
-            eprintln!("recovered {} process(es)", stasis_engine::journal::recover());
+            eprintln!(
+                "recovered {} process(es)",
+                stasis_engine::journal::recover()
+            );
             Ok(())
         }
         Cmd::Bench { what } => bench::run(what).map_err(|e| (1, e)),

@@ -29,7 +29,11 @@ fn workloads_pass_standalone() {
             failures.push(e);
         }
     }
-    assert!(failures.is_empty(), "standalone failures:\n{}", failures.join("\n\n"));
+    assert!(
+        failures.is_empty(),
+        "standalone failures:\n{}",
+        failures.join("\n\n")
+    );
 }
 
 /// counter with --print (stdout redirected into out.log) also passes.
@@ -99,10 +103,46 @@ macro_rules! roundtrip_tests {
     };
 }
 
-roundtrip_tests!("counter", &[], counter_kill, counter_leave_running, counter_double);
-roundtrip_tests!("mem_anon", &[], mem_anon_kill, mem_anon_leave_running, mem_anon_double);
-roundtrip_tests!("mem_shared", &[], mem_shared_kill, mem_shared_leave_running, mem_shared_double);
-roundtrip_tests!("mem_file", &[], mem_file_kill, mem_file_leave_running, mem_file_double);
+roundtrip_tests!(
+    "counter",
+    &[],
+    counter_kill,
+    counter_leave_running,
+    counter_double
+);
+roundtrip_tests!(
+    "mem_anon",
+    &[],
+    mem_anon_kill,
+    mem_anon_leave_running,
+    mem_anon_double
+);
+roundtrip_tests!(
+    "mem_shared",
+    &[],
+    mem_shared_kill,
+    mem_shared_leave_running,
+    mem_shared_double
+);
+roundtrip_tests!(
+    "mem_file",
+    &[],
+    mem_file_kill,
+    mem_file_leave_running,
+    mem_file_double
+);
 roundtrip_tests!("memfd", &[], memfd_kill, memfd_leave_running, memfd_double);
-roundtrip_tests!("threads", &[], threads_kill, threads_leave_running, threads_double);
-roundtrip_tests!("multiproc", &[], multiproc_kill, multiproc_leave_running, multiproc_double);
+roundtrip_tests!(
+    "threads",
+    &[],
+    threads_kill,
+    threads_leave_running,
+    threads_double
+);
+roundtrip_tests!(
+    "multiproc",
+    &[],
+    multiproc_kill,
+    multiproc_leave_running,
+    multiproc_double
+);

@@ -101,7 +101,8 @@ pub fn checkpoint(opts: &CheckpointOptions) -> Result<CheckpointStats, Checkpoin
     let mut frozen = Frozen::seize(opts.pid)?;
     let t_frozen = Instant::now();
     step("seize")?;
-    let mut jrnl = journal::Journal::begin(&frozen).map_err(|e| Failure::new(opts.pid, "writing the recovery journal", e))?;
+    let mut jrnl = journal::Journal::begin(&frozen)
+        .map_err(|e| Failure::new(opts.pid, "writing the recovery journal", e))?;
 
     // Inspect: /proc only, nothing changed yet.
     let mut shmem = ShmemTable::default();
@@ -117,7 +118,11 @@ pub fn checkpoint(opts: &CheckpointOptions) -> Result<CheckpointStats, Checkpoin
         let smaps = proc::read_smaps(pid).ctx(pid, || "reading smaps".into())?;
         p.vmas = memory::dump_layout(pid, i, &smaps, &mut shmem, &mut jobs)?;
         p.fds = files.dump_process(pid, &mut shmem, &writer)?;
-        p.threads = sp.threads.iter().map(task::dump_thread_regs).collect::<Result<_, _>>()?;
+        p.threads = sp
+            .threads
+            .iter()
+            .map(task::dump_thread_regs)
+            .collect::<Result<_, _>>()?;
         p.shared_pending = task::dump_shared_pending(pid)?;
         procs.push(p);
     }
@@ -132,9 +137,14 @@ pub fn checkpoint(opts: &CheckpointOptions) -> Result<CheckpointStats, Checkpoin
         let mut r = Remote::with_gadget(pid, leader.tid, gadget, leader.regs);
         let prot = (libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC) as u64;
         let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
-        let base = r.call("mmap parasite", libc::SYS_mmap, &[0, PARASITE_LEN, prot, flags, u64::MAX, 0])?;
+        let base = r.call(
+            "mmap parasite",
+            libc::SYS_mmap,
+            &[0, PARASITE_LEN, prot, flags, u64::MAX, 0],
+        )?;
         frozen.procs[i].parasite = Some(base);
-        jrnl.parasite(pid, base).map_err(|e| Failure::new(pid, "writing the recovery journal", e))?;
+        jrnl.parasite(pid, base)
+            .map_err(|e| Failure::new(pid, "writing the recovery journal", e))?;
         stasis_sys::mem::write_all(pid, base, &stasis_sys::inject::GADGET_CODE)
             .ctx(pid, || "writing the gadget".into())?;
         r.use_base(base);
@@ -172,20 +182,31 @@ pub fn checkpoint(opts: &CheckpointOptions) -> Result<CheckpointStats, Checkpoin
         shmem: shmem.objects,
         kernel_release: kernel_release(),
         vdso_hash: vdso_hash.clone(),
-        pid_ns: std::fs::metadata(format!("/proc/{}/ns/pid", opts.pid)).map(|m| std::os::unix::fs::MetadataExt::ino(&m)).unwrap_or(0),
+        pid_ns: std::fs::metadata(format!("/proc/{}/ns/pid", opts.pid))
+            .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+            .unwrap_or(0),
     };
     stats.processes = img.processes.len();
     stats.threads = img.processes.iter().map(|p| p.threads.len()).sum();
     writer
-        .put_file(stasis_image::OBJECTS_FILE, stasis_image::KIND_OBJECTS, &img.encode_to_vec())
+        .put_file(
+            stasis_image::OBJECTS_FILE,
+            stasis_image::KIND_OBJECTS,
+            &img.encode_to_vec(),
+        )
         .map_err(|e| CheckpointError::Image(Box::new(e)))?;
     step("write")?;
     let labels = vec![
         ("kernel".to_string(), img.kernel_release.clone()),
-        ("vdso-blake3".to_string(), stasis_image::chunk_hex(&vdso_hash.clone().try_into().unwrap_or([0; 32]))),
+        (
+            "vdso-blake3".to_string(),
+            stasis_image::chunk_hex(&vdso_hash.clone().try_into().unwrap_or([0; 32])),
+        ),
         ("comm".to_string(), img.processes[0].threads[0].comm.clone()),
     ];
-    let cs = writer.commit(opts.pid, labels).map_err(|e| CheckpointError::Image(Box::new(e)))?;
+    let cs = writer
+        .commit(opts.pid, labels)
+        .map_err(|e| CheckpointError::Image(Box::new(e)))?;
     stats.chunks = cs.chunks;
     stats.stored_bytes = cs.chunk_bytes_raw;
     step("commit")?;

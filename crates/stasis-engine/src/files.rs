@@ -32,6 +32,9 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 
 const O_CLOEXEC: u32 = libc::O_CLOEXEC as u32;
 
+/// (pid, fd, file object id) of an fd already seen.
+type FdRef = (i32, i32, u32);
+
 /// Dump-side state shared across processes.
 #[derive(Default)]
 pub struct FileTable {
@@ -41,7 +44,7 @@ pub struct FileTable {
     pub pipes: Vec<rec::PipeObject>,
     pipe_by_ino: HashMap<u64, u32>,
     /// (dev, ino) → [(pid, fd, file id)] for kcmp.
-    seen: HashMap<(u64, u64), Vec<(i32, i32, u32)>>,
+    seen: HashMap<(u64, u64), Vec<FdRef>>,
     /// Pipe id → (has read end, has write end) in the tree.
     ends: HashMap<u32, (bool, bool)>,
     /// Pipe id → a /proc path to open it for reading its buffer.
@@ -50,7 +53,8 @@ pub struct FileTable {
 
 fn is_tty(md: &std::fs::Metadata) -> bool {
     let major = libc::major(md.rdev());
-    md.file_type().is_char_device() && (major == 136 || major == 4 || major == 5 || (128..=143).contains(&major))
+    md.file_type().is_char_device()
+        && (major == 136 || major == 4 || major == 5 || (128..=143).contains(&major))
 }
 
 impl FileTable {
@@ -87,7 +91,8 @@ impl FileTable {
                 Err(e) if e.is_not_found() => continue,
                 Err(e) => return Err(Failure::new(pid, format!("fd {fd}: readlink"), e).into()),
             };
-            let info = proc::read_fdinfo(pid, fd).ctx(pid, || format!("fd {fd}: reading fdinfo"))?;
+            let info =
+                proc::read_fdinfo(pid, fd).ctx(pid, || format!("fd {fd}: reading fdinfo"))?;
             let unsupported = |kind: &str| CheckpointError::Unsupported {
                 pid,
                 what: format!("fd {fd} ({link}) is {kind}; not supported yet"),
@@ -99,13 +104,17 @@ impl FileTable {
                 return Err(unsupported(&format!("an anonymous-inode object ({k})")));
             }
             let proc_path = format!("/proc/{pid}/fd/{fd}");
-            let md = std::fs::metadata(&proc_path).ctx(pid, || format!("fd {fd} ({link}): stat"))?;
+            let md =
+                std::fs::metadata(&proc_path).ctx(pid, || format!("fd {fd} ({link}): stat"))?;
             let key = (md.dev(), md.ino());
             // Same open file description as an fd already seen?
             let mut file_id = None;
             if let Some(cands) = self.seen.get(&key) {
                 for &(p2, fd2, id) in cands {
-                    if sys::kcmp(pid, p2, sys::KCMP_FILE, fd as u64, fd2 as u64).ctx(pid, || format!("fd {fd}: kcmp"))? == 0 {
+                    if sys::kcmp(pid, p2, sys::KCMP_FILE, fd as u64, fd2 as u64)
+                        .ctx(pid, || format!("fd {fd}: kcmp"))?
+                        == 0
+                    {
                         file_id = Some(id);
                         break;
                     }
@@ -140,9 +149,17 @@ impl FileTable {
                     let ft = md.file_type();
                     let acc = flags & libc::O_ACCMODE as u32;
                     if link.starts_with("pipe:") || ft.is_fifo() {
-                        let fifo = if link.starts_with("pipe:") { "" } else { link.as_str() };
+                        let fifo = if link.starts_with("pipe:") {
+                            ""
+                        } else {
+                            link.as_str()
+                        };
                         let pid_ = self.pipe_id(md.ino(), fifo);
-                        fo.kind = if fifo.is_empty() { FileKind::PipeEnd } else { FileKind::Fifo } as i32;
+                        fo.kind = if fifo.is_empty() {
+                            FileKind::PipeEnd
+                        } else {
+                            FileKind::Fifo
+                        } as i32;
                         fo.pipe_id = pid_;
                         fo.write_end = acc == libc::O_WRONLY as u32;
                         let e = self.ends.entry(pid_).or_default();
@@ -153,18 +170,24 @@ impl FileTable {
                         } else {
                             e.0 = true;
                         }
-                        self.pipe_src.entry(pid_).or_insert_with(|| proc_path.clone());
+                        self.pipe_src
+                            .entry(pid_)
+                            .or_insert_with(|| proc_path.clone());
                     } else if let Some(name) = link.strip_prefix("/memfd:") {
                         let name = name.trim_end_matches(" (deleted)").to_string();
                         fo.kind = FileKind::Memfd as i32;
-                        fo.shmem_id = shmem.intern(key, ShmemKind::Memfd, name, md.size(), proc_path.clone());
+                        fo.shmem_id =
+                            shmem.intern(key, ShmemKind::Memfd, name, md.size(), proc_path.clone());
                     } else if ft.is_file() {
                         if let Some(p) = link.strip_suffix(" (deleted)") {
                             fo.deleted = true;
                             fo.path = p.to_string();
-                            let f = File::open(&proc_path).ctx(pid, || format!("fd {fd}: opening deleted file {p}"))?;
+                            let f = File::open(&proc_path)
+                                .ctx(pid, || format!("fd {fd}: opening deleted file {p}"))?;
                             dump_file_content(&f, md.size(), writer, &mut fo.content)
-                                .ctx(pid, || format!("fd {fd}: saving content of deleted file {p}"))?;
+                                .ctx(pid, || {
+                                    format!("fd {fd}: saving content of deleted file {p}")
+                                })?;
                         }
                     } else if ft.is_dir() {
                         fo.kind = FileKind::Directory as i32;
@@ -203,21 +226,29 @@ impl FileTable {
                 .custom_flags(libc::O_NONBLOCK)
                 .open(src)
                 .ctx(0, || format!("opening {src} to read its buffered data"))?;
-            let cap = sys::fcntl(f.as_raw_fd(), sys::F_GETPIPE_SZ, 0).ctx(0, || format!("{src}: F_GETPIPE_SZ"))?;
+            let cap = sys::fcntl(f.as_raw_fd(), sys::F_GETPIPE_SZ, 0)
+                .ctx(0, || format!("{src}: F_GETPIPE_SZ"))?;
             p.capacity = cap as u32;
             let n = sys::fionread(f.as_raw_fd()).ctx(0, || format!("{src}: FIONREAD"))?;
             if n == 0 {
                 continue;
             }
             let (tr, tw) = sys::pipe().ctx(0, || "pipe".into())?;
-            sys::fcntl(tw.as_raw_fd(), sys::F_SETPIPE_SZ, cap).ctx(0, || format!("{src}: sizing a copy pipe to {cap} bytes"))?;
-            let got = sys::tee(f.as_raw_fd(), tw.as_raw_fd(), n).ctx(0, || format!("{src}: tee"))?;
+            sys::fcntl(tw.as_raw_fd(), sys::F_SETPIPE_SZ, cap)
+                .ctx(0, || format!("{src}: sizing a copy pipe to {cap} bytes"))?;
+            let got =
+                sys::tee(f.as_raw_fd(), tw.as_raw_fd(), n).ctx(0, || format!("{src}: tee"))?;
             drop(tw);
             let mut data = Vec::with_capacity(got);
             use std::io::Read;
-            File::from(tr).read_to_end(&mut data).ctx(0, || format!("{src}: reading copy"))?;
+            File::from(tr)
+                .read_to_end(&mut data)
+                .ctx(0, || format!("{src}: reading copy"))?;
             if data.len() != n {
-                return Err(Failure::msg(0, format!("{src}: copied {} of {n} buffered bytes", data.len())));
+                return Err(Failure::msg(
+                    0,
+                    format!("{src}: copied {} of {n} buffered bytes", data.len()),
+                ));
             }
             p.data = data;
         }
@@ -251,14 +282,24 @@ fn open_with(path: &str, flags: u32) -> std::io::Result<File> {
     let mut o = std::fs::OpenOptions::new();
     o.read(acc == libc::O_RDONLY as u32 || acc == libc::O_RDWR as u32);
     o.write(acc == libc::O_WRONLY as u32 || acc == libc::O_RDWR as u32);
-    let keep = flags & !(libc::O_ACCMODE | libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL | libc::O_CLOEXEC | libc::O_NOCTTY) as u32;
+    let keep = flags
+        & !(libc::O_ACCMODE
+            | libc::O_CREAT
+            | libc::O_TRUNC
+            | libc::O_EXCL
+            | libc::O_CLOEXEC
+            | libc::O_NOCTTY) as u32;
     o.custom_flags(keep as i32);
     o.open(path)
 }
 
 impl Opened {
     /// Create every shared object the image needs, in the restorer.
-    pub fn prepare(img: &rec::Checkpoint, reader: &ImageReader, inherit: HashMap<String, RawFd>) -> Result<Opened, Failure> {
+    pub fn prepare(
+        img: &rec::Checkpoint,
+        reader: &ImageReader,
+        inherit: HashMap<String, RawFd>,
+    ) -> Result<Opened, Failure> {
         let mut o = Opened {
             files: HashMap::new(),
             shmem: HashMap::new(),
@@ -290,7 +331,13 @@ impl Opened {
             if !p.data.is_empty() {
                 use std::io::Write;
                 let mut wf = File::from(w.try_clone().ctx(0, || "dup".into())?);
-                wf.write_all(&p.data).ctx(0, || format!("pipe:[{}]: refilling {} buffered bytes", p.ino, p.data.len()))?;
+                wf.write_all(&p.data).ctx(0, || {
+                    format!(
+                        "pipe:[{}]: refilling {} buffered bytes",
+                        p.ino,
+                        p.data.len()
+                    )
+                })?;
             }
             o.pipes.insert(p.id, (r, w));
         }
@@ -308,12 +355,15 @@ impl Opened {
                 .ctx(0, || format!("opening FIFO {}", p.fifo_path))?;
             if !p.data.is_empty() {
                 use std::io::Write;
-                (&f).write_all(&p.data).ctx(0, || format!("FIFO {}: refilling buffered data", p.fifo_path))?;
+                (&f).write_all(&p.data).ctx(0, || {
+                    format!("FIFO {}: refilling buffered data", p.fifo_path)
+                })?;
             }
             fifo_holders.insert(p.id, f);
         }
         for f in &img.files {
-            let kind = FileKind::try_from(f.kind).map_err(|_| Failure::msg(0, "unknown file kind in image"))?;
+            let kind = FileKind::try_from(f.kind)
+                .map_err(|_| Failure::msg(0, "unknown file kind in image"))?;
             let what = || format!("open file description #{} ({})", f.id, f.path);
             let fd: OwnedFd = match kind {
                 FileKind::Regular if f.deleted => recreate_deleted(f, reader)?.into(),
@@ -322,40 +372,79 @@ impl Opened {
                     if kind == FileKind::CharDevice {
                         let md = file.metadata().ctx(0, what)?;
                         if md.rdev() != f.rdev {
-                            return Err(Failure::msg(0, format!("{}: device number changed", what())));
+                            return Err(Failure::msg(
+                                0,
+                                format!("{}: device number changed", what()),
+                            ));
                         }
                     }
                     file.into()
                 }
                 FileKind::PipeEnd => {
-                    let pipe = img.pipes.iter().find(|p| p.id == f.pipe_id).ok_or_else(|| Failure::msg(0, format!("{}: pipe missing from image", what())))?;
-                    let external = if f.write_end { pipe.external_reader } else { pipe.external_writer };
+                    let pipe = img
+                        .pipes
+                        .iter()
+                        .find(|p| p.id == f.pipe_id)
+                        .ok_or_else(|| {
+                            Failure::msg(0, format!("{}: pipe missing from image", what()))
+                        })?;
+                    let external = if f.write_end {
+                        pipe.external_reader
+                    } else {
+                        pipe.external_writer
+                    };
                     let key = format!("pipe:[{}]", pipe.ino);
                     if external {
                         if let Some(&ifd) = o.inherit.get(&key) {
-                            let dup = sys::fcntl(ifd, libc::F_DUPFD_CLOEXEC, 3).ctx(0, || format!("{key}: duplicating inherited fd {ifd}"))?;
+                            let dup = sys::fcntl(ifd, libc::F_DUPFD_CLOEXEC, 3)
+                                .ctx(0, || format!("{key}: duplicating inherited fd {ifd}"))?;
                             // SAFETY-free: wrap the fresh descriptor.
                             File::from(owned_from_dup(dup as RawFd)).into()
                         } else if f.write_end {
                             // Nobody in the tree reads it: output goes to /dev/null.
-                            open_with("/dev/null", libc::O_WRONLY as u32).ctx(0, what)?.into()
+                            open_with("/dev/null", libc::O_WRONLY as u32)
+                                .ctx(0, what)?
+                                .into()
                         } else {
-                            let (r, _) = o.pipes.get(&f.pipe_id).ok_or_else(|| Failure::msg(0, what()))?;
+                            let (r, _) = o
+                                .pipes
+                                .get(&f.pipe_id)
+                                .ok_or_else(|| Failure::msg(0, what()))?;
                             r.try_clone().ctx(0, what)?
                         }
                     } else {
-                        let (r, w) = o.pipes.get(&f.pipe_id).ok_or_else(|| Failure::msg(0, what()))?;
-                        if f.write_end { w.try_clone() } else { r.try_clone() }.ctx(0, what)?
+                        let (r, w) = o
+                            .pipes
+                            .get(&f.pipe_id)
+                            .ok_or_else(|| Failure::msg(0, what()))?;
+                        if f.write_end {
+                            w.try_clone()
+                        } else {
+                            r.try_clone()
+                        }
+                        .ctx(0, what)?
                     }
                 }
-                FileKind::Fifo => open_with(&f.path, f.flags | libc::O_NONBLOCK as u32).ctx(0, what)?.into(),
+                FileKind::Fifo => open_with(&f.path, f.flags | libc::O_NONBLOCK as u32)
+                    .ctx(0, what)?
+                    .into(),
                 FileKind::Memfd => {
-                    let s = o.shmem.get(&f.shmem_id).ok_or_else(|| Failure::msg(0, format!("{}: memfd missing", what())))?;
-                    open_with(&format!("/proc/self/fd/{}", s.as_raw_fd()), f.flags).ctx(0, what)?.into()
+                    let s = o
+                        .shmem
+                        .get(&f.shmem_id)
+                        .ok_or_else(|| Failure::msg(0, format!("{}: memfd missing", what())))?;
+                    open_with(&format!("/proc/self/fd/{}", s.as_raw_fd()), f.flags)
+                        .ctx(0, what)?
+                        .into()
                 }
             };
             // Status flags (O_NONBLOCK, O_APPEND…) belong to the description.
-            let want = f.flags & (libc::O_APPEND | libc::O_NONBLOCK | libc::O_ASYNC | libc::O_DIRECT | libc::O_NOATIME) as u32;
+            let want = f.flags
+                & (libc::O_APPEND
+                    | libc::O_NONBLOCK
+                    | libc::O_ASYNC
+                    | libc::O_DIRECT
+                    | libc::O_NOATIME) as u32;
             if matches!(kind, FileKind::PipeEnd | FileKind::Fifo) || want != 0 {
                 let cur = sys::fcntl(fd.as_raw_fd(), libc::F_GETFL, 0).ctx(0, what)? as u32;
                 let mask = (libc::O_APPEND | libc::O_NONBLOCK) as u32;
@@ -364,8 +453,13 @@ impl Opened {
                     sys::fcntl(fd.as_raw_fd(), libc::F_SETFL, newfl as i64).ctx(0, what)?;
                 }
             }
-            if matches!(kind, FileKind::Regular | FileKind::Memfd | FileKind::Directory) && f.pos != 0 {
-                sys::lseek(fd.as_raw_fd(), f.pos as i64, libc::SEEK_SET).ctx(0, || format!("{}: seek to {}", what(), f.pos))?;
+            if matches!(
+                kind,
+                FileKind::Regular | FileKind::Memfd | FileKind::Directory
+            ) && f.pos != 0
+            {
+                sys::lseek(fd.as_raw_fd(), f.pos as i64, libc::SEEK_SET)
+                    .ctx(0, || format!("{}: seek to {}", what(), f.pos))?;
             }
             o.files.insert(f.id, fd);
         }
@@ -376,15 +470,29 @@ impl Opened {
     /// Install all fds of one process.
     pub fn restore_fds(&mut self, r: &mut Remote, p: &rec::Process) -> Result<(), Failure> {
         for fd in &p.fds {
-            let ours = self.files.get(&fd.file_id).ok_or_else(|| Failure::msg(p.pid, format!("fd {}: file missing from image", fd.fd)))?.as_raw_fd();
+            let ours = self
+                .files
+                .get(&fd.file_id)
+                .ok_or_else(|| {
+                    Failure::msg(p.pid, format!("fd {}: file missing from image", fd.fd))
+                })?
+                .as_raw_fd();
             let got = self.install(r, ours)?;
             let target = fd.fd as u64;
             if got == target {
                 let fl = if fd.cloexec { libc::FD_CLOEXEC } else { 0 };
-                r.call(&format!("fd {}: F_SETFD", fd.fd), libc::SYS_fcntl, &[target, libc::F_SETFD as u64, fl as u64])?;
+                r.call(
+                    &format!("fd {}: F_SETFD", fd.fd),
+                    libc::SYS_fcntl,
+                    &[target, libc::F_SETFD as u64, fl as u64],
+                )?;
             } else {
                 let fl = if fd.cloexec { libc::O_CLOEXEC } else { 0 };
-                r.call(&format!("fd {}: dup3", fd.fd), libc::SYS_dup3, &[got, target, fl as u64])?;
+                r.call(
+                    &format!("fd {}: dup3", fd.fd),
+                    libc::SYS_dup3,
+                    &[got, target, fl as u64],
+                )?;
                 r.call("close", libc::SYS_close, &[got])?;
             }
         }
@@ -398,7 +506,11 @@ impl Opened {
         }
         let me = sys::getpid() as u64;
         let pfd = r.call("pidfd_open(restorer)", libc::SYS_pidfd_open, &[me, 0])?;
-        let high = r.call("fcntl(F_DUPFD_CLOEXEC)", libc::SYS_fcntl, &[pfd, libc::F_DUPFD_CLOEXEC as u64, self.high_fd + 16])?;
+        let high = r.call(
+            "fcntl(F_DUPFD_CLOEXEC)",
+            libc::SYS_fcntl,
+            &[pfd, libc::F_DUPFD_CLOEXEC as u64, self.high_fd + 16],
+        )?;
         r.call("close", libc::SYS_close, &[pfd])?;
         self.remote_pidfd.insert(r.pid, high);
         Ok(high)
@@ -431,7 +543,10 @@ impl crate::memory::FdSource for Opened {
     }
 
     fn shmem_fd(&mut self, id: u32) -> Result<RawFd, Failure> {
-        self.shmem.get(&id).map(|f| f.as_raw_fd()).ok_or_else(|| Failure::msg(0, format!("shared memory object {id} missing from image")))
+        self.shmem
+            .get(&id)
+            .map(|f| f.as_raw_fd())
+            .ok_or_else(|| Failure::msg(0, format!("shared memory object {id} missing from image")))
     }
 
     fn install(&mut self, r: &mut Remote, fd: RawFd) -> Result<u64, Failure> {
@@ -441,22 +556,27 @@ impl crate::memory::FdSource for Opened {
 }
 
 fn create_shmem(s: &rec::ShmemObject, reader: &ImageReader) -> Result<OwnedFd, Failure> {
-    let kind = ShmemKind::try_from(s.kind).map_err(|_| Failure::msg(0, "unknown shared memory kind"))?;
+    let kind =
+        ShmemKind::try_from(s.kind).map_err(|_| Failure::msg(0, "unknown shared memory kind"))?;
     let file: File = match kind {
         ShmemKind::Memfd => {
-            let fd = sys::memfd_create(&s.name, libc::MFD_ALLOW_SEALING | libc::MFD_CLOEXEC).ctx(0, || format!("memfd_create({})", s.name))?;
+            let fd = sys::memfd_create(&s.name, libc::MFD_ALLOW_SEALING | libc::MFD_CLOEXEC)
+                .ctx(0, || format!("memfd_create({})", s.name))?;
             fd.into()
         }
         ShmemKind::SharedAnon | ShmemKind::DeletedFile => {
             // A MAP_SHARED|MAP_ANONYMOUS object of our own, reached through map_files so
             // that the tasks' mappings show "/dev/zero (deleted)" as before.
-            let f = sys::shared_anon_object(s.size).ctx(0, || format!("creating shared anonymous object of {} bytes", s.size))?;
+            let f = sys::shared_anon_object(s.size).ctx(0, || {
+                format!("creating shared anonymous object of {} bytes", s.size)
+            })?;
             f
         }
     };
     crate::memory::fill_file(reader, &file, &s.pages, s.size)?;
     if kind == ShmemKind::Memfd && s.seals != 0 {
-        sys::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, s.seals as i64).ctx(0, || format!("memfd {}: adding seals", s.name))?;
+        sys::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, s.seals as i64)
+            .ctx(0, || format!("memfd {}: adding seals", s.name))?;
     }
     Ok(file.into())
 }
@@ -470,7 +590,13 @@ fn recreate_deleted(f: &rec::FileObject, reader: &ImageReader) -> Result<File, F
         path.to_path_buf()
     };
     let what = || format!("recreating deleted file {}", f.path);
-    let w = std::fs::OpenOptions::new().read(true).write(true).create_new(true).mode_bits(f.mode).open(&name).ctx(0, what)?;
+    let w = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode_bits(f.mode)
+        .open(&name)
+        .ctx(0, what)?;
     let res = (|| {
         crate::memory::fill_file(reader, &w, &f.content, f.size)?;
         let file = open_with(&name.to_string_lossy(), f.flags).ctx(0, what)?;

@@ -236,12 +236,19 @@ impl Frozen {
                 queue.extend(kids);
             }
             // Drop processes that vanished (exited before we got them).
-            frozen.procs.retain(|p| !p.threads.is_empty() || p.pid == root);
+            frozen
+                .procs
+                .retain(|p| !p.threads.is_empty() || p.pid == root);
             if !changed {
                 break;
             }
         }
-        if frozen.procs.first().map(|p| p.threads.is_empty()).unwrap_or(true) {
+        if frozen
+            .procs
+            .first()
+            .map(|p| p.threads.is_empty())
+            .unwrap_or(true)
+        {
             return Err(CheckpointError::NoSuchProcess(root));
         }
         for p in &frozen.procs {
@@ -267,7 +274,8 @@ impl Frozen {
     /// asynchronous signal is delivered meanwhile: it stays pending, and is dumped as such).
     pub fn block_signals(&mut self, idx: usize) -> Result<(), Failure> {
         for t in &mut self.procs[idx].threads {
-            ptrace::set_sigmask(t.tid, !0u64).map_err(|e| Failure::new(t.tid, "PTRACE_SETSIGMASK", e))?;
+            ptrace::set_sigmask(t.tid, !0u64)
+                .map_err(|e| Failure::new(t.tid, "PTRACE_SETSIGMASK", e))?;
             t.mask_changed = true;
         }
         Ok(())

@@ -55,7 +55,9 @@ pub struct Journal {
 }
 
 fn start_time(pid: i32) -> u64 {
-    stasis_sys::proc::read_stat(pid).map(|s| s.starttime).unwrap_or(0)
+    stasis_sys::proc::read_stat(pid)
+        .map(|s| s.starttime)
+        .unwrap_or(0)
 }
 
 impl Journal {
@@ -137,7 +139,9 @@ pub fn recover() -> usize {
         if path.extension().and_then(|x| x.to_str()) != Some("json") {
             continue;
         }
-        let Ok(bytes) = std::fs::read(&path) else { continue };
+        let Ok(bytes) = std::fs::read(&path) else {
+            continue;
+        };
         let Ok(rec) = serde_json::from_slice::<Record>(&bytes) else {
             let _ = std::fs::remove_file(&path);
             continue;
@@ -151,7 +155,9 @@ pub fn recover() -> usize {
             }
             match recover_proc(p) {
                 Ok(()) => fixed += 1,
-                Err(e) => tracing::error!(pid = p.pid, error = %e, "recovery of a process left by a killed stasis failed"),
+                Err(e) => {
+                    tracing::error!(pid = p.pid, error = %e, "recovery of a process left by a killed stasis failed")
+                }
             }
         }
         let _ = std::fs::remove_file(&path);
@@ -177,9 +183,13 @@ fn recover_proc(p: &JProc) -> Result<(), crate::error::Failure> {
             }
             seized.push(t);
         }
-        let in_parasite = |rip: u64| p.parasite.is_some_and(|b| rip >= b && rip < b + PARASITE_LEN);
+        let in_parasite = |rip: u64| {
+            p.parasite
+                .is_some_and(|b| rip >= b && rip < b + PARASITE_LEN)
+        };
         for t in &seized {
-            let saved = ptrace::regs_from_slice(&t.regs).ok_or_else(|| crate::error::Failure::msg(t.tid, "bad journal"))?;
+            let saved = ptrace::regs_from_slice(&t.regs)
+                .ok_or_else(|| crate::error::Failure::msg(t.tid, "bad journal"))?;
             let cur = ptrace::get_regs(t.tid).ctx(t.tid, || "PTRACE_GETREGS".into())?;
             if let Some(base) = p.parasite {
                 if t.tid == p.pid {
@@ -187,7 +197,11 @@ fn recover_proc(p: &JProc) -> Result<(), crate::error::Failure> {
                     let _ = r.call("munmap parasite", libc::SYS_munmap, &[base, PARASITE_LEN]);
                 }
             }
-            let regs = if in_parasite(cur.rip) { resume_regs(&saved, true) } else { cur };
+            let regs = if in_parasite(cur.rip) {
+                resume_regs(&saved, true)
+            } else {
+                cur
+            };
             ptrace::set_regs(t.tid, &regs).ctx(t.tid, || "PTRACE_SETREGS".into())?;
             ptrace::set_sigmask(t.tid, t.sigmask).ctx(t.tid, || "PTRACE_SETSIGMASK".into())?;
         }

@@ -56,7 +56,14 @@ pub struct ShmemTable {
 
 impl ShmemTable {
     /// Register an object (if new) and return its id.
-    pub fn intern(&mut self, key: (u64, u64), kind: ShmemKind, name: String, size: u64, source: String) -> u32 {
+    pub fn intern(
+        &mut self,
+        key: (u64, u64),
+        kind: ShmemKind,
+        name: String,
+        size: u64,
+        source: String,
+    ) -> u32 {
         if let Some(&id) = self.by_key.get(&key) {
             let o = &mut self.objects[id as usize];
             o.size = o.size.max(size);
@@ -142,7 +149,10 @@ pub fn dump_layout(
                     m.start, m.end
                 )))
             }
-            p if p.starts_with('[') && !matches!(p, "[heap]" | "[stack]") && !p.starts_with("[anon:") => {
+            p if p.starts_with('[')
+                && !matches!(p, "[heap]" | "[stack]")
+                && !p.starts_with("[anon:") =>
+            {
                 return Err(unsupported(format!(
                     "mapping {:#x}-{:#x} is a special kernel mapping {}; not supported",
                     m.start, m.end, p
@@ -156,10 +166,16 @@ pub fn dump_layout(
                 )))
             }
             _ if !m.shared => VmaKind::FilePrivate,
-            p if p.starts_with("/memfd:") || p.starts_with("/dev/zero") || m.deleted() => VmaKind::Shmem,
+            p if p.starts_with("/memfd:") || p.starts_with("/dev/zero") || m.deleted() => {
+                VmaKind::Shmem
+            }
             _ => VmaKind::FileShared,
         };
-        let mut flags = if m.shared { libc::MAP_SHARED } else { libc::MAP_PRIVATE } as u32;
+        let mut flags = if m.shared {
+            libc::MAP_SHARED
+        } else {
+            libc::MAP_PRIVATE
+        } as u32;
         if s.has_flag("gd") {
             flags |= libc::MAP_GROWSDOWN as u32;
         }
@@ -193,8 +209,9 @@ pub fn dump_layout(
                         m.start, m.end
                     )));
                 }
-                let md = std::fs::metadata(format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end))
-                    .ctx(pid, || format!("stat of mapped file {path}"))?;
+                let md =
+                    std::fs::metadata(format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end))
+                        .ctx(pid, || format!("stat of mapped file {path}"))?;
                 vma.path = path;
                 vma.file_id = Some(rec::FileIdentity {
                     dev: md.dev(),
@@ -205,11 +222,17 @@ pub fn dump_layout(
             }
             VmaKind::Shmem => {
                 let (skind, name) = if let Some(n) = m.path.strip_prefix("/memfd:") {
-                    (ShmemKind::Memfd, n.trim_end_matches(" (deleted)").to_string())
+                    (
+                        ShmemKind::Memfd,
+                        n.trim_end_matches(" (deleted)").to_string(),
+                    )
                 } else if m.path.starts_with("/dev/zero") {
                     (ShmemKind::SharedAnon, String::new())
                 } else {
-                    (ShmemKind::DeletedFile, m.file_path().unwrap_or(&m.path).to_string())
+                    (
+                        ShmemKind::DeletedFile,
+                        m.file_path().unwrap_or(&m.path).to_string(),
+                    )
                 };
                 let src = format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end);
                 let size = std::fs::metadata(&src).map(|md| md.size()).unwrap_or(0);
@@ -220,14 +243,15 @@ pub fn dump_layout(
         }
         if matches!(kind, VmaKind::Anon | VmaKind::FilePrivate) {
             let npages = ((m.end - m.start) / PAGE) as usize;
-            pagemap
-                .read(m.start, npages, &mut entries)
-                .ctx(pid, || format!("reading pagemap of {:#x}-{:#x}", m.start, m.end))?;
+            pagemap.read(m.start, npages, &mut entries).ctx(pid, || {
+                format!("reading pagemap of {:#x}-{:#x}", m.start, m.end)
+            })?;
             let readable = m.read;
             let mut w = 0;
             while w < npages {
                 let win_start = m.start + w as u64 * PAGE;
-                let win_end_page = (((win_start / PAGE) / WINDOW_PAGES + 1) * WINDOW_PAGES) as usize
+                let win_end_page = (((win_start / PAGE) / WINDOW_PAGES + 1) * WINDOW_PAGES)
+                    as usize
                     - (m.start / PAGE) as usize;
                 let end = win_end_page.min(npages);
                 let pages: Vec<u64> = (w..end)
@@ -258,7 +282,7 @@ pub fn dump_layout(
 fn store_pages(
     writer: &ImageWriter,
     addrs: &[u64],
-    buf: &mut Vec<u8>,
+    buf: &mut [u8],
     skip_zero: bool,
 ) -> Result<Vec<PageRun>, stasis_image::WriteError> {
     let mut kept = 0usize;
@@ -297,7 +321,10 @@ fn page_ranges(pages: &[u64]) -> Vec<RemoteRange> {
     for &a in pages {
         match out.last_mut() {
             Some(r) if r.addr + r.len as u64 == a => r.len += PAGE as usize,
-            _ => out.push(RemoteRange { addr: a, len: PAGE as usize }),
+            _ => out.push(RemoteRange {
+                addr: a,
+                len: PAGE as usize,
+            }),
         }
     }
     out
@@ -331,21 +358,32 @@ pub fn run_dump_jobs(
                         let ranges = page_ranges(&job.pages);
                         if job.readable {
                             let n = mem::read_ranges(job.pid, &ranges, &mut buf[..len])
-                                .ctx(job.pid, || format!("reading memory at {:#x}", job.pages[0]))?;
+                                .ctx(job.pid, || {
+                                    format!("reading memory at {:#x}", job.pages[0])
+                                })?;
                             if n != len {
-                                return Err(Failure::msg(job.pid, format!("short memory read near {:#x}: {n} of {len} bytes", job.pages[0])));
+                                return Err(Failure::msg(
+                                    job.pid,
+                                    format!(
+                                        "short memory read near {:#x}: {n} of {len} bytes",
+                                        job.pages[0]
+                                    ),
+                                ));
                             }
                         } else {
                             let pm = match procmem.entry(job.pid) {
                                 std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
                                 std::collections::hash_map::Entry::Vacant(v) => v.insert(
-                                    stasis_sys::mem::ProcMem::open(job.pid).ctx(job.pid, || "opening /proc/PID/mem".into())?,
+                                    stasis_sys::mem::ProcMem::open(job.pid)
+                                        .ctx(job.pid, || "opening /proc/PID/mem".into())?,
                                 ),
                             };
                             let mut off = 0;
                             for r in &ranges {
                                 pm.read_exact(r.addr, &mut buf[off..off + r.len])
-                                    .ctx(job.pid, || format!("reading protected memory at {:#x}", r.addr))?;
+                                    .ctx(job.pid, || {
+                                        format!("reading protected memory at {:#x}", r.addr)
+                                    })?;
                                 off += r.len;
                             }
                         }
@@ -382,11 +420,14 @@ pub fn dump_shmem(shmem: &mut ShmemTable, writer: &ImageWriter) -> Result<u64, F
     for (obj, src) in shmem.objects.iter_mut().zip(&shmem.sources) {
         let f = File::open(src).ctx(0, || format!("opening shared memory object {src}"))?;
         if obj.kind == ShmemKind::Memfd as i32 {
-            obj.seals = stasis_sys::sys::fcntl(std::os::fd::AsRawFd::as_raw_fd(&f), libc::F_GET_SEALS, 0).unwrap_or(0) as u32;
+            obj.seals =
+                stasis_sys::sys::fcntl(std::os::fd::AsRawFd::as_raw_fd(&f), libc::F_GET_SEALS, 0)
+                    .unwrap_or(0) as u32;
         }
         let size = f.metadata().map(|m| m.size()).unwrap_or(obj.size);
         obj.size = obj.size.max(size);
-        total += dump_file_content(&f, size, writer, &mut obj.pages).ctx(0, || format!("reading shared memory object {src}"))?;
+        total += dump_file_content(&f, size, writer, &mut obj.pages)
+            .ctx(0, || format!("reading shared memory object {src}"))?;
     }
     Ok(total)
 }
@@ -410,7 +451,9 @@ pub fn dump_file_content(
             Err(e) if e.raw_os_error() == Some(libc::ENXIO) => break,
             Err(e) => return Err(e),
         };
-        let hole = stasis_sys::sys::lseek(fd, data as i64, libc::SEEK_HOLE).map(|h| h as u64).unwrap_or(size);
+        let hole = stasis_sys::sys::lseek(fd, data as i64, libc::SEEK_HOLE)
+            .map(|h| h as u64)
+            .unwrap_or(size);
         let mut pos = data & !(PAGE - 1);
         let end = hole.min(size).div_ceil(PAGE) * PAGE;
         while pos < end {
@@ -474,7 +517,8 @@ pub fn restore_vdso(r: &mut Remote, saved: &[rec::Vma], free_tmp: u64) -> Result
         .iter()
         .filter_map(|v| {
             let k = VmaKind::try_from(v.kind).ok()?;
-            matches!(k, VmaKind::Vdso | VmaKind::Vvar | VmaKind::VvarVclock).then_some((k, v.start, v.end))
+            matches!(k, VmaKind::Vdso | VmaKind::Vvar | VmaKind::VvarVclock)
+                .then_some((k, v.start, v.end))
         })
         .collect();
     let mut moves = Vec::new();
@@ -482,14 +526,25 @@ pub fn restore_vdso(r: &mut Remote, saved: &[rec::Vma], free_tmp: u64) -> Result
         match want.iter().find(|w| w.0 == k) {
             Some(&(_, ws, we)) => {
                 if we - ws != e - s {
-                    return Err(Failure::msg(pid, format!("{k:?} is {} bytes here but {} in the image (different kernel build)", e - s, we - ws)));
+                    return Err(Failure::msg(
+                        pid,
+                        format!(
+                            "{k:?} is {} bytes here but {} in the image (different kernel build)",
+                            e - s,
+                            we - ws
+                        ),
+                    ));
                 }
                 if ws != s {
                     moves.push((s, e - s, ws));
                 }
             }
             None => {
-                r.call("munmap of a vdso part the image does not have", libc::SYS_munmap, &[s, e - s])?;
+                r.call(
+                    "munmap of a vdso part the image does not have",
+                    libc::SYS_munmap,
+                    &[s, e - s],
+                )?;
             }
         }
     }
@@ -508,7 +563,17 @@ pub fn restore_vdso(r: &mut Remote, saved: &[rec::Vma], free_tmp: u64) -> Result
     }
     for &(s, len, target) in &moves {
         let tmp = free_tmp + (s - lo);
-        r.call("mremap of the vdso block to its saved address", libc::SYS_mremap, &[tmp, len, len, (libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED) as u64, target])?;
+        r.call(
+            "mremap of the vdso block to its saved address",
+            libc::SYS_mremap,
+            &[
+                tmp,
+                len,
+                len,
+                (libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED) as u64,
+                target,
+            ],
+        )?;
     }
     Ok(())
 }
@@ -520,6 +585,9 @@ pub struct FillJob {
     /// Runs to write.
     pub runs: Vec<PageRun>,
 }
+
+/// A protection to apply after pages are filled: (start, length, PROT_*).
+pub type Fixup = (u64, u64, u32);
 
 /// Where each mapping's fd comes from in the restorer.
 pub trait FdSource {
@@ -536,31 +604,48 @@ pub fn restore_mappings(
     r: &mut Remote,
     p: &rec::Process,
     src: &mut dyn FdSource,
-) -> Result<(FillJob, Vec<(u64, u64, u32)>), Failure> {
+) -> Result<(FillJob, Vec<Fixup>), Failure> {
     let pid = p.pid;
     let mut fixups = Vec::new();
     let mut runs = Vec::new();
     for v in &p.vmas {
-        let kind = VmaKind::try_from(v.kind).map_err(|_| Failure::msg(pid, "unknown mapping kind in image"))?;
+        let kind = VmaKind::try_from(v.kind)
+            .map_err(|_| Failure::msg(pid, "unknown mapping kind in image"))?;
         if matches!(kind, VmaKind::Vdso | VmaKind::Vvar | VmaKind::VvarVclock) {
             continue;
         }
         let len = v.end - v.start;
         let needs_fill = !v.pages.is_empty();
         let mut prot = v.prot as u64;
-        if needs_fill && (v.prot & (libc::PROT_WRITE | libc::PROT_READ) as u32) != (libc::PROT_WRITE | libc::PROT_READ) as u32 {
+        if needs_fill
+            && (v.prot & (libc::PROT_WRITE | libc::PROT_READ) as u32)
+                != (libc::PROT_WRITE | libc::PROT_READ) as u32
+        {
             prot |= (libc::PROT_READ | libc::PROT_WRITE) as u64;
             fixups.push((v.start, len, v.prot));
         }
         let mut flags = (v.flags as i32 | libc::MAP_FIXED_NOREPLACE) as u64;
-        let what = || format!("mapping {:#x}-{:#x} ({})", v.start, v.end, if v.path.is_empty() { "anonymous" } else { &v.path });
+        let what = || {
+            format!(
+                "mapping {:#x}-{:#x} ({})",
+                v.start,
+                v.end,
+                if v.path.is_empty() {
+                    "anonymous"
+                } else {
+                    &v.path
+                }
+            )
+        };
         let (fd, remote_fd) = match kind {
             VmaKind::Anon => {
                 flags |= libc::MAP_ANONYMOUS as u64;
                 (None, u64::MAX)
             }
             VmaKind::FilePrivate | VmaKind::FileShared => {
-                let write = kind == VmaKind::FileShared && (v.prot & libc::PROT_WRITE as u32 != 0 || v.vm_flags.iter().any(|f| f == "mw"));
+                let write = kind == VmaKind::FileShared
+                    && (v.prot & libc::PROT_WRITE as u32 != 0
+                        || v.vm_flags.iter().any(|f| f == "mw"));
                 let fd = src.file_fd(&v.path, write)?;
                 if let Some(id) = &v.file_id {
                     check_identity(pid, fd, &v.path, id)?;
@@ -575,12 +660,19 @@ pub fn restore_mappings(
             }
             _ => unreachable!(),
         };
-        let got = r.call(&what(), libc::SYS_mmap, &[v.start, len, prot, flags, remote_fd, v.offset])?;
+        let got = r.call(
+            &what(),
+            libc::SYS_mmap,
+            &[v.start, len, prot, flags, remote_fd, v.offset],
+        )?;
         if fd.is_some() {
             r.call("close", libc::SYS_close, &[remote_fd])?;
         }
         if got != v.start {
-            return Err(Failure::msg(pid, format!("{}: kernel placed it at {got:#x}", what())));
+            return Err(Failure::msg(
+                pid,
+                format!("{}: kernel placed it at {got:#x}", what()),
+            ));
         }
         for f in &v.vm_flags {
             let advice = match f.as_str() {
@@ -591,7 +683,11 @@ pub fn restore_mappings(
                 "nh" => libc::MADV_NOHUGEPAGE,
                 _ => continue,
             };
-            r.call(&format!("madvise {f} on {}", what()), libc::SYS_madvise, &[v.start, len, advice as u64])?;
+            r.call(
+                &format!("madvise {f} on {}", what()),
+                libc::SYS_madvise,
+                &[v.start, len, advice as u64],
+            )?;
         }
         runs.extend(v.pages.iter().cloned());
     }
@@ -600,8 +696,14 @@ pub fn restore_mappings(
 
 /// Refuse a mapped file that changed since the checkpoint: its unmodified pages come from the
 /// file, so a different file would give the task different code or data.
-pub fn check_identity(pid: i32, fd: std::os::fd::RawFd, path: &str, id: &rec::FileIdentity) -> Result<(), Failure> {
-    let md = std::fs::metadata(format!("/proc/self/fd/{fd}")).ctx(pid, || format!("stat of {path}"))?;
+pub fn check_identity(
+    pid: i32,
+    fd: std::os::fd::RawFd,
+    path: &str,
+    id: &rec::FileIdentity,
+) -> Result<(), Failure> {
+    let md =
+        std::fs::metadata(format!("/proc/self/fd/{fd}")).ctx(pid, || format!("stat of {path}"))?;
     let mtime = md.mtime() * 1_000_000_000 + md.mtime_nsec();
     if md.size() != id.size || mtime != id.mtime_ns {
         return Err(Failure::msg(
@@ -645,32 +747,58 @@ pub fn fill_pages(reader: &ImageReader, jobs: &[FillJob], workers: usize) -> Res
                         return;
                     }
                     let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some((pid, runs)) = by_chunk.get(i) else { return };
+                    let Some((pid, runs)) = by_chunk.get(i) else {
+                        return;
+                    };
                     let res = (|| -> Result<(), Failure> {
-                        let id: ChunkId = runs[0].chunk.as_slice().try_into().map_err(|_| Failure::msg(*pid, "bad chunk id in image"))?;
-                        reader.read_chunk_into(&id, &mut buf).ctx(*pid, || format!("reading chunk {}", stasis_image::chunk_hex(&id)))?;
+                        let id: ChunkId = runs[0]
+                            .chunk
+                            .as_slice()
+                            .try_into()
+                            .map_err(|_| Failure::msg(*pid, "bad chunk id in image"))?;
+                        reader.read_chunk_into(&id, &mut buf).ctx(*pid, || {
+                            format!("reading chunk {}", stasis_image::chunk_hex(&id))
+                        })?;
                         let mut ranges = Vec::with_capacity(runs.len());
                         let mut local: Vec<&[u8]> = Vec::new();
                         for run in runs {
                             let off = run.chunk_offset as usize;
                             let len = run.count as usize * PAGE as usize;
-                            let data = buf.get(off..off + len).ok_or_else(|| Failure::msg(*pid, format!("chunk {} is shorter than the image says", stasis_image::chunk_hex(&id))))?;
-                            ranges.push(RemoteRange { addr: run.addr, len });
+                            let data = buf.get(off..off + len).ok_or_else(|| {
+                                Failure::msg(
+                                    *pid,
+                                    format!(
+                                        "chunk {} is shorter than the image says",
+                                        stasis_image::chunk_hex(&id)
+                                    ),
+                                )
+                            })?;
+                            ranges.push(RemoteRange {
+                                addr: run.addr,
+                                len,
+                            });
                             local.push(data);
                         }
                         // Runs of one chunk are contiguous in it, in order.
                         let start = runs[0].chunk_offset as usize;
                         let total: usize = ranges.iter().map(|r| r.len).sum();
-                        let contiguous = runs.windows(2).all(|w| w[0].chunk_offset as usize + w[0].count as usize * PAGE as usize == w[1].chunk_offset as usize);
+                        let contiguous = runs.windows(2).all(|w| {
+                            w[0].chunk_offset as usize + w[0].count as usize * PAGE as usize
+                                == w[1].chunk_offset as usize
+                        });
                         if contiguous {
                             let n = mem::write_ranges(*pid, &ranges, &buf[start..start + total])
                                 .ctx(*pid, || format!("writing pages at {:#x}", runs[0].addr))?;
                             if n != total {
-                                return Err(Failure::msg(*pid, format!("short page write at {:#x}", runs[0].addr)));
+                                return Err(Failure::msg(
+                                    *pid,
+                                    format!("short page write at {:#x}", runs[0].addr),
+                                ));
                             }
                         } else {
                             for (r, d) in ranges.iter().zip(local) {
-                                mem::write_all(*pid, r.addr, d).ctx(*pid, || format!("writing pages at {:#x}", r.addr))?;
+                                mem::write_all(*pid, r.addr, d)
+                                    .ctx(*pid, || format!("writing pages at {:#x}", r.addr))?;
                             }
                         }
                         bytes.fetch_add(total, Ordering::Relaxed);
@@ -691,18 +819,33 @@ pub fn fill_pages(reader: &ImageReader, jobs: &[FillJob], workers: usize) -> Res
 }
 
 /// Write the content of a shmem object (or deleted file) into a restorer-side fd.
-pub fn fill_file(reader: &ImageReader, fd: &File, runs: &[PageRun], size: u64) -> Result<(), Failure> {
-    fd.set_len(size).ctx(0, || "sizing shared memory object".into())?;
+pub fn fill_file(
+    reader: &ImageReader,
+    fd: &File,
+    runs: &[PageRun],
+    size: u64,
+) -> Result<(), Failure> {
+    fd.set_len(size)
+        .ctx(0, || "sizing shared memory object".into())?;
     let mut buf = Vec::new();
     for run in runs {
-        let id: ChunkId = run.chunk.as_slice().try_into().map_err(|_| Failure::msg(0, "bad chunk id in image"))?;
-        reader.read_chunk_into(&id, &mut buf).ctx(0, || format!("reading chunk {}", stasis_image::chunk_hex(&id)))?;
+        let id: ChunkId = run
+            .chunk
+            .as_slice()
+            .try_into()
+            .map_err(|_| Failure::msg(0, "bad chunk id in image"))?;
+        reader.read_chunk_into(&id, &mut buf).ctx(0, || {
+            format!("reading chunk {}", stasis_image::chunk_hex(&id))
+        })?;
         let off = run.chunk_offset as usize;
         let len = run.count as usize * PAGE as usize;
-        let data = buf.get(off..off + len).ok_or_else(|| Failure::msg(0, "chunk shorter than the image says"))?;
+        let data = buf
+            .get(off..off + len)
+            .ok_or_else(|| Failure::msg(0, "chunk shorter than the image says"))?;
         let end = (run.addr + len as u64).min(size);
         if end > run.addr {
-            fd.write_all_at(&data[..(end - run.addr) as usize], run.addr).ctx(0, || "writing shared memory object".into())?;
+            fd.write_all_at(&data[..(end - run.addr) as usize], run.addr)
+                .ctx(0, || "writing shared memory object".into())?;
         }
     }
     Ok(())
@@ -715,6 +858,18 @@ mod tests {
     #[test]
     fn ranges_merge_adjacent_pages() {
         let r = page_ranges(&[0x1000, 0x2000, 0x4000]);
-        assert_eq!(r, vec![RemoteRange { addr: 0x1000, len: 0x2000 }, RemoteRange { addr: 0x4000, len: 0x1000 }]);
+        assert_eq!(
+            r,
+            vec![
+                RemoteRange {
+                    addr: 0x1000,
+                    len: 0x2000
+                },
+                RemoteRange {
+                    addr: 0x4000,
+                    len: 0x1000
+                }
+            ]
+        );
     }
 }

@@ -112,7 +112,11 @@ impl Drop for Created {
     }
 }
 
-fn bad(dir: &std::path::Path, what: impl Into<String>, source: Option<Box<dyn std::error::Error + Send + Sync>>) -> RestoreError {
+fn bad(
+    dir: &std::path::Path,
+    what: impl Into<String>,
+    source: Option<Box<dyn std::error::Error + Send + Sync>>,
+) -> RestoreError {
     RestoreError::BadImage {
         dir: dir.display().to_string(),
         what: what.into(),
@@ -122,11 +126,13 @@ fn bad(dir: &std::path::Path, what: impl Into<String>, source: Option<Box<dyn st
 
 /// Open and decode an image (also used by `inspect`).
 pub fn load(dir: &std::path::Path) -> Result<(ImageReader, rec::Checkpoint), RestoreError> {
-    let reader = ImageReader::open(dir).map_err(|e| bad(dir, "cannot open image", Some(Box::new(e))))?;
+    let reader =
+        ImageReader::open(dir).map_err(|e| bad(dir, "cannot open image", Some(Box::new(e))))?;
     let bytes = reader
         .read_file(stasis_image::OBJECTS_FILE)
         .map_err(|e| bad(dir, "cannot read objects", Some(Box::new(e))))?;
-    let img = rec::Checkpoint::decode(bytes.as_slice()).map_err(|e| bad(dir, "objects.img does not decode", Some(Box::new(e))))?;
+    let img = rec::Checkpoint::decode(bytes.as_slice())
+        .map_err(|e| bad(dir, "objects.img does not decode", Some(Box::new(e))))?;
     validate(&img).map_err(|w| bad(dir, w, None))?;
     Ok((reader, img))
 }
@@ -145,7 +151,10 @@ pub fn validate(img: &rec::Checkpoint) -> Result<(), String> {
             return Err(format!("bad or duplicate pid {}", p.pid));
         }
         if i > 0 && !img.processes[..i].iter().any(|q| q.pid == p.ppid) {
-            return Err(format!("pid {}: parent {} is not restored before it", p.pid, p.ppid));
+            return Err(format!(
+                "pid {}: parent {} is not restored before it",
+                p.pid, p.ppid
+            ));
         }
         if p.threads.first().map(|t| t.tid) != Some(p.pid) {
             return Err(format!("pid {}: leader thread missing", p.pid));
@@ -165,10 +174,16 @@ pub fn validate(img: &rec::Checkpoint) -> Result<(), String> {
         }
         for v in &p.vmas {
             if v.start >= v.end || v.start % 4096 != 0 || v.end % 4096 != 0 {
-                return Err(format!("pid {}: bad mapping {:#x}-{:#x}", p.pid, v.start, v.end));
+                return Err(format!(
+                    "pid {}: bad mapping {:#x}-{:#x}",
+                    p.pid, v.start, v.end
+                ));
             }
             if v.kind == rec::VmaKind::Shmem as i32 && v.shmem_id as usize >= img.shmem.len() {
-                return Err(format!("pid {}: mapping refers to a missing shared object", p.pid));
+                return Err(format!(
+                    "pid {}: mapping refers to a missing shared object",
+                    p.pid
+                ));
             }
         }
     }
@@ -189,16 +204,10 @@ fn wait_pids_free(img: &rec::Checkpoint, wait: Duration) -> Result<(), RestoreEr
     let start = Instant::now();
     for p in &img.processes {
         for t in &p.threads {
-            loop {
-                let stat = match proc::read_stat(t.tid) {
-                    Ok(s) => s,
-                    Err(_) => break,
-                };
-                if stat.state == 'Z' || stat.state == 'X' {
-                    if start.elapsed() < wait {
-                        std::thread::sleep(Duration::from_millis(5));
-                        continue;
-                    }
+            while let Ok(stat) = proc::read_stat(t.tid) {
+                if (stat.state == 'Z' || stat.state == 'X') && start.elapsed() < wait {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
                 }
                 return Err(RestoreError::PidInUse {
                     pid: t.tid,
@@ -211,7 +220,11 @@ fn wait_pids_free(img: &rec::Checkpoint, wait: Duration) -> Result<(), RestoreEr
 }
 
 fn pick_gadget(img: &rec::Checkpoint) -> Result<u64, Failure> {
-    let mut used: Vec<(u64, u64)> = img.processes.iter().flat_map(|p| p.vmas.iter().map(|v| (v.start, v.end))).collect();
+    let mut used: Vec<(u64, u64)> = img
+        .processes
+        .iter()
+        .flat_map(|p| p.vmas.iter().map(|v| (v.start, v.end)))
+        .collect();
     let own = proc::read_maps(sys::getpid()).ctx(0, || "reading our own maps".into())?;
     used.extend(own.iter().map(|m| (m.start, m.end)));
     let need = PARASITE_LEN + (4 << 20);
@@ -223,7 +236,10 @@ fn pick_gadget(img: &rec::Checkpoint) -> Result<u64, Failure> {
         }
         cand += 64 << 20;
     }
-    Err(Failure::msg(0, "no free address range for the restore gadget"))
+    Err(Failure::msg(
+        0,
+        "no free address range for the restore gadget",
+    ))
 }
 
 fn wait_stopped(tid: i32) -> Result<(), Failure> {
@@ -234,7 +250,12 @@ fn wait_stopped(tid: i32) -> Result<(), Failure> {
             Stop::Signal(_) | Stop::Event(..) | Stop::Syscall => {
                 ptrace::cont(tid, 0).ctx(tid, || "PTRACE_CONT".into())?;
             }
-            s => return Err(Failure::msg(tid, format!("new task died before it could be restored: {s:?}"))),
+            s => {
+                return Err(Failure::msg(
+                    tid,
+                    format!("new task died before it could be restored: {s:?}"),
+                ))
+            }
         }
     }
 }
@@ -243,15 +264,29 @@ fn inject_clone(r: &mut Remote, flags: u64, exit_signal: u64, tid: i32) -> Resul
     let set_tid = r.put(128, &tid.to_le_bytes())?;
     let args = sys::encode_clone_args(flags, exit_signal, set_tid, 1);
     let a = r.put(0, &args)?;
-    let res = r.call_raw(&format!("clone3 for pid/tid {tid}"), libc::SYS_clone3, &[a, args.len() as u64])?;
+    let res = r.call_raw(
+        &format!("clone3 for pid/tid {tid}"),
+        libc::SYS_clone3,
+        &[a, args.len() as u64],
+    )?;
     if res == -(libc::EEXIST as i64) {
-        return Err(Failure::msg(tid, format!("pid {tid} was taken while restoring")));
+        return Err(Failure::msg(
+            tid,
+            format!("pid {tid} was taken while restoring"),
+        ));
     }
     if res < 0 {
-        return Err(Failure::new(tid, format!("clone3 with set_tid {tid}"), std::io::Error::from_raw_os_error(-res as i32)));
+        return Err(Failure::new(
+            tid,
+            format!("clone3 with set_tid {tid}"),
+            std::io::Error::from_raw_os_error(-res as i32),
+        ));
     }
     if res as i32 != tid {
-        return Err(Failure::msg(tid, format!("clone3 gave pid {res} instead of {tid}")));
+        return Err(Failure::msg(
+            tid,
+            format!("clone3 gave pid {res} instead of {tid}"),
+        ));
     }
     wait_stopped(tid)?;
     ptrace::set_sigmask(tid, !0).ctx(tid, || "blocking signals".into())?;
@@ -294,17 +329,31 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreStats, RestoreError> {
     }) {
         Ok(p) => p,
         Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
-            return Err(RestoreError::PidInUse { pid: root.pid, comm: "?".into() })
+            return Err(RestoreError::PidInUse {
+                pid: root.pid,
+                comm: "?".into(),
+            })
         }
-        Err(e) => return Err(Failure::new(root.pid, "creating the root process (clone3 with set_tid)", e).into()),
+        Err(e) => {
+            return Err(Failure::new(
+                root.pid,
+                "creating the root process (clone3 with set_tid)",
+                e,
+            )
+            .into())
+        }
     };
     created.root = Some(root_pid);
     created.tasks.push((root_pid, root_pid));
     // Wait until the blank child parks in pause() with its gadget mapped.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let ready = proc::read_stat(root_pid).map(|s| s.state == 'S').unwrap_or(false)
-            && proc::read_maps(root_pid).map(|m| m.iter().any(|e| e.start == gadget)).unwrap_or(false);
+        let ready = proc::read_stat(root_pid)
+            .map(|s| s.state == 'S')
+            .unwrap_or(false)
+            && proc::read_maps(root_pid)
+                .map(|m| m.iter().any(|e| e.start == gadget))
+                .unwrap_or(false);
         if ready {
             break;
         }
@@ -318,22 +367,45 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreStats, RestoreError> {
     wait_stopped(root_pid)?;
     ptrace::set_sigmask(root_pid, !0).ctx(root_pid, || "blocking signals".into())?;
 
-    let regs_of = |tid: i32| -> Result<Regs, Failure> { ptrace::get_regs(tid).ctx(tid, || "PTRACE_GETREGS".into()) };
+    let regs_of = |tid: i32| -> Result<Regs, Failure> {
+        ptrace::get_regs(tid).ctx(tid, || "PTRACE_GETREGS".into())
+    };
     let mut remotes: HashMap<i32, Remote> = HashMap::new();
     let mut r = Remote::new(root_pid, root_pid, gadget, regs_of(root_pid)?);
     // The blank child inherited our thread's rseq registration; the kernel would fault on it
     // once we unmap its memory.
     let rseq = ptrace::get_rseq(root_pid).ctx(root_pid, || "reading rseq configuration".into())?;
     if rseq.rseq_abi_pointer != 0 {
-        r.call("rseq unregister", libc::SYS_rseq, &[rseq.rseq_abi_pointer, rseq.rseq_abi_size as u64, 1, rseq.signature as u64])?;
+        r.call(
+            "rseq unregister",
+            libc::SYS_rseq,
+            &[
+                rseq.rseq_abi_pointer,
+                rseq.rseq_abi_size as u64,
+                1,
+                rseq.signature as u64,
+            ],
+        )?;
     }
     // Blank the root: keep only the gadget and the vdso block.
     for m in proc::read_maps(root_pid).ctx(root_pid, || "reading maps".into())? {
-        if m.start == gadget || matches!(m.path.as_str(), "[vdso]" | "[vvar]" | "[vvar_vclock]" | "[vsyscall]") {
+        if m.start == gadget
+            || matches!(
+                m.path.as_str(),
+                "[vdso]" | "[vvar]" | "[vvar_vclock]" | "[vsyscall]"
+            )
+        {
             continue;
         }
         tracing::debug!(start = format_args!("{:#x}", m.start), end = format_args!("{:#x}", m.end), path = %m.path, "unmapping");
-        r.call(&format!("unmapping the restorer's memory at {:#x}-{:#x} ({})", m.start, m.end, m.path), libc::SYS_munmap, &[m.start, m.end - m.start])?;
+        r.call(
+            &format!(
+                "unmapping the restorer's memory at {:#x}-{:#x} ({})",
+                m.start, m.end, m.path
+            ),
+            libc::SYS_munmap,
+            &[m.start, m.end - m.start],
+        )?;
     }
     if root.sid == root.pid {
         r.call("setsid", libc::SYS_setsid, &[])?;
@@ -343,7 +415,9 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreStats, RestoreError> {
 
     // Processes, parents first.
     for p in &img.processes[1..] {
-        let parent = remotes.get_mut(&p.ppid).ok_or_else(|| Failure::msg(p.pid, "parent not restored"))?;
+        let parent = remotes
+            .get_mut(&p.ppid)
+            .ok_or_else(|| Failure::msg(p.pid, "parent not restored"))?;
         let pid = inject_clone(parent, 0, p.exit_signal.max(0) as u64, p.pid)?;
         created.tasks.push((pid, pid));
         let mut r = Remote::new(pid, pid, gadget, regs_of(pid)?);
@@ -358,14 +432,20 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreStats, RestoreError> {
     for pass in 0..2 {
         for p in &img.processes {
             let r = remotes.get_mut(&p.pid).expect("created");
-            let cur = proc::read_stat(p.pid).ctx(p.pid, || "reading stat".into())?.pgrp;
+            let cur = proc::read_stat(p.pid)
+                .ctx(p.pid, || "reading stat".into())?
+                .pgrp;
             if cur == p.pgid || !in_tree(p.pgid) {
                 continue;
             }
             if pass == 0 && p.pgid == p.pid {
                 r.call("setpgid(0, 0)", libc::SYS_setpgid, &[0, 0])?;
             } else if pass == 1 && p.pgid != p.pid {
-                r.call(&format!("setpgid(0, {})", p.pgid), libc::SYS_setpgid, &[0, p.pgid as u64])?;
+                r.call(
+                    &format!("setpgid(0, {})", p.pgid),
+                    libc::SYS_setpgid,
+                    &[0, p.pgid as u64],
+                )?;
             }
         }
     }
@@ -381,7 +461,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreStats, RestoreError> {
 
     // Memory layout.
     let mut fills: Vec<FillJob> = Vec::new();
-    let mut fixups: HashMap<i32, Vec<(u64, u64, u32)>> = HashMap::new();
+    let mut fixups: HashMap<i32, Vec<memory::Fixup>> = HashMap::new();
     for p in &img.processes {
         let r = remotes.get_mut(&p.pid).expect("created");
         memory::restore_vdso(r, &p.vmas, gadget + PARASITE_LEN + (1 << 20))?;
@@ -406,7 +486,11 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreStats, RestoreError> {
     for p in &img.processes {
         let r = remotes.get_mut(&p.pid).expect("created");
         for &(start, len, prot) in &fixups[&p.pid] {
-            r.call(&format!("mprotect {start:#x}"), libc::SYS_mprotect, &[start, len, prot as u64])?;
+            r.call(
+                &format!("mprotect {start:#x}"),
+                libc::SYS_mprotect,
+                &[start, len, prot as u64],
+            )?;
         }
         opened.restore_fds(r, p)?;
         task::restore_process_misc(r, p)?;
@@ -432,8 +516,10 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreStats, RestoreError> {
     for p in &img.processes {
         for t in &p.threads {
             let saved = ptrace::regs_from_slice(&t.regs).expect("validated");
-            ptrace::set_xstate(t.tid, &t.xsave).ctx(t.tid, || "PTRACE_SETREGSET(NT_X86_XSTATE)".into())?;
-            ptrace::set_regs(t.tid, &resume_regs(&saved, false)).ctx(t.tid, || "PTRACE_SETREGS".into())?;
+            ptrace::set_xstate(t.tid, &t.xsave)
+                .ctx(t.tid, || "PTRACE_SETREGSET(NT_X86_XSTATE)".into())?;
+            ptrace::set_regs(t.tid, &resume_regs(&saved, false))
+                .ctx(t.tid, || "PTRACE_SETREGS".into())?;
             ptrace::set_sigmask(t.tid, t.sigmask).ctx(t.tid, || "PTRACE_SETSIGMASK".into())?;
         }
     }

@@ -66,7 +66,11 @@ fn siginfo_record(raw: ptrace::RawSiginfo) -> rec::PendingSignal {
 
 /// Dump what only the thread can tell: alternate signal stack and `clear_child_tid`.
 pub fn dump_thread_injected(r: &mut Remote, t: &mut rec::Thread, pid: i32) -> Result<(), Failure> {
-    r.call("sigaltstack(NULL, &old)", libc::SYS_sigaltstack, &[0, r.scratch(0)])?;
+    r.call(
+        "sigaltstack(NULL, &old)",
+        libc::SYS_sigaltstack,
+        &[0, r.scratch(0)],
+    )?;
     let b = r.get(0, 24)?;
     let flags = i32::from_le_bytes(b[8..12].try_into().expect("4 bytes"));
     t.altstack = Some(rec::AltStack {
@@ -82,7 +86,9 @@ pub fn dump_thread_injected(r: &mut Remote, t: &mut rec::Thread, pid: i32) -> Re
     t.clear_child_tid = r.get_u64(32)?;
     let comm = std::fs::read(format!("/proc/{pid}/task/{}/comm", t.tid))
         .ctx(t.tid, || "reading comm".into())?;
-    t.comm = String::from_utf8_lossy(&comm).trim_end_matches('\n').to_string();
+    t.comm = String::from_utf8_lossy(&comm)
+        .trim_end_matches('\n')
+        .to_string();
     Ok(())
 }
 
@@ -107,7 +113,12 @@ pub fn dump_process_injected(r: &mut Remote, p: &mut rec::Process) -> Result<(),
             let (handler, flags, restorer, mask) = if i == 8 || i == 18 {
                 (0, 0, 0, 0)
             } else {
-                (le64(&acts, o), le64(&acts, o + 8), le64(&acts, o + 16), le64(&acts, o + 24))
+                (
+                    le64(&acts, o),
+                    le64(&acts, o + 8),
+                    le64(&acts, o + 16),
+                    le64(&acts, o + 24),
+                )
             };
             rec::SigAction {
                 handler,
@@ -151,9 +162,19 @@ pub fn dump_process_injected(r: &mut Remote, p: &mut rec::Process) -> Result<(),
             value_ns: le64(&b, 16) * 1_000_000_000 + le64(&b, 24),
         });
     }
-    r.call("prctl(PR_GET_PDEATHSIG)", libc::SYS_prctl, &[libc::PR_GET_PDEATHSIG as u64, r.scratch(4096)])?;
-    p.pdeath_signal = r.get(4096, 4).map(|b| i32::from_le_bytes(b.try_into().expect("4")))?;
-    p.dumpable = r.call("prctl(PR_GET_DUMPABLE)", libc::SYS_prctl, &[libc::PR_GET_DUMPABLE as u64])? as i32;
+    r.call(
+        "prctl(PR_GET_PDEATHSIG)",
+        libc::SYS_prctl,
+        &[libc::PR_GET_PDEATHSIG as u64, r.scratch(4096)],
+    )?;
+    p.pdeath_signal = r
+        .get(4096, 4)
+        .map(|b| i32::from_le_bytes(b.try_into().expect("4")))?;
+    p.dumpable = r.call(
+        "prctl(PR_GET_DUMPABLE)",
+        libc::SYS_prctl,
+        &[libc::PR_GET_DUMPABLE as u64],
+    )? as i32;
     r.call(
         "prctl(PR_GET_CHILD_SUBREAPER)",
         libc::SYS_prctl,
@@ -161,8 +182,11 @@ pub fn dump_process_injected(r: &mut Remote, p: &mut rec::Process) -> Result<(),
     )?;
     p.child_subreaper = r.get(4096, 4)?[0] != 0;
     if let Some(c) = p.creds.as_mut() {
-        c.securebits =
-            r.call("prctl(PR_GET_SECUREBITS)", libc::SYS_prctl, &[libc::PR_GET_SECUREBITS as u64])? as u32;
+        c.securebits = r.call(
+            "prctl(PR_GET_SECUREBITS)",
+            libc::SYS_prctl,
+            &[libc::PR_GET_SECUREBITS as u64],
+        )? as u32;
     }
     Ok(())
 }
@@ -175,8 +199,8 @@ pub fn dump_process_proc(pid: i32) -> Result<rec::Process, Failure> {
     let auxv = proc::read_auxv(pid).ctx(pid, || "reading auxv".into())?;
     let personality = std::fs::read_to_string(format!("/proc/{pid}/personality"))
         .ctx(pid, || "reading personality".into())?;
-    let personality = u32::from_str_radix(personality.trim(), 16)
-        .ctx(pid, || "parsing personality".into())?;
+    let personality =
+        u32::from_str_radix(personality.trim(), 16).ctx(pid, || "parsing personality".into())?;
     let s = |p: std::path::PathBuf| p.to_string_lossy().into_owned();
     Ok(rec::Process {
         pid,
@@ -311,10 +335,18 @@ pub fn restore_process_misc(r: &mut Remote, p: &rec::Process) -> Result<(), Fail
         r.call(&format!("chroot({})", p.root), libc::SYS_chroot, &[root])?;
     }
     r.call("umask", libc::SYS_umask, &[p.umask as u64])?;
-    r.call("personality", libc::SYS_personality, &[p.personality as u64])?;
+    r.call(
+        "personality",
+        libc::SYS_personality,
+        &[p.personality as u64],
+    )?;
     for l in &p.rlimits {
         let addr = r.put(0, &words(&[l.soft, l.hard]))?;
-        let res = r.call_raw("prlimit64", libc::SYS_prlimit64, &[0, l.resource as u64, addr, 0])?;
+        let res = r.call_raw(
+            "prlimit64",
+            libc::SYS_prlimit64,
+            &[0, l.resource as u64, addr, 0],
+        )?;
         if res < 0 {
             return Err(Failure::new(
                 p.pid,
@@ -361,7 +393,10 @@ pub fn restore_process_misc(r: &mut Remote, p: &rec::Process) -> Result<(), Fail
             )?;
             let got = i32::from_le_bytes(r.get(64, 4)?.try_into().expect("4"));
             if got != t.id {
-                return Err(Failure::msg(p.pid, format!("POSIX timer id {} came back as {got}", t.id)));
+                return Err(Failure::msg(
+                    p.pid,
+                    format!("POSIX timer id {} came back as {got}", t.id),
+                ));
             }
             if t.value_ns != 0 || t.interval_ns != 0 {
                 let spec = words(&[
@@ -371,14 +406,30 @@ pub fn restore_process_misc(r: &mut Remote, p: &rec::Process) -> Result<(), Fail
                     t.value_ns % 1_000_000_000,
                 ]);
                 let a = r.put(128, &spec)?;
-                r.call(&format!("timer_settime({})", t.id), libc::SYS_timer_settime, &[t.id as u64, 0, a, 0])?;
+                r.call(
+                    &format!("timer_settime({})", t.id),
+                    libc::SYS_timer_settime,
+                    &[t.id as u64, 0, a, 0],
+                )?;
             }
         }
-        r.call("prctl(PR_TIMER_CREATE_RESTORE_IDS, OFF)", libc::SYS_prctl, &[PR_TIMER_CREATE_RESTORE_IDS, 0, 0, 0, 0])?;
+        r.call(
+            "prctl(PR_TIMER_CREATE_RESTORE_IDS, OFF)",
+            libc::SYS_prctl,
+            &[PR_TIMER_CREATE_RESTORE_IDS, 0, 0, 0, 0],
+        )?;
     }
-    r.call("prctl(PR_SET_PDEATHSIG)", libc::SYS_prctl, &[libc::PR_SET_PDEATHSIG as u64, p.pdeath_signal as u64])?;
+    r.call(
+        "prctl(PR_SET_PDEATHSIG)",
+        libc::SYS_prctl,
+        &[libc::PR_SET_PDEATHSIG as u64, p.pdeath_signal as u64],
+    )?;
     if p.child_subreaper {
-        r.call("prctl(PR_SET_CHILD_SUBREAPER)", libc::SYS_prctl, &[libc::PR_SET_CHILD_SUBREAPER as u64, 1])?;
+        r.call(
+            "prctl(PR_SET_CHILD_SUBREAPER)",
+            libc::SYS_prctl,
+            &[libc::PR_SET_CHILD_SUBREAPER as u64, 1],
+        )?;
     }
     Ok(())
 }
@@ -403,26 +454,52 @@ pub fn restore_thread(r: &mut Remote, t: &rec::Thread) -> Result<(), Failure> {
             &[s.ptr, s.len as u64, 0, s.signature as u64],
         )?;
     }
-    let len = if t.robust_list_len == 0 { 24 } else { t.robust_list_len };
-    r.call("set_robust_list", libc::SYS_set_robust_list, &[t.robust_list, len])?;
-    r.call("set_tid_address", libc::SYS_set_tid_address, &[t.clear_child_tid])?;
+    let len = if t.robust_list_len == 0 {
+        24
+    } else {
+        t.robust_list_len
+    };
+    r.call(
+        "set_robust_list",
+        libc::SYS_set_robust_list,
+        &[t.robust_list, len],
+    )?;
+    r.call(
+        "set_tid_address",
+        libc::SYS_set_tid_address,
+        &[t.clear_child_tid],
+    )?;
     if !t.comm.is_empty() {
         let a = r.put_str(0, &t.comm)?;
-        r.call("prctl(PR_SET_NAME)", libc::SYS_prctl, &[libc::PR_SET_NAME as u64, a])?;
+        r.call(
+            "prctl(PR_SET_NAME)",
+            libc::SYS_prctl,
+            &[libc::PR_SET_NAME as u64, a],
+        )?;
     }
     Ok(())
 }
 
 /// Re-queue pending signals: thread-directed ones in the thread itself, process-wide ones in
 /// the leader. Every signal is blocked at this point, so nothing is delivered early.
-pub fn restore_pending(r: &mut Remote, pid: i32, tid: i32, sigs: &[rec::PendingSignal], shared: bool) -> Result<(), Failure> {
+pub fn restore_pending(
+    r: &mut Remote,
+    pid: i32,
+    tid: i32,
+    sigs: &[rec::PendingSignal],
+    shared: bool,
+) -> Result<(), Failure> {
     for s in sigs {
         if s.siginfo.len() != 128 {
             return Err(Failure::msg(tid, "pending signal record has a bad siginfo"));
         }
         let a = r.put(0, &s.siginfo)?;
         if shared {
-            r.call(&format!("re-queue pending signal {}", s.signo), libc::SYS_rt_sigqueueinfo, &[pid as u64, s.signo as u64, a])?;
+            r.call(
+                &format!("re-queue pending signal {}", s.signo),
+                libc::SYS_rt_sigqueueinfo,
+                &[pid as u64, s.signo as u64, a],
+            )?;
         } else {
             r.call(
                 &format!("re-queue pending signal {} for thread {tid}", s.signo),
@@ -436,7 +513,11 @@ pub fn restore_pending(r: &mut Remote, pid: i32, tid: i32, sigs: &[rec::PendingS
 
 /// The dumpable flag: set after credentials, whose change resets it.
 pub fn restore_dumpable(r: &mut Remote, p: &rec::Process) -> Result<(), Failure> {
-    r.call("prctl(PR_SET_DUMPABLE)", libc::SYS_prctl, &[libc::PR_SET_DUMPABLE as u64, p.dumpable as u64])?;
+    r.call(
+        "prctl(PR_SET_DUMPABLE)",
+        libc::SYS_prctl,
+        &[libc::PR_SET_DUMPABLE as u64, p.dumpable as u64],
+    )?;
     Ok(())
 }
 
@@ -447,14 +528,30 @@ pub fn restore_creds(r: &mut Remote, c: &rec::Creds) -> Result<(), Failure> {
     }
     let groups: Vec<u8> = c.groups.iter().flat_map(|g| g.to_le_bytes()).collect();
     let ga = r.put(0, &groups)?;
-    r.call("setgroups", libc::SYS_setgroups, &[c.groups.len() as u64, ga])?;
-    r.call("setresgid", libc::SYS_setresgid, &[c.gids[0] as u64, c.gids[1] as u64, c.gids[2] as u64])?;
+    r.call(
+        "setgroups",
+        libc::SYS_setgroups,
+        &[c.groups.len() as u64, ga],
+    )?;
+    r.call(
+        "setresgid",
+        libc::SYS_setresgid,
+        &[c.gids[0] as u64, c.gids[1] as u64, c.gids[2] as u64],
+    )?;
     r.call_raw("setfsgid", libc::SYS_setfsgid, &[c.gids[3] as u64])?;
     for cap in 0..64u64 {
         if c.cap_bnd & (1 << cap) == 0 {
-            let res = r.call_raw("PR_CAPBSET_DROP", libc::SYS_prctl, &[libc::PR_CAPBSET_DROP as u64, cap])?;
+            let res = r.call_raw(
+                "PR_CAPBSET_DROP",
+                libc::SYS_prctl,
+                &[libc::PR_CAPBSET_DROP as u64, cap],
+            )?;
             if res < 0 && res != -(libc::EINVAL as i64) {
-                return Err(Failure::new(r.tid(), format!("dropping capability {cap} from the bounding set"), std::io::Error::from_raw_os_error(-res as i32)));
+                return Err(Failure::new(
+                    r.tid(),
+                    format!("dropping capability {cap} from the bounding set"),
+                    std::io::Error::from_raw_os_error(-res as i32),
+                ));
             }
         }
     }
@@ -464,17 +561,35 @@ pub fn restore_creds(r: &mut Remote, c: &rec::Creds) -> Result<(), Failure> {
     const KEEP_CAPS: u32 = 1 << 4;
     let others = c.securebits & !KEEP_CAPS;
     if others != 0 {
-        r.call("prctl(PR_SET_SECUREBITS)", libc::SYS_prctl, &[libc::PR_SET_SECUREBITS as u64, (c.securebits | KEEP_CAPS) as u64])?;
+        r.call(
+            "prctl(PR_SET_SECUREBITS)",
+            libc::SYS_prctl,
+            &[
+                libc::PR_SET_SECUREBITS as u64,
+                (c.securebits | KEEP_CAPS) as u64,
+            ],
+        )?;
     } else {
-        r.call("prctl(PR_SET_KEEPCAPS)", libc::SYS_prctl, &[libc::PR_SET_KEEPCAPS as u64, 1])?;
+        r.call(
+            "prctl(PR_SET_KEEPCAPS)",
+            libc::SYS_prctl,
+            &[libc::PR_SET_KEEPCAPS as u64, 1],
+        )?;
     }
-    r.call("setresuid", libc::SYS_setresuid, &[c.uids[0] as u64, c.uids[1] as u64, c.uids[2] as u64])?;
+    r.call(
+        "setresuid",
+        libc::SYS_setresuid,
+        &[c.uids[0] as u64, c.uids[1] as u64, c.uids[2] as u64],
+    )?;
     r.call_raw("setfsuid", libc::SYS_setfsuid, &[c.uids[3] as u64])?;
     let capset = |r: &mut Remote, eff: u64, prm: u64, inh: u64| -> Result<(), Failure> {
         let mut b = Vec::new();
         b.extend_from_slice(&0x2008_0522u32.to_le_bytes());
         b.extend_from_slice(&0i32.to_le_bytes());
-        for (e, p, i) in [(eff as u32, prm as u32, inh as u32), ((eff >> 32) as u32, (prm >> 32) as u32, (inh >> 32) as u32)] {
+        for (e, p, i) in [
+            (eff as u32, prm as u32, inh as u32),
+            ((eff >> 32) as u32, (prm >> 32) as u32, (inh >> 32) as u32),
+        ] {
             b.extend_from_slice(&e.to_le_bytes());
             b.extend_from_slice(&p.to_le_bytes());
             b.extend_from_slice(&i.to_le_bytes());
@@ -485,15 +600,33 @@ pub fn restore_creds(r: &mut Remote, c: &rec::Creds) -> Result<(), Failure> {
     };
     capset(r, c.cap_eff, c.cap_prm, c.cap_inh)?;
     if c.securebits & KEEP_CAPS == 0 {
-        r.call("prctl(PR_SET_KEEPCAPS, 0)", libc::SYS_prctl, &[libc::PR_SET_KEEPCAPS as u64, 0])?;
+        r.call(
+            "prctl(PR_SET_KEEPCAPS, 0)",
+            libc::SYS_prctl,
+            &[libc::PR_SET_KEEPCAPS as u64, 0],
+        )?;
     }
     for cap in 0..64u64 {
         if c.cap_amb & (1 << cap) != 0 {
-            r.call("PR_CAP_AMBIENT_RAISE", libc::SYS_prctl, &[libc::PR_CAP_AMBIENT as u64, libc::PR_CAP_AMBIENT_RAISE as u64, cap, 0, 0])?;
+            r.call(
+                "PR_CAP_AMBIENT_RAISE",
+                libc::SYS_prctl,
+                &[
+                    libc::PR_CAP_AMBIENT as u64,
+                    libc::PR_CAP_AMBIENT_RAISE as u64,
+                    cap,
+                    0,
+                    0,
+                ],
+            )?;
         }
     }
     if c.no_new_privs {
-        r.call("PR_SET_NO_NEW_PRIVS", libc::SYS_prctl, &[libc::PR_SET_NO_NEW_PRIVS as u64, 1, 0, 0, 0])?;
+        r.call(
+            "PR_SET_NO_NEW_PRIVS",
+            libc::SYS_prctl,
+            &[libc::PR_SET_NO_NEW_PRIVS as u64, 1, 0, 0, 0],
+        )?;
     }
     Ok(())
 }

@@ -91,7 +91,14 @@ pub fn write_ranges(pid: i32, ranges: &[RemoteRange], local: &[u8]) -> io::Resul
 
 /// Read one contiguous remote range with `process_vm_readv`; error if short.
 pub fn read_exact(pid: i32, addr: u64, buf: &mut [u8]) -> io::Result<()> {
-    let n = read_ranges(pid, &[RemoteRange { addr, len: buf.len() }], buf)?;
+    let n = read_ranges(
+        pid,
+        &[RemoteRange {
+            addr,
+            len: buf.len(),
+        }],
+        buf,
+    )?;
     if n != buf.len() {
         return Err(io::Error::new(
             io::ErrorKind::UnexpectedEof,
@@ -103,11 +110,21 @@ pub fn read_exact(pid: i32, addr: u64, buf: &mut [u8]) -> io::Result<()> {
 
 /// Write one contiguous remote range with `process_vm_writev`; error if short.
 pub fn write_all(pid: i32, addr: u64, buf: &[u8]) -> io::Result<()> {
-    let n = write_ranges(pid, &[RemoteRange { addr, len: buf.len() }], buf)?;
+    let n = write_ranges(
+        pid,
+        &[RemoteRange {
+            addr,
+            len: buf.len(),
+        }],
+        buf,
+    )?;
     if n != buf.len() {
         return Err(io::Error::new(
             io::ErrorKind::UnexpectedEof,
-            format!("short remote write at {addr:#x}: {n} of {} bytes", buf.len()),
+            format!(
+                "short remote write at {addr:#x}: {n} of {} bytes",
+                buf.len()
+            ),
         ));
     }
     Ok(())

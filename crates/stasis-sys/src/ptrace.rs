@@ -33,15 +33,17 @@ const NT_X86_XSTATE: libc::c_int = 0x202;
 /// Large enough for any XSAVE layout the kernel exposes today (AMX included).
 const XSTATE_BUF: usize = 16 * 1024;
 
-fn ptrace_raw(
-    req: libc::c_uint,
-    tid: i32,
-    addr: usize,
-    data: usize,
-) -> io::Result<libc::c_long> {
+fn ptrace_raw(req: libc::c_uint, tid: i32, addr: usize, data: usize) -> io::Result<libc::c_long> {
     // SAFETY: ptrace with integer arguments; requests that take pointers are only issued by the
     // functions below with pointers to live, correctly sized buffers.
-    let r = unsafe { libc::ptrace(req, tid, addr as *mut libc::c_void, data as *mut libc::c_void) };
+    let r = unsafe {
+        libc::ptrace(
+            req,
+            tid,
+            addr as *mut libc::c_void,
+            data as *mut libc::c_void,
+        )
+    };
     check(r)
 }
 
@@ -91,7 +93,12 @@ pub fn event_msg(tid: i32) -> io::Result<u64> {
 pub fn get_regs(tid: i32) -> io::Result<Regs> {
     // SAFETY: user_regs_struct is plain old data; all-zero is a valid value.
     let mut regs: Regs = unsafe { std::mem::zeroed() };
-    ptrace_raw(libc::PTRACE_GETREGS, tid, 0, &mut regs as *mut Regs as usize)?;
+    ptrace_raw(
+        libc::PTRACE_GETREGS,
+        tid,
+        0,
+        &mut regs as *mut Regs as usize,
+    )?;
     Ok(regs)
 }
 
@@ -357,11 +364,17 @@ mod tests {
         assert_eq!(decode_status(0), Stop::Exited(0));
         assert_eq!(decode_status(9), Stop::Killed(9));
         // stopped by SIGTRAP|0x80
-        assert_eq!(decode_status(((libc::SIGTRAP | 0x80) << 8) | 0x7f), Stop::Syscall);
+        assert_eq!(
+            decode_status(((libc::SIGTRAP | 0x80) << 8) | 0x7f),
+            Stop::Syscall
+        );
         assert_eq!(
             decode_status((EVENT_STOP << 16) | (libc::SIGTRAP << 8) | 0x7f),
             Stop::Event(EVENT_STOP, libc::SIGTRAP)
         );
-        assert_eq!(decode_status((libc::SIGUSR1 << 8) | 0x7f), Stop::Signal(libc::SIGUSR1));
+        assert_eq!(
+            decode_status((libc::SIGUSR1 << 8) | 0x7f),
+            Stop::Signal(libc::SIGUSR1)
+        );
     }
 }

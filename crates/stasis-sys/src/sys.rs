@@ -41,9 +41,8 @@ pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
 /// `pidfd_getfd(pidfd, targetfd, 0)`: duplicate another process's fd into ours.
 pub fn pidfd_getfd(pidfd: &OwnedFd, target_fd: i32) -> io::Result<OwnedFd> {
     // SAFETY: integer arguments; on success the kernel returns a new fd that we own.
-    let fd = check(unsafe {
-        libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), target_fd, 0)
-    })?;
+    let fd =
+        check(unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), target_fd, 0) })?;
     // SAFETY: fresh descriptor.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
@@ -118,8 +117,10 @@ pub fn set_affinity(tid: i32, cpus: &[usize]) -> io::Result<Vec<usize>> {
     // SAFETY: cpu_set_t is plain data; all-zero is valid.
     let mut old: libc::cpu_set_t = unsafe { std::mem::zeroed() };
     // SAFETY: the kernel writes at most sizeof(cpu_set_t) bytes into `old`.
-    check(unsafe { libc::sched_getaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &mut old) }
-        as libc::c_long)?;
+    check(
+        unsafe { libc::sched_getaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &mut old) }
+            as libc::c_long,
+    )?;
     let mut prev = Vec::new();
     for c in 0..libc::CPU_SETSIZE as usize {
         // SAFETY: c < CPU_SETSIZE.
@@ -134,8 +135,10 @@ pub fn set_affinity(tid: i32, cpus: &[usize]) -> io::Result<Vec<usize>> {
         unsafe { libc::CPU_SET(c, &mut set) };
     }
     // SAFETY: `set` is a valid cpu_set_t.
-    check(unsafe { libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set) }
-        as libc::c_long)?;
+    check(
+        unsafe { libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set) }
+            as libc::c_long,
+    )?;
     Ok(prev)
 }
 
@@ -180,8 +183,25 @@ struct CloneArgs {
 pub const CLONE_ARGS_SIZE_VER2: usize = 88;
 
 /// Encode a `struct clone_args` for an injected `clone3` (little-endian, 88 bytes).
-pub fn encode_clone_args(flags: u64, exit_signal: u64, set_tid_ptr: u64, set_tid_size: u64) -> Vec<u8> {
-    let fields = [flags, 0, 0, 0, exit_signal, 0, 0, 0, set_tid_ptr, set_tid_size, 0];
+pub fn encode_clone_args(
+    flags: u64,
+    exit_signal: u64,
+    set_tid_ptr: u64,
+    set_tid_size: u64,
+) -> Vec<u8> {
+    let fields = [
+        flags,
+        0,
+        0,
+        0,
+        exit_signal,
+        0,
+        0,
+        0,
+        set_tid_ptr,
+        set_tid_size,
+        0,
+    ];
     fields.iter().flat_map(|f| f.to_le_bytes()).collect()
 }
 
@@ -325,7 +345,11 @@ pub fn shared_anon_object(size: u64) -> io::Result<std::fs::File> {
     let res = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
-        .open(format!("/proc/self/map_files/{:x}-{:x}", start, start + len));
+        .open(format!(
+            "/proc/self/map_files/{:x}-{:x}",
+            start,
+            start + len
+        ));
     // SAFETY: unmapping exactly the mapping created above, which nothing else references.
     unsafe { libc::munmap(p, len) };
     res

@@ -84,7 +84,11 @@ pub fn workload_bin(name: &str) -> PathBuf {
     let src = src_dir.join(format!("{name}.c"));
     let common_c = src_dir.join("common.c");
     let common_h = src_dir.join("common.h");
-    assert!(src.exists(), "workload source {} does not exist", src.display());
+    assert!(
+        src.exists(),
+        "workload source {} does not exist",
+        src.display()
+    );
     let out_dir = target_dir().join("workloads");
     fs::create_dir_all(&out_dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", out_dir.display()));
     let out = out_dir.join(name);
@@ -153,7 +157,12 @@ fn reaper() -> &'static Reaper {
     R.get_or_init(|| {
         // SAFETY: plain prctl with integer arguments.
         let r = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong, 0, 0, 0) };
-        assert_eq!(r, 0, "prctl(PR_SET_CHILD_SUBREAPER): {}", std::io::Error::last_os_error());
+        assert_eq!(
+            r,
+            0,
+            "prctl(PR_SET_CHILD_SUBREAPER): {}",
+            std::io::Error::last_os_error()
+        );
         let reaper: &'static Reaper = Box::leak(Box::new(Reaper {
             watched: Mutex::new(HashMap::new()),
             excluded: Mutex::new(HashSet::new()),
@@ -267,7 +276,9 @@ impl Reaper {
 /// to keep its hands off the child's pid.  stdin is /dev/null.
 pub fn run_cmd(cmd: &mut Command) -> Output {
     let r = reaper();
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
     let pid = child.id() as i32;
     lock(&r.excluded).insert(pid);
@@ -295,12 +306,19 @@ fn parse_stat(pid: i32) -> Option<ProcInfo> {
     let mut rest = s[close + 1..].split_whitespace();
     let state = rest.next()?.chars().next()?;
     let ppid = rest.next()?.parse().ok()?;
-    Some(ProcInfo { pid, ppid, state, comm })
+    Some(ProcInfo {
+        pid,
+        ppid,
+        state,
+        comm,
+    })
 }
 
 /// All processes (thread-group leaders) currently in /proc.
 pub fn all_procs() -> Vec<ProcInfo> {
-    let Ok(rd) = fs::read_dir("/proc") else { return Vec::new() };
+    let Ok(rd) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
     rd.filter_map(|e| e.ok())
         .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()))
         .filter_map(parse_stat)
@@ -338,8 +356,11 @@ pub fn pid_alive(pid: i32) -> bool {
 pub fn wait_gone(pids: &[i32], timeout: Duration) -> Vec<i32> {
     let deadline = Instant::now() + timeout;
     loop {
-        let left: Vec<i32> =
-            pids.iter().copied().filter(|p| Path::new(&format!("/proc/{p}")).exists()).collect();
+        let left: Vec<i32> = pids
+            .iter()
+            .copied()
+            .filter(|p| Path::new(&format!("/proc/{p}")).exists())
+            .collect();
         if left.is_empty() || Instant::now() >= deadline {
             return left;
         }
@@ -416,7 +437,9 @@ impl Workload {
                 Ok(())
             });
         }
-        let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
         let pid = child.id() as i32;
         r.watch(pid);
         drop(child); // never waited through std: the reaper reaps it
@@ -431,7 +454,9 @@ impl Workload {
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
             if let Some(s) = read_trim(&ready) {
-                let rp: i32 = s.parse().unwrap_or_else(|_| panic!("{name}: bad ready content {s:?}"));
+                let rp: i32 = s
+                    .parse()
+                    .unwrap_or_else(|_| panic!("{name}: bad ready content {s:?}"));
                 assert_eq!(rp, pid, "{name}: ready names pid {rp}, spawned {pid}");
                 break;
             }
@@ -534,7 +559,11 @@ impl Workload {
         }
         let left = wait_gone(&killed, GONE_TIMEOUT);
         if !left.is_empty() {
-            eprintln!("warning: workload {} pids still present after kill: {}", self.name, describe_pids(&left));
+            eprintln!(
+                "warning: workload {} pids still present after kill: {}",
+                self.name,
+                describe_pids(&left)
+            );
         }
         killed
     }
@@ -591,7 +620,11 @@ impl Drop for Workload {
         self.kill_tree();
         if thread::panicking() || std::env::var_os("STASIS_KEEP").is_some() {
             self.ctl.disable_cleanup(true);
-            eprintln!("kept CTL_DIR of {}: {}", self.name, self.ctl_canon.display());
+            eprintln!(
+                "kept CTL_DIR of {}: {}",
+                self.name,
+                self.ctl_canon.display()
+            );
         }
     }
 }
@@ -602,7 +635,12 @@ impl Drop for Workload {
 /// The `stasis checkpoint` command line.
 pub fn checkpoint_cmd(pid: i32, dir: &Path, extra: &[&str]) -> Command {
     let mut c = Command::new(stasis());
-    c.arg("checkpoint").arg("--pid").arg(pid.to_string()).arg("--dir").arg(dir).args(extra);
+    c.arg("checkpoint")
+        .arg("--pid")
+        .arg(pid.to_string())
+        .arg("--dir")
+        .arg(dir)
+        .args(extra);
     c
 }
 
@@ -644,10 +682,14 @@ pub fn restore(dir: &Path) -> (i32, Output) {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let lines: Vec<&str> = stdout.lines().collect();
     let pid: i32 = match lines.as_slice() {
-        [one] => one.trim().parse().unwrap_or_else(|_| {
-            panic!("stasis restore: stdout is not a pid\n{}", show(&out))
-        }),
-        _ => panic!("stasis restore: stdout must be exactly one line (the pid)\n{}", show(&out)),
+        [one] => one
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("stasis restore: stdout is not a pid\n{}", show(&out))),
+        _ => panic!(
+            "stasis restore: stdout must be exactly one line (the pid)\n{}",
+            show(&out)
+        ),
     };
     r.watch(pid);
     for p in tree_pids(pid) {
@@ -690,7 +732,12 @@ pub fn checkpoint_kill(w: &Workload, dir: &Path) {
     let pids = w.tree_pids();
     let out = checkpoint(w.pid, dir, &[]);
     if !out.status.success() {
-        panic!("{}: stasis checkpoint {} failed\n{}", w.name, w.pid, show(&out));
+        panic!(
+            "{}: stasis checkpoint {} failed\n{}",
+            w.name,
+            w.pid,
+            show(&out)
+        );
     }
     let left = wait_gone(&pids, GONE_TIMEOUT);
     assert!(
@@ -705,9 +752,19 @@ pub fn checkpoint_kill(w: &Workload, dir: &Path) {
 fn checkpoint_leave(w: &Workload, dir: &Path) {
     let out = checkpoint(w.pid, dir, &["--leave-running"]);
     if !out.status.success() {
-        panic!("{}: stasis checkpoint --leave-running {} failed\n{}", w.name, w.pid, show(&out));
+        panic!(
+            "{}: stasis checkpoint --leave-running {} failed\n{}",
+            w.name,
+            w.pid,
+            show(&out)
+        );
     }
-    assert!(pid_alive(w.pid), "{}: root {} is gone after checkpoint --leave-running", w.name, w.pid);
+    assert!(
+        pid_alive(w.pid),
+        "{}: root {} is gone after checkpoint --leave-running",
+        w.name,
+        w.pid
+    );
 }
 
 fn restore_into(w: &mut Workload, dir: &Path) {
