@@ -5,12 +5,12 @@
  * cwd = CTL_DIR (absolute), stdin = /dev/null, stdout/stderr appended to
  * CTL_DIR/out.log.
  *   1. set up state, then wl_ready()   -> CTL_DIR/ready contains "<pid>\n"
- *                                         (written as ready.tmp + rename)
+ *                                         (written as ready.tmp.<pid> + rename)
  *   2. loop working until wl_verify_requested() (CTL_DIR/verify exists);
  *      sleep with wl_sleep_ms() (EINTR tolerant).  The process may be
  *      checkpointed/killed/restored at any point of this loop.
  *   3. verify all state, then wl_report(ok, fmt, ...) -> CTL_DIR/result
- *      contains "PASS\n" or "FAIL: <msg>\n" (result.tmp + rename), and the
+ *      contains "PASS\n" or "FAIL: <msg>\n" (result.tmp.<pid> + rename), and the
  *      process exits 0 (pass) or 1 (fail).
  *   wl_verify_requested() fails the workload after 300 s (CLOCK_MONOTONIC,
  *   measured from wl_init()) without a verify request.
