@@ -17,6 +17,12 @@ const WORKLOADS: &[(&str, &[&str])] = &[
     ("memfd", &[]),
     ("threads", &[]),
     ("multiproc", &[]),
+    ("signals", &[]),
+    ("timers", &[]),
+    ("files", &[]),
+    ("creds", &[]),
+    ("restart", &[]),
+    ("mt_load", &[]),
 ];
 
 /// Each workload passes its own verification when nothing is checkpointed.
@@ -145,4 +151,34 @@ roundtrip_tests!(
     multiproc_kill,
     multiproc_leave_running,
     multiproc_double
+);
+roundtrip_tests!(
+    "signals",
+    &[],
+    signals_kill,
+    signals_leave_running,
+    signals_double
+);
+roundtrip_tests!(
+    "timers",
+    &[],
+    timers_kill,
+    timers_leave_running,
+    timers_double
+);
+roundtrip_tests!("files", &[], files_kill, files_leave_running, files_double);
+roundtrip_tests!("creds", &[], creds_kill, creds_leave_running, creds_double);
+roundtrip_tests!(
+    "restart",
+    &[],
+    restart_kill,
+    restart_leave_running,
+    restart_double
+);
+roundtrip_tests!(
+    "mt_load",
+    &[],
+    mt_load_kill,
+    mt_load_leave_running,
+    mt_load_double
 );

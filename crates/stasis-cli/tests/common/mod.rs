@@ -428,12 +428,15 @@ impl Workload {
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2);
-        // SAFETY: setsid() is async-signal-safe; nothing else runs in the child.
+        // SAFETY: setsid() and close_range() are async-signal-safe; nothing else runs in the
+        // child. Closing fds above 2 keeps whatever the test runner inherited (CI pipes, …) out
+        // of the workload, whose fd table is part of what it verifies.
         unsafe {
             cmd.pre_exec(|| {
                 if libc::setsid() < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
+                libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
                 Ok(())
             });
         }
