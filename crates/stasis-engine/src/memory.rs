@@ -39,8 +39,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 const PAGE: u64 = 4096;
-/// Pages per dump window (1 MiB).
-pub const WINDOW_PAGES: u64 = 256;
+/// Pages per dump window (4 MiB).
+pub const WINDOW_PAGES: u64 = 1024;
 static ZERO_PAGE: [u8; 4096] = [0; 4096];
 
 /// Shared-memory objects seen so far, keyed by (device, inode).
