@@ -162,7 +162,8 @@ pub fn checkpoint(opts: &CheckpointOptions) -> Result<CheckpointStats, Checkpoin
     files.dump_pipes()?;
     step("tasks")?;
 
-    // Memory.
+    // Memory: resident pages first, then swapped ones.
+    jobs.sort_by_key(|j| j.swapped);
     let tm = Instant::now();
     let (runs, bytes) = memory::run_dump_jobs(&jobs, &writer, opts.workers)?;
     for (job, r) in jobs.iter().zip(runs) {

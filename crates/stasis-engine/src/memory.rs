@@ -113,6 +113,8 @@ pub struct DumpJob {
     pages: Vec<u64>,
     readable: bool,
     skip_zero: bool,
+    /// The pages are in swap: read after every resident page.
+    pub swapped: bool,
 }
 
 /// Classify the mappings of one process and plan the page windows to read.
@@ -254,21 +256,30 @@ pub fn dump_layout(
                     as usize
                     - (m.start / PAGE) as usize;
                 let end = win_end_page.min(npages);
-                let pages: Vec<u64> = (w..end)
+                // Resident pages now; swapped pages in jobs of their own that run after all
+                // resident ones (reading them swaps them in).
+                let resident: Vec<u64> = (w..end)
                     .filter(|&i| {
                         let e = PagemapEntry(entries[i]);
-                        (e.present() && !e.file_or_shared()) || e.swapped()
+                        e.present() && !e.file_or_shared()
                     })
                     .map(|i| m.start + i as u64 * PAGE)
                     .collect();
-                if !pages.is_empty() {
-                    jobs.push(DumpJob {
-                        pid,
-                        slot: (proc_idx, vmas.len()),
-                        pages,
-                        readable,
-                        skip_zero: kind == VmaKind::Anon,
-                    });
+                let swapped: Vec<u64> = (w..end)
+                    .filter(|&i| PagemapEntry(entries[i]).swapped())
+                    .map(|i| m.start + i as u64 * PAGE)
+                    .collect();
+                for (pages, swapped) in [(resident, false), (swapped, true)] {
+                    if !pages.is_empty() {
+                        jobs.push(DumpJob {
+                            pid,
+                            slot: (proc_idx, vmas.len()),
+                            pages,
+                            readable,
+                            skip_zero: kind == VmaKind::Anon,
+                            swapped,
+                        });
+                    }
                 }
                 w = end;
             }

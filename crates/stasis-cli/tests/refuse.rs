@@ -1,0 +1,61 @@
+//! Objects the engine does not support yet make `stasis checkpoint` refuse (exit code 3) with
+//! a message naming the pid, the fd and its kind — and the tree keeps running untouched.
+#![cfg(target_os = "linux")]
+
+mod common;
+
+use common::{checkpoint, image_dir, serial, Workload};
+
+fn refuses(kind: &str, words: &[&str]) {
+    let _g = serial();
+    let w = Workload::start("unsupported", &[kind]);
+    let fd: i32 = std::fs::read_to_string(w.ctl_path().join("fd"))
+        .expect("fd file")
+        .trim()
+        .parse()
+        .expect("fd number");
+    let maps_before = std::fs::read_to_string(format!("/proc/{}/maps", w.pid)).unwrap();
+    let img = image_dir("refuse");
+    let out = checkpoint(w.pid, &img.path().join("img"), &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "expected refusal (exit 3), got {:?}: {stderr}",
+        out.status
+    );
+    let pid = format!("pid {}", w.pid);
+    let fdw = format!("fd {fd}");
+    for needle in [pid.as_str(), fdw.as_str()].iter().chain(words) {
+        assert!(
+            stderr.contains(needle),
+            "message lacks {needle:?}: {stderr}"
+        );
+    }
+    assert!(
+        !img.path().join("img/manifest.img").exists(),
+        "a refused checkpoint left a manifest"
+    );
+    let maps_after = std::fs::read_to_string(format!("/proc/{}/maps", w.pid)).unwrap();
+    assert_eq!(
+        maps_before, maps_after,
+        "the refused checkpoint changed the address space"
+    );
+    w.verify()
+        .expect("workload must keep running correctly after a refused checkpoint");
+}
+
+#[test]
+fn refuses_socket() {
+    refuses("socket", &["socket", "not supported"]);
+}
+
+#[test]
+fn refuses_eventfd() {
+    refuses("eventfd", &["eventfd", "not supported"]);
+}
+
+#[test]
+fn refuses_terminal() {
+    refuses("tty", &["terminal"]);
+}

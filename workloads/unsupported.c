@@ -1,0 +1,63 @@
+/*
+ * unsupported: holds one kernel object the engine does not support yet, chosen by argv[2]:
+ * "socket" (a unix socketpair), "eventfd", "tty" (a pseudo-terminal master). A checkpoint must
+ * refuse it with a message naming pid, fd and kind, and leave this process running: on verify
+ * it checks that the object still works (a byte through the socketpair, the eventfd counter)
+ * and that its memory counter kept going.
+ */
+#define _GNU_SOURCE
+#include "common.h"
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+int main(int argc, char **argv)
+{
+    wl_init(argc, argv);
+    const char *kind = argc > 2 ? argv[2] : "socket";
+    int fds[2] = {-1, -1};
+    if (!strcmp(kind, "socket")) {
+        if (socketpair(AF_UNIX, SOCK_STREAM, 0, fds) < 0)
+            wl_fail("socketpair: %m");
+    } else if (!strcmp(kind, "eventfd")) {
+        fds[0] = eventfd(7, 0);
+        if (fds[0] < 0)
+            wl_fail("eventfd: %m");
+    } else if (!strcmp(kind, "tty")) {
+        fds[0] = posix_openpt(O_RDWR | O_NOCTTY);
+        if (fds[0] < 0)
+            wl_fail("posix_openpt: %m");
+    } else {
+        wl_fail("unknown kind %s", kind);
+    }
+    /* Tell the test which fd to expect in the refusal message. */
+    char path[4096];
+    snprintf(path, sizeof path, "%s/fd", wl_ctl_dir());
+    FILE *f = fopen(path, "w");
+    if (!f)
+        wl_fail("fopen fd file: %m");
+    fprintf(f, "%d\n", fds[0]);
+    fclose(f);
+    volatile unsigned long counter = 0;
+    wl_ready();
+    while (!wl_verify_requested()) {
+        counter++;
+        wl_sleep_ms(5);
+    }
+    WL_CHECK(counter > 0, "counter did not move");
+    if (!strcmp(kind, "socket")) {
+        char c = 'x', d = 0;
+        WL_CHECK(write(fds[0], &c, 1) == 1, "socket write: %m");
+        WL_CHECK(read(fds[1], &d, 1) == 1 && d == 'x', "socket read");
+    } else if (!strcmp(kind, "eventfd")) {
+        uint64_t v = 0;
+        WL_CHECK(read(fds[0], &v, 8) == 8 && v == 7, "eventfd count %llu, expected 7", (unsigned long long)v);
+    } else {
+        WL_CHECK(fcntl(fds[0], F_GETFD) >= 0, "pty master closed");
+    }
+    wl_report(1, "ok");
+}
