@@ -197,6 +197,15 @@ pub fn checkpoint(opts: &CheckpointOptions) -> Result<CheckpointStats, Checkpoin
         )
         .map_err(|e| CheckpointError::Image(Box::new(e)))?;
     step("write")?;
+    // Everything is read: with --leave-running the tree may go on while we make the image
+    // durable (it is the same image either way; if the commit fails there is no manifest).
+    let mut frozen = Some(frozen);
+    if opts.leave_running {
+        if let Some(f) = frozen.take() {
+            f.release()?;
+        }
+        stats.frozen_secs = t_frozen.elapsed().as_secs_f64();
+    }
     let labels = vec![
         ("kernel".to_string(), img.kernel_release.clone()),
         (
@@ -212,14 +221,11 @@ pub fn checkpoint(opts: &CheckpointOptions) -> Result<CheckpointStats, Checkpoin
     stats.stored_bytes = cs.chunk_bytes_raw;
     step("commit")?;
 
-    // The image is durable: release or end the tree.
-    if opts.leave_running {
-        frozen.release()?;
-    } else {
-        // Remove the parasite first so nothing of ours can outlive a failed kill.
-        stats.pids_still_busy = frozen.kill(Duration::from_secs(5));
+    // The image is durable: end the tree (unless it already runs on).
+    if let Some(f) = frozen.take() {
+        stats.frozen_secs = t_frozen.elapsed().as_secs_f64();
+        stats.pids_still_busy = f.kill(Duration::from_secs(5));
     }
-    stats.frozen_secs = t_frozen.elapsed().as_secs_f64();
     jrnl.finish();
     stats.total_secs = t0.elapsed().as_secs_f64();
     Ok(stats)
