@@ -169,6 +169,10 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| level.into()),
         )
         .init();
+    if let Err(e) = stasis_engine::failpoint::validate_config() {
+        eprintln!("stasis: error: {e}");
+        return ExitCode::from(2);
+    }
     if let Err(e) = stasis_sys::sys::install_interrupt_handlers() {
         eprintln!("stasis: warning: cannot install signal handlers: {e}");
     }

@@ -219,7 +219,15 @@ pub fn checkpoint(opts: &CheckpointOptions) -> Result<CheckpointStats, Checkpoin
         .map_err(|e| CheckpointError::Image(Box::new(e)))?;
     stats.chunks = cs.chunks;
     stats.stored_bytes = cs.chunk_bytes_raw;
-    step("commit")?;
+    if let Err(e) = step("commit") {
+        // Interrupted (or failed) after the manifest was written: take the image back so a
+        // failed checkpoint never leaves a complete-looking image.
+        let _ = std::fs::remove_file(opts.dir.join(stasis_image::MANIFEST_FILE));
+        if let Ok(d) = std::fs::File::open(&opts.dir) {
+            let _ = d.sync_all();
+        }
+        return Err(e);
+    }
 
     // The image is durable: end the tree (unless it already runs on).
     if let Some(f) = frozen.take() {

@@ -22,6 +22,35 @@ pub fn interrupted() -> bool {
     INTERRUPTED.load(Ordering::SeqCst) || stasis_sys::sys::interrupt_requested()
 }
 
+/// Every step name the engine checks.
+pub const STEPS: &[&str] = &[
+    "seize", "inspect", "parasite", "tasks", "memory", "write", "commit", "validate", "prepare",
+    "root", "mappings", "pages", "state", "detach",
+];
+
+/// Check `STASIS_FAILPOINTS` names only known steps and actions (a typo would otherwise turn a
+/// failure test into a real checkpoint).
+pub fn validate_config() -> Result<(), String> {
+    let Ok(v) = std::env::var("STASIS_FAILPOINTS") else {
+        return Ok(());
+    };
+    for item in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (name, action) = item.split_once('=').unwrap_or((item, "error"));
+        if !STEPS.contains(&name) {
+            return Err(format!(
+                "STASIS_FAILPOINTS: unknown step {name:?} (known: {})",
+                STEPS.join(", ")
+            ));
+        }
+        if action != "error" && action != "pause" {
+            return Err(format!(
+                "STASIS_FAILPOINTS: unknown action {action:?} for {name} (error or pause)"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Outcome of a step check.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Stop {
@@ -69,6 +98,11 @@ mod tests {
         assert_eq!(configured("b").as_deref(), Some("error"));
         assert_eq!(configured("c"), None);
         assert!(check("a").is_err());
+        assert!(validate_config().is_err());
+        std::env::set_var("STASIS_FAILPOINTS", "seize,memory=pause");
+        assert!(validate_config().is_ok());
+        std::env::set_var("STASIS_FAILPOINTS", "memory=later");
+        assert!(validate_config().is_err());
         std::env::remove_var("STASIS_FAILPOINTS");
     }
 }

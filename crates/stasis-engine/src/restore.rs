@@ -310,6 +310,10 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreStats, RestoreError> {
             None,
         ));
     }
+    // Every chunk is checked before any task exists: a corrupt image changes nothing.
+    reader
+        .verify_all()
+        .map_err(|e| bad(&opts.dir, "image verification failed", Some(Box::new(e))))?;
     wait_pids_free(&img, opts.pid_wait)?;
     step("validate")?;
     let mut opened = Opened::prepare(&img, &reader, opts.inherit.clone())?;

@@ -116,11 +116,10 @@ pub fn lseek(fd: RawFd, off: i64, whence: i32) -> io::Result<i64> {
 pub fn set_affinity(tid: i32, cpus: &[usize]) -> io::Result<Vec<usize>> {
     // SAFETY: cpu_set_t is plain data; all-zero is valid.
     let mut old: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    let size = std::mem::size_of::<libc::cpu_set_t>();
     // SAFETY: the kernel writes at most sizeof(cpu_set_t) bytes into `old`.
-    check(
-        unsafe { libc::sched_getaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &mut old) }
-            as libc::c_long,
-    )?;
+    let r = unsafe { libc::sched_getaffinity(tid, size, &mut old) };
+    check(r as libc::c_long)?;
     let mut prev = Vec::new();
     for c in 0..libc::CPU_SETSIZE as usize {
         // SAFETY: c < CPU_SETSIZE.
@@ -135,10 +134,8 @@ pub fn set_affinity(tid: i32, cpus: &[usize]) -> io::Result<Vec<usize>> {
         unsafe { libc::CPU_SET(c, &mut set) };
     }
     // SAFETY: `set` is a valid cpu_set_t.
-    check(
-        unsafe { libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set) }
-            as libc::c_long,
-    )?;
+    let r = unsafe { libc::sched_setaffinity(tid, size, &set) };
+    check(r as libc::c_long)?;
     Ok(prev)
 }
 

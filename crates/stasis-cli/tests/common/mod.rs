@@ -279,9 +279,15 @@ pub fn run_cmd(cmd: &mut Command) -> Output {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    // Hold the exclusion lock across spawn so the zombie sweep cannot reap a command that
+    // exits at once before its pid is excluded.
+    let child = {
+        let mut ex = lock(&r.excluded);
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+        ex.insert(child.id() as i32);
+        child
+    };
     let pid = child.id() as i32;
-    lock(&r.excluded).insert(pid);
     let out = child.wait_with_output();
     lock(&r.excluded).remove(&pid);
     out.unwrap_or_else(|e| panic!("wait for {cmd:?}: {e}"))
@@ -837,4 +843,602 @@ pub fn standalone(name: &str, args: &[&str]) -> Result<(), String> {
     let w = Workload::start(name, args);
     thread::sleep(SETTLE);
     w.verify()
+}
+
+// ---------------------------------------------------------------------------
+// programs that are not workloads/*.c (added for tests/programs.rs)
+
+/// Make the reaper also reap zombie children of ours whose comm is `comm`
+/// (e.g. the `sleep` children of a killed shell script).
+pub fn reap_comm(comm: &str) {
+    reaper().add_name(comm);
+}
+
+impl Workload {
+    /// Start any program under the workload protocol:
+    /// `PROGRAM PRE_ARGS... CTL_DIR POST_ARGS...`, in a new session (setsid),
+    /// cwd = CTL_DIR, stdin /dev/null, fds above 2 closed. stdout/stderr are
+    /// the given fds, or CTL_DIR/out.log (appended) when `None`. Waits ≤ 10 s
+    /// for CTL_DIR/ready naming the spawned pid. `name` labels messages and is
+    /// registered with the reaper as a comm; processes of the tree whose exe
+    /// lives in the program's (canonical) directory belong to the workload, as
+    /// does any process whose cwd is CTL_DIR.
+    pub fn start_program(
+        name: &str,
+        program: &Path,
+        pre_args: &[&std::ffi::OsStr],
+        post_args: &[&str],
+        stdout: Option<std::os::fd::OwnedFd>,
+        stderr: Option<std::os::fd::OwnedFd>,
+    ) -> Workload {
+        let r = reaper();
+        r.add_name(name);
+        let exe = fs::canonicalize(program)
+            .unwrap_or_else(|e| panic!("{name}: program {}: {e}", program.display()));
+        for p in [program, exe.as_path()] {
+            if let Some(base) = p.file_name().and_then(|s| s.to_str()) {
+                r.add_name(base);
+            }
+        }
+        let ctl = tempfile::Builder::new()
+            .prefix(&format!("stasis-wl-{name}-"))
+            .tempdir()
+            .expect("create CTL_DIR");
+        let ctl_canon = fs::canonicalize(ctl.path()).expect("canonicalize CTL_DIR");
+        let open_log = || -> Stdio {
+            fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(ctl_canon.join("out.log"))
+                .expect("open out.log")
+                .into()
+        };
+        let out: Stdio = match stdout {
+            Some(fd) => fd.into(),
+            None => open_log(),
+        };
+        let err: Stdio = match stderr {
+            Some(fd) => fd.into(),
+            None => open_log(),
+        };
+        let mut cmd = Command::new(program);
+        cmd.args(pre_args)
+            .arg(&ctl_canon)
+            .args(post_args)
+            .current_dir(&ctl_canon)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err);
+        // SAFETY: setsid() and close_range() are async-signal-safe; nothing else runs in the
+        // child (same as `Workload::start`).
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::setsid() < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+                Ok(())
+            });
+        }
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", program.display()));
+        drop(cmd); // our copies of the child's stdio fds
+        let pid = child.id() as i32;
+        r.watch(pid);
+        drop(child);
+        let w = Workload {
+            ctl,
+            pid,
+            name: name.to_string(),
+            ctl_canon,
+            bin_dir: exe.parent().unwrap_or(Path::new("/")).to_path_buf(),
+        };
+        w.wait_ready(READY_TIMEOUT);
+        w.register_tree();
+        w
+    }
+
+    fn wait_ready(&self, timeout: Duration) {
+        let r = reaper();
+        let (name, pid) = (&self.name, self.pid);
+        let ready = self.ctl_canon.join("ready");
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(s) = read_trim(&ready) {
+                let rp: i32 = s
+                    .parse()
+                    .unwrap_or_else(|_| panic!("{name}: bad ready content {s:?}"));
+                assert_eq!(rp, pid, "{name}: ready names pid {rp}, spawned {pid}");
+                return;
+            }
+            let exited = matches!(r.state(pid), Some(ReapState::Exited(_)));
+            if exited || Instant::now() >= deadline {
+                panic!(
+                    "{name} (pid {pid}) never became ready ({}; reap state {:?}); out.log:\n{}",
+                    if exited { "exited" } else { "timeout" },
+                    r.state(pid),
+                    self.out_log()
+                );
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+/// `stasis restore --dir DIR EXTRA...`, with `setup` applied to the command
+/// first (e.g. a `pre_exec` that places an fd for `--inherit-fd`). Panics
+/// (with stderr) unless it succeeds and prints exactly one line, the pid.
+pub fn restore_with(dir: &Path, extra: &[&str], setup: impl FnOnce(&mut Command)) -> (i32, Output) {
+    let r = reaper();
+    let mut cmd = restore_cmd(dir);
+    cmd.args(extra);
+    setup(&mut cmd);
+    let out = run_cmd(&mut cmd);
+    if !out.status.success() {
+        panic!(
+            "stasis restore {} {extra:?} failed\n{}",
+            dir.display(),
+            show(&out)
+        );
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let pid: i32 = match stdout.lines().collect::<Vec<_>>().as_slice() {
+        [one] => one
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("stasis restore: stdout is not a pid\n{}", show(&out))),
+        _ => panic!(
+            "stasis restore: stdout must be exactly one line (the pid)\n{}",
+            show(&out)
+        ),
+    };
+    r.watch(pid);
+    for p in tree_pids(pid) {
+        r.watch(p);
+    }
+    (pid, out)
+}
+
+/// Format a command's output for a panic message.
+pub fn show_output(out: &Output) -> String {
+    show(out)
+}
+
+// ---------------------------------------------------------------------------
+// helpers added for the safety tests (generic)
+
+/// Send signal `sig` to `pid` (a specific positive pid, never ourselves).
+/// Returns false if kill(2) failed (e.g. the process is gone).
+pub fn send_signal(pid: i32, sig: i32) -> bool {
+    if pid <= 1 || pid == std::process::id() as i32 {
+        return false;
+    }
+    // SAFETY: kill(2) with a specific positive pid.
+    unsafe { libc::kill(pid, sig) == 0 }
+}
+
+/// A command running in the background (stdin /dev/null, stdout and stderr
+/// captured by reader threads).  The reaper leaves its pid alone; it is
+/// waited for only through [`Background::wait`].
+pub struct Background {
+    child: std::process::Child,
+    pid: i32,
+    stdout: std::sync::Arc<Mutex<Vec<u8>>>,
+    stderr: std::sync::Arc<Mutex<Vec<u8>>>,
+    readers: Vec<thread::JoinHandle<()>>,
+}
+
+fn pump(
+    mut src: impl std::io::Read + Send + 'static,
+    dst: std::sync::Arc<Mutex<Vec<u8>>>,
+) -> thread::JoinHandle<()> {
+    thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        loop {
+            match src.read(&mut buf) {
+                Ok(0) => return,
+                Ok(n) => lock(&dst).extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return,
+            }
+        }
+    })
+}
+
+impl Background {
+    /// Start `cmd` in the background.
+    pub fn spawn(cmd: &mut Command) -> Background {
+        let r = reaper();
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        // Hold the exclusion set while spawning, so the zombie sweeper can
+        // never see the child before it is excluded.
+        let mut excluded = lock(&r.excluded);
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+        let pid = child.id() as i32;
+        excluded.insert(pid);
+        drop(excluded);
+        let stdout = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let stderr = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let readers = vec![
+            pump(child.stdout.take().expect("piped stdout"), stdout.clone()),
+            pump(child.stderr.take().expect("piped stderr"), stderr.clone()),
+        ];
+        Background {
+            child,
+            pid,
+            stdout,
+            stderr,
+            readers,
+        }
+    }
+
+    /// The background process's pid.
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// What it wrote on stderr so far.
+    pub fn stderr_so_far(&self) -> String {
+        String::from_utf8_lossy(&lock(&self.stderr)).into_owned()
+    }
+
+    /// Wait until its stderr contains `needle`.  False on timeout or if the
+    /// process exited first.
+    pub fn wait_stderr(&mut self, needle: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.stderr_so_far().contains(needle) {
+                return true;
+            }
+            if Instant::now() >= deadline || matches!(self.child.try_wait(), Ok(Some(_))) {
+                return self.stderr_so_far().contains(needle);
+            }
+            thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// Wait ≤ `timeout` for it to exit.  On timeout it is SIGKILLed and
+    /// reaped; the second value is then false.
+    pub fn wait(mut self, timeout: Duration) -> (Output, bool) {
+        let deadline = Instant::now() + timeout;
+        let mut in_time = true;
+        let status = loop {
+            match self.child.try_wait() {
+                Ok(Some(st)) => break st,
+                Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(2)),
+                Ok(None) => {
+                    in_time = false;
+                    let _ = self.child.kill();
+                    break self.child.wait().expect("wait for killed child");
+                }
+                Err(e) => panic!("wait for pid {}: {e}", self.pid),
+            }
+        };
+        lock(&reaper().excluded).remove(&self.pid);
+        for r in self.readers.drain(..) {
+            let _ = r.join();
+        }
+        let out = Output {
+            status,
+            stdout: std::mem::take(&mut *lock(&self.stdout)),
+            stderr: std::mem::take(&mut *lock(&self.stderr)),
+        };
+        (out, in_time)
+    }
+}
+
+/// Format a command's output for assertion messages.
+pub fn describe_output(out: &Output) -> String {
+    show(out)
+}
+
+/// One process/thread creation seen by [`ForkWatch`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ForkEvent {
+    pub parent_pid: i32,
+    pub parent_tgid: i32,
+    pub child_pid: i32,
+    pub child_tgid: i32,
+}
+
+/// Watches every process and thread creation on the machine through the
+/// kernel's process-events connector (netlink, CONFIG_PROC_EVENTS; needs
+/// root in the initial namespaces).  Events are queued by the kernel at
+/// fork time, so everything created before [`ForkWatch::stop`] is seen.
+pub struct ForkWatch {
+    fd: std::os::fd::OwnedFd,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    reader: Option<thread::JoinHandle<(Vec<ForkEvent>, bool)>>,
+}
+
+const NETLINK_CONNECTOR: i32 = 11;
+const CN_IDX_PROC: u32 = 1;
+const CN_VAL_PROC: u32 = 1;
+const PROC_CN_MCAST_LISTEN: u32 = 1;
+const PROC_CN_MCAST_IGNORE: u32 = 2;
+const PROC_EVENT_FORK: u32 = 1;
+
+#[repr(C)]
+struct SockaddrNl {
+    nl_family: u16,
+    nl_pad: u16,
+    nl_pid: u32,
+    nl_groups: u32,
+}
+
+fn cn_proc_ctl(fd: i32, op: u32) -> std::io::Result<()> {
+    // nlmsghdr (16) + cn_msg (20) + op (4)
+    let mut msg = Vec::with_capacity(40);
+    msg.extend_from_slice(&40u32.to_ne_bytes()); // nlmsg_len
+    msg.extend_from_slice(&(libc::NLMSG_DONE as u16).to_ne_bytes()); // nlmsg_type
+    msg.extend_from_slice(&0u16.to_ne_bytes()); // nlmsg_flags
+    msg.extend_from_slice(&0u32.to_ne_bytes()); // nlmsg_seq
+    msg.extend_from_slice(&0u32.to_ne_bytes()); // nlmsg_pid
+    msg.extend_from_slice(&CN_IDX_PROC.to_ne_bytes());
+    msg.extend_from_slice(&CN_VAL_PROC.to_ne_bytes());
+    msg.extend_from_slice(&0u32.to_ne_bytes()); // seq
+    msg.extend_from_slice(&0u32.to_ne_bytes()); // ack
+    msg.extend_from_slice(&4u16.to_ne_bytes()); // len
+    msg.extend_from_slice(&0u16.to_ne_bytes()); // flags
+    msg.extend_from_slice(&op.to_ne_bytes());
+    // SAFETY: send(2) of a fully initialised buffer of msg.len() bytes.
+    let n = unsafe { libc::send(fd, msg.as_ptr().cast(), msg.len(), 0) };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+impl ForkWatch {
+    /// Start listening; panics if the connector is unavailable.
+    pub fn start() -> ForkWatch {
+        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+        // SAFETY: socket(2) with constant arguments; the result is checked.
+        let raw = unsafe {
+            libc::socket(
+                libc::AF_NETLINK,
+                libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+                NETLINK_CONNECTOR,
+            )
+        };
+        assert!(
+            raw >= 0,
+            "ForkWatch: socket(AF_NETLINK, NETLINK_CONNECTOR): {}",
+            std::io::Error::last_os_error()
+        );
+        // SAFETY: raw is a fresh fd we own.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let big: libc::c_int = 16 << 20;
+        // SAFETY: setsockopt with a pointer to a c_int and its size.
+        unsafe {
+            libc::setsockopt(
+                raw,
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUFFORCE,
+                (&big as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+        let tv = libc::timeval {
+            tv_sec: 0,
+            tv_usec: 20_000,
+        };
+        // SAFETY: setsockopt with a pointer to a timeval and its size.
+        unsafe {
+            libc::setsockopt(
+                raw,
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                (&tv as *const libc::timeval).cast(),
+                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            );
+        }
+        let sa = SockaddrNl {
+            nl_family: libc::AF_NETLINK as u16,
+            nl_pad: 0,
+            nl_pid: 0,
+            nl_groups: CN_IDX_PROC,
+        };
+        // SAFETY: bind(2) with a pointer to a sockaddr_nl-shaped struct and its size.
+        let r = unsafe {
+            libc::bind(
+                raw,
+                (&sa as *const SockaddrNl).cast(),
+                std::mem::size_of::<SockaddrNl>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(
+            r,
+            0,
+            "ForkWatch: bind to the proc connector: {}",
+            std::io::Error::last_os_error()
+        );
+        cn_proc_ctl(raw, PROC_CN_MCAST_LISTEN)
+            .unwrap_or_else(|e| panic!("ForkWatch: PROC_CN_MCAST_LISTEN: {e}"));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let rfd = fd.as_raw_fd();
+        let reader = thread::spawn(move || {
+            let mut events = Vec::new();
+            let mut lost = false;
+            let mut buf = [0u8; 8192];
+            loop {
+                // SAFETY: recv(2) into a buffer of buf.len() bytes; the fd stays open until
+                // this thread has been joined.
+                let n = unsafe { libc::recv(rfd, buf.as_mut_ptr().cast(), buf.len(), 0) };
+                if n < 0 {
+                    let e = std::io::Error::last_os_error();
+                    match e.raw_os_error() {
+                        Some(libc::EAGAIN) | Some(libc::EINTR) => {
+                            if stop2.load(Ordering::SeqCst) {
+                                return (events, lost);
+                            }
+                            continue;
+                        }
+                        Some(libc::ENOBUFS) => {
+                            lost = true;
+                            continue;
+                        }
+                        _ => return (events, true),
+                    }
+                }
+                let n = n as usize;
+                let rd = |off: usize| -> Option<u32> {
+                    buf.get(off..off + 4)
+                        .map(|b| u32::from_ne_bytes(b.try_into().unwrap()))
+                };
+                // nlmsghdr (16) + cn_msg (20) + proc_event { what, cpu, timestamp (u64),
+                // event_data @16 }
+                if n >= 68 && rd(36) == Some(PROC_EVENT_FORK) {
+                    events.push(ForkEvent {
+                        parent_pid: rd(52).unwrap() as i32,
+                        parent_tgid: rd(56).unwrap() as i32,
+                        child_pid: rd(60).unwrap() as i32,
+                        child_tgid: rd(64).unwrap() as i32,
+                    });
+                }
+            }
+        });
+        ForkWatch {
+            fd,
+            stop,
+            reader: Some(reader),
+        }
+    }
+
+    /// Stop listening; returns every creation seen.  Panics if the kernel
+    /// dropped events (the socket buffer overflowed).
+    pub fn stop(mut self) -> Vec<ForkEvent> {
+        use std::os::fd::AsRawFd;
+        self.stop.store(true, Ordering::SeqCst);
+        let (events, lost) = self
+            .reader
+            .take()
+            .expect("reader")
+            .join()
+            .expect("ForkWatch reader panicked");
+        let _ = cn_proc_ctl(self.fd.as_raw_fd(), PROC_CN_MCAST_IGNORE);
+        assert!(!lost, "ForkWatch: the kernel dropped process events");
+        events
+    }
+}
+
+impl Drop for ForkWatch {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+    }
+}
+
+/// Every file and directory under `root` (relative path → None for a
+/// directory, Some(content) for a file), for before/after comparisons.
+pub fn snapshot_tree(root: &Path) -> std::collections::BTreeMap<PathBuf, Option<Vec<u8>>> {
+    fn walk(
+        root: &Path,
+        dir: &Path,
+        out: &mut std::collections::BTreeMap<PathBuf, Option<Vec<u8>>>,
+    ) {
+        let rd = fs::read_dir(dir).unwrap_or_else(|e| panic!("read_dir {}: {e}", dir.display()));
+        for e in rd {
+            let e = e.unwrap_or_else(|e| panic!("read_dir {}: {e}", dir.display()));
+            let p = e.path();
+            let rel = p.strip_prefix(root).expect("under root").to_path_buf();
+            let ft = e.file_type().expect("file type");
+            if ft.is_dir() {
+                out.insert(rel, None);
+                walk(root, &p, out);
+            } else {
+                let bytes = fs::read(&p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()));
+                out.insert(rel, Some(bytes));
+            }
+        }
+    }
+    let mut out = std::collections::BTreeMap::new();
+    walk(root, root, &mut out);
+    out
+}
+
+/// Differences between two [`snapshot_tree`]s, one line each (empty: equal).
+pub fn diff_trees(
+    before: &std::collections::BTreeMap<PathBuf, Option<Vec<u8>>>,
+    after: &std::collections::BTreeMap<PathBuf, Option<Vec<u8>>>,
+) -> Vec<String> {
+    let size = |v: &Option<Vec<u8>>| match v {
+        None => "dir".to_string(),
+        Some(b) => format!("{} bytes", b.len()),
+    };
+    let mut d = Vec::new();
+    for (k, v) in before {
+        match after.get(k) {
+            None => d.push(format!("removed: {} ({})", k.display(), size(v))),
+            Some(w) if w != v => d.push(format!(
+                "changed: {} ({} -> {})",
+                k.display(),
+                size(v),
+                size(w)
+            )),
+            _ => {}
+        }
+    }
+    for (k, v) in after {
+        if !before.contains_key(k) {
+            d.push(format!("added: {} ({})", k.display(), size(v)));
+        }
+    }
+    d
+}
+
+/// Copy a directory tree (regular files and directories only).
+pub fn copy_tree(src: &Path, dst: &Path) {
+    fs::create_dir_all(dst).unwrap_or_else(|e| panic!("mkdir {}: {e}", dst.display()));
+    for e in fs::read_dir(src).unwrap_or_else(|e| panic!("read_dir {}: {e}", src.display())) {
+        let e = e.expect("dir entry");
+        let to = dst.join(e.file_name());
+        if e.file_type().expect("file type").is_dir() {
+            copy_tree(&e.path(), &to);
+        } else {
+            fs::copy(e.path(), &to).unwrap_or_else(|err| {
+                panic!("copy {} -> {}: {err}", e.path().display(), to.display())
+            });
+        }
+    }
+}
+
+static AT_EXIT_REMOVE: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+extern "C" fn remove_registered_paths() {
+    for p in lock(&AT_EXIT_REMOVE).drain(..) {
+        let _ = fs::remove_dir_all(&p);
+    }
+}
+
+/// Remove directory `path` (recursively) when the test process exits: for
+/// fixtures kept in statics, which are never dropped.  Honours STASIS_KEEP.
+pub fn remove_at_exit(path: &Path) {
+    if std::env::var_os("STASIS_KEEP").is_some() {
+        eprintln!("keeping {}", path.display());
+        return;
+    }
+    static REGISTER: std::sync::Once = std::sync::Once::new();
+    // SAFETY: atexit(3) with an extern "C" function that never unwinds (it ignores errors).
+    REGISTER.call_once(|| unsafe {
+        libc::atexit(remove_registered_paths);
+    });
+    lock(&AT_EXIT_REMOVE).push(path.to_path_buf());
+}
+
+/// Like [`run_cmd`], but without its race: `run_cmd` excludes the child's
+/// pid from the reaper only after `spawn` returns, so a child that exits
+/// at once (e.g. `stasis inspect`) can be reaped by the zombie sweep first
+/// and the wait then fails with ECHILD.  Here the pid is excluded while
+/// the reaper is locked out.
+pub fn run_cmd_reliably(cmd: &mut Command) -> Output {
+    let (out, in_time) = Background::spawn(cmd).wait(Duration::from_secs(600));
+    assert!(in_time, "{cmd:?} did not finish within 600 s (killed)");
+    out
 }
