@@ -767,9 +767,11 @@ pub fn fill_pages(reader: &ImageReader, jobs: &[FillJob], workers: usize) -> Res
                             .as_slice()
                             .try_into()
                             .map_err(|_| Failure::msg(*pid, "bad chunk id in image"))?;
-                        reader.read_chunk_into(&id, &mut buf).ctx(*pid, || {
-                            format!("reading chunk {}", stasis_image::chunk_hex(&id))
-                        })?;
+                        reader
+                            .read_chunk_into_verified(&id, &mut buf)
+                            .ctx(*pid, || {
+                                format!("reading chunk {}", stasis_image::chunk_hex(&id))
+                            })?;
                         let mut ranges = Vec::with_capacity(runs.len());
                         let mut local: Vec<&[u8]> = Vec::new();
                         for run in runs {
@@ -845,7 +847,7 @@ pub fn fill_file(
             .as_slice()
             .try_into()
             .map_err(|_| Failure::msg(0, "bad chunk id in image"))?;
-        reader.read_chunk_into(&id, &mut buf).ctx(0, || {
+        reader.read_chunk_into_verified(&id, &mut buf).ctx(0, || {
             format!("reading chunk {}", stasis_image::chunk_hex(&id))
         })?;
         let off = run.chunk_offset as usize;

@@ -151,6 +151,18 @@ pub(crate) fn read_chunk_file(
     expected_raw: u64,
     buf: &mut Vec<u8>,
 ) -> Result<u64, ReadError> {
+    read_chunk_file_with(path, id, expected_raw, buf, true)
+}
+
+/// Like [`read_chunk_file`]; `hash = false` skips only the blake3 comparison (every structural
+/// check still runs), for callers that verified the chunk moments ago.
+pub(crate) fn read_chunk_file_with(
+    path: &Path,
+    id: &ChunkId,
+    expected_raw: u64,
+    buf: &mut Vec<u8>,
+    hash: bool,
+) -> Result<u64, ReadError> {
     let hex = || chunk_hex(id);
     let io_err = |source: io::Error| ReadError::Io {
         path: path.to_owned(),
@@ -277,7 +289,7 @@ pub(crate) fn read_chunk_file(
             Ok(())
         })?;
     }
-    if blake3::hash(buf).as_bytes() != id {
+    if hash && blake3::hash(buf).as_bytes() != id {
         return Err(ReadError::ChunkChecksum {
             id: hex(),
             path: path.to_owned(),

@@ -1010,6 +1010,24 @@ impl ImageReader {
         self.read_chunk_stored(id, buf).map(|_| ())
     }
 
+    /// Like [`ImageReader::read_chunk_into`] but without recomputing the blake3 hash (the
+    /// header, lengths and codec are still checked). Only for chunks that
+    /// [`ImageReader::verify_all`] checked during this same operation: restore verifies the
+    /// whole image before it creates any task, then reads every chunk once more to fill
+    /// memory.
+    pub fn read_chunk_into_verified(
+        &self,
+        id: &ChunkId,
+        buf: &mut Vec<u8>,
+    ) -> Result<(), ReadError> {
+        let raw_len = *self
+            .chunks
+            .get(id)
+            .ok_or_else(|| ReadError::UnknownChunk { id: chunk_hex(id) })?;
+        crate::chunk::read_chunk_file_with(&chunk_path(&self.dir, id), id, raw_len, buf, false)
+            .map(|_| ())
+    }
+
     fn read_chunk_stored(&self, id: &ChunkId, buf: &mut Vec<u8>) -> Result<u64, ReadError> {
         let raw_len = *self
             .chunks
