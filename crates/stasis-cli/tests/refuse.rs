@@ -51,8 +51,8 @@ fn refuses_socket() {
 }
 
 #[test]
-fn refuses_eventfd() {
-    refuses("eventfd", &["eventfd", "not supported"]);
+fn refuses_userfaultfd() {
+    refuses("userfaultfd", &["userfaultfd", "not supported"]);
 }
 
 #[test]

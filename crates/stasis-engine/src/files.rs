@@ -100,9 +100,15 @@ impl FileTable {
             if link.starts_with("socket:") {
                 return Err(unsupported("a socket"));
             }
-            if let Some(k) = link.strip_prefix("anon_inode:") {
-                return Err(unsupported(&format!("an anonymous-inode object ({k})")));
-            }
+            let anon_kind = match link.strip_prefix("anon_inode:") {
+                None => None,
+                Some("[eventfd]") => Some(FileKind::Eventfd),
+                Some("[eventpoll]") => Some(FileKind::Epoll),
+                Some("[timerfd]") => Some(FileKind::Timerfd),
+                Some("[signalfd]") => Some(FileKind::Signalfd),
+                Some("inotify") => Some(FileKind::Inotify),
+                Some(k) => return Err(unsupported(&format!("an anonymous-inode object ({k})"))),
+            };
             let proc_path = format!("/proc/{pid}/fd/{fd}");
             let md =
                 std::fs::metadata(&proc_path).ctx(pid, || format!("fd {fd} ({link}): stat"))?;
@@ -145,10 +151,29 @@ impl FileTable {
                             size: md.size(),
                             mtime_ns: md.mtime() * 1_000_000_000 + md.mtime_nsec(),
                         }),
+                        ..Default::default()
                     };
                     let ft = md.file_type();
                     let acc = flags & libc::O_ACCMODE as u32;
-                    if link.starts_with("pipe:") || ft.is_fifo() {
+                    if let Some(kind) = anon_kind {
+                        fo.kind = kind as i32;
+                        fo.file_id = None;
+                        match kind {
+                            FileKind::Eventfd => {
+                                fo.eventfd = Some(crate::events::dump_eventfd(pid, fd, &info)?)
+                            }
+                            FileKind::Epoll => {
+                                fo.epoll = Some(crate::events::dump_epoll(pid, fd, &info)?)
+                            }
+                            FileKind::Timerfd => {
+                                fo.timerfd = Some(crate::events::dump_timerfd(pid, fd, &info)?)
+                            }
+                            FileKind::Signalfd => {
+                                fo.signalfd = Some(crate::events::dump_signalfd(pid, fd, &info)?)
+                            }
+                            _ => fo.inotify = Some(crate::events::dump_inotify(pid, fd, &info)?),
+                        }
+                    } else if link.starts_with("pipe:") || ft.is_fifo() {
                         let fifo = if link.starts_with("pipe:") {
                             ""
                         } else {
@@ -428,6 +453,11 @@ impl Opened {
                 FileKind::Fifo => open_with(&f.path, f.flags | libc::O_NONBLOCK as u32)
                     .ctx(0, what)?
                     .into(),
+                FileKind::Eventfd
+                | FileKind::Epoll
+                | FileKind::Timerfd
+                | FileKind::Signalfd
+                | FileKind::Inotify => crate::events::create(f, kind)?,
                 FileKind::Memfd => {
                     let s = o
                         .shmem

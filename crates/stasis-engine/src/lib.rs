@@ -9,6 +9,7 @@
 //! - [`freeze`]: seizing a tree and putting it back (the guard of every checkpoint).
 //! - [`memory`]: mappings, pages and shared memory objects — dump and restore side by side.
 //! - [`files`]: fd tables, open file descriptions, pipes and FIFOs.
+//! - [`events`]: eventfd, epoll, timerfd, signalfd, inotify.
 //! - [`task`]: registers, threads, signals, timers, credentials, limits.
 //! - [`remote`]: syscall injection with a scratch area in the tracee.
 //! - [`journal`]: recovery after a killed checkpoint.
@@ -17,6 +18,7 @@
 
 pub mod checkpoint;
 pub mod error;
+pub mod events;
 pub mod failpoint;
 pub mod files;
 pub mod freeze;

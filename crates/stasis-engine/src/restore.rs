@@ -497,6 +497,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreStats, RestoreError> {
             )?;
         }
         opened.restore_fds(r, p)?;
+        crate::events::restore_epoll_items(r, p, &img)?;
         task::restore_process_misc(r, p)?;
         task::restore_sigactions(r, p)?;
         opened.finish(r)?;

@@ -380,3 +380,111 @@ pub fn install_interrupt_handlers() -> io::Result<()> {
 pub fn interrupt_requested() -> bool {
     INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst)
 }
+
+fn fd_result(r: libc::c_int) -> io::Result<OwnedFd> {
+    let r = check(r as libc::c_long)?;
+    Ok(owned_fd(r as RawFd))
+}
+
+/// `eventfd(count, flags)`; the counter may exceed u32 (set with a write after creation).
+pub fn eventfd(count: u64, flags: i32) -> io::Result<OwnedFd> {
+    // SAFETY: integer arguments.
+    let fd = fd_result(unsafe { libc::eventfd(0, flags | libc::EFD_CLOEXEC) })?;
+    if count > 0 {
+        let b = count.to_ne_bytes();
+        // SAFETY: writes 8 bytes from a local array.
+        let n = unsafe { libc::write(fd.as_raw_fd(), b.as_ptr().cast(), 8) };
+        check(n as libc::c_long)?;
+    }
+    Ok(fd)
+}
+
+/// `timerfd_create(clock, flags)`.
+pub fn timerfd_create(clock: i32, flags: i32) -> io::Result<OwnedFd> {
+    // SAFETY: integer arguments.
+    fd_result(unsafe { libc::timerfd_create(clock, flags | libc::TFD_CLOEXEC) })
+}
+
+/// `timerfd_settime(fd, flags, {interval, value})`, times in nanoseconds.
+pub fn timerfd_settime(fd: RawFd, flags: i32, interval_ns: u64, value_ns: u64) -> io::Result<()> {
+    let ts = |ns: u64| libc::timespec {
+        tv_sec: (ns / 1_000_000_000) as libc::time_t,
+        tv_nsec: (ns % 1_000_000_000) as libc::c_long,
+    };
+    let spec = libc::itimerspec {
+        it_interval: ts(interval_ns),
+        it_value: ts(value_ns),
+    };
+    // SAFETY: `spec` is a valid itimerspec; the old value is not requested.
+    let r = unsafe { libc::timerfd_settime(fd, flags, &spec, std::ptr::null_mut()) };
+    check(r as libc::c_long).map(|_| ())
+}
+
+/// `ioctl(TFD_IOC_SET_TICKS)`: set the number of unread expirations of a timerfd.
+pub fn timerfd_set_ticks(fd: RawFd, ticks: u64) -> io::Result<()> {
+    const TFD_IOC_SET_TICKS: libc::c_ulong = 0x4008_5400;
+    // SAFETY: the ioctl reads one u64 from a local.
+    let r = unsafe { libc::ioctl(fd, TFD_IOC_SET_TICKS, &ticks as *const u64) };
+    check(r as libc::c_long).map(|_| ())
+}
+
+/// `signalfd(-1, mask, flags)`; bit n-1 of `mask` is signal n.
+pub fn signalfd(mask: u64, flags: i32) -> io::Result<OwnedFd> {
+    // SAFETY: sigset_t is plain data; we fill it through sigaddset.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    for sig in 1..=64 {
+        if mask & (1u64 << (sig - 1)) != 0 {
+            // SAFETY: `set` is a valid sigset_t and sig is in range.
+            unsafe { libc::sigaddset(&mut set, sig) };
+        }
+    }
+    // SAFETY: `set` is initialised.
+    fd_result(unsafe { libc::signalfd(-1, &set, flags | libc::SFD_CLOEXEC) })
+}
+
+/// `inotify_init1(flags)`.
+pub fn inotify_init(flags: i32) -> io::Result<OwnedFd> {
+    // SAFETY: integer argument.
+    fd_result(unsafe { libc::inotify_init1(flags | libc::IN_CLOEXEC) })
+}
+
+/// `inotify_add_watch(fd, path, mask)`: the watch descriptor.
+pub fn inotify_add_watch(fd: RawFd, path: &str, mask: u32) -> io::Result<i32> {
+    let c = CString::new(path).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: `c` is NUL-terminated and lives across the call.
+    let r = unsafe { libc::inotify_add_watch(fd, c.as_ptr(), mask) };
+    check(r as libc::c_long).map(|v| v as i32)
+}
+
+/// `inotify_rm_watch(fd, wd)`.
+pub fn inotify_rm_watch(fd: RawFd, wd: i32) -> io::Result<()> {
+    // SAFETY: integer arguments.
+    let r = unsafe { libc::inotify_rm_watch(fd, wd) };
+    check(r as libc::c_long).map(|_| ())
+}
+
+/// `epoll_create1(flags)`.
+pub fn epoll_create(flags: i32) -> io::Result<OwnedFd> {
+    // SAFETY: integer argument.
+    fd_result(unsafe { libc::epoll_create1(flags | libc::EPOLL_CLOEXEC) })
+}
+
+/// Open the object a file handle (from inotify or fanotify fdinfo) refers to, as `O_PATH`.
+/// Needs CAP_DAC_READ_SEARCH.
+pub fn open_by_handle(mount_fd: RawFd, handle_type: i32, handle: &[u8]) -> io::Result<OwnedFd> {
+    // struct file_handle { u32 handle_bytes; int handle_type; unsigned char f_handle[]; }
+    let mut buf = vec![0u8; 8 + handle.len()];
+    buf[0..4].copy_from_slice(&(handle.len() as u32).to_ne_bytes());
+    buf[4..8].copy_from_slice(&handle_type.to_ne_bytes());
+    buf[8..].copy_from_slice(handle);
+    // SAFETY: `buf` holds a complete struct file_handle of the declared size.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_open_by_handle_at,
+            mount_fd,
+            buf.as_mut_ptr(),
+            libc::O_PATH | libc::O_CLOEXEC,
+        )
+    };
+    Ok(owned_fd(check(r)? as RawFd))
+}

@@ -1,0 +1,333 @@
+//! Event objects: eventfd, epoll, timerfd, signalfd, inotify.
+//!
+//! All of them are anonymous-inode files whose state the kernel prints in
+//! `/proc/PID/fdinfo/FD`:
+//! - eventfd: `eventfd-count`, `eventfd-semaphore`;
+//! - epoll: one `tfd: N events: X data: Y` line per registration (N is the fd number in the
+//!   registering process);
+//! - timerfd: `clockid`, `ticks` (unread expirations), `settime flags`, `it_value` (time left)
+//!   and `it_interval`;
+//! - signalfd: `sigmask`;
+//! - inotify: one `inotify wd:… mask:… fhandle-type:… f_handle:…` line per watch; the watched
+//!   object is found again with `open_by_handle_at` on its filesystem, which gives its path.
+//!
+//! Restore: the restorer creates each object (eventfd with its count and mode, timerfd armed
+//! with the time that was left and its unread ticks via `TFD_IOC_SET_TICKS`, signalfd with its
+//! mask, inotify with the same watch descriptors — dummy watches fill gaps in the numbering and
+//! are removed again) and hands it to the tasks like any file. Epoll registrations name fds of
+//! the task, so they are injected (`epoll_ctl(EPOLL_CTL_ADD)`) into the owning task once its fd
+//! table is complete. Not kept: readiness (recomputed by the kernel), queued inotify events.
+
+use crate::error::{Ctx, Failure};
+use crate::remote::Remote;
+use stasis_image::records as rec;
+use stasis_sys::proc::FdInfo;
+use stasis_sys::sys;
+use std::os::fd::{AsRawFd, OwnedFd};
+
+fn hex_u64(s: &str) -> Option<u64> {
+    u64::from_str_radix(s.trim(), 16).ok()
+}
+
+/// eventfd state from fdinfo.
+pub fn dump_eventfd(pid: i32, fd: i32, info: &FdInfo) -> Result<rec::EventfdState, Failure> {
+    let count = info
+        .extra_value("eventfd-count")
+        .and_then(|v| v.trim().parse().ok().or_else(|| hex_u64(v)))
+        .ok_or_else(|| Failure::msg(pid, format!("fd {fd}: eventfd-count missing from fdinfo")))?;
+    let semaphore = info
+        .extra_value("eventfd-semaphore")
+        .map(|v| v.trim() == "1")
+        .unwrap_or(false);
+    Ok(rec::EventfdState { count, semaphore })
+}
+
+/// epoll registrations from fdinfo.
+pub fn dump_epoll(pid: i32, fd: i32, info: &FdInfo) -> Result<rec::EpollState, Failure> {
+    let mut items = Vec::new();
+    for (k, v) in &info.extra {
+        if k != "tfd" {
+            continue;
+        }
+        // value: "6 events:       19 data:              def  pos:0 ino:… sdev:…"
+        let line = format!("tfd: {v}");
+        let mut tfd = None;
+        let mut events = None;
+        let mut data = None;
+        let toks: Vec<&str> = line.split_whitespace().collect();
+        for w in toks.windows(2) {
+            match w[0] {
+                "tfd:" => tfd = w[1].parse::<i32>().ok(),
+                "events:" => events = u32::from_str_radix(w[1], 16).ok(),
+                "data:" => data = hex_u64(w[1]),
+                _ => {}
+            }
+        }
+        match (tfd, events, data) {
+            (Some(tfd), Some(events), Some(data)) => items.push(rec::EpollItem {
+                tfd,
+                events,
+                data,
+                owner_pid: pid,
+            }),
+            _ => {
+                return Err(Failure::msg(
+                    pid,
+                    format!("fd {fd}: cannot parse epoll line {line:?}"),
+                ))
+            }
+        }
+    }
+    Ok(rec::EpollState { items })
+}
+
+fn paren_pair(v: &str) -> Option<(u64, u64)> {
+    let v = v.trim().trim_start_matches('(').trim_end_matches(')');
+    let (a, b) = v.split_once(',')?;
+    Some((a.trim().parse().ok()?, b.trim().parse().ok()?))
+}
+
+/// timerfd state from fdinfo.
+pub fn dump_timerfd(pid: i32, fd: i32, info: &FdInfo) -> Result<rec::TimerfdState, Failure> {
+    let miss =
+        |what: &str| Failure::msg(pid, format!("fd {fd}: timerfd {what} missing from fdinfo"));
+    let clock_id = info
+        .extra_value("clockid")
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| miss("clockid"))?;
+    let ticks = info
+        .extra_value("ticks")
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| miss("ticks"))?;
+    let settime_flags = info
+        .extra_value("settime flags")
+        .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+        .ok_or_else(|| miss("settime flags"))?;
+    let (vs, vn) = info
+        .extra_value("it_value")
+        .and_then(paren_pair)
+        .ok_or_else(|| miss("it_value"))?;
+    let (is, inn) = info
+        .extra_value("it_interval")
+        .and_then(paren_pair)
+        .ok_or_else(|| miss("it_interval"))?;
+    Ok(rec::TimerfdState {
+        clock_id,
+        settime_flags,
+        value_ns: vs * 1_000_000_000 + vn,
+        interval_ns: is * 1_000_000_000 + inn,
+        ticks,
+    })
+}
+
+/// signalfd mask from fdinfo.
+pub fn dump_signalfd(pid: i32, fd: i32, info: &FdInfo) -> Result<rec::SignalfdState, Failure> {
+    let mask = info
+        .extra_value("sigmask")
+        .and_then(hex_u64)
+        .ok_or_else(|| {
+            Failure::msg(
+                pid,
+                format!("fd {fd}: signalfd sigmask missing from fdinfo"),
+            )
+        })?;
+    Ok(rec::SignalfdState { mask })
+}
+
+/// Mount point of the filesystem with kernel device number `sdev` (as fdinfo prints it:
+/// major << 20 | minor).
+fn mount_for_sdev(sdev: u64) -> Option<String> {
+    let (major, minor) = ((sdev >> 20) as u32, (sdev & 0xfffff) as u32);
+    let mounts = stasis_sys::proc::read_mountinfo(sys::getpid()).ok()?;
+    mounts
+        .iter()
+        .find(|m| m.major == major && m.minor == minor && m.root == "/")
+        .or_else(|| mounts.iter().find(|m| m.major == major && m.minor == minor))
+        .map(|m| m.mount_point.clone())
+}
+
+/// inotify watches from fdinfo, each resolved to a path through its file handle.
+pub fn dump_inotify(pid: i32, fd: i32, info: &FdInfo) -> Result<rec::InotifyState, Failure> {
+    let mut watches = Vec::new();
+    for (k, v) in &info.extra {
+        if k != "inotify wd" {
+            continue;
+        }
+        let line = format!("wd:{v}");
+        let mut f = std::collections::HashMap::new();
+        for tok in line.split_whitespace() {
+            if let Some((a, b)) = tok.split_once(':') {
+                f.insert(a, b);
+            }
+        }
+        let bad = || Failure::msg(pid, format!("fd {fd}: cannot parse inotify line {line:?}"));
+        let wd: i32 = f.get("wd").and_then(|v| v.parse().ok()).ok_or_else(bad)?;
+        let mask = f
+            .get("mask")
+            .and_then(|v| u32::from_str_radix(v, 16).ok())
+            .ok_or_else(bad)?;
+        let sdev = f.get("sdev").and_then(|v| hex_u64(v)).ok_or_else(bad)?;
+        let htype = f
+            .get("fhandle-type")
+            .and_then(|v| i32::from_str_radix(v, 16).ok())
+            .ok_or_else(bad)?;
+        let hex = f.get("f_handle").ok_or_else(bad)?;
+        let handle: Vec<u8> = (0..hex.len() / 2)
+            .filter_map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok())
+            .collect();
+        let mnt = mount_for_sdev(sdev).ok_or_else(|| {
+            Failure::msg(
+                pid,
+                format!("fd {fd}: inotify watch {wd}: no mount for device {sdev:#x}"),
+            )
+        })?;
+        let mfd = std::fs::File::open(&mnt).ctx(pid, || format!("fd {fd}: opening mount {mnt}"))?;
+        let obj = sys::open_by_handle(mfd.as_raw_fd(), htype, &handle).ctx(pid, || {
+            format!("fd {fd}: inotify watch {wd}: resolving its file handle")
+        })?;
+        let path = sys::readlink(&format!("/proc/self/fd/{}", obj.as_raw_fd()))
+            .ctx(pid, || format!("fd {fd}: inotify watch {wd}: path"))?;
+        if path.ends_with(" (deleted)") {
+            return Err(Failure::msg(
+                pid,
+                format!("fd {fd}: inotify watch {wd} is on a deleted object {path}; not supported"),
+            ));
+        }
+        watches.push(rec::InotifyWatch { wd, mask, path });
+    }
+    watches.sort_by_key(|w| w.wd);
+    Ok(rec::InotifyState { watches })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Restore side.
+
+fn nonblock(flags: u32) -> i32 {
+    if flags & libc::O_NONBLOCK as u32 != 0 {
+        libc::O_NONBLOCK
+    } else {
+        0
+    }
+}
+
+/// Create an eventfd, timerfd, signalfd, inotify or epoll object in the restorer.
+pub fn create(f: &rec::FileObject, kind: rec::FileKind) -> Result<OwnedFd, Failure> {
+    let what = || format!("open file description #{} ({kind:?})", f.id);
+    let missing = || Failure::msg(0, format!("{}: state missing from image", what()));
+    match kind {
+        rec::FileKind::Eventfd => {
+            let s = f.eventfd.as_ref().ok_or_else(missing)?;
+            let mut flags = nonblock(f.flags);
+            if s.semaphore {
+                flags |= libc::EFD_SEMAPHORE;
+            }
+            sys::eventfd(s.count, flags).ctx(0, what)
+        }
+        rec::FileKind::Timerfd => {
+            let s = f.timerfd.as_ref().ok_or_else(missing)?;
+            let fd = sys::timerfd_create(s.clock_id, nonblock(f.flags)).ctx(0, what)?;
+            if s.value_ns != 0 {
+                // The time that was left, relative (an absolute timer keeps its deadline on
+                // the same machine; on another one its clock may differ anyway).
+                sys::timerfd_settime(fd.as_raw_fd(), 0, s.interval_ns, s.value_ns).ctx(0, what)?;
+            }
+            if s.ticks != 0 {
+                sys::timerfd_set_ticks(fd.as_raw_fd(), s.ticks)
+                    .ctx(0, || format!("{}: TFD_IOC_SET_TICKS", what()))?;
+            }
+            Ok(fd)
+        }
+        rec::FileKind::Signalfd => {
+            let s = f.signalfd.as_ref().ok_or_else(missing)?;
+            sys::signalfd(s.mask, nonblock(f.flags)).ctx(0, what)
+        }
+        rec::FileKind::Inotify => {
+            let s = f.inotify.as_ref().ok_or_else(missing)?;
+            let fd = sys::inotify_init(nonblock(f.flags)).ctx(0, what)?;
+            let mut dummies = Vec::new();
+            let scratch = tempdir_for_dummies()?;
+            let mut next_dummy = 0;
+            for w in &s.watches {
+                loop {
+                    let got = sys::inotify_add_watch(fd.as_raw_fd(), &w.path, w.mask)
+                        .ctx(0, || format!("{}: watch {} on {}", what(), w.wd, w.path))?;
+                    if got == w.wd {
+                        break;
+                    }
+                    if got > w.wd {
+                        return Err(Failure::msg(
+                            0,
+                            format!(
+                                "{}: watch {} on {} came back as {got}",
+                                what(),
+                                w.wd,
+                                w.path
+                            ),
+                        ));
+                    }
+                    // A lower number: take it with a dummy watch and try again.
+                    sys::inotify_rm_watch(fd.as_raw_fd(), got).ctx(0, what)?;
+                    while {
+                        let p = scratch.join(format!("d{next_dummy}"));
+                        next_dummy += 1;
+                        std::fs::create_dir(&p).ctx(0, what)?;
+                        let d = sys::inotify_add_watch(
+                            fd.as_raw_fd(),
+                            &p.to_string_lossy(),
+                            libc::IN_DELETE_SELF,
+                        )
+                        .ctx(0, what)?;
+                        dummies.push(d);
+                        d < w.wd - 1
+                    } {}
+                }
+            }
+            for d in dummies {
+                let _ = sys::inotify_rm_watch(fd.as_raw_fd(), d);
+            }
+            let _ = std::fs::remove_dir_all(&scratch);
+            Ok(fd)
+        }
+        rec::FileKind::Epoll => sys::epoll_create(0).ctx(0, what),
+        _ => Err(Failure::msg(0, format!("{}: not an event object", what()))),
+    }
+}
+
+fn tempdir_for_dummies() -> Result<std::path::PathBuf, Failure> {
+    let p = std::env::temp_dir().join(format!("stasis-inotify-{}", sys::getpid()));
+    let _ = std::fs::remove_dir_all(&p);
+    std::fs::create_dir_all(&p).ctx(0, || format!("creating {}", p.display()))?;
+    Ok(p)
+}
+
+/// Register the epoll items owned by process `p` (after its fds are installed).
+pub fn restore_epoll_items(
+    r: &mut Remote,
+    p: &rec::Process,
+    img: &rec::Checkpoint,
+) -> Result<(), Failure> {
+    for fd in &p.fds {
+        let f = &img.files[fd.file_id as usize];
+        let Some(ep) = &f.epoll else { continue };
+        // Register once per epoll object: in the first fd (of the owner process) that holds it.
+        let first = p.fds.iter().find(|x| x.file_id == fd.file_id).map(|x| x.fd);
+        if first != Some(fd.fd) {
+            continue;
+        }
+        for it in ep.items.iter().filter(|it| it.owner_pid == p.pid) {
+            let ev = [
+                it.events.to_le_bytes().to_vec(),
+                it.data.to_le_bytes().to_vec(),
+            ]
+            .concat();
+            // struct epoll_event is packed on x86_64: u32 events + u64 data = 12 bytes.
+            let a = r.put(0, &ev)?;
+            r.call(
+                &format!("epoll fd {}: EPOLL_CTL_ADD of fd {}", fd.fd, it.tfd),
+                libc::SYS_epoll_ctl,
+                &[fd.fd as u64, libc::EPOLL_CTL_ADD as u64, it.tfd as u64, a],
+            )?;
+        }
+    }
+    Ok(())
+}
