@@ -1,8 +1,9 @@
 /*
  * unsupported: holds one kernel object the engine does not support yet, chosen by argv[2]:
- * "socket" (a unix socketpair), "userfaultfd", "tty" (a pseudo-terminal master). A checkpoint must
+ * "socket" (a TCP socket listening on 127.0.0.1), "userfaultfd", "tty" (a pseudo-terminal
+ * master). A checkpoint must
  * refuse it with a message naming pid, fd and kind, and leave this process running: on verify
- * it checks that the object still works (a byte through the socketpair, the fd still open)
+ * it checks that the object still works (the TCP socket still listens, the fd still open)
  * and that its memory counter kept going.
  */
 #define _GNU_SOURCE
@@ -13,6 +14,8 @@
 #include <string.h>
 #include <sys/syscall.h>
 #include <sys/socket.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
 #include <unistd.h>
 
 int main(int argc, char **argv)
@@ -21,8 +24,10 @@ int main(int argc, char **argv)
     const char *kind = argc > 2 ? argv[2] : "socket";
     int fds[2] = {-1, -1};
     if (!strcmp(kind, "socket")) {
-        if (socketpair(AF_UNIX, SOCK_STREAM, 0, fds) < 0)
-            wl_fail("socketpair: %m");
+        struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        fds[0] = socket(AF_INET, SOCK_STREAM, 0);
+        if (fds[0] < 0 || bind(fds[0], (struct sockaddr *)&a, sizeof a) < 0 || listen(fds[0], 4) < 0)
+            wl_fail("tcp socket: %m");
     } else if (!strcmp(kind, "userfaultfd")) {
         fds[0] = syscall(SYS_userfaultfd, O_CLOEXEC);
         if (fds[0] < 0)
@@ -50,9 +55,10 @@ int main(int argc, char **argv)
     }
     WL_CHECK(counter > 0, "counter did not move");
     if (!strcmp(kind, "socket")) {
-        char c = 'x', d = 0;
-        WL_CHECK(write(fds[0], &c, 1) == 1, "socket write: %m");
-        WL_CHECK(read(fds[1], &d, 1) == 1 && d == 'x', "socket read");
+        int v = 0;
+        socklen_t l = sizeof v;
+        WL_CHECK(getsockopt(fds[0], SOL_SOCKET, SO_ACCEPTCONN, &v, &l) == 0 && v == 1,
+                 "TCP socket no longer listening");
     } else if (!strcmp(kind, "userfaultfd")) {
         WL_CHECK(fcntl(fds[0], F_GETFD) >= 0, "userfaultfd closed");
     } else {

@@ -32,6 +32,70 @@ fn file_desc(img: &rec::Checkpoint, f: &rec::FileObject) -> String {
             )
         }
         Ok(FileKind::Memfd) => format!("memfd {}", f.path),
+        Ok(FileKind::UnixSocket) => match &f.unix {
+            Some(u) => {
+                let ty = match u.sock_type {
+                    1 => "stream",
+                    2 => "dgram",
+                    5 => "seqpacket",
+                    _ => "?",
+                };
+                let state = match u.state {
+                    1 => "connected",
+                    10 => "listening",
+                    _ => "unconnected",
+                };
+                let name = if u.name.is_empty() {
+                    String::new()
+                } else if u.name[0] == 0 {
+                    format!(" @{}", String::from_utf8_lossy(&u.name[1..]))
+                } else {
+                    format!(" {}", String::from_utf8_lossy(&u.name))
+                };
+                let queued: usize = u.queue.iter().map(|m| m.data.len()).sum();
+                format!(
+                    "unix {ty} socket:[{}] {state}{name}{}{}{}",
+                    u.ino,
+                    if u.peer_ino != 0 {
+                        format!(" peer socket:[{}]", u.peer_ino)
+                    } else {
+                        String::new()
+                    },
+                    if queued > 0 {
+                        format!(", {queued} bytes in {} message(s) queued", u.queue.len())
+                    } else {
+                        String::new()
+                    },
+                    if u.pending_clients.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", {} pending connection(s)", u.pending_clients.len())
+                    },
+                )
+            }
+            None => "unix socket".into(),
+        },
+        Ok(FileKind::Eventfd) => format!(
+            "eventfd {:?}",
+            f.eventfd.as_ref().map(|e| (e.count, e.semaphore))
+        ),
+        Ok(FileKind::Timerfd) => format!("timerfd {:?}", f.timerfd),
+        Ok(FileKind::Signalfd) => format!(
+            "signalfd mask {:#x}",
+            f.signalfd.as_ref().map(|s| s.mask).unwrap_or(0)
+        ),
+        Ok(FileKind::Epoll) => format!(
+            "epoll with {} registration(s)",
+            f.epoll.as_ref().map(|e| e.items.len()).unwrap_or(0)
+        ),
+        Ok(FileKind::Inotify) => format!(
+            "inotify watches {:?}",
+            f.inotify.as_ref().map(|i| i
+                .watches
+                .iter()
+                .map(|w| (w.wd, w.path.clone()))
+                .collect::<Vec<_>>())
+        ),
         Ok(k) => format!(
             "{k:?} {}{}",
             f.path,

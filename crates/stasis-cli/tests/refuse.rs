@@ -7,13 +7,17 @@ mod common;
 use common::{checkpoint, image_dir, serial, Workload};
 
 fn refuses(kind: &str, words: &[&str]) {
+    refuses_in("unsupported", kind, words)
+}
+
+fn refuses_in(workload: &str, kind: &str, words: &[&str]) {
     let _g = serial();
-    let w = Workload::start("unsupported", &[kind]);
-    let fd: i32 = std::fs::read_to_string(w.ctl_path().join("fd"))
-        .expect("fd file")
-        .trim()
-        .parse()
-        .expect("fd number");
+    let args: Vec<&str> = if kind.is_empty() { vec![] } else { vec![kind] };
+    let w = Workload::start(workload, &args);
+    // The fd number, when the workload says which one it is.
+    let fd: Option<i32> = std::fs::read_to_string(w.ctl_path().join("fd"))
+        .ok()
+        .map(|s| s.trim().parse().expect("fd number"));
     let maps_before = std::fs::read_to_string(format!("/proc/{}/maps", w.pid)).unwrap();
     let img = image_dir("refuse");
     let out = checkpoint(w.pid, &img.path().join("img"), &[]);
@@ -25,7 +29,9 @@ fn refuses(kind: &str, words: &[&str]) {
         out.status
     );
     let pid = format!("pid {}", w.pid);
-    let fdw = format!("fd {fd}");
+    let fdw = fd
+        .map(|fd| format!("fd {fd}"))
+        .unwrap_or_else(|| "fd ".into());
     for needle in [pid.as_str(), fdw.as_str()].iter().chain(words) {
         assert!(
             stderr.contains(needle),
@@ -46,8 +52,14 @@ fn refuses(kind: &str, words: &[&str]) {
 }
 
 #[test]
-fn refuses_socket() {
-    refuses("socket", &["socket", "not supported"]);
+fn refuses_tcp_socket() {
+    refuses("socket", &["network socket", "not supported"]);
+}
+
+/// A unix socket with a file descriptor in flight (SCM_RIGHTS) is refused.
+#[test]
+fn refuses_fds_in_flight() {
+    refuses_in("unix_scm", "", &["SCM_RIGHTS", "not supported"]);
 }
 
 #[test]

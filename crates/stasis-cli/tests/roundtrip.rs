@@ -23,6 +23,7 @@ const WORKLOADS: &[(&str, &[&str])] = &[
     ("creds", &[]),
     ("restart", &[]),
     ("mt_load", &[]),
+    ("unix_sock", &[]),
 ];
 
 /// Each workload passes its own verification when nothing is checkpointed.
@@ -181,4 +182,11 @@ roundtrip_tests!(
     mt_load_kill,
     mt_load_leave_running,
     mt_load_double
+);
+roundtrip_tests!(
+    "unix_sock",
+    &[],
+    unix_sock_kill,
+    unix_sock_leave_running,
+    unix_sock_double
 );

@@ -126,6 +126,7 @@ pub fn checkpoint(opts: &CheckpointOptions) -> Result<CheckpointStats, Checkpoin
         p.shared_pending = task::dump_shared_pending(pid)?;
         procs.push(p);
     }
+    files.finish()?;
     step("inspect")?;
 
     // Parasite: queries only the tasks can answer.

@@ -49,6 +49,10 @@ pub struct FileTable {
     ends: HashMap<u32, (bool, bool)>,
     /// Pipe id → a /proc path to open it for reading its buffer.
     pipe_src: HashMap<u32, String>,
+    /// Unix sockets of the namespace (loaded at the first socket).
+    unix: Option<crate::unix::UnixTable>,
+    /// File object id → first (pid, fd) holding it, for messages.
+    holders: HashMap<u32, (i32, i32)>,
 }
 
 fn is_tty(md: &std::fs::Metadata) -> bool {
@@ -97,8 +101,16 @@ impl FileTable {
                 pid,
                 what: format!("fd {fd} ({link}) is {kind}; not supported yet"),
             };
-            if link.starts_with("socket:") {
-                return Err(unsupported("a socket"));
+            let sock_ino: Option<u64> = link
+                .strip_prefix("socket:[")
+                .and_then(|r| r.trim_end_matches(']').parse().ok());
+            if let Some(ino) = sock_ino {
+                if self.unix.is_none() {
+                    self.unix = Some(crate::unix::UnixTable::load()?);
+                }
+                if !self.unix.as_ref().is_some_and(|t| t.is_unix(ino)) {
+                    return Err(unsupported("a network socket (TCP/UDP/other)"));
+                }
             }
             let anon_kind = match link.strip_prefix("anon_inode:") {
                 None => None,
@@ -155,7 +167,11 @@ impl FileTable {
                     };
                     let ft = md.file_type();
                     let acc = flags & libc::O_ACCMODE as u32;
-                    if let Some(kind) = anon_kind {
+                    if let Some(ino) = sock_ino {
+                        fo.kind = FileKind::UnixSocket as i32;
+                        fo.file_id = None;
+                        fo.unix = Some(self.unix.as_mut().expect("loaded").dump(pid, fd, ino)?);
+                    } else if let Some(kind) = anon_kind {
                         fo.kind = kind as i32;
                         fo.file_id = None;
                         match kind {
@@ -229,6 +245,7 @@ impl FileTable {
                 }
             };
             self.seen.entry(key).or_default().push((pid, fd, file_id));
+            self.holders.entry(file_id).or_insert((pid, fd));
             out.push(rec::Fd {
                 fd,
                 cloexec: info.flags & O_CLOEXEC != 0,
@@ -236,6 +253,14 @@ impl FileTable {
             });
         }
         Ok(out)
+    }
+
+    /// Checks that need every fd table: unix peers must be inside the tree.
+    pub fn finish(&self) -> Result<(), CheckpointError> {
+        if let Some(t) = &self.unix {
+            t.check_peers(&self.files, &self.holders)?;
+        }
+        Ok(())
     }
 
     /// Copy the buffered bytes of every pipe (without consuming them) and mark pipes whose
@@ -386,6 +411,7 @@ impl Opened {
             }
             fifo_holders.insert(p.id, f);
         }
+        let mut unix_fds = crate::unix::create_all(img)?;
         for f in &img.files {
             let kind = FileKind::try_from(f.kind)
                 .map_err(|_| Failure::msg(0, "unknown file kind in image"))?;
@@ -453,6 +479,9 @@ impl Opened {
                 FileKind::Fifo => open_with(&f.path, f.flags | libc::O_NONBLOCK as u32)
                     .ctx(0, what)?
                     .into(),
+                FileKind::UnixSocket => unix_fds.remove(&f.id).ok_or_else(|| {
+                    Failure::msg(0, format!("{}: socket was not recreated", what()))
+                })?,
                 FileKind::Eventfd
                 | FileKind::Epoll
                 | FileKind::Timerfd

@@ -88,17 +88,41 @@ pub fn resume_regs(saved: &Regs, same_task: bool) -> Regs {
     r
 }
 
-fn seize_one(tid: i32) -> Result<Option<SeizedThread>, Failure> {
+fn zombie_error(pid: i32, name: &str, ppid: i32) -> CheckpointError {
+    CheckpointError::Unsupported {
+        pid,
+        what: format!(
+            "process '{name}' is a zombie (exited, not yet reaped by its parent {ppid}); {ZOMBIE_MARK}"
+        ),
+    }
+}
+
+const ZOMBIE_MARK: &str = "zombies are not supported yet";
+
+fn is_zombie_error(e: &CheckpointError) -> bool {
+    matches!(e, CheckpointError::Unsupported { what, .. } if what.ends_with(ZOMBIE_MARK))
+}
+
+fn seize_one(tid: i32) -> Result<Option<SeizedThread>, CheckpointError> {
     match ptrace::seize(tid, ptrace::OPT_TRACESYSGOOD) {
         Ok(()) => {}
         Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Ok(None),
-        Err(e) => return Err(Failure::new(tid, "PTRACE_SEIZE", e)),
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+            // The kernel refuses to attach to a task that has just exited.
+            if let Ok(st) = proc::read_status(tid) {
+                if st.state == 'Z' || st.state == 'X' {
+                    return Err(zombie_error(tid, &st.name, st.ppid));
+                }
+            }
+            return Err(Failure::new(tid, "PTRACE_SEIZE", e).into());
+        }
+        Err(e) => return Err(Failure::new(tid, "PTRACE_SEIZE", e).into()),
     }
     if let Err(e) = ptrace::interrupt(tid) {
         if e.raw_os_error() == Some(libc::ESRCH) {
             return Ok(None);
         }
-        return Err(Failure::new(tid, "PTRACE_INTERRUPT", e));
+        return Err(Failure::new(tid, "PTRACE_INTERRUPT", e).into());
     }
     loop {
         match ptrace::wait(tid) {
@@ -113,7 +137,7 @@ fn seize_one(tid: i32) -> Result<Option<SeizedThread>, Failure> {
                 ptrace::cont(tid, 0).map_err(|e| Failure::new(tid, format!("{other:?}"), e))?;
             }
             Err(e) if e.raw_os_error() == Some(libc::ECHILD) => return Ok(None),
-            Err(e) => return Err(Failure::new(tid, "waitpid", e)),
+            Err(e) => return Err(Failure::new(tid, "waitpid", e).into()),
         }
     }
     let regs = ptrace::get_regs(tid).map_err(|e| Failure::new(tid, "PTRACE_GETREGS", e))?;
@@ -135,12 +159,7 @@ fn refuse_state(pid: i32) -> Result<(), CheckpointError> {
     };
     let unsupported = |what: String| Err(CheckpointError::Unsupported { pid, what });
     match st.state {
-        'Z' => {
-            return unsupported(format!(
-                "process '{}' is a zombie (exited, not yet reaped by its parent {}); zombies are not supported yet",
-                st.name, st.ppid
-            ))
-        }
+        'Z' => return Err(zombie_error(pid, &st.name, st.ppid)),
         'T' => {
             return unsupported(format!(
                 "process '{}' is stopped by job control; continue it (SIGCONT) first",
@@ -166,7 +185,24 @@ fn refuse_state(pid: i32) -> Result<(), CheckpointError> {
 
 impl Frozen {
     /// Seize and stop every thread of the tree rooted at `root`.
+    ///
+    /// A child that exits while its parent is being frozen stays a zombie until the parent runs
+    /// again and reaps it: then the tree is released and frozen again, a few times, before a
+    /// zombie is refused.
     pub fn seize(root: i32) -> Result<Frozen, CheckpointError> {
+        let mut attempt = 0;
+        loop {
+            match Self::seize_once(root) {
+                Err(e) if is_zombie_error(&e) && attempt < 20 => {
+                    attempt += 1;
+                    std::thread::sleep(Duration::from_millis(5 * attempt));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn seize_once(root: i32) -> Result<Frozen, CheckpointError> {
         if !std::path::Path::new(&format!("/proc/{root}")).exists() {
             return Err(CheckpointError::NoSuchProcess(root));
         }

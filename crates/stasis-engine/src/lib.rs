@@ -10,6 +10,7 @@
 //! - [`memory`]: mappings, pages and shared memory objects — dump and restore side by side.
 //! - [`files`]: fd tables, open file descriptions, pipes and FIFOs.
 //! - [`events`]: eventfd, epoll, timerfd, signalfd, inotify.
+//! - [`unix`]: unix-domain sockets.
 //! - [`task`]: registers, threads, signals, timers, credentials, limits.
 //! - [`remote`]: syscall injection with a scratch area in the tracee.
 //! - [`journal`]: recovery after a killed checkpoint.
@@ -27,6 +28,7 @@ pub mod memory;
 pub mod remote;
 pub mod restore;
 pub mod task;
+pub mod unix;
 
 pub use checkpoint::{checkpoint, CheckpointOptions, CheckpointStats};
 pub use error::{CheckpointError, Failure, RestoreError};

@@ -513,6 +513,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreStats, RestoreError> {
             task::restore_creds(&mut tr, creds)?;
         }
         task::restore_dumpable(r, p)?;
+        task::restore_sched(p)?;
         r.call("munmap gadget", libc::SYS_munmap, &[gadget, PARASITE_LEN])?;
     }
     step("state")?;

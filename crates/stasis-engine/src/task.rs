@@ -54,6 +54,12 @@ pub fn dump_thread_regs(t: &SeizedThread) -> Result<rec::Thread, Failure> {
         robust_list_len: robust_len,
         clear_child_tid: 0,
         comm: String::new(),
+        nice: 0,
+        affinity: stasis_sys::sys::get_affinity(tid)
+            .ctx(tid, || "sched_getaffinity".into())?
+            .into_iter()
+            .map(|c| c as u32)
+            .collect(),
     })
 }
 
@@ -89,6 +95,9 @@ pub fn dump_thread_injected(r: &mut Remote, t: &mut rec::Thread, pid: i32) -> Re
     t.comm = String::from_utf8_lossy(&comm)
         .trim_end_matches('\n')
         .to_string();
+    t.nice = proc::read_task_stat(pid, t.tid)
+        .ctx(t.tid, || "reading stat".into())?
+        .nice as i32;
     Ok(())
 }
 
@@ -258,6 +267,11 @@ pub fn dump_process_proc(pid: i32) -> Result<rec::Process, Failure> {
         dumpable: 1,
         child_subreaper: false,
         start_time: stat.starttime,
+        oom_score_adj: std::fs::read_to_string(format!("/proc/{pid}/oom_score_adj"))
+            .ctx(pid, || "reading oom_score_adj".into())?
+            .trim()
+            .parse()
+            .unwrap_or(0),
     })
 }
 
@@ -436,17 +450,23 @@ pub fn restore_process_misc(r: &mut Remote, p: &rec::Process) -> Result<(), Fail
 
 /// Per-thread state: alternate stack, rseq, robust list, clear_child_tid, name.
 pub fn restore_thread(r: &mut Remote, t: &rec::Thread) -> Result<(), Failure> {
-    if let Some(a) = &t.altstack {
-        let mut b = words(&[a.sp, 0, a.size]);
-        b[8..12].copy_from_slice(&a.flags.to_le_bytes());
-        // SS_DISABLE with a zero stack is the default: nothing to do.
-        if a.flags & libc::SS_DISABLE == 0 {
-            // SS_ONSTACK is reported, not set.
-            b[8..12].copy_from_slice(&(a.flags & !libc::SS_ONSTACK).to_le_bytes());
-            let addr = r.put(0, &b)?;
-            r.call("sigaltstack", libc::SYS_sigaltstack, &[addr, 0])?;
-        }
-    }
+    // Always set: a task made by fork inherits its parent's alternate stack (the blank root
+    // would keep stasis's own), so a disabled one must be disabled explicitly.
+    let a = t.altstack.clone().unwrap_or(rec::AltStack {
+        sp: 0,
+        flags: libc::SS_DISABLE,
+        size: 0,
+    });
+    let (sp, flags, size) = if a.flags & libc::SS_DISABLE != 0 {
+        (0, libc::SS_DISABLE, 0)
+    } else {
+        // SS_ONSTACK is reported, not set.
+        (a.sp, a.flags & !libc::SS_ONSTACK, a.size)
+    };
+    let mut b = words(&[sp, 0, size]);
+    b[8..12].copy_from_slice(&flags.to_le_bytes());
+    let addr = r.put(0, &b)?;
+    r.call("sigaltstack", libc::SYS_sigaltstack, &[addr, 0])?;
     if let Some(s) = &t.rseq {
         r.call(
             "rseq registration",
@@ -627,6 +647,35 @@ pub fn restore_creds(r: &mut Remote, c: &rec::Creds) -> Result<(), Failure> {
             libc::SYS_prctl,
             &[libc::PR_SET_NO_NEW_PRIVS as u64, 1, 0, 0, 0],
         )?;
+    }
+    Ok(())
+}
+
+/// Scheduling attributes set from outside: nice and CPU affinity per thread, oom_score_adj.
+/// CPUs missing on this machine are dropped from an affinity mask (if none is left, the mask is
+/// left as it is).
+pub fn restore_sched(p: &rec::Process) -> Result<(), Failure> {
+    std::fs::write(
+        format!("/proc/{}/oom_score_adj", p.pid),
+        p.oom_score_adj.to_string(),
+    )
+    .ctx(p.pid, || {
+        format!("writing oom_score_adj {}", p.oom_score_adj)
+    })?;
+    let online = stasis_sys::sys::get_affinity(stasis_sys::sys::getpid()).unwrap_or_default();
+    for t in &p.threads {
+        stasis_sys::sys::set_nice(t.tid, t.nice)
+            .ctx(t.tid, || format!("setpriority(nice {})", t.nice))?;
+        let cpus: Vec<usize> = t
+            .affinity
+            .iter()
+            .map(|&c| c as usize)
+            .filter(|c| online.contains(c))
+            .collect();
+        if !cpus.is_empty() {
+            stasis_sys::sys::set_affinity(t.tid, &cpus)
+                .ctx(t.tid, || "sched_setaffinity".into())?;
+        }
     }
     Ok(())
 }

@@ -14,8 +14,10 @@
 //! - [`proc`]: parsers and readers for `/proc`.
 #![allow(unsafe_code)]
 
+pub mod diag;
 pub mod inject;
 pub mod mem;
+pub mod net;
 pub mod proc;
 pub mod ptrace;
 pub mod sys;

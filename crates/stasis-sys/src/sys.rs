@@ -488,3 +488,24 @@ pub fn open_by_handle(mount_fd: RawFd, handle_type: i32, handle: &[u8]) -> io::R
     };
     Ok(owned_fd(check(r)? as RawFd))
 }
+
+/// CPUs a thread may run on.
+pub fn get_affinity(tid: i32) -> io::Result<Vec<usize>> {
+    // SAFETY: cpu_set_t is plain data; all-zero is valid.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    let size = std::mem::size_of::<libc::cpu_set_t>();
+    // SAFETY: the kernel writes at most `size` bytes into `set`.
+    let r = unsafe { libc::sched_getaffinity(tid, size, &mut set) };
+    check(r as libc::c_long)?;
+    // SAFETY: every index is below CPU_SETSIZE.
+    Ok((0..libc::CPU_SETSIZE as usize)
+        .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
+        .collect())
+}
+
+/// `setpriority(PRIO_PROCESS, tid, nice)`.
+pub fn set_nice(tid: i32, nice: i32) -> io::Result<()> {
+    // SAFETY: integer arguments.
+    let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice) };
+    check(r as libc::c_long).map(|_| ())
+}

@@ -1,0 +1,396 @@
+//! Unix-domain sockets.
+//!
+//! ## Dump
+//! `sock_diag` (`UNIX_DIAG`, see [`stasis_sys::diag`]) gives each socket's type, state, bound
+//! name, peer inode and a listener's pending connections. The socket itself is borrowed with
+//! `pidfd_getfd` (same socket, same queues) to read its options and the data queued for reading:
+//! `SO_PEEK_OFF` is set to 0 and `recvmsg(MSG_PEEK)` called until the queue is exhausted — each
+//! datagram or seqpacket record comes separately, so boundaries are kept — then the original
+//! peek offset is put back. A message carrying file descriptors (`SCM_RIGHTS`) makes the
+//! checkpoint refuse, as does a socket connected to a peer outside the tree.
+//!
+//! ## Restore
+//! Listeners are bound (a stale socket file left at the path is removed) and listen again; each
+//! pending connection is made again by its client socket connecting to the listener, in queue
+//! order. Connected pairs become `socketpair`s; unconnected sockets are bound to their names;
+//! a datagram socket connected one way is connected to its peer's name. Queued data is sent
+//! again from the peer (datagrams one by one; for an unconnected bound datagram socket from a
+//! temporary socket, so the sender address is not kept). Then shutdown state and options.
+//!
+//! Not kept: the local name of an accepted connection (it shares the listener's path), sender
+//! addresses of datagrams queued on unconnected sockets, credentials attached to queued
+//! messages. Refused: fds in flight, peers outside the tree, pending connections with unread
+//! data.
+
+use crate::error::{CheckpointError, Ctx, Failure};
+use stasis_image::records as rec;
+use stasis_sys::diag::UnixDiag;
+use stasis_sys::{net, sys};
+use std::collections::HashMap;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+
+const TCP_LISTEN: u8 = 10;
+
+/// The namespace's unix sockets, by inode (read once per checkpoint).
+pub struct UnixTable {
+    by_ino: HashMap<u32, UnixDiag>,
+    pidfds: HashMap<i32, OwnedFd>,
+}
+
+impl UnixTable {
+    /// Query `sock_diag`.
+    pub fn load() -> Result<Self, Failure> {
+        let all =
+            stasis_sys::diag::unix_sockets().ctx(0, || "sock_diag dump of unix sockets".into())?;
+        Ok(Self {
+            by_ino: all.into_iter().map(|d| (d.ino, d)).collect(),
+            pidfds: HashMap::new(),
+        })
+    }
+
+    /// Whether `ino` is a unix socket.
+    pub fn is_unix(&self, ino: u64) -> bool {
+        self.by_ino.contains_key(&(ino as u32))
+    }
+
+    /// Dump one unix socket held as `fd` by `pid`.
+    pub fn dump(
+        &mut self,
+        pid: i32,
+        fd: i32,
+        ino: u64,
+    ) -> Result<rec::UnixSocketState, CheckpointError> {
+        let d = self
+            .by_ino
+            .get(&(ino as u32))
+            .cloned()
+            .ok_or_else(|| Failure::msg(pid, format!("fd {fd}: unix socket {ino} vanished")))?;
+        let unsupported = |what: String| CheckpointError::Unsupported {
+            pid,
+            what: format!("fd {fd} (socket:[{ino}]) {what}"),
+        };
+        if d.state == TCP_LISTEN {
+            // UNIX_DIAG_ICONS lists the *client* sockets of the pending connections. What a
+            // client sent is queued in the not-yet-accepted server socket, which no fd reaches:
+            // a client with bytes in flight (write queue) cannot be saved without accepting.
+            for client in &d.icons {
+                if let Some(c) = self.by_ino.get(client) {
+                    if c.rqlen.is_some_and(|(_, w)| w > 0) {
+                        return Err(unsupported(format!(
+                            "has a pending connection (client socket:[{client}]) with unread data; not supported yet"
+                        )));
+                    }
+                }
+            }
+        }
+        let pidfd = match self.pidfds.entry(pid) {
+            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(sys::pidfd_open(pid).ctx(pid, || "pidfd_open".into())?)
+            }
+        };
+        let sock = sys::pidfd_getfd(pidfd, fd).ctx(pid, || format!("fd {fd}: pidfd_getfd"))?;
+        let s = sock.as_raw_fd();
+        let opt = |o: i32| {
+            net::getsockopt_int(s, libc::SOL_SOCKET, o)
+                .ctx(pid, || format!("fd {fd}: getsockopt {o}"))
+        };
+        let mut st = rec::UnixSocketState {
+            ino: d.ino,
+            sock_type: d.sock_type as i32,
+            state: d.state as i32,
+            name: d.name.clone().unwrap_or_default(),
+            peer_ino: d.peer,
+            shutdown: d.shutdown as u32,
+            backlog: d.rqlen.map(|(_, max)| max).unwrap_or(0),
+            queue: Vec::new(),
+            pending_clients: Vec::new(),
+            rcvbuf: opt(libc::SO_RCVBUF)?,
+            sndbuf: opt(libc::SO_SNDBUF)?,
+            passcred: opt(libc::SO_PASSCRED)? != 0,
+            rcvtimeo_us: net::getsockopt_timeval(s, libc::SO_RCVTIMEO)
+                .ctx(pid, || "SO_RCVTIMEO".into())?,
+            sndtimeo_us: net::getsockopt_timeval(s, libc::SO_SNDTIMEO)
+                .ctx(pid, || "SO_SNDTIMEO".into())?,
+            peek_off: opt(libc::SO_PEEK_OFF)?,
+        };
+        if d.state == TCP_LISTEN {
+            st.pending_clients = d.icons.clone();
+            return Ok(st);
+        }
+        // Queued data, without consuming it.
+        net::setsockopt_int(s, libc::SOL_SOCKET, libc::SO_PEEK_OFF, 0)
+            .ctx(pid, || format!("fd {fd}: SO_PEEK_OFF"))?;
+        let res = (|| -> Result<(), CheckpointError> {
+            let stream = d.sock_type as i32 == libc::SOCK_STREAM;
+            let mut all = Vec::new();
+            while let Some(m) = net::peek_next(s, 256 * 1024, stream)
+                .ctx(pid, || format!("fd {fd}: peeking queued data"))?
+            {
+                if m.had_fds {
+                    return Err(unsupported(
+                        "has file descriptors in flight (SCM_RIGHTS); not supported yet".into(),
+                    ));
+                }
+                if stream {
+                    all.extend_from_slice(&m.data);
+                } else {
+                    st.queue.push(rec::UnixMessage {
+                        data: m.data,
+                        from: m.from,
+                    });
+                }
+            }
+            if stream && !all.is_empty() {
+                st.queue.push(rec::UnixMessage {
+                    data: all,
+                    from: Vec::new(),
+                });
+            }
+            Ok(())
+        })();
+        let _ = net::setsockopt_int(s, libc::SOL_SOCKET, libc::SO_PEEK_OFF, st.peek_off);
+        res?;
+        Ok(st)
+    }
+
+    /// After every fd is dumped: every peer must be in the tree (or be a pending connection of
+    /// a listener in the tree).
+    pub fn check_peers(
+        &self,
+        files: &[rec::FileObject],
+        holders: &HashMap<u32, (i32, i32)>,
+    ) -> Result<(), CheckpointError> {
+        let in_tree: HashMap<u32, &rec::UnixSocketState> = files
+            .iter()
+            .filter_map(|f| f.unix.as_ref())
+            .map(|u| (u.ino, u))
+            .collect();
+        for f in files {
+            let Some(u) = &f.unix else { continue };
+            // A client of a pending connection shows peer 0 (the server socket has no inode).
+            if u.peer_ino == 0 || in_tree.contains_key(&u.peer_ino) {
+                continue;
+            }
+            let (pid, fd) = holders.get(&f.id).copied().unwrap_or((0, -1));
+            let name = self
+                .by_ino
+                .get(&u.peer_ino)
+                .and_then(|d| d.name.clone())
+                .map(|n| String::from_utf8_lossy(&n).into_owned())
+                .unwrap_or_default();
+            return Err(CheckpointError::Unsupported {
+                pid,
+                what: format!("fd {fd} (socket:[{}]) is connected to a unix socket outside the tree ({}); not supported yet", u.ino, if name.is_empty() { "unnamed".into() } else { name }),
+            });
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Restore side.
+
+fn remove_stale_socket_file(name: &[u8]) {
+    if name.first().is_some_and(|&b| b != 0) {
+        let p = std::path::Path::new(std::ffi::OsStr::from_encoded_bytes_checked(name));
+        if let Ok(md) = std::fs::symlink_metadata(p) {
+            use std::os::unix::fs::FileTypeExt;
+            if md.file_type().is_socket() {
+                let _ = std::fs::remove_file(p);
+            }
+        }
+    }
+}
+
+trait FromBytes {
+    fn from_encoded_bytes_checked(b: &[u8]) -> &std::ffi::OsStr;
+}
+
+impl FromBytes for std::ffi::OsStr {
+    fn from_encoded_bytes_checked(b: &[u8]) -> &std::ffi::OsStr {
+        use std::os::unix::ffi::OsStrExt;
+        std::ffi::OsStr::from_bytes(b)
+    }
+}
+
+/// Create every unix socket of the image; returns file object id → our fd.
+pub fn create_all(img: &rec::Checkpoint) -> Result<HashMap<u32, OwnedFd>, Failure> {
+    let socks: Vec<(&rec::FileObject, &rec::UnixSocketState)> = img
+        .files
+        .iter()
+        .filter_map(|f| f.unix.as_ref().map(|u| (f, u)))
+        .collect();
+    let by_ino: HashMap<u32, (&rec::FileObject, &rec::UnixSocketState)> =
+        socks.iter().map(|&(f, u)| (u.ino, (f, u))).collect();
+    let mut out: HashMap<u32, OwnedFd> = HashMap::new();
+    let what = |u: &rec::UnixSocketState| format!("unix socket socket:[{}]", u.ino);
+    // 1. Listeners and their pending connections.
+    for &(f, u) in &socks {
+        if u.state != TCP_LISTEN as i32 {
+            continue;
+        }
+        let s = net::unix_socket(u.sock_type).ctx(0, || what(u))?;
+        remove_stale_socket_file(&u.name);
+        net::unix_bind(s.as_raw_fd(), &u.name).ctx(0, || {
+            format!("{}: bind to {}", what(u), String::from_utf8_lossy(&u.name))
+        })?;
+        net::listen(s.as_raw_fd(), u.backlog.max(1) as i32)
+            .ctx(0, || format!("{}: listen", what(u)))?;
+        for client in &u.pending_clients {
+            let Some(&(cf, cu)) = by_ino.get(client) else {
+                continue;
+            };
+            let c = net::unix_socket(cu.sock_type).ctx(0, || what(cu))?;
+            net::unix_connect(c.as_raw_fd(), &u.name).ctx(0, || {
+                format!("{}: reconnecting to pending listener", what(cu))
+            })?;
+            out.insert(cf.id, c);
+        }
+        out.insert(f.id, s);
+    }
+    let listener_names: std::collections::HashSet<Vec<u8>> = socks
+        .iter()
+        .filter(|(_, u)| u.state == TCP_LISTEN as i32)
+        .map(|(_, u)| u.name.clone())
+        .collect();
+    // 2. Pairs connected both ways.
+    for &(f, u) in &socks {
+        if out.contains_key(&f.id) || u.peer_ino == 0 {
+            continue;
+        }
+        let Some(&(pf, pu)) = by_ino.get(&u.peer_ino) else {
+            continue;
+        };
+        if pu.peer_ino != u.ino || out.contains_key(&pf.id) {
+            continue;
+        }
+        let (a, b) =
+            net::unix_socketpair(u.sock_type).ctx(0, || format!("{}: socketpair", what(u)))?;
+        // Ends that had a name get it back, unless it is a listener's (an accepted connection
+        // shows its listener's path, which only the listener can hold).
+        for (end, st) in [(&a, u), (&b, pu)] {
+            if !st.name.is_empty() && !listener_names.contains(&st.name) {
+                remove_stale_socket_file(&st.name);
+                net::unix_bind(end.as_raw_fd(), &st.name).ctx(0, || {
+                    format!(
+                        "{}: bind to {}",
+                        what(st),
+                        String::from_utf8_lossy(&st.name)
+                    )
+                })?;
+            }
+        }
+        out.insert(f.id, a);
+        out.insert(pf.id, b);
+    }
+    // 3. The rest: bind, then connect one-way datagram sockets.
+    for &(f, u) in &socks {
+        if out.contains_key(&f.id) {
+            continue;
+        }
+        let s = net::unix_socket(u.sock_type).ctx(0, || what(u))?;
+        if !u.name.is_empty() {
+            remove_stale_socket_file(&u.name);
+            net::unix_bind(s.as_raw_fd(), &u.name).ctx(0, || {
+                format!("{}: bind to {}", what(u), String::from_utf8_lossy(&u.name))
+            })?;
+        }
+        out.insert(f.id, s);
+    }
+    for &(f, u) in &socks {
+        if u.peer_ino == 0 || u.state == TCP_LISTEN as i32 {
+            continue;
+        }
+        if let Some(&(_, pu)) = by_ino.get(&u.peer_ino) {
+            if pu.peer_ino != u.ino && !pu.name.is_empty() {
+                net::unix_connect(out[&f.id].as_raw_fd(), &pu.name)
+                    .ctx(0, || format!("{}: connect to its peer", what(u)))?;
+            }
+        }
+    }
+    let by_name: HashMap<Vec<u8>, u32> = socks
+        .iter()
+        .filter(|(_, u)| {
+            !u.name.is_empty() && u.state != TCP_LISTEN as i32 && !listener_names.contains(&u.name)
+        })
+        .map(|(f, u)| (u.name.clone(), f.id))
+        .collect();
+    // 4. Options, queued data (sent again by the peer), shutdown state.
+    for &(f, u) in &socks {
+        let s = out[&f.id].as_raw_fd();
+        set_opts(s, u).ctx(0, || format!("{}: socket options", what(u)))?;
+    }
+    for &(f, u) in &socks {
+        if u.queue.is_empty() {
+            continue;
+        }
+        let peer = by_ino
+            .get(&u.peer_ino)
+            .and_then(|&(pf, _)| out.get(&pf.id))
+            .map(|p| p.as_raw_fd());
+        let tmp;
+        let (from, to): (RawFd, Option<&[u8]>) = match peer {
+            Some(p) if by_ino[&u.peer_ino].1.peer_ino == u.ino => (p, None),
+            _ if !u.name.is_empty() => {
+                tmp = net::unix_socket(u.sock_type).ctx(0, || what(u))?;
+                (tmp.as_raw_fd(), Some(u.name.as_slice()))
+            }
+            _ => {
+                return Err(Failure::msg(
+                    0,
+                    format!("{}: queued data but no way to send it again", what(u)),
+                ))
+            }
+        };
+        for m in &u.queue {
+            // A datagram from a bound socket of the image is sent again by that socket, so its
+            // sender address is kept.
+            let sender = (!m.from.is_empty() && !u.name.is_empty())
+                .then(|| by_name.get(&m.from).and_then(|id| out.get(id)))
+                .flatten();
+            match sender {
+                Some(sfd) => net::send_all(sfd.as_raw_fd(), &m.data, Some(&u.name)),
+                None => net::send_all(from, &m.data, to),
+            }
+            .ctx(0, || {
+                format!("{}: re-queueing {} bytes", what(u), m.data.len())
+            })?;
+        }
+        let _ = f;
+    }
+    for &(f, u) in &socks {
+        let s = out[&f.id].as_raw_fd();
+        if u.shutdown & 2 != 0 {
+            net::shutdown(s, libc::SHUT_WR).ctx(0, || format!("{}: shutdown", what(u)))?;
+        }
+        if u.shutdown & 1 != 0 {
+            net::shutdown(s, libc::SHUT_RD).ctx(0, || format!("{}: shutdown", what(u)))?;
+        }
+        if u.peek_off >= 0 {
+            net::setsockopt_int(s, libc::SOL_SOCKET, libc::SO_PEEK_OFF, u.peek_off)
+                .ctx(0, || format!("{}: SO_PEEK_OFF", what(u)))?;
+        }
+    }
+    Ok(out)
+}
+
+fn set_opts(s: RawFd, u: &rec::UnixSocketState) -> std::io::Result<()> {
+    // getsockopt reports twice what was set; setting half gives the same value back.
+    if u.rcvbuf > 0 {
+        net::setsockopt_int(s, libc::SOL_SOCKET, libc::SO_RCVBUF, u.rcvbuf / 2)?;
+    }
+    if u.sndbuf > 0 {
+        net::setsockopt_int(s, libc::SOL_SOCKET, libc::SO_SNDBUF, u.sndbuf / 2)?;
+    }
+    if u.passcred {
+        net::setsockopt_int(s, libc::SOL_SOCKET, libc::SO_PASSCRED, 1)?;
+    }
+    if u.rcvtimeo_us != 0 {
+        net::setsockopt_timeval(s, libc::SO_RCVTIMEO, u.rcvtimeo_us)?;
+    }
+    if u.sndtimeo_us != 0 {
+        net::setsockopt_timeval(s, libc::SO_SNDTIMEO, u.sndtimeo_us)?;
+    }
+    Ok(())
+}

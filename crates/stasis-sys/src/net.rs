@@ -1,0 +1,271 @@
+//! Socket calls for unix-domain sockets: creation, addresses, options, and reading queued
+//! messages without consuming them (`MSG_PEEK` with `SO_PEEK_OFF`).
+
+use crate::{check, last_err, sys::owned_fd};
+use std::io;
+use std::os::fd::{OwnedFd, RawFd};
+
+fn sockaddr_un(name: &[u8]) -> io::Result<(libc::sockaddr_un, libc::socklen_t)> {
+    // SAFETY: sockaddr_un is plain data; all-zero is valid.
+    let mut a: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    a.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    if name.len() > a.sun_path.len() {
+        return Err(io::Error::from_raw_os_error(libc::ENAMETOOLONG));
+    }
+    for (d, s) in a.sun_path.iter_mut().zip(name) {
+        *d = *s as libc::c_char;
+    }
+    let len = std::mem::size_of::<libc::sa_family_t>() + name.len();
+    Ok((a, len as libc::socklen_t))
+}
+
+fn name_of(a: &libc::sockaddr_un, len: libc::socklen_t) -> Vec<u8> {
+    let n = (len as usize).saturating_sub(std::mem::size_of::<libc::sa_family_t>());
+    let mut v: Vec<u8> = a.sun_path.iter().take(n).map(|&c| c as u8).collect();
+    // Path names come NUL-terminated; abstract names start with NUL and keep every byte.
+    if v.first().is_some_and(|&b| b != 0) {
+        if let Some(p) = v.iter().position(|&b| b == 0) {
+            v.truncate(p);
+        }
+    }
+    v
+}
+
+/// `socket(AF_UNIX, type | SOCK_CLOEXEC)`.
+pub fn unix_socket(ty: i32) -> io::Result<OwnedFd> {
+    // SAFETY: integer arguments.
+    let fd =
+        check(unsafe { libc::socket(libc::AF_UNIX, ty | libc::SOCK_CLOEXEC, 0) } as libc::c_long)?;
+    Ok(owned_fd(fd as RawFd))
+}
+
+/// `socketpair(AF_UNIX, type | SOCK_CLOEXEC)`.
+pub fn unix_socketpair(ty: i32) -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: the kernel writes two fds into the array.
+    let raw =
+        unsafe { libc::socketpair(libc::AF_UNIX, ty | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr()) };
+    check(raw as libc::c_long)?;
+    Ok((owned_fd(fds[0]), owned_fd(fds[1])))
+}
+
+/// `bind` to a unix address (path bytes, or NUL + abstract name).
+pub fn unix_bind(fd: RawFd, name: &[u8]) -> io::Result<()> {
+    let (a, len) = sockaddr_un(name)?;
+    // SAFETY: `a` is a valid sockaddr_un of `len` bytes.
+    check(unsafe { libc::bind(fd, (&a as *const libc::sockaddr_un).cast(), len) } as libc::c_long)
+        .map(|_| ())
+}
+
+/// `connect` to a unix address.
+pub fn unix_connect(fd: RawFd, name: &[u8]) -> io::Result<()> {
+    let (a, len) = sockaddr_un(name)?;
+    // SAFETY: `a` is a valid sockaddr_un of `len` bytes.
+    check(
+        unsafe { libc::connect(fd, (&a as *const libc::sockaddr_un).cast(), len) } as libc::c_long,
+    )
+    .map(|_| ())
+}
+
+/// `listen(fd, backlog)`.
+pub fn listen(fd: RawFd, backlog: i32) -> io::Result<()> {
+    // SAFETY: integer arguments.
+    check(unsafe { libc::listen(fd, backlog) } as libc::c_long).map(|_| ())
+}
+
+/// `shutdown(fd, how)`.
+pub fn shutdown(fd: RawFd, how: i32) -> io::Result<()> {
+    // SAFETY: integer arguments.
+    check(unsafe { libc::shutdown(fd, how) } as libc::c_long).map(|_| ())
+}
+
+/// `getsockopt` of an int option.
+pub fn getsockopt_int(fd: RawFd, level: i32, opt: i32) -> io::Result<i32> {
+    let mut v: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: the kernel writes at most `len` bytes into `v`.
+    check(unsafe {
+        libc::getsockopt(
+            fd,
+            level,
+            opt,
+            (&mut v as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    } as libc::c_long)?;
+    Ok(v)
+}
+
+/// `setsockopt` of an int option.
+pub fn setsockopt_int(fd: RawFd, level: i32, opt: i32, v: i32) -> io::Result<()> {
+    // SAFETY: passes a pointer to a local int and its size.
+    check(unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            opt,
+            (&v as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    } as libc::c_long)
+    .map(|_| ())
+}
+
+/// `getsockopt` of a timeval option, in microseconds.
+pub fn getsockopt_timeval(fd: RawFd, opt: i32) -> io::Result<u64> {
+    let mut tv = libc::timeval {
+        tv_sec: 0,
+        tv_usec: 0,
+    };
+    let mut len = std::mem::size_of::<libc::timeval>() as libc::socklen_t;
+    // SAFETY: the kernel writes at most `len` bytes into `tv`.
+    check(unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            opt,
+            (&mut tv as *mut libc::timeval).cast(),
+            &mut len,
+        )
+    } as libc::c_long)?;
+    Ok(tv.tv_sec as u64 * 1_000_000 + tv.tv_usec as u64)
+}
+
+/// `setsockopt` of a timeval option, in microseconds.
+pub fn setsockopt_timeval(fd: RawFd, opt: i32, us: u64) -> io::Result<()> {
+    let tv = libc::timeval {
+        tv_sec: (us / 1_000_000) as libc::time_t,
+        tv_usec: (us % 1_000_000) as libc::suseconds_t,
+    };
+    // SAFETY: passes a pointer to a local timeval and its size.
+    check(unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            opt,
+            (&tv as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    } as libc::c_long)
+    .map(|_| ())
+}
+
+/// One message read with `MSG_PEEK`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Peeked {
+    /// Bytes.
+    pub data: Vec<u8>,
+    /// Sender address (datagrams).
+    pub from: Vec<u8>,
+    /// The message carries file descriptors (SCM_RIGHTS); they were closed again.
+    pub had_fds: bool,
+}
+
+/// Read the next queued message (or stream bytes) at the socket's peek offset without
+/// consuming it. `None` when nothing more is queued. On a stream socket a zero-length read
+/// means end of data; on a datagram socket it is a zero-length message.
+pub fn peek_next(fd: RawFd, max: usize, stream: bool) -> io::Result<Option<Peeked>> {
+    let mut data = vec![0u8; max];
+    // SAFETY: plain data; zeroed is valid.
+    let mut from: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    let mut cbuf = [0u64; 64];
+    let mut iov = libc::iovec {
+        iov_base: data.as_mut_ptr().cast(),
+        iov_len: data.len(),
+    };
+    // SAFETY: msghdr is plain data; zeroed is valid; fields set below point to live buffers.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_name = (&mut from as *mut libc::sockaddr_un).cast();
+    msg.msg_namelen = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cbuf.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&cbuf);
+    // SAFETY: every pointer in `msg` refers to a live local buffer of the stated size.
+    let n = unsafe {
+        libc::recvmsg(
+            fd,
+            &mut msg,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC,
+        )
+    };
+    if n < 0 {
+        let e = last_err();
+        if e.raw_os_error() == Some(libc::EAGAIN) {
+            return Ok(None);
+        }
+        return Err(e);
+    }
+    let mut had_fds = false;
+    // SAFETY: walking the control messages the kernel wrote into `cbuf`, with the libc macros
+    // that bound every step by msg_controllen.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
+                had_fds = true;
+                let n = ((*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize) / 4;
+                let p = libc::CMSG_DATA(c) as *const libc::c_int;
+                for i in 0..n {
+                    libc::close(*p.add(i));
+                }
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+    }
+    data.truncate(n as usize);
+    let from = if msg.msg_namelen as usize > std::mem::size_of::<libc::sa_family_t>() {
+        name_of(&from, msg.msg_namelen)
+    } else {
+        Vec::new()
+    };
+    if n == 0 && stream && !had_fds {
+        return Ok(None);
+    }
+    Ok(Some(Peeked {
+        data,
+        from,
+        had_fds,
+    }))
+}
+
+/// `send` all of `data` (one message for datagram sockets), optionally to `to`, never
+/// blocking: a full queue is an error (`EAGAIN`).
+pub fn send_all(fd: RawFd, data: &[u8], to: Option<&[u8]>) -> io::Result<()> {
+    let mut off = 0;
+    loop {
+        let rest = &data[off..];
+        let n = match to {
+            Some(name) => {
+                let (a, len) = sockaddr_un(name)?;
+                // SAFETY: live buffers of the stated sizes.
+                unsafe {
+                    libc::sendto(
+                        fd,
+                        rest.as_ptr().cast(),
+                        rest.len(),
+                        libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
+                        (&a as *const libc::sockaddr_un).cast(),
+                        len,
+                    )
+                }
+            }
+            // SAFETY: live buffer of the stated size.
+            None => unsafe {
+                libc::send(
+                    fd,
+                    rest.as_ptr().cast(),
+                    rest.len(),
+                    libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
+                )
+            },
+        };
+        if n < 0 {
+            return Err(last_err());
+        }
+        off += n as usize;
+        if off >= data.len() {
+            return Ok(());
+        }
+    }
+}
