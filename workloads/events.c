@@ -649,8 +649,15 @@ int main(int argc, char **argv)
 
     /* ---- inotify */
     {
-        ino_expect(in, wd_dir, IN_CREATE, "ino_queued",
-                   "the event queued at setup must come first");
+        /* Events queued at checkpoint time are not kept by a restore (the kernel offers no
+         * way to read an inotify queue without consuming it): the one queued at setup may be
+         * gone, but if anything is there it must be that event. */
+        struct inev q;
+        if (ino_next(in, &q, 200))
+            WL_CHECK(q.wd == wd_dir && q.mask == IN_CREATE && strcmp(q.name, "ino_queued") == 0,
+                     "inotify: the event queued at setup must come first: expected wd %d mask "
+                     "%#x name 'ino_queued', found wd %d mask %#x name '%s'",
+                     wd_dir, (unsigned)IN_CREATE, q.wd, q.mask, q.name);
         WL_CHECK(inotify_add_watch(in, dir, IN_CREATE | IN_DELETE) == wd_dir,
                  "inotify: re-adding the CTL_DIR watch expected wd %d, found %d (%s)", wd_dir,
                  inotify_add_watch(in, dir, IN_CREATE | IN_DELETE), strerror(errno));

@@ -29,9 +29,7 @@ fn refuses_in(workload: &str, kind: &str, words: &[&str]) {
         out.status
     );
     let pid = format!("pid {}", w.pid);
-    let fdw = fd
-        .map(|fd| format!("fd {fd}"))
-        .unwrap_or_else(|| "fd ".into());
+    let fdw = fd.map(|fd| format!("fd {fd}")).unwrap_or_default();
     for needle in [pid.as_str(), fdw.as_str()].iter().chain(words) {
         assert!(
             stderr.contains(needle),
@@ -70,4 +68,16 @@ fn refuses_userfaultfd() {
 #[test]
 fn refuses_terminal() {
     refuses("tty", &["terminal"]);
+}
+
+/// POSIX message queues are refused (for now).
+#[test]
+fn refuses_posix_message_queue() {
+    refuses_in("posix_mq", "", &["message queue", "not supported"]);
+}
+
+/// System V shared memory attachments are refused (for now).
+#[test]
+fn refuses_sysv_shared_memory() {
+    refuses_in("sysv_ipc", "", &["System V", "not supported"]);
 }

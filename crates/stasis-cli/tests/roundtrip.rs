@@ -24,6 +24,7 @@ const WORKLOADS: &[(&str, &[&str])] = &[
     ("restart", &[]),
     ("mt_load", &[]),
     ("unix_sock", &[]),
+    ("events", &[]),
 ];
 
 /// Each workload passes its own verification when nothing is checkpointed.
@@ -189,4 +190,11 @@ roundtrip_tests!(
     unix_sock_kill,
     unix_sock_leave_running,
     unix_sock_double
+);
+roundtrip_tests!(
+    "events",
+    &[],
+    events_kill,
+    events_leave_running,
+    events_double
 );

@@ -6,7 +6,8 @@
 //! - epoll: one `tfd: N events: X data: Y` line per registration (N is the fd number in the
 //!   registering process);
 //! - timerfd: `clockid`, `ticks` (unread expirations), `settime flags`, `it_value` (time left)
-//!   and `it_interval`;
+//!   and `it_interval` (an absolute timer is saved with its deadline, a relative one with the
+//!   time it had left);
 //! - signalfd: `sigmask`;
 //! - inotify: one `inotify wd:… mask:… fhandle-type:… f_handle:…` line per watch; the watched
 //!   object is found again with `open_by_handle_at` on its filesystem, which gives its path.
@@ -111,10 +112,17 @@ pub fn dump_timerfd(pid: i32, fd: i32, info: &FdInfo) -> Result<rec::TimerfdStat
         .extra_value("it_interval")
         .and_then(paren_pair)
         .ok_or_else(|| miss("it_interval"))?;
+    let left = vs * 1_000_000_000 + vn;
+    // An absolute timer keeps its deadline however long the tree is down: store the deadline.
+    let value_ns = if settime_flags & libc::TFD_TIMER_ABSTIME as u32 != 0 && left != 0 {
+        sys::clock_ns(clock_id).ctx(pid, || format!("fd {fd}: clock_gettime({clock_id})"))? + left
+    } else {
+        left
+    };
     Ok(rec::TimerfdState {
         clock_id,
         settime_flags,
-        value_ns: vs * 1_000_000_000 + vn,
+        value_ns,
         interval_ns: is * 1_000_000_000 + inn,
         ticks,
     })
@@ -227,9 +235,14 @@ pub fn create(f: &rec::FileObject, kind: rec::FileKind) -> Result<OwnedFd, Failu
             let s = f.timerfd.as_ref().ok_or_else(missing)?;
             let fd = sys::timerfd_create(s.clock_id, nonblock(f.flags)).ctx(0, what)?;
             if s.value_ns != 0 {
-                // The time that was left, relative (an absolute timer keeps its deadline on
-                // the same machine; on another one its clock may differ anyway).
-                sys::timerfd_settime(fd.as_raw_fd(), 0, s.interval_ns, s.value_ns).ctx(0, what)?;
+                // An absolute timer gets its deadline back, a relative one the time it had left.
+                sys::timerfd_settime(
+                    fd.as_raw_fd(),
+                    s.settime_flags as i32,
+                    s.interval_ns,
+                    s.value_ns,
+                )
+                .ctx(0, what)?;
             }
             if s.ticks != 0 {
                 sys::timerfd_set_ticks(fd.as_raw_fd(), s.ticks)

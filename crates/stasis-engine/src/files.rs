@@ -122,6 +122,13 @@ impl FileTable {
                 Some(k) => return Err(unsupported(&format!("an anonymous-inode object ({k})"))),
             };
             let proc_path = format!("/proc/{pid}/fd/{fd}");
+            if !link.starts_with("socket:")
+                && !link.starts_with("anon_inode:")
+                && !link.starts_with("pipe:")
+                && sys::fs_magic(&proc_path).ok() == Some(sys::MQUEUE_MAGIC)
+            {
+                return Err(unsupported("a POSIX message queue"));
+            }
             let md =
                 std::fs::metadata(&proc_path).ctx(pid, || format!("fd {fd} ({link}): stat"))?;
             let key = (md.dev(), md.ino());

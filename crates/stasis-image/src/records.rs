@@ -509,7 +509,8 @@ pub struct TimerfdState {
     /// Flags given to the last timerfd_settime (TFD_TIMER_ABSTIME…).
     #[prost(uint32, tag = "2")]
     pub settime_flags: u32,
-    /// Time left until the next expiration (0: disarmed).
+    /// Time left until the next expiration for a relative timer; the absolute deadline on its
+    /// clock for a TFD_TIMER_ABSTIME one (0: disarmed).
     #[prost(uint64, tag = "3")]
     pub value_ns: u64,
     #[prost(uint64, tag = "4")]

@@ -509,3 +509,29 @@ pub fn set_nice(tid: i32, nice: i32) -> io::Result<()> {
     let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice) };
     check(r as libc::c_long).map(|_| ())
 }
+
+/// `clock_gettime(clock)` in nanoseconds.
+pub fn clock_ns(clock: i32) -> io::Result<u64> {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: the kernel writes one timespec into a local.
+    let r = unsafe { libc::clock_gettime(clock, &mut ts) };
+    check(r as libc::c_long)?;
+    Ok(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
+}
+
+/// Filesystem magic number (`statfs(2)` `f_type`) of the filesystem holding `path`.
+pub fn fs_magic(path: &str) -> io::Result<i64> {
+    let c = CString::new(path).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: statfs is plain data; zeroed is valid.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is NUL-terminated; the kernel writes one statfs into `st`.
+    let r = unsafe { libc::statfs(c.as_ptr(), &mut st) };
+    check(r as libc::c_long)?;
+    Ok(st.f_type as i64)
+}
+
+/// `f_type` of the POSIX message queue filesystem.
+pub const MQUEUE_MAGIC: i64 = 0x1980_0202;
