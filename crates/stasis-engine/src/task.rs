@@ -25,6 +25,11 @@ const PR_SET_MM_MAP: u64 = 14;
 const PR_TIMER_CREATE_RESTORE_IDS: u64 = 77;
 const KSIGSET: u64 = 8;
 
+/// Signals whose disposition can be read and set (all but SIGKILL and SIGSTOP).
+fn settable_signals() -> impl Iterator<Item = u64> {
+    (1..=64u64).filter(|&s| s != libc::SIGKILL as u64 && s != libc::SIGSTOP as u64)
+}
+
 /// Dump one thread's ptrace-visible state (no injection).
 pub fn dump_thread_regs(t: &SeizedThread) -> Result<rec::Thread, Failure> {
     let tid = t.tid;
@@ -105,10 +110,7 @@ pub fn dump_thread_injected(r: &mut Remote, t: &mut rec::Thread, pid: i32) -> Re
 /// POSIX timer values, a few prctl values.
 pub fn dump_process_injected(r: &mut Remote, p: &mut rec::Process) -> Result<(), Failure> {
     let pid = p.pid;
-    for sig in 1..=64u64 {
-        if sig == libc::SIGKILL as u64 || sig == libc::SIGSTOP as u64 {
-            continue;
-        }
+    for sig in settable_signals() {
         r.call(
             &format!("rt_sigaction({sig}, NULL, &old)"),
             libc::SYS_rt_sigaction,
@@ -298,10 +300,7 @@ pub fn restore_sigactions(r: &mut Remote, p: &rec::Process) -> Result<(), Failur
         .flat_map(|a| words(&[a.handler, a.flags, a.restorer, a.mask]))
         .collect();
     r.put(0, &all)?;
-    for sig in 1..=64u64 {
-        if sig == libc::SIGKILL as u64 || sig == libc::SIGSTOP as u64 {
-            continue;
-        }
+    for sig in settable_signals() {
         r.call(
             &format!("signal {sig} disposition: rt_sigaction"),
             libc::SYS_rt_sigaction,

@@ -23,11 +23,24 @@ pub struct RemoteRange {
     pub len: usize,
 }
 
-/// Copy the remote ranges, in order, into `local` (whose length must equal the ranges' sum).
-/// Returns the number of bytes copied, which is short only if a remote page is not accessible.
-pub fn read_ranges(pid: i32, ranges: &[RemoteRange], local: &mut [u8]) -> io::Result<usize> {
+/// Which way [`transfer`] copies.
+#[derive(Clone, Copy)]
+enum Dir {
+    Read,
+    Write,
+}
+
+/// Copy between `local` and the remote ranges, in batches of at most [`IOV_MAX`] ranges.
+/// Returns the bytes copied, short only if a remote page is not accessible.
+fn transfer(
+    pid: i32,
+    ranges: &[RemoteRange],
+    local_ptr: *mut u8,
+    local_len: usize,
+    dir: Dir,
+) -> io::Result<usize> {
     let total: usize = ranges.iter().map(|r| r.len).sum();
-    assert_eq!(total, local.len(), "read_ranges: buffer length mismatch");
+    assert_eq!(total, local_len, "remote transfer: buffer length mismatch");
     let mut done = 0usize;
     for batch in ranges.chunks(IOV_MAX) {
         let blen: usize = batch.iter().map(|r| r.len).sum();
@@ -39,13 +52,21 @@ pub fn read_ranges(pid: i32, ranges: &[RemoteRange], local: &mut [u8]) -> io::Re
             })
             .collect();
         let local_iov = libc::iovec {
-            iov_base: local[done..done + blen].as_mut_ptr().cast(),
+            // `done + blen <= local_len`, so this stays inside the caller's buffer.
+            iov_base: local_ptr.wrapping_add(done).cast(),
             iov_len: blen,
         };
-        // SAFETY: the local iovec points into `local`, which is valid for `blen` bytes; remote
-        // iovecs are only addresses in the target and are validated by the kernel.
-        let n = unsafe {
-            libc::process_vm_readv(pid, &local_iov, 1, remote.as_ptr(), remote.len() as u64, 0)
+        let n = match dir {
+            // SAFETY: the local iovec lies inside the caller's buffer (valid for `local_len`
+            // bytes, writable for reads); remote iovecs are addresses in the target that the
+            // kernel validates.
+            Dir::Read => unsafe {
+                libc::process_vm_readv(pid, &local_iov, 1, remote.as_ptr(), remote.len() as u64, 0)
+            },
+            // SAFETY: as above; the kernel only reads the local buffer.
+            Dir::Write => unsafe {
+                libc::process_vm_writev(pid, &local_iov, 1, remote.as_ptr(), remote.len() as u64, 0)
+            },
         };
         let n = check(n as libc::c_long)? as usize;
         done += n;
@@ -56,37 +77,22 @@ pub fn read_ranges(pid: i32, ranges: &[RemoteRange], local: &mut [u8]) -> io::Re
     Ok(done)
 }
 
+/// Copy the remote ranges, in order, into `local` (whose length must equal the ranges' sum).
+/// Returns the number of bytes copied, which is short only if a remote page is not accessible.
+pub fn read_ranges(pid: i32, ranges: &[RemoteRange], local: &mut [u8]) -> io::Result<usize> {
+    transfer(pid, ranges, local.as_mut_ptr(), local.len(), Dir::Read)
+}
+
 /// Copy `local` into the remote ranges, in order (lengths must add up).
 /// Returns the number of bytes written, short only if a remote page is not writable.
 pub fn write_ranges(pid: i32, ranges: &[RemoteRange], local: &[u8]) -> io::Result<usize> {
-    let total: usize = ranges.iter().map(|r| r.len).sum();
-    assert_eq!(total, local.len(), "write_ranges: buffer length mismatch");
-    let mut done = 0usize;
-    for batch in ranges.chunks(IOV_MAX) {
-        let blen: usize = batch.iter().map(|r| r.len).sum();
-        let remote: Vec<libc::iovec> = batch
-            .iter()
-            .map(|r| libc::iovec {
-                iov_base: r.addr as *mut libc::c_void,
-                iov_len: r.len,
-            })
-            .collect();
-        let local_iov = libc::iovec {
-            iov_base: local[done..done + blen].as_ptr() as *mut libc::c_void,
-            iov_len: blen,
-        };
-        // SAFETY: the local iovec points into `local`, valid for `blen` bytes and only read by
-        // the kernel; remote iovecs are validated by the kernel.
-        let n = unsafe {
-            libc::process_vm_writev(pid, &local_iov, 1, remote.as_ptr(), remote.len() as u64, 0)
-        };
-        let n = check(n as libc::c_long)? as usize;
-        done += n;
-        if n < blen {
-            return Ok(done);
-        }
-    }
-    Ok(done)
+    transfer(
+        pid,
+        ranges,
+        local.as_ptr() as *mut u8,
+        local.len(),
+        Dir::Write,
+    )
 }
 
 /// Read one contiguous remote range with `process_vm_readv`; error if short.
