@@ -55,6 +55,14 @@ pub fn run(dir: Option<PathBuf>) -> anyhow::Result<()> {
         .spawn()
         .context("starting the demo workload")?;
     let pid = child.id() as i32;
+    // Whatever happens below, the demo leaves no counter running.
+    struct KillOnDrop(i32);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = stasis_sys::sys::kill(self.0, libc::SIGKILL);
+        }
+    }
+    let _guard = KillOnDrop(pid);
     println!(
         "1. started a counter (pid {pid}) that appends \"tick N\" to {} every 200 ms",
         log.display()
