@@ -1,7 +1,7 @@
 /*
  * unsupported: holds one kernel object the engine does not support yet, chosen by argv[2]:
- * "socket" (a TCP socket listening on 127.0.0.1), "userfaultfd", "tty" (a pseudo-terminal
- * master). A checkpoint must
+ * "socket" (a TCP socket listening on 127.0.0.1), "userfaultfd", "tty" (/dev/console, a terminal
+ * that is not a pseudo-terminal). A checkpoint must
  * refuse it with a message naming pid, fd and kind, and leave this process running: on verify
  * it checks that the object still works (the TCP socket still listens, the fd still open)
  * and that its memory counter kept going.
@@ -33,9 +33,9 @@ int main(int argc, char **argv)
         if (fds[0] < 0)
             wl_fail("userfaultfd: %m");
     } else if (!strcmp(kind, "tty")) {
-        fds[0] = posix_openpt(O_RDWR | O_NOCTTY);
+        fds[0] = open("/dev/console", O_RDWR | O_NOCTTY);
         if (fds[0] < 0)
-            wl_fail("posix_openpt: %m");
+            wl_fail("open /dev/console: %m");
     } else {
         wl_fail("unknown kind %s", kind);
     }
@@ -62,7 +62,7 @@ int main(int argc, char **argv)
     } else if (!strcmp(kind, "userfaultfd")) {
         WL_CHECK(fcntl(fds[0], F_GETFD) >= 0, "userfaultfd closed");
     } else {
-        WL_CHECK(fcntl(fds[0], F_GETFD) >= 0, "pty master closed");
+        WL_CHECK(fcntl(fds[0], F_GETFD) >= 0, "console fd closed");
     }
     wl_report(1, "ok");
 }

@@ -67,7 +67,7 @@ fn refuses_userfaultfd() {
 
 #[test]
 fn refuses_terminal() {
-    refuses("tty", &["terminal"]);
+    refuses("tty", &["terminal other than a pseudo-terminal"]);
 }
 
 /// POSIX message queues are refused (for now).

@@ -25,6 +25,7 @@ const WORKLOADS: &[(&str, &[&str])] = &[
     ("mt_load", &[]),
     ("unix_sock", &[]),
     ("events", &[]),
+    ("pty", &[]),
 ];
 
 /// Each workload passes its own verification when nothing is checkpointed.
@@ -198,3 +199,4 @@ roundtrip_tests!(
     events_leave_running,
     events_double
 );
+roundtrip_tests!("pty", &[], pty_kill, pty_leave_running, pty_double);

@@ -53,6 +53,8 @@ pub struct FileTable {
     unix: Option<crate::unix::UnixTable>,
     /// File object id → first (pid, fd) holding it, for messages.
     holders: HashMap<u32, (i32, i32)>,
+    /// pidfds of the tasks whose fds we borrowed.
+    pidfds: HashMap<i32, OwnedFd>,
 }
 
 fn is_tty(md: &std::fs::Metadata) -> bool {
@@ -240,10 +242,33 @@ impl FileTable {
                     } else if ft.is_dir() {
                         fo.kind = FileKind::Directory as i32;
                     } else if ft.is_char_device() {
-                        if is_tty(&md) {
-                            return Err(unsupported("a terminal (restore with stdio redirected, or wait for terminal support)"));
+                        let (major, minor) = (libc::major(md.rdev()), libc::minor(md.rdev()));
+                        if major == 5 && minor == 2 {
+                            let index: u32 = info
+                                .extra_value("tty-index")
+                                .and_then(|v| v.trim().parse().ok())
+                                .ok_or_else(|| {
+                                    Failure::msg(
+                                        pid,
+                                        format!("fd {fd}: pty master without tty-index"),
+                                    )
+                                })?;
+                            let master = self.borrow(pid, fd)?;
+                            fo.kind = FileKind::PtyMaster as i32;
+                            fo.pty = Some(crate::pty::dump_master(pid, fd, &master, index)?);
+                        } else if crate::pty::is_pts_major(major) {
+                            fo.kind = FileKind::PtySlave as i32;
+                            fo.pty = Some(rec::PtyState {
+                                index: crate::pty::pts_index(md.rdev()),
+                                ..Default::default()
+                            });
+                        } else if is_tty(&md) {
+                            return Err(unsupported(
+                                "a terminal other than a pseudo-terminal (console, /dev/tty*)",
+                            ));
+                        } else {
+                            fo.kind = FileKind::CharDevice as i32;
                         }
-                        fo.kind = FileKind::CharDevice as i32;
                     } else {
                         return Err(unsupported("an object of an unknown kind"));
                     }
@@ -262,12 +287,46 @@ impl FileTable {
         Ok(out)
     }
 
-    /// Checks that need every fd table: unix peers must be inside the tree.
-    pub fn finish(&self) -> Result<(), CheckpointError> {
+    /// Checks that need every fd table: unix peers must be inside the tree; a pty slave whose
+    /// master is not in the tree is marked external.
+    pub fn finish(&mut self) -> Result<(), CheckpointError> {
         if let Some(t) = &self.unix {
             t.check_peers(&self.files, &self.holders)?;
         }
+        let masters: std::collections::HashSet<u32> = self
+            .files
+            .iter()
+            .filter(|f| f.kind == FileKind::PtyMaster as i32)
+            .filter_map(|f| f.pty.as_ref().map(|p| p.index))
+            .collect();
+        for f in &mut self.files {
+            if f.kind == FileKind::PtySlave as i32 {
+                if let Some(p) = f.pty.as_mut() {
+                    p.external = !masters.contains(&p.index);
+                }
+            }
+        }
         Ok(())
+    }
+
+    /// Indexes of the pty pairs whose master is in the tree.
+    pub fn pty_masters(&self) -> Vec<u32> {
+        self.files
+            .iter()
+            .filter(|f| f.kind == FileKind::PtyMaster as i32)
+            .filter_map(|f| f.pty.as_ref().map(|p| p.index))
+            .collect()
+    }
+
+    /// A copy of a task's fd in our process (same open file description).
+    fn borrow(&mut self, pid: i32, fd: i32) -> Result<OwnedFd, Failure> {
+        let pidfd = match self.pidfds.entry(pid) {
+            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(sys::pidfd_open(pid).ctx(pid, || "pidfd_open".into())?)
+            }
+        };
+        sys::pidfd_getfd(pidfd, fd).ctx(pid, || format!("fd {fd}: pidfd_getfd"))
     }
 
     /// Copy the buffered bytes of every pipe (without consuming them) and mark pipes whose
@@ -332,6 +391,8 @@ pub struct Opened {
     pub remote_pidfd: HashMap<i32, u64>,
     /// Highest fd number any task needs (+1): temporary fds go above.
     pub high_fd: u64,
+    /// Recreated pty pairs (kept open until the tasks hold their ends).
+    pub ptys: HashMap<u32, crate::pty::Pair>,
 }
 
 fn open_with(path: &str, flags: u32) -> std::io::Result<File> {
@@ -365,6 +426,7 @@ impl Opened {
             inherit,
             remote_pidfd: HashMap::new(),
             high_fd: 3,
+            ptys: HashMap::new(),
         };
         for p in &img.processes {
             for fd in &p.fds {
@@ -419,6 +481,7 @@ impl Opened {
             fifo_holders.insert(p.id, f);
         }
         let mut unix_fds = crate::unix::create_all(img)?;
+        let pairs = crate::pty::create_pairs(img)?;
         for f in &img.files {
             let kind = FileKind::try_from(f.kind)
                 .map_err(|_| Failure::msg(0, "unknown file kind in image"))?;
@@ -486,6 +549,29 @@ impl Opened {
                 FileKind::Fifo => open_with(&f.path, f.flags | libc::O_NONBLOCK as u32)
                     .ctx(0, what)?
                     .into(),
+                FileKind::PtyMaster => {
+                    let idx = f.pty.as_ref().map(|p| p.index).unwrap_or(u32::MAX);
+                    let pair = pairs.get(&idx).ok_or_else(|| {
+                        Failure::msg(0, format!("{}: pty {idx} was not recreated", what()))
+                    })?;
+                    pair.master.try_clone().ctx(0, what)?
+                }
+                FileKind::PtySlave => {
+                    let st = f
+                        .pty
+                        .as_ref()
+                        .ok_or_else(|| Failure::msg(0, format!("{}: pty state missing", what())))?;
+                    if st.external {
+                        crate::pty::external_slave(st.index, &o.inherit)?
+                    } else {
+                        open_with(
+                            &format!("/dev/pts/{}", st.index),
+                            f.flags | libc::O_NOCTTY as u32,
+                        )
+                        .ctx(0, what)?
+                        .into()
+                    }
+                }
                 FileKind::UnixSocket => unix_fds.remove(&f.id).ok_or_else(|| {
                     Failure::msg(0, format!("{}: socket was not recreated", what()))
                 })?,
@@ -530,6 +616,8 @@ impl Opened {
             o.files.insert(f.id, fd);
         }
         drop(fifo_holders);
+        crate::pty::finish_pairs(img, &pairs)?;
+        o.ptys = pairs;
         Ok(o)
     }
 

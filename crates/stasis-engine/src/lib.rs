@@ -11,6 +11,7 @@
 //! - [`files`]: fd tables, open file descriptions, pipes and FIFOs.
 //! - [`events`]: eventfd, epoll, timerfd, signalfd, inotify.
 //! - [`unix`]: unix-domain sockets.
+//! - [`pty`]: pseudo-terminals and controlling terminals.
 //! - [`task`]: registers, threads, signals, timers, credentials, limits.
 //! - [`remote`]: syscall injection with a scratch area in the tracee.
 //! - [`journal`]: recovery after a killed checkpoint.
@@ -25,6 +26,7 @@ pub mod files;
 pub mod freeze;
 pub mod journal;
 pub mod memory;
+pub mod pty;
 pub mod remote;
 pub mod restore;
 pub mod task;

@@ -269,6 +269,7 @@ pub fn dump_process_proc(pid: i32) -> Result<rec::Process, Failure> {
         dumpable: 1,
         child_subreaper: false,
         start_time: stat.starttime,
+        ctty: crate::pty::dump_ctty(&stat),
         oom_score_adj: std::fs::read_to_string(format!("/proc/{pid}/oom_score_adj"))
             .ctx(pid, || "reading oom_score_adj".into())?
             .trim()

@@ -100,6 +100,9 @@ pub struct Process {
     /// /proc/PID/oom_score_adj.
     #[prost(int32, tag = "25")]
     pub oom_score_adj: i32,
+    /// Controlling terminal, recorded on the session leader.
+    #[prost(message, optional, tag = "26")]
+    pub ctty: Option<Ctty>,
 }
 
 /// One thread.
@@ -358,6 +361,10 @@ pub enum FileKind {
     Inotify = 10,
     /// Unix-domain socket (`unix`).
     UnixSocket = 11,
+    /// Pseudo-terminal master (`pty` holds the pair's state).
+    PtyMaster = 12,
+    /// Pseudo-terminal slave, /dev/pts/N (`pty.index`).
+    PtySlave = 13,
 }
 
 /// One open file description.
@@ -407,6 +414,58 @@ pub struct FileObject {
     pub inotify: Option<InotifyState>,
     #[prost(message, optional, tag = "20")]
     pub unix: Option<UnixSocketState>,
+    #[prost(message, optional, tag = "21")]
+    pub pty: Option<PtyState>,
+}
+
+/// A pseudo-terminal pair (on the master's record; a slave's record holds the index only).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PtyState {
+    /// /dev/pts/INDEX.
+    #[prost(uint32, tag = "1")]
+    pub index: u32,
+    /// The slave's `struct termios2` (44 raw bytes).
+    #[prost(bytes = "vec", tag = "2")]
+    pub termios: Vec<u8>,
+    /// The master's `struct termios2`.
+    #[prost(bytes = "vec", tag = "3")]
+    pub master_termios: Vec<u8>,
+    /// rows, cols, xpixel, ypixel.
+    #[prost(uint32, repeated, tag = "4")]
+    pub winsize: Vec<u32>,
+    /// TIOCPKT on the master.
+    #[prost(bool, tag = "5")]
+    pub packet_mode: bool,
+    /// TIOCSPTLCK: slave opens refused.
+    #[prost(bool, tag = "6")]
+    pub locked: bool,
+    /// Input queued for the slave's reader (typed into the master, not read yet).
+    #[prost(bytes = "vec", tag = "7")]
+    pub input: Vec<u8>,
+    /// Output queued for the master's reader (written by the slave side, not read yet).
+    #[prost(bytes = "vec", tag = "8")]
+    pub output: Vec<u8>,
+    /// The slave's owner uid/gid and mode (devpts node).
+    #[prost(uint32, tag = "9")]
+    pub uid: u32,
+    #[prost(uint32, tag = "10")]
+    pub gid: u32,
+    #[prost(uint32, tag = "11")]
+    pub mode: u32,
+    /// The master is outside the tree (a terminal the tree was started from).
+    #[prost(bool, tag = "12")]
+    pub external: bool,
+}
+
+/// A session's controlling terminal.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Ctty {
+    /// /dev/pts/INDEX.
+    #[prost(uint32, tag = "1")]
+    pub index: u32,
+    /// Foreground process group.
+    #[prost(int32, tag = "2")]
+    pub fg_pgid: i32,
 }
 
 /// One message (or, for a stream socket, all the bytes) queued for reading.

@@ -535,3 +535,93 @@ pub fn fs_magic(path: &str) -> io::Result<i64> {
 
 /// `f_type` of the POSIX message queue filesystem.
 pub const MQUEUE_MAGIC: i64 = 0x1980_0202;
+
+/// `ioctl(fd, req, &mut int)`: read an int.
+pub fn ioctl_get_int(fd: RawFd, req: libc::c_ulong) -> io::Result<i32> {
+    let mut v: libc::c_int = 0;
+    // SAFETY: the request writes one int into a local.
+    let r = unsafe { libc::ioctl(fd, req, &mut v as *mut libc::c_int) };
+    check(r as libc::c_long)?;
+    Ok(v)
+}
+
+/// `ioctl(fd, req, &int)`: pass an int by pointer.
+pub fn ioctl_set_int(fd: RawFd, req: libc::c_ulong, v: i32) -> io::Result<()> {
+    // SAFETY: the request reads one int from a local.
+    let r = unsafe { libc::ioctl(fd, req, &v as *const libc::c_int) };
+    check(r as libc::c_long).map(|_| ())
+}
+
+/// `ioctl(fd, req, 0)`: a request without argument.
+pub fn ioctl_none(fd: RawFd, req: libc::c_ulong) -> io::Result<()> {
+    // SAFETY: integer arguments only.
+    let r = unsafe { libc::ioctl(fd, req, 0) };
+    check(r as libc::c_long).map(|_| ())
+}
+
+/// Size of `struct termios2` on x86_64.
+pub const TERMIOS2_LEN: usize = 44;
+
+/// `TCGETS2`: the terminal's settings as raw `struct termios2` bytes.
+pub fn tcgets2(fd: RawFd) -> io::Result<Vec<u8>> {
+    let mut b = vec![0u8; TERMIOS2_LEN];
+    // SAFETY: TCGETS2 writes sizeof(struct termios2) = 44 bytes into the buffer.
+    let r = unsafe { libc::ioctl(fd, libc::TCGETS2, b.as_mut_ptr()) };
+    check(r as libc::c_long)?;
+    Ok(b)
+}
+
+/// `TCSETS2`: set the terminal's settings from raw `struct termios2` bytes.
+pub fn tcsets2(fd: RawFd, termios: &[u8]) -> io::Result<()> {
+    if termios.len() != TERMIOS2_LEN {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    // SAFETY: TCSETS2 reads 44 bytes from a buffer of that length.
+    let r = unsafe { libc::ioctl(fd, libc::TCSETS2, termios.as_ptr()) };
+    check(r as libc::c_long).map(|_| ())
+}
+
+/// `TIOCGWINSZ`: (rows, cols, xpixel, ypixel).
+pub fn get_winsize(fd: RawFd) -> io::Result<[u16; 4]> {
+    let mut w = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ writes one winsize into a local.
+    let r = unsafe { libc::ioctl(fd, libc::TIOCGWINSZ, &mut w) };
+    check(r as libc::c_long)?;
+    Ok([w.ws_row, w.ws_col, w.ws_xpixel, w.ws_ypixel])
+}
+
+/// `TIOCSWINSZ`.
+pub fn set_winsize(fd: RawFd, ws: [u16; 4]) -> io::Result<()> {
+    let w = libc::winsize {
+        ws_row: ws[0],
+        ws_col: ws[1],
+        ws_xpixel: ws[2],
+        ws_ypixel: ws[3],
+    };
+    // SAFETY: TIOCSWINSZ reads one winsize from a local.
+    let r = unsafe { libc::ioctl(fd, libc::TIOCSWINSZ, &w) };
+    check(r as libc::c_long).map(|_| ())
+}
+
+/// `read(2)` into a buffer; returns the bytes read.
+pub fn read_fd(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: the kernel writes at most `buf.len()` bytes into `buf`.
+    let r = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+    check(r as libc::c_long).map(|n| n as usize)
+}
+
+/// `write(2)` all of `buf`.
+pub fn write_fd(fd: RawFd, buf: &[u8]) -> io::Result<()> {
+    let mut off = 0;
+    while off < buf.len() {
+        // SAFETY: the kernel reads at most `len - off` bytes from `buf[off..]`.
+        let r = unsafe { libc::write(fd, buf[off..].as_ptr().cast(), buf.len() - off) };
+        off += check(r as libc::c_long)? as usize;
+    }
+    Ok(())
+}

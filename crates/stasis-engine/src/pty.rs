@@ -1,0 +1,420 @@
+//! Pseudo-terminals.
+//!
+//! ## Dump
+//! A master (`/dev/ptmx`) shows its index in fdinfo (`tty-index`); a slave is `/dev/pts/N`. The
+//! master is borrowed with `pidfd_getfd`, the slave opened by us (`O_NOCTTY`), to read both
+//! termios (`TCGETS2`), the window size, packet mode and lock state. The bytes queued in the
+//! pair have no peek: while the tree is frozen they are read out and written straight back —
+//! the output waiting for the master's reader is written again through the slave with `OPOST`
+//! off; the input waiting for the slave's reader is read with the line discipline switched to
+//! non-canonical for a moment and typed again through the master with echo and signals off (a
+//! half-typed canonical line stays half-typed). A controlling terminal and its foreground
+//! process group come from `/proc/PID/stat` (`tty_nr`, `tpgid`).
+//!
+//! ## Restore
+//! The same index is obtained by opening `/dev/ptmx` until the kernel hands out that index (the
+//! extra pairs are closed again); the queues are refilled the same way, then termios, window
+//! size, packet mode and lock state are set. The session leader takes its controlling terminal
+//! with an injected `ioctl(TIOCSCTTY)` and sets the foreground group with `TIOCSPGRP`.
+//!
+//! A slave whose master is outside the tree (the terminal the tree was started from) follows
+//! the shell-job rule: it is reattached to `--inherit-fd tty:[INDEX]=FD`, or to the restorer's
+//! own standard input when that is a terminal; otherwise restore fails naming the fd.
+
+use crate::error::{Ctx, Failure};
+use crate::remote::Remote;
+use stasis_image::records as rec;
+use stasis_sys::sys;
+use std::collections::HashMap;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+
+const TIOCGPKT: libc::c_ulong = 0x8004_5438;
+const TIOCGPTLCK: libc::c_ulong = 0x8004_5439;
+const TIOCSPTLCK: libc::c_ulong = 0x4004_5431;
+const TIOCGPTN: libc::c_ulong = 0x8004_5430;
+const TIOCPKT: libc::c_ulong = 0x5420;
+
+/// Pts major numbers (136..=143).
+pub fn is_pts_major(major: u32) -> bool {
+    (136..=143).contains(&major)
+}
+
+/// Index of a pts device number.
+pub fn pts_index(rdev: u64) -> u32 {
+    (libc::major(rdev) - 136) * 256 + libc::minor(rdev)
+}
+
+// termios2 layout: c_iflag u32 @0, c_oflag @4, c_cflag @8, c_lflag @12, c_line u8 @16,
+// c_cc[19] @17, c_ispeed @36, c_ospeed @40.
+fn flag(t: &[u8], off: usize) -> u32 {
+    u32::from_ne_bytes(t[off..off + 4].try_into().expect("4 bytes"))
+}
+
+fn set_flag(t: &mut [u8], off: usize, v: u32) {
+    t[off..off + 4].copy_from_slice(&v.to_ne_bytes());
+}
+
+const VTIME: usize = 17 + 5;
+const VMIN: usize = 17 + 6;
+
+/// Settings under which input typed into the master arrives unchanged and unechoed.
+fn quiet_input(t: &[u8]) -> Vec<u8> {
+    let mut q = t.to_vec();
+    let iflag =
+        flag(t, 0) & !(libc::ICRNL | libc::INLCR | libc::IGNCR | libc::IUCLC | libc::ISTRIP);
+    set_flag(&mut q, 0, iflag);
+    let lflag = flag(t, 12)
+        & !(libc::ECHO
+            | libc::ECHOE
+            | libc::ECHOK
+            | libc::ECHONL
+            | libc::ECHOCTL
+            | libc::ECHOKE
+            | libc::ISIG
+            | libc::IEXTEN);
+    set_flag(&mut q, 12, lflag);
+    q
+}
+
+/// Non-canonical, non-blocking read of everything queued.
+fn raw_read(t: &[u8]) -> Vec<u8> {
+    let mut q = quiet_input(t);
+    let lflag = flag(&q, 12) & !libc::ICANON;
+    set_flag(&mut q, 12, lflag);
+    q[VMIN] = 0;
+    q[VTIME] = 0;
+    q
+}
+
+/// Output written by the slave goes to the master unchanged.
+fn raw_output(t: &[u8]) -> Vec<u8> {
+    let mut q = t.to_vec();
+    let oflag = flag(t, 4) & !libc::OPOST;
+    set_flag(&mut q, 4, oflag);
+    q
+}
+
+fn read_available(fd: RawFd) -> std::io::Result<Vec<u8>> {
+    let n = sys::fionread(fd)?;
+    let mut out = vec![0u8; n];
+    let mut got = 0;
+    while got < n {
+        let r = sys::read_fd(fd, &mut out[got..])?;
+        if r == 0 {
+            break;
+        }
+        got += r;
+    }
+    out.truncate(got);
+    Ok(out)
+}
+
+fn open_slave(index: u32) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY | libc::O_NONBLOCK)
+        .open(format!("/dev/pts/{index}"))
+}
+
+/// Dump a pty pair through its master (borrowed from the task) and its queued bytes, which
+/// are read and written straight back.
+pub fn dump_master(
+    pid: i32,
+    fd: i32,
+    master: &OwnedFd,
+    index: u32,
+) -> Result<rec::PtyState, Failure> {
+    let m = master.as_raw_fd();
+    let what = |w: &str| format!("fd {fd} (pty master {index}): {w}");
+    let locked = sys::ioctl_get_int(m, TIOCGPTLCK).ctx(pid, || what("TIOCGPTLCK"))? != 0;
+    let packet_mode = sys::ioctl_get_int(m, TIOCGPKT).ctx(pid, || what("TIOCGPKT"))? != 0;
+    let master_termios = sys::tcgets2(m).ctx(pid, || what("TCGETS2"))?;
+    let winsize = sys::get_winsize(m).ctx(pid, || what("TIOCGWINSZ"))?;
+    let mut st = rec::PtyState {
+        index,
+        termios: Vec::new(),
+        master_termios,
+        winsize: winsize.iter().map(|&v| v as u32).collect(),
+        packet_mode,
+        locked,
+        input: Vec::new(),
+        output: Vec::new(),
+        uid: 0,
+        gid: 0,
+        mode: 0o620,
+        external: false,
+    };
+    if let Ok(md) = std::fs::metadata(format!("/dev/pts/{index}")) {
+        st.uid = md.uid();
+        st.gid = md.gid();
+        st.mode = md.mode() & 0o7777;
+    }
+    if locked {
+        // Nobody can have opened the slave: nothing queued on it, settings are the master's.
+        st.termios = st.master_termios.clone();
+        return Ok(st);
+    }
+    let slave = open_slave(index).ctx(pid, || what("opening the slave"))?;
+    let s = slave.as_raw_fd();
+    st.termios = sys::tcgets2(s).ctx(pid, || what("TCGETS2 on the slave"))?;
+    // Output waiting for the master's reader (packet mode off while reading: it would prefix
+    // every read with a status byte).
+    if packet_mode {
+        sys::ioctl_set_int(m, TIOCPKT, 0).ctx(pid, || what("TIOCPKT off"))?;
+    }
+    let out = read_available(m);
+    if packet_mode {
+        sys::ioctl_set_int(m, TIOCPKT, 1).ctx(pid, || what("TIOCPKT on"))?;
+    }
+    st.output = out.ctx(pid, || what("reading queued output"))?;
+    // Input waiting for the slave's reader, complete lines and a half-typed one alike.
+    sys::tcsets2(s, &raw_read(&st.termios)).ctx(pid, || what("TCSETS2"))?;
+    let inp = read_available(s);
+    let back = sys::tcsets2(s, &st.termios);
+    st.input = inp.ctx(pid, || what("reading queued input"))?;
+    back.ctx(pid, || what("TCSETS2"))?;
+    // Put both back exactly.
+    refill(m, s, &st).ctx(pid, || what("putting queued bytes back"))?;
+    Ok(st)
+}
+
+/// Bytes of `input` that form complete canonical lines (up to the last line end).
+fn complete_lines(t: &[u8], input: &[u8]) -> usize {
+    let cc = &t[17..36];
+    let ends = [b'\n', cc[libc::VEOL], cc[libc::VEOL2], cc[libc::VEOF]];
+    input
+        .iter()
+        .rposition(|b| *b != 0 && ends.contains(b))
+        .map(|p| p + 1)
+        .unwrap_or(0)
+}
+
+/// Wait until the line discipline has taken in what was written to the other side (it runs
+/// in a kernel worker, after `write` returns).
+fn wait_inq(fd: RawFd, want: usize) -> std::io::Result<()> {
+    let start = std::time::Instant::now();
+    while sys::fionread(fd)? < want {
+        if start.elapsed() > std::time::Duration::from_secs(2) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "terminal input not processed within 2 s",
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_micros(200));
+    }
+    Ok(())
+}
+
+/// Write `st.input` and `st.output` into the pair (whose queues are empty) and leave the slave
+/// with `st.termios`. Input is typed through the master with echo, signals and input mapping
+/// off but the canonical mode as saved, so complete lines and a half-typed one come back as
+/// they were; we wait for the line discipline before the saved settings return.
+fn refill(m: RawFd, s: RawFd, st: &rec::PtyState) -> std::io::Result<()> {
+    let canonical = flag(&st.termios, 12) & libc::ICANON != 0;
+    if !st.input.is_empty() {
+        sys::tcsets2(s, &quiet_input(&st.termios))?;
+        sys::write_fd(m, &st.input)?;
+        if canonical {
+            wait_inq(s, complete_lines(&st.termios, &st.input))?;
+            // A non-blocking read with no complete line makes the kernel process pending
+            // input now and returns EAGAIN without consuming anything.
+            if complete_lines(&st.termios, &st.input) == 0 {
+                let mut b = [0u8; 1];
+                let _ = sys::read_fd(s, &mut b);
+            }
+        } else {
+            wait_inq(s, st.input.len())?;
+        }
+    }
+    if !st.output.is_empty() {
+        sys::tcsets2(s, &raw_output(&st.termios))?;
+        sys::write_fd(s, &st.output)?;
+        wait_inq(m, st.output.len())?;
+    }
+    sys::tcsets2(s, &st.termios)
+}
+
+/// The controlling terminal of a session leader, if it is a pts.
+pub fn dump_ctty(stat: &stasis_sys::proc::Stat) -> Option<rec::Ctty> {
+    let nr = stat.tty_nr as u32 as u64;
+    if nr == 0 || stat.pid != stat.session {
+        return None;
+    }
+    let major = ((nr >> 8) & 0xfff) as u32;
+    let minor = ((nr & 0xff) | ((nr >> 12) & 0xfff00)) as u32;
+    is_pts_major(major).then(|| rec::Ctty {
+        index: (major - 136) * 256 + minor,
+        fg_pgid: stat.tpgid,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Restore side.
+
+/// A recreated pair: our master and a slave fd of ours.
+pub struct Pair {
+    /// Master.
+    pub master: OwnedFd,
+    /// Slave (ours, O_NOCTTY).
+    pub slave: std::fs::File,
+}
+
+/// Open `/dev/ptmx` until the kernel hands out `index`.
+fn open_index(index: u32) -> Result<OwnedFd, Failure> {
+    let mut extras = Vec::new();
+    loop {
+        let m: OwnedFd = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOCTTY)
+            .open("/dev/ptmx")
+            .ctx(0, || "opening /dev/ptmx".into())?
+            .into();
+        let n = sys::ioctl_get_int(m.as_raw_fd(), TIOCGPTN).ctx(0, || "TIOCGPTN".into())? as u32;
+        if n == index {
+            return Ok(m);
+        }
+        if n > index || extras.len() > 4096 {
+            return Err(Failure::msg(
+                0,
+                format!("pty index {index} is taken (the kernel handed out {n}): restore needs the same pty numbers; free /dev/pts/{index} or restore into a partition with its own devpts"),
+            ));
+        }
+        extras.push(m);
+    }
+}
+
+/// Recreate every pty pair of the image.
+pub fn create_pairs(img: &rec::Checkpoint) -> Result<HashMap<u32, Pair>, Failure> {
+    let mut out = HashMap::new();
+    let mut indexes: Vec<&rec::PtyState> = img
+        .files
+        .iter()
+        .filter(|f| f.kind == rec::FileKind::PtyMaster as i32)
+        .filter_map(|f| f.pty.as_ref())
+        .collect();
+    indexes.sort_by_key(|p| p.index);
+    for st in indexes {
+        let what = || format!("pty {}", st.index);
+        let master = open_index(st.index)?;
+        let m = master.as_raw_fd();
+        sys::ioctl_set_int(m, TIOCSPTLCK, 0).ctx(0, || format!("{}: unlock", what()))?;
+        let slave = open_slave(st.index).ctx(0, || format!("{}: opening the slave", what()))?;
+        let s = slave.as_raw_fd();
+        refill(m, s, st).ctx(0, || format!("{}: refilling queued bytes", what()))?;
+        sys::tcsets2(m, &st.master_termios).ctx(0, || format!("{}: master termios", what()))?;
+        if st.winsize.len() == 4 {
+            let w = [
+                st.winsize[0] as u16,
+                st.winsize[1] as u16,
+                st.winsize[2] as u16,
+                st.winsize[3] as u16,
+            ];
+            sys::set_winsize(m, w).ctx(0, || format!("{}: window size", what()))?;
+        }
+        if st.packet_mode {
+            sys::ioctl_set_int(m, TIOCPKT, 1).ctx(0, || format!("{}: packet mode", what()))?;
+        }
+        let path = format!("/dev/pts/{}", st.index);
+        let _ = std::os::unix::fs::chown(&path, Some(st.uid), Some(st.gid));
+        let _ =
+            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(st.mode));
+        out.insert(st.index, Pair { master, slave });
+    }
+    Ok(out)
+}
+
+/// Lock the pairs that were locked (after every slave description is open).
+pub fn finish_pairs(img: &rec::Checkpoint, pairs: &HashMap<u32, Pair>) -> Result<(), Failure> {
+    for f in &img.files {
+        if let Some(st) = f
+            .pty
+            .as_ref()
+            .filter(|p| p.locked && f.kind == rec::FileKind::PtyMaster as i32)
+        {
+            if let Some(p) = pairs.get(&st.index) {
+                sys::ioctl_set_int(p.master.as_raw_fd(), TIOCSPTLCK, 1)
+                    .ctx(0, || format!("pty {}: lock", st.index))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Make the pair's slave the controlling terminal of session leader `r` (right after its
+/// `setsid`, before it creates children, which inherit the terminal as they did originally).
+pub fn acquire_ctty(
+    r: &mut Remote,
+    p: &rec::Process,
+    opened: &mut crate::files::Opened,
+) -> Result<(), Failure> {
+    let Some(c) = &p.ctty else { return Ok(()) };
+    let Some(pair) = opened.ptys.get(&c.index) else {
+        return Err(Failure::msg(
+            p.pid,
+            format!(
+                "controlling terminal /dev/pts/{} missing from the image",
+                c.index
+            ),
+        ));
+    };
+    let ours = pair.slave.as_raw_fd();
+    let fd = crate::memory::FdSource::install(opened, r, ours)?;
+    r.call(
+        "ioctl(TIOCSCTTY)",
+        libc::SYS_ioctl,
+        &[fd, libc::TIOCSCTTY, 0],
+    )?;
+    r.call("close", libc::SYS_close, &[fd])?;
+    // Children created next copy the fd table: leave nothing of ours in it.
+    opened.finish(r)
+}
+
+/// Set the foreground process group of a restored controlling terminal (after every process
+/// group exists).
+pub fn restore_foreground(
+    r: &mut Remote,
+    p: &rec::Process,
+    opened: &mut crate::files::Opened,
+) -> Result<(), Failure> {
+    let Some(c) = p.ctty.as_ref().filter(|c| c.fg_pgid > 0) else {
+        return Ok(());
+    };
+    let Some(pair) = opened.ptys.get(&c.index) else {
+        return Ok(());
+    };
+    let ours = pair.slave.as_raw_fd();
+    let fd = crate::memory::FdSource::install(opened, r, ours)?;
+    let a = r.put(0, &c.fg_pgid.to_le_bytes())?;
+    r.call(
+        &format!("ioctl(TIOCSPGRP, {})", c.fg_pgid),
+        libc::SYS_ioctl,
+        &[fd, libc::TIOCSPGRP, a],
+    )?;
+    r.call("close", libc::SYS_close, &[fd])?;
+    opened.finish(r)
+}
+
+/// An fd of ours for a slave whose master is outside the tree (shell-job rule).
+pub fn external_slave(index: u32, inherit: &HashMap<String, RawFd>) -> Result<OwnedFd, Failure> {
+    let key = format!("tty:[{index}]");
+    let fd = match inherit.get(&key) {
+        Some(&fd) => fd,
+        None => {
+            // SAFETY-free check: isatty through TCGETS2 on our stdin.
+            if sys::tcgets2(0).is_ok() {
+                0
+            } else {
+                return Err(Failure::msg(
+                    0,
+                    format!("the tree used terminal /dev/pts/{index} outside of it: restore from a terminal or pass --inherit-fd {key}=FD"),
+                ));
+            }
+        }
+    };
+    let dup = sys::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3)
+        .ctx(0, || format!("{key}: duplicating fd {fd}"))?;
+    Ok(sys::owned_fd(dup as RawFd))
+}
