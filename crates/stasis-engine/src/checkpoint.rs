@@ -127,14 +127,6 @@ pub fn checkpoint(opts: &CheckpointOptions) -> Result<CheckpointStats, Checkpoin
         procs.push(p);
     }
     files.finish()?;
-    // A controlling terminal outside the tree follows the shell-job rule (the restored session
-    // joins the restorer's): only pairs the tree holds are taken again.
-    let masters = files.pty_masters();
-    for p in &mut procs {
-        if p.ctty.as_ref().is_some_and(|c| !masters.contains(&c.index)) {
-            p.ctty = None;
-        }
-    }
     step("inspect")?;
 
     // Parasite: queries only the tasks can answer.

@@ -343,33 +343,63 @@ pub fn finish_pairs(img: &rec::Checkpoint, pairs: &HashMap<u32, Pair>) -> Result
     Ok(())
 }
 
-/// Make the pair's slave the controlling terminal of session leader `r` (right after its
+/// Our fd for terminal `index`: the recreated pair's slave, or the outside terminal the
+/// restorer was given for it (`--inherit-fd tty:[INDEX]=FD`, shell-job rule).
+fn terminal_fd(img: &rec::Checkpoint, opened: &crate::files::Opened, index: u32) -> Option<RawFd> {
+    if let Some(pair) = opened.ptys.get(&index) {
+        return Some(pair.slave.as_raw_fd());
+    }
+    img.files
+        .iter()
+        .find(|f| {
+            f.kind == rec::FileKind::PtySlave as i32
+                && f.pty
+                    .as_ref()
+                    .is_some_and(|p| p.index == index && p.external)
+        })
+        .and_then(|f| opened.files.get(&f.id))
+        .map(|fd| fd.as_raw_fd())
+}
+
+/// Make terminal `ctty` the controlling terminal of session leader `r` (right after its
 /// `setsid`, before it creates children, which inherit the terminal as they did originally).
+/// An outside terminal that another session already controls is left alone: the restored
+/// session then runs without a controlling terminal (documented).
 pub fn acquire_ctty(
     r: &mut Remote,
     p: &rec::Process,
+    img: &rec::Checkpoint,
     opened: &mut crate::files::Opened,
 ) -> Result<(), Failure> {
     let Some(c) = &p.ctty else { return Ok(()) };
-    let Some(pair) = opened.ptys.get(&c.index) else {
-        return Err(Failure::msg(
-            p.pid,
-            format!(
-                "controlling terminal /dev/pts/{} missing from the image",
-                c.index
-            ),
-        ));
+    let Some(ours) = terminal_fd(img, opened, c.index) else {
+        tracing::warn!(
+            pid = p.pid,
+            index = c.index,
+            "controlling terminal not available: the session runs without one"
+        );
+        return Ok(());
     };
-    let ours = pair.slave.as_raw_fd();
     let fd = crate::memory::FdSource::install(opened, r, ours)?;
-    r.call(
+    let res = r.call_raw(
         "ioctl(TIOCSCTTY)",
         libc::SYS_ioctl,
         &[fd, libc::TIOCSCTTY, 0],
     )?;
     r.call("close", libc::SYS_close, &[fd])?;
     // Children created next copy the fd table: leave nothing of ours in it.
-    opened.finish(r)
+    opened.finish(r)?;
+    if res < 0 {
+        if opened.ptys.contains_key(&c.index) {
+            return Err(Failure::new(
+                p.pid,
+                format!("ioctl(TIOCSCTTY) on /dev/pts/{}", c.index),
+                std::io::Error::from_raw_os_error(-res as i32),
+            ));
+        }
+        tracing::warn!(pid = p.pid, index = c.index, "outside terminal is controlled by another session: the restored session runs without one");
+    }
+    Ok(())
 }
 
 /// Set the foreground process group of a restored controlling terminal (after every process
@@ -377,24 +407,32 @@ pub fn acquire_ctty(
 pub fn restore_foreground(
     r: &mut Remote,
     p: &rec::Process,
+    img: &rec::Checkpoint,
     opened: &mut crate::files::Opened,
 ) -> Result<(), Failure> {
     let Some(c) = p.ctty.as_ref().filter(|c| c.fg_pgid > 0) else {
         return Ok(());
     };
-    let Some(pair) = opened.ptys.get(&c.index) else {
+    let Some(ours) = terminal_fd(img, opened, c.index) else {
         return Ok(());
     };
-    let ours = pair.slave.as_raw_fd();
     let fd = crate::memory::FdSource::install(opened, r, ours)?;
     let a = r.put(0, &c.fg_pgid.to_le_bytes())?;
-    r.call(
+    let res = r.call_raw(
         &format!("ioctl(TIOCSPGRP, {})", c.fg_pgid),
         libc::SYS_ioctl,
         &[fd, libc::TIOCSPGRP, a],
     )?;
     r.call("close", libc::SYS_close, &[fd])?;
-    opened.finish(r)
+    opened.finish(r)?;
+    if res < 0 && opened.ptys.contains_key(&c.index) {
+        return Err(Failure::new(
+            p.pid,
+            format!("ioctl(TIOCSPGRP, {})", c.fg_pgid),
+            std::io::Error::from_raw_os_error(-res as i32),
+        ));
+    }
+    Ok(())
 }
 
 /// An fd of ours for a slave whose master is outside the tree (shell-job rule).

@@ -413,7 +413,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreStats, RestoreError> {
     }
     if root.sid == root.pid {
         r.call("setsid", libc::SYS_setsid, &[])?;
-        crate::pty::acquire_ctty(&mut r, root, &mut opened)?;
+        crate::pty::acquire_ctty(&mut r, root, &img, &mut opened)?;
     }
     remotes.insert(root_pid, r);
     step("root")?;
@@ -428,7 +428,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreStats, RestoreError> {
         let mut r = Remote::new(pid, pid, gadget, regs_of(pid)?);
         if p.sid == p.pid {
             r.call("setsid", libc::SYS_setsid, &[])?;
-            crate::pty::acquire_ctty(&mut r, p, &mut opened)?;
+            crate::pty::acquire_ctty(&mut r, p, &img, &mut opened)?;
         }
         remotes.insert(pid, r);
     }
@@ -457,7 +457,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreStats, RestoreError> {
     }
     for p in &img.processes {
         let r = remotes.get_mut(&p.pid).expect("created");
-        crate::pty::restore_foreground(r, p, &mut opened)?;
+        crate::pty::restore_foreground(r, p, &img, &mut opened)?;
     }
     // Threads.
     for p in &img.processes {

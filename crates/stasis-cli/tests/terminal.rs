@@ -1,0 +1,195 @@
+//! An interactive bash in a pseudo-terminal whose master the test keeps (outside the tree):
+//! checkpoint, kill, restore with `--inherit-fd tty:[N]=FD`, and the shell carries on in the
+//! same terminal with its variables, history and job control.
+#![cfg(target_os = "linux")]
+#![allow(unsafe_code)]
+
+mod common;
+
+use common::{checkpoint, image_dir, reap_comm, restore_with, serial};
+use std::ffi::CString;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Pty {
+    master: std::fs::File,
+    index: u32,
+    path: String,
+}
+
+fn open_pty() -> Pty {
+    // SAFETY: posix_openpt/grantpt/unlockpt/ptsname_r on a fresh descriptor we own.
+    unsafe {
+        let m = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY);
+        assert!(m >= 0, "posix_openpt: {}", std::io::Error::last_os_error());
+        assert_eq!(libc::grantpt(m), 0);
+        assert_eq!(libc::unlockpt(m), 0);
+        let mut buf = [0 as libc::c_char; 128];
+        assert_eq!(libc::ptsname_r(m, buf.as_mut_ptr(), buf.len()), 0);
+        let path = std::ffi::CStr::from_ptr(buf.as_ptr())
+            .to_string_lossy()
+            .into_owned();
+        let index = path
+            .trim_start_matches("/dev/pts/")
+            .parse()
+            .expect("pts index");
+        let fl = libc::fcntl(m, libc::F_GETFL);
+        libc::fcntl(m, libc::F_SETFL, fl | libc::O_NONBLOCK);
+        Pty {
+            master: std::fs::File::from(OwnedFd::from_raw_fd(m)),
+            index,
+            path,
+        }
+    }
+}
+
+/// Read from the master until `needle` shows up (or panic after `secs`); returns everything
+/// up to and including it, and keeps the rest for the next call. The master is non-blocking.
+fn expect(m: &mut std::fs::File, needle: &str, secs: u64) -> String {
+    thread_local! {
+        static PENDING: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    let start = Instant::now();
+    loop {
+        let found = PENDING.with(|p| {
+            let mut p = p.borrow_mut();
+            let text = String::from_utf8_lossy(&p).into_owned();
+            text.find(needle).map(|i| {
+                let end = i + needle.len();
+                let head = text[..end].to_string();
+                let rest = text.as_bytes()[end..].to_vec();
+                *p = rest;
+                head
+            })
+        });
+        if let Some(head) = found {
+            return head;
+        }
+        if start.elapsed() > Duration::from_secs(secs) {
+            let seen = PENDING.with(|p| String::from_utf8_lossy(&p.borrow()).into_owned());
+            panic!("terminal output never showed {needle:?}; saw {seen:?}");
+        }
+        let mut buf = [0u8; 4096];
+        match m.read(&mut buf) {
+            Ok(k) if k > 0 => PENDING.with(|p| p.borrow_mut().extend_from_slice(&buf[..k])),
+            _ => std::thread::sleep(Duration::from_millis(10)),
+        }
+    }
+}
+
+fn send(m: &mut std::fs::File, line: &str) {
+    m.write_all(line.as_bytes())
+        .expect("write to the pty master");
+}
+
+#[test]
+fn interactive_bash_in_a_pty_survives_checkpoint_and_restore() {
+    let _g = serial();
+    reap_comm("bash");
+    let mut pty = open_pty();
+    let slave_path = CString::new(pty.path.clone()).unwrap();
+    let mut cmd = Command::new("/bin/bash");
+    cmd.args(["--noprofile", "--norc", "-i"])
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("TERM", "dumb")
+        .env("PS1", "PROMPT> ")
+        .env("HOME", "/tmp")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let s = libc::open(slave_path.as_ptr(), libc::O_RDWR);
+            if s < 0 || libc::ioctl(s, libc::TIOCSCTTY, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            for fd in 0..3 {
+                libc::dup2(s, fd);
+            }
+            libc::close(s);
+            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().expect("spawn bash");
+    let pid = child.id() as i32;
+    expect(&mut pty.master, "PROMPT> ", 10);
+    send(&mut pty.master, "X=42; unset HISTFILE; echo set-$X\n");
+    expect(&mut pty.master, "set-42", 10);
+    expect(&mut pty.master, "PROMPT> ", 10);
+    send(&mut pty.master, "echo second-command\n");
+    expect(&mut pty.master, "PROMPT> ", 10);
+
+    let img = image_dir("bash-pty");
+    let dir = img.path().join("img");
+    let out = checkpoint(pid, &dir, &[]);
+    assert!(
+        out.status.success(),
+        "checkpoint of interactive bash failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The restorer gets a slave of the same terminal as fd 3 and hands it to the tree.
+    let slave = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags_noctty()
+        .open(&pty.path)
+        .expect("open slave");
+    let sfd = slave.as_raw_fd();
+    let key = format!("tty:[{}]={}", pty.index, 3);
+    let (np, _) = restore_with(&dir, &["--inherit-fd", &key], move |c| {
+        // SAFETY: dup2 only, between fork and exec.
+        unsafe {
+            c.pre_exec(move || {
+                if libc::dup2(sfd, 3) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    });
+    assert_eq!(np, pid, "restored bash must have its pid back");
+    drop(slave);
+
+    send(&mut pty.master, "echo after-$X\n");
+    expect(&mut pty.master, "after-42", 10);
+    send(&mut pty.master, "history\n");
+    let h = expect(&mut pty.master, "second-command", 10);
+    assert!(h.contains("X=42"), "history lost its first command: {h:?}");
+    // Job control still works: the shell owns the terminal's foreground group.
+    send(
+        &mut pty.master,
+        "sleep 0.1 & wait; echo jobs-ok-$(ps -o tpgid= -p $$ | tr -d ' ')-$$\n",
+    );
+    // (the typed line is echoed with `$$` unexpanded: only the output holds the pid twice;
+    // a wrong foreground group shows up in the panic message's "saw".)
+    expect(&mut pty.master, &format!("jobs-ok-{pid}-{pid}"), 10);
+    send(&mut pty.master, "exit\n");
+    let start = Instant::now();
+    while std::path::Path::new(&format!("/proc/{pid}")).exists()
+        && start.elapsed() < Duration::from_secs(10)
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(child);
+}
+
+trait NoCtty {
+    fn custom_flags_noctty(&mut self) -> &mut Self;
+}
+
+impl NoCtty for std::fs::OpenOptions {
+    fn custom_flags_noctty(&mut self) -> &mut Self {
+        use std::os::unix::fs::OpenOptionsExt;
+        self.custom_flags(libc::O_NOCTTY)
+    }
+}
