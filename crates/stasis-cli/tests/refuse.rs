@@ -54,12 +54,6 @@ fn refuses_tcp_socket() {
     refuses("socket", &["network socket", "not supported"]);
 }
 
-/// A unix socket with a file descriptor in flight (SCM_RIGHTS) is refused.
-#[test]
-fn refuses_fds_in_flight() {
-    refuses_in("unix_scm", "", &["SCM_RIGHTS", "not supported"]);
-}
-
 #[test]
 fn refuses_userfaultfd() {
     refuses("userfaultfd", &["userfaultfd", "not supported"]);

@@ -26,6 +26,7 @@ const WORKLOADS: &[(&str, &[&str])] = &[
     ("unix_sock", &[]),
     ("events", &[]),
     ("pty", &[]),
+    ("unix_scm", &[]),
 ];
 
 /// Each workload passes its own verification when nothing is checkpointed.
@@ -200,3 +201,10 @@ roundtrip_tests!(
     events_double
 );
 roundtrip_tests!("pty", &[], pty_kill, pty_leave_running, pty_double);
+roundtrip_tests!(
+    "unix_scm",
+    &[],
+    unix_scm_kill,
+    unix_scm_leave_running,
+    unix_scm_double
+);

@@ -55,6 +55,8 @@ pub struct FileTable {
     holders: HashMap<u32, (i32, i32)>,
     /// pidfds of the tasks whose fds we borrowed.
     pidfds: HashMap<i32, OwnedFd>,
+    /// Our copies of files in flight in unix sockets (kept open while the dump runs).
+    inflight: Vec<OwnedFd>,
 }
 
 fn is_tty(md: &std::fs::Metadata) -> bool {
@@ -92,9 +94,32 @@ impl FileTable {
         let mut out = Vec::new();
         let fds = proc::list_fds(pid).ctx(pid, || "listing fds".into())?;
         for fd in fds {
+            if let Some((file_id, cloexec)) = self.dump_fd(pid, fd, shmem, writer, 0)? {
+                out.push(rec::Fd {
+                    fd,
+                    cloexec,
+                    file_id,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Dump one fd of `pid` (which may be ourselves, for files in flight in a unix socket):
+    /// returns its open file description's id and its close-on-exec flag, or `None` if the fd
+    /// went away.
+    fn dump_fd(
+        &mut self,
+        pid: i32,
+        fd: i32,
+        shmem: &mut ShmemTable,
+        writer: &ImageWriter,
+        depth: u32,
+    ) -> Result<Option<(u32, bool)>, CheckpointError> {
+        {
             let link = match proc::read_fd_link(pid, fd) {
                 Ok(l) => l.to_string_lossy().into_owned(),
-                Err(e) if e.is_not_found() => continue,
+                Err(e) if e.is_not_found() => return Ok(None),
                 Err(e) => return Err(Failure::new(pid, format!("fd {fd}: readlink"), e).into()),
             };
             let info =
@@ -151,6 +176,7 @@ impl FileTable {
                 Some(id) => id,
                 None => {
                     let id = self.files.len() as u32;
+                    let mut pending_inflight: crate::unix::InFlight = Vec::new();
                     let flags = info.flags & !O_CLOEXEC;
                     let mut fo = rec::FileObject {
                         id,
@@ -179,7 +205,13 @@ impl FileTable {
                     if let Some(ino) = sock_ino {
                         fo.kind = FileKind::UnixSocket as i32;
                         fo.file_id = None;
-                        fo.unix = Some(self.unix.as_mut().expect("loaded").dump(pid, fd, ino)?);
+                        let (st, inflight) =
+                            self.unix.as_mut().expect("loaded").dump(pid, fd, ino)?;
+                        if !inflight.is_empty() && depth > 0 {
+                            return Err(unsupported("carries a unix socket that itself has files in flight; not supported"));
+                        }
+                        pending_inflight = inflight;
+                        fo.unix = Some(st);
                     } else if let Some(kind) = anon_kind {
                         fo.kind = kind as i32;
                         fo.file_id = None;
@@ -273,18 +305,29 @@ impl FileTable {
                         return Err(unsupported("an object of an unknown kind"));
                     }
                     self.files.push(fo);
+                    // Files in flight in this socket: dumped like fds of ours (we hold copies).
+                    let me = sys::getpid();
+                    for (msg, fds) in pending_inflight {
+                        for f in fds {
+                            let raw = f.as_raw_fd();
+                            self.inflight.push(f);
+                            let (fid, _) = self
+                                .dump_fd(me, raw, shmem, writer, depth + 1)?
+                                .ok_or_else(|| {
+                                    Failure::msg(pid, format!("fd {fd}: a file in flight vanished"))
+                                })?;
+                            if let Some(u) = self.files[id as usize].unix.as_mut() {
+                                u.queue[msg].fds.push(fid);
+                            }
+                        }
+                    }
                     id
                 }
             };
             self.seen.entry(key).or_default().push((pid, fd, file_id));
             self.holders.entry(file_id).or_insert((pid, fd));
-            out.push(rec::Fd {
-                fd,
-                cloexec: info.flags & O_CLOEXEC != 0,
-                file_id,
-            });
+            Ok(Some((file_id, info.flags & O_CLOEXEC != 0)))
         }
-        Ok(out)
     }
 
     /// Checks that need every fd table: unix peers must be inside the tree; a pty slave whose
@@ -616,6 +659,7 @@ impl Opened {
             o.files.insert(f.id, fd);
         }
         drop(fifo_holders);
+        crate::unix::requeue_all(img, &o.files)?;
         crate::pty::finish_pairs(img, &pairs)?;
         o.ptys = pairs;
         Ok(o)

@@ -31,6 +31,9 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 const TCP_LISTEN: u8 = 10;
 
+/// Files in flight found in a socket's queue: (message index, our copies of the files).
+pub type InFlight = Vec<(usize, Vec<OwnedFd>)>;
+
 /// The namespace's unix sockets, by inode (read once per checkpoint).
 pub struct UnixTable {
     by_ino: HashMap<u32, UnixDiag>,
@@ -59,7 +62,7 @@ impl UnixTable {
         pid: i32,
         fd: i32,
         ino: u64,
-    ) -> Result<rec::UnixSocketState, CheckpointError> {
+    ) -> Result<(rec::UnixSocketState, InFlight), CheckpointError> {
         let d = self
             .by_ino
             .get(&(ino as u32))
@@ -116,42 +119,51 @@ impl UnixTable {
         };
         if d.state == TCP_LISTEN {
             st.pending_clients = d.icons.clone();
-            return Ok(st);
+            return Ok((st, Vec::new()));
         }
         // Queued data, without consuming it.
         net::setsockopt_int(s, libc::SOL_SOCKET, libc::SO_PEEK_OFF, 0)
             .ctx(pid, || format!("fd {fd}: SO_PEEK_OFF"))?;
+        let mut inflight: InFlight = Vec::new();
         let res = (|| -> Result<(), CheckpointError> {
             let stream = d.sock_type as i32 == libc::SOCK_STREAM;
             let mut all = Vec::new();
             while let Some(m) = net::peek_next(s, 256 * 1024, stream)
                 .ctx(pid, || format!("fd {fd}: peeking queued data"))?
             {
-                if m.had_fds {
-                    return Err(unsupported(
-                        "has file descriptors in flight (SCM_RIGHTS); not supported yet".into(),
-                    ));
-                }
-                if stream {
+                // Stream bytes merge into one message, except where files ride along: they
+                // travel with the first byte of their chunk, which must stay a message start.
+                if stream && m.fds.is_empty() {
                     all.extend_from_slice(&m.data);
-                } else {
+                    continue;
+                }
+                if stream && !all.is_empty() {
                     st.queue.push(rec::UnixMessage {
-                        data: m.data,
-                        from: m.from,
+                        data: std::mem::take(&mut all),
+                        ..Default::default()
                     });
                 }
+                if !m.fds.is_empty() {
+                    inflight.push((st.queue.len(), m.fds));
+                }
+                st.queue.push(rec::UnixMessage {
+                    data: m.data,
+                    from: m.from,
+                    fds: Vec::new(),
+                });
             }
             if stream && !all.is_empty() {
                 st.queue.push(rec::UnixMessage {
                     data: all,
-                    from: Vec::new(),
+                    ..Default::default()
                 });
             }
             Ok(())
         })();
         let _ = net::setsockopt_int(s, libc::SOL_SOCKET, libc::SO_PEEK_OFF, st.peek_off);
         res?;
-        Ok(st)
+        let _ = unsupported;
+        Ok((st, inflight))
     }
 
     /// After every fd is dumped: every peer must be in the tree (or be a pending connection of
@@ -309,6 +321,31 @@ pub fn create_all(img: &rec::Checkpoint) -> Result<HashMap<u32, OwnedFd>, Failur
             }
         }
     }
+    for &(f, u) in &socks {
+        let s = out[&f.id].as_raw_fd();
+        set_opts(s, u).ctx(0, || format!("{}: socket options", what(u)))?;
+    }
+    Ok(out)
+}
+
+/// Queue the saved data again (sent by the peer, by the bound sender of a datagram, or from a
+/// temporary socket), with files in flight attached, then apply shutdown state and peek offsets.
+/// Runs once every file description of the image exists (`files`: file object id → our fd).
+pub fn requeue_all(img: &rec::Checkpoint, files: &HashMap<u32, OwnedFd>) -> Result<(), Failure> {
+    let socks: Vec<(&rec::FileObject, &rec::UnixSocketState)> = img
+        .files
+        .iter()
+        .filter_map(|f| f.unix.as_ref().map(|u| (f, u)))
+        .collect();
+    let by_ino: HashMap<u32, (&rec::FileObject, &rec::UnixSocketState)> =
+        socks.iter().map(|&(f, u)| (u.ino, (f, u))).collect();
+    let what = |u: &rec::UnixSocketState| format!("unix socket socket:[{}]", u.ino);
+    let listener_names: std::collections::HashSet<Vec<u8>> = socks
+        .iter()
+        .filter(|(_, u)| u.state == TCP_LISTEN as i32)
+        .map(|(_, u)| u.name.clone())
+        .collect();
+    let out = files;
     let by_name: HashMap<Vec<u8>, u32> = socks
         .iter()
         .filter(|(_, u)| {
@@ -316,11 +353,6 @@ pub fn create_all(img: &rec::Checkpoint) -> Result<HashMap<u32, OwnedFd>, Failur
         })
         .map(|(f, u)| (u.name.clone(), f.id))
         .collect();
-    // 4. Options, queued data (sent again by the peer), shutdown state.
-    for &(f, u) in &socks {
-        let s = out[&f.id].as_raw_fd();
-        set_opts(s, u).ctx(0, || format!("{}: socket options", what(u)))?;
-    }
     for &(f, u) in &socks {
         if u.queue.is_empty() {
             continue;
@@ -349,9 +381,26 @@ pub fn create_all(img: &rec::Checkpoint) -> Result<HashMap<u32, OwnedFd>, Failur
             let sender = (!m.from.is_empty() && !u.name.is_empty())
                 .then(|| by_name.get(&m.from).and_then(|id| out.get(id)))
                 .flatten();
-            match sender {
-                Some(sfd) => net::send_all(sfd.as_raw_fd(), &m.data, Some(&u.name)),
-                None => net::send_all(from, &m.data, to),
+            let attached: Vec<RawFd> = m
+                .fds
+                .iter()
+                .map(|id| {
+                    out.get(id).map(|f| f.as_raw_fd()).ok_or_else(|| {
+                        Failure::msg(
+                            0,
+                            format!("{}: a file in flight was not recreated", what(u)),
+                        )
+                    })
+                })
+                .collect::<Result<_, _>>()?;
+            let (sfd, dest) = match sender {
+                Some(sfd) => (sfd.as_raw_fd(), Some(u.name.as_slice())),
+                None => (from, to),
+            };
+            if attached.is_empty() {
+                net::send_all(sfd, &m.data, dest)
+            } else {
+                net::send_with_fds(sfd, &m.data, dest, &attached)
             }
             .ctx(0, || {
                 format!("{}: re-queueing {} bytes", what(u), m.data.len())
@@ -372,7 +421,7 @@ pub fn create_all(img: &rec::Checkpoint) -> Result<HashMap<u32, OwnedFd>, Failur
                 .ctx(0, || format!("{}: SO_PEEK_OFF", what(u)))?;
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 fn set_opts(s: RawFd, u: &rec::UnixSocketState) -> std::io::Result<()> {

@@ -476,6 +476,9 @@ pub struct UnixMessage {
     /// Sender's address for datagrams (empty if unbound or unknown).
     #[prost(bytes = "vec", tag = "2")]
     pub from: Vec<u8>,
+    /// Files in flight with this message (SCM_RIGHTS): indexes into `Checkpoint.files`.
+    #[prost(uint32, repeated, tag = "3")]
+    pub fds: Vec<u32>,
 }
 
 /// A unix-domain socket.

@@ -151,14 +151,14 @@ pub fn setsockopt_timeval(fd: RawFd, opt: i32, us: u64) -> io::Result<()> {
 }
 
 /// One message read with `MSG_PEEK`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Default)]
 pub struct Peeked {
     /// Bytes.
     pub data: Vec<u8>,
     /// Sender address (datagrams).
     pub from: Vec<u8>,
-    /// The message carries file descriptors (SCM_RIGHTS); they were closed again.
-    pub had_fds: bool,
+    /// File descriptors carried by the message (SCM_RIGHTS): copies installed in our process.
+    pub fds: Vec<OwnedFd>,
 }
 
 /// Read the next queued message (or stream bytes) at the socket's peek offset without
@@ -168,7 +168,7 @@ pub fn peek_next(fd: RawFd, max: usize, stream: bool) -> io::Result<Option<Peeke
     let mut data = vec![0u8; max];
     // SAFETY: plain data; zeroed is valid.
     let mut from: libc::sockaddr_un = unsafe { std::mem::zeroed() };
-    let mut cbuf = [0u64; 64];
+    let mut cbuf = [0u64; 128];
     let mut iov = libc::iovec {
         iov_base: data.as_mut_ptr().cast(),
         iov_len: data.len(),
@@ -196,18 +196,17 @@ pub fn peek_next(fd: RawFd, max: usize, stream: bool) -> io::Result<Option<Peeke
         }
         return Err(e);
     }
-    let mut had_fds = false;
+    let mut fds = Vec::new();
     // SAFETY: walking the control messages the kernel wrote into `cbuf`, with the libc macros
     // that bound every step by msg_controllen.
     unsafe {
         let mut c = libc::CMSG_FIRSTHDR(&msg);
         while !c.is_null() {
             if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
-                had_fds = true;
                 let n = ((*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize) / 4;
                 let p = libc::CMSG_DATA(c) as *const libc::c_int;
                 for i in 0..n {
-                    libc::close(*p.add(i));
+                    fds.push(owned_fd(*p.add(i)));
                 }
             }
             c = libc::CMSG_NXTHDR(&msg, c);
@@ -219,14 +218,10 @@ pub fn peek_next(fd: RawFd, max: usize, stream: bool) -> io::Result<Option<Peeke
     } else {
         Vec::new()
     };
-    if n == 0 && stream && !had_fds {
+    if n == 0 && stream && fds.is_empty() {
         return Ok(None);
     }
-    Ok(Some(Peeked {
-        data,
-        from,
-        had_fds,
-    }))
+    Ok(Some(Peeked { data, from, fds }))
 }
 
 /// `send` all of `data` (one message for datagram sockets), optionally to `to`, never
@@ -268,4 +263,52 @@ pub fn send_all(fd: RawFd, data: &[u8], to: Option<&[u8]>) -> io::Result<()> {
             return Ok(());
         }
     }
+}
+
+/// Send `data` with file descriptors attached (SCM_RIGHTS), optionally to `to`; never blocks.
+pub fn send_with_fds(fd: RawFd, data: &[u8], to: Option<&[u8]>, fds: &[RawFd]) -> io::Result<()> {
+    let addr = match to {
+        Some(name) => Some(sockaddr_un(name)?),
+        None => None,
+    };
+    let mut iov = libc::iovec {
+        iov_base: data.as_ptr() as *mut libc::c_void,
+        iov_len: data.len(),
+    };
+    // SAFETY: CMSG_SPACE is a pure size computation.
+    let space = unsafe { libc::CMSG_SPACE((fds.len() * 4) as u32) } as usize;
+    let mut cbuf = vec![0u64; space.div_ceil(8)];
+    // SAFETY: msghdr is plain data; the pointers set below refer to live buffers.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    if let Some((a, len)) = &addr {
+        msg.msg_name = (a as *const libc::sockaddr_un) as *mut libc::c_void;
+        msg.msg_namelen = *len;
+    }
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cbuf.as_mut_ptr().cast();
+    msg.msg_controllen = space;
+    // SAFETY: the control buffer holds CMSG_SPACE(n * 4) bytes, enough for one header and `n`
+    // ints; the libc macros compute every address inside it.
+    unsafe {
+        let c = libc::CMSG_FIRSTHDR(&msg);
+        (*c).cmsg_level = libc::SOL_SOCKET;
+        (*c).cmsg_type = libc::SCM_RIGHTS;
+        (*c).cmsg_len = libc::CMSG_LEN((fds.len() * 4) as u32) as usize;
+        let p = libc::CMSG_DATA(c) as *mut libc::c_int;
+        for (i, f) in fds.iter().enumerate() {
+            *p.add(i) = *f;
+        }
+    }
+    // SAFETY: `msg` points to live buffers of the stated sizes.
+    let n = unsafe { libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) };
+    if n < 0 {
+        return Err(last_err());
+    }
+    if (n as usize) < data.len() {
+        // The rest of a stream message goes without the descriptors, which travelled with the
+        // first byte.
+        send_all(fd, &data[n as usize..], to)?;
+    }
+    Ok(())
 }
