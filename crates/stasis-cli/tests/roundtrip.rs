@@ -27,6 +27,7 @@ const WORKLOADS: &[(&str, &[&str])] = &[
     ("events", &[]),
     ("pty", &[]),
     ("unix_scm", &[]),
+    ("udp_sock", &[]),
 ];
 
 /// Each workload passes its own verification when nothing is checkpointed.
@@ -207,4 +208,11 @@ roundtrip_tests!(
     unix_scm_kill,
     unix_scm_leave_running,
     unix_scm_double
+);
+roundtrip_tests!(
+    "udp_sock",
+    &[],
+    udp_sock_kill,
+    udp_sock_leave_running,
+    udp_sock_double
 );

@@ -131,13 +131,8 @@ impl FileTable {
             let sock_ino: Option<u64> = link
                 .strip_prefix("socket:[")
                 .and_then(|r| r.trim_end_matches(']').parse().ok());
-            if let Some(ino) = sock_ino {
-                if self.unix.is_none() {
-                    self.unix = Some(crate::unix::UnixTable::load()?);
-                }
-                if !self.unix.as_ref().is_some_and(|t| t.is_unix(ino)) {
-                    return Err(unsupported("a network socket (TCP/UDP/other)"));
-                }
+            if sock_ino.is_some() && self.unix.is_none() {
+                self.unix = Some(crate::unix::UnixTable::load()?);
             }
             let anon_kind = match link.strip_prefix("anon_inode:") {
                 None => None,
@@ -202,7 +197,23 @@ impl FileTable {
                     };
                     let ft = md.file_type();
                     let acc = flags & libc::O_ACCMODE as u32;
-                    if let Some(ino) = sock_ino {
+                    let is_unix = sock_ino
+                        .is_some_and(|ino| self.unix.as_ref().is_some_and(|t| t.is_unix(ino)));
+                    if sock_ino.is_some() && !is_unix {
+                        let sock = self.borrow(pid, fd)?;
+                        match crate::inet::dump(pid, fd, &sock)? {
+                            Some(st) => {
+                                fo.kind = FileKind::InetSocket as i32;
+                                fo.file_id = None;
+                                fo.inet = Some(st);
+                            }
+                            None => {
+                                return Err(unsupported(
+                                    "a socket of a family not supported yet (netlink, packet, …)",
+                                ))
+                            }
+                        }
+                    } else if let Some(ino) = sock_ino {
                         fo.kind = FileKind::UnixSocket as i32;
                         fo.file_id = None;
                         let (st, inflight) =
@@ -525,6 +536,7 @@ impl Opened {
         }
         let mut unix_fds = crate::unix::create_all(img)?;
         let pairs = crate::pty::create_pairs(img)?;
+        let mut inet_fds = crate::inet::create_all(img)?;
         for f in &img.files {
             let kind = FileKind::try_from(f.kind)
                 .map_err(|_| Failure::msg(0, "unknown file kind in image"))?;
@@ -592,6 +604,9 @@ impl Opened {
                 FileKind::Fifo => open_with(&f.path, f.flags | libc::O_NONBLOCK as u32)
                     .ctx(0, what)?
                     .into(),
+                FileKind::InetSocket => inet_fds.remove(&f.id).ok_or_else(|| {
+                    Failure::msg(0, format!("{}: socket was not recreated", what()))
+                })?,
                 FileKind::PtyMaster => {
                     let idx = f.pty.as_ref().map(|p| p.index).unwrap_or(u32::MAX);
                     let pair = pairs.get(&idx).ok_or_else(|| {

@@ -11,6 +11,7 @@
 //! - [`files`]: fd tables, open file descriptions, pipes and FIFOs.
 //! - [`events`]: eventfd, epoll, timerfd, signalfd, inotify.
 //! - [`unix`]: unix-domain sockets.
+//! - [`inet`]: UDP sockets and listening TCP sockets.
 //! - [`pty`]: pseudo-terminals and controlling terminals.
 //! - [`task`]: registers, threads, signals, timers, credentials, limits.
 //! - [`remote`]: syscall injection with a scratch area in the tracee.
@@ -24,6 +25,7 @@ pub mod events;
 pub mod failpoint;
 pub mod files;
 pub mod freeze;
+pub mod inet;
 pub mod journal;
 pub mod memory;
 pub mod pty;

@@ -365,6 +365,8 @@ pub enum FileKind {
     PtyMaster = 12,
     /// Pseudo-terminal slave, /dev/pts/N (`pty.index`).
     PtySlave = 13,
+    /// IPv4/IPv6 socket (`inet`).
+    InetSocket = 14,
 }
 
 /// One open file description.
@@ -416,6 +418,80 @@ pub struct FileObject {
     pub unix: Option<UnixSocketState>,
     #[prost(message, optional, tag = "21")]
     pub pty: Option<PtyState>,
+    #[prost(message, optional, tag = "22")]
+    pub inet: Option<InetSocketState>,
+}
+
+/// A datagram queued on an inet socket.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct InetDatagram {
+    #[prost(bytes = "vec", tag = "1")]
+    pub data: Vec<u8>,
+    /// Raw `sockaddr_in`/`sockaddr_in6` of the sender.
+    #[prost(bytes = "vec", tag = "2")]
+    pub from: Vec<u8>,
+}
+
+/// An IPv4/IPv6 socket: UDP (bound, connected, queued datagrams) or a listening TCP socket.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct InetSocketState {
+    /// AF_INET or AF_INET6.
+    #[prost(int32, tag = "1")]
+    pub family: i32,
+    /// SOCK_STREAM or SOCK_DGRAM.
+    #[prost(int32, tag = "2")]
+    pub sock_type: i32,
+    /// IPPROTO_TCP or IPPROTO_UDP.
+    #[prost(int32, tag = "3")]
+    pub protocol: i32,
+    /// Listening (TCP).
+    #[prost(bool, tag = "4")]
+    pub listening: bool,
+    /// Raw local sockaddr (empty: unbound).
+    #[prost(bytes = "vec", tag = "5")]
+    pub local: Vec<u8>,
+    /// Raw peer sockaddr (empty: not connected).
+    #[prost(bytes = "vec", tag = "6")]
+    pub peer: Vec<u8>,
+    #[prost(uint32, tag = "7")]
+    pub backlog: u32,
+    #[prost(message, repeated, tag = "8")]
+    pub queue: Vec<InetDatagram>,
+    #[prost(bool, tag = "9")]
+    pub reuseaddr: bool,
+    #[prost(bool, tag = "10")]
+    pub reuseport: bool,
+    #[prost(bool, tag = "11")]
+    pub broadcast: bool,
+    #[prost(bool, tag = "12")]
+    pub keepalive: bool,
+    #[prost(bool, tag = "13")]
+    pub nodelay: bool,
+    #[prost(int32, tag = "14")]
+    pub rcvbuf: i32,
+    #[prost(int32, tag = "15")]
+    pub sndbuf: i32,
+    #[prost(uint64, tag = "16")]
+    pub rcvtimeo_us: u64,
+    #[prost(uint64, tag = "17")]
+    pub sndtimeo_us: u64,
+    /// SO_PEEK_OFF (-1: disabled).
+    #[prost(int32, tag = "18")]
+    pub peek_off: i32,
+    /// IPV6_V6ONLY.
+    #[prost(bool, tag = "19")]
+    pub v6only: bool,
+    /// IP_TTL (IPv4) or IPV6_UNICAST_HOPS (IPv6) as read back.
+    #[prost(int32, tag = "20")]
+    pub ttl: i32,
+    /// IP_TOS (IPv4) or IPV6_TCLASS (IPv6).
+    #[prost(int32, tag = "21")]
+    pub tos: i32,
+    /// SO_LINGER: enabled, seconds.
+    #[prost(bool, tag = "22")]
+    pub linger_on: bool,
+    #[prost(int32, tag = "23")]
+    pub linger_secs: i32,
 }
 
 /// A pseudo-terminal pair (on the master's record; a slave's record holds the index only).

@@ -312,3 +312,195 @@ pub fn send_with_fds(fd: RawFd, data: &[u8], to: Option<&[u8]>, fds: &[RawFd]) -
     }
     Ok(())
 }
+
+// ---------------------------------------------------------------------------------------------
+// Internet sockets: addresses are kept as the raw `sockaddr_in`/`sockaddr_in6` bytes.
+
+/// `socket(domain, type | SOCK_CLOEXEC, protocol)`.
+pub fn socket(domain: i32, ty: i32, protocol: i32) -> io::Result<OwnedFd> {
+    // SAFETY: integer arguments.
+    let fd =
+        check(unsafe { libc::socket(domain, ty | libc::SOCK_CLOEXEC, protocol) } as libc::c_long)?;
+    Ok(owned_fd(fd as RawFd))
+}
+
+fn raw_name(fd: RawFd, peer: bool) -> io::Result<Option<Vec<u8>>> {
+    // SAFETY: sockaddr_storage is plain data; zeroed is valid.
+    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    let p = (&mut ss as *mut libc::sockaddr_storage).cast();
+    // SAFETY: the kernel writes at most `len` bytes into `ss`.
+    let r = unsafe {
+        if peer {
+            libc::getpeername(fd, p, &mut len)
+        } else {
+            libc::getsockname(fd, p, &mut len)
+        }
+    };
+    if r < 0 {
+        let e = last_err();
+        if peer && e.raw_os_error() == Some(libc::ENOTCONN) {
+            return Ok(None);
+        }
+        return Err(e);
+    }
+    // SAFETY: `len` bytes of `ss` were written by the kernel (bounded by its size).
+    let bytes = unsafe {
+        std::slice::from_raw_parts(
+            (&ss as *const libc::sockaddr_storage).cast::<u8>(),
+            (len as usize).min(std::mem::size_of::<libc::sockaddr_storage>()),
+        )
+    };
+    Ok(Some(bytes.to_vec()))
+}
+
+/// `getsockname` as raw sockaddr bytes.
+pub fn sock_name(fd: RawFd) -> io::Result<Vec<u8>> {
+    Ok(raw_name(fd, false)?.unwrap_or_default())
+}
+
+/// `getpeername` as raw sockaddr bytes (`None` if not connected).
+pub fn peer_name(fd: RawFd) -> io::Result<Option<Vec<u8>>> {
+    raw_name(fd, true)
+}
+
+fn storage(addr: &[u8]) -> io::Result<(libc::sockaddr_storage, libc::socklen_t)> {
+    // SAFETY: plain data; zeroed is valid.
+    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    if addr.len() > std::mem::size_of::<libc::sockaddr_storage>() || addr.len() < 2 {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    // SAFETY: copies `addr.len()` bytes into `ss`, which is at least that large.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            addr.as_ptr(),
+            (&mut ss as *mut libc::sockaddr_storage).cast::<u8>(),
+            addr.len(),
+        )
+    };
+    Ok((ss, addr.len() as libc::socklen_t))
+}
+
+/// `bind` to a raw sockaddr.
+pub fn bind_raw(fd: RawFd, addr: &[u8]) -> io::Result<()> {
+    let (ss, len) = storage(addr)?;
+    // SAFETY: `ss` holds a sockaddr of `len` bytes.
+    check(
+        unsafe { libc::bind(fd, (&ss as *const libc::sockaddr_storage).cast(), len) }
+            as libc::c_long,
+    )
+    .map(|_| ())
+}
+
+/// `connect` to a raw sockaddr.
+pub fn connect_raw(fd: RawFd, addr: &[u8]) -> io::Result<()> {
+    let (ss, len) = storage(addr)?;
+    // SAFETY: `ss` holds a sockaddr of `len` bytes.
+    check(
+        unsafe { libc::connect(fd, (&ss as *const libc::sockaddr_storage).cast(), len) }
+            as libc::c_long,
+    )
+    .map(|_| ())
+}
+
+/// Next queued datagram at the peek offset, with its raw source address; `None` when empty.
+pub fn peek_datagram(fd: RawFd, max: usize) -> io::Result<Option<(Vec<u8>, Vec<u8>)>> {
+    let mut data = vec![0u8; max];
+    // SAFETY: plain data; zeroed is valid.
+    let mut from: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: live buffers of the stated sizes.
+    let n = unsafe {
+        libc::recvfrom(
+            fd,
+            data.as_mut_ptr().cast(),
+            data.len(),
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            (&mut from as *mut libc::sockaddr_storage).cast(),
+            &mut len,
+        )
+    };
+    if n < 0 {
+        let e = last_err();
+        if e.raw_os_error() == Some(libc::EAGAIN) {
+            return Ok(None);
+        }
+        return Err(e);
+    }
+    data.truncate(n as usize);
+    // SAFETY: `len` bytes of `from` were written by the kernel (bounded by its size).
+    let addr = unsafe {
+        std::slice::from_raw_parts(
+            (&from as *const libc::sockaddr_storage).cast::<u8>(),
+            (len as usize).min(std::mem::size_of::<libc::sockaddr_storage>()),
+        )
+    }
+    .to_vec();
+    Ok(Some((data, addr)))
+}
+
+/// `sendto` a raw sockaddr, never blocking.
+pub fn sendto_raw(fd: RawFd, data: &[u8], to: &[u8]) -> io::Result<()> {
+    let (ss, len) = storage(to)?;
+    // SAFETY: live buffers of the stated sizes.
+    let n = unsafe {
+        libc::sendto(
+            fd,
+            data.as_ptr().cast(),
+            data.len(),
+            libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
+            (&ss as *const libc::sockaddr_storage).cast(),
+            len,
+        )
+    };
+    check(n as libc::c_long).map(|_| ())
+}
+
+/// Human-readable form of a raw inet sockaddr ("127.0.0.1:8080", "[::1]:80").
+pub fn addr_string(addr: &[u8]) -> String {
+    let fam = addr
+        .get(0..2)
+        .map(|b| u16::from_ne_bytes([b[0], b[1]]) as i32)
+        .unwrap_or(-1);
+    let port = addr
+        .get(2..4)
+        .map(|b| u16::from_be_bytes([b[0], b[1]]))
+        .unwrap_or(0);
+    if fam == libc::AF_INET && addr.len() >= 8 {
+        format!("{}.{}.{}.{}:{port}", addr[4], addr[5], addr[6], addr[7])
+    } else if fam == libc::AF_INET6 && addr.len() >= 24 {
+        let mut o = [0u8; 16];
+        o.copy_from_slice(&addr[8..24]);
+        format!("[{}]:{port}", std::net::Ipv6Addr::from(o))
+    } else {
+        format!("{addr:?}")
+    }
+}
+
+/// `getsockopt` into a byte buffer; returns the length the kernel wrote.
+pub fn getsockopt_bytes(fd: RawFd, level: i32, opt: i32, buf: &mut [u8]) -> io::Result<usize> {
+    let mut len = buf.len() as libc::socklen_t;
+    // SAFETY: the kernel writes at most `len` bytes into `buf`.
+    let r = unsafe { libc::getsockopt(fd, level, opt, buf.as_mut_ptr().cast(), &mut len) };
+    check(r as libc::c_long)?;
+    Ok(len as usize)
+}
+
+/// `SO_LINGER` on with a timeout in seconds.
+pub fn set_linger(fd: RawFd, secs: i32) -> io::Result<()> {
+    let l = libc::linger {
+        l_onoff: 1,
+        l_linger: secs,
+    };
+    // SAFETY: passes a pointer to a local linger and its size.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&l as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    check(r as libc::c_long).map(|_| ())
+}
