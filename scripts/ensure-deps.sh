@@ -10,6 +10,7 @@ command -v cc >/dev/null || need+=(gcc libc6-dev)
 command -v python3 >/dev/null || need+=(python3)
 command -v mkswap >/dev/null || need+=(util-linux)
 command -v bash >/dev/null || need+=(bash)
+command -v nft >/dev/null || need+=(nftables)
 if ((${#need[@]})); then
   echo "installing: ${need[*]}" >&2
   apt-get update -qq

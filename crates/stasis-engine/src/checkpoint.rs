@@ -176,6 +176,9 @@ pub fn checkpoint(opts: &CheckpointOptions) -> Result<CheckpointStats, Checkpoin
     step("memory")?;
 
     let vdso_hash = memory::vdso_hash(opts.pid)?;
+    // Declared after `frozen`: on an error path the sockets leave repair mode before the tasks
+    // are let go.
+    let mut tcp = files.tcp.take();
     let img = rec::Checkpoint {
         root_pid: opts.pid,
         processes: procs,
@@ -184,6 +187,10 @@ pub fn checkpoint(opts: &CheckpointOptions) -> Result<CheckpointStats, Checkpoin
         shmem: shmem.objects,
         kernel_release: kernel_release(),
         vdso_hash: vdso_hash.clone(),
+        net_lock: match (&tcp, opts.leave_running) {
+            (Some(t), false) if t.lock.active() => t.lock.table.clone(),
+            _ => String::new(),
+        },
         pid_ns: std::fs::metadata(format!("/proc/{}/ns/pid", opts.pid))
             .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
             .unwrap_or(0),
@@ -202,6 +209,10 @@ pub fn checkpoint(opts: &CheckpointOptions) -> Result<CheckpointStats, Checkpoin
     // durable (it is the same image either way; if the commit fails there is no manifest).
     let mut frozen = Some(frozen);
     if opts.leave_running {
+        // Sockets leave repair mode before the tasks run again.
+        if let Some(t) = tcp.as_mut() {
+            t.release();
+        }
         if let Some(f) = frozen.take() {
             f.release()?;
         }
@@ -230,7 +241,13 @@ pub fn checkpoint(opts: &CheckpointOptions) -> Result<CheckpointStats, Checkpoin
         return Err(e);
     }
 
-    // The image is durable: end the tree (unless it already runs on).
+    // The image is durable: end the tree (unless it already runs on). Its TCP sockets stay in
+    // repair mode (they close silently) and their network lock stays until restore.
+    if let Some(t) = tcp.as_mut() {
+        if !opts.leave_running {
+            t.keep_for_restore();
+        }
+    }
     if let Some(f) = frozen.take() {
         stats.frozen_secs = t_frozen.elapsed().as_secs_f64();
         stats.pids_still_busy = f.kill(Duration::from_secs(5));

@@ -57,6 +57,8 @@ pub struct FileTable {
     pidfds: HashMap<i32, OwnedFd>,
     /// Our copies of files in flight in unix sockets (kept open while the dump runs).
     inflight: Vec<OwnedFd>,
+    /// Established TCP connections in repair mode, and their network lock.
+    pub tcp: Option<crate::inet::TcpRepair>,
 }
 
 fn is_tty(md: &std::fs::Metadata) -> bool {
@@ -201,7 +203,18 @@ impl FileTable {
                         .is_some_and(|ino| self.unix.as_ref().is_some_and(|t| t.is_unix(ino)));
                     if sock_ino.is_some() && !is_unix {
                         let sock = self.borrow(pid, fd)?;
-                        match crate::inet::dump(pid, fd, &sock)? {
+                        let repair = self.tcp.get_or_insert_with(|| {
+                            let nanos = std::time::SystemTime::now()
+                                .duration_since(std::time::UNIX_EPOCH)
+                                .map(|d| d.as_nanos())
+                                .unwrap_or(0);
+                            crate::inet::TcpRepair::new(&format!(
+                                "{:x}_{:x}",
+                                sys::getpid(),
+                                nanos & 0xffff_ffff
+                            ))
+                        });
+                        match crate::inet::dump(pid, fd, &sock, repair)? {
                             Some(st) => {
                                 fo.kind = FileKind::InetSocket as i32;
                                 fo.file_id = None;

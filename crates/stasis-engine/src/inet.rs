@@ -28,11 +28,142 @@ fn opt(s: RawFd, level: i32, o: i32) -> std::io::Result<i32> {
     net::getsockopt_int(s, level, o)
 }
 
-/// Dump a borrowed inet socket. `None`: not an inet socket.
+const TCP_REPAIR: i32 = 19;
+const TCP_REPAIR_QUEUE: i32 = 20;
+const TCP_QUEUE_SEQ: i32 = 21;
+const TCP_REPAIR_OPTIONS: i32 = 22;
+const TCP_TIMESTAMP: i32 = 24;
+const TCP_REPAIR_WINDOW: i32 = 29;
+const TCP_RECV_QUEUE: i32 = 1;
+const TCP_SEND_QUEUE: i32 = 2;
+const TCP_REPAIR_OFF_NO_WP: i32 = -1;
+const SIOCOUTQ: libc::c_ulong = 0x5411;
+const SIOCOUTQNSD: libc::c_ulong = 0x894B;
+const TCPI_OPT_TIMESTAMPS: u8 = 1;
+const TCPI_OPT_SACK: u8 = 2;
+const TCPI_OPT_WSCALE: u8 = 4;
+
+/// Established TCP connections in repair mode during a checkpoint, and their network lock.
+/// Dropped without [`TcpRepair::release`] or [`TcpRepair::keep_for_restore`] (an error path),
+/// it takes the sockets out of repair mode and removes the lock: the tree goes on as before.
+pub struct TcpRepair {
+    /// The lock on every saved connection.
+    pub lock: crate::netlock::NetLock,
+    socks: Vec<OwnedFd>,
+    done: bool,
+}
+
+impl TcpRepair {
+    /// No connection yet; the lock table will be `stasis_<tag>`.
+    pub fn new(tag: &str) -> Self {
+        Self {
+            lock: crate::netlock::NetLock::new(tag),
+            socks: Vec::new(),
+            done: false,
+        }
+    }
+
+    fn leave_repair(&mut self) {
+        for s in &self.socks {
+            if let Err(e) = net::setsockopt_int(
+                s.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                TCP_REPAIR,
+                TCP_REPAIR_OFF_NO_WP,
+            ) {
+                tracing::error!(error = %e, "could not take a TCP socket out of repair mode");
+            }
+        }
+        self.socks.clear();
+    }
+
+    /// The tree goes on: sockets leave repair mode, the lock goes away (on drop).
+    pub fn release(&mut self) {
+        self.leave_repair();
+        self.done = true;
+    }
+
+    /// The tree is ended: sockets stay in repair mode (so closing them sends nothing) and the
+    /// lock stays until restore. Returns the lock table's name if there is one.
+    pub fn keep_for_restore(&mut self) -> String {
+        self.done = true;
+        self.socks.clear();
+        if self.lock.active() {
+            self.lock.persist();
+            self.lock.table.clone()
+        } else {
+            String::new()
+        }
+    }
+}
+
+impl Drop for TcpRepair {
+    fn drop(&mut self) {
+        if !self.done {
+            self.leave_repair();
+        }
+    }
+}
+
+fn ip_port(addr: &[u8]) -> Option<(std::net::IpAddr, u16)> {
+    let fam = u16::from_ne_bytes([*addr.first()?, *addr.get(1)?]) as i32;
+    let port = u16::from_be_bytes([*addr.get(2)?, *addr.get(3)?]);
+    if fam == libc::AF_INET {
+        let o: [u8; 4] = addr.get(4..8)?.try_into().ok()?;
+        Some((std::net::IpAddr::from(o), port))
+    } else {
+        let o: [u8; 16] = addr.get(8..24)?.try_into().ok()?;
+        Some((std::net::IpAddr::from(o), port))
+    }
+}
+
+fn dump_tcp_conn(s: RawFd, info: &[u8]) -> std::io::Result<rec::TcpConnState> {
+    let tcp = |o: i32| net::getsockopt_int(s, libc::IPPROTO_TCP, o);
+    net::setsockopt_int(s, libc::IPPROTO_TCP, TCP_REPAIR_QUEUE, TCP_SEND_QUEUE)?;
+    let snd_seq = tcp(TCP_QUEUE_SEQ)? as u32;
+    let outq = stasis_sys::sys::ioctl_get_int(s, SIOCOUTQ)?.max(0) as usize;
+    let unsent = stasis_sys::sys::ioctl_get_int(s, SIOCOUTQNSD)?.max(0) as u32;
+    let send_queue = net::peek_bytes(s, outq)?;
+    net::setsockopt_int(s, libc::IPPROTO_TCP, TCP_REPAIR_QUEUE, TCP_RECV_QUEUE)?;
+    let rcv_seq = tcp(TCP_QUEUE_SEQ)? as u32;
+    let inq = stasis_sys::sys::fionread(s)?;
+    let recv_queue = net::peek_bytes(s, inq)?;
+    let mut w = [0u8; 20];
+    net::getsockopt_bytes(s, libc::IPPROTO_TCP, TCP_REPAIR_WINDOW, &mut w)?;
+    let window = w
+        .chunks_exact(4)
+        .map(|c| u32::from_ne_bytes(c.try_into().expect("4")))
+        .collect();
+    let options = info[5];
+    let wscale = options & TCPI_OPT_WSCALE != 0;
+    Ok(rec::TcpConnState {
+        snd_seq,
+        rcv_seq,
+        unsent: unsent.min(send_queue.len() as u32),
+        send_queue,
+        recv_queue,
+        mss: tcp(libc::TCP_MAXSEG)? as u32,
+        snd_wscale: if wscale { (info[6] & 0xf) as u32 } else { 0 },
+        rcv_wscale: if wscale { (info[6] >> 4) as u32 } else { 0 },
+        sack: options & TCPI_OPT_SACK != 0,
+        timestamps: options & TCPI_OPT_TIMESTAMPS != 0,
+        timestamp: tcp(TCP_TIMESTAMP)? as u32,
+        window,
+        keepalive: vec![
+            tcp(libc::TCP_KEEPIDLE)?,
+            tcp(libc::TCP_KEEPINTVL)?,
+            tcp(libc::TCP_KEEPCNT)?,
+        ],
+    })
+}
+
+/// Dump a borrowed inet socket. `None`: not an inet socket. An established TCP connection is
+/// locked (`repair.lock`) and put into repair mode (kept in `repair`) before it is read.
 pub fn dump(
     pid: i32,
     fd: i32,
     sock: &OwnedFd,
+    repair: &mut TcpRepair,
 ) -> Result<Option<rec::InetSocketState>, CheckpointError> {
     let s = sock.as_raw_fd();
     let what = |w: &str| format!("fd {fd}: {w}");
@@ -87,6 +218,7 @@ pub fn dump(
         tos: 0,
         linger_on: false,
         linger_secs: 0,
+        tcp: None,
     };
     let (ttl_opt, tos_opt) = ip_opts(family);
     st.ttl = opt(s, ttl_opt.0, ttl_opt.1).ctx(pid, || what("IP_TTL"))?;
@@ -116,13 +248,41 @@ pub fn dump(
                 opt(s, libc::IPPROTO_TCP, libc::TCP_NODELAY).ctx(pid, || what("TCP_NODELAY"))? != 0;
             let info = tcp_info(s).ctx(pid, || what("TCP_INFO"))?;
             let state = info[0];
+            if state == 1 {
+                // Established: lock, repair, read.
+                let (lip, lport) = ip_port(&st.local)
+                    .ok_or_else(|| Failure::msg(pid, what("bad local address")))?;
+                let (rip, rport) =
+                    ip_port(&st.peer).ok_or_else(|| Failure::msg(pid, what("bad peer address")))?;
+                let conn = crate::netlock::Conn {
+                    family,
+                    local: lip,
+                    lport,
+                    remote: rip,
+                    rport,
+                };
+                repair
+                    .lock
+                    .add(&conn)
+                    .ctx(pid, || what("network lock (nftables)"))?;
+                net::setsockopt_int(s, libc::IPPROTO_TCP, TCP_REPAIR, 1)
+                    .ctx(pid, || what("TCP_REPAIR (needs CAP_NET_ADMIN)"))?;
+                repair
+                    .socks
+                    .push(sock.try_clone().ctx(pid, || what("dup"))?);
+                st.tcp = Some(
+                    dump_tcp_conn(s, &info)
+                        .ctx(pid, || what("reading the connection in repair mode"))?,
+                );
+                return Ok(Some(st));
+            }
             if state != TCP_INFO_STATE_LISTEN {
                 if st.peer.is_empty() && state == 7 {
                     // A TCP socket never connected nor listening: only its address matters.
                     return Ok(Some(st));
                 }
                 return Err(unsupported(format!(
-                    "is a TCP connection to {} (state {state})",
+                    "is a TCP connection to {} in state {state} (half-closed or closing)",
                     net::addr_string(&st.peer)
                 )));
             }
@@ -173,6 +333,72 @@ fn tcp_info(s: RawFd) -> std::io::Result<Vec<u8>> {
 
 // ---------------------------------------------------------------------------------------------
 // Restore side.
+
+/// Recreate an established connection in repair mode: sequence numbers, queues, options,
+/// window; it comes up established without a handshake, and the peer goes on.
+fn restore_tcp_conn(
+    fd: RawFd,
+    u: &rec::InetSocketState,
+    t: &rec::TcpConnState,
+) -> std::io::Result<()> {
+    let set = |o: i32, v: i32| net::setsockopt_int(fd, libc::IPPROTO_TCP, o, v);
+    set(TCP_REPAIR, 1)?;
+    set_int(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
+    set(TCP_REPAIR_QUEUE, TCP_SEND_QUEUE)?;
+    set(
+        TCP_QUEUE_SEQ,
+        t.snd_seq.wrapping_sub(t.send_queue.len() as u32) as i32,
+    )?;
+    set(TCP_REPAIR_QUEUE, TCP_RECV_QUEUE)?;
+    set(
+        TCP_QUEUE_SEQ,
+        t.rcv_seq.wrapping_sub(t.recv_queue.len() as u32) as i32,
+    )?;
+    net::bind_raw(fd, &u.local)?;
+    net::connect_raw(fd, &u.peer)?;
+    let mut opts: Vec<(u32, u32)> = vec![(2, t.mss)];
+    if t.snd_wscale != 0 || t.rcv_wscale != 0 {
+        opts.push((3, t.snd_wscale | (t.rcv_wscale << 16)));
+    }
+    if t.sack {
+        opts.push((4, 0));
+    }
+    if t.timestamps {
+        opts.push((8, 0));
+    }
+    let bytes: Vec<u8> = opts
+        .iter()
+        .flat_map(|(c, v)| [c.to_ne_bytes(), v.to_ne_bytes()].concat())
+        .collect();
+    net::setsockopt_bytes(fd, libc::IPPROTO_TCP, TCP_REPAIR_OPTIONS, &bytes)?;
+    if t.timestamps {
+        set(TCP_TIMESTAMP, t.timestamp as i32)?;
+    }
+    if !t.recv_queue.is_empty() {
+        set(TCP_REPAIR_QUEUE, TCP_RECV_QUEUE)?;
+        net::send_repair(fd, &t.recv_queue)?;
+    }
+    let sent = t.send_queue.len() - t.unsent as usize;
+    if sent > 0 {
+        set(TCP_REPAIR_QUEUE, TCP_SEND_QUEUE)?;
+        net::send_repair(fd, &t.send_queue[..sent])?;
+    }
+    if t.window.len() == 5 {
+        let w: Vec<u8> = t.window.iter().flat_map(|v| v.to_ne_bytes()).collect();
+        net::setsockopt_bytes(fd, libc::IPPROTO_TCP, TCP_REPAIR_WINDOW, &w)?;
+    }
+    set(TCP_REPAIR, TCP_REPAIR_OFF_NO_WP)?;
+    if t.unsent > 0 {
+        net::send_all_stream(fd, &t.send_queue[sent..])?;
+    }
+    set_int(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, u.reuseaddr as i32)?;
+    if t.keepalive.len() == 3 {
+        set(libc::TCP_KEEPIDLE, t.keepalive[0])?;
+        set(libc::TCP_KEEPINTVL, t.keepalive[1])?;
+        set(libc::TCP_KEEPCNT, t.keepalive[2])?;
+    }
+    Ok(())
+}
 
 fn set_int(s: RawFd, level: i32, o: i32, v: i32) -> std::io::Result<()> {
     net::setsockopt_int(s, level, o, v)
@@ -236,6 +462,17 @@ pub fn create_all(img: &rec::Checkpoint) -> Result<HashMap<u32, OwnedFd>, Failur
             Ok(())
         })()
         .ctx(0, || format!("{}: socket options", what()))?;
+        if let Some(t) = &u.tcp {
+            restore_tcp_conn(fd, u, t).ctx(0, || {
+                format!(
+                    "{}: TCP connection to {} (repair)",
+                    what(),
+                    net::addr_string(&u.peer)
+                )
+            })?;
+            out.insert(f.id, s);
+            continue;
+        }
         let bound = u.local.len() >= 4 && u.local[2..4] != [0, 0];
         if bound {
             net::bind_raw(fd, &u.local)

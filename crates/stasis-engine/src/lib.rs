@@ -28,6 +28,7 @@ pub mod freeze;
 pub mod inet;
 pub mod journal;
 pub mod memory;
+pub mod netlock;
 pub mod pty;
 pub mod remote;
 pub mod restore;

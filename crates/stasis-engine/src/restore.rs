@@ -543,6 +543,12 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreStats, RestoreError> {
         }
     }
     drop(opened);
+    if !img.net_lock.is_empty() {
+        // The connections exist again: let their packets through.
+        if let Err(e) = crate::netlock::unlock(&img.net_lock) {
+            tracing::error!(table = %img.net_lock, error = %e, "could not remove the network lock");
+        }
+    }
     Ok(RestoreStats {
         root_pid,
         processes: img.processes.len(),

@@ -35,6 +35,10 @@ pub struct Checkpoint {
     /// Pid namespace inode of the dumped tree (informational).
     #[prost(uint64, tag = "8")]
     pub pid_ns: u64,
+    /// nftables table (family inet) that drops the packets of the saved TCP connections until
+    /// restore has them again; restore deletes it. Empty: none.
+    #[prost(string, tag = "9")]
+    pub net_lock: String,
 }
 
 /// One process (thread group).
@@ -492,6 +496,48 @@ pub struct InetSocketState {
     pub linger_on: bool,
     #[prost(int32, tag = "23")]
     pub linger_secs: i32,
+    /// An established TCP connection, saved through TCP_REPAIR.
+    #[prost(message, optional, tag = "24")]
+    pub tcp: Option<TcpConnState>,
+}
+
+/// What TCP_REPAIR reads out of an established connection.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct TcpConnState {
+    /// Sequence number after the last byte queued to send (write_seq).
+    #[prost(uint32, tag = "1")]
+    pub snd_seq: u32,
+    /// Next sequence number expected from the peer (rcv_nxt).
+    #[prost(uint32, tag = "2")]
+    pub rcv_seq: u32,
+    /// Send queue: bytes sent but not acknowledged, then bytes not sent yet.
+    #[prost(bytes = "vec", tag = "3")]
+    pub send_queue: Vec<u8>,
+    /// How many bytes at the end of `send_queue` were never sent.
+    #[prost(uint32, tag = "4")]
+    pub unsent: u32,
+    /// Receive queue (arrived, not read by the application).
+    #[prost(bytes = "vec", tag = "5")]
+    pub recv_queue: Vec<u8>,
+    #[prost(uint32, tag = "6")]
+    pub mss: u32,
+    #[prost(uint32, tag = "7")]
+    pub snd_wscale: u32,
+    #[prost(uint32, tag = "8")]
+    pub rcv_wscale: u32,
+    #[prost(bool, tag = "9")]
+    pub sack: bool,
+    #[prost(bool, tag = "10")]
+    pub timestamps: bool,
+    /// TCP_TIMESTAMP (the connection's timestamp clock).
+    #[prost(uint32, tag = "11")]
+    pub timestamp: u32,
+    /// struct tcp_repair_window (snd_wl1, snd_wnd, max_window, rcv_wnd, rcv_wup).
+    #[prost(uint32, repeated, tag = "12")]
+    pub window: Vec<u32>,
+    /// Keepalive settings: TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT.
+    #[prost(int32, repeated, tag = "13")]
+    pub keepalive: Vec<i32>,
 }
 
 /// A pseudo-terminal pair (on the master's record; a slave's record holds the index only).

@@ -504,3 +504,90 @@ pub fn set_linger(fd: RawFd, secs: i32) -> io::Result<()> {
     };
     check(r as libc::c_long).map(|_| ())
 }
+
+/// `setsockopt` from a byte buffer.
+pub fn setsockopt_bytes(fd: RawFd, level: i32, opt: i32, buf: &[u8]) -> io::Result<()> {
+    // SAFETY: the kernel reads `buf.len()` bytes from `buf`.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            opt,
+            buf.as_ptr().cast(),
+            buf.len() as libc::socklen_t,
+        )
+    };
+    check(r as libc::c_long).map(|_| ())
+}
+
+/// Read `len` bytes with `MSG_PEEK` (a TCP socket in repair mode: from the selected queue).
+/// `SO_PEEK_OFF` walks past the first segments where the socket supports it.
+pub fn peek_bytes(fd: RawFd, len: usize) -> io::Result<Vec<u8>> {
+    let mut out = vec![0u8; len];
+    let mut got = 0;
+    let old = getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF).unwrap_or(-1);
+    let use_off = setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, 0).is_ok();
+    let mut res = Ok(());
+    while got < len {
+        // SAFETY: the kernel writes at most `len - got` bytes at `out[got..]`.
+        let n = unsafe {
+            libc::recv(
+                fd,
+                out[got..].as_mut_ptr().cast(),
+                len - got,
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        if n < 0 {
+            res = Err(last_err());
+            break;
+        }
+        if n == 0 {
+            break;
+        }
+        got += n as usize;
+        if !use_off {
+            break;
+        }
+    }
+    if use_off {
+        let _ = setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, old);
+    }
+    res?;
+    out.truncate(got);
+    if got != len {
+        return Err(io::Error::other(format!(
+            "peeked {got} of {len} queued bytes"
+        )));
+    }
+    Ok(out)
+}
+
+/// Send on a TCP socket in repair mode (data goes to the selected queue).
+pub fn send_repair(fd: RawFd, data: &[u8]) -> io::Result<()> {
+    let mut off = 0;
+    while off < data.len() {
+        // SAFETY: live buffer of the stated size.
+        let n = unsafe { libc::send(fd, data[off..].as_ptr().cast(), data.len() - off, 0) };
+        off += check(n as libc::c_long)? as usize;
+    }
+    Ok(())
+}
+
+/// Send all of `data` on a stream socket (blocking).
+pub fn send_all_stream(fd: RawFd, data: &[u8]) -> io::Result<()> {
+    let mut off = 0;
+    while off < data.len() {
+        // SAFETY: live buffer of the stated size.
+        let n = unsafe {
+            libc::send(
+                fd,
+                data[off..].as_ptr().cast(),
+                data.len() - off,
+                libc::MSG_NOSIGNAL,
+            )
+        };
+        off += check(n as libc::c_long)? as usize;
+    }
+    Ok(())
+}
