@@ -14,6 +14,7 @@ use std::net::TcpListener;
 
 /// An echo server on 127.0.0.1 (a thread per connection), for the life of the test binary.
 fn echo_server() -> String {
+    baseline();
     static ADDR: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     ADDR.get_or_init(|| {
         let l = TcpListener::bind("127.0.0.1:0").expect("bind echo server");
@@ -41,15 +42,34 @@ fn echo_server() -> String {
     .clone()
 }
 
-fn no_lock_left() {
+fn lock_tables() -> std::collections::BTreeSet<String> {
     let out = std::process::Command::new("nft")
         .args(["list", "tables"])
         .output()
         .expect("nft");
-    let t = String::from_utf8_lossy(&out.stdout);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(2).map(str::to_string))
+        .filter(|t| t.starts_with("stasis_"))
+        .collect()
+}
+
+/// No lock table other than those that existed before this test binary's first check (a failed
+/// restore keeps its lock on purpose, so an earlier failure must not fail the next test).
+static BEFORE: std::sync::OnceLock<std::collections::BTreeSet<String>> = std::sync::OnceLock::new();
+
+/// Note the lock tables that exist before a test touches anything.
+fn baseline() {
+    BEFORE.get_or_init(lock_tables);
+}
+
+fn no_lock_left() {
+    let before = BEFORE.get_or_init(lock_tables);
+    let now = lock_tables();
+    let new: Vec<_> = now.difference(before).collect();
     assert!(
-        !t.contains("stasis_"),
-        "a network lock table was left behind: {t}"
+        new.is_empty(),
+        "a network lock table was left behind: {new:?}"
     );
 }
 
@@ -109,12 +129,8 @@ fn tcp_lock_holds_while_the_tree_is_down() {
         "checkpoint failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let tables = std::process::Command::new("nft")
-        .args(["list", "tables"])
-        .output()
-        .expect("nft");
     assert!(
-        String::from_utf8_lossy(&tables.stdout).contains("stasis_"),
+        !lock_tables().is_empty(),
         "no network lock while the tree is down"
     );
     std::thread::sleep(std::time::Duration::from_millis(1500));
@@ -147,4 +163,128 @@ fn tcp_pending_connection_refused() {
     no_lock_left();
     w.verify()
         .expect("tcp_sock must run on after a refused checkpoint");
+}
+
+fn http_get(c: &mut std::net::TcpStream, path: &str) -> String {
+    write!(
+        c,
+        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: keep-alive\r\n\r\n"
+    )
+    .expect("send request");
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        c.read_exact(&mut b).expect("read response header");
+        head.push(b[0]);
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    assert!(
+        head.starts_with("HTTP/1.1 200"),
+        "unexpected response: {head}"
+    );
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse().expect("length"))
+        })
+        .expect("content-length");
+    let mut body = vec![0u8; len];
+    c.read_exact(&mut body).expect("read body");
+    String::from_utf8_lossy(&body).into_owned()
+}
+
+/// A real program nobody here wrote: Python's http.server (HTTP/1.1, keep-alive) with a client
+/// connected across checkpoint, kill and restore — the client's connection keeps working.
+#[test]
+fn python_http_server_keeps_its_keepalive_client() {
+    use std::os::unix::process::CommandExt;
+    let _g = serial();
+    baseline();
+    common::reap_comm("python3");
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("hello.txt"),
+        "hello from the checkpointed server\n",
+    )
+    .unwrap();
+    let port = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
+    let mut cmd = std::process::Command::new("/usr/bin/python3");
+    cmd.args([
+        "-m",
+        "http.server",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "-p",
+        "HTTP/1.1",
+        "--directory",
+    ])
+    .arg(dir.path())
+    .stdin(std::process::Stdio::null())
+    .stdout(log.try_clone().unwrap())
+    .stderr(log);
+    // SAFETY: setsid and close_range only, between fork and exec.
+    #[allow(unsafe_code)]
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().expect("start http.server");
+    let pid = child.id() as i32;
+    let start = std::time::Instant::now();
+    let mut c = loop {
+        match std::net::TcpStream::connect(("127.0.0.1", port)) {
+            Ok(c) => break c,
+            Err(_) if start.elapsed() < std::time::Duration::from_secs(10) => {
+                std::thread::sleep(std::time::Duration::from_millis(50))
+            }
+            Err(e) => panic!("http.server did not come up: {e}"),
+        }
+    };
+    c.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    assert!(http_get(&mut c, "/hello.txt").contains("hello from"));
+
+    let img = image_dir("http-server");
+    let out = checkpoint(pid, &img.path().join("img"), &[]);
+    assert!(
+        out.status.success(),
+        "checkpoint of http.server failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (np, _) = common::restore(&img.path().join("img"));
+    assert_eq!(np, pid);
+    no_lock_left();
+    // The same keep-alive connection, then a new one.
+    assert!(
+        http_get(&mut c, "/hello.txt").contains("hello from"),
+        "keep-alive request after restore"
+    );
+    let mut c2 =
+        std::net::TcpStream::connect(("127.0.0.1", port)).expect("new connection after restore");
+    c2.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    assert!(http_get(&mut c2, "/hello.txt").contains("hello from"));
+    let _ = stasis_sys_kill(np);
+    drop(child);
+}
+
+fn stasis_sys_kill(pid: i32) -> std::io::Result<()> {
+    // SAFETY: kill(2) of the restored server.
+    #[allow(unsafe_code)]
+    let r = unsafe { libc::kill(pid, libc::SIGKILL) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }

@@ -407,7 +407,11 @@ fn set_int(s: RawFd, level: i32, o: i32, v: i32) -> std::io::Result<()> {
 /// Create every inet socket of the image (bound, connected or listening).
 pub fn create_all(img: &rec::Checkpoint) -> Result<HashMap<u32, OwnedFd>, Failure> {
     let mut out = HashMap::new();
-    for f in &img.files {
+    // Established connections first: they are bound in repair mode (forced reuse), which a
+    // listener already holding the same port would refuse.
+    let mut order: Vec<&rec::FileObject> = img.files.iter().filter(|f| f.inet.is_some()).collect();
+    order.sort_by_key(|f| f.inet.as_ref().is_some_and(|u| u.tcp.is_none()));
+    for f in order {
         let Some(u) = &f.inet else { continue };
         let what = || {
             format!(
