@@ -11,6 +11,8 @@ command -v python3 >/dev/null || need+=(python3)
 command -v mkswap >/dev/null || need+=(util-linux)
 command -v bash >/dev/null || need+=(bash)
 command -v nft >/dev/null || need+=(nftables)
+command -v redis-server >/dev/null || need+=(redis-server)
+command -v tmux >/dev/null || need+=(tmux)
 if ((${#need[@]})); then
   echo "installing: ${need[*]}" >&2
   apt-get update -qq

@@ -288,3 +288,112 @@ fn stasis_sys_kill(pid: i32) -> std::io::Result<()> {
         Err(std::io::Error::last_os_error())
     }
 }
+
+fn resp(c: &mut std::net::TcpStream, args: &[&str]) -> String {
+    let mut req = format!("*{}\r\n", args.len());
+    for a in args {
+        req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+    }
+    c.write_all(req.as_bytes()).expect("send to redis");
+    let mut out = Vec::new();
+    let mut b = [0u8; 1];
+    // One line, plus one more for a bulk string.
+    while !out.ends_with(b"\r\n") {
+        c.read_exact(&mut b).expect("read from redis");
+        out.push(b[0]);
+    }
+    if out.first() == Some(&b'$') && out != b"$-1\r\n" {
+        let mut line = Vec::new();
+        while !line.ends_with(b"\r\n") {
+            c.read_exact(&mut b).expect("read from redis");
+            line.push(b[0]);
+        }
+        out.extend(line);
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// redis-server (Debian's package) with data and a client holding its connection across
+/// checkpoint, kill and restore.
+#[test]
+fn redis_keeps_its_data_and_its_client() {
+    use std::os::unix::process::CommandExt;
+    let _g = serial();
+    baseline();
+    common::reap_comm("redis-server");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let log = std::fs::File::create(dir.path().join("redis.log")).unwrap();
+    let mut cmd = std::process::Command::new("redis-server");
+    cmd.args([
+        "--port",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+    ])
+    .arg(dir.path())
+    .stdin(std::process::Stdio::null())
+    .stdout(log.try_clone().unwrap())
+    .stderr(log);
+    // SAFETY: setsid and close_range only, between fork and exec.
+    #[allow(unsafe_code)]
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+            Ok(())
+        });
+    }
+    let child = cmd
+        .spawn()
+        .expect("start redis-server (apt-get install redis-server)");
+    let pid = child.id() as i32;
+    let start = std::time::Instant::now();
+    let mut c = loop {
+        match std::net::TcpStream::connect(("127.0.0.1", port)) {
+            Ok(c) => break c,
+            Err(_) if start.elapsed() < std::time::Duration::from_secs(10) => {
+                std::thread::sleep(std::time::Duration::from_millis(50))
+            }
+            Err(e) => panic!("redis-server did not come up: {e}"),
+        }
+    };
+    c.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    assert_eq!(resp(&mut c, &["SET", "greeting", "hello"]), "+OK\r\n");
+    for i in 0..1000 {
+        resp(&mut c, &["RPUSH", "list", &i.to_string()]);
+    }
+    let img = image_dir("redis");
+    let out = checkpoint(pid, &img.path().join("img"), &[]);
+    assert!(
+        out.status.success(),
+        "checkpoint of redis failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (np, _) = common::restore(&img.path().join("img"));
+    assert_eq!(np, pid);
+    no_lock_left();
+    assert_eq!(
+        resp(&mut c, &["GET", "greeting"]),
+        "$5\r\nhello\r\n",
+        "same connection, after restore"
+    );
+    assert_eq!(resp(&mut c, &["LLEN", "list"]), ":1000\r\n");
+    assert_eq!(resp(&mut c, &["INCR", "counter"]), ":1\r\n");
+    let mut c2 =
+        std::net::TcpStream::connect(("127.0.0.1", port)).expect("new client after restore");
+    c2.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    assert_eq!(resp(&mut c2, &["INCR", "counter"]), ":2\r\n");
+    let _ = stasis_sys_kill(np);
+    drop(child);
+}

@@ -193,3 +193,108 @@ impl NoCtty for std::fs::OpenOptions {
         self.custom_flags(libc::O_NOCTTY)
     }
 }
+
+fn tmux(sock: &std::path::Path, args: &[&str]) -> String {
+    let out = Command::new("tmux")
+        .arg("-S")
+        .arg(sock)
+        .args(args)
+        .env("TERM", "xterm")
+        .output()
+        .expect("run tmux (apt-get install tmux)");
+    assert!(
+        out.status.success(),
+        "tmux {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A tmux server (a real program: unix listener, pty masters, an interactive bash in a pane
+/// running a background counter) checkpointed, ended and restored: the session, the shell's
+/// variables and the counter carry on, and tmux clients talk to the restored server.
+#[test]
+fn tmux_server_with_a_session_and_a_running_command() {
+    let _g = serial();
+    reap_comm("tmux: server");
+    reap_comm("bash");
+    reap_comm("sleep");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sock = dir.path().join("tmux.sock");
+    let count = dir.path().join("count");
+    tmux(
+        &sock,
+        &[
+            "-f",
+            "/dev/null",
+            "new-session",
+            "-d",
+            "-s",
+            "t",
+            "-x",
+            "80",
+            "-y",
+            "24",
+            "bash --norc --noprofile",
+        ],
+    );
+    let pid: i32 = tmux(&sock, &["display-message", "-p", "#{pid}"])
+        .trim()
+        .parse()
+        .expect("server pid");
+    let cmd = format!(
+        "Y=kept-$((6*7)); i=0; (while sleep 0.1; do i=$((i+1)); echo $i > {}; done) &",
+        count.display()
+    );
+    tmux(&sock, &["send-keys", "-t", "t", &cmd, "Enter"]);
+    let read = || {
+        std::fs::read_to_string(&count)
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+    };
+    wait_for("the pane's counter", || read().is_some_and(|n| n > 2));
+
+    let img = image_dir("tmux");
+    let out = checkpoint(pid, &img.path().join("img"), &[]);
+    assert!(
+        out.status.success(),
+        "checkpoint of the tmux server failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let before = read().unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(
+        read().unwrap(),
+        before,
+        "the counter ran while the tree was down"
+    );
+    let (np, _) = restore_with(&img.path().join("img"), &[], |_| {});
+    assert_eq!(np, pid);
+    wait_for("the counter to move again", || {
+        read().is_some_and(|n| n > before)
+    });
+    assert!(
+        tmux(&sock, &["list-sessions"]).starts_with("t:"),
+        "session t is gone"
+    );
+    tmux(&sock, &["send-keys", "-t", "t", "echo Y=$Y", "Enter"]);
+    wait_for("the shell to answer in its pane", || {
+        tmux(&sock, &["capture-pane", "-p", "-t", "t"]).contains("Y=kept-42")
+    });
+    let _ = Command::new("tmux")
+        .arg("-S")
+        .arg(&sock)
+        .arg("kill-server")
+        .status();
+}
