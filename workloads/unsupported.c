@@ -1,9 +1,9 @@
 /*
  * unsupported: holds one kernel object the engine does not support yet, chosen by argv[2]:
- * "socket" (an established TCP connection on 127.0.0.1), "userfaultfd", "tty" (/dev/console, a terminal
+ * "socket" (a half-closed TCP connection on 127.0.0.1), "userfaultfd", "tty" (/dev/console, a terminal
  * that is not a pseudo-terminal). A checkpoint must
  * refuse it with a message naming pid, fd and kind, and leave this process running: on verify
- * it checks that the object still works (a byte through the TCP connection, the fd still open)
+ * it checks that the object still works (a byte still flows the open way, the fd still open)
  * and that its memory counter kept going.
  */
 #define _GNU_SOURCE
@@ -38,6 +38,9 @@ int main(int argc, char **argv)
         if (fds[1] < 0)
             wl_fail("accept: %m");
         close(l);
+        /* half-closed: the client will send no more (FIN_WAIT2 / CLOSE_WAIT) */
+        if (shutdown(fds[0], SHUT_WR) < 0)
+            wl_fail("shutdown: %m");
     } else if (!strcmp(kind, "userfaultfd")) {
         fds[0] = syscall(SYS_userfaultfd, O_CLOEXEC);
         if (fds[0] < 0)
@@ -66,8 +69,9 @@ int main(int argc, char **argv)
     WL_CHECK(counter > 0, "counter did not move");
     if (!strcmp(kind, "socket")) {
         char c = 'x', d = 0;
-        WL_CHECK(write(fds[0], &c, 1) == 1, "tcp write: %m");
-        WL_CHECK(read(fds[1], &d, 1) == 1 && d == 'x', "tcp read");
+        WL_CHECK(write(fds[1], &c, 1) == 1, "tcp write (server to half-closed client): %m");
+        WL_CHECK(read(fds[0], &d, 1) == 1 && d == 'x', "tcp read");
+        WL_CHECK(read(fds[1], &d, 1) == 0, "server should see end of stream from the client");
     } else if (!strcmp(kind, "userfaultfd")) {
         WL_CHECK(fcntl(fds[0], F_GETFD) >= 0, "userfaultfd closed");
     } else {

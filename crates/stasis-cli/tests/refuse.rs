@@ -51,7 +51,7 @@ fn refuses_in(workload: &str, kind: &str, words: &[&str]) {
 
 #[test]
 fn refuses_tcp_socket() {
-    refuses("socket", &["TCP connection", "not supported"]);
+    refuses("socket", &["half-closed", "not supported"]);
 }
 
 #[test]
