@@ -64,12 +64,6 @@ fn refuses_terminal() {
     refuses("tty", &["terminal other than a pseudo-terminal"]);
 }
 
-/// POSIX message queues are refused (for now).
-#[test]
-fn refuses_posix_message_queue() {
-    refuses_in("posix_mq", "", &["message queue", "not supported"]);
-}
-
 /// System V shared memory attachments are refused (for now).
 #[test]
 fn refuses_sysv_shared_memory() {

@@ -28,6 +28,7 @@ const WORKLOADS: &[(&str, &[&str])] = &[
     ("pty", &[]),
     ("unix_scm", &[]),
     ("udp_sock", &[]),
+    ("posix_mq", &[]),
 ];
 
 /// Each workload passes its own verification when nothing is checkpointed.
@@ -215,4 +216,11 @@ roundtrip_tests!(
     udp_sock_kill,
     udp_sock_leave_running,
     udp_sock_double
+);
+roundtrip_tests!(
+    "posix_mq",
+    &[],
+    posix_mq_kill,
+    posix_mq_leave_running,
+    posix_mq_double
 );

@@ -59,6 +59,8 @@ pub struct FileTable {
     inflight: Vec<OwnedFd>,
     /// Established TCP connections in repair mode, and their network lock.
     pub tcp: Option<crate::inet::TcpRepair>,
+    /// Inodes of the message queues whose messages are saved already.
+    mq_seen: std::collections::HashSet<u64>,
 }
 
 fn is_tty(md: &std::fs::Metadata) -> bool {
@@ -146,12 +148,13 @@ impl FileTable {
                 Some(k) => return Err(unsupported(&format!("an anonymous-inode object ({k})"))),
             };
             let proc_path = format!("/proc/{pid}/fd/{fd}");
+            let mut mq_kind = false;
             if !link.starts_with("socket:")
                 && !link.starts_with("anon_inode:")
                 && !link.starts_with("pipe:")
                 && sys::fs_magic(&proc_path).ok() == Some(sys::MQUEUE_MAGIC)
             {
-                return Err(unsupported("a POSIX message queue"));
+                mq_kind = true;
             }
             let md =
                 std::fs::metadata(&proc_path).ctx(pid, || format!("fd {fd} ({link}): stat"))?;
@@ -199,9 +202,19 @@ impl FileTable {
                     };
                     let ft = md.file_type();
                     let acc = flags & libc::O_ACCMODE as u32;
+                    if mq_kind {
+                        let first = !self.mq_seen.contains(&md.ino());
+                        self.mq_seen.insert(md.ino());
+                        let q = self.borrow(pid, fd)?;
+                        fo.kind = FileKind::Mqueue as i32;
+                        fo.file_id = None;
+                        fo.mq = Some(crate::mqueue::dump(pid, fd, &link, &q, first)?);
+                    }
                     let is_unix = sock_ino
                         .is_some_and(|ino| self.unix.as_ref().is_some_and(|t| t.is_unix(ino)));
-                    if sock_ino.is_some() && !is_unix {
+                    if mq_kind {
+                        // done above
+                    } else if sock_ino.is_some() && !is_unix {
                         let sock = self.borrow(pid, fd)?;
                         let repair = self.tcp.get_or_insert_with(|| {
                             let nanos = std::time::SystemTime::now()
@@ -550,6 +563,7 @@ impl Opened {
         let mut unix_fds = crate::unix::create_all(img)?;
         let pairs = crate::pty::create_pairs(img)?;
         let mut inet_fds = crate::inet::create_all(img)?;
+        let mut mq_fds = crate::mqueue::open_all(img)?;
         for f in &img.files {
             let kind = FileKind::try_from(f.kind)
                 .map_err(|_| Failure::msg(0, "unknown file kind in image"))?;
@@ -617,6 +631,9 @@ impl Opened {
                 FileKind::Fifo => open_with(&f.path, f.flags | libc::O_NONBLOCK as u32)
                     .ctx(0, what)?
                     .into(),
+                FileKind::Mqueue => mq_fds.remove(&f.id).ok_or_else(|| {
+                    Failure::msg(0, format!("{}: message queue was not opened", what()))
+                })?,
                 FileKind::InetSocket => inet_fds.remove(&f.id).ok_or_else(|| {
                     Failure::msg(0, format!("{}: socket was not recreated", what()))
                 })?,

@@ -13,6 +13,7 @@
 //! - [`unix`]: unix-domain sockets.
 //! - [`inet`]: UDP sockets and listening TCP sockets.
 //! - [`pty`]: pseudo-terminals and controlling terminals.
+//! - [`mqueue`]: POSIX message queues.
 //! - [`task`]: registers, threads, signals, timers, credentials, limits.
 //! - [`remote`]: syscall injection with a scratch area in the tracee.
 //! - [`journal`]: recovery after a killed checkpoint.
@@ -28,6 +29,7 @@ pub mod freeze;
 pub mod inet;
 pub mod journal;
 pub mod memory;
+pub mod mqueue;
 pub mod netlock;
 pub mod pty;
 pub mod remote;

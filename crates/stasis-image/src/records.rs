@@ -371,6 +371,8 @@ pub enum FileKind {
     PtySlave = 13,
     /// IPv4/IPv6 socket (`inet`).
     InetSocket = 14,
+    /// POSIX message queue descriptor (`mq`).
+    Mqueue = 15,
 }
 
 /// One open file description.
@@ -424,6 +426,41 @@ pub struct FileObject {
     pub pty: Option<PtyState>,
     #[prost(message, optional, tag = "22")]
     pub inet: Option<InetSocketState>,
+    #[prost(message, optional, tag = "23")]
+    pub mq: Option<MqueueState>,
+}
+
+/// One queued POSIX message.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct MqMessage {
+    #[prost(uint32, tag = "1")]
+    pub prio: u32,
+    #[prost(bytes = "vec", tag = "2")]
+    pub data: Vec<u8>,
+}
+
+/// A POSIX message queue (on the first description that refers to it: its messages).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct MqueueState {
+    /// Name, with its leading '/'.
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(uint32, tag = "2")]
+    pub mode: u32,
+    #[prost(uint32, tag = "3")]
+    pub uid: u32,
+    #[prost(uint32, tag = "4")]
+    pub gid: u32,
+    #[prost(int64, tag = "5")]
+    pub maxmsg: i64,
+    #[prost(int64, tag = "6")]
+    pub msgsize: i64,
+    /// Messages in delivery order (highest priority first), when `holds_messages`.
+    #[prost(message, repeated, tag = "7")]
+    pub messages: Vec<MqMessage>,
+    /// This record carries the queue's messages (the first description seen for the queue).
+    #[prost(bool, tag = "8")]
+    pub holds_messages: bool,
 }
 
 /// A datagram queued on an inet socket.

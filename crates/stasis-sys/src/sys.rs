@@ -625,3 +625,73 @@ pub fn write_fd(fd: RawFd, buf: &[u8]) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// Attributes of a POSIX message queue: (flags, maxmsg, msgsize, curmsgs).
+pub fn mq_getattr(fd: RawFd) -> io::Result<(i64, i64, i64, i64)> {
+    // SAFETY: mq_attr is plain data; zeroed is valid.
+    let mut a: libc::mq_attr = unsafe { std::mem::zeroed() };
+    // SAFETY: the kernel writes one mq_attr into `a`; an mqd_t is the queue's fd on Linux.
+    let r = unsafe { libc::mq_getattr(fd, &mut a) };
+    check(r as libc::c_long)?;
+    Ok((a.mq_flags, a.mq_maxmsg, a.mq_msgsize, a.mq_curmsgs))
+}
+
+/// Take the next message (highest priority first) without waiting: `None` if the queue is empty.
+pub fn mq_take(fd: RawFd, msgsize: usize) -> io::Result<Option<(u32, Vec<u8>)>> {
+    let mut buf = vec![0u8; msgsize.max(1)];
+    let mut prio: libc::c_uint = 0;
+    // A deadline in the past: the call returns at once.
+    let ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: live buffer of the stated size; `prio` and `ts` are locals.
+    let n =
+        unsafe { libc::mq_timedreceive(fd, buf.as_mut_ptr().cast(), buf.len(), &mut prio, &ts) };
+    if n < 0 {
+        let e = last_err();
+        if matches!(e.raw_os_error(), Some(libc::ETIMEDOUT) | Some(libc::EAGAIN)) {
+            return Ok(None);
+        }
+        return Err(e);
+    }
+    buf.truncate(n as usize);
+    Ok(Some((prio, buf)))
+}
+
+/// Queue a message without waiting.
+pub fn mq_put(fd: RawFd, prio: u32, data: &[u8]) -> io::Result<()> {
+    let ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: live buffer of the stated size.
+    let r = unsafe { libc::mq_timedsend(fd, data.as_ptr().cast(), data.len(), prio, &ts) };
+    check(r as libc::c_long).map(|_| ())
+}
+
+/// `mq_open(name, flags[, mode, attr])`; with O_CREAT the queue gets `maxmsg`/`msgsize`.
+pub fn mq_open(
+    name: &str,
+    flags: i32,
+    mode: u32,
+    maxmsg: i64,
+    msgsize: i64,
+) -> io::Result<OwnedFd> {
+    let c = CString::new(name).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: mq_attr is plain data.
+    let mut a: libc::mq_attr = unsafe { std::mem::zeroed() };
+    a.mq_maxmsg = maxmsg;
+    a.mq_msgsize = msgsize;
+    // SAFETY: `c` is NUL-terminated; with O_CREAT the variadic mode and attr pointer are passed.
+    let r = unsafe {
+        libc::mq_open(
+            c.as_ptr(),
+            flags | libc::O_CLOEXEC,
+            mode as libc::mode_t,
+            &mut a as *mut libc::mq_attr,
+        )
+    };
+    check(r as libc::c_long)?;
+    Ok(owned_fd(r as RawFd))
+}
