@@ -63,9 +63,3 @@ fn refuses_userfaultfd() {
 fn refuses_terminal() {
     refuses("tty", &["terminal other than a pseudo-terminal"]);
 }
-
-/// System V shared memory attachments are refused (for now).
-#[test]
-fn refuses_sysv_shared_memory() {
-    refuses_in("sysv_ipc", "", &["System V", "not supported"]);
-}

@@ -29,6 +29,7 @@ const WORKLOADS: &[(&str, &[&str])] = &[
     ("unix_scm", &[]),
     ("udp_sock", &[]),
     ("posix_mq", &[]),
+    ("sysv_ipc", &[]),
 ];
 
 /// Each workload passes its own verification when nothing is checkpointed.
@@ -223,4 +224,11 @@ roundtrip_tests!(
     posix_mq_kill,
     posix_mq_leave_running,
     posix_mq_double
+);
+roundtrip_tests!(
+    "sysv_ipc",
+    &[],
+    sysv_ipc_kill,
+    sysv_ipc_leave_running,
+    sysv_ipc_double
 );

@@ -473,6 +473,8 @@ pub struct Opened {
     pub high_fd: u64,
     /// Recreated pty pairs (kept open until the tasks hold their ends).
     pub ptys: HashMap<u32, crate::pty::Pair>,
+    /// Shmem object id → System V segment id.
+    pub sysv: HashMap<u32, i32>,
 }
 
 fn open_with(path: &str, flags: u32) -> std::io::Result<File> {
@@ -507,6 +509,7 @@ impl Opened {
             remote_pidfd: HashMap::new(),
             high_fd: 3,
             ptys: HashMap::new(),
+            sysv: HashMap::new(),
         };
         for p in &img.processes {
             for fd in &p.fds {
@@ -514,6 +517,10 @@ impl Opened {
             }
         }
         for s in &img.shmem {
+            if s.kind == ShmemKind::SysvShm as i32 {
+                o.sysv.insert(s.id, ensure_sysv(s, reader)?);
+                continue;
+            }
             let fd = create_shmem(s, reader)?;
             o.shmem.insert(s.id, fd);
         }
@@ -785,6 +792,10 @@ impl crate::memory::FdSource for Opened {
         Ok(fd)
     }
 
+    fn sysv_id(&self, id: u32) -> Option<i32> {
+        self.sysv.get(&id).copied()
+    }
+
     fn shmem_fd(&mut self, id: u32) -> Result<RawFd, Failure> {
         self.shmem
             .get(&id)
@@ -798,6 +809,60 @@ impl crate::memory::FdSource for Opened {
     }
 }
 
+/// A System V segment with the saved id: reused if it still exists (same key and size: it
+/// outlived the tree and holds the live data), otherwise created with that id (through
+/// `kernel.shm_next_id`) and filled.
+fn ensure_sysv(s: &rec::ShmemObject, reader: &ImageReader) -> Result<i32, Failure> {
+    let id = s.sysv_id;
+    let what = || {
+        format!(
+            "System V shared memory segment {id} (key {:#x})",
+            s.sysv_key
+        )
+    };
+    if let Ok((key, size, ..)) = sys::shm_stat(id) {
+        if key == s.sysv_key && size == s.size {
+            return Ok(id);
+        }
+        return Err(Failure::msg(
+            0,
+            format!("{}: id {id} is taken by another segment (key {key:#x}, {size} bytes); restore into a partition with its own IPC namespace", what()),
+        ));
+    }
+    let got = sys::shm_create(id, s.sysv_key, s.size, s.mode)
+        .ctx(0, || format!("{}: creating it", what()))?;
+    if got != id {
+        let _ = sys::shm_remove(got);
+        return Err(Failure::msg(
+            0,
+            format!("{}: the kernel gave id {got}; the id is needed", what()),
+        ));
+    }
+    let _ = sys::shm_set_owner(id, s.uid, s.gid, s.mode);
+    let mut buf = Vec::new();
+    for run in &s.pages {
+        let cid: stasis_image::ChunkId = run
+            .chunk
+            .as_slice()
+            .try_into()
+            .map_err(|_| Failure::msg(0, "bad chunk id in image"))?;
+        reader
+            .read_chunk_into_verified(&cid, &mut buf)
+            .ctx(0, || format!("{}: reading chunk", what()))?;
+        let off = run.chunk_offset as usize;
+        let len = run.count as usize * 4096;
+        let data = buf
+            .get(off..off + len)
+            .ok_or_else(|| Failure::msg(0, "chunk shorter than the image says"))?;
+        let end = (run.addr + len as u64).min(s.size);
+        if end > run.addr {
+            sys::shm_write(id, run.addr, &data[..(end - run.addr) as usize])
+                .ctx(0, || format!("{}: filling", what()))?;
+        }
+    }
+    Ok(id)
+}
+
 fn create_shmem(s: &rec::ShmemObject, reader: &ImageReader) -> Result<OwnedFd, Failure> {
     let kind =
         ShmemKind::try_from(s.kind).map_err(|_| Failure::msg(0, "unknown shared memory kind"))?;
@@ -806,6 +871,12 @@ fn create_shmem(s: &rec::ShmemObject, reader: &ImageReader) -> Result<OwnedFd, F
             let fd = sys::memfd_create(&s.name, libc::MFD_ALLOW_SEALING | libc::MFD_CLOEXEC)
                 .ctx(0, || format!("memfd_create({})", s.name))?;
             fd.into()
+        }
+        ShmemKind::SysvShm => {
+            return Err(Failure::msg(
+                0,
+                "System V segments are not files (internal error)",
+            ))
         }
         ShmemKind::SharedAnon | ShmemKind::DeletedFile => {
             // A MAP_SHARED|MAP_ANONYMOUS object of our own, reached through map_files so

@@ -78,6 +78,7 @@ impl ShmemTable {
             pages: Vec::new(),
             seals: 0,
             ino: key.1,
+            ..Default::default()
         });
         self.sources.push(source);
         self.by_key.insert(key, id);
@@ -145,12 +146,7 @@ pub fn dump_layout(
             "[vdso]" => VmaKind::Vdso,
             "[vvar]" => VmaKind::Vvar,
             "[vvar_vclock]" => VmaKind::VvarVclock,
-            p if p.starts_with("/SYSV") => {
-                return Err(unsupported(format!(
-                    "mapping {:#x}-{:#x} is System V shared memory; not supported yet",
-                    m.start, m.end
-                )))
-            }
+            p if p.starts_with("/SYSV") => VmaKind::Shmem,
             p if p.starts_with('[')
                 && !matches!(p, "[heap]" | "[stack]")
                 && !p.starts_with("[anon:") =>
@@ -223,7 +219,12 @@ pub fn dump_layout(
                 });
             }
             VmaKind::Shmem => {
-                let (skind, name) = if let Some(n) = m.path.strip_prefix("/memfd:") {
+                let (skind, name) = if let Some(k) = m.path.strip_prefix("/SYSV") {
+                    (
+                        ShmemKind::SysvShm,
+                        k.trim_end_matches(" (deleted)").to_string(),
+                    )
+                } else if let Some(n) = m.path.strip_prefix("/memfd:") {
                     (
                         ShmemKind::Memfd,
                         n.trim_end_matches(" (deleted)").to_string(),
@@ -240,6 +241,21 @@ pub fn dump_layout(
                 let size = std::fs::metadata(&src).map(|md| md.size()).unwrap_or(0);
                 let size = size.max(m.offset + (m.end - m.start));
                 vma.shmem_id = shmem.intern((dev_of(m), m.inode), skind, name, size, src);
+                if skind == ShmemKind::SysvShm {
+                    let o = &mut shmem.objects[vma.shmem_id as usize];
+                    if o.sysv_id == 0 && o.sysv_key == 0 {
+                        let id = m.inode as i32;
+                        let (key, segsz, mode, uid, gid) = stasis_sys::sys::shm_stat(id)
+                            .ctx(pid, || format!("System V segment {id}: IPC_STAT"))?;
+                        o.sysv_id = id;
+                        o.sysv_key = key;
+                        o.size = segsz;
+                        o.mode = mode & 0o777;
+                        o.uid = uid;
+                        o.gid = gid;
+                        o.destroyed = mode & 0o1000 != 0;
+                    }
+                }
             }
             _ => {}
         }
@@ -606,6 +622,8 @@ pub trait FdSource {
     fn file_fd(&mut self, path: &str, write: bool) -> Result<std::os::fd::RawFd, Failure>;
     /// A restorer-side fd for shmem object `id`.
     fn shmem_fd(&mut self, id: u32) -> Result<std::os::fd::RawFd, Failure>;
+    /// The System V segment id of shmem object `id`, if it is one.
+    fn sysv_id(&self, id: u32) -> Option<i32>;
     /// Make a restorer fd available in the task; returns the task's fd.
     fn install(&mut self, r: &mut Remote, fd: std::os::fd::RawFd) -> Result<u64, Failure>;
 }
@@ -663,6 +681,36 @@ pub fn restore_mappings(
                 }
                 let rfd = src.install(r, fd)?;
                 (Some(fd), rfd)
+            }
+            VmaKind::Shmem if src.sysv_id(v.shmem_id).is_some() => {
+                let id = src.sysv_id(v.shmem_id).expect("checked");
+                // One shmat covers the whole segment; later pieces of the same attachment (split by
+                // mprotect) only get their protection back.
+                if v.offset == 0 {
+                    let mut flags = 0u64;
+                    if v.prot & libc::PROT_WRITE as u32 == 0 {
+                        flags |= libc::SHM_RDONLY as u64;
+                    }
+                    if v.prot & libc::PROT_EXEC as u32 != 0 {
+                        flags |= libc::SHM_EXEC as u64;
+                    }
+                    let got = r.call(
+                        &format!("shmat of System V segment {id} at {:#x}", v.start),
+                        libc::SYS_shmat,
+                        &[id as u64, v.start, flags],
+                    )?;
+                    if got != v.start {
+                        return Err(Failure::msg(
+                            pid,
+                            format!(
+                                "System V segment {id} attached at {got:#x}, not {:#x}",
+                                v.start
+                            ),
+                        ));
+                    }
+                }
+                fixups.push((v.start, len, v.prot));
+                continue;
             }
             VmaKind::Shmem => {
                 let fd = src.shmem_fd(v.shmem_id)?;

@@ -543,6 +543,17 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreStats, RestoreError> {
         }
     }
     drop(opened);
+    // System V segments that had been marked for removal: mark them again, now that the tasks
+    // hold their attachments.
+    for s in img
+        .shmem
+        .iter()
+        .filter(|s| s.kind == rec::ShmemKind::SysvShm as i32 && s.destroyed)
+    {
+        if let Err(e) = stasis_sys::sys::shm_remove(s.sysv_id) {
+            tracing::warn!(id = s.sysv_id, error = %e, "could not mark a System V segment for removal");
+        }
+    }
     if !img.net_lock.is_empty() {
         // The connections exist again: let their packets through.
         if let Err(e) = crate::netlock::unlock(&img.net_lock) {

@@ -317,6 +317,19 @@ pub struct ShmemObject {
     /// Inode at checkpoint (informational).
     #[prost(uint64, tag = "7")]
     pub ino: u64,
+    /// System V segment: its id, key, owner, mode, and whether it was marked for removal.
+    #[prost(int32, tag = "8")]
+    pub sysv_id: i32,
+    #[prost(int32, tag = "9")]
+    pub sysv_key: i32,
+    #[prost(uint32, tag = "10")]
+    pub mode: u32,
+    #[prost(uint32, tag = "11")]
+    pub uid: u32,
+    #[prost(uint32, tag = "12")]
+    pub gid: u32,
+    #[prost(bool, tag = "13")]
+    pub destroyed: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
@@ -327,6 +340,8 @@ pub enum ShmemKind {
     Memfd = 1,
     /// A regular file on tmpfs/shm that was deleted while mapped.
     DeletedFile = 2,
+    /// System V shared memory segment (attached with shmat).
+    SysvShm = 3,
 }
 
 /// One descriptor in a process's fd table.

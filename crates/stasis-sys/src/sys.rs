@@ -695,3 +695,85 @@ pub fn mq_open(
     check(r as libc::c_long)?;
     Ok(owned_fd(r as RawFd))
 }
+
+/// What `shmctl(IPC_STAT)` says about a System V segment: (key, size, mode incl. SHM_DEST, uid,
+/// gid).
+pub fn shm_stat(id: i32) -> io::Result<(i32, u64, u32, u32, u32)> {
+    // SAFETY: shmid_ds is plain data; zeroed is valid.
+    let mut ds: libc::shmid_ds = unsafe { std::mem::zeroed() };
+    // SAFETY: IPC_STAT writes one shmid_ds into a local.
+    let r = unsafe { libc::shmctl(id, libc::IPC_STAT, &mut ds) };
+    check(r as libc::c_long)?;
+    Ok((
+        ds.shm_perm.__key,
+        ds.shm_segsz as u64,
+        ds.shm_perm.mode as u32,
+        ds.shm_perm.uid,
+        ds.shm_perm.gid,
+    ))
+}
+
+/// Create a System V segment that must get id `id` (through `kernel.shm_next_id`, which takes
+/// effect in our IPC namespace). Returns the id the kernel gave, which the caller must check.
+pub fn shm_create(id: i32, key: i32, size: u64, mode: u32) -> io::Result<i32> {
+    std::fs::write("/proc/sys/kernel/shm_next_id", id.to_string())?;
+    // SAFETY: integer arguments.
+    let r = unsafe {
+        libc::shmget(
+            key,
+            size as usize,
+            libc::IPC_CREAT | libc::IPC_EXCL | (mode & 0o777) as i32,
+        )
+    };
+    let e = last_err();
+    let _ = std::fs::write("/proc/sys/kernel/shm_next_id", "-1");
+    if r < 0 {
+        return Err(e);
+    }
+    Ok(r)
+}
+
+/// Set owner and mode of a segment (`IPC_SET`).
+pub fn shm_set_owner(id: i32, uid: u32, gid: u32, mode: u32) -> io::Result<()> {
+    // SAFETY: plain data; zeroed is valid.
+    let mut ds: libc::shmid_ds = unsafe { std::mem::zeroed() };
+    ds.shm_perm.uid = uid;
+    ds.shm_perm.gid = gid;
+    ds.shm_perm.mode = (mode & 0o777) as _;
+    // SAFETY: IPC_SET reads uid, gid and mode from a local shmid_ds.
+    let r = unsafe { libc::shmctl(id, libc::IPC_SET, &mut ds) };
+    check(r as libc::c_long).map(|_| ())
+}
+
+/// Mark a segment for removal once the last process detaches (`IPC_RMID`).
+pub fn shm_remove(id: i32) -> io::Result<()> {
+    // SAFETY: IPC_RMID takes no buffer.
+    let r = unsafe { libc::shmctl(id, libc::IPC_RMID, std::ptr::null_mut()) };
+    check(r as libc::c_long).map(|_| ())
+}
+
+/// Write `data` at `offset` into segment `id` (attached in our process for the copy).
+pub fn shm_write(id: i32, offset: u64, data: &[u8]) -> io::Result<()> {
+    let (_, size, ..) = shm_stat(id)?;
+    if offset
+        .checked_add(data.len() as u64)
+        .is_none_or(|end| end > size)
+    {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    // SAFETY: attach anywhere, read-write.
+    let p = unsafe { libc::shmat(id, std::ptr::null(), 0) };
+    if p as isize == -1 {
+        return Err(last_err());
+    }
+    // SAFETY: the segment is `size` bytes, and offset + len <= size was checked above.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            data.as_ptr(),
+            (p as *mut u8).add(offset as usize),
+            data.len(),
+        );
+        libc::shmdt(p);
+    }
+    Ok(())
+}
