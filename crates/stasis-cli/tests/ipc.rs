@@ -39,11 +39,11 @@ fn posix_mq_recreated_when_removed() {
         .expect("posix_mq must find its queue and messages again");
 }
 
-/// System V shared memory segments removed while the tree is down are created again with the
-/// same ids, sizes, modes and content, and attached at the same addresses (the semaphore set and
-/// message queue of the workload outlive the tree and are used as they are).
+/// System V objects removed while the tree is down — shared memory segments, a semaphore set, a
+/// message queue — are created again with the same ids, sizes, modes and content (values,
+/// messages in order), and the segments attached at the same addresses.
 #[test]
-fn sysv_shm_recreated_when_removed() {
+fn sysv_objects_recreated_when_removed() {
     let _g = serial();
     let mut w = Workload::start("sysv_ipc", &[]);
     let ids = std::fs::read_to_string(w.ctl_path().join("ipc")).expect("ipc ids");

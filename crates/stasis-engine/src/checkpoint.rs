@@ -179,6 +179,7 @@ pub fn checkpoint(opts: &CheckpointOptions) -> Result<CheckpointStats, Checkpoin
     // Declared after `frozen`: on an error path the sockets leave repair mode before the tasks
     // are let go.
     let mut tcp = files.tcp.take();
+    let (sysv_sem, sysv_msg) = crate::sysv::dump(&frozen.tids())?;
     let img = rec::Checkpoint {
         root_pid: opts.pid,
         processes: procs,
@@ -187,6 +188,8 @@ pub fn checkpoint(opts: &CheckpointOptions) -> Result<CheckpointStats, Checkpoin
         shmem: shmem.objects,
         kernel_release: kernel_release(),
         vdso_hash: vdso_hash.clone(),
+        sysv_sem,
+        sysv_msg,
         net_lock: match (&tcp, opts.leave_running) {
             (Some(t), false) if t.lock.active() => t.lock.table.clone(),
             _ => String::new(),

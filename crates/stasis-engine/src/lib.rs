@@ -14,6 +14,7 @@
 //! - [`inet`]: UDP sockets and listening TCP sockets.
 //! - [`pty`]: pseudo-terminals and controlling terminals.
 //! - [`mqueue`]: POSIX message queues.
+//! - [`sysv`]: System V semaphore sets and message queues (shared memory is in [`memory`]).
 //! - [`task`]: registers, threads, signals, timers, credentials, limits.
 //! - [`remote`]: syscall injection with a scratch area in the tracee.
 //! - [`journal`]: recovery after a killed checkpoint.
@@ -34,6 +35,7 @@ pub mod netlock;
 pub mod pty;
 pub mod remote;
 pub mod restore;
+pub mod sysv;
 pub mod task;
 pub mod unix;
 

@@ -316,6 +316,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreStats, RestoreError> {
         .map_err(|e| bad(&opts.dir, "image verification failed", Some(Box::new(e))))?;
     wait_pids_free(&img, opts.pid_wait)?;
     step("validate")?;
+    crate::sysv::restore(&img)?;
     let mut opened = Opened::prepare(&img, &reader, opts.inherit.clone())?;
     step("prepare")?;
     let gadget = pick_gadget(&img)?;

@@ -777,3 +777,114 @@ pub fn shm_write(id: i32, offset: u64, data: &[u8]) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// One row of `/proc/sysvipc/msg` or `/proc/sysvipc/sem`, by column name.
+pub fn sysvipc_rows(kind: &str) -> io::Result<Vec<std::collections::HashMap<String, i64>>> {
+    let text = std::fs::read_to_string(format!("/proc/sysvipc/{kind}"))?;
+    let mut lines = text.lines();
+    let head: Vec<String> = lines
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    Ok(lines
+        .map(|l| {
+            head.iter()
+                .cloned()
+                .zip(l.split_whitespace().map(|v| v.parse::<i64>().unwrap_or(0)))
+                .collect()
+        })
+        .collect())
+}
+
+/// Values of a semaphore set, and the pid of the last operation on each semaphore.
+pub fn sem_values(id: i32, nsems: usize) -> io::Result<(Vec<u16>, Vec<i32>)> {
+    let mut vals = vec![0u16; nsems];
+    // SAFETY: GETALL writes `nsems` unsigned shorts into the array.
+    let r = unsafe { libc::semctl(id, 0, libc::GETALL, vals.as_mut_ptr()) };
+    check(r as libc::c_long)?;
+    let mut pids = Vec::with_capacity(nsems);
+    for i in 0..nsems {
+        // SAFETY: GETPID takes no buffer.
+        let p = unsafe { libc::semctl(id, i as i32, libc::GETPID) };
+        pids.push(check(p as libc::c_long)? as i32);
+    }
+    Ok((vals, pids))
+}
+
+/// Messages of a System V queue, in order, read with `MSG_COPY` (not consumed): (type, data).
+pub fn msg_copy_all(id: i32, qnum: usize, max: usize) -> io::Result<Vec<(i64, Vec<u8>)>> {
+    const MSG_COPY: i32 = 0o40000;
+    let mut out = Vec::with_capacity(qnum);
+    let mut buf = vec![0u8; 8 + max];
+    for i in 0..qnum {
+        // SAFETY: the kernel writes a long mtype plus at most `max` bytes into `buf`.
+        let n = unsafe {
+            libc::msgrcv(
+                id,
+                buf.as_mut_ptr().cast(),
+                max,
+                i as libc::c_long,
+                MSG_COPY | libc::IPC_NOWAIT | libc::MSG_NOERROR,
+            )
+        };
+        if n < 0 {
+            return Err(last_err());
+        }
+        let mtype = i64::from_ne_bytes(buf[0..8].try_into().expect("8 bytes"));
+        out.push((mtype, buf[8..8 + n as usize].to_vec()));
+    }
+    Ok(out)
+}
+
+/// Create a System V object (`which`: "msg" or "sem") that must get id `id`, through
+/// `kernel.<which>_next_id`. Returns the id the kernel gave.
+pub fn sysv_create(which: &str, id: i32, key: i32, mode: u32, nsems: i32) -> io::Result<i32> {
+    std::fs::write(format!("/proc/sys/kernel/{which}_next_id"), id.to_string())?;
+    let flags = libc::IPC_CREAT | libc::IPC_EXCL | (mode & 0o777) as i32;
+    // SAFETY: integer arguments.
+    let r = unsafe {
+        if which == "sem" {
+            libc::semget(key, nsems, flags)
+        } else {
+            libc::msgget(key, flags)
+        }
+    };
+    let e = last_err();
+    let _ = std::fs::write(format!("/proc/sys/kernel/{which}_next_id"), "-1");
+    if r < 0 {
+        return Err(e);
+    }
+    Ok(r)
+}
+
+/// Set every value of a semaphore set.
+pub fn sem_set_all(id: i32, vals: &[u16]) -> io::Result<()> {
+    let mut v = vals.to_vec();
+    // SAFETY: SETALL reads `nsems` unsigned shorts from the array.
+    let r = unsafe { libc::semctl(id, 0, libc::SETALL, v.as_mut_ptr()) };
+    check(r as libc::c_long).map(|_| ())
+}
+
+/// Queue one message (type, data) on a System V queue without waiting.
+pub fn msg_send(id: i32, mtype: i64, data: &[u8]) -> io::Result<()> {
+    let mut b = mtype.to_ne_bytes().to_vec();
+    b.extend_from_slice(data);
+    // SAFETY: `b` holds a long mtype followed by `data.len()` bytes.
+    let r = unsafe { libc::msgsnd(id, b.as_ptr().cast(), data.len(), libc::IPC_NOWAIT) };
+    check(r as libc::c_long).map(|_| ())
+}
+
+/// Remove a System V object (`which`: "msg" or "sem").
+pub fn sysv_remove(which: &str, id: i32) -> io::Result<()> {
+    // SAFETY: IPC_RMID takes no buffer.
+    let r = unsafe {
+        if which == "sem" {
+            libc::semctl(id, 0, libc::IPC_RMID)
+        } else {
+            libc::msgctl(id, libc::IPC_RMID, std::ptr::null_mut())
+        }
+    };
+    check(r as libc::c_long).map(|_| ())
+}
