@@ -75,6 +75,60 @@ fn file_desc(img: &rec::Checkpoint, f: &rec::FileObject) -> String {
             }
             None => "unix socket".into(),
         },
+        Ok(FileKind::InetSocket) => match &f.inet {
+            Some(u) => {
+                let proto = if u.protocol == libc::IPPROTO_TCP {
+                    "tcp"
+                } else {
+                    "udp"
+                };
+                let local = stasis_sys::net::addr_string(&u.local);
+                match (&u.tcp, u.listening) {
+                    (Some(t), _) => format!(
+                        "{proto} {local} ↔ {} established (repair: {} bytes to send, {} received unread)",
+                        stasis_sys::net::addr_string(&u.peer),
+                        t.send_queue.len(),
+                        t.recv_queue.len()
+                    ),
+                    (None, true) => format!("{proto} {local} listening"),
+                    (None, false) if !u.peer.is_empty() => {
+                        format!("{proto} {local} → {}, {} datagram(s) queued", stasis_sys::net::addr_string(&u.peer), u.queue.len())
+                    }
+                    _ => format!("{proto} {local}, {} datagram(s) queued", u.queue.len()),
+                }
+            }
+            None => "inet socket".into(),
+        },
+        Ok(FileKind::PtyMaster) => match &f.pty {
+            Some(p) => format!(
+                "pty master /dev/pts/{} ({} bytes of input, {} of output queued{})",
+                p.index,
+                p.input.len(),
+                p.output.len(),
+                if p.packet_mode { ", packet mode" } else { "" }
+            ),
+            None => "pty master".into(),
+        },
+        Ok(FileKind::PtySlave) => match &f.pty {
+            Some(p) => format!(
+                "pty slave /dev/pts/{}{}",
+                p.index,
+                if p.external {
+                    " (terminal outside the tree)"
+                } else {
+                    ""
+                }
+            ),
+            None => "pty slave".into(),
+        },
+        Ok(FileKind::Mqueue) => match &f.mq {
+            Some(q) => format!(
+                "POSIX message queue {} ({} message(s))",
+                q.name,
+                q.messages.len()
+            ),
+            None => "POSIX message queue".into(),
+        },
         Ok(FileKind::Eventfd) => format!(
             "eventfd {:?}",
             f.eventfd.as_ref().map(|e| (e.count, e.semaphore))
@@ -157,6 +211,10 @@ pub fn run(dir: &Path, json_out: bool, verify: bool) -> Result<(), super::Failed
         "processes": procs,
         "pipes": img.pipes.iter().map(|p| json!({"key": format!("pipe:[{}]", p.ino), "fifo": p.fifo_path, "buffered": p.data.len(), "external_reader": p.external_reader, "external_writer": p.external_writer})).collect::<Vec<_>>(),
         "shared_memory": img.shmem.iter().map(|s| json!({"id": s.id, "kind": kind_name(rec::ShmemKind::try_from(s.kind)), "name": s.name, "size": s.size})).collect::<Vec<_>>(),
+        "sysv_shm": img.shmem.iter().filter(|s| s.kind == rec::ShmemKind::SysvShm as i32).map(|s| json!({"id": s.sysv_id, "key": s.sysv_key, "size": s.size})).collect::<Vec<_>>(),
+        "sysv_sem": img.sysv_sem.iter().map(|s| json!({"id": s.id, "key": s.key, "values": s.values})).collect::<Vec<_>>(),
+        "sysv_msg": img.sysv_msg.iter().map(|q| json!({"id": q.id, "key": q.key, "messages": q.messages.len()})).collect::<Vec<_>>(),
+        "network_lock": img.net_lock,
         "chunks": m.chunks.len(),
         "chunk_bytes": m.chunks.iter().map(|c| c.raw_len).sum::<u64>(),
         "verified": verified.map(|v| v.chunks),
@@ -225,6 +283,36 @@ pub fn run(dir: &Path, json_out: bool, verify: bool) -> Result<(), super::Failed
                 f.flags
             );
         }
+    }
+    for s in img
+        .shmem
+        .iter()
+        .filter(|s| s.kind == rec::ShmemKind::SysvShm as i32)
+    {
+        println!(
+            "\nSystem V shared memory {} (key {:#x}), {} bytes",
+            s.sysv_id, s.sysv_key, s.size
+        );
+    }
+    for s in &img.sysv_sem {
+        println!(
+            "System V semaphore set {} (key {:#x}): values {:?}",
+            s.id, s.key, s.values
+        );
+    }
+    for q in &img.sysv_msg {
+        println!(
+            "System V message queue {} (key {:#x}): {} message(s)",
+            q.id,
+            q.key,
+            q.messages.len()
+        );
+    }
+    if !img.net_lock.is_empty() {
+        println!(
+            "network lock: nftables table inet {} (removed by restore)",
+            img.net_lock
+        );
     }
     if let Some(v) = verified {
         println!("\nverified {} chunk(s) and {} file(s)", v.chunks, v.files);
