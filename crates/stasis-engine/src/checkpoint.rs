@@ -107,6 +107,7 @@ pub fn checkpoint(opts: &CheckpointOptions) -> Result<CheckpointStats, Checkpoin
     // Inspect: /proc only, nothing changed yet.
     let mut shmem = ShmemTable::default();
     let mut files = FileTable::default();
+    files.journal = Some(jrnl.handle());
     let mut jobs = Vec::new();
     let mut procs = Vec::new();
     for (i, sp) in frozen.procs.iter().enumerate() {

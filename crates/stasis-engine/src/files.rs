@@ -61,6 +61,8 @@ pub struct FileTable {
     pub tcp: Option<crate::inet::TcpRepair>,
     /// Inodes of the message queues whose messages are saved already.
     mq_seen: std::collections::HashSet<u64>,
+    /// The checkpoint's recovery journal (sockets are recorded before they enter repair mode).
+    pub journal: Option<crate::journal::JournalHandle>,
 }
 
 fn is_tty(md: &std::fs::Metadata) -> bool {
@@ -227,7 +229,7 @@ impl FileTable {
                                 nanos & 0xffff_ffff
                             ))
                         });
-                        match crate::inet::dump(pid, fd, &sock, repair)? {
+                        match crate::inet::dump(pid, fd, &sock, repair, self.journal.as_ref())? {
                             Some(st) => {
                                 fo.kind = FileKind::InetSocket as i32;
                                 fo.file_id = None;

@@ -164,6 +164,7 @@ pub fn dump(
     fd: i32,
     sock: &OwnedFd,
     repair: &mut TcpRepair,
+    journal: Option<&crate::journal::JournalHandle>,
 ) -> Result<Option<rec::InetSocketState>, CheckpointError> {
     let s = sock.as_raw_fd();
     let what = |w: &str| format!("fd {fd}: {w}");
@@ -261,6 +262,10 @@ pub fn dump(
                     remote: rip,
                     rport,
                 };
+                if let Some(j) = journal {
+                    j.tcp_repair(pid, fd, &repair.lock.table)
+                        .ctx(pid, || what("recovery journal"))?;
+                }
                 repair
                     .lock
                     .add(&conn)

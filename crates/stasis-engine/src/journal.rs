@@ -46,12 +46,47 @@ struct JProc {
 struct Record {
     owner: i32,
     procs: Vec<JProc>,
+    /// TCP sockets put into repair mode: (pid, fd).
+    #[serde(default)]
+    repair: Vec<(i32, i32)>,
+    /// nftables lock table, if one was created.
+    #[serde(default)]
+    lock_table: Option<String>,
 }
 
 /// The journal of the running checkpoint.
 pub struct Journal {
     path: PathBuf,
-    rec: Record,
+    rec: std::sync::Arc<std::sync::Mutex<Record>>,
+}
+
+/// A second handle on the running checkpoint's journal, for the code that puts sockets into
+/// repair mode (it records them before it does).
+#[derive(Clone)]
+pub struct JournalHandle {
+    path: PathBuf,
+    rec: std::sync::Arc<std::sync::Mutex<Record>>,
+}
+
+fn write_record(path: &std::path::Path, rec: &Record) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(&serde_json::to_vec(rec).map_err(std::io::Error::other)?)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+impl JournalHandle {
+    /// Record that fd `fd` of `pid` is about to enter TCP repair mode behind lock `table`.
+    pub fn tcp_repair(&self, pid: i32, fd: i32, table: &str) -> std::io::Result<()> {
+        let mut r = self
+            .rec
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        r.repair.push((pid, fd));
+        r.lock_table = Some(table.to_string());
+        write_record(&self.path, &r)
+    }
 }
 
 fn start_time(pid: i32) -> u64 {
@@ -67,6 +102,8 @@ impl Journal {
         std::fs::create_dir_all(&dir)?;
         let owner = stasis_sys::sys::getpid();
         let rec = Record {
+            repair: Vec::new(),
+            lock_table: None,
             owner,
             procs: frozen
                 .procs
@@ -89,24 +126,38 @@ impl Journal {
         };
         let j = Journal {
             path: dir.join(format!("{owner}.json")),
-            rec,
+            rec: std::sync::Arc::new(std::sync::Mutex::new(rec)),
         };
         j.write()?;
         Ok(j)
     }
 
     fn write(&self) -> std::io::Result<()> {
-        let tmp = self.path.with_extension("tmp");
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&serde_json::to_vec(&self.rec).map_err(std::io::Error::other)?)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &self.path)
+        let r = self
+            .rec
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        write_record(&self.path, &r)
+    }
+
+    /// A handle for recording TCP repair.
+    pub fn handle(&self) -> JournalHandle {
+        JournalHandle {
+            path: self.path.clone(),
+            rec: self.rec.clone(),
+        }
     }
 
     /// Record that our page is (about to be) mapped at `base` in `pid`.
     pub fn parasite(&mut self, pid: i32, base: u64) -> std::io::Result<()> {
-        if let Some(p) = self.rec.procs.iter_mut().find(|p| p.pid == pid) {
-            p.parasite = Some(base);
+        {
+            let mut r = self
+                .rec
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(p) = r.procs.iter_mut().find(|p| p.pid == pid) {
+                p.parasite = Some(base);
+            }
         }
         self.write()
     }
@@ -148,6 +199,30 @@ pub fn recover() -> usize {
         };
         if rec.owner != stasis_sys::sys::getpid() && alive(rec.owner) {
             continue;
+        }
+        // Sockets left in TCP repair mode: take them out (borrowing them again), then drop the
+        // network lock.
+        for &(pid, fd) in &rec.repair {
+            let Some(p) = rec.procs.iter().find(|p| p.pid == pid) else {
+                continue;
+            };
+            if !alive(pid) || start_time(pid) != p.start_time {
+                continue;
+            }
+            if let Ok(pfd) = stasis_sys::sys::pidfd_open(pid) {
+                if let Ok(sock) = stasis_sys::sys::pidfd_getfd(&pfd, fd) {
+                    use std::os::fd::AsRawFd;
+                    let _ = stasis_sys::net::setsockopt_int(
+                        sock.as_raw_fd(),
+                        libc::IPPROTO_TCP,
+                        19,
+                        -1,
+                    );
+                }
+            }
+        }
+        if let Some(t) = &rec.lock_table {
+            let _ = crate::netlock::unlock(t);
         }
         for p in &rec.procs {
             if !alive(p.pid) || start_time(p.pid) != p.start_time {
