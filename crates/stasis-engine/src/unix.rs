@@ -226,15 +226,23 @@ impl FromBytes for std::ffi::OsStr {
     }
 }
 
-/// Create every unix socket of the image; returns file object id → our fd.
-pub fn create_all(img: &rec::Checkpoint) -> Result<HashMap<u32, OwnedFd>, Failure> {
-    let socks: Vec<(&rec::FileObject, &rec::UnixSocketState)> = img
+/// A unix socket of the image with its file object.
+type Sock<'a> = (&'a rec::FileObject, &'a rec::UnixSocketState);
+
+/// The image's unix sockets, in order and by inode.
+fn sockets(img: &rec::Checkpoint) -> (Vec<Sock<'_>>, HashMap<u32, Sock<'_>>) {
+    let socks: Vec<Sock<'_>> = img
         .files
         .iter()
         .filter_map(|f| f.unix.as_ref().map(|u| (f, u)))
         .collect();
-    let by_ino: HashMap<u32, (&rec::FileObject, &rec::UnixSocketState)> =
-        socks.iter().map(|&(f, u)| (u.ino, (f, u))).collect();
+    let by_ino = socks.iter().map(|&(f, u)| (u.ino, (f, u))).collect();
+    (socks, by_ino)
+}
+
+/// Create every unix socket of the image; returns file object id → our fd.
+pub fn create_all(img: &rec::Checkpoint) -> Result<HashMap<u32, OwnedFd>, Failure> {
+    let (socks, by_ino) = sockets(img);
     let mut out: HashMap<u32, OwnedFd> = HashMap::new();
     let what = |u: &rec::UnixSocketState| format!("unix socket socket:[{}]", u.ino);
     // 1. Listeners and their pending connections.
@@ -332,13 +340,7 @@ pub fn create_all(img: &rec::Checkpoint) -> Result<HashMap<u32, OwnedFd>, Failur
 /// temporary socket), with files in flight attached, then apply shutdown state and peek offsets.
 /// Runs once every file description of the image exists (`files`: file object id → our fd).
 pub fn requeue_all(img: &rec::Checkpoint, files: &HashMap<u32, OwnedFd>) -> Result<(), Failure> {
-    let socks: Vec<(&rec::FileObject, &rec::UnixSocketState)> = img
-        .files
-        .iter()
-        .filter_map(|f| f.unix.as_ref().map(|u| (f, u)))
-        .collect();
-    let by_ino: HashMap<u32, (&rec::FileObject, &rec::UnixSocketState)> =
-        socks.iter().map(|&(f, u)| (u.ino, (f, u))).collect();
+    let (socks, by_ino) = sockets(img);
     let what = |u: &rec::UnixSocketState| format!("unix socket socket:[{}]", u.ino);
     let listener_names: std::collections::HashSet<Vec<u8>> = socks
         .iter()
