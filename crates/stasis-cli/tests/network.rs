@@ -397,3 +397,29 @@ fn redis_keeps_its_data_and_its_client() {
     let _ = stasis_sys_kill(np);
     drop(child);
 }
+
+/// A TCP connection with both ends in the tree (100 KiB and 10 KiB queued unread, NODELAY,
+/// keepalive settings, TOS) next to its listener on the same port.
+#[test]
+fn tcp_connection_inside_the_tree_kill() {
+    let _g = serial();
+    baseline();
+    roundtrip("tcp_sock", &["--established-only"], Mode::Kill);
+    no_lock_left();
+}
+
+#[test]
+fn tcp_connection_inside_the_tree_leave_running() {
+    let _g = serial();
+    baseline();
+    roundtrip("tcp_sock", &["--established-only"], Mode::LeaveRunning);
+    no_lock_left();
+}
+
+#[test]
+fn tcp_connection_inside_the_tree_double() {
+    let _g = serial();
+    baseline();
+    roundtrip("tcp_sock", &["--established-only"], Mode::Double);
+    no_lock_left();
+}

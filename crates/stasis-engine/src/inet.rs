@@ -49,7 +49,8 @@ const TCPI_OPT_WSCALE: u8 = 4;
 pub struct TcpRepair {
     /// The lock on every saved connection.
     pub lock: crate::netlock::NetLock,
-    socks: Vec<OwnedFd>,
+    /// Sockets in repair mode, with their SO_REUSEADDR (leaving repair mode clears it).
+    socks: Vec<(OwnedFd, i32)>,
     done: bool,
 }
 
@@ -64,15 +65,15 @@ impl TcpRepair {
     }
 
     fn leave_repair(&mut self) {
-        for s in &self.socks {
-            if let Err(e) = net::setsockopt_int(
-                s.as_raw_fd(),
-                libc::IPPROTO_TCP,
-                TCP_REPAIR,
-                TCP_REPAIR_OFF_NO_WP,
-            ) {
+        for (s, reuse) in &self.socks {
+            let fd = s.as_raw_fd();
+            if let Err(e) =
+                net::setsockopt_int(fd, libc::IPPROTO_TCP, TCP_REPAIR, TCP_REPAIR_OFF_NO_WP)
+            {
                 tracing::error!(error = %e, "could not take a TCP socket out of repair mode");
             }
+            // The kernel resets SO_REUSEADDR when a socket leaves repair mode.
+            let _ = net::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, *reuse);
         }
         self.socks.clear();
     }
@@ -272,9 +273,10 @@ pub fn dump(
                     .ctx(pid, || what("network lock (nftables)"))?;
                 net::setsockopt_int(s, libc::IPPROTO_TCP, TCP_REPAIR, 1)
                     .ctx(pid, || what("TCP_REPAIR (needs CAP_NET_ADMIN)"))?;
-                repair
-                    .socks
-                    .push(sock.try_clone().ctx(pid, || what("dup"))?);
+                repair.socks.push((
+                    sock.try_clone().ctx(pid, || what("dup"))?,
+                    st.reuseaddr as i32,
+                ));
                 st.tcp = Some(
                     dump_tcp_conn(s, &info)
                         .ctx(pid, || what("reading the connection in repair mode"))?,
