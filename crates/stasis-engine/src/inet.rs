@@ -385,7 +385,7 @@ fn restore_tcp_conn(
         set(TCP_REPAIR_QUEUE, TCP_RECV_QUEUE)?;
         net::send_repair(fd, &t.recv_queue)?;
     }
-    let sent = t.send_queue.len() - t.unsent as usize;
+    let sent = t.send_queue.len().saturating_sub(t.unsent as usize);
     if sent > 0 {
         set(TCP_REPAIR_QUEUE, TCP_SEND_QUEUE)?;
         net::send_repair(fd, &t.send_queue[..sent])?;

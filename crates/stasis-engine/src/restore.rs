@@ -191,6 +191,25 @@ pub fn validate(img: &rec::Checkpoint) -> Result<(), String> {
         if f.id as usize != i {
             return Err("file objects out of order".into());
         }
+        if let Some(p) = &f.pty {
+            let ok = |t: &[u8]| t.is_empty() || t.len() == stasis_sys::sys::TERMIOS2_LEN;
+            if !ok(&p.termios)
+                || !ok(&p.master_termios)
+                || (f.kind == rec::FileKind::PtyMaster as i32
+                    && p.termios.len() != stasis_sys::sys::TERMIOS2_LEN)
+            {
+                return Err(format!("pty {}: bad terminal settings record", p.index));
+            }
+        }
+        if let Some(u) = &f.unix {
+            if u.queue
+                .iter()
+                .flat_map(|m| &m.fds)
+                .any(|&id| id as usize >= img.files.len())
+            {
+                return Err("unix socket message refers to a missing file".into());
+            }
+        }
     }
     for (i, s) in img.shmem.iter().enumerate() {
         if s.id as usize != i {
