@@ -195,11 +195,77 @@ fn http_get(c: &mut std::net::TcpStream, path: &str) -> String {
     String::from_utf8_lossy(&body).into_owned()
 }
 
+/// A free TCP port on 127.0.0.1.
+fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+    l.local_addr().expect("addr").port()
+}
+
+/// A client connection to 127.0.0.1:`port` with a 10 s read timeout.
+fn client(port: u16) -> std::net::TcpStream {
+    let c = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    c.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .expect("timeout");
+    c
+}
+
+/// Start a server in its own session with only stdio open (stdout and stderr to `log`), and
+/// return it with a client connected to `port` once it accepts (waiting up to 10 s).
+fn start_server(
+    cmd: &mut std::process::Command,
+    log: &std::path::Path,
+    port: u16,
+) -> (std::process::Child, std::net::TcpStream) {
+    use std::os::unix::process::CommandExt;
+    let log = std::fs::File::create(log).expect("server log");
+    cmd.stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().expect("dup"))
+        .stderr(log);
+    // SAFETY: setsid and close_range only, between fork and exec.
+    #[allow(unsafe_code)]
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().unwrap_or_else(|e| panic!("start {cmd:?}: {e}"));
+    let start = std::time::Instant::now();
+    loop {
+        match std::net::TcpStream::connect(("127.0.0.1", port)) {
+            Ok(c) => {
+                c.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+                    .expect("timeout");
+                return (child, c);
+            }
+            Err(_) if start.elapsed() < std::time::Duration::from_secs(10) => {
+                std::thread::sleep(std::time::Duration::from_millis(50))
+            }
+            Err(e) => panic!("{cmd:?} did not come up on port {port}: {e}"),
+        }
+    }
+}
+
+/// Checkpoint (ending it) and restore a server started by the test; returns the restored pid.
+fn checkpoint_and_restore(pid: i32, name: &str) -> i32 {
+    let img = image_dir(name);
+    let out = checkpoint(pid, &img.path().join("img"), &[]);
+    assert!(
+        out.status.success(),
+        "checkpoint of {name} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (np, _) = common::restore(&img.path().join("img"));
+    assert_eq!(np, pid);
+    no_lock_left();
+    np
+}
+
 /// A real program nobody here wrote: Python's http.server (HTTP/1.1, keep-alive) with a client
 /// connected across checkpoint, kill and restore — the client's connection keeps working.
 #[test]
 fn python_http_server_keeps_its_keepalive_client() {
-    use std::os::unix::process::CommandExt;
     let _g = serial();
     baseline();
     common::reap_comm("python3");
@@ -209,11 +275,7 @@ fn python_http_server_keeps_its_keepalive_client() {
         "hello from the checkpointed server\n",
     )
     .unwrap();
-    let port = {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
+    let port = free_port();
     let mut cmd = std::process::Command::new("/usr/bin/python3");
     cmd.args([
         "-m",
@@ -225,55 +287,16 @@ fn python_http_server_keeps_its_keepalive_client() {
         "HTTP/1.1",
         "--directory",
     ])
-    .arg(dir.path())
-    .stdin(std::process::Stdio::null())
-    .stdout(log.try_clone().unwrap())
-    .stderr(log);
-    // SAFETY: setsid and close_range only, between fork and exec.
-    #[allow(unsafe_code)]
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::setsid();
-            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
-            Ok(())
-        });
-    }
-    let child = cmd.spawn().expect("start http.server");
-    let pid = child.id() as i32;
-    let start = std::time::Instant::now();
-    let mut c = loop {
-        match std::net::TcpStream::connect(("127.0.0.1", port)) {
-            Ok(c) => break c,
-            Err(_) if start.elapsed() < std::time::Duration::from_secs(10) => {
-                std::thread::sleep(std::time::Duration::from_millis(50))
-            }
-            Err(e) => panic!("http.server did not come up: {e}"),
-        }
-    };
-    c.set_read_timeout(Some(std::time::Duration::from_secs(10)))
-        .unwrap();
+    .arg(dir.path());
+    let (child, mut c) = start_server(&mut cmd, &dir.path().join("server.log"), port);
     assert!(http_get(&mut c, "/hello.txt").contains("hello from"));
-
-    let img = image_dir("http-server");
-    let out = checkpoint(pid, &img.path().join("img"), &[]);
-    assert!(
-        out.status.success(),
-        "checkpoint of http.server failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let (np, _) = common::restore(&img.path().join("img"));
-    assert_eq!(np, pid);
-    no_lock_left();
+    let np = checkpoint_and_restore(child.id() as i32, "http-server");
     // The same keep-alive connection, then a new one.
     assert!(
         http_get(&mut c, "/hello.txt").contains("hello from"),
         "keep-alive request after restore"
     );
-    let mut c2 =
-        std::net::TcpStream::connect(("127.0.0.1", port)).expect("new connection after restore");
-    c2.set_read_timeout(Some(std::time::Duration::from_secs(10)))
-        .unwrap();
-    assert!(http_get(&mut c2, "/hello.txt").contains("hello from"));
+    assert!(http_get(&mut client(port), "/hello.txt").contains("hello from"));
     let _ = stasis_sys_kill(np);
     drop(child);
 }
@@ -317,16 +340,11 @@ fn resp(c: &mut std::net::TcpStream, args: &[&str]) -> String {
 /// checkpoint, kill and restore.
 #[test]
 fn redis_keeps_its_data_and_its_client() {
-    use std::os::unix::process::CommandExt;
     let _g = serial();
     baseline();
     common::reap_comm("redis-server");
     let dir = tempfile::tempdir().expect("tempdir");
-    let port = {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let log = std::fs::File::create(dir.path().join("redis.log")).unwrap();
+    let port = free_port();
     let mut cmd = std::process::Command::new("redis-server");
     cmd.args([
         "--port",
@@ -339,49 +357,13 @@ fn redis_keeps_its_data_and_its_client() {
         "no",
         "--dir",
     ])
-    .arg(dir.path())
-    .stdin(std::process::Stdio::null())
-    .stdout(log.try_clone().unwrap())
-    .stderr(log);
-    // SAFETY: setsid and close_range only, between fork and exec.
-    #[allow(unsafe_code)]
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::setsid();
-            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
-            Ok(())
-        });
-    }
-    let child = cmd
-        .spawn()
-        .expect("start redis-server (apt-get install redis-server)");
-    let pid = child.id() as i32;
-    let start = std::time::Instant::now();
-    let mut c = loop {
-        match std::net::TcpStream::connect(("127.0.0.1", port)) {
-            Ok(c) => break c,
-            Err(_) if start.elapsed() < std::time::Duration::from_secs(10) => {
-                std::thread::sleep(std::time::Duration::from_millis(50))
-            }
-            Err(e) => panic!("redis-server did not come up: {e}"),
-        }
-    };
-    c.set_read_timeout(Some(std::time::Duration::from_secs(10)))
-        .unwrap();
+    .arg(dir.path());
+    let (child, mut c) = start_server(&mut cmd, &dir.path().join("redis.log"), port);
     assert_eq!(resp(&mut c, &["SET", "greeting", "hello"]), "+OK\r\n");
     for i in 0..1000 {
         resp(&mut c, &["RPUSH", "list", &i.to_string()]);
     }
-    let img = image_dir("redis");
-    let out = checkpoint(pid, &img.path().join("img"), &[]);
-    assert!(
-        out.status.success(),
-        "checkpoint of redis failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let (np, _) = common::restore(&img.path().join("img"));
-    assert_eq!(np, pid);
-    no_lock_left();
+    let np = checkpoint_and_restore(child.id() as i32, "redis");
     assert_eq!(
         resp(&mut c, &["GET", "greeting"]),
         "$5\r\nhello\r\n",
@@ -389,11 +371,7 @@ fn redis_keeps_its_data_and_its_client() {
     );
     assert_eq!(resp(&mut c, &["LLEN", "list"]), ":1000\r\n");
     assert_eq!(resp(&mut c, &["INCR", "counter"]), ":1\r\n");
-    let mut c2 =
-        std::net::TcpStream::connect(("127.0.0.1", port)).expect("new client after restore");
-    c2.set_read_timeout(Some(std::time::Duration::from_secs(10)))
-        .unwrap();
-    assert_eq!(resp(&mut c2, &["INCR", "counter"]), ":2\r\n");
+    assert_eq!(resp(&mut client(port), &["INCR", "counter"]), ":2\r\n");
     let _ = stasis_sys_kill(np);
     drop(child);
 }
