@@ -401,3 +401,29 @@ fn tcp_connection_inside_the_tree_double() {
     roundtrip("tcp_sock", &["--established-only"], Mode::Double);
     no_lock_left();
 }
+
+/// A half-closed TCP connection with both ends in the tree (FIN_WAIT2 ↔ CLOSE_WAIT, bytes
+/// queued both ways): rebuilt established, then the FIN is sent again.
+#[test]
+fn tcp_half_closed_inside_the_tree_kill() {
+    let _g = serial();
+    baseline();
+    roundtrip("tcp_sock", &["--no-pending"], Mode::Kill);
+    no_lock_left();
+}
+
+#[test]
+fn tcp_half_closed_inside_the_tree_leave_running() {
+    let _g = serial();
+    baseline();
+    roundtrip("tcp_sock", &["--no-pending"], Mode::LeaveRunning);
+    no_lock_left();
+}
+
+#[test]
+fn tcp_half_closed_inside_the_tree_double() {
+    let _g = serial();
+    baseline();
+    roundtrip("tcp_sock", &["--no-pending"], Mode::Double);
+    no_lock_left();
+}

@@ -50,8 +50,8 @@ fn refuses_in(workload: &str, kind: &str, words: &[&str]) {
 }
 
 #[test]
-fn refuses_tcp_socket() {
-    refuses("socket", &["half-closed", "not supported"]);
+fn refuses_netlink_socket() {
+    refuses("socket", &["family not supported"]);
 }
 
 #[test]

@@ -375,6 +375,28 @@ impl FileTable {
         if let Some(t) = &self.unix {
             t.check_peers(&self.files, &self.holders)?;
         }
+        // A TCP connection whose peer already shut down for writing can only be rebuilt when
+        // that peer is in the tree too (it sends its FIN again after restore).
+        for f in &self.files {
+            let Some(u) = &f.inet else { continue };
+            let Some(t) = &u.tcp else { continue };
+            let peer_inside = self.files.iter().any(|g| {
+                g.inet
+                    .as_ref()
+                    .is_some_and(|v| v.tcp.is_some() && v.local == u.peer && v.peer == u.local)
+            });
+            if t.fin_received && !peer_inside {
+                let (pid, fd) = self.holders.get(&f.id).copied().unwrap_or((0, -1));
+                return Err(CheckpointError::Unsupported {
+                    pid,
+                    what: format!(
+                        "fd {fd} ({}) is a TCP connection whose peer {} outside the tree has shut down its side; not supported yet",
+                        stasis_sys::net::addr_string(&u.local),
+                        stasis_sys::net::addr_string(&u.peer)
+                    ),
+                });
+            }
+        }
         let masters: std::collections::HashSet<u32> = self
             .files
             .iter()

@@ -150,6 +150,8 @@ fn dump_tcp_conn(s: RawFd, info: &[u8]) -> std::io::Result<rec::TcpConnState> {
         timestamps: options & TCPI_OPT_TIMESTAMPS != 0,
         timestamp: tcp(TCP_TIMESTAMP)? as u32,
         window,
+        fin_sent: false,
+        fin_received: false,
         keepalive: vec![
             tcp(libc::TCP_KEEPIDLE)?,
             tcp(libc::TCP_KEEPINTVL)?,
@@ -250,7 +252,8 @@ pub fn dump(
                 opt(s, libc::IPPROTO_TCP, libc::TCP_NODELAY).ctx(pid, || what("TCP_NODELAY"))? != 0;
             let info = tcp_info(s).ctx(pid, || what("TCP_INFO"))?;
             let state = info[0];
-            if state == 1 {
+            // ESTABLISHED, FIN_WAIT1, FIN_WAIT2, CLOSE_WAIT, LAST_ACK, CLOSING.
+            if matches!(state, 1 | 4 | 5 | 8 | 9 | 11) {
                 // Established: lock, repair, read.
                 let (lip, lport) = ip_port(&st.local)
                     .ok_or_else(|| Failure::msg(pid, what("bad local address")))?;
@@ -277,10 +280,11 @@ pub fn dump(
                     sock.try_clone().ctx(pid, || what("dup"))?,
                     st.reuseaddr as i32,
                 ));
-                st.tcp = Some(
-                    dump_tcp_conn(s, &info)
-                        .ctx(pid, || what("reading the connection in repair mode"))?,
-                );
+                let mut t = dump_tcp_conn(s, &info)
+                    .ctx(pid, || what("reading the connection in repair mode"))?;
+                t.fin_sent = matches!(state, 4 | 5 | 9 | 11);
+                t.fin_received = matches!(state, 8 | 9 | 11);
+                st.tcp = Some(t);
                 return Ok(Some(st));
             }
             if state != TCP_INFO_STATE_LISTEN {
@@ -351,15 +355,19 @@ fn restore_tcp_conn(
     let set = |o: i32, v: i32| net::setsockopt_int(fd, libc::IPPROTO_TCP, o, v);
     set(TCP_REPAIR, 1)?;
     set_int(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
+    // A FIN takes a sequence number: the connection is rebuilt as established, then this
+    // side's FIN is sent again (after restore) and the peer's comes from the peer (in the tree).
+    let snd_end = t.snd_seq.wrapping_sub(t.fin_sent as u32);
+    let rcv_end = t.rcv_seq.wrapping_sub(t.fin_received as u32);
     set(TCP_REPAIR_QUEUE, TCP_SEND_QUEUE)?;
     set(
         TCP_QUEUE_SEQ,
-        t.snd_seq.wrapping_sub(t.send_queue.len() as u32) as i32,
+        snd_end.wrapping_sub(t.send_queue.len() as u32) as i32,
     )?;
     set(TCP_REPAIR_QUEUE, TCP_RECV_QUEUE)?;
     set(
         TCP_QUEUE_SEQ,
-        t.rcv_seq.wrapping_sub(t.recv_queue.len() as u32) as i32,
+        rcv_end.wrapping_sub(t.recv_queue.len() as u32) as i32,
     )?;
     net::bind_raw(fd, &u.local)?;
     net::connect_raw(fd, &u.peer)?;
@@ -391,7 +399,17 @@ fn restore_tcp_conn(
         net::send_repair(fd, &t.send_queue[..sent])?;
     }
     if t.window.len() == 5 {
-        let w: Vec<u8> = t.window.iter().flat_map(|v| v.to_ne_bytes()).collect();
+        // The window refers to the peer's FIN too when it was received: keep rcv_wup and
+        // snd_wl1 within what the rebuilt connection has received (the kernel checks).
+        let mut win = t.window.clone();
+        let after = |a: u32, b: u32| (a.wrapping_sub(b) as i32) > 0;
+        if after(win[4], rcv_end) {
+            win[4] = rcv_end;
+        }
+        if after(win[0], rcv_end.wrapping_add(win[3])) {
+            win[0] = rcv_end;
+        }
+        let w: Vec<u8> = win.iter().flat_map(|v| v.to_ne_bytes()).collect();
         net::setsockopt_bytes(fd, libc::IPPROTO_TCP, TCP_REPAIR_WINDOW, &w)?;
     }
     set(TCP_REPAIR, TCP_REPAIR_OFF_NO_WP)?;

@@ -337,6 +337,25 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreStats, RestoreError> {
     step("validate")?;
     crate::sysv::restore(&img)?;
     let mut opened = Opened::prepare(&img, &reader, opts.inherit.clone())?;
+    // Every socket exists again and is out of repair mode: let the connections' packets
+    // through, then send again the FIN of each side that had shut down for writing (the peer,
+    // in the tree, gets it now; a peer outside sees a duplicate and acknowledges it).
+    if !img.net_lock.is_empty() {
+        crate::netlock::unlock(&img.net_lock)
+            .ctx(0, || format!("removing network lock {}", img.net_lock))?;
+    }
+    for f in &img.files {
+        if f.inet
+            .as_ref()
+            .and_then(|u| u.tcp.as_ref())
+            .is_some_and(|t| t.fin_sent)
+        {
+            if let Some(s) = opened.files.get(&f.id) {
+                stasis_sys::net::shutdown(std::os::fd::AsRawFd::as_raw_fd(s), libc::SHUT_WR)
+                    .ctx(0, || format!("open file description #{}: shutdown(SHUT_WR) of a half-closed connection", f.id))?;
+            }
+        }
+    }
     step("prepare")?;
     let gadget = pick_gadget(&img)?;
     let root = &img.processes[0];
@@ -572,12 +591,6 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreStats, RestoreError> {
     {
         if let Err(e) = stasis_sys::sys::shm_remove(s.sysv_id) {
             tracing::warn!(id = s.sysv_id, error = %e, "could not mark a System V segment for removal");
-        }
-    }
-    if !img.net_lock.is_empty() {
-        // The connections exist again: let their packets through.
-        if let Err(e) = crate::netlock::unlock(&img.net_lock) {
-            tracing::error!(table = %img.net_lock, error = %e, "could not remove the network lock");
         }
     }
     Ok(RestoreStats {

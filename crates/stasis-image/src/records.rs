@@ -631,6 +631,12 @@ pub struct TcpConnState {
     /// Keepalive settings: TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT.
     #[prost(int32, repeated, tag = "13")]
     pub keepalive: Vec<i32>,
+    /// This side shut down for writing (its FIN is counted in `snd_seq`).
+    #[prost(bool, tag = "14")]
+    pub fin_sent: bool,
+    /// The peer shut down for writing (its FIN is counted in `rcv_seq`).
+    #[prost(bool, tag = "15")]
+    pub fin_received: bool,
 }
 
 /// A pseudo-terminal pair (on the master's record; a slave's record holds the index only).
