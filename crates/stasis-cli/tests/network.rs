@@ -209,6 +209,15 @@ fn client(port: u16) -> std::net::TcpStream {
     c
 }
 
+/// Kills the server (original or restored: same pid) when the test ends, even on failure.
+struct KillOnDrop(i32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = stasis_sys_kill(self.0);
+    }
+}
+
 /// Start a server in its own session with only stdio open (stdout and stderr to `log`), and
 /// return it with a client connected to `port` once it accepts (waiting up to 10 s).
 fn start_server(
@@ -289,15 +298,15 @@ fn python_http_server_keeps_its_keepalive_client() {
     ])
     .arg(dir.path());
     let (child, mut c) = start_server(&mut cmd, &dir.path().join("server.log"), port);
+    let _kill = KillOnDrop(child.id() as i32);
     assert!(http_get(&mut c, "/hello.txt").contains("hello from"));
-    let np = checkpoint_and_restore(child.id() as i32, "http-server");
+    checkpoint_and_restore(child.id() as i32, "http-server");
     // The same keep-alive connection, then a new one.
     assert!(
         http_get(&mut c, "/hello.txt").contains("hello from"),
         "keep-alive request after restore"
     );
     assert!(http_get(&mut client(port), "/hello.txt").contains("hello from"));
-    let _ = stasis_sys_kill(np);
     drop(child);
 }
 
@@ -359,11 +368,12 @@ fn redis_keeps_its_data_and_its_client() {
     ])
     .arg(dir.path());
     let (child, mut c) = start_server(&mut cmd, &dir.path().join("redis.log"), port);
+    let _kill = KillOnDrop(child.id() as i32);
     assert_eq!(resp(&mut c, &["SET", "greeting", "hello"]), "+OK\r\n");
     for i in 0..1000 {
         resp(&mut c, &["RPUSH", "list", &i.to_string()]);
     }
-    let np = checkpoint_and_restore(child.id() as i32, "redis");
+    checkpoint_and_restore(child.id() as i32, "redis");
     assert_eq!(
         resp(&mut c, &["GET", "greeting"]),
         "$5\r\nhello\r\n",
@@ -372,7 +382,6 @@ fn redis_keeps_its_data_and_its_client() {
     assert_eq!(resp(&mut c, &["LLEN", "list"]), ":1000\r\n");
     assert_eq!(resp(&mut c, &["INCR", "counter"]), ":1\r\n");
     assert_eq!(resp(&mut client(port), &["INCR", "counter"]), ":2\r\n");
-    let _ = stasis_sys_kill(np);
     drop(child);
 }
 
