@@ -233,6 +233,18 @@ fn tmux_server_with_a_session_and_a_running_command() {
     let dir = tempfile::tempdir().expect("tempdir");
     let sock = dir.path().join("tmux.sock");
     let count = dir.path().join("count");
+    // Whatever happens, the server goes away with the test.
+    struct KillServer(std::path::PathBuf);
+    impl Drop for KillServer {
+        fn drop(&mut self) {
+            let _ = Command::new("tmux")
+                .arg("-S")
+                .arg(&self.0)
+                .arg("kill-server")
+                .status();
+        }
+    }
+    let _kill = KillServer(sock.clone());
     tmux(
         &sock,
         &[
@@ -292,9 +304,4 @@ fn tmux_server_with_a_session_and_a_running_command() {
     wait_for("the shell to answer in its pane", || {
         tmux(&sock, &["capture-pane", "-p", "-t", "t"]).contains("Y=kept-42")
     });
-    let _ = Command::new("tmux")
-        .arg("-S")
-        .arg(&sock)
-        .arg("kill-server")
-        .status();
 }
