@@ -436,3 +436,61 @@ fn tcp_half_closed_inside_the_tree_double() {
     roundtrip("tcp_sock", &["--no-pending"], Mode::Double);
     no_lock_left();
 }
+
+/// A server outside the tree that sends "hello\n", shuts down its side, and keeps what each
+/// connection sends until end of stream.
+fn closing_server() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>) {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = l.local_addr().expect("addr").to_string();
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let g = got.clone();
+    std::thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(mut c) = c else { continue };
+            let g = g.clone();
+            std::thread::spawn(move || {
+                let _ = c.write_all(b"hello\n");
+                let _ = c.shutdown(std::net::Shutdown::Write);
+                let mut all = Vec::new();
+                let _ = c.read_to_end(&mut all);
+                g.lock().unwrap().push(all);
+            });
+        }
+    });
+    (addr, got)
+}
+
+fn wait_for_bye(got: &std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>) {
+    let start = std::time::Instant::now();
+    while !got.lock().unwrap().iter().any(|d| d == b"bye\n") {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(10),
+            "the server never got the client's bytes sent after restore: {:?}",
+            got.lock().unwrap()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// The peer (outside the tree) had shut down its side: restore replays its FIN (a raw segment
+/// at the FIN's sequence number) so the restored socket is in CLOSE_WAIT with the unread bytes
+/// before end of stream, and what it sends afterwards reaches the peer.
+#[test]
+fn tcp_peer_outside_closed_its_side_kill() {
+    let _g = serial();
+    baseline();
+    let (addr, got) = closing_server();
+    roundtrip("tcp_peer_closed", &[&addr], Mode::Kill);
+    wait_for_bye(&got);
+    no_lock_left();
+}
+
+#[test]
+fn tcp_peer_outside_closed_its_side_double() {
+    let _g = serial();
+    baseline();
+    let (addr, got) = closing_server();
+    roundtrip("tcp_peer_closed", &[&addr], Mode::Double);
+    wait_for_bye(&got);
+    no_lock_left();
+}

@@ -385,12 +385,12 @@ impl FileTable {
                     .as_ref()
                     .is_some_and(|v| v.tcp.is_some() && v.local == u.peer && v.peer == u.local)
             });
-            if t.fin_received && !peer_inside {
+            if t.fin_received && !peer_inside && u.family != libc::AF_INET {
                 let (pid, fd) = self.holders.get(&f.id).copied().unwrap_or((0, -1));
                 return Err(CheckpointError::Unsupported {
                     pid,
                     what: format!(
-                        "fd {fd} ({}) is a TCP connection whose peer {} outside the tree has shut down its side; not supported yet",
+                        "fd {fd} ({}) is an IPv6 TCP connection whose peer {} outside the tree has shut down its side; not supported yet",
                         stasis_sys::net::addr_string(&u.local),
                         stasis_sys::net::addr_string(&u.peer)
                     ),

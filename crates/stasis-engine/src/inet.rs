@@ -550,3 +550,58 @@ pub fn create_all(img: &rec::Checkpoint) -> Result<HashMap<u32, OwnedFd>, Failur
     }
     Ok(out)
 }
+
+fn v4(addr: &[u8]) -> Option<std::net::SocketAddrV4> {
+    match ip_port(addr)? {
+        (std::net::IpAddr::V4(ip), port) => Some(std::net::SocketAddrV4::new(ip, port)),
+        _ => None,
+    }
+}
+
+/// Give a restored connection the FIN its peer outside the tree had sent: a FIN+ACK segment
+/// from the peer's address, at the FIN's sequence number, injected through a raw socket (the
+/// network lock must be gone). Waits until the socket has taken it (CLOSE_WAIT and later).
+pub fn inject_peer_fin(
+    sock: RawFd,
+    u: &rec::InetSocketState,
+    t: &rec::TcpConnState,
+) -> Result<(), Failure> {
+    let what = || {
+        format!(
+            "TCP connection {} ↔ {}: replaying the peer's FIN",
+            net::addr_string(&u.local),
+            net::addr_string(&u.peer)
+        )
+    };
+    let (Some(local), Some(peer)) = (v4(&u.local), v4(&u.peer)) else {
+        return Err(Failure::msg(
+            0,
+            format!("{}: only IPv4 is supported", what()),
+        ));
+    };
+    let rcv_end = t.rcv_seq.wrapping_sub(1);
+    let snd_end = t.snd_seq.wrapping_sub(t.fin_sent as u32);
+    let sent = t.send_queue.len().saturating_sub(t.unsent as usize) as u32;
+    let ack = snd_end.wrapping_sub(t.unsent).wrapping_sub(sent);
+    let window = t
+        .window
+        .get(1)
+        .map(|w| (w >> t.snd_wscale.min(14)).min(0xffff) as u16)
+        .unwrap_or(0xffff);
+    let pkt = net::tcp_segment_v4(peer, local, rcv_end, ack, 0x11, window);
+    net::send_raw_v4(&pkt, *local.ip()).ctx(0, what)?;
+    let start = std::time::Instant::now();
+    loop {
+        let info = tcp_info(sock).ctx(0, what)?;
+        if matches!(info[0], 8 | 9 | 11) {
+            return Ok(());
+        }
+        if start.elapsed() > std::time::Duration::from_secs(2) {
+            return Err(Failure::msg(
+                0,
+                format!("{}: the socket did not take it (state {})", what(), info[0]),
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
