@@ -244,8 +244,13 @@ impl FileTable {
                     } else if let Some(ino) = sock_ino {
                         fo.kind = FileKind::UnixSocket as i32;
                         fo.file_id = None;
-                        let (st, inflight) =
-                            self.unix.as_mut().expect("loaded").dump(pid, fd, ino)?;
+                        let (st, inflight) = {
+                            let sock = self.borrow(pid, fd)?;
+                            self.unix
+                                .as_mut()
+                                .expect("loaded")
+                                .dump(pid, fd, ino, &sock)?
+                        };
                         if !inflight.is_empty() && depth > 0 {
                             return Err(unsupported("carries a unix socket that itself has files in flight; not supported"));
                         }
@@ -633,7 +638,7 @@ impl Opened {
                             let dup = sys::fcntl(ifd, libc::F_DUPFD_CLOEXEC, 3)
                                 .ctx(0, || format!("{key}: duplicating inherited fd {ifd}"))?;
                             // SAFETY-free: wrap the fresh descriptor.
-                            File::from(owned_from_dup(dup as RawFd)).into()
+                            sys::owned_fd(dup as RawFd)
                         } else if f.write_end {
                             // Nobody in the tree reads it: output goes to /dev/null.
                             open_with("/dev/null", libc::O_WRONLY as u32)
@@ -799,10 +804,6 @@ impl Opened {
     }
 }
 
-fn owned_from_dup(fd: RawFd) -> OwnedFd {
-    stasis_sys::sys::owned_fd(fd)
-}
-
 impl crate::memory::FdSource for Opened {
     fn file_fd(&mut self, path: &str, write: bool) -> Result<RawFd, Failure> {
         let key = (path.to_string(), write);
@@ -863,27 +864,9 @@ fn ensure_sysv(s: &rec::ShmemObject, reader: &ImageReader) -> Result<i32, Failur
         ));
     }
     let _ = sys::shm_set_owner(id, s.uid, s.gid, s.mode);
-    let mut buf = Vec::new();
-    for run in &s.pages {
-        let cid: stasis_image::ChunkId = run
-            .chunk
-            .as_slice()
-            .try_into()
-            .map_err(|_| Failure::msg(0, "bad chunk id in image"))?;
-        reader
-            .read_chunk_into_verified(&cid, &mut buf)
-            .ctx(0, || format!("{}: reading chunk", what()))?;
-        let off = run.chunk_offset as usize;
-        let len = run.count as usize * 4096;
-        let data = buf
-            .get(off..off + len)
-            .ok_or_else(|| Failure::msg(0, "chunk shorter than the image says"))?;
-        let end = (run.addr + len as u64).min(s.size);
-        if end > run.addr {
-            sys::shm_write(id, run.addr, &data[..(end - run.addr) as usize])
-                .ctx(0, || format!("{}: filling", what()))?;
-        }
-    }
+    crate::memory::for_each_object_run(reader, &s.pages, s.size, |off, data| {
+        sys::shm_write(id, off, data).ctx(0, || format!("{}: filling", what()))
+    })?;
     Ok(id)
 }
 
@@ -932,7 +915,7 @@ fn recreate_deleted(f: &rec::FileObject, reader: &ImageReader) -> Result<File, F
         .read(true)
         .write(true)
         .create_new(true)
-        .mode_bits(f.mode)
+        .mode(if f.mode == 0 { 0o600 } else { f.mode })
         .open(&name)
         .ctx(0, what)?;
     let res = (|| {
@@ -942,15 +925,4 @@ fn recreate_deleted(f: &rec::FileObject, reader: &ImageReader) -> Result<File, F
     })();
     let _ = std::fs::remove_file(&name);
     res
-}
-
-trait ModeBits {
-    fn mode_bits(&mut self, mode: u32) -> &mut Self;
-}
-
-impl ModeBits for std::fs::OpenOptions {
-    fn mode_bits(&mut self, mode: u32) -> &mut Self {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        self.mode(if mode == 0 { 0o600 } else { mode })
-    }
 }

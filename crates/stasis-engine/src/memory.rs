@@ -879,15 +879,14 @@ pub fn fill_pages(reader: &ImageReader, jobs: &[FillJob], workers: usize) -> Res
     Ok(bytes.load(Ordering::Relaxed) as u64)
 }
 
-/// Write the content of a shmem object (or deleted file) into a restorer-side fd.
-pub fn fill_file(
+/// Walk stored page runs whose `addr` is a byte offset in an object of `size` bytes: for each,
+/// `put(offset, bytes)` with the run's bytes clipped to the object's end.
+pub fn for_each_object_run(
     reader: &ImageReader,
-    fd: &File,
     runs: &[PageRun],
     size: u64,
+    mut put: impl FnMut(u64, &[u8]) -> Result<(), Failure>,
 ) -> Result<(), Failure> {
-    fd.set_len(size)
-        .ctx(0, || "sizing shared memory object".into())?;
     let mut buf = Vec::new();
     for run in runs {
         let id: ChunkId = run
@@ -905,11 +904,25 @@ pub fn fill_file(
             .ok_or_else(|| Failure::msg(0, "chunk shorter than the image says"))?;
         let end = (run.addr + len as u64).min(size);
         if end > run.addr {
-            fd.write_all_at(&data[..(end - run.addr) as usize], run.addr)
-                .ctx(0, || "writing shared memory object".into())?;
+            put(run.addr, &data[..(end - run.addr) as usize])?;
         }
     }
     Ok(())
+}
+
+/// Write the content of a shmem object (or deleted file) into a restorer-side fd.
+pub fn fill_file(
+    reader: &ImageReader,
+    fd: &File,
+    runs: &[PageRun],
+    size: u64,
+) -> Result<(), Failure> {
+    fd.set_len(size)
+        .ctx(0, || "sizing shared memory object".into())?;
+    for_each_object_run(reader, runs, size, |off, data| {
+        fd.write_all_at(data, off)
+            .ctx(0, || "writing shared memory object".into())
+    })
 }
 
 #[cfg(test)]

@@ -25,7 +25,7 @@
 use crate::error::{CheckpointError, Ctx, Failure};
 use stasis_image::records as rec;
 use stasis_sys::diag::UnixDiag;
-use stasis_sys::{net, sys};
+use stasis_sys::net;
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
@@ -37,7 +37,6 @@ pub type InFlight = Vec<(usize, Vec<OwnedFd>)>;
 /// The namespace's unix sockets, by inode (read once per checkpoint).
 pub struct UnixTable {
     by_ino: HashMap<u32, UnixDiag>,
-    pidfds: HashMap<i32, OwnedFd>,
 }
 
 impl UnixTable {
@@ -47,7 +46,6 @@ impl UnixTable {
             stasis_sys::diag::unix_sockets().ctx(0, || "sock_diag dump of unix sockets".into())?;
         Ok(Self {
             by_ino: all.into_iter().map(|d| (d.ino, d)).collect(),
-            pidfds: HashMap::new(),
         })
     }
 
@@ -62,6 +60,7 @@ impl UnixTable {
         pid: i32,
         fd: i32,
         ino: u64,
+        sock: &OwnedFd,
     ) -> Result<(rec::UnixSocketState, InFlight), CheckpointError> {
         let d = self
             .by_ino
@@ -86,13 +85,6 @@ impl UnixTable {
                 }
             }
         }
-        let pidfd = match self.pidfds.entry(pid) {
-            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
-            std::collections::hash_map::Entry::Vacant(v) => {
-                v.insert(sys::pidfd_open(pid).ctx(pid, || "pidfd_open".into())?)
-            }
-        };
-        let sock = sys::pidfd_getfd(pidfd, fd).ctx(pid, || format!("fd {fd}: pidfd_getfd"))?;
         let s = sock.as_raw_fd();
         let opt = |o: i32| {
             net::getsockopt_int(s, libc::SOL_SOCKET, o)
@@ -205,24 +197,15 @@ impl UnixTable {
 
 fn remove_stale_socket_file(name: &[u8]) {
     if name.first().is_some_and(|&b| b != 0) {
-        let p = std::path::Path::new(std::ffi::OsStr::from_encoded_bytes_checked(name));
+        let p = std::path::Path::new(
+            <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(name),
+        );
         if let Ok(md) = std::fs::symlink_metadata(p) {
             use std::os::unix::fs::FileTypeExt;
             if md.file_type().is_socket() {
                 let _ = std::fs::remove_file(p);
             }
         }
-    }
-}
-
-trait FromBytes {
-    fn from_encoded_bytes_checked(b: &[u8]) -> &std::ffi::OsStr;
-}
-
-impl FromBytes for std::ffi::OsStr {
-    fn from_encoded_bytes_checked(b: &[u8]) -> &std::ffi::OsStr {
-        use std::os::unix::ffi::OsStrExt;
-        std::ffi::OsStr::from_bytes(b)
     }
 }
 
