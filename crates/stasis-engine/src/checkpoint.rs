@@ -64,13 +64,6 @@ pub struct CheckpointStats {
     pub pids_still_busy: Vec<i32>,
 }
 
-fn step(name: &str) -> Result<(), CheckpointError> {
-    failpoint::check(name).map_err(|s| match s {
-        failpoint::Stop::Failpoint(n) => CheckpointError::Failpoint(n),
-        failpoint::Stop::Interrupted(n) => CheckpointError::Interrupted(n),
-    })
-}
-
 fn find_vdso_syscall(pid: i32) -> Result<u64, Failure> {
     let maps = proc::read_maps(pid).ctx(pid, || "reading maps".into())?;
     let v = maps
@@ -100,7 +93,7 @@ pub fn checkpoint(opts: &CheckpointOptions) -> Result<CheckpointStats, Checkpoin
 
     let mut frozen = Frozen::seize(opts.pid)?;
     let t_frozen = Instant::now();
-    step("seize")?;
+    failpoint::check("seize")?;
     let mut jrnl = journal::Journal::begin(&frozen)
         .map_err(|e| Failure::new(opts.pid, "writing the recovery journal", e))?;
 
@@ -128,7 +121,7 @@ pub fn checkpoint(opts: &CheckpointOptions) -> Result<CheckpointStats, Checkpoin
         procs.push(p);
     }
     files.finish()?;
-    step("inspect")?;
+    failpoint::check("inspect")?;
 
     // Parasite: queries only the tasks can answer.
     for i in 0..frozen.procs.len() {
@@ -150,7 +143,7 @@ pub fn checkpoint(opts: &CheckpointOptions) -> Result<CheckpointStats, Checkpoin
         stasis_sys::mem::write_all(pid, base, &stasis_sys::inject::GADGET_CODE)
             .ctx(pid, || "writing the gadget".into())?;
         r.use_base(base);
-        step("parasite")?;
+        failpoint::check("parasite")?;
         task::dump_process_injected(&mut r, &mut procs[i])?;
         for (ti, t) in frozen.procs[i].threads.iter().enumerate() {
             let mut tr = Remote::new(pid, t.tid, base, t.regs);
@@ -162,7 +155,7 @@ pub fn checkpoint(opts: &CheckpointOptions) -> Result<CheckpointStats, Checkpoin
         }
     }
     files.dump_pipes()?;
-    step("tasks")?;
+    failpoint::check("tasks")?;
 
     // Memory: resident pages first, then swapped ones.
     jobs.sort_by_key(|j| j.swapped);
@@ -174,7 +167,7 @@ pub fn checkpoint(opts: &CheckpointOptions) -> Result<CheckpointStats, Checkpoin
     let shm_bytes = memory::dump_shmem(&mut shmem, &writer)?;
     stats.memory_bytes = bytes + shm_bytes;
     stats.memory_secs = tm.elapsed().as_secs_f64();
-    step("memory")?;
+    failpoint::check("memory")?;
 
     let vdso_hash = memory::vdso_hash(opts.pid)?;
     // Declared after `frozen`: on an error path the sockets leave repair mode before the tasks
@@ -208,7 +201,7 @@ pub fn checkpoint(opts: &CheckpointOptions) -> Result<CheckpointStats, Checkpoin
             &img.encode_to_vec(),
         )
         .map_err(|e| CheckpointError::Image(Box::new(e)))?;
-    step("write")?;
+    failpoint::check("write")?;
     // Everything is read: with --leave-running the tree may go on while we make the image
     // durable (it is the same image either way; if the commit fails there is no manifest).
     let mut frozen = Some(frozen);
@@ -235,7 +228,7 @@ pub fn checkpoint(opts: &CheckpointOptions) -> Result<CheckpointStats, Checkpoin
         .map_err(|e| CheckpointError::Image(Box::new(e)))?;
     stats.chunks = cs.chunks;
     stats.stored_bytes = cs.chunk_bytes_raw;
-    if let Err(e) = step("commit") {
+    if let Err(e) = failpoint::check("commit").map_err(CheckpointError::from) {
         // Interrupted (or failed) after the manifest was written: take the image back so a
         // failed checkpoint never leaves a complete-looking image.
         let _ = std::fs::remove_file(opts.dir.join(stasis_image::MANIFEST_FILE));

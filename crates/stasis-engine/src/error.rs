@@ -114,3 +114,21 @@ pub enum RestoreError {
     #[error("restore interrupted by a signal at step {0}; nothing was left running")]
     Interrupted(String),
 }
+
+impl From<crate::failpoint::Stop> for CheckpointError {
+    fn from(s: crate::failpoint::Stop) -> Self {
+        match s {
+            crate::failpoint::Stop::Failpoint(n) => Self::Failpoint(n),
+            crate::failpoint::Stop::Interrupted(n) => Self::Interrupted(n),
+        }
+    }
+}
+
+impl From<crate::failpoint::Stop> for RestoreError {
+    fn from(s: crate::failpoint::Stop) -> Self {
+        match s {
+            crate::failpoint::Stop::Failpoint(n) => Self::Failpoint(n),
+            crate::failpoint::Stop::Interrupted(n) => Self::Interrupted(n),
+        }
+    }
+}

@@ -71,13 +71,6 @@ const CLONE_THREAD_FLAGS: u64 = (libc::CLONE_VM
     | libc::CLONE_THREAD
     | libc::CLONE_SYSVSEM) as u64;
 
-fn step(name: &str) -> Result<(), RestoreError> {
-    failpoint::check(name).map_err(|s| match s {
-        failpoint::Stop::Failpoint(n) => RestoreError::Failpoint(n),
-        failpoint::Stop::Interrupted(n) => RestoreError::Interrupted(n),
-    })
-}
-
 /// Guard over the tasks created so far: killed and reaped unless disarmed.
 struct Created {
     /// (pid, tid) of every task, in creation order.
@@ -334,7 +327,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreStats, RestoreError> {
         .verify_all()
         .map_err(|e| bad(&opts.dir, "image verification failed", Some(Box::new(e))))?;
     wait_pids_free(&img, opts.pid_wait)?;
-    step("validate")?;
+    failpoint::check("validate")?;
     crate::sysv::restore(&img)?;
     let mut opened = Opened::prepare(&img, &reader, opts.inherit.clone())?;
     // Every socket exists again and is out of repair mode: let the connections' packets
@@ -371,7 +364,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreStats, RestoreError> {
             }
         }
     }
-    step("prepare")?;
+    failpoint::check("prepare")?;
     let gadget = pick_gadget(&img)?;
     let root = &img.processes[0];
     let mut created = Created {
@@ -470,7 +463,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreStats, RestoreError> {
         crate::pty::acquire_ctty(&mut r, root, &img, &mut opened)?;
     }
     remotes.insert(root_pid, r);
-    step("root")?;
+    failpoint::check("root")?;
 
     // Processes, parents first.
     for p in &img.processes[1..] {
@@ -521,7 +514,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreStats, RestoreError> {
             created.tasks.push((p.pid, tid));
         }
     }
-    step("tasks")?;
+    failpoint::check("tasks")?;
 
     // Memory layout.
     let mut fills: Vec<FillJob> = Vec::new();
@@ -541,11 +534,11 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreStats, RestoreError> {
         fills.push(fill);
         fixups.insert(p.pid, fix);
     }
-    step("mappings")?;
+    failpoint::check("mappings")?;
     let tm = Instant::now();
     let memory_bytes = memory::fill_pages(&reader, &fills, opts.workers)?;
     let memory_secs = tm.elapsed().as_secs_f64();
-    step("pages")?;
+    failpoint::check("pages")?;
 
     for p in &img.processes {
         let r = remotes.get_mut(&p.pid).expect("created");
@@ -576,7 +569,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreStats, RestoreError> {
         task::restore_sched(p)?;
         r.call("munmap gadget", libc::SYS_munmap, &[gadget, PARASITE_LEN])?;
     }
-    step("state")?;
+    failpoint::check("state")?;
 
     // Registers and masks, then let everything run.
     for p in &img.processes {
@@ -589,7 +582,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreStats, RestoreError> {
             ptrace::set_sigmask(t.tid, t.sigmask).ctx(t.tid, || "PTRACE_SETSIGMASK".into())?;
         }
     }
-    step("detach")?;
+    failpoint::check("detach")?;
     created.armed = false;
     for p in &img.processes {
         for t in &p.threads {
