@@ -176,7 +176,13 @@ fn main() -> ExitCode {
     if let Err(e) = stasis_sys::sys::install_interrupt_handlers() {
         eprintln!("stasis: warning: cannot install signal handlers: {e}");
     }
-    let repaired = stasis_engine::journal::recover();
+    // The hidden workload modes are the programs being checkpointed: they repair nothing.
+    let is_workload = matches!(cli.cmd, Cmd::DemoWorker | Cmd::BenchWorker { .. });
+    let repaired = if is_workload {
+        0
+    } else {
+        stasis_engine::journal::recover()
+    };
     if repaired > 0 {
         eprintln!(
             "stasis: repaired {repaired} process(es) left behind by an interrupted stasis run"
