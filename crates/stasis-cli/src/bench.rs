@@ -109,6 +109,8 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
             .unwrap_or(2)
     });
     let cs = stasis_engine::checkpoint(&stasis_engine::CheckpointOptions {
+        freezer: None,
+        pid_ns: false,
         pid,
         dir: image.clone(),
         leave_running: false,
@@ -124,6 +126,9 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
     let cs = cs?;
     let image_bytes = dir_size(&image);
     let rs = stasis_engine::restore(&stasis_engine::RestoreOptions {
+        new_pid_ns: false,
+        root_mnt_ns: None,
+        on_root: None,
         dir: image.clone(),
         inherit: Default::default(),
         workers,

@@ -71,6 +71,8 @@ pub fn run(dir: Option<PathBuf>) -> anyhow::Result<()> {
     println!("   it has counted to {}", last_tick(&log)?);
 
     let stats = stasis_engine::checkpoint(&stasis_engine::CheckpointOptions {
+        freezer: None,
+        pid_ns: false,
         pid,
         dir: image.clone(),
         leave_running: false,
@@ -94,6 +96,9 @@ pub fn run(dir: Option<PathBuf>) -> anyhow::Result<()> {
     println!("3. one second later the log still ends at tick {still}: nothing runs");
 
     let rs = stasis_engine::restore(&stasis_engine::RestoreOptions {
+        new_pid_ns: false,
+        root_mnt_ns: None,
+        on_root: None,
         dir: image.clone(),
         inherit: Default::default(),
         workers: 2,

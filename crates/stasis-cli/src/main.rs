@@ -211,6 +211,8 @@ fn run(cmd: Cmd) -> Result<(), Failed> {
             json,
         } => {
             let opts = stasis_engine::CheckpointOptions {
+        freezer: None,
+        pid_ns: false,
                 pid,
                 dir: dir.clone(),
                 leave_running,
@@ -264,6 +266,9 @@ fn run(cmd: Cmd) -> Result<(), Failed> {
         } => {
             let inherit = parse_inherit(&inherit_fd).map_err(|e| (2, e))?;
             let opts = stasis_engine::RestoreOptions {
+        new_pid_ns: false,
+        root_mnt_ns: None,
+        on_root: None,
                 dir: dir.clone(),
                 inherit,
                 workers: workers(w),

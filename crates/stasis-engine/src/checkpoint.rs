@@ -39,6 +39,43 @@ pub struct CheckpointOptions {
     pub compression: Compression,
     /// Worker threads for page I/O.
     pub workers: usize,
+    /// Freeze the tree through its cgroup while it is seized (a partition), so nothing in it
+    /// runs, forks or exits between the first and the last seized thread.
+    pub freezer: Option<FreezeHook>,
+    /// The root is the first process of its own pid namespace (a partition): record pids as
+    /// that namespace sees them, which is what restore recreates.
+    pub pid_ns: bool,
+}
+
+/// Freezing and thawing a whole tree at once (a partition's cgroup).
+pub trait Freezer: Send + Sync {
+    /// Freeze every task; returns once all are frozen.
+    fn freeze(&self) -> std::io::Result<()>;
+    /// Let them run again.
+    fn thaw(&self) -> std::io::Result<()>;
+}
+
+/// A shared [`Freezer`] in the options.
+#[derive(Clone)]
+pub struct FreezeHook(pub std::sync::Arc<dyn Freezer>);
+
+impl std::fmt::Debug for FreezeHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FreezeHook")
+    }
+}
+
+/// Thaws on drop (the tasks stay ptrace-stopped once seized).
+struct Thaw<'a>(Option<&'a dyn Freezer>);
+
+impl Drop for Thaw<'_> {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            if let Err(e) = f.thaw() {
+                tracing::error!(error = %e, "could not thaw the cgroup");
+            }
+        }
+    }
 }
 
 /// Figures about a finished checkpoint.
@@ -91,8 +128,18 @@ pub fn checkpoint(opts: &CheckpointOptions) -> Result<CheckpointStats, Checkpoin
     )
     .map_err(|e| CheckpointError::Image(Box::new(e)))?;
 
-    let mut frozen = Frozen::seize(opts.pid)?;
+    // A partition is frozen through its cgroup first; seizing then sees a tree that cannot
+    // change, and the cgroup is thawed once every thread is in a ptrace stop (injection needs
+    // the tasks out of the freezer; they stay stopped by ptrace).
+    let mut thaw = Thaw(None);
+    if let Some(f) = &opts.freezer {
+        f.0.freeze()
+            .map_err(|e| Failure::new(opts.pid, "freezing the cgroup", e))?;
+        thaw.0 = Some(f.0.as_ref());
+    }
     let t_frozen = Instant::now();
+    let mut frozen = Frozen::seize(opts.pid)?;
+    drop(thaw);
     failpoint::check("seize")?;
     let mut jrnl = journal::Journal::begin(&frozen)
         .map_err(|e| Failure::new(opts.pid, "writing the recovery journal", e))?;
@@ -174,7 +221,7 @@ pub fn checkpoint(opts: &CheckpointOptions) -> Result<CheckpointStats, Checkpoin
     // are let go.
     let mut tcp = files.tcp.take();
     let (sysv_sem, sysv_msg) = crate::sysv::dump(&frozen.tids())?;
-    let img = rec::Checkpoint {
+    let mut img = rec::Checkpoint {
         root_pid: opts.pid,
         processes: procs,
         files: files.files,
@@ -192,6 +239,9 @@ pub fn checkpoint(opts: &CheckpointOptions) -> Result<CheckpointStats, Checkpoin
             .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
             .unwrap_or(0),
     };
+    if opts.pid_ns {
+        crate::nsmap::to_namespace(&mut img)?;
+    }
     stats.processes = img.processes.len();
     stats.threads = img.processes.iter().map(|p| p.threads.len()).sum();
     writer

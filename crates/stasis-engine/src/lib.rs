@@ -32,6 +32,7 @@ pub mod journal;
 pub mod memory;
 pub mod mqueue;
 pub mod netlock;
+pub mod nsmap;
 pub mod pty;
 pub mod remote;
 pub mod restore;
@@ -39,6 +40,6 @@ pub mod sysv;
 pub mod task;
 pub mod unix;
 
-pub use checkpoint::{checkpoint, CheckpointOptions, CheckpointStats};
+pub use checkpoint::{checkpoint, CheckpointOptions, CheckpointStats, FreezeHook, Freezer};
 pub use error::{CheckpointError, Failure, RestoreError};
 pub use restore::{restore, RestoreOptions, RestoreStats};

@@ -634,7 +634,8 @@ pub fn restore_mappings(
     p: &rec::Process,
     src: &mut dyn FdSource,
 ) -> Result<(FillJob, Vec<Fixup>), Failure> {
-    let pid = p.pid;
+    // The task as this pid namespace sees it (the image may hold a partition's pids).
+    let pid = r.pid;
     let mut fixups = Vec::new();
     let mut runs = Vec::new();
     for v in &p.vmas {

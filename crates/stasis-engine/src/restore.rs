@@ -40,6 +40,34 @@ pub struct RestoreOptions {
     pub workers: usize,
     /// How long to wait for pids still held by zombies of the dumped tree.
     pub pid_wait: Duration,
+    /// Create the root as the first process (pid 1) of a new pid namespace (a partition).
+    pub new_pid_ns: bool,
+    /// A mount namespace (fd) the root joins before anything else (a partition's, prepared by
+    /// the caller while the restorer itself works in a private copy of it).
+    pub root_mnt_ns: Option<RawFd>,
+    /// Called once the root exists, is seized and still blank: the caller finishes its
+    /// namespaces (moves it into a cgroup, mounts the partition's /proc by injection…).
+    pub on_root: Option<RootHook>,
+}
+
+/// See [`RestoreOptions::on_root`]: gets the root's pid (ours) and an injector into it.
+pub type RootHookFn = dyn FnMut(i32, &mut Remote) -> Result<(), Failure> + Send;
+
+/// A shared root hook in the options.
+#[derive(Clone)]
+pub struct RootHook(pub std::sync::Arc<std::sync::Mutex<Box<RootHookFn>>>);
+
+impl RootHook {
+    /// Wrap a closure.
+    pub fn new(f: impl FnMut(i32, &mut Remote) -> Result<(), Failure> + Send + 'static) -> Self {
+        RootHook(std::sync::Arc::new(std::sync::Mutex::new(Box::new(f))))
+    }
+}
+
+impl std::fmt::Debug for RootHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RootHook")
+    }
 }
 
 /// Figures about a finished restore.
@@ -212,6 +240,10 @@ pub fn validate(img: &rec::Checkpoint) -> Result<(), String> {
     Ok(())
 }
 
+fn root_pid_of(img: &rec::Checkpoint) -> i32 {
+    img.root_pid
+}
+
 fn wait_pids_free(img: &rec::Checkpoint, wait: Duration) -> Result<(), RestoreError> {
     let start = Instant::now();
     for p in &img.processes {
@@ -272,6 +304,8 @@ fn wait_stopped(tid: i32) -> Result<(), Failure> {
     }
 }
 
+/// Create task `tid` (a pid as the image's pid namespace sees it) from the task behind `r`;
+/// returns its pid as we see it.
 fn inject_clone(r: &mut Remote, flags: u64, exit_signal: u64, tid: i32) -> Result<i32, Failure> {
     let set_tid = r.put(128, &tid.to_le_bytes())?;
     let args = sys::encode_clone_args(flags, exit_signal, set_tid, 1);
@@ -300,9 +334,15 @@ fn inject_clone(r: &mut Remote, flags: u64, exit_signal: u64, tid: i32) -> Resul
             format!("clone3 gave pid {res} instead of {tid}"),
         ));
     }
-    wait_stopped(tid)?;
-    ptrace::set_sigmask(tid, !0).ctx(tid, || "blocking signals".into())?;
-    Ok(tid)
+    // The tracer sees the child under its own pid namespace's number (the fork event's).
+    let host = r
+        .clone_events()
+        .last()
+        .map(|e| e.child)
+        .ok_or_else(|| Failure::msg(tid, "clone3 reported no fork event"))?;
+    wait_stopped(host)?;
+    ptrace::set_sigmask(host, !0).ctx(host, || "blocking signals".into())?;
+    Ok(host)
 }
 
 /// Restore the image in `opts.dir`. Returns once every task runs.
@@ -326,7 +366,15 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreStats, RestoreError> {
     reader
         .verify_all()
         .map_err(|e| bad(&opts.dir, "image verification failed", Some(Box::new(e))))?;
-    wait_pids_free(&img, opts.pid_wait)?;
+    if !opts.new_pid_ns {
+        wait_pids_free(&img, opts.pid_wait)?;
+    } else if root_pid_of(&img) != 1 {
+        return Err(bad(
+            &opts.dir,
+            "not a partition image: its root is not pid 1 of a pid namespace",
+            None,
+        ));
+    }
     failpoint::check("validate")?;
     crate::sysv::restore(&img)?;
     let mut opened = Opened::prepare(&img, &reader, opts.inherit.clone())?;
@@ -377,6 +425,12 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreStats, RestoreError> {
         gadget_addr: gadget,
         gadget_len: PARASITE_LEN,
         exit_signal: root.exit_signal.max(0),
+        ns_flags: if opts.new_pid_ns {
+            libc::CLONE_NEWPID as u64
+        } else {
+            0
+        },
+        mnt_ns_fd: opts.root_mnt_ns.unwrap_or(-1),
     }) {
         Ok(p) => p,
         Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
@@ -417,6 +471,8 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreStats, RestoreError> {
     ptrace::interrupt(root_pid).ctx(root_pid, || "PTRACE_INTERRUPT".into())?;
     wait_stopped(root_pid)?;
     ptrace::set_sigmask(root_pid, !0).ctx(root_pid, || "blocking signals".into())?;
+    // Image pids → ours (the same unless the root is in a new pid namespace).
+    let mut hmap: HashMap<i32, i32> = HashMap::from([(root.pid, root_pid)]);
 
     let regs_of = |tid: i32| -> Result<Regs, Failure> {
         ptrace::get_regs(tid).ctx(tid, || "PTRACE_GETREGS".into())
@@ -437,6 +493,10 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreStats, RestoreError> {
                 rseq.signature as u64,
             ],
         )?;
+    }
+    if let Some(h) = &opts.on_root {
+        let mut f = h.0.lock().unwrap_or_else(|e| e.into_inner());
+        f(root_pid, &mut r)?;
     }
     // Blank the root: keep only the gadget and the vdso block.
     for m in proc::read_maps(root_pid).ctx(root_pid, || "reading maps".into())? {
@@ -462,7 +522,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreStats, RestoreError> {
         r.call("setsid", libc::SYS_setsid, &[])?;
         crate::pty::acquire_ctty(&mut r, root, &img, &mut opened)?;
     }
-    remotes.insert(root_pid, r);
+    remotes.insert(root.pid, r);
     failpoint::check("root")?;
 
     // Processes, parents first.
@@ -472,12 +532,13 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreStats, RestoreError> {
             .ok_or_else(|| Failure::msg(p.pid, "parent not restored"))?;
         let pid = inject_clone(parent, 0, p.exit_signal.max(0) as u64, p.pid)?;
         created.tasks.push((pid, pid));
+        hmap.insert(p.pid, pid);
         let mut r = Remote::new(pid, pid, gadget, regs_of(pid)?);
         if p.sid == p.pid {
             r.call("setsid", libc::SYS_setsid, &[])?;
             crate::pty::acquire_ctty(&mut r, p, &img, &mut opened)?;
         }
-        remotes.insert(pid, r);
+        remotes.insert(p.pid, r);
     }
     // Process groups: leaders first, then members of groups led inside the tree. A group or
     // session led from outside the tree becomes the restorer's (documented rule).
@@ -485,10 +546,13 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreStats, RestoreError> {
     for pass in 0..2 {
         for p in &img.processes {
             let r = remotes.get_mut(&p.pid).expect("created");
-            let cur = proc::read_stat(p.pid)
+            if !in_tree(p.pgid) {
+                continue;
+            }
+            let cur = proc::read_stat(hmap[&p.pid])
                 .ctx(p.pid, || "reading stat".into())?
                 .pgrp;
-            if cur == p.pgid || !in_tree(p.pgid) {
+            if cur == hmap[&p.pgid] {
                 continue;
             }
             if pass == 0 && p.pgid == p.pid {
@@ -511,10 +575,12 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreStats, RestoreError> {
         for t in &p.threads[1..] {
             let r = remotes.get_mut(&p.pid).expect("created");
             let tid = inject_clone(r, CLONE_THREAD_FLAGS, 0, t.tid)?;
-            created.tasks.push((p.pid, tid));
+            created.tasks.push((hmap[&p.pid], tid));
+            hmap.insert(t.tid, tid);
         }
     }
     failpoint::check("tasks")?;
+    let host = |id: i32| hmap.get(&id).copied().unwrap_or(id);
 
     // Memory layout.
     let mut fills: Vec<FillJob> = Vec::new();
@@ -555,18 +621,18 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreStats, RestoreError> {
         task::restore_sigactions(r, p)?;
         opened.finish(r)?;
         for t in &p.threads {
-            let mut tr = Remote::new(p.pid, t.tid, gadget, regs_of(t.tid)?);
+            let mut tr = Remote::new(host(p.pid), host(t.tid), gadget, regs_of(host(t.tid))?);
             task::restore_thread(&mut tr, t)?;
             task::restore_pending(&mut tr, p.pid, t.tid, &t.pending, false)?;
         }
         task::restore_pending(r, p.pid, p.pid, &p.shared_pending, true)?;
         let creds = p.creds.as_ref().expect("validated");
         for t in &p.threads {
-            let mut tr = Remote::new(p.pid, t.tid, gadget, regs_of(t.tid)?);
+            let mut tr = Remote::new(host(p.pid), host(t.tid), gadget, regs_of(host(t.tid))?);
             task::restore_creds(&mut tr, creds)?;
         }
         task::restore_dumpable(r, p)?;
-        task::restore_sched(p)?;
+        task::restore_sched(p, &host)?;
         r.call("munmap gadget", libc::SYS_munmap, &[gadget, PARASITE_LEN])?;
     }
     failpoint::check("state")?;
@@ -575,18 +641,19 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreStats, RestoreError> {
     for p in &img.processes {
         for t in &p.threads {
             let saved = ptrace::regs_from_slice(&t.regs).expect("validated");
-            ptrace::set_xstate(t.tid, &t.xsave)
+            let tid = host(t.tid);
+            ptrace::set_xstate(tid, &t.xsave)
                 .ctx(t.tid, || "PTRACE_SETREGSET(NT_X86_XSTATE)".into())?;
-            ptrace::set_regs(t.tid, &resume_regs(&saved, false))
+            ptrace::set_regs(tid, &resume_regs(&saved, false))
                 .ctx(t.tid, || "PTRACE_SETREGS".into())?;
-            ptrace::set_sigmask(t.tid, t.sigmask).ctx(t.tid, || "PTRACE_SETSIGMASK".into())?;
+            ptrace::set_sigmask(tid, t.sigmask).ctx(t.tid, || "PTRACE_SETSIGMASK".into())?;
         }
     }
     failpoint::check("detach")?;
     created.armed = false;
     for p in &img.processes {
         for t in &p.threads {
-            ptrace::detach(t.tid, 0).ctx(t.tid, || "PTRACE_DETACH".into())?;
+            ptrace::detach(host(t.tid), 0).ctx(t.tid, || "PTRACE_DETACH".into())?;
         }
     }
     drop(opened);

@@ -654,9 +654,10 @@ pub fn restore_creds(r: &mut Remote, c: &rec::Creds) -> Result<(), Failure> {
 /// Scheduling attributes set from outside: nice and CPU affinity per thread, oom_score_adj.
 /// CPUs missing on this machine are dropped from an affinity mask (if none is left, the mask is
 /// left as it is).
-pub fn restore_sched(p: &rec::Process) -> Result<(), Failure> {
+/// `host` maps the image's pids to this pid namespace's.
+pub fn restore_sched(p: &rec::Process, host: &dyn Fn(i32) -> i32) -> Result<(), Failure> {
     std::fs::write(
-        format!("/proc/{}/oom_score_adj", p.pid),
+        format!("/proc/{}/oom_score_adj", host(p.pid)),
         p.oom_score_adj.to_string(),
     )
     .ctx(p.pid, || {
@@ -664,7 +665,7 @@ pub fn restore_sched(p: &rec::Process) -> Result<(), Failure> {
     })?;
     let online = stasis_sys::sys::get_affinity(stasis_sys::sys::getpid()).unwrap_or_default();
     for t in &p.threads {
-        stasis_sys::sys::set_nice(t.tid, t.nice)
+        stasis_sys::sys::set_nice(host(t.tid), t.nice)
             .ctx(t.tid, || format!("setpriority(nice {})", t.nice))?;
         let cpus: Vec<usize> = t
             .affinity
@@ -673,7 +674,7 @@ pub fn restore_sched(p: &rec::Process) -> Result<(), Failure> {
             .filter(|c| online.contains(c))
             .collect();
         if !cpus.is_empty() {
-            stasis_sys::sys::set_affinity(t.tid, &cpus)
+            stasis_sys::sys::set_affinity(host(t.tid), &cpus)
                 .ctx(t.tid, || "sched_setaffinity".into())?;
         }
     }

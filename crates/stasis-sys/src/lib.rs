@@ -18,6 +18,7 @@ pub mod diag;
 pub mod inject;
 pub mod mem;
 pub mod net;
+pub mod ns;
 pub mod proc;
 pub mod ptrace;
 pub mod sys;

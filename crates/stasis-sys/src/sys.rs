@@ -158,22 +158,27 @@ pub struct BlankSpec {
     pub gadget_len: u64,
     /// `exit_signal` for the child (the signal its parent gets when it exits).
     pub exit_signal: i32,
+    /// A mount namespace fd the child joins (setns) before anything else, or -1.
+    pub mnt_ns_fd: i32,
+    /// Namespace flags (`CLONE_NEWPID`, `CLONE_NEWNS`, …) for the child; with `CLONE_NEWPID`
+    /// `pid` is its pid inside the new namespace and must be 1.
+    pub ns_flags: u64,
 }
 
 #[repr(C)]
 #[derive(Default)]
-struct CloneArgs {
-    flags: u64,
-    pidfd: u64,
-    child_tid: u64,
-    parent_tid: u64,
-    exit_signal: u64,
-    stack: u64,
-    stack_size: u64,
-    tls: u64,
-    set_tid: u64,
-    set_tid_size: u64,
-    cgroup: u64,
+pub(crate) struct CloneArgs {
+    pub(crate) flags: u64,
+    pub(crate) pidfd: u64,
+    pub(crate) child_tid: u64,
+    pub(crate) parent_tid: u64,
+    pub(crate) exit_signal: u64,
+    pub(crate) stack: u64,
+    pub(crate) stack_size: u64,
+    pub(crate) tls: u64,
+    pub(crate) set_tid: u64,
+    pub(crate) set_tid_size: u64,
+    pub(crate) cgroup: u64,
 }
 
 /// Size in bytes of `struct clone_args` up to and including `set_tid_size`.
@@ -211,12 +216,18 @@ pub fn encode_clone_args(
 pub fn spawn_blank(spec: BlankSpec) -> io::Result<i32> {
     let set_tid: [libc::pid_t; 1] = [spec.pid];
     let args = CloneArgs {
+        flags: spec.ns_flags,
         exit_signal: spec.exit_signal as u64,
         set_tid: set_tid.as_ptr() as u64,
         set_tid_size: 1,
         ..Default::default()
     };
-    let parent = getpid();
+    // In a new pid namespace the parent is outside it: getppid() there returns 0.
+    let parent = if spec.ns_flags & libc::CLONE_NEWPID as u64 != 0 {
+        0
+    } else {
+        getpid()
+    };
     // SAFETY: clone3 without CLONE_VM behaves like fork. The child only performs raw system
     // calls (no allocation, no locks) before it parks in pause(), and never returns into Rust
     // code: it either pauses forever (to be reshaped by the tracer) or exits via _exit.
@@ -237,6 +248,9 @@ pub fn spawn_blank(spec: BlankSpec) -> io::Result<i32> {
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
             if libc::getppid() != parent {
                 libc::_exit(127);
+            }
+            if spec.mnt_ns_fd >= 0 && libc::setns(spec.mnt_ns_fd, libc::CLONE_NEWNS) != 0 {
+                libc::_exit(125);
             }
             libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32);
             let p = libc::mmap(
@@ -292,6 +306,18 @@ pub fn set_child_subreaper() -> io::Result<()> {
     // SAFETY: integer prctl.
     check(unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } as libc::c_long)
         .map(|_| ())
+}
+
+/// Take an exclusive `flock` on `f`, waiting for it.
+pub fn flock_exclusive(f: &std::fs::File) -> io::Result<()> {
+    loop {
+        // SAFETY: flock on a descriptor we borrow for the duration of the call.
+        let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) };
+        match check(r as libc::c_long) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other.map(|_| ()),
+        }
+    }
 }
 
 /// Reap one specific child without blocking: `Some(status)` if it was reaped.
