@@ -109,6 +109,7 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
             .unwrap_or(2)
     });
     let cs = stasis_engine::checkpoint(&stasis_engine::CheckpointOptions {
+        before_commit: None,
         freezer: None,
         pid_ns: false,
         pid,

@@ -71,6 +71,7 @@ pub fn run(dir: Option<PathBuf>) -> anyhow::Result<()> {
     println!("   it has counted to {}", last_tick(&log)?);
 
     let stats = stasis_engine::checkpoint(&stasis_engine::CheckpointOptions {
+        before_commit: None,
         freezer: None,
         pid_ns: false,
         pid,

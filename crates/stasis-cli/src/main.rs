@@ -7,6 +7,7 @@
 mod bench;
 mod demo;
 mod inspect;
+mod partition;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -25,17 +26,24 @@ struct Cli {
     /// More logging on stderr (-v info, -vv debug).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
+    /// Root directory of partition state (records, logs, accounting).
+    #[arg(long, global = true, default_value = stasis_partition::state::DEFAULT_ROOT, env = "STASIS_ROOT")]
+    root: PathBuf,
     #[command(subcommand)]
     cmd: Cmd,
 }
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Checkpoint the process tree rooted at PID into DIR, then end it (unless --leave-running).
+    /// Checkpoint the process tree rooted at PID, or partition NAME, into DIR, then end it
+    /// (unless --leave-running).
     Checkpoint {
         /// Root of the tree (every descendant and every thread is included).
+        #[arg(long, required_unless_present = "name", conflicts_with = "name")]
+        pid: Option<i32>,
+        /// A partition (started by `stasis run`): checkpointed whole, frozen through its cgroup.
         #[arg(long)]
-        pid: i32,
+        name: Option<String>,
         /// Image directory (created; must be empty unless --force).
         #[arg(long)]
         dir: PathBuf,
@@ -55,11 +63,15 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Restore the tree saved in DIR; prints the restored root's pid on stdout.
+    /// Restore the tree saved in DIR; prints the restored root's pid on stdout. A partition
+    /// image is restored as a partition (under its own name unless --name).
     Restore {
         /// Image directory.
         #[arg(long)]
         dir: PathBuf,
+        /// Partition images: the name of the restored partition (default: the saved one).
+        #[arg(long)]
+        name: Option<String>,
         /// Reattach an object outside the tree to one of our fds: KEY=FD, e.g. pipe:[1234]=0
         /// (see `stasis inspect` for keys). Repeatable.
         #[arg(long = "inherit-fd", value_name = "KEY=FD")]
@@ -70,6 +82,50 @@ enum Cmd {
         /// Seconds to wait for pids still held by zombies of the dumped tree.
         #[arg(long, default_value_t = 10)]
         pid_wait: u64,
+    },
+    /// Start CMD as the first process of a new partition (own pid, ipc, uts and mount
+    /// namespaces, own devpts, a cgroup with optional limits); prints its host pid.
+    Run(partition::RunArgs),
+    /// List partitions.
+    Ps {
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop a partition: SIGTERM to its first process, SIGKILL after a timeout.
+    Stop {
+        /// Partition name.
+        name: String,
+        /// Seconds to wait after SIGTERM before SIGKILL.
+        #[arg(long, short = 't', default_value_t = 10)]
+        timeout: u64,
+    },
+    /// Remove partitions (their records, logs and accounting).
+    Rm {
+        /// Partition names.
+        #[arg(required = true)]
+        names: Vec<String>,
+        /// Kill a running partition first.
+        #[arg(long, short = 'f')]
+        force: bool,
+    },
+    /// Resource accounting of a partition, or of every partition and the host.
+    Stats {
+        /// Partition name (all partitions if omitted).
+        name: Option<String>,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A partition's monitor (internal).
+    #[command(name = "__monitor", hide = true)]
+    Monitor {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        restore_dir: Option<PathBuf>,
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
     },
     /// Show what an image holds: tasks, mappings, files, sizes.
     Inspect {
@@ -188,7 +244,17 @@ fn main() -> ExitCode {
             "stasis: repaired {repaired} process(es) left behind by an interrupted stasis run"
         );
     }
-    match run(cli.cmd) {
+    let root = stasis_partition::state::Root::new(cli.root.clone());
+    if let Cmd::Monitor {
+        name,
+        restore_dir,
+        workers,
+    } = &cli.cmd
+    {
+        let code = partition::monitor(&root, name, restore_dir.clone(), *workers);
+        return ExitCode::from(code.clamp(0, 255) as u8);
+    }
+    match run(&root, cli.cmd) {
         Ok(()) => ExitCode::SUCCESS,
         Err((code, err)) => {
             report(&err);
@@ -199,10 +265,40 @@ fn main() -> ExitCode {
 
 type Failed = (u8, anyhow::Error);
 
-fn run(cmd: Cmd) -> Result<(), Failed> {
+fn run(root: &stasis_partition::state::Root, cmd: Cmd) -> Result<(), Failed> {
     match cmd {
+        Cmd::Run(a) => partition::run(root, a),
+        Cmd::Ps { json } => partition::ps(root, json),
+        Cmd::Stop { name, timeout } => partition::stop(root, &name, timeout),
+        Cmd::Rm { names, force } => partition::rm(root, &names, force),
+        Cmd::Stats { name, json } => partition::stats(root, name.as_deref(), json),
+        Cmd::Monitor { .. } => unreachable!("handled before"),
+        Cmd::Checkpoint {
+            pid: None,
+            name: Some(name),
+            dir,
+            leave_running,
+            force,
+            compress,
+            workers: w,
+            json,
+        } => partition::checkpoint(
+            root,
+            &name,
+            dir,
+            leave_running,
+            force,
+            if compress {
+                stasis_image::Compression::Lz4
+            } else {
+                stasis_image::Compression::None
+            },
+            workers(w),
+            json,
+        ),
         Cmd::Checkpoint {
             pid,
+            name: _,
             dir,
             leave_running,
             force,
@@ -210,9 +306,11 @@ fn run(cmd: Cmd) -> Result<(), Failed> {
             workers: w,
             json,
         } => {
+            let pid = pid.ok_or_else(|| (2, anyhow::anyhow!("give --pid or --name")))?;
             let opts = stasis_engine::CheckpointOptions {
-        freezer: None,
-        pid_ns: false,
+                before_commit: None,
+                freezer: None,
+                pid_ns: false,
                 pid,
                 dir: dir.clone(),
                 leave_running,
@@ -260,15 +358,40 @@ fn run(cmd: Cmd) -> Result<(), Failed> {
         }
         Cmd::Restore {
             dir,
+            name,
+            inherit_fd,
+            workers: w,
+            pid_wait: _,
+        } if partition::is_partition_image(&dir) => {
+            if !inherit_fd.is_empty() {
+                return Err((
+                    2,
+                    anyhow::anyhow!("--inherit-fd does not apply to a partition image: its output goes to its log"),
+                ));
+            }
+            partition::restore(root, &dir, name.as_deref(), workers(w))
+        }
+        Cmd::Restore {
+            dir,
+            name,
             inherit_fd,
             workers: w,
             pid_wait,
         } => {
+            if name.is_some() {
+                return Err((
+                    2,
+                    anyhow::anyhow!(
+                        "--name applies to partition images only; {} holds a process tree",
+                        dir.display()
+                    ),
+                ));
+            }
             let inherit = parse_inherit(&inherit_fd).map_err(|e| (2, e))?;
             let opts = stasis_engine::RestoreOptions {
-        new_pid_ns: false,
-        root_mnt_ns: None,
-        on_root: None,
+                new_pid_ns: false,
+                root_mnt_ns: None,
+                on_root: None,
                 dir: dir.clone(),
                 inherit,
                 workers: workers(w),

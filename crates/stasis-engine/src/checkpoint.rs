@@ -45,6 +45,22 @@ pub struct CheckpointOptions {
     /// The root is the first process of its own pid namespace (a partition): record pids as
     /// that namespace sees them, which is what restore recreates.
     pub pid_ns: bool,
+    /// Called while the tree is still frozen, after `objects.img` is written and before the
+    /// commit: the caller adds its own records (a partition's mounts and settings).
+    pub before_commit: Option<WriterHook>,
+}
+
+/// See [`CheckpointOptions::before_commit`].
+pub type WriterHookFn = dyn Fn(&ImageWriter) -> Result<(), Failure> + Send + Sync;
+
+/// A shared writer hook in the options.
+#[derive(Clone)]
+pub struct WriterHook(pub std::sync::Arc<WriterHookFn>);
+
+impl std::fmt::Debug for WriterHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WriterHook")
+    }
 }
 
 /// Freezing and thawing a whole tree at once (a partition's cgroup).
@@ -79,7 +95,7 @@ impl Drop for Thaw<'_> {
 }
 
 /// Figures about a finished checkpoint.
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct CheckpointStats {
     /// Processes dumped.
     pub processes: usize,
@@ -251,6 +267,9 @@ pub fn checkpoint(opts: &CheckpointOptions) -> Result<CheckpointStats, Checkpoin
             &img.encode_to_vec(),
         )
         .map_err(|e| CheckpointError::Image(Box::new(e)))?;
+    if let Some(h) = &opts.before_commit {
+        (h.0)(&writer)?;
+    }
     failpoint::check("write")?;
     // Everything is read: with --leave-running the tree may go on while we make the image
     // durable (it is the same image either way; if the commit fails there is no manifest).

@@ -498,6 +498,9 @@ pub struct Opened {
     pub inherit: HashMap<String, RawFd>,
     /// Process whose fd tables we are filling (its pidfd of us, remote number).
     pub remote_pidfd: HashMap<i32, u64>,
+    /// A pidfd of the restorer that every task inherited at this number (a restore into a new
+    /// pid namespace, where the tasks cannot name the restorer's pid).
+    pub inherited_pidfd: Option<u64>,
     /// Highest fd number any task needs (+1): temporary fds go above.
     pub high_fd: u64,
     /// Recreated pty pairs (kept open until the tasks hold their ends).
@@ -536,6 +539,7 @@ impl Opened {
             pipes: HashMap::new(),
             inherit,
             remote_pidfd: HashMap::new(),
+            inherited_pidfd: None,
             high_fd: 3,
             ptys: HashMap::new(),
             sysv: HashMap::new(),
@@ -781,6 +785,10 @@ impl Opened {
     /// Our pidfd inside task `r`, created on first use above every fd the task needs.
     fn remote_pidfd(&mut self, r: &mut Remote) -> Result<u64, Failure> {
         if let Some(&fd) = self.remote_pidfd.get(&r.pid) {
+            return Ok(fd);
+        }
+        if let Some(fd) = self.inherited_pidfd {
+            self.remote_pidfd.insert(r.pid, fd);
             return Ok(fd);
         }
         let me = sys::getpid() as u64;

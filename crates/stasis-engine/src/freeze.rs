@@ -361,7 +361,9 @@ impl Frozen {
         for p in &self.procs {
             let _ = stasis_sys::sys::kill(p.pid, libc::SIGKILL);
         }
-        for p in &self.procs {
+        // Children before parents: an exiting pid-namespace init waits for its children, which
+        // are reported to us (their tracer) first.
+        for p in self.procs.iter().rev() {
             for t in p.threads.iter().rev() {
                 loop {
                     match ptrace::wait(t.tid) {

@@ -40,6 +40,8 @@ pub mod sysv;
 pub mod task;
 pub mod unix;
 
-pub use checkpoint::{checkpoint, CheckpointOptions, CheckpointStats, FreezeHook, Freezer};
+pub use checkpoint::{
+    checkpoint, CheckpointOptions, CheckpointStats, FreezeHook, Freezer, WriterHook,
+};
 pub use error::{CheckpointError, Failure, RestoreError};
-pub use restore::{restore, RestoreOptions, RestoreStats};
+pub use restore::{restore, RestoreOptions, RestoreStats, RootHook, RootStage};

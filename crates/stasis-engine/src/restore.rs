@@ -50,8 +50,19 @@ pub struct RestoreOptions {
     pub on_root: Option<RootHook>,
 }
 
-/// See [`RestoreOptions::on_root`]: gets the root's pid (ours) and an injector into it.
-pub type RootHookFn = dyn FnMut(i32, &mut Remote) -> Result<(), Failure> + Send;
+/// When the root hook is called.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RootStage {
+    /// The root exists, seized and still blank, before any other task is created.
+    Created,
+    /// Every task exists and has its memory; fds, credentials and registers come next. After
+    /// this point the restorer no longer reads `/proc` (a partition mounts its own here).
+    Filled,
+}
+
+/// See [`RestoreOptions::on_root`]: gets the stage, the root's pid (ours) and an injector into
+/// it.
+pub type RootHookFn = dyn FnMut(RootStage, i32, &mut Remote) -> Result<(), Failure> + Send;
 
 /// A shared root hook in the options.
 #[derive(Clone)]
@@ -59,7 +70,9 @@ pub struct RootHook(pub std::sync::Arc<std::sync::Mutex<Box<RootHookFn>>>);
 
 impl RootHook {
     /// Wrap a closure.
-    pub fn new(f: impl FnMut(i32, &mut Remote) -> Result<(), Failure> + Send + 'static) -> Self {
+    pub fn new(
+        f: impl FnMut(RootStage, i32, &mut Remote) -> Result<(), Failure> + Send + 'static,
+    ) -> Self {
         RootHook(std::sync::Arc::new(std::sync::Mutex::new(Box::new(f))))
     }
 }
@@ -420,6 +433,14 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreStats, RestoreError> {
         root: None,
         armed: true,
     };
+    // In a new pid namespace the tasks cannot name us: the root inherits a pidfd of ours
+    // (above every fd of the image), and its children inherit it from it.
+    let own_pidfd = if opts.new_pid_ns {
+        Some(sys::pidfd_open(sys::getpid()).ctx(0, || "pidfd_open(self)".into())?)
+    } else {
+        None
+    };
+    let keep_at = opened.high_fd as i32 + 8;
     let root_pid = match sys::spawn_blank(sys::BlankSpec {
         pid: root.pid,
         gadget_addr: gadget,
@@ -431,6 +452,11 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreStats, RestoreError> {
             0
         },
         mnt_ns_fd: opts.root_mnt_ns.unwrap_or(-1),
+        keep_fd: own_pidfd
+            .as_ref()
+            .map(std::os::fd::AsRawFd::as_raw_fd)
+            .unwrap_or(-1),
+        keep_at,
     }) {
         Ok(p) => p,
         Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
@@ -449,6 +475,9 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreStats, RestoreError> {
         }
     };
     created.root = Some(root_pid);
+    if own_pidfd.is_some() {
+        opened.inherited_pidfd = Some(keep_at as u64);
+    }
     created.tasks.push((root_pid, root_pid));
     // Wait until the blank child parks in pause() with its gadget mapped.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -496,7 +525,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreStats, RestoreError> {
     }
     if let Some(h) = &opts.on_root {
         let mut f = h.0.lock().unwrap_or_else(|e| e.into_inner());
-        f(root_pid, &mut r)?;
+        f(RootStage::Created, root_pid, &mut r)?;
     }
     // Blank the root: keep only the gadget and the vdso block.
     for m in proc::read_maps(root_pid).ctx(root_pid, || "reading maps".into())? {
@@ -606,6 +635,17 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreStats, RestoreError> {
     let memory_secs = tm.elapsed().as_secs_f64();
     failpoint::check("pages")?;
 
+    // Scheduling attributes are set from outside (through /proc for oom_score_adj), before the
+    // root hook may put another /proc in place.
+    for p in &img.processes {
+        task::restore_sched(p, &host)?;
+    }
+    if let Some(h) = &opts.on_root {
+        let mut f = h.0.lock().unwrap_or_else(|e| e.into_inner());
+        let r = remotes.get_mut(&root.pid).expect("created");
+        f(RootStage::Filled, root_pid, r)?;
+    }
+
     for p in &img.processes {
         let r = remotes.get_mut(&p.pid).expect("created");
         for &(start, len, prot) in &fixups[&p.pid] {
@@ -632,7 +672,6 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreStats, RestoreError> {
             task::restore_creds(&mut tr, creds)?;
         }
         task::restore_dumpable(r, p)?;
-        task::restore_sched(p, &host)?;
         r.call("munmap gadget", libc::SYS_munmap, &[gadget, PARASITE_LEN])?;
     }
     failpoint::check("state")?;

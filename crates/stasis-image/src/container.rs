@@ -37,6 +37,11 @@ pub const MAX_RECORD_FILE: u64 = 1 << 30;
 pub const KIND_MANIFEST: u16 = 1;
 /// Framed-file kind of the kernel-object records (`objects.img`).
 pub const KIND_OBJECTS: u16 = 2;
+/// Framed-file kind of a partition's own records (`partition.img`: settings, private mounts,
+/// accounting), written by stasis-partition beside `objects.img`.
+pub const KIND_PARTITION: u16 = 3;
+/// Name of a partition's records file.
+pub const PARTITION_FILE: &str = "partition.img";
 /// Name of the manifest (commit marker).
 pub const MANIFEST_FILE: &str = "manifest.img";
 /// Name of the kernel-object records file the engine writes.

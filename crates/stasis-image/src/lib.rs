@@ -30,8 +30,8 @@ pub use chunk::{
 };
 pub use container::{
     CommitStats, Compression, ImageReader, ImageWriter, VerifyReport, WriteOptions, CHUNKS_DIR,
-    FORMAT_VERSION, FRAME_HEADER_LEN, FRAME_MAGIC, KIND_MANIFEST, KIND_OBJECTS, MANIFEST_FILE,
-    MAX_RECORD_FILE, OBJECTS_FILE,
+    FORMAT_VERSION, FRAME_HEADER_LEN, FRAME_MAGIC, KIND_MANIFEST, KIND_OBJECTS, KIND_PARTITION,
+    MANIFEST_FILE, MAX_RECORD_FILE, OBJECTS_FILE, PARTITION_FILE,
 };
 pub use error::{CommitError, CreateError, FrameError, OpenError, ReadError, WriteError};
 pub use manifest::{ChunkEntry, FileEntry, Label, Manifest};

@@ -17,6 +17,7 @@
 pub mod diag;
 pub mod inject;
 pub mod mem;
+pub mod mount;
 pub mod net;
 pub mod ns;
 pub mod proc;

@@ -206,8 +206,10 @@ pub fn link_up(name: &str) -> io::Result<()> {
         ));
     }
     // SAFETY: plain socket creation; the fd is owned below.
-    let fd = check(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) }
-        as libc::c_long)?;
+    let fd = check(
+        unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) }
+            as libc::c_long,
+    )?;
     let sock = crate::sys::owned_fd(fd as i32);
     // SAFETY: ifreq is plain old data; all-zero is a valid value.
     let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
@@ -228,7 +230,11 @@ pub fn link_up(name: &str) -> io::Result<()> {
 
 /// Make `cmd` run in the network namespace `netns` (and, if given, the mount namespace `mntns`)
 /// once spawned: `setns` between fork and exec.
-pub fn command_in_ns(cmd: &mut std::process::Command, netns: Option<OwnedFd>, mntns: Option<OwnedFd>) {
+pub fn command_in_ns(
+    cmd: &mut std::process::Command,
+    netns: Option<OwnedFd>,
+    mntns: Option<OwnedFd>,
+) {
     // SAFETY: the closure runs in the forked child before exec and only calls setns(2), which
     // is async-signal-safe; the fds stay alive inside the closure.
     unsafe {
@@ -266,4 +272,44 @@ pub fn dup2(old: BorrowedFd<'_>, new: i32) -> io::Result<()> {
 pub fn exit_now(code: i32) -> ! {
     // SAFETY: _exit never returns and has no preconditions.
     unsafe { libc::_exit(code) }
+}
+
+/// Reap any child without blocking: `Ok(None)` when none has ended (or there is none).
+pub fn wait_any_nohang() -> io::Result<Option<(i32, Exit)>> {
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid writes the status into a local.
+        let r = unsafe { libc::waitpid(-1, &mut status, libc::__WALL | libc::WNOHANG) };
+        if r < 0 {
+            let e = last_err();
+            match e.raw_os_error() {
+                Some(libc::EINTR) => continue,
+                Some(libc::ECHILD) => return Ok(None),
+                _ => return Err(e),
+            }
+        }
+        if r == 0 {
+            return Ok(None);
+        }
+        if libc::WIFEXITED(status) {
+            return Ok(Some((r, Exit::Code(libc::WEXITSTATUS(status)))));
+        }
+        if libc::WIFSIGNALED(status) {
+            return Ok(Some((r, Exit::Signal(libc::WTERMSIG(status)))));
+        }
+    }
+}
+
+/// Make `cmd` start a new session when spawned (detached from our terminal and group).
+pub fn command_setsid(cmd: &mut std::process::Command) {
+    // SAFETY: the closure runs in the forked child before exec and only calls setsid(2), which
+    // is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
 }

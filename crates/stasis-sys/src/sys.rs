@@ -160,6 +160,10 @@ pub struct BlankSpec {
     pub exit_signal: i32,
     /// A mount namespace fd the child joins (setns) before anything else, or -1.
     pub mnt_ns_fd: i32,
+    /// An fd of ours the child keeps, moved to number `keep_at` (-1: none); all others close.
+    pub keep_fd: i32,
+    /// Where the kept fd goes.
+    pub keep_at: i32,
     /// Namespace flags (`CLONE_NEWPID`, `CLONE_NEWNS`, …) for the child; with `CLONE_NEWPID`
     /// `pid` is its pid inside the new namespace and must be 1.
     pub ns_flags: u64,
@@ -252,7 +256,20 @@ pub fn spawn_blank(spec: BlankSpec) -> io::Result<i32> {
             if spec.mnt_ns_fd >= 0 && libc::setns(spec.mnt_ns_fd, libc::CLONE_NEWNS) != 0 {
                 libc::_exit(125);
             }
-            libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32);
+            if spec.keep_fd >= 0 && spec.keep_at > 0 {
+                if libc::dup2(spec.keep_fd, spec.keep_at) != spec.keep_at {
+                    libc::_exit(124);
+                }
+                libc::syscall(libc::SYS_close_range, 0u32, (spec.keep_at - 1) as u32, 0u32);
+                libc::syscall(
+                    libc::SYS_close_range,
+                    (spec.keep_at + 1) as u32,
+                    u32::MAX,
+                    0u32,
+                );
+            } else {
+                libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32);
+            }
             let p = libc::mmap(
                 spec.gadget_addr as *mut libc::c_void,
                 spec.gadget_len as usize,

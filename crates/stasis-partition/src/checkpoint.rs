@@ -1,0 +1,377 @@
+//! Checkpointing a whole partition.
+//!
+//! The engine works from the host's pid namespace (ptrace and `/proc` take host pids), but
+//! everything else about a partition must be seen from inside it: file paths resolve in its
+//! mount namespace (its own root, its tmpfs mounts), System V objects and message queues live
+//! in its IPC namespace, sockets in its network namespace. So the checkpoint runs in a forked
+//! child of the CLI that
+//!
+//! 1. opens what it needs from the host first (the image directory, the journal directory and
+//!    the cgroup hierarchies, reached later through `/proc/self/fd/N`);
+//! 2. joins the partition's mount, IPC, UTS and network namespaces (`setns`), then takes a
+//!    private copy of that mount namespace (`unshare(CLONE_NEWNS)`) and mounts the host's
+//!    procfs on its `/proc` there — the partition sees nothing of it;
+//! 3. runs the engine with the partition's cgroup as freezer (freeze, seize every thread,
+//!    thaw; the tasks stay ptrace-stopped) and with pids recorded as the partition's pid
+//!    namespace sees them; before the image is committed (tree still stopped) it adds
+//!    `partition.img`: spec, hostname, accounting totals and history, private mounts with
+//!    their content;
+//! 4. sends its result back on a pipe.
+//!
+//! Without `--leave-running` the engine ends the tree once the image is durable; the monitor
+//! then records the partition as `checkpointed` (the CLI sets `ending` first).
+
+use crate::cgroup::Cgroups;
+use crate::image::PartitionImage;
+use crate::monitor::chain;
+use crate::state::{self, Record, Root, State};
+use stasis_engine::{
+    CheckpointError, CheckpointOptions, CheckpointStats, FreezeHook, Freezer, WriterHook,
+};
+use stasis_sys::ns::{self, Forked};
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What to checkpoint.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Root directory of partitions.
+    pub root: Root,
+    /// Partition name.
+    pub name: String,
+    /// Image directory.
+    pub dir: PathBuf,
+    /// Keep the partition running.
+    pub leave_running: bool,
+    /// Overwrite a non-empty directory.
+    pub force: bool,
+    /// Compress chunks.
+    pub compression: stasis_image::Compression,
+    /// Page I/O workers.
+    pub workers: usize,
+}
+
+/// Why a partition checkpoint failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PartitionCheckpointError {
+    /// Record problems.
+    #[error(transparent)]
+    State(#[from] state::StateError),
+    /// Not running.
+    #[error("partition '{name}' is not running (state {state}): nothing to checkpoint")]
+    NotRunning {
+        /// Name.
+        name: String,
+        /// Its state.
+        state: State,
+    },
+    /// Setup before the engine ran.
+    #[error("{0}")]
+    Setup(String),
+    /// The engine failed; `code` is the CLI exit code it maps to.
+    #[error("{message}")]
+    Engine {
+        /// Exit code (3 refused, 130 interrupted, 1 other).
+        code: i32,
+        /// Error text with causes.
+        message: String,
+    },
+}
+
+impl PartitionCheckpointError {
+    /// The CLI exit code.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            PartitionCheckpointError::Engine { code, .. } => *code,
+            _ => 1,
+        }
+    }
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+enum Outcome {
+    Ok(CheckpointStats),
+    Err { code: i32, message: String },
+}
+
+/// Freezes a partition through its cgroup.
+struct CgFreezer {
+    cg: Cgroups,
+    group: String,
+}
+
+impl Freezer for CgFreezer {
+    fn freeze(&self) -> std::io::Result<()> {
+        self.cg
+            .freeze(&self.group, Duration::from_secs(10))
+            .map_err(|e| std::io::Error::other(chain(&e)))
+    }
+    fn thaw(&self) -> std::io::Result<()> {
+        self.cg
+            .thaw(&self.group)
+            .map_err(|e| std::io::Error::other(chain(&e)))
+    }
+}
+
+/// Mountinfo text with every mount point put under `prefix` (to reach the host's cgroup
+/// hierarchies through a directory fd once we are in another mount namespace).
+fn prefixed_mountinfo(text: &str, prefix: &str) -> String {
+    let mut out = String::new();
+    for line in text.lines() {
+        let mut f: Vec<&str> = line.split(' ').collect();
+        let joined;
+        if f.len() > 4 {
+            joined = format!("{prefix}{}", f[4]);
+            f[4] = &joined;
+        }
+        out.push_str(&f.join(" "));
+        out.push('\n');
+    }
+    out
+}
+
+/// Cgroups seen through the host's root directory fd `root_fd`.
+pub fn cgroups_via(root_fd: &OwnedFd) -> Result<Cgroups, String> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo")
+        .map_err(|e| format!("reading /proc/self/mountinfo: {e}"))?;
+    let prefix = format!("/proc/self/fd/{}", root_fd.as_raw_fd());
+    Cgroups::from_mountinfo(&prefixed_mountinfo(&text, &prefix)).map_err(|e| chain(&e))
+}
+
+/// Join the namespaces of `pid` (mount, IPC, UTS, network), take a private copy of its mount
+/// namespace and put the host's procfs on /proc there. The caller must be single-threaded.
+pub fn enter(pid: i32) -> Result<(), String> {
+    let kinds = [ns::NS_IPC, ns::NS_UTS, ns::NS_NET, ns::NS_MNT];
+    let mut fds = Vec::new();
+    for (flag, name) in kinds {
+        let fd =
+            ns::open_ns(pid, name).map_err(|e| format!("opening /proc/{pid}/ns/{name}: {e}"))?;
+        fds.push((fd, flag, name));
+    }
+    for (fd, flag, name) in &fds {
+        use std::os::fd::AsFd;
+        ns::setns(fd.as_fd(), *flag)
+            .map_err(|e| format!("joining the partition's {name} namespace: {e}"))?;
+    }
+    ns::unshare(libc::CLONE_NEWNS).map_err(|e| format!("unshare(CLONE_NEWNS): {e}"))?;
+    use stasis_sys::mount as m;
+    m::mount("", Path::new("/"), "", m::MS_REC | m::MS_PRIVATE, "")
+        .map_err(|e| format!("making our copy of the mount namespace private: {e}"))?;
+    std::fs::create_dir_all("/proc").ok();
+    m::mount(
+        "proc",
+        Path::new("/proc"),
+        "proc",
+        m::MS_NOSUID | m::MS_NODEV | m::MS_NOEXEC,
+        "",
+    )
+    .map_err(|e| format!("mounting the host's procfs in our copy: {e}"))
+}
+
+/// Checkpoint partition `opts.name`.
+pub fn checkpoint(opts: &Options) -> Result<CheckpointStats, PartitionCheckpointError> {
+    let rec = opts.root.load(&opts.name)?;
+    let pid = match (rec.state, rec.pid) {
+        (State::Running, Some(p)) if state::alive(p) => p,
+        (s, _) => {
+            return Err(PartitionCheckpointError::NotRunning {
+                name: opts.name.clone(),
+                state: s,
+            })
+        }
+    };
+    if ns::thread_count() != 1 {
+        return Err(PartitionCheckpointError::Setup(
+            "internal: the checkpointer must be single-threaded".into(),
+        ));
+    }
+    // Everything from the host side, before the fork.
+    let paths = opts.root.paths(&opts.name);
+    let history = std::fs::read(paths.stats()).unwrap_or_default();
+    let cg = Cgroups::detect().map_err(|e| PartitionCheckpointError::Setup(chain(&e)))?;
+    let group = Cgroups::group_for(&opts.name);
+    let usage = cg
+        .usage(&group)
+        .map(|u| crate::accounting::total(&rec.carried, &u))
+        .map_err(|e| PartitionCheckpointError::Setup(chain(&e)))?;
+    let host_mounts = std::fs::read_to_string("/proc/self/mountinfo")
+        .map_err(|e| PartitionCheckpointError::Setup(format!("reading mountinfo: {e}")))?;
+    std::fs::create_dir_all(&opts.dir).map_err(|e| {
+        PartitionCheckpointError::Setup(format!("creating {}: {e}", opts.dir.display()))
+    })?;
+    let dir_fd: OwnedFd = std::fs::File::open(&opts.dir)
+        .map_err(|e| {
+            PartitionCheckpointError::Setup(format!("opening {}: {e}", opts.dir.display()))
+        })?
+        .into();
+    let jdir = stasis_engine::journal::journal_dir();
+    std::fs::create_dir_all(&jdir).ok();
+    let jdir_fd: OwnedFd = std::fs::File::open(&jdir)
+        .map_err(|e| PartitionCheckpointError::Setup(format!("opening {}: {e}", jdir.display())))?
+        .into();
+    let root_fd: OwnedFd = std::fs::File::open("/")
+        .map_err(|e| PartitionCheckpointError::Setup(format!("opening /: {e}")))?
+        .into();
+    if !opts.leave_running {
+        opts.root
+            .update(&opts.name, |r| r.ending = Some(State::Checkpointed))?;
+    }
+    let (mut res_r, res_w) =
+        std::io::pipe().map_err(|e| PartitionCheckpointError::Setup(format!("pipe: {e}")))?;
+    let outcome = match ns::fork_into(0, None) {
+        Err(e) => Outcome::Err {
+            code: 1,
+            message: format!("fork: {e}"),
+        },
+        Ok(Forked::Child) => {
+            drop(res_r);
+            let out = child(
+                opts,
+                &rec,
+                pid,
+                &group,
+                usage,
+                history,
+                &host_mounts,
+                &dir_fd,
+                &jdir_fd,
+                &root_fd,
+            );
+            let mut w = res_w;
+            let _ = w.write_all(&serde_json::to_vec(&out).expect("outcome serializes"));
+            drop(w);
+            ns::exit_now(0);
+        }
+        Ok(Forked::Parent(child)) => {
+            drop(res_w);
+            let mut buf = Vec::new();
+            let _ = res_r.read_to_end(&mut buf);
+            let st = ns::wait_pid(child);
+            serde_json::from_slice(&buf).unwrap_or_else(|_| Outcome::Err {
+                code: 1,
+                message: format!("the checkpointer died ({st:?}) without a result"),
+            })
+        }
+    };
+    match outcome {
+        Outcome::Ok(stats) => Ok(stats),
+        Outcome::Err { code, message } => {
+            if !opts.leave_running {
+                let _ = opts.root.update(&opts.name, |r| {
+                    if r.ending == Some(State::Checkpointed) {
+                        r.ending = None;
+                    }
+                });
+            }
+            Err(PartitionCheckpointError::Engine { code, message })
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn child(
+    opts: &Options,
+    rec: &Record,
+    pid: i32,
+    group: &str,
+    usage: crate::cgroup::Usage,
+    history: Vec<u8>,
+    host_mounts: &str,
+    dir_fd: &OwnedFd,
+    jdir_fd: &OwnedFd,
+    root_fd: &OwnedFd,
+) -> Outcome {
+    let err = |code: i32, message: String| Outcome::Err { code, message };
+    if let Err(e) = enter(pid) {
+        return err(1, e);
+    }
+    // SAFETY-free: we are single-threaded here (forked from a single-threaded CLI).
+    std::env::set_var(
+        "STASIS_JOURNAL_DIR",
+        format!("/proc/self/fd/{}", jdir_fd.as_raw_fd()),
+    );
+    let cg = match cgroups_via(root_fd) {
+        Ok(c) => c,
+        Err(e) => return err(1, e),
+    };
+    let host_table = match crate::mounts::parse_mountinfo(host_mounts) {
+        Ok(t) => t,
+        Err(e) => return err(1, chain(&e)),
+    };
+    let spec = rec.spec.clone();
+    let name = opts.name.clone();
+    let incarnation = rec.incarnation;
+    let log_pipe_ino = rec.log_pipe_ino;
+    let hook = move |w: &stasis_image::ImageWriter| -> Result<(), stasis_engine::Failure> {
+        let fail = |m: String| stasis_engine::Failure::msg(pid, m);
+        let text = std::fs::read_to_string(format!("/proc/{pid}/mountinfo"))
+            .map_err(|e| fail(format!("reading the partition's mount table: {e}")))?;
+        let table = crate::mounts::parse_mountinfo(&text).map_err(|e| fail(chain(&e)))?;
+        let ours = crate::setup::our_mounts(&spec);
+        let mut mounts = Vec::new();
+        for (m, d) in crate::mounts::classify(&table, &host_table, &ours) {
+            if let Some(r) = crate::mounts::dump_mount(&m, &d, w).map_err(|e| fail(chain(&e)))? {
+                mounts.push(r);
+            }
+        }
+        let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default();
+        let img = PartitionImage {
+            name: name.clone(),
+            spec_json: serde_json::to_string(&spec).expect("spec serializes"),
+            usage_json: serde_json::to_string(&usage).expect("usage serializes"),
+            history: history.clone(),
+            hostname,
+            mounts,
+            log_pipe_ino,
+            incarnation,
+        };
+        w.put_file(
+            stasis_image::PARTITION_FILE,
+            stasis_image::KIND_PARTITION,
+            &img.to_bytes(),
+        )
+        .map_err(|e| fail(format!("writing {}: {e}", stasis_image::PARTITION_FILE)))
+    };
+    let eopts = CheckpointOptions {
+        pid,
+        dir: PathBuf::from(format!("/proc/self/fd/{}", dir_fd.as_raw_fd())),
+        leave_running: opts.leave_running,
+        force: opts.force,
+        compression: opts.compression,
+        workers: opts.workers,
+        freezer: Some(FreezeHook(Arc::new(CgFreezer {
+            cg,
+            group: group.to_string(),
+        }))),
+        pid_ns: true,
+        before_commit: Some(WriterHook(Arc::new(hook))),
+    };
+    match stasis_engine::checkpoint(&eopts) {
+        Ok(s) => Outcome::Ok(s),
+        Err(e) => {
+            let code = match &e {
+                CheckpointError::Unsupported { .. } => 3,
+                CheckpointError::Interrupted(_) => 130,
+                _ => 1,
+            };
+            err(code, chain(&e))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_prefix() {
+        let t = "35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory\n";
+        let p = prefixed_mountinfo(t, "/proc/self/fd/7");
+        assert!(p.contains(" /proc/self/fd/7/sys/fs/cgroup/memory "));
+    }
+}

@@ -1,0 +1,99 @@
+//! `partition.img`: what an image of a partition holds beside the engine's `objects.img`.
+//!
+//! A framed file of kind [`stasis_image::KIND_PARTITION`] holding one [`PartitionImage`]
+//! (protobuf). The spec and accounting are stasis's own JSON documents (their fields are
+//! versioned by serde defaults); the private mounts are protobuf records whose file contents
+//! live in the image's chunk store like pages do.
+
+use crate::accounting::Sample;
+use crate::cgroup::Usage;
+use crate::mounts::MountRecord;
+use crate::state::Spec;
+use prost::Message;
+
+/// A partition's records in an image.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PartitionImage {
+    /// Partition name at checkpoint.
+    #[prost(string, tag = "1")]
+    pub name: String,
+    /// [`Spec`] as JSON.
+    #[prost(string, tag = "2")]
+    pub spec_json: String,
+    /// Accounting totals at checkpoint ([`Usage`] as JSON).
+    #[prost(string, tag = "3")]
+    pub usage_json: String,
+    /// Accounting history (JSON lines of [`Sample`]).
+    #[prost(bytes = "vec", tag = "4")]
+    pub history: Vec<u8>,
+    /// Hostname at checkpoint (the partition may have changed it).
+    #[prost(string, tag = "5")]
+    pub hostname: String,
+    /// Private mounts, parents before children.
+    #[prost(message, repeated, tag = "6")]
+    pub mounts: Vec<MountRecord>,
+    /// Inode of the pipe the partition's stdout/stderr went to (its monitor's).
+    #[prost(uint64, tag = "7")]
+    pub log_pipe_ino: u64,
+    /// Incarnation number at checkpoint.
+    #[prost(uint32, tag = "8")]
+    pub incarnation: u32,
+}
+
+/// A decoded, checked partition image.
+#[derive(Debug, Clone)]
+pub struct Decoded {
+    /// The raw record.
+    pub raw: PartitionImage,
+    /// The spec.
+    pub spec: Spec,
+    /// Accounting totals at checkpoint.
+    pub usage: Usage,
+    /// Accounting history.
+    pub history: Vec<Sample>,
+}
+
+impl PartitionImage {
+    /// Encode.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        self.encode_to_vec()
+    }
+}
+
+/// Decode and check `partition.img` bytes; the message says what is wrong.
+pub fn decode(bytes: &[u8]) -> Result<Decoded, String> {
+    let raw = PartitionImage::decode(bytes).map_err(|e| format!("does not decode: {e}"))?;
+    crate::state::check_name(&raw.name).map_err(|e| e.to_string())?;
+    let spec: Spec = serde_json::from_str(&raw.spec_json).map_err(|e| format!("bad spec: {e}"))?;
+    if spec.cmd.is_empty() {
+        return Err("spec has no command".into());
+    }
+    let usage: Usage =
+        serde_json::from_str(&raw.usage_json).map_err(|e| format!("bad accounting: {e}"))?;
+    for m in &raw.mounts {
+        crate::mounts::validate(m).map_err(|e| format!("mount {}: {e}", m.mountpoint))?;
+    }
+    let history = crate::accounting::parse(&String::from_utf8_lossy(&raw.history));
+    Ok(Decoded {
+        raw,
+        spec,
+        usage,
+        history,
+    })
+}
+
+/// Read `partition.img` of an image, if it is a partition image.
+pub fn read(reader: &stasis_image::ImageReader) -> Result<Option<Decoded>, String> {
+    if !reader
+        .manifest()
+        .files
+        .iter()
+        .any(|f| f.name == stasis_image::PARTITION_FILE)
+    {
+        return Ok(None);
+    }
+    let bytes = reader
+        .read_file(stasis_image::PARTITION_FILE)
+        .map_err(|e| format!("cannot read {}: {e}", stasis_image::PARTITION_FILE))?;
+    decode(&bytes).map(Some)
+}

@@ -1,0 +1,405 @@
+//! The per-partition monitor.
+//!
+//! `stasis run` and a partition restore start a small monitor process (the hidden verb
+//! `stasis __monitor`, in a session of its own) that:
+//!
+//! 1. creates the partition's cgroup with its limits;
+//! 2. starts the first process — `run`: forks it into new pid, mount, IPC, UTS (and network)
+//!    namespaces, puts it in the cgroup, and lets it set its namespaces up and exec the command;
+//!    restore: forks a restorer that rebuilds the namespaces and the tree (see
+//!    [`crate::restore`]);
+//! 3. reports `{"ok":true,"pid":N}` (or the error) on its stdout, a pipe the CLI reads, and
+//!    closes it;
+//! 4. copies the partition's stdout and stderr (a pipe) into `output.log`, samples the
+//!    cgroup's accounting into `stats.jsonl`, and is a child subreaper: the first process is (or
+//!    becomes, once the restorer exits) its child, so it collects the exit status, records how
+//!    the partition ended, folds the accounting into the record and removes the cgroup.
+
+use crate::accounting;
+use crate::cgroup::Cgroups;
+use crate::setup;
+use crate::state::{self, ExitInfo, Record, Root, State};
+use stasis_sys::ns::{self, Exit, Forked};
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// What the monitor starts.
+#[derive(Debug, Clone)]
+pub enum Mode {
+    /// The record's command, fresh.
+    Run,
+    /// The tree saved in an image directory.
+    Restore {
+        /// Image directory (absolute).
+        dir: PathBuf,
+        /// Worker threads for page I/O.
+        workers: usize,
+    },
+}
+
+/// The monitor's report to the CLI.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Report {
+    /// Success.
+    pub ok: bool,
+    /// Host pid of the first process.
+    #[serde(default)]
+    pub pid: Option<i32>,
+    /// Exit code the CLI should use on failure.
+    #[serde(default)]
+    pub code: i32,
+    /// Error text (with causes).
+    #[serde(default)]
+    pub error: String,
+}
+
+impl Report {
+    fn err(code: i32, error: impl Into<String>) -> Report {
+        Report {
+            ok: false,
+            pid: None,
+            code,
+            error: error.into(),
+        }
+    }
+}
+
+/// How often accounting is sampled.
+pub const SAMPLE_EVERY: Duration = Duration::from_secs(2);
+
+/// Error text with its chain of causes.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+fn send(report: &mut Option<std::fs::File>, r: &Report) {
+    if let Some(mut f) = report.take() {
+        let mut line = serde_json::to_vec(r).expect("report serializes");
+        line.push(b'\n');
+        let _ = f.write_all(&line);
+    }
+}
+
+/// The monitor's main function. `report` is where the one-line report goes (the CLI's pipe).
+/// Returns the monitor's exit code.
+pub fn main(root: Root, name: &str, mode: Mode, report: std::fs::File) -> i32 {
+    let mut report = Some(report);
+    if let Err(e) = stasis_sys::sys::set_child_subreaper() {
+        send(
+            &mut report,
+            &Report::err(1, format!("prctl(PR_SET_CHILD_SUBREAPER): {e}")),
+        );
+        return 1;
+    }
+    let rec = match root.load(name) {
+        Ok(r) => r,
+        Err(e) => {
+            send(&mut report, &Report::err(1, chain(&e)));
+            return 1;
+        }
+    };
+    let cg = match Cgroups::detect() {
+        Ok(c) => c,
+        Err(e) => {
+            send(&mut report, &Report::err(1, chain(&e)));
+            fail_record(&root, name);
+            return 1;
+        }
+    };
+    let group = Cgroups::group_for(name);
+    if let Err(e) = prepare_cgroup(&cg, &group, &rec) {
+        send(&mut report, &Report::err(1, e));
+        fail_record(&root, name);
+        return 1;
+    }
+    // The partition's stdout and stderr: a pipe we copy into output.log.
+    let (log_r, log_w) = match std::io::pipe() {
+        Ok(p) => p,
+        Err(e) => {
+            send(
+                &mut report,
+                &Report::err(1, format!("creating the output pipe: {e}")),
+            );
+            fail_record(&root, name);
+            return 1;
+        }
+    };
+    let log_ino = pipe_ino(log_r.as_fd());
+    let started = match &mode {
+        Mode::Run => start_run(&rec, &cg, &group, OwnedFd::from(log_w)),
+        Mode::Restore { dir, workers } => crate::restore::start(
+            &root,
+            &rec,
+            &cg,
+            &group,
+            dir,
+            *workers,
+            OwnedFd::from(log_w),
+        ),
+    };
+    let pid = match started {
+        Ok(pid) => pid,
+        Err(r) => {
+            let _ = cg.remove(&group);
+            setup::veth_remove(&rec.spec);
+            fail_record(&root, name);
+            send(&mut report, &r);
+            return 1;
+        }
+    };
+    let upd = root.update(name, |r| {
+        r.state = State::Running;
+        r.pid = Some(pid);
+        r.monitor_pid = Some(stasis_sys::sys::getpid());
+        r.started_at = state::now();
+        r.exit = None;
+        r.ending = None;
+        r.log_pipe_ino = log_ino;
+    });
+    if let Err(e) = upd {
+        tracing::error!(error = %chain(&e), "could not record the running partition");
+    }
+    send(
+        &mut report,
+        &Report {
+            ok: true,
+            pid: Some(pid),
+            code: 0,
+            error: String::new(),
+        },
+    );
+    let log_path = root.paths(name).log();
+    let pump = std::thread::spawn(move || pump_log(log_r, log_path));
+    supervise(&root, name, pid, &cg, &group);
+    // Output written by the last processes is still in the pipe: wait (bounded) for the copy.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !pump.is_finished() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    0
+}
+
+fn pipe_ino(fd: std::os::fd::BorrowedFd<'_>) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+        .map(|m| m.ino())
+        .unwrap_or(0)
+}
+
+fn fail_record(root: &Root, name: &str) {
+    let _ = root.update(name, |r| {
+        if r.state == State::Starting {
+            r.state = State::Exited;
+            r.pid = None;
+            r.monitor_pid = None;
+        }
+    });
+}
+
+fn prepare_cgroup(cg: &Cgroups, group: &str, rec: &Record) -> Result<(), String> {
+    if cg.exists(group) {
+        // Left by an earlier incarnation that is gone (its monitor removes it normally).
+        if let Ok(p) = cg.procs(group) {
+            if !p.is_empty() {
+                return Err(format!(
+                    "cgroup {group} still holds processes {p:?} of an earlier incarnation: end them first"
+                ));
+            }
+        }
+        let _ = cg.remove(group);
+    }
+    cg.create(group).map_err(|e| chain(&e))?;
+    cg.set_limits(group, &rec.spec.limits)
+        .map_err(|e| chain(&e))
+}
+
+/// Fork the first process of a fresh partition and wait until it has exec'd its command.
+fn start_run(rec: &Record, cg: &Cgroups, group: &str, log_w: OwnedFd) -> Result<i32, Report> {
+    let spec = rec.spec.clone();
+    let (go_r, go_w) = std::io::pipe().map_err(|e| Report::err(1, format!("pipe: {e}")))?;
+    let (err_r, err_w) = std::io::pipe().map_err(|e| Report::err(1, format!("pipe: {e}")))?;
+    let mut flags =
+        (libc::CLONE_NEWPID | libc::CLONE_NEWNS | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS) as u64;
+    if spec.net != state::NetMode::Host {
+        flags |= libc::CLONE_NEWNET as u64;
+    }
+    match ns::fork_into(flags, None) {
+        Err(e) => Err(Report::err(
+            1,
+            format!("creating the partition's namespaces (clone3): {e}"),
+        )),
+        Ok(Forked::Child) => {
+            drop(go_w);
+            drop(err_r);
+            let msg = init_child(&spec, go_r, &log_w);
+            let mut err_w = err_w;
+            let _ = err_w.write_all(msg.as_bytes());
+            ns::exit_now(127);
+        }
+        Ok(Forked::Parent(pid)) => {
+            drop(go_r);
+            drop(err_w);
+            drop(log_w);
+            let fail = |what: String| {
+                let _ = stasis_sys::sys::kill(pid, libc::SIGKILL);
+                let _ = ns::wait_pid(pid);
+                Report::err(1, what)
+            };
+            if let Err(e) = cg.attach(group, pid) {
+                return Err(fail(chain(&e)));
+            }
+            if let Err(e) = setup::veth_host_side(&spec, pid) {
+                return Err(fail(chain(&e)));
+            }
+            let mut go_w = go_w;
+            if let Err(e) = go_w.write_all(b"g") {
+                return Err(fail(format!("starting the first process: {e}")));
+            }
+            drop(go_w);
+            let mut msg = String::new();
+            let mut err_r = err_r;
+            let _ = err_r.read_to_string(&mut msg);
+            if !msg.is_empty() {
+                let _ = ns::wait_pid(pid);
+                return Err(Report::err(1, msg));
+            }
+            Ok(pid)
+        }
+    }
+}
+
+/// In the first process (pid 1 of the new namespaces): set everything up and exec. Returns
+/// only on failure, with the message.
+fn init_child(spec: &state::Spec, go: std::io::PipeReader, log_w: &OwnedFd) -> String {
+    let mut go = go;
+    let mut b = [0u8; 1];
+    if go.read_exact(&mut b).is_err() {
+        return "the monitor did not start the first process".into();
+    }
+    let r = (|| -> Result<(), String> {
+        ns::setsid().map_err(|e| format!("setsid: {e}"))?;
+        setup::base_mounts(spec, true).map_err(|e| chain(&e))?;
+        setup::uts_and_net(spec).map_err(|e| chain(&e))?;
+        setup::mount_proc(&setup::base(spec)).map_err(|e| chain(&e))?;
+        if let Some(rootfs) = &spec.rootfs {
+            setup::switch_root(rootfs).map_err(|e| chain(&e))?;
+        }
+        let cwd = spec.cwd.clone().unwrap_or_else(|| PathBuf::from("/"));
+        std::env::set_current_dir(&cwd)
+            .map_err(|e| format!("working directory {}: {e}", cwd.display()))?;
+        let null = std::fs::File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?;
+        ns::dup2(null.as_fd(), 0).map_err(|e| format!("dup2: {e}"))?;
+        ns::dup2(log_w.as_fd(), 1).map_err(|e| format!("dup2: {e}"))?;
+        ns::dup2(log_w.as_fd(), 2).map_err(|e| format!("dup2: {e}"))?;
+        Ok(())
+    })();
+    if let Err(e) = r {
+        return e;
+    }
+    use std::os::unix::process::CommandExt;
+    let mut cmd = std::process::Command::new(&spec.cmd[0]);
+    cmd.args(&spec.cmd[1..]);
+    for kv in &spec.env {
+        if let Some((k, v)) = kv.split_once('=') {
+            cmd.env(k, v);
+        }
+    }
+    let e = cmd.exec();
+    format!("cannot run {}: {e}", spec.cmd[0])
+}
+
+fn pump_log(mut r: std::io::PipeReader, path: PathBuf) {
+    let mut out = match std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+    {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::error!(path = %path.display(), error = %e, "cannot open the output log");
+            return;
+        }
+    };
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match r.read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => {
+                let _ = out.write_all(&buf[..n]);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// Wait for the first process to end, sampling accounting meanwhile; then record the end.
+fn supervise(root: &Root, name: &str, pid: i32, cg: &Cgroups, group: &str) {
+    let stats_path = root.paths(name).stats();
+    let mut next_sample = Instant::now();
+    let exit = loop {
+        match ns::wait_any_nohang() {
+            Ok(Some((p, e))) if p == pid => break e,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "waitpid");
+                break Exit::Code(-1);
+            }
+        }
+        if Instant::now() >= next_sample {
+            next_sample = Instant::now() + SAMPLE_EVERY;
+            if let Ok(rec) = root.load(name) {
+                if let Ok(u) = cg.usage(group) {
+                    let total = accounting::total(&rec.carried, &u);
+                    let _ = accounting::append(&stats_path, &accounting::Sample::now(total));
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // The namespace's other processes die with its first one: wait until the cgroup is empty.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while cg.procs(group).map(|p| !p.is_empty()).unwrap_or(false) && Instant::now() < deadline {
+        let _ = ns::wait_any_nohang();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let usage = cg.usage(group).ok();
+    let upd = root.update(name, |r| {
+        if let Some(u) = usage {
+            r.carried = accounting::total(&r.carried, &u);
+            r.carried.memory_bytes = 0;
+            r.carried.pids = 0;
+            let _ = accounting::append(&stats_path, &accounting::Sample::now(r.carried));
+        }
+        r.state = r.ending.take().unwrap_or(State::Exited);
+        r.pid = None;
+        r.monitor_pid = None;
+        r.exit = Some(ExitInfo {
+            code: match exit {
+                Exit::Code(c) => Some(c),
+                Exit::Signal(_) => None,
+            },
+            signal: match exit {
+                Exit::Signal(s) => Some(s),
+                Exit::Code(_) => None,
+            },
+            at: state::now(),
+        });
+        r.spec.clone()
+    });
+    if let Err(e) = cg.remove(group) {
+        tracing::warn!(error = %chain(&e), "could not remove the partition's cgroup");
+    }
+    if let Ok((_, spec)) = upd {
+        setup::veth_remove(&spec);
+    }
+}

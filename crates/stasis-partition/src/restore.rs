@@ -1,0 +1,313 @@
+//! Restoring a whole partition.
+//!
+//! Runs in a restorer forked by the partition's monitor (so the restored first process ends up
+//! the monitor's child once the restorer exits; the monitor is a child subreaper):
+//!
+//! 1. open the image (its directory is reached later through `/proc/self/fd/N`) and the host's
+//!    root (for the cgroup hierarchies);
+//! 2. `unshare` new mount, IPC, UTS and (unless `--net host`) network namespaces: these become
+//!    the partition's; set them up as `stasis run` does ([`crate::setup`]), then recreate the
+//!    saved private mounts with their content and set the saved hostname;
+//! 3. keep a handle on that mount namespace and move the restorer into a private copy of it
+//!    whose /proc is the host's procfs (the engine works with host pids) and, for a rootfs,
+//!    whose root is the rootfs (paths in the image are the partition's);
+//! 4. run the engine: the root is created as pid 1 of a new pid namespace, joins the
+//!    partition's mount namespace, and — through the root hook, while still blank — is moved
+//!    into the cgroup, switches to the rootfs (pivot_root) and mounts the partition's /proc;
+//!    the tree is then rebuilt with the same pids inside the namespace. The partition's stdout
+//!    and stderr pipe (an object outside the tree) is replaced by the new monitor's pipe.
+//!
+//! Any failure before the tasks run kills what was created (the engine's guard) and the
+//! namespaces vanish with the restorer.
+
+use crate::cgroup::Cgroups;
+use crate::monitor::{chain, Report};
+use crate::setup;
+use crate::state::{Record, Root};
+use stasis_engine::{RestoreError, RestoreOptions, RootHook, RootStage};
+use stasis_sys::ns::{self, Forked};
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Exit code for an unusable image (as the CLI's).
+pub const EXIT_BAD_IMAGE: i32 = 4;
+
+/// Fork the restorer and wait for its result. Called by the monitor.
+pub fn start(
+    _root: &Root,
+    rec: &Record,
+    cg: &Cgroups,
+    group: &str,
+    dir: &Path,
+    workers: usize,
+    log_w: OwnedFd,
+) -> Result<i32, Report> {
+    let (mut res_r, res_w) = std::io::pipe().map_err(|e| rep(1, format!("pipe: {e}")))?;
+    match ns::fork_into(0, None) {
+        Err(e) => Err(rep(1, format!("fork: {e}"))),
+        Ok(Forked::Child) => {
+            drop(res_r);
+            let out = match restorer(rec, cg, group, dir, workers, &log_w) {
+                Ok(pid) => Report {
+                    ok: true,
+                    pid: Some(pid),
+                    code: 0,
+                    error: String::new(),
+                },
+                Err(r) => r,
+            };
+            let mut w = res_w;
+            let _ = w.write_all(&serde_json::to_vec(&out).expect("report serializes"));
+            drop(w);
+            ns::exit_now(0);
+        }
+        Ok(Forked::Parent(child)) => {
+            drop(res_w);
+            drop(log_w);
+            let mut buf = Vec::new();
+            let _ = res_r.read_to_end(&mut buf);
+            let st = ns::wait_pid(child);
+            let r: Report = serde_json::from_slice(&buf)
+                .unwrap_or_else(|_| rep(1, format!("the restorer died ({st:?}) without a result")));
+            match (r.ok, r.pid) {
+                (true, Some(pid)) => Ok(pid),
+                _ => Err(r),
+            }
+        }
+    }
+}
+
+fn rep(code: i32, error: impl Into<String>) -> Report {
+    Report {
+        ok: false,
+        pid: None,
+        code,
+        error: error.into(),
+    }
+}
+
+fn restorer(
+    rec: &Record,
+    _cg: &Cgroups,
+    group: &str,
+    dir: &Path,
+    workers: usize,
+    log_w: &OwnedFd,
+) -> Result<i32, Report> {
+    let reader = stasis_image::ImageReader::open(dir).map_err(|e| {
+        rep(
+            EXIT_BAD_IMAGE,
+            format!("cannot open image {}: {}", dir.display(), chain(&e)),
+        )
+    })?;
+    let pimg = crate::image::read(&reader)
+        .map_err(|e| {
+            rep(
+                EXIT_BAD_IMAGE,
+                format!("{}: partition.img {e}", dir.display()),
+            )
+        })?
+        .ok_or_else(|| {
+            rep(
+                EXIT_BAD_IMAGE,
+                format!("{} is not a partition image", dir.display()),
+            )
+        })?;
+    // The record's spec: the image's, possibly with a new veth (restored under another name).
+    let spec = rec.spec.clone();
+    let dir_fd: OwnedFd = std::fs::File::open(dir)
+        .map_err(|e| rep(1, format!("opening {}: {e}", dir.display())))?
+        .into();
+    let root_fd: OwnedFd = std::fs::File::open("/")
+        .map_err(|e| rep(1, format!("opening /: {e}")))?
+        .into();
+    let jdir = stasis_engine::journal::journal_dir();
+    std::fs::create_dir_all(&jdir).ok();
+    let jdir_fd: OwnedFd = std::fs::File::open(&jdir)
+        .map_err(|e| rep(1, format!("opening {}: {e}", jdir.display())))?
+        .into();
+    let ppid = std::os::unix::process::parent_id() as i32;
+
+    // 2. The partition's namespaces.
+    let mut flags = libc::CLONE_NEWNS | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
+    if spec.net != crate::state::NetMode::Host {
+        flags |= libc::CLONE_NEWNET;
+    }
+    ns::unshare(flags).map_err(|e| rep(1, format!("creating the partition's namespaces: {e}")))?;
+    setup::base_mounts(&spec, false).map_err(|e| rep(1, chain(&e)))?;
+    if spec.net == crate::state::NetMode::Veth {
+        // The pair is made from the host side (the monitor's network namespace).
+        let host_net = ns::open_ns(ppid, "net").map_err(|e| rep(1, format!("host netns: {e}")))?;
+        let host_mnt = ns::open_ns(ppid, "mnt").map_err(|e| rep(1, format!("host mntns: {e}")))?;
+        if let Some(v) = &spec.veth {
+            let me = stasis_sys::sys::getpid().to_string();
+            let args = [
+                "link",
+                "add",
+                &v.host_if,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &v.inner_if,
+                "netns",
+                &me,
+            ];
+            let mut c = std::process::Command::new("ip");
+            c.args(args);
+            ns::command_in_ns(
+                &mut c,
+                Some(host_net.try_clone().map_err(|e| rep(1, e.to_string()))?),
+                Some(host_mnt.try_clone().map_err(|e| rep(1, e.to_string()))?),
+            );
+            setup::ip_cmd(&mut c, &args).map_err(|e| rep(1, chain(&e)))?;
+            for args in [
+                vec![
+                    "addr",
+                    "add",
+                    v.host_addr.as_str(),
+                    "dev",
+                    v.host_if.as_str(),
+                ],
+                vec!["link", "set", v.host_if.as_str(), "up"],
+            ] {
+                let mut c = std::process::Command::new("ip");
+                c.args(&args);
+                ns::command_in_ns(
+                    &mut c,
+                    Some(host_net.try_clone().map_err(|e| rep(1, e.to_string()))?),
+                    Some(host_mnt.try_clone().map_err(|e| rep(1, e.to_string()))?),
+                );
+                setup::ip_cmd(&mut c, &args).map_err(|e| rep(1, chain(&e)))?;
+            }
+        }
+    }
+    let mut s2 = spec.clone();
+    if !pimg.raw.hostname.is_empty() {
+        s2.hostname = pimg.raw.hostname.clone();
+    }
+    setup::uts_and_net(&s2).map_err(|e| rep(1, chain(&e)))?;
+    let base = setup::base(&spec);
+    for m in &pimg.raw.mounts {
+        let mut m = m.clone();
+        m.mountpoint = base
+            .join(m.mountpoint.trim_start_matches('/'))
+            .to_string_lossy()
+            .into_owned();
+        crate::mounts::restore_mount(&m, &reader).map_err(|e| {
+            rep(
+                1,
+                format!("restoring mount {}: {}", m.mountpoint, chain(&e)),
+            )
+        })?;
+    }
+    drop(reader);
+
+    // 3. The restorer stays in the partition's mount namespace (files it opens for the tasks
+    // must belong to it), with the host's procfs on /proc until the root hook replaces it.
+    let part_mnt = ns::open_ns(stasis_sys::sys::getpid(), "mnt")
+        .map_err(|e| rep(1, format!("opening our mount namespace: {e}")))?;
+    if let Some(rootfs) = &spec.rootfs {
+        use stasis_sys::mount as m;
+        let proc_dir = rootfs.join("proc");
+        m::mount(
+            "proc",
+            &proc_dir,
+            "proc",
+            m::MS_NOSUID | m::MS_NODEV | m::MS_NOEXEC,
+            "",
+        )
+        .map_err(|e| {
+            rep(
+                1,
+                format!("mounting the host's procfs for the restorer: {e}"),
+            )
+        })?;
+        ns::chroot(rootfs).map_err(|e| rep(1, format!("chroot {}: {e}", rootfs.display())))?;
+        std::env::set_current_dir("/").map_err(|e| rep(1, format!("chdir /: {e}")))?;
+    }
+    std::env::set_var(
+        "STASIS_JOURNAL_DIR",
+        format!("/proc/self/fd/{}", jdir_fd.as_raw_fd()),
+    );
+    let cg = crate::checkpoint::cgroups_via(&root_fd).map_err(|e| rep(1, e))?;
+
+    // 4. The engine.
+    let group = group.to_string();
+    let rootfs = spec.rootfs.clone();
+    let hook = RootHook::new(move |stage, host_pid, r| {
+        let fail = |m: String| stasis_engine::Failure::msg(host_pid, m);
+        match stage {
+            RootStage::Created => {
+                cg.attach(&group, host_pid)
+                    .map_err(|e| fail(format!("moving the root into its cgroup: {}", chain(&e))))?;
+                if let Some(rootfs) = &rootfs {
+                    let p = r.put_str(0, &rootfs.to_string_lossy())?;
+                    r.call("chdir(rootfs)", libc::SYS_chdir, &[p])?;
+                    let dot = r.put_str(0, ".")?;
+                    r.call("pivot_root(., .)", libc::SYS_pivot_root, &[dot, dot])?;
+                    r.call(
+                        "umount2(., MNT_DETACH)",
+                        libc::SYS_umount2,
+                        &[dot, libc::MNT_DETACH as u64],
+                    )?;
+                    let slash = r.put_str(0, "/")?;
+                    r.call("chdir(/)", libc::SYS_chdir, &[slash])?;
+                }
+            }
+            RootStage::Filled => {
+                // The host's procfs goes; the partition's (mounted from inside its pid
+                // namespace) comes.
+                let src = r.put_str(0, "proc")?;
+                let tgt = r.put_str(64, "/proc")?;
+                r.call(
+                    "umount2(/proc, MNT_DETACH)",
+                    libc::SYS_umount2,
+                    &[tgt, libc::MNT_DETACH as u64],
+                )?;
+                r.call(
+                    "mounting the partition's /proc",
+                    libc::SYS_mount,
+                    &[
+                        src,
+                        tgt,
+                        src,
+                        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                        0,
+                    ],
+                )?;
+            }
+        }
+        Ok(())
+    });
+    let mut inherit = HashMap::new();
+    if pimg.raw.log_pipe_ino != 0 {
+        inherit.insert(
+            format!("pipe:[{}]", pimg.raw.log_pipe_ino),
+            log_w.as_fd().as_raw_fd(),
+        );
+    }
+    let opts = RestoreOptions {
+        dir: PathBuf::from(format!("/proc/self/fd/{}", dir_fd.as_raw_fd())),
+        inherit,
+        workers,
+        pid_wait: Duration::from_secs(0),
+        new_pid_ns: true,
+        root_mnt_ns: Some(part_mnt.as_raw_fd()),
+        on_root: Some(hook),
+    };
+    match stasis_engine::restore(&opts) {
+        Ok(s) => Ok(s.root_pid),
+        Err(e) => {
+            let code = match &e {
+                RestoreError::BadImage { .. } => EXIT_BAD_IMAGE,
+                RestoreError::Interrupted(_) => 130,
+                _ => 1,
+            };
+            Err(rep(code, chain(&e)))
+        }
+    }
+}

@@ -1,0 +1,419 @@
+//! Where partitions live on disk, and their records.
+//!
+//! Everything is under one root directory (`--root`, default `/var/lib/stasis`), so every verb
+//! works with no daemon running:
+//!
+//! ```text
+//! ROOT/partitions/NAME/partition.json   the record (spec, state, pids, exit, carried accounting)
+//! ROOT/partitions/NAME/output.log       the partition's stdout and stderr
+//! ROOT/partitions/NAME/stats.jsonl      accounting samples, one JSON object a line
+//! ROOT/partitions/NAME/.lock            flock(2) taken by every writer of the record
+//! ```
+//!
+//! The record is replaced atomically (temp file, fsync, rename, fsync of the directory) under
+//! the lock, so a reader never sees half a record and two writers never lose an update.
+
+use crate::cgroup::{Limits, Usage};
+use serde::{Deserialize, Serialize};
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Default root directory.
+pub const DEFAULT_ROOT: &str = "/var/lib/stasis";
+
+/// Errors about partition records.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// No partition of that name.
+    #[error("no partition named '{0}' (see `stasis ps`)")]
+    NotFound(String),
+    /// The name is not usable as a directory name / hostname.
+    #[error("bad partition name '{0}': use 1-63 characters from [a-zA-Z0-9_.-], not starting with '.' or '-'")]
+    BadName(String),
+    /// A file could not be read or written.
+    #[error("{what} {path}")]
+    Io {
+        /// What we were doing.
+        what: &'static str,
+        /// The file.
+        path: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The record does not parse.
+    #[error("partition record {path} is corrupt: remove the partition with `stasis rm -f`")]
+    Corrupt {
+        /// The file.
+        path: String,
+        /// Cause.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// How the partition is connected to the network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum NetMode {
+    /// Shares the host's network namespace.
+    #[default]
+    Host,
+    /// Own network namespace with loopback only.
+    None,
+    /// Own network namespace joined to the host by a veth pair.
+    Veth,
+}
+
+impl std::str::FromStr for NetMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "host" => Ok(NetMode::Host),
+            "none" => Ok(NetMode::None),
+            "veth" => Ok(NetMode::Veth),
+            _ => Err(format!(
+                "unknown network mode '{s}': use host, none or veth"
+            )),
+        }
+    }
+}
+
+/// The veth pair of a `--net veth` partition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Veth {
+    /// Interface name on the host side.
+    pub host_if: String,
+    /// Interface name inside the partition.
+    pub inner_if: String,
+    /// Host-side address with prefix, e.g. 10.231.7.1/30.
+    pub host_addr: String,
+    /// Partition-side address with prefix, e.g. 10.231.7.2/30.
+    pub inner_addr: String,
+}
+
+/// What the partition was asked to be (kept across checkpoint and restore).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Spec {
+    /// Command and arguments of the first process.
+    pub cmd: Vec<String>,
+    /// Network mode.
+    pub net: NetMode,
+    /// The veth pair, for `--net veth`.
+    #[serde(default)]
+    pub veth: Option<Veth>,
+    /// Own root filesystem (pivot_root into it), or None to share the host's.
+    #[serde(default)]
+    pub rootfs: Option<PathBuf>,
+    /// Hostname inside the partition.
+    pub hostname: String,
+    /// Working directory of the first process.
+    #[serde(default)]
+    pub cwd: Option<PathBuf>,
+    /// Extra environment (KEY=VALUE) of the first process.
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// Resource limits.
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// Lifecycle state of a partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    /// Being created or restored.
+    Starting,
+    /// The first process runs.
+    Running,
+    /// Ended by `stasis stop`.
+    Stopped,
+    /// The first process exited or was killed without being asked to.
+    Exited,
+    /// Ended by a checkpoint (its image can be restored).
+    Checkpointed,
+}
+
+impl std::fmt::Display for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            State::Starting => "starting",
+            State::Running => "running",
+            State::Stopped => "stopped",
+            State::Exited => "exited",
+            State::Checkpointed => "checkpointed",
+        })
+    }
+}
+
+/// How the first process ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitInfo {
+    /// Exit code, if it exited.
+    pub code: Option<i32>,
+    /// Signal, if it was killed by one.
+    pub signal: Option<i32>,
+    /// When (unix seconds).
+    pub at: u64,
+}
+
+/// The record of one partition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    /// Name.
+    pub name: String,
+    /// What it runs and how.
+    pub spec: Spec,
+    /// Lifecycle state.
+    pub state: State,
+    /// Host pid of the first process, while it runs.
+    pub pid: Option<i32>,
+    /// Host pid of the monitor, while it runs.
+    pub monitor_pid: Option<i32>,
+    /// Creation time (unix seconds) of the current incarnation.
+    pub started_at: u64,
+    /// How the last incarnation ended.
+    #[serde(default)]
+    pub exit: Option<ExitInfo>,
+    /// Incarnation number: 1 at `run`, +1 at each restore.
+    #[serde(default)]
+    pub incarnation: u32,
+    /// Image this incarnation was restored from.
+    #[serde(default)]
+    pub restored_from: Option<PathBuf>,
+    /// Accounting of earlier incarnations (added to the cgroup's counters).
+    #[serde(default)]
+    pub carried: Usage,
+    /// Set by `stop`/`checkpoint` just before they end the partition, so the monitor records
+    /// the right state.
+    #[serde(default)]
+    pub ending: Option<State>,
+    /// Inode of the pipe the partition's stdout and stderr go to (its monitor reads it); a
+    /// checkpoint records it so a restore can attach the new monitor's pipe in its place.
+    #[serde(default)]
+    pub log_pipe_ino: u64,
+}
+
+/// Paths of one partition.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    /// ROOT/partitions/NAME.
+    pub dir: PathBuf,
+}
+
+impl Paths {
+    /// The record file.
+    pub fn record(&self) -> PathBuf {
+        self.dir.join("partition.json")
+    }
+    /// The output log.
+    pub fn log(&self) -> PathBuf {
+        self.dir.join("output.log")
+    }
+    /// Accounting samples.
+    pub fn stats(&self) -> PathBuf {
+        self.dir.join("stats.jsonl")
+    }
+    /// Lock file.
+    pub fn lock(&self) -> PathBuf {
+        self.dir.join(".lock")
+    }
+}
+
+/// The root directory.
+#[derive(Debug, Clone)]
+pub struct Root {
+    /// Its path.
+    pub path: PathBuf,
+}
+
+/// Check a partition name.
+pub fn check_name(name: &str) -> Result<(), StateError> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && !name.starts_with('.')
+        && !name.starts_with('-')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(StateError::BadName(name.to_string()))
+    }
+}
+
+fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StateError {
+    let path = path.display().to_string();
+    move |source| StateError::Io { what, path, source }
+}
+
+/// An exclusive lock on a partition's record (released on drop).
+pub struct Lock {
+    _file: File,
+}
+
+impl Root {
+    /// A root at `path` (created on first write).
+    pub fn new(path: impl Into<PathBuf>) -> Root {
+        Root { path: path.into() }
+    }
+
+    /// Paths of partition `name`.
+    pub fn paths(&self, name: &str) -> Paths {
+        Paths {
+            dir: self.path.join("partitions").join(name),
+        }
+    }
+
+    /// Names of every partition, sorted.
+    pub fn names(&self) -> Result<Vec<String>, StateError> {
+        let dir = self.path.join("partitions");
+        let mut out = Vec::new();
+        match std::fs::read_dir(&dir) {
+            Ok(rd) => {
+                for e in rd {
+                    let e = e.map_err(io("listing", &dir))?;
+                    if e.path().join("partition.json").exists() {
+                        out.push(e.file_name().to_string_lossy().into_owned());
+                    }
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io("listing", &dir)(e)),
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Take the lock of partition `name` (creating its directory).
+    pub fn lock(&self, name: &str) -> Result<Lock, StateError> {
+        check_name(name)?;
+        let p = self.paths(name);
+        std::fs::create_dir_all(&p.dir).map_err(io("creating", &p.dir))?;
+        let f = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(p.lock())
+            .map_err(io("opening", &p.lock()))?;
+        stasis_sys::sys::flock_exclusive(&f).map_err(io("locking", &p.lock()))?;
+        Ok(Lock { _file: f })
+    }
+
+    /// Read the record of `name`.
+    pub fn load(&self, name: &str) -> Result<Record, StateError> {
+        check_name(name)?;
+        let path = self.paths(name).record();
+        let text = match std::fs::read(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(StateError::NotFound(name.to_string()))
+            }
+            Err(e) => return Err(io("reading", &path)(e)),
+        };
+        serde_json::from_slice(&text).map_err(|source| StateError::Corrupt {
+            path: path.display().to_string(),
+            source,
+        })
+    }
+
+    /// Write the record (atomically). The caller holds the lock.
+    pub fn save(&self, rec: &Record, _lock: &Lock) -> Result<(), StateError> {
+        let p = self.paths(&rec.name);
+        std::fs::create_dir_all(&p.dir).map_err(io("creating", &p.dir))?;
+        let path = p.record();
+        let tmp = p.dir.join("partition.json.tmp");
+        let body = serde_json::to_vec_pretty(rec).expect("record serializes");
+        let mut f = File::create(&tmp).map_err(io("creating", &tmp))?;
+        f.write_all(&body).map_err(io("writing", &tmp))?;
+        f.sync_all().map_err(io("syncing", &tmp))?;
+        std::fs::rename(&tmp, &path).map_err(io("renaming", &tmp))?;
+        if let Ok(d) = File::open(&p.dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    }
+
+    /// Read-modify-write under the lock.
+    pub fn update<T>(
+        &self,
+        name: &str,
+        f: impl FnOnce(&mut Record) -> T,
+    ) -> Result<(Record, T), StateError> {
+        let lock = self.lock(name)?;
+        let mut rec = self.load(name)?;
+        let out = f(&mut rec);
+        self.save(&rec, &lock)?;
+        Ok((rec, out))
+    }
+}
+
+/// Current unix time in seconds.
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Is `pid` alive and the process we recorded (not a zombie, not gone)?
+pub fn alive(pid: i32) -> bool {
+    match stasis_sys::proc::read_stat(pid) {
+        Ok(s) => s.state != 'Z' && s.state != 'X',
+        Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        for ok in ["a", "web-1", "db_2.x", &"x".repeat(63)] {
+            check_name(ok).unwrap();
+        }
+        for bad in ["", ".a", "-a", "a/b", "a b", &"x".repeat(64), ".."] {
+            assert!(check_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn record_roundtrip_and_lock() {
+        let d = tempfile::tempdir().unwrap();
+        let root = Root::new(d.path());
+        let rec = Record {
+            name: "p1".into(),
+            spec: Spec {
+                cmd: vec!["sleep".into(), "1".into()],
+                net: NetMode::None,
+                veth: None,
+                rootfs: None,
+                hostname: "p1".into(),
+                cwd: None,
+                env: vec![],
+                limits: Limits::default(),
+            },
+            state: State::Running,
+            pid: Some(5),
+            monitor_pid: Some(4),
+            started_at: now(),
+            exit: None,
+            incarnation: 1,
+            restored_from: None,
+            carried: Usage::default(),
+            ending: None,
+            log_pipe_ino: 0,
+        };
+        let l = root.lock("p1").unwrap();
+        root.save(&rec, &l).unwrap();
+        drop(l);
+        assert_eq!(root.load("p1").unwrap(), rec);
+        assert_eq!(root.names().unwrap(), vec!["p1".to_string()]);
+        let (r2, ()) = root.update("p1", |r| r.state = State::Stopped).unwrap();
+        assert_eq!(r2.state, State::Stopped);
+        assert!(matches!(root.load("nope"), Err(StateError::NotFound(_))));
+    }
+}
