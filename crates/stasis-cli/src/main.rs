@@ -245,6 +245,13 @@ fn main() -> ExitCode {
         );
     }
     let root = stasis_partition::state::Root::new(cli.root.clone());
+    if !is_workload && !matches!(cli.cmd, Cmd::Monitor { .. }) {
+        // A command's output may go to a pipe that closes early (`stasis ps | head`).
+        stasis_sys::sys::default_sigpipe();
+        for name in stasis_partition::ops::recover(&root) {
+            eprintln!("stasis: thawed partition {name}, left frozen by an interrupted checkpoint");
+        }
+    }
     if let Cmd::Monitor {
         name,
         restore_dir,

@@ -173,7 +173,10 @@ pub fn enter(pid: i32) -> Result<(), String> {
 
 /// Checkpoint partition `opts.name`.
 pub fn checkpoint(opts: &Options) -> Result<CheckpointStats, PartitionCheckpointError> {
-    let rec = opts.root.load(&opts.name)?;
+    // Held for the whole checkpoint (the forked checkpointer shares it): another stasis run
+    // that finds the lock free and the cgroup frozen knows a checkpointer died there.
+    let lock = opts.root.lock(&opts.name)?;
+    let mut rec = opts.root.load(&opts.name)?;
     let pid = match (rec.state, rec.pid) {
         (State::Running, Some(p)) if state::alive(p) => p,
         (s, _) => {
@@ -216,8 +219,8 @@ pub fn checkpoint(opts: &Options) -> Result<CheckpointStats, PartitionCheckpoint
         .map_err(|e| PartitionCheckpointError::Setup(format!("opening /: {e}")))?
         .into();
     if !opts.leave_running {
-        opts.root
-            .update(&opts.name, |r| r.ending = Some(State::Checkpointed))?;
+        rec.ending = Some(State::Checkpointed);
+        opts.root.save(&rec, &lock)?;
     }
     let (mut res_r, res_w) =
         std::io::pipe().map_err(|e| PartitionCheckpointError::Setup(format!("pipe: {e}")))?;
@@ -260,11 +263,12 @@ pub fn checkpoint(opts: &Options) -> Result<CheckpointStats, PartitionCheckpoint
         Outcome::Ok(stats) => Ok(stats),
         Outcome::Err { code, message } => {
             if !opts.leave_running {
-                let _ = opts.root.update(&opts.name, |r| {
+                if let Ok(mut r) = opts.root.load(&opts.name) {
                     if r.ending == Some(State::Checkpointed) {
                         r.ending = None;
+                        let _ = opts.root.save(&r, &lock);
                     }
-                });
+                }
             }
             Err(PartitionCheckpointError::Engine { code, message })
         }

@@ -543,3 +543,33 @@ fn host_usage() -> HostUsage {
     }
     h
 }
+
+/// Repair what a killed checkpointer left: a partition whose cgroup is still frozen while
+/// nobody holds its lock is thawed. Run by every stasis command before anything else.
+/// Returns the names repaired.
+pub fn recover(root: &Root) -> Vec<String> {
+    let mut fixed = Vec::new();
+    let Ok(names) = root.names() else {
+        return fixed;
+    };
+    let mut cg = None;
+    for n in names {
+        let Ok(rec) = root.load(&n) else { continue };
+        if !is_running(&rec) {
+            continue;
+        }
+        let Ok(Some(_lock)) = root.try_lock(&n) else {
+            continue;
+        };
+        if cg.is_none() {
+            cg = Cgroups::detect().ok();
+        }
+        let Some(c) = cg.as_ref() else { return fixed };
+        let group = Cgroups::group_for(&n);
+        if c.is_frozen(&group).unwrap_or(false) && c.thaw(&group).is_ok() {
+            tracing::warn!(partition = %n, "thawed a partition left frozen by an interrupted checkpoint");
+            fixed.push(n);
+        }
+    }
+    fixed
+}

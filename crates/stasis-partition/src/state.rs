@@ -302,6 +302,23 @@ impl Root {
         Ok(Lock { _file: f })
     }
 
+    /// Take the lock of partition `name` if nobody holds it (`None` otherwise).
+    pub fn try_lock(&self, name: &str) -> Result<Option<Lock>, StateError> {
+        check_name(name)?;
+        let p = self.paths(name);
+        let f = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(p.lock())
+            .map_err(io("opening", &p.lock()))?;
+        if stasis_sys::sys::flock_try_exclusive(&f).map_err(io("locking", &p.lock()))? {
+            Ok(Some(Lock { _file: f }))
+        } else {
+            Ok(None)
+        }
+    }
+
     /// Read the record of `name`.
     pub fn load(&self, name: &str) -> Result<Record, StateError> {
         check_name(name)?;

@@ -931,3 +931,23 @@ pub fn sysv_remove(which: &str, id: i32) -> io::Result<()> {
     };
     check(r as libc::c_long).map(|_| ())
 }
+
+/// Try to take an exclusive `flock` on `f` without waiting: `Ok(false)` if someone holds it.
+pub fn flock_try_exclusive(f: &std::fs::File) -> io::Result<bool> {
+    // SAFETY: flock on a descriptor we borrow for the duration of the call.
+    let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    match check(r as libc::c_long) {
+        Ok(_) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Restore the default action of SIGPIPE (a CLI whose output pipe closes just ends, as
+/// command-line tools do, instead of failing on every write).
+pub fn default_sigpipe() {
+    // SAFETY: setting a signal's disposition to SIG_DFL has no memory-safety preconditions.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}

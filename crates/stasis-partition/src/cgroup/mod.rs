@@ -957,6 +957,29 @@ impl Cgroups {
             .freeze(group, timeout)
     }
 
+    /// Whether the group is asked to be frozen (v2 `cgroup.freeze` is 1, or v1
+    /// `freezer.state` is not THAWED).
+    pub fn is_frozen(&self, group: &str) -> Result<bool, CgroupError> {
+        check_group(group)?;
+        let (path, v2) = match self.freeze {
+            Via::V2 => match self.v2.as_ref().and_then(|b| b.path(group)) {
+                Some(p) => (p.join("cgroup.freeze"), true),
+                None => return Ok(false),
+            },
+            Via::V1 => match self.v1.as_ref().and_then(|b| b.path("freezer", group)) {
+                Some(p) => (p.join("freezer.state"), false),
+                None => return Ok(false),
+            },
+            Via::Nowhere => return Ok(false),
+        };
+        match std::fs::read_to_string(&path) {
+            Ok(t) if v2 => Ok(t.trim() == "1"),
+            Ok(t) => Ok(t.trim() != "THAWED"),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(source) => Err(CgroupError::Read { path, source }),
+        }
+    }
+
     /// Thaw the group (through the same hierarchy as [`Cgroups::freeze`]).
     pub fn thaw(&self, group: &str) -> Result<(), CgroupError> {
         self.freezer().ok_or(CgroupError::NoFreezer)?.thaw(group)
