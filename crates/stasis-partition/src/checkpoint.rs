@@ -133,12 +133,11 @@ fn prefixed_mountinfo(text: &str, prefix: &str) -> String {
     out
 }
 
-/// Cgroups seen through the host's root directory fd `root_fd`.
-pub fn cgroups_via(root_fd: &OwnedFd) -> Result<Cgroups, String> {
-    let text = std::fs::read_to_string("/proc/self/mountinfo")
-        .map_err(|e| format!("reading /proc/self/mountinfo: {e}"))?;
+/// Cgroups seen through the host's root directory fd `root_fd`, given the host's mount table
+/// (read before we left its mount namespace).
+pub fn cgroups_via(root_fd: &OwnedFd, host_mountinfo: &str) -> Result<Cgroups, String> {
     let prefix = format!("/proc/self/fd/{}", root_fd.as_raw_fd());
-    Cgroups::from_mountinfo(&prefixed_mountinfo(&text, &prefix)).map_err(|e| chain(&e))
+    Cgroups::from_mountinfo(&prefixed_mountinfo(host_mountinfo, &prefix)).map_err(|e| chain(&e))
 }
 
 /// Join the namespaces of `pid` (mount, IPC, UTS, network), take a private copy of its mount
@@ -297,7 +296,7 @@ fn child(
         "STASIS_JOURNAL_DIR",
         format!("/proc/self/fd/{}", jdir_fd.as_raw_fd()),
     );
-    let cg = match cgroups_via(root_fd) {
+    let cg = match cgroups_via(root_fd, host_mounts) {
         Ok(c) => c,
         Err(e) => return err(1, e),
     };

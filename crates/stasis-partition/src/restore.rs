@@ -130,6 +130,8 @@ fn restorer(
         .map_err(|e| rep(1, format!("opening {}: {e}", jdir.display())))?
         .into();
     let ppid = std::os::unix::process::parent_id() as i32;
+    let host_mounts = std::fs::read_to_string("/proc/self/mountinfo")
+        .map_err(|e| rep(1, format!("reading /proc/self/mountinfo: {e}")))?;
 
     // 2. The partition's namespaces.
     let mut flags = libc::CLONE_NEWNS | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
@@ -233,7 +235,7 @@ fn restorer(
         "STASIS_JOURNAL_DIR",
         format!("/proc/self/fd/{}", jdir_fd.as_raw_fd()),
     );
-    let cg = crate::checkpoint::cgroups_via(&root_fd).map_err(|e| rep(1, e))?;
+    let cg = crate::checkpoint::cgroups_via(&root_fd, &host_mounts).map_err(|e| rep(1, e))?;
 
     // 4. The engine.
     let group = group.to_string();
