@@ -8,13 +8,15 @@
 //! 2. `unshare` new mount, IPC, UTS and (unless `--net host`) network namespaces: these become
 //!    the partition's; set them up as `stasis run` does ([`crate::setup`]), then recreate the
 //!    saved private mounts with their content and set the saved hostname;
-//! 3. keep a handle on that mount namespace and move the restorer into a private copy of it
-//!    whose /proc is the host's procfs (the engine works with host pids) and, for a rootfs,
-//!    whose root is the rootfs (paths in the image are the partition's);
+//! 3. stay in that mount namespace — files the restorer opens for the tasks must belong to it
+//!    (a file opened through a copy of the namespace would keep the copy's mounts, and its
+//!    path would read wrong once the copy is gone) — with the host's procfs on /proc (the
+//!    engine works with host pids) and, for a rootfs, chrooted into it;
 //! 4. run the engine: the root is created as pid 1 of a new pid namespace, joins the
 //!    partition's mount namespace, and — through the root hook, while still blank — is moved
-//!    into the cgroup, switches to the rootfs (pivot_root) and mounts the partition's /proc;
-//!    the tree is then rebuilt with the same pids inside the namespace. The partition's stdout
+//!    into the cgroup and switches to the rootfs (pivot_root); once every task has its memory,
+//!    the hook replaces the host's procfs by the partition's own /proc (the restorer reads no
+//!    /proc after that); the tree is rebuilt with the same pids inside the namespace. The partition's stdout
 //!    and stderr pipe (an object outside the tree) is replaced by the new monitor's pipe.
 //!
 //! Any failure before the tasks run kills what was created (the engine's guard) and the
@@ -199,6 +201,13 @@ fn restorer(
             .join(m.mountpoint.trim_start_matches('/'))
             .to_string_lossy()
             .into_owned();
+        if m.source_in_partition {
+            // A bind of part of a saved tmpfs: its source is a partition path too.
+            m.host_path = base
+                .join(m.host_path.trim_start_matches('/'))
+                .to_string_lossy()
+                .into_owned();
+        }
         crate::mounts::restore_mount(&m, &reader).map_err(|e| {
             rep(
                 1,
