@@ -29,6 +29,23 @@ pub enum BenchCmd {
         #[arg(long)]
         json: bool,
     },
+    /// A partition holding SIZE MiB: how long periodic `checkpoint --name --leave-running`
+    /// freezes it, and how long a kill-mode checkpoint and a restore (to running) take, end to
+    /// end through the CLI.
+    Partition {
+        /// Memory of the workload, in MiB.
+        #[arg(long, default_value_t = 256)]
+        size_mib: u64,
+        /// Leave-running checkpoints to measure.
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// Where to keep state and images (default: a directory in $TMPDIR or /tmp).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// The benchmark workload.
@@ -67,14 +84,168 @@ fn dir_size(p: &std::path::Path) -> u64 {
     total
 }
 
+fn cli(root: &std::path::Path, args: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new(std::env::current_exe()?)
+        .arg("--root")
+        .arg(root)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "stasis {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.is_empty() {
+        0.0
+    } else {
+        v[v.len() / 2]
+    }
+}
+
+fn partition_bench(
+    size_mib: u64,
+    rounds: usize,
+    dir: Option<PathBuf>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let base = dir.unwrap_or_else(|| {
+        // Not /dev/shm: a partition has a /dev/shm of its own, and the workload's ready file
+        // must be seen from here.
+        std::env::temp_dir().join(format!("stasis-pbench-{}", std::process::id()))
+    });
+    std::fs::create_dir_all(&base)?;
+    let root = base.join("state");
+    let ready = base.join("ready");
+    let _ = std::fs::remove_file(&ready);
+    let name = format!("bench-{}", std::process::id());
+    let exe = std::env::current_exe()?;
+    let result = (|| -> anyhow::Result<serde_json::Value> {
+        cli(
+            &root,
+            &[
+                "run",
+                "--name",
+                &name,
+                "--",
+                &exe.to_string_lossy(),
+                "bench-worker",
+                "--size-mib",
+                &size_mib.to_string(),
+                "--ready",
+                &ready.to_string_lossy(),
+            ],
+        )?;
+        let start = Instant::now();
+        while !ready.exists() {
+            if start.elapsed() > Duration::from_secs(120) {
+                bail!("benchmark partition did not get ready");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let (mut frozen, mut total) = (Vec::new(), Vec::new());
+        for i in 0..rounds {
+            let img = base.join(format!("img-{i}"));
+            let t = Instant::now();
+            let out = cli(
+                &root,
+                &[
+                    "checkpoint",
+                    "--name",
+                    &name,
+                    "--dir",
+                    &img.to_string_lossy(),
+                    "--leave-running",
+                    "--json",
+                ],
+            )?;
+            total.push(t.elapsed().as_secs_f64());
+            let v: serde_json::Value = serde_json::from_str(&out)?;
+            frozen.push(v["frozen_secs"].as_f64().unwrap_or(0.0));
+            let _ = std::fs::remove_dir_all(&img);
+        }
+        let img = base.join("img-final");
+        let t = Instant::now();
+        cli(
+            &root,
+            &[
+                "checkpoint",
+                "--name",
+                &name,
+                "--dir",
+                &img.to_string_lossy(),
+            ],
+        )?;
+        let kill_secs = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        cli(&root, &["restore", "--dir", &img.to_string_lossy()])?;
+        let restore_secs = t.elapsed().as_secs_f64();
+        let mb = (size_mib << 20) as f64;
+        Ok(serde_json::json!({
+            "size_mib": size_mib,
+            "rounds": rounds,
+            "leave_running_frozen_secs_median": median(&mut frozen.clone()),
+            "leave_running_frozen_secs_max": frozen.iter().cloned().fold(0.0, f64::max),
+            "leave_running_total_secs_median": median(&mut total),
+            "checkpoint_kill_secs": kill_secs,
+            "restore_to_running_secs": restore_secs,
+            "checkpoint_kill_gb_per_s": mb / kill_secs / 1e9,
+            "restore_gb_per_s": mb / restore_secs / 1e9,
+        }))
+    })();
+    let _ = cli(&root, &["rm", "-f", &name]);
+    let _ = std::fs::remove_dir_all(&base);
+    let v = result?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!("partition with {size_mib} MiB touched anonymous memory, {rounds} leave-running checkpoints:");
+        println!(
+            "  frozen per checkpoint: median {:.3} s, max {:.3} s; checkpoint command {:.3} s",
+            v["leave_running_frozen_secs_median"]
+                .as_f64()
+                .unwrap_or(0.0),
+            v["leave_running_frozen_secs_max"].as_f64().unwrap_or(0.0),
+            v["leave_running_total_secs_median"].as_f64().unwrap_or(0.0)
+        );
+        println!(
+            "  checkpoint that ends it: {:.3} s ({:.2} GB/s); restore to running: {:.3} s ({:.2} GB/s)",
+            v["checkpoint_kill_secs"].as_f64().unwrap_or(0.0),
+            v["checkpoint_kill_gb_per_s"].as_f64().unwrap_or(0.0),
+            v["restore_to_running_secs"].as_f64().unwrap_or(0.0),
+            v["restore_gb_per_s"].as_f64().unwrap_or(0.0)
+        );
+    }
+    Ok(())
+}
+
 pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
+    if let BenchCmd::Partition {
+        size_mib,
+        rounds,
+        dir,
+        json,
+    } = cmd
+    {
+        return partition_bench(size_mib, rounds, dir, json);
+    }
     let BenchCmd::Checkpoint {
         size_mib,
         dir,
         workers,
         compress,
         json,
-    } = cmd;
+    } = cmd
+    else {
+        unreachable!("handled above")
+    };
     let base = dir
         .unwrap_or_else(|| PathBuf::from(format!("/dev/shm/stasis-bench-{}", std::process::id())));
     std::fs::create_dir_all(&base)?;
