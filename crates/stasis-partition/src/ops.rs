@@ -127,7 +127,19 @@ pub fn run(root: &Root, opts: RunOptions) -> Result<i32, OpsError> {
     };
     root.save(&rec, &lock)?;
     drop(lock);
-    spawn_monitor(root, &opts.name, None, 0)
+    let r = spawn_monitor(root, &opts.name, None, 0);
+    if r.is_err() {
+        // Nothing ran: leave no record behind (the error says why).
+        forget(root, &opts.name);
+    }
+    r
+}
+
+/// Remove a partition's directory (a failed start leaves nothing).
+fn forget(root: &Root, name: &str) {
+    if let Ok(_lock) = root.lock(name) {
+        let _ = std::fs::remove_dir_all(root.paths(name).dir);
+    }
 }
 
 /// Start the monitor and wait for its report.
@@ -167,12 +179,16 @@ fn spawn_monitor(
     let _ = std::io::BufReader::new(out).read_line(&mut line);
     // The monitor lives on (it is the partition's); it is reaped by init once we exit.
     std::mem::forget(child);
-    let rep: Report = serde_json::from_str(line.trim()).map_err(|_| OpsError::Start {
-        code: 1,
-        message: format!(
-            "the monitor failed without a report: see {}",
-            paths.dir.join("monitor.log").display()
-        ),
+    let rep: Report = serde_json::from_str(line.trim()).map_err(|_| {
+        let log = std::fs::read_to_string(paths.dir.join("monitor.log")).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(20).collect();
+        OpsError::Start {
+            code: 1,
+            message: format!(
+                "the monitor failed without a report; its log ends with:\n{}",
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            ),
+        }
     })?;
     match (rep.ok, rep.pid) {
         (true, Some(pid)) => Ok(pid),
@@ -253,7 +269,20 @@ pub fn restore(
     };
     root.save(&rec, &lock)?;
     drop(lock);
-    spawn_monitor(root, &name, Some(&dir), workers)
+    let r = spawn_monitor(root, &name, Some(&dir), workers);
+    if r.is_err() {
+        // A failed restore changes nothing: the earlier record comes back as it was (its
+        // partition is still checkpointed, stopped…), a new name leaves nothing.
+        match &existing {
+            Some(old) => {
+                if let Ok(lock) = root.lock(&name) {
+                    let _ = root.save(old, &lock);
+                }
+            }
+            None => forget(root, &name),
+        }
+    }
+    r
 }
 
 impl From<String> for OpsError {
