@@ -173,6 +173,26 @@ pub fn run(dir: &Path, json_out: bool, verify: bool) -> Result<(), super::Failed
         None
     };
     let m = reader.manifest();
+    let part = stasis_partition::image::read(&reader)
+        .map_err(|e| (4, anyhow::anyhow!("{}: partition.img {e}", dir.display())))?;
+    let part_json = part.as_ref().map(|p| {
+        json!({
+            "name": p.raw.name,
+            "hostname": p.raw.hostname,
+            "incarnation": p.raw.incarnation,
+            "spec": p.spec,
+            "usage": p.usage,
+            "history_samples": p.history.len(),
+            "mounts": p.raw.mounts.iter().map(|m| json!({
+                "mountpoint": m.mountpoint,
+                "kind": if m.kind == stasis_partition::mounts::MountKind::Tmpfs as i32 { "tmpfs" } else { "bind" },
+                "options": m.fs_options,
+                "host_path": m.host_path,
+                "entries": m.entries.len(),
+                "bytes": m.entries.iter().filter(|e| e.kind == stasis_partition::mounts::EntryKind::File as i32).map(|e| e.size).sum::<u64>(),
+            })).collect::<Vec<_>>(),
+        })
+    });
     let procs: Vec<_> = img
         .processes
         .iter()
@@ -215,6 +235,7 @@ pub fn run(dir: &Path, json_out: bool, verify: bool) -> Result<(), super::Failed
         "sysv_sem": img.sysv_sem.iter().map(|s| json!({"id": s.id, "key": s.key, "values": s.values})).collect::<Vec<_>>(),
         "sysv_msg": img.sysv_msg.iter().map(|q| json!({"id": q.id, "key": q.key, "messages": q.messages.len()})).collect::<Vec<_>>(),
         "network_lock": img.net_lock,
+        "partition": part_json,
         "chunks": m.chunks.len(),
         "chunk_bytes": m.chunks.iter().map(|c| c.raw_len).sum::<u64>(),
         "verified": verified.map(|v| v.chunks),
@@ -227,7 +248,7 @@ pub fn run(dir: &Path, json_out: bool, verify: bool) -> Result<(), super::Failed
         return Ok(());
     }
     println!(
-        "image {} (format v{}, kernel {}, by stasis {})",
+        "image {} (format v{}, kernel {}, by {})",
         dir.display(),
         m.format_version,
         img.kernel_release,
@@ -239,6 +260,52 @@ pub fn run(dir: &Path, json_out: bool, verify: bool) -> Result<(), super::Failed
         m.chunks.len(),
         out["chunk_bytes"].as_u64().unwrap_or(0) as f64 / 1048576.0
     );
+    if let Some(p) = &part {
+        println!(
+            "partition {} (hostname {}, incarnation {}): {} — net {:?}{}",
+            p.raw.name,
+            p.raw.hostname,
+            p.raw.incarnation,
+            p.spec.cmd.join(" "),
+            p.spec.net,
+            p.spec
+                .rootfs
+                .as_ref()
+                .map(|r| format!(", rootfs {}", r.display()))
+                .unwrap_or_default()
+        );
+        println!(
+            "  limits: memory {:?}, cpus {:?}, tasks {:?}; used: cpu {:.2} s, memory peak {:.1} MiB, {} sample(s)",
+            p.spec.limits.memory_bytes,
+            p.spec.limits.cpus,
+            p.spec.limits.pids,
+            p.usage.cpu_ns as f64 / 1e9,
+            p.usage.memory_peak_bytes as f64 / 1048576.0,
+            p.history.len()
+        );
+        for mnt in &p.raw.mounts {
+            println!(
+                "  mount {} {} ({} entries, {} bytes){}",
+                mnt.mountpoint,
+                if mnt.kind == stasis_partition::mounts::MountKind::Tmpfs as i32 {
+                    "tmpfs"
+                } else {
+                    "bind"
+                },
+                mnt.entries.len(),
+                mnt.entries
+                    .iter()
+                    .filter(|e| e.kind == stasis_partition::mounts::EntryKind::File as i32)
+                    .map(|e| e.size)
+                    .sum::<u64>(),
+                if mnt.host_path.is_empty() {
+                    String::new()
+                } else {
+                    format!(" from {}", mnt.host_path)
+                }
+            );
+        }
+    }
     for p in &img.processes {
         let stored: u64 = p
             .vmas
