@@ -13,6 +13,8 @@ command -v bash >/dev/null || need+=(bash)
 command -v nft >/dev/null || need+=(nftables)
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v tmux >/dev/null || need+=(tmux)
+[[ -x /usr/lib/postgresql/15/bin/postgres ]] || need+=(postgresql)
+command -v ip >/dev/null || need+=(iproute2)
 if ((${#need[@]})); then
   echo "installing: ${need[*]}" >&2
   apt-get update -qq

@@ -154,7 +154,18 @@ pub fn checkpoint(opts: &CheckpointOptions) -> Result<CheckpointStats, Checkpoin
         thaw.0 = Some(f.0.as_ref());
     }
     let t_frozen = Instant::now();
-    let mut frozen = Frozen::seize(opts.pid)?;
+    let mut frozen = match &opts.freezer {
+        // A zombie's parent must run to reap it: thaw between attempts.
+        Some(f) => Frozen::seize_with(opts.pid, &mut |attempt| {
+            f.0.thaw()
+                .map_err(|e| Failure::new(opts.pid, "thawing the cgroup", e))?;
+            std::thread::sleep(Duration::from_millis(5 * attempt));
+            f.0.freeze()
+                .map_err(|e| Failure::new(opts.pid, "freezing the cgroup", e))?;
+            Ok(())
+        })?,
+        None => Frozen::seize(opts.pid)?,
+    };
     drop(thaw);
     failpoint::check("seize")?;
     let mut jrnl = journal::Journal::begin(&frozen)

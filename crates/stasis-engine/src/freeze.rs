@@ -190,12 +190,24 @@ impl Frozen {
     /// again and reaps it: then the tree is released and frozen again, a few times, before a
     /// zombie is refused.
     pub fn seize(root: i32) -> Result<Frozen, CheckpointError> {
+        Self::seize_with(root, &mut |attempt| {
+            std::thread::sleep(Duration::from_millis(5 * attempt));
+            Ok(())
+        })
+    }
+
+    /// Like [`Frozen::seize`], with `pause(attempt)` between attempts (a partition thaws its
+    /// cgroup there, so the parent of a zombie can run and reap it, and freezes it again).
+    pub fn seize_with(
+        root: i32,
+        pause: &mut dyn FnMut(u64) -> Result<(), CheckpointError>,
+    ) -> Result<Frozen, CheckpointError> {
         let mut attempt = 0;
         loop {
             match Self::seize_once(root) {
                 Err(e) if is_zombie_error(&e) && attempt < 20 => {
                     attempt += 1;
-                    std::thread::sleep(Duration::from_millis(5 * attempt));
+                    pause(attempt)?;
                 }
                 other => return other,
             }

@@ -259,7 +259,26 @@ pub fn checkpoint(opts: &Options) -> Result<CheckpointStats, PartitionCheckpoint
         }
     };
     match outcome {
-        Outcome::Ok(stats) => Ok(stats),
+        Outcome::Ok(stats) => {
+            drop(lock);
+            if !opts.leave_running {
+                // Let the monitor record the end (it needs the lock we just released), so the
+                // state reads `checkpointed` when we return.
+                let deadline = std::time::Instant::now() + Duration::from_secs(10);
+                while std::time::Instant::now() < deadline {
+                    match opts.root.load(&opts.name) {
+                        Ok(r)
+                            if r.state == State::Running
+                                && r.monitor_pid.is_some_and(state::alive) =>
+                        {
+                            std::thread::sleep(Duration::from_millis(10));
+                        }
+                        _ => break,
+                    }
+                }
+            }
+            Ok(stats)
+        }
         Outcome::Err { code, message } => {
             if !opts.leave_running {
                 if let Ok(mut r) = opts.root.load(&opts.name) {

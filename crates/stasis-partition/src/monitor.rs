@@ -179,7 +179,7 @@ pub fn main(root: Root, name: &str, mode: Mode, report: std::fs::File) -> i32 {
     );
     let log_path = root.paths(name).log();
     let pump = std::thread::spawn(move || pump_log(log_r, log_path));
-    supervise(&root, name, pid, &cg, &group);
+    supervise(&root, name, pid, rec.incarnation, &cg, &group);
     // Output written by the last processes is still in the pipe: wait (bounded) for the copy.
     let deadline = Instant::now() + Duration::from_secs(5);
     while !pump.is_finished() && Instant::now() < deadline {
@@ -343,7 +343,7 @@ fn pump_log(mut r: std::io::PipeReader, path: PathBuf) {
 }
 
 /// Wait for the first process to end, sampling accounting meanwhile; then record the end.
-fn supervise(root: &Root, name: &str, pid: i32, cg: &Cgroups, group: &str) {
+fn supervise(root: &Root, name: &str, pid: i32, incarnation: u32, cg: &Cgroups, group: &str) {
     let stats_path = root.paths(name).stats();
     let mut next_sample = Instant::now();
     let exit = loop {
@@ -374,6 +374,10 @@ fn supervise(root: &Root, name: &str, pid: i32, cg: &Cgroups, group: &str) {
     }
     let usage = cg.usage(group).ok();
     let upd = root.update(name, |r| {
+        if r.incarnation != incarnation || r.pid != Some(pid) {
+            // A newer incarnation (restored meanwhile) owns the record now.
+            return None;
+        }
         if let Some(u) = usage {
             r.carried = accounting::total(&r.carried, &u);
             r.carried.memory_bytes = 0;
@@ -394,12 +398,12 @@ fn supervise(root: &Root, name: &str, pid: i32, cg: &Cgroups, group: &str) {
             },
             at: state::now(),
         });
-        r.spec.clone()
+        Some(r.spec.clone())
     });
     if let Err(e) = cg.remove(group) {
         tracing::warn!(error = %chain(&e), "could not remove the partition's cgroup");
     }
-    if let Ok((_, spec)) = upd {
+    if let Ok((_, Some(spec))) = upd {
         setup::veth_remove(&spec);
     }
 }

@@ -400,7 +400,9 @@ pub fn ps(root: &Root) -> Result<Vec<PsRow>, OpsError> {
         };
         let running = is_running(&r);
         let state = if matches!(r.state, State::Running | State::Starting) && !running {
-            State::Exited
+            // Ended, and its monitor has not recorded it yet: what the verb that ended it
+            // announced, else exited.
+            r.ending.unwrap_or(State::Exited)
         } else {
             r.state
         };
@@ -473,7 +475,7 @@ pub fn stats(root: &Root, name: &str) -> Result<Stats, OpsError> {
         state: if running {
             State::Running
         } else if rec.state == State::Running {
-            State::Exited
+            rec.ending.unwrap_or(State::Exited)
         } else {
             rec.state
         },

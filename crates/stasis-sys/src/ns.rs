@@ -300,15 +300,24 @@ pub fn wait_any_nohang() -> io::Result<Option<(i32, Exit)>> {
     }
 }
 
-/// Make `cmd` start a new session when spawned (detached from our terminal and group).
+/// Make `cmd` start a new session when spawned (detached from our terminal and group), with
+/// no descriptor but its stdio.
 pub fn command_setsid(cmd: &mut std::process::Command) {
-    // SAFETY: the closure runs in the forked child before exec and only calls setsid(2), which
-    // is async-signal-safe.
+    // SAFETY: the closure runs in the forked child before exec and only calls setsid(2) and
+    // close_range(2), which are async-signal-safe.
     unsafe {
         cmd.pre_exec(|| {
             if libc::setsid() < 0 {
                 return Err(io::Error::last_os_error());
             }
+            // Descriptors the caller inherited (a shell's redirections…) must not live on in
+            // a long-lived child: mark every fd above stdio close-on-exec.
+            libc::syscall(
+                libc::SYS_close_range,
+                3u32,
+                u32::MAX,
+                libc::CLOSE_RANGE_CLOEXEC as u32,
+            );
             Ok(())
         });
     }
