@@ -803,10 +803,22 @@ impl Opened {
         Ok(high)
     }
 
-    /// Close our pidfd inside the task.
+    /// Close our pidfd inside the task (before it creates children, which copy its fd table).
+    /// A pidfd the tasks inherited stays: children created later need it too.
     pub fn finish(&mut self, r: &mut Remote) -> Result<(), Failure> {
         if let Some(fd) = self.remote_pidfd.remove(&r.pid) {
-            r.call("close(pidfd)", libc::SYS_close, &[fd])?;
+            if Some(fd) != self.inherited_pidfd {
+                r.call("close(pidfd)", libc::SYS_close, &[fd])?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The task's last use of us: close our pidfd, inherited or not.
+    pub fn finish_last(&mut self, r: &mut Remote) -> Result<(), Failure> {
+        self.finish(r)?;
+        if let Some(fd) = self.inherited_pidfd {
+            r.call("close(inherited pidfd)", libc::SYS_close, &[fd])?;
         }
         Ok(())
     }

@@ -373,21 +373,8 @@ impl Frozen {
         for p in &self.procs {
             let _ = stasis_sys::sys::kill(p.pid, libc::SIGKILL);
         }
-        // Children before parents: an exiting pid-namespace init waits for its children, which
-        // are reported to us (their tracer) first.
-        for p in self.procs.iter().rev() {
-            for t in p.threads.iter().rev() {
-                loop {
-                    match ptrace::wait(t.tid) {
-                        Ok(Stop::Exited(_)) | Ok(Stop::Killed(_)) | Err(_) => break,
-                        Ok(_) => {
-                            let _ = ptrace::cont(t.tid, 0);
-                        }
-                    }
-                }
-            }
-        }
         let start = Instant::now();
+        reap_tracees(&self.tids(), wait.max(Duration::from_secs(30)));
         let tids = self.tids();
         loop {
             let busy: Vec<i32> = tids
@@ -399,6 +386,34 @@ impl Frozen {
                 return busy;
             }
             std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+/// Collect the deaths of killed tracees, in whatever order they come (bounded by `limit`).
+///
+/// An exiting pid-namespace init waits, in the kernel, until its children and its own other
+/// threads — reported to us, their tracer, first — have been reaped: waiting for any one thread
+/// first could deadlock.
+pub fn reap_tracees(tids: &[i32], limit: Duration) {
+    let start = Instant::now();
+    let mut left: Vec<i32> = tids.to_vec();
+    while !left.is_empty() && start.elapsed() < limit {
+        let mut progressed = false;
+        left.retain(|&tid| match ptrace::wait_nohang(tid) {
+            Ok(None) => true,
+            Ok(Some(Stop::Exited(_))) | Ok(Some(Stop::Killed(_))) | Err(_) => {
+                progressed = true;
+                false
+            }
+            Ok(Some(_)) => {
+                progressed = true;
+                let _ = ptrace::cont(tid, 0);
+                true
+            }
+        });
+        if !progressed {
+            std::thread::sleep(Duration::from_millis(1));
         }
     }
 }

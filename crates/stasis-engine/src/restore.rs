@@ -130,16 +130,8 @@ impl Drop for Created {
         for &p in &pids {
             let _ = sys::kill(p, libc::SIGKILL);
         }
-        for &(_, tid) in self.tasks.iter().rev() {
-            loop {
-                match ptrace::wait(tid) {
-                    Ok(Stop::Exited(_)) | Ok(Stop::Killed(_)) | Err(_) => break,
-                    Ok(_) => {
-                        let _ = ptrace::cont(tid, 0);
-                    }
-                }
-            }
-        }
+        let tids: Vec<i32> = self.tasks.iter().map(|t| t.1).collect();
+        crate::freeze::reap_tracees(&tids, Duration::from_secs(30));
         if let Some(root) = self.root {
             let _ = sys::reap_nohang(root);
         }
@@ -659,7 +651,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreStats, RestoreError> {
         crate::events::restore_epoll_items(r, p, &img)?;
         task::restore_process_misc(r, p)?;
         task::restore_sigactions(r, p)?;
-        opened.finish(r)?;
+        opened.finish_last(r)?;
         for t in &p.threads {
             let mut tr = Remote::new(host(p.pid), host(t.tid), gadget, regs_of(host(t.tid))?);
             task::restore_thread(&mut tr, t)?;

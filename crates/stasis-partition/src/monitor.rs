@@ -179,7 +179,7 @@ pub fn main(root: Root, name: &str, mode: Mode, report: std::fs::File) -> i32 {
     );
     let log_path = root.paths(name).log();
     let pump = std::thread::spawn(move || pump_log(log_r, log_path));
-    supervise(&root, name, pid, rec.incarnation, &cg, &group);
+    supervise(&root, name, pid, &rec, &cg, &group);
     // Output written by the last processes is still in the pipe: wait (bounded) for the copy.
     let deadline = Instant::now() + Duration::from_secs(5);
     while !pump.is_finished() && Instant::now() < deadline {
@@ -343,7 +343,8 @@ fn pump_log(mut r: std::io::PipeReader, path: PathBuf) {
 }
 
 /// Wait for the first process to end, sampling accounting meanwhile; then record the end.
-fn supervise(root: &Root, name: &str, pid: i32, incarnation: u32, cg: &Cgroups, group: &str) {
+fn supervise(root: &Root, name: &str, pid: i32, start: &Record, cg: &Cgroups, group: &str) {
+    let incarnation = start.incarnation;
     let stats_path = root.paths(name).stats();
     let mut next_sample = Instant::now();
     let exit = loop {
@@ -400,10 +401,18 @@ fn supervise(root: &Root, name: &str, pid: i32, incarnation: u32, cg: &Cgroups, 
         });
         Some(r.spec.clone())
     });
-    if let Err(e) = cg.remove(group) {
-        tracing::warn!(error = %chain(&e), "could not remove the partition's cgroup");
-    }
-    if let Ok((_, Some(spec))) = upd {
+    // The group and the veth are this incarnation's only while the record still is (not
+    // removed by `rm`, not taken over by a newer incarnation).
+    let mine = match upd {
+        Ok((_, Some(spec))) => Some(spec),
+        // Removed by `rm` meanwhile: nobody else owns the name's group.
+        Err(state::StateError::NotFound(_)) => Some(start.spec.clone()),
+        _ => None,
+    };
+    if let Some(spec) = mine {
+        if let Err(e) = cg.remove(group) {
+            tracing::warn!(error = %chain(&e), "could not remove the partition's cgroup");
+        }
         setup::veth_remove(&spec);
     }
 }

@@ -353,13 +353,29 @@ impl Root {
         Ok(())
     }
 
-    /// Read-modify-write under the lock.
+    /// Take the lock of an existing partition (never creates anything: a partition removed
+    /// meanwhile is [`StateError::NotFound`], and its directory stays gone).
+    pub fn lock_existing(&self, name: &str) -> Result<Lock, StateError> {
+        check_name(name)?;
+        let p = self.paths(name);
+        let f = match OpenOptions::new().write(true).open(p.lock()) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(StateError::NotFound(name.to_string()))
+            }
+            Err(e) => return Err(io("opening", &p.lock())(e)),
+        };
+        stasis_sys::sys::flock_exclusive(&f).map_err(io("locking", &p.lock()))?;
+        Ok(Lock { _file: f })
+    }
+
+    /// Read-modify-write under the lock (of an existing partition).
     pub fn update<T>(
         &self,
         name: &str,
         f: impl FnOnce(&mut Record) -> T,
     ) -> Result<(Record, T), StateError> {
-        let lock = self.lock(name)?;
+        let lock = self.lock_existing(name)?;
         let mut rec = self.load(name)?;
         let out = f(&mut rec);
         self.save(&rec, &lock)?;

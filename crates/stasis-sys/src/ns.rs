@@ -316,7 +316,7 @@ pub fn command_setsid(cmd: &mut std::process::Command) {
                 libc::SYS_close_range,
                 3u32,
                 u32::MAX,
-                libc::CLOSE_RANGE_CLOEXEC as u32,
+                libc::CLOSE_RANGE_CLOEXEC,
             );
             Ok(())
         });
