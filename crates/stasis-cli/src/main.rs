@@ -194,6 +194,31 @@ fn report(err: &anyhow::Error) {
     }
 }
 
+/// The figures of a finished checkpoint: JSON on stdout, or one line on stderr.
+fn print_checkpoint(
+    stats: &stasis_engine::CheckpointStats,
+    what: &str,
+    dir: &std::path::Path,
+    json: bool,
+) {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(stats).expect("serialisable")
+        );
+    } else {
+        eprintln!(
+            "checkpointed {what}{} process(es), {} thread(s): {:.1} MiB of memory in {:.3} s (frozen {:.3} s) into {}",
+            stats.processes,
+            stats.threads,
+            stats.memory_bytes as f64 / (1 << 20) as f64,
+            stats.total_secs,
+            stats.frozen_secs,
+            dir.display()
+        );
+    }
+}
+
 fn checkpoint_code(e: &CheckpointError) -> u8 {
     match e {
         CheckpointError::Unsupported { .. } => 3,
@@ -339,27 +364,12 @@ fn run(root: &stasis_partition::state::Root, cmd: Cmd) -> Result<(), Failed> {
                     )),
                 )
             })?;
-            if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&stats).expect("serialisable")
-                );
-            } else {
+            print_checkpoint(&stats, "", &dir, json);
+            if !json && !stats.pids_still_busy.is_empty() {
                 eprintln!(
-                    "checkpointed {} process(es), {} thread(s): {:.1} MiB of memory in {:.3} s (frozen {:.3} s) into {}",
-                    stats.processes,
-                    stats.threads,
-                    stats.memory_bytes as f64 / (1 << 20) as f64,
-                    stats.total_secs,
-                    stats.frozen_secs,
-                    dir.display()
+                    "stasis: warning: pids {:?} are still held by zombies (their parent has not reaped them yet)",
+                    stats.pids_still_busy
                 );
-                if !stats.pids_still_busy.is_empty() {
-                    eprintln!(
-                        "stasis: warning: pids {:?} are still held by zombies (their parent has not reaped them yet)",
-                        stats.pids_still_busy
-                    );
-                }
             }
             Ok(())
         }

@@ -296,22 +296,7 @@ pub fn checkpoint(
             ),
         )
     })?;
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&stats).expect("serializable")
-        );
-    } else {
-        eprintln!(
-            "checkpointed partition {name}: {} process(es), {} thread(s), {:.1} MiB of memory in {:.3} s (frozen {:.3} s) into {}",
-            stats.processes,
-            stats.threads,
-            stats.memory_bytes as f64 / (1 << 20) as f64,
-            stats.total_secs,
-            stats.frozen_secs,
-            dir.display()
-        );
-    }
+    crate::print_checkpoint(&stats, &format!("partition {name}: "), &dir, json);
     Ok(())
 }
 

@@ -23,7 +23,7 @@
 
 mod common;
 
-use common::{serial, workload_bin, Background, RESULT_TIMEOUT};
+use common::{serial, workload_bin, Background, RESULT_TIMEOUT, WORKLOADS};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::fs;
@@ -34,30 +34,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
-
-/// The workloads of `tests/roundtrip.rs`, with their arguments.
-const WORKLOADS: &[(&str, &[&str])] = &[
-    ("counter", &[]),
-    ("mem_anon", &[]),
-    ("mem_shared", &[]),
-    ("mem_file", &[]),
-    ("memfd", &[]),
-    ("threads", &[]),
-    ("multiproc", &[]),
-    ("signals", &[]),
-    ("timers", &[]),
-    ("files", &[]),
-    ("creds", &[]),
-    ("restart", &[]),
-    ("mt_load", &[]),
-    ("unix_sock", &[]),
-    ("events", &[]),
-    ("pty", &[]),
-    ("unix_scm", &[]),
-    ("udp_sock", &[]),
-    ("posix_mq", &[]),
-    ("sysv_ipc", &[]),
-];
 
 /// Let a workload run a little before it is checkpointed / verified.
 const SETTLE: Duration = Duration::from_millis(200);

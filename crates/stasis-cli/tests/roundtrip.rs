@@ -6,31 +6,7 @@
 
 mod common;
 
-use common::{roundtrip, serial, standalone, Mode};
-
-/// The workloads covered here, with their arguments.
-const WORKLOADS: &[(&str, &[&str])] = &[
-    ("counter", &[]),
-    ("mem_anon", &[]),
-    ("mem_shared", &[]),
-    ("mem_file", &[]),
-    ("memfd", &[]),
-    ("threads", &[]),
-    ("multiproc", &[]),
-    ("signals", &[]),
-    ("timers", &[]),
-    ("files", &[]),
-    ("creds", &[]),
-    ("restart", &[]),
-    ("mt_load", &[]),
-    ("unix_sock", &[]),
-    ("events", &[]),
-    ("pty", &[]),
-    ("unix_scm", &[]),
-    ("udp_sock", &[]),
-    ("posix_mq", &[]),
-    ("sysv_ipc", &[]),
-];
+use common::{roundtrip, serial, standalone, Mode, WORKLOADS};
 
 /// Each workload passes its own verification when nothing is checkpointed.
 #[test]

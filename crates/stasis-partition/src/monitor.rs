@@ -257,7 +257,7 @@ fn start_run(rec: &Record, cg: &Cgroups, group: &str, log_w: OwnedFd) -> Result<
             if let Err(e) = cg.attach(group, pid) {
                 return Err(fail(chain(&e)));
             }
-            if let Err(e) = setup::veth_host_side(&spec, pid) {
+            if let Err(e) = setup::veth_host_side(&spec, pid, None) {
                 return Err(fail(chain(&e)));
             }
             let mut go_w = go_w;

@@ -111,20 +111,7 @@ pub fn run(root: &Root, opts: RunOptions) -> Result<i32, OpsError> {
     let paths = root.paths(&opts.name);
     let _ = std::fs::remove_file(paths.log());
     let _ = std::fs::remove_file(paths.stats());
-    let rec = Record {
-        name: opts.name.clone(),
-        spec,
-        state: State::Starting,
-        pid: None,
-        monitor_pid: None,
-        started_at: state::now(),
-        exit: None,
-        incarnation: 1,
-        restored_from: None,
-        carried: Usage::default(),
-        ending: None,
-        log_pipe_ino: 0,
-    };
+    let rec = Record::starting(&opts.name, spec);
     root.save(&rec, &lock)?;
     drop(lock);
     let r = spawn_monitor(root, &opts.name, None, 0);
@@ -249,13 +236,6 @@ pub fn restore(
     carried.memory_bytes = 0;
     carried.pids = 0;
     let rec = Record {
-        name: name.clone(),
-        spec,
-        state: State::Starting,
-        pid: None,
-        monitor_pid: None,
-        started_at: state::now(),
-        exit: None,
         incarnation: existing
             .as_ref()
             .map(|r| r.incarnation)
@@ -264,8 +244,7 @@ pub fn restore(
             + 1,
         restored_from: Some(dir.clone()),
         carried,
-        ending: None,
-        log_pipe_ino: 0,
+        ..Record::starting(&name, spec)
     };
     root.save(&rec, &lock)?;
     drop(lock);

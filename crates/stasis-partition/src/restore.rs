@@ -143,51 +143,13 @@ fn restorer(
     ns::unshare(flags).map_err(|e| rep(1, format!("creating the partition's namespaces: {e}")))?;
     setup::base_mounts(&spec, false).map_err(|e| rep(1, chain(&e)))?;
     if spec.net == crate::state::NetMode::Veth {
-        // The pair is made from the host side (the monitor's network namespace).
-        let host_net = ns::open_ns(ppid, "net").map_err(|e| rep(1, format!("host netns: {e}")))?;
-        let host_mnt = ns::open_ns(ppid, "mnt").map_err(|e| rep(1, format!("host mntns: {e}")))?;
-        if let Some(v) = &spec.veth {
-            let me = stasis_sys::sys::getpid().to_string();
-            let args = [
-                "link",
-                "add",
-                &v.host_if,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                &v.inner_if,
-                "netns",
-                &me,
-            ];
-            let mut c = std::process::Command::new("ip");
-            c.args(args);
-            ns::command_in_ns(
-                &mut c,
-                Some(host_net.try_clone().map_err(|e| rep(1, e.to_string()))?),
-                Some(host_mnt.try_clone().map_err(|e| rep(1, e.to_string()))?),
-            );
-            setup::ip_cmd(&mut c, &args).map_err(|e| rep(1, chain(&e)))?;
-            for args in [
-                vec![
-                    "addr",
-                    "add",
-                    v.host_addr.as_str(),
-                    "dev",
-                    v.host_if.as_str(),
-                ],
-                vec!["link", "set", v.host_if.as_str(), "up"],
-            ] {
-                let mut c = std::process::Command::new("ip");
-                c.args(&args);
-                ns::command_in_ns(
-                    &mut c,
-                    Some(host_net.try_clone().map_err(|e| rep(1, e.to_string()))?),
-                    Some(host_mnt.try_clone().map_err(|e| rep(1, e.to_string()))?),
-                );
-                setup::ip_cmd(&mut c, &args).map_err(|e| rep(1, chain(&e)))?;
-            }
-        }
+        // The pair is made from the host side (the monitor's namespaces).
+        let host = setup::HostNs {
+            net: ns::open_ns(ppid, "net").map_err(|e| rep(1, format!("host netns: {e}")))?,
+            mnt: ns::open_ns(ppid, "mnt").map_err(|e| rep(1, format!("host mntns: {e}")))?,
+        };
+        setup::veth_host_side(&spec, stasis_sys::sys::getpid(), Some(&host))
+            .map_err(|e| rep(1, chain(&e)))?;
     }
     let mut s2 = spec.clone();
     if !pimg.raw.hostname.is_empty() {

@@ -251,27 +251,50 @@ pub fn ip_cmd(cmd: &mut std::process::Command, args: &[&str]) -> Result<(), Setu
     Ok(())
 }
 
+/// The host's network and mount namespaces, for a process that has left them.
+pub struct HostNs {
+    /// Network namespace.
+    pub net: std::os::fd::OwnedFd,
+    /// Mount namespace (where `ip` is found).
+    pub mnt: std::os::fd::OwnedFd,
+}
+
+fn ip_in(host: Option<&HostNs>, args: &[&str]) -> Result<(), SetupError> {
+    let mut c = std::process::Command::new("ip");
+    c.args(args);
+    if let Some(h) = host {
+        let net = step("duplicating a namespace fd", h.net.try_clone())?;
+        let mnt = step("duplicating a namespace fd", h.mnt.try_clone())?;
+        stasis_sys::ns::command_in_ns(&mut c, Some(net), Some(mnt));
+    }
+    ip_cmd(&mut c, args)
+}
+
 /// Create the veth pair from the host side: `host_if` stays in the host's namespace and
 /// `inner_if` goes into the namespace of `pid`; the host end gets its address and comes up.
-pub fn veth_host_side(spec: &Spec, pid: i32) -> Result<(), SetupError> {
+/// `host`: the host's namespaces when the caller is no longer in them.
+pub fn veth_host_side(spec: &Spec, pid: i32, host: Option<&HostNs>) -> Result<(), SetupError> {
     let Some(v) = spec.veth.as_ref().filter(|_| spec.net == NetMode::Veth) else {
         return Ok(());
     };
     let pid = pid.to_string();
-    ip(&[
-        "link",
-        "add",
-        &v.host_if,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        &v.inner_if,
-        "netns",
-        &pid,
-    ])?;
-    ip(&["addr", "add", &v.host_addr, "dev", &v.host_if])?;
-    ip(&["link", "set", &v.host_if, "up"])
+    ip_in(
+        host,
+        &[
+            "link",
+            "add",
+            &v.host_if,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &v.inner_if,
+            "netns",
+            &pid,
+        ],
+    )?;
+    ip_in(host, &["addr", "add", &v.host_addr, "dev", &v.host_if])?;
+    ip_in(host, &["link", "set", &v.host_if, "up"])
 }
 
 /// Remove the host end of a veth pair (the inner end goes with its namespace).
@@ -287,7 +310,7 @@ pub fn veth_remove(spec: &Spec) {
 /// A veth configuration for partition `name`: interface names from a hash of the name, a /30
 /// in 10.231.0.0/16 that no other partition of `taken` uses.
 pub fn allocate_veth(name: &str, taken: &[String]) -> crate::state::Veth {
-    let h = blake3_u32(name);
+    let h = name_hash(name);
     let mut idx = h % 16384;
     loop {
         let a = idx * 4;
@@ -304,7 +327,7 @@ pub fn allocate_veth(name: &str, taken: &[String]) -> crate::state::Veth {
     }
 }
 
-fn blake3_u32(s: &str) -> u32 {
+fn name_hash(s: &str) -> u32 {
     // FNV-1a: stable across versions and enough to spread names.
     let mut h: u32 = 0x811c9dc5;
     for b in s.bytes() {

@@ -195,6 +195,26 @@ pub struct Record {
     pub log_pipe_ino: u64,
 }
 
+impl Record {
+    /// A new record of a partition about to start (incarnation 1, nothing carried).
+    pub fn starting(name: &str, spec: Spec) -> Record {
+        Record {
+            name: name.to_string(),
+            spec,
+            state: State::Starting,
+            pid: None,
+            monitor_pid: None,
+            started_at: now(),
+            exit: None,
+            incarnation: 1,
+            restored_from: None,
+            carried: Usage::default(),
+            ending: None,
+            log_pipe_ino: 0,
+        }
+    }
+}
+
 /// Paths of one partition.
 #[derive(Debug, Clone)]
 pub struct Paths {
@@ -418,27 +438,22 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let root = Root::new(d.path());
         let rec = Record {
-            name: "p1".into(),
-            spec: Spec {
-                cmd: vec!["sleep".into(), "1".into()],
-                net: NetMode::None,
-                veth: None,
-                rootfs: None,
-                hostname: "p1".into(),
-                cwd: None,
-                env: vec![],
-                limits: Limits::default(),
-            },
             state: State::Running,
             pid: Some(5),
             monitor_pid: Some(4),
-            started_at: now(),
-            exit: None,
-            incarnation: 1,
-            restored_from: None,
-            carried: Usage::default(),
-            ending: None,
-            log_pipe_ino: 0,
+            ..Record::starting(
+                "p1",
+                Spec {
+                    cmd: vec!["sleep".into(), "1".into()],
+                    net: NetMode::None,
+                    veth: None,
+                    rootfs: None,
+                    hostname: "p1".into(),
+                    cwd: None,
+                    env: vec![],
+                    limits: Limits::default(),
+                },
+            )
         };
         let l = root.lock("p1").unwrap();
         root.save(&rec, &l).unwrap();

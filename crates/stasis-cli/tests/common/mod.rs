@@ -1442,3 +1442,27 @@ pub fn run_cmd_reliably(cmd: &mut Command) -> Output {
     assert!(in_time, "{cmd:?} did not finish within 600 s (killed)");
     out
 }
+
+/// The self-verifying workloads every round-trip test covers, with their arguments.
+pub const WORKLOADS: &[(&str, &[&str])] = &[
+    ("counter", &[]),
+    ("mem_anon", &[]),
+    ("mem_shared", &[]),
+    ("mem_file", &[]),
+    ("memfd", &[]),
+    ("threads", &[]),
+    ("multiproc", &[]),
+    ("signals", &[]),
+    ("timers", &[]),
+    ("files", &[]),
+    ("creds", &[]),
+    ("restart", &[]),
+    ("mt_load", &[]),
+    ("unix_sock", &[]),
+    ("events", &[]),
+    ("pty", &[]),
+    ("unix_scm", &[]),
+    ("udp_sock", &[]),
+    ("posix_mq", &[]),
+    ("sysv_ipc", &[]),
+];

@@ -467,6 +467,38 @@ pub(crate) fn rmdir(dir: &Path, procs: impl Fn() -> Vec<i32>) -> Result<(), Cgro
 
 /// Poll `done` until it says the wanted state is reached, or `timeout` passes. `done` returns
 /// `(reached, description of the state)`; the last description is returned on timeout.
+/// The end of a freeze: `waited` is [`wait_until`]'s result; on a timeout or an error the group
+/// is thawed again (`thaw`) and the error returned.
+pub(crate) fn settle_freeze(
+    version: &str,
+    group: &str,
+    dir: PathBuf,
+    timeout: Duration,
+    waited: Result<Result<(), String>, CgroupError>,
+    thaw: impl Fn() -> Result<(), CgroupError>,
+) -> Result<(), CgroupError> {
+    match waited {
+        Ok(Ok(())) => {
+            tracing::debug!(group, version, "cgroup frozen");
+            Ok(())
+        }
+        Ok(Err(last)) => {
+            tracing::warn!(group, version, ?timeout, state = %last, "freeze timed out; thawing");
+            let thaw_error = thaw().err().map(Box::new);
+            Err(CgroupError::FreezeTimeout {
+                path: dir,
+                timeout,
+                state: last,
+                thaw_error,
+            })
+        }
+        Err(e) => {
+            let _ = thaw();
+            Err(e)
+        }
+    }
+}
+
 pub(crate) fn wait_until(
     timeout: Duration,
     mut done: impl FnMut() -> Result<(bool, String), CgroupError>,

@@ -3,6 +3,7 @@
 //! relative path in each hierarchy used.
 
 use super::parse::{self, keyed};
+use super::settle_freeze;
 use super::{
     check_group, check_memory, check_pids, cpu_quota_us, read, read_optional, read_procs, read_u64,
     read_u64_or_zero, rmdir, wait_until, write, Backend, CgroupError, Limits, Mounts, Usage,
@@ -389,26 +390,7 @@ impl Backend for V1 {
             let s = read(&state)?.trim().to_owned();
             Ok((s == "FROZEN", s))
         });
-        match res {
-            Ok(Ok(())) => {
-                tracing::debug!(group, "v1 cgroup frozen");
-                Ok(())
-            }
-            Ok(Err(last)) => {
-                tracing::warn!(group, ?timeout, state = %last, "v1 freeze timed out; thawing");
-                let thaw_error = write(&state, "THAWED").err().map(Box::new);
-                Err(CgroupError::FreezeTimeout {
-                    path: dir,
-                    timeout,
-                    state: last,
-                    thaw_error,
-                })
-            }
-            Err(e) => {
-                let _ = write(&state, "THAWED");
-                Err(e)
-            }
-        }
+        settle_freeze("v1", group, dir, timeout, res, || write(&state, "THAWED"))
     }
 
     fn thaw(&self, group: &str) -> Result<(), CgroupError> {

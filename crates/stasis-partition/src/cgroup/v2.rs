@@ -3,6 +3,7 @@
 //! non-root group has whatever controllers are enabled.
 
 use super::parse::{self, keyed};
+use super::settle_freeze;
 use super::{
     check_group, check_memory, check_pids, cpu_quota_us, read, read_optional, read_procs,
     read_u64_or_zero, rmdir, wait_until, write, Backend, CgroupError, Limits, Mounts, Usage,
@@ -294,26 +295,7 @@ impl Backend for V2 {
             let frozen = keyed(&kv, "frozen");
             Ok((frozen == Some(1), format!("frozen {}", frozen.unwrap_or(0))))
         });
-        match res {
-            Ok(Ok(())) => {
-                tracing::debug!(group, "v2 cgroup frozen");
-                Ok(())
-            }
-            Ok(Err(last)) => {
-                tracing::warn!(group, ?timeout, "v2 freeze timed out; thawing");
-                let thaw_error = write(&freeze, "0").err().map(Box::new);
-                Err(CgroupError::FreezeTimeout {
-                    path: dir,
-                    timeout,
-                    state: last,
-                    thaw_error,
-                })
-            }
-            Err(e) => {
-                let _ = write(&freeze, "0");
-                Err(e)
-            }
-        }
+        settle_freeze("v2", group, dir, timeout, res, || write(&freeze, "0"))
     }
 
     fn thaw(&self, group: &str) -> Result<(), CgroupError> {
