@@ -10,3 +10,4 @@
 
 pub mod duration;
 pub mod policy;
+pub mod probe;
