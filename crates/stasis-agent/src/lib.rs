@@ -7,7 +7,16 @@
 //! ## Layout (growing)
 //! - [`duration`]: durations as operators write them (`500ms`, `2s`, `1m`).
 //! - [`policy`]: the HA restart policy — pure decisions, tested on their own.
+//! - [`probe`]: health probes (exec, TCP, HTTP) run in the workload's namespaces.
+//! - [`repo`]: the image repository (consistency images committed atomically, retention that
+//!   never deletes a state before its successor is durable).
+//! - [`ffdc`]: first-failure data capture bundles.
+//! - [`supervisor`]: consistency images, failure detection and HA restarts of a node's
+//!   workloads (driven by `tick`; the daemon, API and CLI come next).
 
 pub mod duration;
+pub mod ffdc;
 pub mod policy;
 pub mod probe;
+pub mod repo;
+pub mod supervisor;

@@ -156,14 +156,22 @@ pub fn checkpoint(opts: &CheckpointOptions) -> Result<CheckpointStats, Checkpoin
     let t_frozen = Instant::now();
     let mut frozen = match &opts.freezer {
         // A zombie's parent must run to reap it: thaw between attempts.
-        Some(f) => Frozen::seize_with(opts.pid, &mut |attempt| {
-            f.0.thaw()
-                .map_err(|e| Failure::new(opts.pid, "thawing the cgroup", e))?;
-            std::thread::sleep(Duration::from_millis(5 * attempt));
-            f.0.freeze()
-                .map_err(|e| Failure::new(opts.pid, "freezing the cgroup", e))?;
-            Ok(())
-        })?,
+        Some(f) => Frozen::seize_with(
+            opts.pid,
+            &mut |attempt| {
+                f.0.thaw()
+                    .map_err(|e| Failure::new(opts.pid, "thawing the cgroup", e))?;
+                std::thread::sleep(Duration::from_millis(5 * attempt));
+                f.0.freeze()
+                    .map_err(|e| Failure::new(opts.pid, "freezing the cgroup", e))?;
+                Ok(())
+            },
+            &mut || {
+                if let Err(e) = f.0.thaw() {
+                    tracing::warn!(error = %e, "thawing a partition for a thread that does not stop");
+                }
+            },
+        )?,
         None => Frozen::seize(opts.pid)?,
     };
     drop(thaw);

@@ -103,7 +103,10 @@ fn is_zombie_error(e: &CheckpointError) -> bool {
     matches!(e, CheckpointError::Unsupported { what, .. } if what.ends_with(ZOMBIE_MARK))
 }
 
-fn seize_one(tid: i32) -> Result<Option<SeizedThread>, CheckpointError> {
+/// How long a thread may take to reach its interrupt stop before `slow` is called.
+const STOP_PATIENCE: Duration = Duration::from_millis(50);
+
+fn seize_one(tid: i32, slow: &mut dyn FnMut()) -> Result<Option<SeizedThread>, CheckpointError> {
     match ptrace::seize(tid, ptrace::OPT_TRACESYSGOOD) {
         Ok(()) => {}
         Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Ok(None),
@@ -124,8 +127,30 @@ fn seize_one(tid: i32) -> Result<Option<SeizedThread>, CheckpointError> {
         }
         return Err(Failure::new(tid, "PTRACE_INTERRUPT", e).into());
     }
+    // A thread that does not stop soon may be waiting on another task (a vfork parent waits
+    // for its child to exec or exit): if the tree is frozen by its cgroup, that task cannot
+    // move, so `slow` (which thaws) is called once, then we wait for the stop.
+    let started = Instant::now();
+    let mut patient = true;
     loop {
-        match ptrace::wait(tid) {
+        let st = if patient {
+            match ptrace::wait_nohang(tid) {
+                Ok(None) if started.elapsed() < STOP_PATIENCE => {
+                    std::thread::sleep(Duration::from_micros(200));
+                    continue;
+                }
+                Ok(None) => {
+                    patient = false;
+                    slow();
+                    continue;
+                }
+                Ok(Some(s)) => Ok(s),
+                Err(e) => Err(e),
+            }
+        } else {
+            ptrace::wait(tid)
+        };
+        match st {
             Ok(Stop::Event(ptrace::EVENT_STOP, _)) => break,
             Ok(Stop::Signal(sig)) => {
                 // A signal arrived first: deliver it as the kernel would have, then wait for the
@@ -190,21 +215,28 @@ impl Frozen {
     /// again and reaps it: then the tree is released and frozen again, a few times, before a
     /// zombie is refused.
     pub fn seize(root: i32) -> Result<Frozen, CheckpointError> {
-        Self::seize_with(root, &mut |attempt| {
-            std::thread::sleep(Duration::from_millis(5 * attempt));
-            Ok(())
-        })
+        Self::seize_with(
+            root,
+            &mut |attempt| {
+                std::thread::sleep(Duration::from_millis(5 * attempt));
+                Ok(())
+            },
+            &mut || {},
+        )
     }
 
     /// Like [`Frozen::seize`], with `pause(attempt)` between attempts (a partition thaws its
-    /// cgroup there, so the parent of a zombie can run and reap it, and freezes it again).
+    /// cgroup there, so the parent of a zombie can run and reap it, and freezes it again), and
+    /// `slow()` called when a thread takes long to stop (a partition thaws its cgroup: the
+    /// thread may wait for a frozen task; the walk still converges without the freezer).
     pub fn seize_with(
         root: i32,
         pause: &mut dyn FnMut(u64) -> Result<(), CheckpointError>,
+        slow: &mut dyn FnMut(),
     ) -> Result<Frozen, CheckpointError> {
         let mut attempt = 0;
         loop {
-            match Self::seize_once(root) {
+            match Self::seize_once(root, slow) {
                 Err(e) if is_zombie_error(&e) && attempt < 20 => {
                     attempt += 1;
                     pause(attempt)?;
@@ -214,7 +246,7 @@ impl Frozen {
         }
     }
 
-    fn seize_once(root: i32) -> Result<Frozen, CheckpointError> {
+    fn seize_once(root: i32, slow: &mut dyn FnMut()) -> Result<Frozen, CheckpointError> {
         if !std::path::Path::new(&format!("/proc/{root}")).exists() {
             return Err(CheckpointError::NoSuchProcess(root));
         }
@@ -263,7 +295,7 @@ impl Frozen {
                     if seen_tids.contains(&tid) || dead_tids.contains(&tid) {
                         continue;
                     }
-                    match seize_one(tid)? {
+                    match seize_one(tid, slow)? {
                         Some(t) => {
                             seen_tids.insert(tid);
                             frozen.procs[idx].threads.push(t);

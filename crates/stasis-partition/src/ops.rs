@@ -129,6 +129,16 @@ fn forget(root: &Root, name: &str) {
     }
 }
 
+/// The `stasis` binary monitors run as: `STASIS_BIN` if set (a program embedding these
+/// functions), else the running executable.
+pub fn stasis_exe() -> Result<PathBuf, OpsError> {
+    match std::env::var_os("STASIS_BIN") {
+        Some(p) => Ok(PathBuf::from(p)),
+        None => std::env::current_exe()
+            .map_err(|e| OpsError::Other(format!("finding the stasis binary: {e}"))),
+    }
+}
+
 /// Start the monitor and wait for its report.
 fn spawn_monitor(
     root: &Root,
@@ -142,8 +152,7 @@ fn spawn_monitor(
         .append(true)
         .open(paths.dir.join("monitor.log"))
         .map_err(|e| OpsError::Other(format!("opening the monitor log: {e}")))?;
-    let exe = std::env::current_exe()
-        .map_err(|e| OpsError::Other(format!("finding the stasis binary: {e}")))?;
+    let exe = stasis_exe()?;
     let mut cmd = std::process::Command::new(exe);
     cmd.arg("--root")
         .arg(&root.path)

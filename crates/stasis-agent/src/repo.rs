@@ -1,0 +1,746 @@
+//! The image repository: where the agent keeps each workload's consistency images
+//! (DESIGN.md C10/C12; issue 5 items 4 and 6).
+//!
+//! Operations sit behind the [`Repository`] trait so that a shared backend (S3-compatible)
+//! can follow; [`LocalRepo`] keeps them in a directory:
+//!
+//! ```text
+//! ROOT/<workload>/images/<id>/             committed image (manifest.img present)
+//! ROOT/<workload>/images/.pending-<id>/    being written by the engine; never listed
+//! ROOT/<workload>/images/.trash-<id>/      being deleted; never listed
+//! ROOT/<workload>/.trash-images-<ms>/      a removed `images/` directory being deleted
+//! ```
+//!
+//! An [`ImageId`] is `<20-digit unix ms>-<6-digit seq>`: ids sort by creation, and a new id
+//! is always greater than every id already present for the workload (also across agent
+//! restarts and when the clock goes backwards).
+//!
+//! ## Durability rule
+//!
+//! *A workload's state is never deleted before its successor is durable.*
+//!
+//! - [`Repository::begin`] hands out a `.pending-<id>` directory; the engine writes the image
+//!   there and commits it by writing `manifest.img` last.
+//! - [`Repository::commit`] opens the image ([`ImageReader::open`]: the manifest exists, parses
+//!   and lists only files that exist), fsyncs it, renames it to `<id>` and fsyncs `images/`.
+//!   Only then is it listed: a listed image is complete and durable. A failed commit removes
+//!   the pending directory.
+//! - [`Repository::retain`] deletes only images older than the newest `max(keep, 1)` committed
+//!   ones, so the newest committed (durable) image is never deleted by retention.
+//! - Deletion first renames the image to `.trash-<id>` (atomic; fsync of `images/`), then
+//!   removes the files, so a half-deleted image is never listed. [`Repository::recover`]
+//!   finishes deletions and removes pending directories left by a crash.
+//!
+//! The exceptions are explicit operator/policy decisions: [`Repository::discard_before`]
+//! (after a boot restart the older images hold the state that failed) and
+//! [`Repository::remove_all`] (the workload is removed).
+
+use std::collections::HashSet;
+use std::fmt;
+use std::fs::{self, File};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use stasis_image::{ImageReader, OpenError};
+
+/// Name of a workload's image directory.
+pub const IMAGES_DIR: &str = "images";
+/// Prefix of an image directory being written.
+pub const PENDING_PREFIX: &str = ".pending-";
+/// Prefix of an image directory being deleted.
+pub const TRASH_PREFIX: &str = ".trash-";
+/// Prefix of a workload's removed `images/` directory being deleted.
+const TRASH_IMAGES_PREFIX: &str = ".trash-images-";
+/// Default age after which [`Repository::retain`] removes a pending directory that this
+/// process is not writing.
+pub const DEFAULT_PENDING_TTL: Duration = Duration::from_secs(3600);
+/// Longest workload name accepted.
+const MAX_WORKLOAD_NAME: usize = 128;
+
+/// Errors of the repository.
+#[derive(Debug, thiserror::Error)]
+pub enum RepoError {
+    /// The workload name cannot be used as a directory name.
+    #[error("invalid workload name {name:?}: {reason}")]
+    InvalidWorkload {
+        /// The name given.
+        name: String,
+        /// Why it is refused.
+        reason: &'static str,
+    },
+    /// A string that is not an image id (`<20-digit ms>-<seq>`).
+    #[error("invalid image id {id:?} (expected <20-digit unix ms>-<seq>)")]
+    InvalidId {
+        /// The string given.
+        id: String,
+    },
+    /// A pending image that this repository did not hand out.
+    #[error("{dir} is not a pending image of workload {workload:?} in this repository")]
+    ForeignPending {
+        /// Workload named by the pending image.
+        workload: String,
+        /// Its directory.
+        dir: PathBuf,
+    },
+    /// Commit found no complete image in the pending directory (the engine did not commit
+    /// it); the directory was removed.
+    #[error("image in {dir} is not complete")]
+    Incomplete {
+        /// The pending directory.
+        dir: PathBuf,
+        /// Why it does not open.
+        #[source]
+        source: OpenError,
+    },
+    /// A filesystem operation failed.
+    #[error("{op} {path}")]
+    Io {
+        /// What was attempted.
+        op: &'static str,
+        /// On which path.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> RepoError + 'a {
+    move |source| RepoError::Io {
+        op,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Identifies an image of a workload; orders by creation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ImageId {
+    /// Creation time, unix milliseconds.
+    pub unix_ms: u64,
+    /// Distinguishes ids created in the same millisecond.
+    pub seq: u32,
+}
+
+impl fmt::Display for ImageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:020}-{:06}", self.unix_ms, self.seq)
+    }
+}
+
+impl FromStr for ImageId {
+    type Err = RepoError;
+
+    fn from_str(s: &str) -> Result<Self, RepoError> {
+        let bad = || RepoError::InvalidId { id: s.to_owned() };
+        let (ms, seq) = s.split_once('-').ok_or_else(bad)?;
+        let digits = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
+        if ms.len() != 20 || !digits(ms) || !digits(seq) || seq.len() > 10 {
+            return Err(bad());
+        }
+        Ok(ImageId {
+            unix_ms: ms.parse().map_err(|_| bad())?,
+            seq: seq.parse().map_err(|_| bad())?,
+        })
+    }
+}
+
+impl serde::Serialize for ImageId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ImageId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A directory handed out by [`Repository::begin`] for the engine to write an image into.
+#[derive(Debug, PartialEq, Eq)]
+pub struct PendingImage {
+    /// The workload.
+    pub workload: String,
+    /// The id the image will have once committed.
+    pub id: ImageId,
+    /// Where to write it (an empty directory, not listed until committed).
+    pub dir: PathBuf,
+}
+
+/// A committed image.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ImageInfo {
+    /// Its id.
+    pub id: ImageId,
+    /// Its directory (open it with [`ImageReader::open`]).
+    pub dir: PathBuf,
+    /// When it was begun, unix milliseconds.
+    pub created_unix_ms: u64,
+    /// Bytes of its files.
+    pub bytes: u64,
+}
+
+/// What [`Repository::retain`] removed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RetainReport {
+    /// Committed images deleted, oldest first.
+    pub removed: Vec<ImageId>,
+    /// Stale pending directories removed.
+    pub removed_pending: Vec<PathBuf>,
+}
+
+/// What [`Repository::recover`] removed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RecoverReport {
+    /// Pending (uncommitted) image directories removed.
+    pub removed_pending: Vec<PathBuf>,
+    /// Unfinished deletions completed.
+    pub removed_trash: Vec<PathBuf>,
+}
+
+/// Operations on the image repository. See the [module docs](self) for the durability rule
+/// every implementation keeps.
+pub trait Repository: Send + Sync {
+    /// A fresh, empty, unlisted directory for a new image of `workload`.
+    fn begin(&self, workload: &str) -> Result<PendingImage, RepoError>;
+    /// Makes a written image durable and listed. Fails (and removes the pending directory)
+    /// if the image does not open.
+    fn commit(&self, pending: PendingImage) -> Result<ImageInfo, RepoError>;
+    /// Drops a pending image.
+    fn abort(&self, pending: PendingImage) -> Result<(), RepoError>;
+    /// Committed images that open, oldest first.
+    fn list(&self, workload: &str) -> Result<Vec<ImageInfo>, RepoError>;
+    /// The newest committed image that opens.
+    fn latest(&self, workload: &str) -> Result<Option<ImageInfo>, RepoError> {
+        Ok(self.list(workload)?.pop())
+    }
+    /// Deletes committed images older than the newest `max(keep, 1)`; removes stale
+    /// pending directories.
+    fn retain(&self, workload: &str, keep: usize) -> Result<RetainReport, RepoError>;
+    /// Deletes committed images older than `id`; returns their ids.
+    fn discard_before(&self, workload: &str, id: ImageId) -> Result<Vec<ImageId>, RepoError>;
+    /// Deletes every image of `workload`, pending ones included.
+    fn remove_all(&self, workload: &str) -> Result<(), RepoError>;
+    /// At start: removes pending directories and unfinished deletions left by a crash.
+    fn recover(&self) -> Result<RecoverReport, RepoError>;
+}
+
+/// Kind of an entry in `images/`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Entry {
+    Committed(ImageId),
+    Pending(ImageId),
+    Trash(ImageId),
+}
+
+fn classify(name: &str) -> Option<Entry> {
+    if let Some(rest) = name.strip_prefix(PENDING_PREFIX) {
+        rest.parse().ok().map(Entry::Pending)
+    } else if let Some(rest) = name.strip_prefix(TRASH_PREFIX) {
+        rest.parse().ok().map(Entry::Trash)
+    } else {
+        name.parse().ok().map(Entry::Committed)
+    }
+}
+
+/// Checks that `name` is usable as a single directory name.
+pub fn validate_workload(name: &str) -> Result<(), RepoError> {
+    let bad = |reason| {
+        Err(RepoError::InvalidWorkload {
+            name: name.to_owned(),
+            reason,
+        })
+    };
+    if name.is_empty() {
+        return bad("empty");
+    }
+    if name.len() > MAX_WORKLOAD_NAME {
+        return bad("longer than 128 bytes");
+    }
+    if name.starts_with('.') {
+        return bad("starts with '.'");
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    {
+        return bad("only ASCII letters, digits, '-', '_' and '.' are allowed");
+    }
+    Ok(())
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn sync_dir(path: &Path) -> Result<(), RepoError> {
+    File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(io_err("fsync", path))
+}
+
+/// Total length of the regular files under `dir` (symlinks not followed).
+fn dir_bytes(dir: &Path) -> io::Result<u64> {
+    let mut total = 0;
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let meta = entry.metadata()?;
+        if meta.is_dir() {
+            total += dir_bytes(&entry.path())?;
+        } else if meta.is_file() {
+            total += meta.len();
+        }
+    }
+    Ok(total)
+}
+
+/// Removes a directory tree; a missing one is fine.
+fn remove_tree(path: &Path) -> Result<(), RepoError> {
+    match fs::remove_dir_all(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(RepoError::Io {
+            op: "remove",
+            path: path.to_owned(),
+            source: e,
+        }),
+        _ => Ok(()),
+    }
+}
+
+#[derive(Default)]
+struct State {
+    /// Last id handed out by this process.
+    last: Option<ImageId>,
+    /// Pending directories handed out and not yet committed or aborted.
+    active: HashSet<PathBuf>,
+}
+
+/// The repository in a local directory.
+pub struct LocalRepo {
+    root: PathBuf,
+    pending_ttl: Duration,
+    state: Mutex<State>,
+}
+
+impl LocalRepo {
+    /// Opens (creating it if missing) the repository at `root`.
+    pub fn new(root: impl Into<PathBuf>) -> Result<Self, RepoError> {
+        let root = root.into();
+        fs::create_dir_all(&root).map_err(io_err("create directory", &root))?;
+        Ok(LocalRepo {
+            root,
+            pending_ttl: DEFAULT_PENDING_TTL,
+            state: Mutex::new(State::default()),
+        })
+    }
+
+    /// Sets the age after which [`Repository::retain`] removes a pending directory that
+    /// this process is not writing (default [`DEFAULT_PENDING_TTL`]).
+    #[must_use]
+    pub fn with_pending_ttl(mut self, ttl: Duration) -> Self {
+        self.pending_ttl = ttl;
+        self
+    }
+
+    /// The repository's root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// `ROOT/<workload>/images`.
+    pub fn images_dir(&self, workload: &str) -> Result<PathBuf, RepoError> {
+        validate_workload(workload)?;
+        Ok(self.root.join(workload).join(IMAGES_DIR))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Entries of `images/` that parse, sorted by id; an absent directory is empty.
+    fn entries(images: &Path) -> Result<Vec<(Entry, PathBuf)>, RepoError> {
+        let rd = match fs::read_dir(images) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_err("read directory", images)(e)),
+        };
+        let mut out = Vec::new();
+        for entry in rd {
+            let entry = entry.map_err(io_err("read directory", images))?;
+            let name = entry.file_name();
+            match name.to_str().and_then(classify) {
+                Some(kind) => out.push((kind, entry.path())),
+                None => tracing::debug!(path = %entry.path().display(), "ignoring unknown entry"),
+            }
+        }
+        out.sort_by_key(|(kind, _)| match *kind {
+            Entry::Committed(id) | Entry::Pending(id) | Entry::Trash(id) => id,
+        });
+        Ok(out)
+    }
+
+    /// Committed images, oldest first, each with whether it opens.
+    fn committed(images: &Path) -> Result<Vec<(ImageId, PathBuf, bool)>, RepoError> {
+        Ok(Self::entries(images)?
+            .into_iter()
+            .filter_map(|(kind, path)| match kind {
+                Entry::Committed(id) => {
+                    let ok = match ImageReader::open(&path) {
+                        Ok(_) => true,
+                        Err(OpenError::NotFound { .. }) => return None,
+                        Err(e) => {
+                            tracing::warn!(dir = %path.display(), error = %e, "committed image does not open; not listed");
+                            false
+                        }
+                    };
+                    Some((id, path, ok))
+                }
+                _ => None,
+            })
+            .collect())
+    }
+
+    fn info(id: ImageId, dir: PathBuf) -> ImageInfo {
+        let bytes = dir_bytes(&dir).unwrap_or_else(|e| {
+            tracing::debug!(dir = %dir.display(), error = %e, "cannot size image");
+            0
+        });
+        ImageInfo {
+            id,
+            dir,
+            created_unix_ms: id.unix_ms,
+            bytes,
+        }
+    }
+
+    /// Renames committed images to `.trash-<id>` (then one fsync of `images/`) and removes
+    /// them. Stops at the first failure, having deleted the older ones.
+    fn delete_images(
+        images: &Path,
+        victims: &[(ImageId, PathBuf)],
+        why: &str,
+    ) -> Result<Vec<ImageId>, RepoError> {
+        let mut renamed = Vec::new();
+        let mut failure = None;
+        for (id, path) in victims {
+            let trash = images.join(format!("{TRASH_PREFIX}{id}"));
+            match fs::rename(path, &trash) {
+                Ok(()) => renamed.push((*id, trash)),
+                Err(e) => {
+                    failure = Some(io_err("rename", path)(e));
+                    break;
+                }
+            }
+        }
+        if !renamed.is_empty() {
+            sync_dir(images)?;
+        }
+        let mut removed = Vec::new();
+        for (id, trash) in renamed {
+            remove_tree(&trash)?;
+            tracing::info!(image = %id, dir = %images.display(), why, "image deleted");
+            removed.push(id);
+        }
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(removed),
+        }
+    }
+
+    fn remove_pending(&self, dir: &Path) -> Result<(), RepoError> {
+        remove_tree(dir)?;
+        if let Some(parent) = dir.parent() {
+            sync_dir(parent)?;
+        }
+        self.lock().active.remove(dir);
+        Ok(())
+    }
+
+    fn check_pending(&self, pending: &PendingImage) -> Result<PathBuf, RepoError> {
+        let images = self.images_dir(&pending.workload)?;
+        let expected = images.join(format!("{PENDING_PREFIX}{}", pending.id));
+        if expected != pending.dir {
+            return Err(RepoError::ForeignPending {
+                workload: pending.workload.clone(),
+                dir: pending.dir.clone(),
+            });
+        }
+        Ok(images)
+    }
+}
+
+impl Repository for LocalRepo {
+    fn begin(&self, workload: &str) -> Result<PendingImage, RepoError> {
+        let images = self.images_dir(workload)?;
+        let wdir = self.root.join(workload);
+        let fresh_workload = !wdir.exists();
+        let fresh_images = !images.exists();
+        fs::create_dir_all(&images).map_err(io_err("create directory", &images))?;
+        if fresh_workload {
+            sync_dir(&self.root)?;
+        }
+        if fresh_images {
+            sync_dir(&wdir)?;
+        }
+        let mut state = self.lock();
+        let on_disk = Self::entries(&images)?.last().map(|(kind, _)| match *kind {
+            Entry::Committed(id) | Entry::Pending(id) | Entry::Trash(id) => id,
+        });
+        let floor = state.last.max(on_disk);
+        let now = now_ms();
+        let id = match floor {
+            Some(f) if f.unix_ms >= now => ImageId {
+                unix_ms: f.unix_ms,
+                seq: f.seq + 1,
+            },
+            _ => ImageId {
+                unix_ms: now,
+                seq: 0,
+            },
+        };
+        let dir = images.join(format!("{PENDING_PREFIX}{id}"));
+        fs::create_dir(&dir).map_err(io_err("create directory", &dir))?;
+        state.last = Some(id);
+        state.active.insert(dir.clone());
+        drop(state);
+        tracing::debug!(workload, image = %id, dir = %dir.display(), "image begun");
+        Ok(PendingImage {
+            workload: workload.to_owned(),
+            id,
+            dir,
+        })
+    }
+
+    fn commit(&self, pending: PendingImage) -> Result<ImageInfo, RepoError> {
+        let images = self.check_pending(&pending)?;
+        let dir = &pending.dir;
+        let result = (|| {
+            ImageReader::open(dir).map_err(|source| RepoError::Incomplete {
+                dir: dir.clone(),
+                source,
+            })?;
+            // The engine's commit fsyncs what it wrote; sync the directory and manifest
+            // again in case it was written by other means.
+            File::open(dir.join(stasis_image::MANIFEST_FILE))
+                .and_then(|f| f.sync_all())
+                .map_err(io_err("fsync", dir))?;
+            sync_dir(dir)?;
+            let fin = images.join(pending.id.to_string());
+            fs::rename(dir, &fin).map_err(io_err("rename", dir))?;
+            sync_dir(&images)?;
+            Ok(fin)
+        })();
+        match result {
+            Ok(fin) => {
+                self.lock().active.remove(dir);
+                let info = Self::info(pending.id, fin);
+                tracing::info!(workload = %pending.workload, image = %info.id, bytes = info.bytes, "image committed to repository");
+                Ok(info)
+            }
+            Err(e) => {
+                tracing::warn!(workload = %pending.workload, image = %pending.id, error = %e, "image commit failed; removing it");
+                if let Err(e2) = self.remove_pending(dir) {
+                    tracing::warn!(dir = %dir.display(), error = %e2, "cannot remove failed image");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn abort(&self, pending: PendingImage) -> Result<(), RepoError> {
+        self.check_pending(&pending)?;
+        self.remove_pending(&pending.dir)?;
+        tracing::info!(workload = %pending.workload, image = %pending.id, "image aborted");
+        Ok(())
+    }
+
+    fn list(&self, workload: &str) -> Result<Vec<ImageInfo>, RepoError> {
+        let images = self.images_dir(workload)?;
+        Ok(Self::committed(&images)?
+            .into_iter()
+            .filter(|(_, _, ok)| *ok)
+            .map(|(id, dir, _)| Self::info(id, dir))
+            .collect())
+    }
+
+    fn retain(&self, workload: &str, keep: usize) -> Result<RetainReport, RepoError> {
+        let images = self.images_dir(workload)?;
+        let keep = keep.max(1);
+        let mut report = RetainReport::default();
+        {
+            let state = self.lock();
+            let committed = Self::committed(&images)?;
+            let good: Vec<ImageId> = committed.iter().filter(|c| c.2).map(|c| c.0).collect();
+            // The oldest image kept; everything older goes (openable or not). Without a
+            // good image nothing is deleted.
+            if let Some(&oldest_kept) = good.len().checked_sub(keep).and_then(|i| good.get(i)) {
+                let victims: Vec<(ImageId, PathBuf)> = committed
+                    .into_iter()
+                    .filter(|c| c.0 < oldest_kept)
+                    .map(|c| (c.0, c.1))
+                    .collect();
+                report.removed = Self::delete_images(&images, &victims, "retention")?;
+            }
+            let now = now_ms();
+            let ttl = u64::try_from(self.pending_ttl.as_millis()).unwrap_or(u64::MAX);
+            for (kind, path) in Self::entries(&images)? {
+                let stale = match kind {
+                    Entry::Pending(id) => {
+                        !state.active.contains(&path) && now.saturating_sub(id.unix_ms) > ttl
+                    }
+                    Entry::Trash(_) => true,
+                    Entry::Committed(_) => false,
+                };
+                if stale {
+                    remove_tree(&path)?;
+                    tracing::info!(dir = %path.display(), "stale directory removed");
+                    if matches!(kind, Entry::Pending(_)) {
+                        report.removed_pending.push(path);
+                    }
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    fn discard_before(&self, workload: &str, id: ImageId) -> Result<Vec<ImageId>, RepoError> {
+        let images = self.images_dir(workload)?;
+        let _state = self.lock();
+        let victims: Vec<(ImageId, PathBuf)> = Self::entries(&images)?
+            .into_iter()
+            .filter_map(|(kind, path)| match kind {
+                Entry::Committed(i) if i < id => Some((i, path)),
+                _ => None,
+            })
+            .collect();
+        Self::delete_images(&images, &victims, "discarded")
+    }
+
+    fn remove_all(&self, workload: &str) -> Result<(), RepoError> {
+        let images = self.images_dir(workload)?;
+        let wdir = self.root.join(workload);
+        let mut state = self.lock();
+        if !images.exists() {
+            return Ok(());
+        }
+        let trash = wdir.join(format!("{TRASH_IMAGES_PREFIX}{}", now_ms()));
+        fs::rename(&images, &trash).map_err(io_err("rename", &images))?;
+        sync_dir(&wdir)?;
+        state.active.retain(|p| !p.starts_with(&images));
+        drop(state);
+        remove_tree(&trash)?;
+        tracing::info!(workload, "all images removed");
+        Ok(())
+    }
+
+    fn recover(&self) -> Result<RecoverReport, RepoError> {
+        let state = self.lock();
+        let mut report = RecoverReport::default();
+        let rd = fs::read_dir(&self.root).map_err(io_err("read directory", &self.root))?;
+        for entry in rd {
+            let entry = entry.map_err(io_err("read directory", &self.root))?;
+            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            if validate_workload(&name).is_err() || !entry.path().is_dir() {
+                continue;
+            }
+            let wdir = entry.path();
+            for sub in fs::read_dir(&wdir).map_err(io_err("read directory", &wdir))? {
+                let sub = sub.map_err(io_err("read directory", &wdir))?;
+                if sub
+                    .file_name()
+                    .to_str()
+                    .is_some_and(|n| n.starts_with(TRASH_IMAGES_PREFIX))
+                {
+                    remove_tree(&sub.path())?;
+                    report.removed_trash.push(sub.path());
+                }
+            }
+            let images = wdir.join(IMAGES_DIR);
+            for (kind, path) in Self::entries(&images)? {
+                match kind {
+                    Entry::Pending(_) if !state.active.contains(&path) => {
+                        remove_tree(&path)?;
+                        report.removed_pending.push(path);
+                    }
+                    Entry::Trash(_) => {
+                        remove_tree(&path)?;
+                        report.removed_trash.push(path);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        drop(state);
+        for p in &report.removed_pending {
+            tracing::info!(dir = %p.display(), "recovery: removed uncommitted image");
+        }
+        for p in &report.removed_trash {
+            tracing::info!(dir = %p.display(), "recovery: finished deleting");
+        }
+        Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn id_round_trip_and_order() {
+        let a = ImageId {
+            unix_ms: 1_700_000_000_000,
+            seq: 3,
+        };
+        let s = a.to_string();
+        assert_eq!(s, "00000001700000000000-000003");
+        assert_eq!(s.parse::<ImageId>().unwrap(), a);
+        let b = ImageId {
+            unix_ms: 1_700_000_000_000,
+            seq: 10,
+        };
+        assert!(a < b && a.to_string() < b.to_string());
+        for bad in [
+            "",
+            "1-2",
+            "0000000170000000000x-1",
+            "00000001700000000000-",
+            "x",
+        ] {
+            assert!(bad.parse::<ImageId>().is_err(), "{bad}");
+        }
+        assert_eq!(
+            serde_json::to_string(&a).unwrap(),
+            "\"00000001700000000000-000003\""
+        );
+    }
+
+    #[test]
+    fn workload_names() {
+        for ok in ["web", "db-1", "a.b_c"] {
+            validate_workload(ok).unwrap();
+        }
+        for bad in ["", ".", "..", ".hidden", "a/b", "a b", &"x".repeat(129)] {
+            assert!(validate_workload(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn classify_names() {
+        let id: ImageId = "00000001700000000000-000001".parse().unwrap();
+        assert_eq!(classify(&id.to_string()), Some(Entry::Committed(id)));
+        assert_eq!(
+            classify(&format!(".pending-{id}")),
+            Some(Entry::Pending(id))
+        );
+        assert_eq!(classify(&format!(".trash-{id}")), Some(Entry::Trash(id)));
+        assert_eq!(classify("lost+found"), None);
+    }
+}
