@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{run_cmd, serial, stasis};
+use common::{run_cmd, serial};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -32,21 +32,7 @@ fn build_rootfs(dir: &Path) {
     }
 }
 
-fn st(root: &Path, args: &[&str]) -> std::process::Output {
-    let mut c = Command::new(stasis());
-    c.arg("--root").arg(root).args(args);
-    run_cmd(&mut c)
-}
-
-fn ok(out: &std::process::Output, what: &str) -> String {
-    assert!(
-        out.status.success(),
-        "{what} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
+use common::{ok_stdout as ok, stasis_at as st};
 
 fn read_count(p: &Path) -> u64 {
     std::fs::read_to_string(p)

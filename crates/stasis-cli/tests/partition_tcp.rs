@@ -5,28 +5,13 @@
 
 mod common;
 
-use common::{run_cmd, serial, stasis, workload_bin};
+use common::{serial, workload_bin};
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-fn st(root: &Path, args: &[&str]) -> std::process::Output {
-    let mut c = Command::new(stasis());
-    c.arg("--root").arg(root).args(args);
-    run_cmd(&mut c)
-}
-
-fn ok(out: &std::process::Output, what: &str) -> String {
-    assert!(
-        out.status.success(),
-        "{what} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
+use common::{ok_stdout as ok, stasis_at as st};
 
 fn wait_file(p: &Path, limit: Duration) -> bool {
     let t = Instant::now();

@@ -1466,3 +1466,21 @@ pub const WORKLOADS: &[(&str, &[&str])] = &[
     ("posix_mq", &[]),
     ("sysv_ipc", &[]),
 ];
+
+/// Run `stasis --root ROOT ARGS…` to completion.
+pub fn stasis_at(root: &Path, args: &[&str]) -> Output {
+    let mut c = Command::new(stasis());
+    c.arg("--root").arg(root).args(args);
+    run_cmd(&mut c)
+}
+
+/// The trimmed stdout of a command that must have succeeded (panics with its output if not).
+pub fn ok_stdout(out: &Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
