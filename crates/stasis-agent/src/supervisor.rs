@@ -245,18 +245,7 @@ impl Supervisor {
     }
 
     fn boot(&self, spec: &WorkloadSpec) -> Result<i32, SupervisorError> {
-        // A boot restart starts a fresh partition: the old record goes.
-        if self.root.load(&spec.name).is_ok() {
-            let _ = ops::rm(&self.root, &spec.name, true);
-        }
-        ops::run(
-            &self.root,
-            ops::RunOptions {
-                name: spec.name.clone(),
-                spec: spec.partition.clone(),
-            },
-        )
-        .map_err(|source| SupervisorError::Start {
+        run_fresh(&self.root, spec).map_err(|source| SupervisorError::Start {
             name: spec.name.clone(),
             source,
         })
@@ -395,18 +384,24 @@ fn reset_probe(slot: &mut Slot) {
     slot.oom_seen = 0;
 }
 
-fn boot_restart(root: &Root, slot: &mut Slot) -> Vec<Happening> {
-    let name = slot.spec.name.clone();
-    if root.load(&name).is_ok() {
-        let _ = ops::rm(root, &name, true);
+/// Start the workload's partition from its boot command; a boot (re)start is a fresh
+/// partition, so an earlier record of that name goes first.
+fn run_fresh(root: &Root, spec: &WorkloadSpec) -> Result<i32, ops::OpsError> {
+    if root.load(&spec.name).is_ok() {
+        let _ = ops::rm(root, &spec.name, true);
     }
-    match ops::run(
+    ops::run(
         root,
         ops::RunOptions {
-            name: name.clone(),
-            spec: slot.spec.partition.clone(),
+            name: spec.name.clone(),
+            spec: spec.partition.clone(),
         },
-    ) {
+    )
+}
+
+fn boot_restart(root: &Root, slot: &mut Slot) -> Vec<Happening> {
+    let name = slot.spec.name.clone();
+    match run_fresh(root, &slot.spec) {
         Ok(pid) => {
             slot.status.state = WState::Running;
             slot.status.pid = Some(pid);

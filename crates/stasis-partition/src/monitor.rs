@@ -136,15 +136,9 @@ pub fn main(root: Root, name: &str, mode: Mode, report: std::fs::File) -> i32 {
     let log_ino = pipe_ino(log_r.as_fd());
     let started = match &mode {
         Mode::Run => start_run(&rec, &cg, &group, OwnedFd::from(log_w)),
-        Mode::Restore { dir, workers } => crate::restore::start(
-            &root,
-            &rec,
-            &cg,
-            &group,
-            dir,
-            *workers,
-            OwnedFd::from(log_w),
-        ),
+        Mode::Restore { dir, workers } => {
+            crate::restore::start(&rec, &group, dir, *workers, OwnedFd::from(log_w))
+        }
     };
     let pid = match started {
         Ok(pid) => pid,

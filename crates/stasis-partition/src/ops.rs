@@ -90,6 +90,17 @@ fn taken_veth(root: &Root) -> Vec<String> {
         .collect()
 }
 
+/// The state to show for a record: one that says running while nothing runs has ended, and
+/// its monitor has not recorded it yet — it is what the verb that ended it announced, else
+/// exited.
+fn shown_state(rec: &Record, running: bool) -> State {
+    if matches!(rec.state, State::Running | State::Starting) && !running {
+        rec.ending.unwrap_or(State::Exited)
+    } else {
+        rec.state
+    }
+}
+
 /// `stasis run`: create partition `opts.name` and start it; returns the host pid of its first
 /// process.
 pub fn run(root: &Root, opts: RunOptions) -> Result<i32, OpsError> {
@@ -387,13 +398,7 @@ pub fn ps(root: &Root) -> Result<Vec<PsRow>, OpsError> {
             Err(_) => continue,
         };
         let running = is_running(&r);
-        let state = if matches!(r.state, State::Running | State::Starting) && !running {
-            // Ended, and its monitor has not recorded it yet: what the verb that ended it
-            // announced, else exited.
-            r.ending.unwrap_or(State::Exited)
-        } else {
-            r.state
-        };
+        let state = shown_state(&r, running);
         out.push(PsRow {
             name: r.name.clone(),
             state,
@@ -460,13 +465,7 @@ pub fn stats(root: &Root, name: &str) -> Result<Stats, OpsError> {
     };
     Ok(Stats {
         name: name.to_string(),
-        state: if running {
-            State::Running
-        } else if rec.state == State::Running {
-            rec.ending.unwrap_or(State::Exited)
-        } else {
-            rec.state
-        },
+        state: shown_state(&rec, running),
         usage,
         limits,
         cpu_rate,

@@ -22,10 +22,9 @@
 //! Any failure before the tasks run kills what was created (the engine's guard) and the
 //! namespaces vanish with the restorer.
 
-use crate::cgroup::Cgroups;
 use crate::monitor::{chain, Report};
 use crate::setup;
-use crate::state::{Record, Root};
+use crate::state::Record;
 use stasis_engine::{RestoreError, RestoreOptions, RootHook, RootStage};
 use stasis_sys::ns::{self, Forked};
 use std::collections::HashMap;
@@ -39,9 +38,7 @@ pub const EXIT_BAD_IMAGE: i32 = 4;
 
 /// Fork the restorer and wait for its result. Called by the monitor.
 pub fn start(
-    _root: &Root,
     rec: &Record,
-    cg: &Cgroups,
     group: &str,
     dir: &Path,
     workers: usize,
@@ -52,7 +49,7 @@ pub fn start(
         Err(e) => Err(rep(1, format!("fork: {e}"))),
         Ok(Forked::Child) => {
             drop(res_r);
-            let out = match restorer(rec, cg, group, dir, workers, &log_w) {
+            let out = match restorer(rec, group, dir, workers, &log_w) {
                 Ok(pid) => Report {
                     ok: true,
                     pid: Some(pid),
@@ -93,7 +90,6 @@ fn rep(code: i32, error: impl Into<String>) -> Report {
 
 fn restorer(
     rec: &Record,
-    _cg: &Cgroups,
     group: &str,
     dir: &Path,
     workers: usize,
@@ -125,11 +121,6 @@ fn restorer(
         .into();
     let root_fd: OwnedFd = std::fs::File::open("/")
         .map_err(|e| rep(1, format!("opening /: {e}")))?
-        .into();
-    let jdir = stasis_engine::journal::journal_dir();
-    std::fs::create_dir_all(&jdir).ok();
-    let jdir_fd: OwnedFd = std::fs::File::open(&jdir)
-        .map_err(|e| rep(1, format!("opening {}: {e}", jdir.display())))?
         .into();
     let ppid = std::os::unix::process::parent_id() as i32;
     let host_mounts = std::fs::read_to_string("/proc/self/mountinfo")
@@ -202,10 +193,6 @@ fn restorer(
         ns::chroot(rootfs).map_err(|e| rep(1, format!("chroot {}: {e}", rootfs.display())))?;
         std::env::set_current_dir("/").map_err(|e| rep(1, format!("chdir /: {e}")))?;
     }
-    std::env::set_var(
-        "STASIS_JOURNAL_DIR",
-        format!("/proc/self/fd/{}", jdir_fd.as_raw_fd()),
-    );
     let cg = crate::checkpoint::cgroups_via(&root_fd, &host_mounts).map_err(|e| rep(1, e))?;
 
     // 4. The engine.
