@@ -82,6 +82,9 @@ enum Cmd {
         /// Seconds to wait for pids still held by zombies of the dumped tree.
         #[arg(long, default_value_t = 10)]
         pid_wait: u64,
+        /// Print the result as JSON (`{"pid": N}`, plus `"name"` for a partition).
+        #[arg(long)]
+        json: bool,
     },
     /// Start CMD as the first process of a new partition (own pid, ipc, uts and mount
     /// namespaces, own devpts, a cgroup with optional limits); prints its host pid.
@@ -379,6 +382,7 @@ fn run(root: &stasis_partition::state::Root, cmd: Cmd) -> Result<(), Failed> {
             inherit_fd,
             workers: w,
             pid_wait: _,
+            json,
         } if partition::is_partition_image(&dir) => {
             if !inherit_fd.is_empty() {
                 return Err((
@@ -386,7 +390,7 @@ fn run(root: &stasis_partition::state::Root, cmd: Cmd) -> Result<(), Failed> {
                     anyhow::anyhow!("--inherit-fd does not apply to a partition image: its output goes to its log"),
                 ));
             }
-            partition::restore(root, &dir, name.as_deref(), workers(w))
+            partition::restore(root, &dir, name.as_deref(), workers(w), json)
         }
         Cmd::Restore {
             dir,
@@ -394,6 +398,7 @@ fn run(root: &stasis_partition::state::Root, cmd: Cmd) -> Result<(), Failed> {
             inherit_fd,
             workers: w,
             pid_wait,
+            json,
         } => {
             if name.is_some() {
                 return Err((
@@ -421,7 +426,14 @@ fn run(root: &stasis_partition::state::Root, cmd: Cmd) -> Result<(), Failed> {
                     anyhow::Error::new(e).context(format!("restore from {} failed", dir.display())),
                 )
             })?;
-            println!("{}", stats.root_pid);
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"pid": stats.root_pid, "stats": stats})
+                );
+            } else {
+                println!("{}", stats.root_pid);
+            }
             tracing::info!(?stats, "restored");
             Ok(())
         }

@@ -41,6 +41,9 @@ pub struct RunArgs {
     /// Maximum number of tasks (processes and threads).
     #[arg(long)]
     pub pids: Option<u64>,
+    /// Print the result as JSON (`{"name": ..., "pid": N}`) instead of the bare pid.
+    #[arg(long)]
+    pub json: bool,
     /// The command and its arguments.
     #[arg(last = true, required = true, value_name = "CMD")]
     pub cmd: Vec<String>,
@@ -119,8 +122,16 @@ pub fn run(root: &Root, a: RunArgs) -> Result<(), Failed> {
             pids: a.pids,
         },
     };
-    let pid = ops::run(root, ops::RunOptions { name: a.name, spec }).map_err(ops_err)?;
-    println!("{pid}");
+    let name = a.name;
+    let pid = ops::run(
+        root,
+        ops::RunOptions {
+            name: name.clone(),
+            spec,
+        },
+    )
+    .map_err(ops_err)?;
+    print_started(&name, pid, a.json);
     Ok(())
 }
 
@@ -311,10 +322,28 @@ pub fn restore(
     dir: &std::path::Path,
     name: Option<&str>,
     workers: usize,
+    json: bool,
 ) -> Result<(), Failed> {
     let pid = ops::restore(root, dir, name, workers).map_err(ops_err)?;
-    println!("{pid}");
+    let name = match name {
+        Some(n) => n.to_string(),
+        None => stasis_image::ImageReader::open(dir)
+            .ok()
+            .and_then(|r| stasis_partition::image::read(&r).ok().flatten())
+            .map(|p| p.raw.name)
+            .unwrap_or_default(),
+    };
+    print_started(&name, pid, json);
     Ok(())
+}
+
+/// The one line `run` and `restore` print: the host pid, or JSON.
+fn print_started(name: &str, pid: i32, json: bool) {
+    if json {
+        println!("{}", serde_json::json!({"name": name, "pid": pid}));
+    } else {
+        println!("{pid}");
+    }
 }
 
 /// The hidden `__monitor` verb.

@@ -115,12 +115,16 @@ fn rootfs_partition_checkpoint_restore() {
     let ps = ok(&st(&state, &["ps", "--json"]), "ps");
     assert!(ps.contains("\"checkpointed\""), "{ps}");
 
-    let pid: i32 = ok(
-        &st(&state, &["restore", "--dir", img.to_str().unwrap()]),
+    let out = ok(
+        &st(
+            &state,
+            &["restore", "--dir", img.to_str().unwrap(), "--json"],
+        ),
         "restore",
-    )
-    .parse()
-    .expect("restore prints a pid");
+    );
+    let v: serde_json::Value = serde_json::from_str(&out).expect("restore --json prints JSON");
+    assert_eq!(v["name"], "rf", "{out}");
+    let pid = v["pid"].as_i64().expect("a pid") as i32;
     let after = wait_count_above(&count, at_ckpt);
     assert!(after > at_ckpt);
     // The private /dev/shm came back with its content; /proc is the partition's.
