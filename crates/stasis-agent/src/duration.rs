@@ -99,6 +99,55 @@ pub fn format(d: Duration) -> String {
     }
 }
 
+/// Serde helpers: a [`Duration`] as operators write it (`"1m30s"`); input may also be a number
+/// of milliseconds.
+pub mod human {
+    use serde::{de, Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Text(String),
+        Millis(u64),
+    }
+
+    /// Serialize as text.
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::format(*d))
+    }
+
+    /// Deserialize from text or milliseconds.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        match Raw::deserialize(d)? {
+            Raw::Text(t) => super::parse(&t).map_err(de::Error::custom),
+            Raw::Millis(ms) => Ok(Duration::from_millis(ms)),
+        }
+    }
+
+    /// The same for `Option<Duration>` (null: none).
+    pub mod option {
+        use serde::{Deserialize, Deserializer, Serializer};
+        use std::time::Duration;
+
+        #[derive(Deserialize)]
+        struct Wrap(#[serde(with = "super")] Duration);
+
+        /// Serialize as text or null.
+        pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+            match d {
+                Some(d) => super::serialize(d, s),
+                None => s.serialize_none(),
+            }
+        }
+
+        /// Deserialize from text, milliseconds or null.
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+            Ok(Option::<Wrap>::deserialize(d)?.map(|w| w.0))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

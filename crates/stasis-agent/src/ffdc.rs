@@ -78,6 +78,11 @@ pub enum FailureKind {
     },
     /// The workload stopped making progress.
     Hang,
+    /// It ended some other way (stopped from outside the agent, its record vanished).
+    Ended {
+        /// What was seen.
+        detail: String,
+    },
 }
 
 impl std::fmt::Display for FailureKind {
@@ -91,6 +96,7 @@ impl std::fmt::Display for FailureKind {
             }
             FailureKind::RestoreFailed { detail } => write!(f, "restore failed: {detail}"),
             FailureKind::Hang => write!(f, "hang"),
+            FailureKind::Ended { detail } => write!(f, "{detail}"),
         }
     }
 }

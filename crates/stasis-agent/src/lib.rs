@@ -12,8 +12,14 @@
 //!   never deletes a state before its successor is durable).
 //! - [`ffdc`]: first-failure data capture bundles.
 //! - [`supervisor`]: consistency images, failure detection and HA restarts of a node's
-//!   workloads (driven by `tick`; the daemon, API and CLI come next).
+//!   workloads, FFDC, hooks, hibernation (driven by `tick`).
+//! - [`daemon`]: `stasis agent` — the store, the supervisor thread, adoption on restart.
+//! - [`api`]: the HTTP API, its event stream and the dashboard.
+//! - [`client`]: a blocking client of the API (the CLI's way in).
 
+pub mod api;
+pub mod client;
+pub mod daemon;
 pub mod duration;
 pub mod ffdc;
 pub mod policy;

@@ -19,16 +19,20 @@ use std::time::Duration;
 
 /// The policy an operator sets.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Policy {
     /// A failure this soon after a restart means the restart did not help.
+    #[serde(with = "crate::duration::human")]
     pub failover_window: Duration,
     /// Boot restarts in a row (each failing within the window) allowed before backing off.
     pub boot_restarts: u32,
     /// First back-off delay; doubled at every further failed boot.
+    #[serde(with = "crate::duration::human")]
     pub backoff: Duration,
     /// Back-off restarts allowed before the workload is marked failed.
     pub backoff_restarts: u32,
     /// Longest back-off delay.
+    #[serde(with = "crate::duration::human")]
     pub backoff_max: Duration,
 }
 

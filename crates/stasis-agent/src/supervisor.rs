@@ -1,61 +1,112 @@
-//! Supervision of one node's workloads: consistency images, failure detection, HA restarts.
+//! Supervision of one node's workloads: consistency images, failure detection, HA restarts,
+//! FFDC, application hooks, hibernation.
 //!
 //! Each workload runs as a partition of the same name. [`Supervisor::tick`] is called
-//! periodically (the agent's loop; tests call it directly) and, for every workload:
+//! periodically (the agent's loop; tests may call it directly) and, for every workload:
 //!
 //! 1. notices a failure: the partition ended without being asked (exit, signal), its cgroup
 //!    counted a new OOM kill, or its health probe failed `threshold` times in a row;
-//! 2. on a failure applies the [`policy`](crate::policy): restore the latest consistency
-//!    image, or run the boot command again (after a back-off), or mark the workload failed;
-//!    images older than a boot restart are discarded (they hold the state that failed);
-//! 3. takes a consistency image when one is due: `stasis checkpoint --name --leave-running`
-//!    into a pending directory of the repository, committed only once complete; older images
-//!    beyond the policy's count are deleted only after that (a state is never deleted before
-//!    its successor is durable). A failed checkpoint leaves the workload running and is
-//!    reported.
+//! 2. writes a first-failure data capture bundle ([`crate::ffdc`]) while what is left of the
+//!    workload still exists (a hung process or a failed probe leaves it running: its /proc is
+//!    captured), then ends what is left;
+//! 3. applies the [`policy`](crate::policy): restore the latest consistency image, or run the
+//!    boot command again (after a back-off), or mark the workload failed; images older than a
+//!    boot restart are discarded (they hold the state that failed);
+//! 4. takes a consistency image when one is due: the workload is told first
+//!    (`PRE-CHECKPOINT`, [`stasis_hooks`], bounded by the spec's `hooks_timeout`), then
+//!    `stasis checkpoint --name --leave-running` writes into a pending directory of the
+//!    repository, committed only once complete; older images beyond the policy's count are
+//!    deleted only after that (a state is never deleted before its successor is durable). A
+//!    failed checkpoint leaves the workload running and is reported.
+//!
+//! After any restore (image restart, resume) the workload is told `POST-RESTORE`.
+//! Hooks: the agent puts `STASIS_HOOKS_SOCKET` in the workload's environment (a path in its
+//! own filesystem view) and connects to it through `/proc/<pid>/root`, so nothing of the
+//! agent's crosses the partition boundary.
 //!
 //! Checkpoints run as a child `stasis` process: the partition checkpointer forks, which needs
-//! a single-threaded process, and the agent is not one.
+//! a single-threaded process, and the agent is not one. Partition monitors started by the
+//! supervisor are its children: they are reaped on every tick.
+//!
+//! The supervisor's whole state per workload ([`Persisted`]) can be exported and adopted again
+//! by a later agent; adoption finds partitions that kept running while no agent was there.
 
+use crate::ffdc::{self, Capture, Failure, FailureKind};
 use crate::policy::{self, Decision, History, Policy, RestartKind};
 use crate::probe::{self, Probe, Target, Tracker};
-use crate::repo::{LocalRepo, Repository};
+use crate::repo::{ImageInfo, LocalRepo, Repository};
 use serde::{Deserialize, Serialize};
+use stasis_hooks::Event as HookEvent;
 use stasis_partition::ops;
-use stasis_partition::state::{Root, Spec, State};
-use std::collections::BTreeMap;
-use std::path::PathBuf;
+use stasis_partition::state::{NetMode, Root, Spec, State};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// Restarts remembered in a workload's status.
+pub const RESTART_LOG: usize = 50;
+/// FFDC bundles kept per workload.
+pub const FFDC_KEPT: usize = 20;
+/// The environment variable naming the hooks socket.
+pub const HOOKS_ENV: &str = "STASIS_HOOKS_SOCKET";
+
 /// A health probe with its schedule.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ProbeSpec {
     /// What to check.
     pub probe: Probe,
     /// How often.
+    #[serde(default = "default_period", with = "crate::duration::human")]
     pub period: Duration,
     /// Failures in a row that make a failure.
+    #[serde(default = "default_threshold")]
     pub threshold: u32,
     /// Time each check gets.
+    #[serde(default = "default_timeout", with = "crate::duration::human")]
     pub timeout: Duration,
+}
+
+fn default_period() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_threshold() -> u32 {
+    3
+}
+fn default_timeout() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_images_kept() -> usize {
+    3
+}
+fn default_hooks_timeout() -> Duration {
+    stasis_hooks::DEFAULT_TIMEOUT
 }
 
 /// A workload as the operator describes it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct WorkloadSpec {
     /// Name (also its partition's).
     pub name: String,
     /// The partition: boot command, namespaces, limits.
     pub partition: Spec,
     /// How often to take a consistency image (None: never).
+    #[serde(default, with = "crate::duration::human::option")]
     pub checkpoint_every: Option<Duration>,
     /// Consistency images kept (at least 1).
+    #[serde(default = "default_images_kept")]
     pub images_kept: usize,
     /// Health probe.
+    #[serde(default)]
     pub probe: Option<ProbeSpec>,
     /// Restart policy.
+    #[serde(default)]
     pub policy: Policy,
+    /// Time the workload gets to answer a hook (PRE-CHECKPOINT, POST-RESTORE).
+    #[serde(default = "default_hooks_timeout", with = "crate::duration::human")]
+    pub hooks_timeout: Duration,
 }
 
 /// Lifecycle state of a workload (the documented set shown by `workload status`).
@@ -68,8 +119,37 @@ pub enum WState {
     Running,
     /// Failed; a restart is under way or waiting for its back-off.
     Restarting,
+    /// Checkpointed to the repository with its resources released (`hibernate`).
+    Hibernated,
     /// Given up after repeated failed boots.
     Failed,
+}
+
+impl std::fmt::Display for WState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            WState::Starting => "starting",
+            WState::Running => "running",
+            WState::Restarting => "restarting",
+            WState::Hibernated => "hibernated",
+            WState::Failed => "failed",
+        })
+    }
+}
+
+/// One restart, for the history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RestartEntry {
+    /// When (unix ms).
+    pub at_unix_ms: u64,
+    /// How.
+    pub from: RestartKind,
+    /// The image, for an image restart.
+    pub image: Option<String>,
+    /// The failure that caused it.
+    pub reason: String,
+    /// New host pid.
+    pub pid: i32,
 }
 
 /// What `workload status` shows.
@@ -83,7 +163,7 @@ pub struct WStatus {
     pub restarts: u32,
     /// How the last restart was done.
     pub last_restart: Option<RestartKind>,
-    /// Image used by the last image restart.
+    /// Image used by the last image restart or resume.
     pub last_image: Option<String>,
     /// Consistency images held.
     pub images: usize,
@@ -91,14 +171,78 @@ pub struct WStatus {
     pub last_failure: Option<String>,
     /// Last checkpoint problem, in words.
     pub last_checkpoint_error: Option<String>,
+    /// When the last consistency image was committed (unix ms).
+    #[serde(default)]
+    pub last_checkpoint_unix_ms: Option<u64>,
+    /// How long the last consistency image froze the workload.
+    #[serde(default)]
+    pub last_frozen_secs: Option<f64>,
+    /// The last restarts, oldest first.
+    #[serde(default)]
+    pub restart_log: Vec<RestartEntry>,
 }
 
-/// Something that happened, for the event log and FFDC.
+impl WStatus {
+    fn new(state: WState) -> WStatus {
+        WStatus {
+            state,
+            pid: None,
+            restarts: 0,
+            last_restart: None,
+            last_image: None,
+            images: 0,
+            last_failure: None,
+            last_checkpoint_error: None,
+            last_checkpoint_unix_ms: None,
+            last_frozen_secs: None,
+            restart_log: Vec::new(),
+        }
+    }
+}
+
+/// A workload as the API shows it: its name, status and spec.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkloadView {
+    /// Name.
+    pub name: String,
+    /// Status.
+    #[serde(flatten)]
+    pub status: WStatus,
+    /// Spec.
+    pub spec: WorkloadSpec,
+}
+
+/// Everything the supervisor knows about a workload, as kept in the agent's store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Persisted {
+    /// Spec.
+    pub spec: WorkloadSpec,
+    /// Status.
+    pub status: WStatus,
+    /// Policy memory.
+    pub history: History,
+    /// A boot restart waiting for its back-off (unix ms).
+    pub pending_boot_unix_ms: Option<u64>,
+}
+
+/// Something that happened, for the event log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Happening {
-    /// A workload was added and started.
+    /// A workload was added.
+    Added {
+        /// Workload.
+        workload: String,
+    },
+    /// A workload was started from its boot command for the first time.
     Started {
+        /// Workload.
+        workload: String,
+        /// Host pid.
+        pid: i32,
+    },
+    /// A running partition was taken over by a (re)started agent.
+    Adopted {
         /// Workload.
         workload: String,
         /// Host pid.
@@ -129,6 +273,13 @@ pub enum Happening {
         /// Host pid of the first process, if it still exists.
         pid: Option<i32>,
     },
+    /// A first-failure data capture bundle was written.
+    Ffdc {
+        /// Workload.
+        workload: String,
+        /// Bundle id.
+        bundle: String,
+    },
     /// Restarted from an image or its boot command.
     Restarted {
         /// Workload.
@@ -145,6 +296,40 @@ pub enum Happening {
         /// Workload.
         workload: String,
     },
+    /// Checkpointed to the repository, resources released.
+    Hibernated {
+        /// Workload.
+        workload: String,
+        /// The image it will resume from.
+        image: String,
+    },
+    /// Back from hibernation.
+    Resumed {
+        /// Workload.
+        workload: String,
+        /// Image.
+        image: String,
+        /// Host pid.
+        pid: i32,
+    },
+    /// Removed from supervision.
+    Removed {
+        /// Workload.
+        workload: String,
+    },
+}
+
+impl Happening {
+    /// The event kind in the log: `workload.<event>`.
+    pub fn kind(&self) -> String {
+        let v = serde_json::to_value(self).unwrap_or_default();
+        format!("workload.{}", v["event"].as_str().unwrap_or("unknown"))
+    }
+
+    /// Is this a failure detected by the supervisor?
+    pub fn is_failure(&self) -> bool {
+        matches!(self, Happening::Failed { .. })
+    }
 }
 
 struct Slot {
@@ -159,25 +344,66 @@ struct Slot {
     pending_boot: Option<Instant>,
 }
 
+impl Slot {
+    fn new(spec: WorkloadSpec, status: WStatus, history: History) -> Slot {
+        let mut s = Slot {
+            spec,
+            status,
+            history,
+            next_checkpoint: None,
+            next_probe: None,
+            tracker: None,
+            oom_seen: 0,
+            pending_boot: None,
+        };
+        s.reset_schedules();
+        s
+    }
+
+    fn reset_schedules(&mut self) {
+        let now = Instant::now();
+        self.tracker = self.spec.probe.as_ref().map(|p| Tracker::new(p.threshold));
+        self.next_probe = self.spec.probe.as_ref().map(|p| now + p.period);
+        self.next_checkpoint = self.spec.checkpoint_every.map(|d| now + d);
+        self.oom_seen = 0;
+    }
+}
+
 /// Supervises workloads on this node.
 pub struct Supervisor {
     root: Root,
     repo: Arc<LocalRepo>,
     exe: PathBuf,
+    ffdc_dir: PathBuf,
+    agent_log: Option<PathBuf>,
     workers: usize,
     slots: BTreeMap<String, Slot>,
-    epoch: Instant,
+    /// Monitors we started (our children until they end).
+    children: BTreeSet<i32>,
 }
 
-/// Errors adding a workload.
+/// Errors of the supervisor's verbs.
 #[derive(Debug, thiserror::Error)]
 pub enum SupervisorError {
     /// Already supervised.
-    #[error("workload '{0}' exists: remove it first")]
+    #[error("workload '{0}' exists: remove it first (`stasis workload rm {0}`)")]
     Exists(String),
     /// Not supervised.
-    #[error("no workload named '{0}'")]
+    #[error("no workload named '{0}' (see `stasis workload ls`)")]
     NotFound(String),
+    /// The spec is not usable.
+    #[error("bad workload spec: {0}")]
+    BadSpec(String),
+    /// The verb does not apply in the workload's state.
+    #[error("workload '{name}' is {state}: {what}")]
+    WrongState {
+        /// Workload.
+        name: String,
+        /// Its state.
+        state: WState,
+        /// What would be needed.
+        what: &'static str,
+    },
     /// Starting its partition failed.
     #[error("starting workload '{name}'")]
     Start {
@@ -187,68 +413,175 @@ pub enum SupervisorError {
         #[source]
         source: ops::OpsError,
     },
+    /// A checkpoint failed (the workload runs on).
+    #[error("checkpoint of workload '{name}' failed (it keeps running): {error}")]
+    Checkpoint {
+        /// Workload.
+        name: String,
+        /// Why.
+        error: String,
+    },
+    /// Restoring an image failed.
+    #[error("restoring workload '{name}' from image {image} failed")]
+    Restore {
+        /// Workload.
+        name: String,
+        /// Image.
+        image: String,
+        /// Cause.
+        #[source]
+        source: ops::OpsError,
+    },
+    /// Removing it failed.
+    #[error("removing workload '{name}': {error}")]
+    Remove {
+        /// Workload.
+        name: String,
+        /// Why.
+        error: String,
+    },
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn instant_from_unix_ms(at: u64) -> Instant {
+    let now = unix_ms();
+    Instant::now() + Duration::from_millis(at.saturating_sub(now))
 }
 
 impl Supervisor {
-    /// A supervisor keeping partitions under `root`, images in `repo`, and running
-    /// checkpoints with the `stasis` binary `exe`.
+    /// A supervisor keeping partitions under `root`, images in `repo`, FFDC bundles in
+    /// `ROOT/ffdc`, and running checkpoints with the `stasis` binary `exe`.
     pub fn new(root: Root, repo: Arc<LocalRepo>, exe: PathBuf) -> Supervisor {
+        let ffdc_dir = root.path.join("ffdc");
         Supervisor {
             root,
             repo,
             exe,
+            ffdc_dir,
+            agent_log: None,
             workers: 2,
             slots: BTreeMap::new(),
-            epoch: Instant::now(),
+            children: BTreeSet::new(),
         }
     }
 
-    fn now_ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
+    /// Write FFDC bundles into `dir`.
+    pub fn with_ffdc_dir(mut self, dir: PathBuf) -> Self {
+        self.ffdc_dir = dir;
+        self
     }
 
-    /// Add a workload and start it from its boot command.
-    pub fn add(&mut self, spec: WorkloadSpec) -> Result<Vec<Happening>, SupervisorError> {
+    /// The agent's log, whose lines about a workload go into its FFDC bundles.
+    pub fn with_agent_log(mut self, log: PathBuf) -> Self {
+        self.agent_log = Some(log);
+        self
+    }
+
+    /// Where FFDC bundles go.
+    pub fn ffdc_dir(&self) -> &Path {
+        &self.ffdc_dir
+    }
+
+    /// The hooks socket path a workload is given (in its own filesystem view).
+    pub fn hooks_path(&self, spec: &WorkloadSpec) -> PathBuf {
+        if spec.partition.rootfs.is_some() {
+            PathBuf::from("/tmp/stasis-hooks.sock")
+        } else {
+            self.root
+                .path
+                .join("hooks")
+                .join(format!("{}.sock", spec.name))
+        }
+    }
+
+    /// Add a workload and start it from its boot command; returns once it runs.
+    pub fn add(&mut self, mut spec: WorkloadSpec) -> Result<Vec<Happening>, SupervisorError> {
+        stasis_partition::state::check_name(&spec.name)
+            .map_err(|e| SupervisorError::BadSpec(e.to_string()))?;
+        if spec.partition.cmd.is_empty() {
+            return Err(SupervisorError::BadSpec("the command is empty".into()));
+        }
+        if spec.checkpoint_every.is_some_and(|d| d.is_zero()) {
+            return Err(SupervisorError::BadSpec(
+                "checkpoint_every must be longer than zero".into(),
+            ));
+        }
+        spec.images_kept = spec.images_kept.max(1);
         if self.slots.contains_key(&spec.name) {
             return Err(SupervisorError::Exists(spec.name));
         }
+        if let Ok(rec) = self.root.load(&spec.name) {
+            return Err(SupervisorError::BadSpec(format!(
+                "a partition named '{}' exists ({}); pick another name or `stasis rm -f {}`",
+                spec.name, rec.state, spec.name
+            )));
+        }
+        let hooks = self.hooks_path(&spec);
+        if spec.partition.rootfs.is_none() {
+            if let Some(dir) = hooks.parent() {
+                let _ = std::fs::create_dir_all(dir);
+            }
+            let _ = std::fs::remove_file(&hooks);
+        }
+        if !spec
+            .partition
+            .env
+            .iter()
+            .any(|e| e.starts_with(&format!("{HOOKS_ENV}=")))
+        {
+            spec.partition
+                .env
+                .push(format!("{HOOKS_ENV}={}", hooks.display()));
+        }
+        // Images of an earlier workload of the same name hold someone else's state.
+        let _ = self.repo.remove_all(&spec.name);
         let pid = self.boot(&spec)?;
-        let now = Instant::now();
-        let slot = Slot {
-            status: WStatus {
-                state: WState::Running,
-                pid: Some(pid),
-                restarts: 0,
-                last_restart: None,
-                last_image: None,
-                images: 0,
-                last_failure: None,
-                last_checkpoint_error: None,
-            },
-            history: History {
-                started_ms: self.now_ms(),
-                ..Default::default()
-            },
-            next_checkpoint: spec.checkpoint_every.map(|d| now + d),
-            next_probe: spec.probe.as_ref().map(|p| now + p.period),
-            tracker: spec.probe.as_ref().map(|p| Tracker::new(p.threshold)),
-            oom_seen: 0,
-            pending_boot: None,
-            spec,
+        let mut status = WStatus::new(WState::Running);
+        status.pid = Some(pid);
+        let history = History {
+            started_ms: unix_ms(),
+            ..Default::default()
         };
-        let name = slot.spec.name.clone();
-        self.slots.insert(name.clone(), slot);
-        Ok(vec![Happening::Started {
-            workload: name,
-            pid,
-        }])
+        let name = spec.name.clone();
+        self.slots
+            .insert(name.clone(), Slot::new(spec, status, history));
+        Ok(vec![
+            Happening::Added {
+                workload: name.clone(),
+            },
+            Happening::Started {
+                workload: name,
+                pid,
+            },
+        ])
     }
 
-    fn boot(&self, spec: &WorkloadSpec) -> Result<i32, SupervisorError> {
-        run_fresh(&self.root, spec).map_err(|source| SupervisorError::Start {
+    fn boot(&mut self, spec: &WorkloadSpec) -> Result<i32, SupervisorError> {
+        let r = run_fresh(&self.root, spec).map_err(|source| SupervisorError::Start {
             name: spec.name.clone(),
             source,
-        })
+        });
+        self.note_monitor(&spec.name);
+        r
+    }
+
+    fn note_monitor(&mut self, name: &str) {
+        if let Some(m) = self.root.load(name).ok().and_then(|r| r.monitor_pid) {
+            self.children.insert(m);
+        }
+    }
+
+    /// Reap monitors that ended.
+    fn reap(&mut self) {
+        self.children
+            .retain(|&pid| !stasis_sys::ns::reap_nohang(pid).unwrap_or(true));
     }
 
     /// Status of a workload.
@@ -256,132 +589,408 @@ impl Supervisor {
         self.slots.get(name).map(|s| s.status.clone())
     }
 
+    /// A workload as the API shows it.
+    pub fn view(&self, name: &str) -> Option<WorkloadView> {
+        self.slots.get(name).map(|s| WorkloadView {
+            name: name.to_string(),
+            status: s.status.clone(),
+            spec: s.spec.clone(),
+        })
+    }
+
+    /// Every workload, by name.
+    pub fn views(&self) -> Vec<WorkloadView> {
+        self.slots.keys().filter_map(|n| self.view(n)).collect()
+    }
+
     /// Names of every workload.
     pub fn names(&self) -> Vec<String> {
         self.slots.keys().cloned().collect()
     }
 
+    /// Everything to keep, per workload.
+    pub fn export(&self) -> Vec<Persisted> {
+        let now = Instant::now();
+        let now_ms = unix_ms();
+        self.slots
+            .values()
+            .map(|s| Persisted {
+                spec: s.spec.clone(),
+                status: s.status.clone(),
+                history: s.history,
+                pending_boot_unix_ms: s
+                    .pending_boot
+                    .map(|t| now_ms + t.saturating_duration_since(now).as_millis() as u64),
+            })
+            .collect()
+    }
+
+    /// Take over a workload a previous agent supervised. A partition still running is adopted
+    /// as it is; one that ended while no agent watched is handled as a failure by the next
+    /// tick.
+    pub fn adopt(&mut self, p: Persisted) -> Vec<Happening> {
+        let name = p.spec.name.clone();
+        let mut slot = Slot::new(p.spec, p.status, p.history);
+        slot.pending_boot = p.pending_boot_unix_ms.map(instant_from_unix_ms);
+        slot.status.images = self.repo.list(&name).map(|l| l.len()).unwrap_or(0);
+        let mut out = Vec::new();
+        if matches!(
+            slot.status.state,
+            WState::Running | WState::Starting | WState::Restarting
+        ) {
+            if let Ok(rec) = self.root.load(&name) {
+                if ops::is_running(&rec) {
+                    if let Some(pid) = rec.pid {
+                        slot.status.state = WState::Running;
+                        slot.status.pid = Some(pid);
+                        slot.pending_boot = None;
+                        if let Ok(st) = ops::stats(&self.root, &name) {
+                            slot.oom_seen = st.usage.oom_kills;
+                        }
+                        out.push(Happening::Adopted {
+                            workload: name.clone(),
+                            pid,
+                        });
+                    }
+                }
+            }
+        }
+        self.slots.insert(name, slot);
+        out
+    }
+
     /// Take a consistency image of `name` now.
     pub fn checkpoint_now(&mut self, name: &str) -> Result<Happening, SupervisorError> {
-        let repo = self.repo.clone();
-        let exe = self.exe.clone();
-        let root = self.root.clone();
-        let workers = self.workers;
+        let ctx = self.ctx();
         let slot = self
             .slots
             .get_mut(name)
             .ok_or_else(|| SupervisorError::NotFound(name.to_string()))?;
-        Ok(take_image(&repo, &exe, &root, workers, slot))
+        if slot.status.state != WState::Running {
+            return Err(SupervisorError::WrongState {
+                name: name.to_string(),
+                state: slot.status.state,
+                what: "only a running workload can be checkpointed",
+            });
+        }
+        let h = take_image(&ctx, slot);
+        slot.next_checkpoint = slot.spec.checkpoint_every.map(|d| Instant::now() + d);
+        match h {
+            Happening::CheckpointFailed { error, .. } => Err(SupervisorError::Checkpoint {
+                name: name.to_string(),
+                error,
+            }),
+            h => Ok(h),
+        }
+    }
+
+    /// Checkpoint `name` into the repository and end it, releasing its resources.
+    pub fn hibernate(&mut self, name: &str) -> Result<Vec<Happening>, SupervisorError> {
+        let ctx = self.ctx();
+        let slot = self
+            .slots
+            .get_mut(name)
+            .ok_or_else(|| SupervisorError::NotFound(name.to_string()))?;
+        if slot.status.state != WState::Running {
+            return Err(SupervisorError::WrongState {
+                name: name.to_string(),
+                state: slot.status.state,
+                what: "only a running workload can be hibernated",
+            });
+        }
+        let info = checkpoint_into_repo(&ctx, slot, false).map_err(|error| {
+            slot.status.last_checkpoint_error = Some(error.clone());
+            SupervisorError::Checkpoint {
+                name: name.to_string(),
+                error,
+            }
+        })?;
+        slot.status.state = WState::Hibernated;
+        slot.status.pid = None;
+        slot.status.last_checkpoint_error = None;
+        slot.status.images = ctx.repo.list(name).map(|l| l.len()).unwrap_or(0);
+        Ok(vec![Happening::Hibernated {
+            workload: name.to_string(),
+            image: info.0.id.to_string(),
+        }])
+    }
+
+    /// Bring a hibernated workload back from its image.
+    pub fn resume(&mut self, name: &str) -> Result<Vec<Happening>, SupervisorError> {
+        let ctx = self.ctx();
+        let slot = self
+            .slots
+            .get_mut(name)
+            .ok_or_else(|| SupervisorError::NotFound(name.to_string()))?;
+        if slot.status.state != WState::Hibernated {
+            return Err(SupervisorError::WrongState {
+                name: name.to_string(),
+                state: slot.status.state,
+                what: "only a hibernated workload can be resumed",
+            });
+        }
+        let img =
+            ctx.repo.latest(name).ok().flatten().ok_or_else(|| {
+                SupervisorError::BadSpec(format!("no image of '{name}' to resume"))
+            })?;
+        let pid = ops::restore(&ctx.root, &img.dir, Some(name), ctx.workers).map_err(|source| {
+            SupervisorError::Restore {
+                name: name.to_string(),
+                image: img.id.to_string(),
+                source,
+            }
+        })?;
+        slot.status.state = WState::Running;
+        slot.status.pid = Some(pid);
+        slot.status.last_image = Some(img.id.to_string());
+        // A resumed workload starts a new run: its next failure is an image restart.
+        slot.history = History {
+            started_ms: unix_ms(),
+            ..Default::default()
+        };
+        slot.reset_schedules();
+        post_restore(&ctx, slot, pid);
+        self.note_monitor(name);
+        Ok(vec![Happening::Resumed {
+            workload: name.to_string(),
+            image: img.id.to_string(),
+            pid,
+        }])
+    }
+
+    /// Stop supervising `name`: end its partition, remove it and its images (FFDC bundles
+    /// stay).
+    pub fn remove(&mut self, name: &str) -> Result<Vec<Happening>, SupervisorError> {
+        let slot = self
+            .slots
+            .get(name)
+            .ok_or_else(|| SupervisorError::NotFound(name.to_string()))?;
+        if self.root.load(name).is_ok() {
+            ops::rm(&self.root, name, true).map_err(|e| SupervisorError::Remove {
+                name: name.to_string(),
+                error: e.to_string(),
+            })?;
+        }
+        if slot.spec.partition.rootfs.is_none() {
+            let _ = std::fs::remove_file(self.hooks_path(&slot.spec));
+        }
+        let _ = self.repo.remove_all(name);
+        self.slots.remove(name);
+        self.reap();
+        Ok(vec![Happening::Removed {
+            workload: name.to_string(),
+        }])
+    }
+
+    fn ctx(&self) -> Ctx {
+        Ctx {
+            root: self.root.clone(),
+            repo: self.repo.clone(),
+            exe: self.exe.clone(),
+            ffdc_dir: self.ffdc_dir.clone(),
+            agent_log: self.agent_log.clone(),
+            workers: self.workers,
+        }
     }
 
     /// One round of supervision; returns what happened.
     pub fn tick(&mut self) -> Vec<Happening> {
+        self.reap();
         let mut out = Vec::new();
-        let names = self.names();
-        for name in names {
-            let now_ms = self.now_ms();
-            let repo = self.repo.clone();
-            let root = self.root.clone();
-            let exe = self.exe.clone();
-            let workers = self.workers;
+        let ctx = self.ctx();
+        for name in self.names() {
             let Some(slot) = self.slots.get_mut(&name) else {
                 continue;
             };
-            if slot.status.state == WState::Failed {
-                continue;
-            }
-            if let Some(at) = slot.pending_boot {
-                if Instant::now() >= at {
-                    slot.pending_boot = None;
-                    out.extend(boot_restart(&root, slot));
-                }
-                continue;
-            }
-            if let Some(reason) = failure(&root, slot) {
-                let pid = slot
-                    .status
-                    .pid
-                    .filter(|p| stasis_partition::state::alive(*p));
-                out.push(Happening::Failed {
-                    workload: name.clone(),
-                    reason: reason.clone(),
-                    pid,
-                });
-                slot.status.last_failure = Some(reason);
-                // End what is left of it before restarting.
-                if pid.is_some() {
-                    let _ = ops::stop(&root, &name, Duration::from_millis(0));
-                }
-                slot.status.pid = None;
-                let latest = repo.latest(&name).ok().flatten();
-                let (d, h) =
-                    policy::decide(&slot.spec.policy, &slot.history, now_ms, latest.is_some());
-                slot.history = h;
-                match d {
-                    Decision::ImageRestart => {
-                        let img = latest.expect("decided with an image");
-                        slot.status.state = WState::Restarting;
-                        match ops::restore(&root, &img.dir, Some(&name), workers) {
-                            Ok(pid) => {
-                                slot.status.state = WState::Running;
-                                slot.status.pid = Some(pid);
-                                slot.status.restarts += 1;
-                                slot.status.last_restart = Some(RestartKind::Image);
-                                slot.status.last_image = Some(img.id.to_string());
-                                reset_probe(slot);
-                                out.push(Happening::Restarted {
-                                    workload: name.clone(),
-                                    from: RestartKind::Image,
-                                    image: Some(img.id.to_string()),
-                                    pid,
-                                });
-                            }
-                            Err(e) => {
-                                // The image itself does not come back: that is a failure
-                                // within the window; the next tick boots.
-                                slot.status.last_failure =
-                                    Some(format!("restore of image {} failed: {e}", img.id));
-                                slot.history.last_restart = Some((RestartKind::Image, now_ms));
-                            }
-                        }
-                    }
-                    Decision::BootRestart {
-                        delay,
-                        discard_images,
-                    } => {
-                        if discard_images {
-                            let _ = repo.remove_all(&name);
-                            slot.status.images = 0;
-                        }
-                        slot.status.state = WState::Restarting;
-                        if delay.is_zero() {
-                            out.extend(boot_restart(&root, slot));
-                        } else {
-                            slot.pending_boot = Some(Instant::now() + delay);
-                        }
-                    }
-                    Decision::MarkFailed => {
-                        slot.status.state = WState::Failed;
-                        out.push(Happening::MarkedFailed {
-                            workload: name.clone(),
-                        });
-                    }
-                }
-                continue;
-            }
-            if slot.next_checkpoint.is_some_and(|t| Instant::now() >= t) {
-                slot.next_checkpoint = slot.spec.checkpoint_every.map(|d| Instant::now() + d);
-                out.push(take_image(&repo, &exe, &root, workers, slot));
+            supervise(&ctx, slot, &mut out);
+            if out
+                .iter()
+                .any(|h| matches!(h, Happening::Restarted { workload, .. } if workload == &name))
+            {
+                self.note_monitor(&name);
             }
         }
         out
     }
 }
 
-fn reset_probe(slot: &mut Slot) {
-    slot.tracker = slot.spec.probe.as_ref().map(|p| Tracker::new(p.threshold));
-    slot.next_probe = slot.spec.probe.as_ref().map(|p| Instant::now() + p.period);
-    slot.oom_seen = 0;
+/// What the per-workload steps need of the supervisor.
+struct Ctx {
+    root: Root,
+    repo: Arc<LocalRepo>,
+    exe: PathBuf,
+    ffdc_dir: PathBuf,
+    agent_log: Option<PathBuf>,
+    workers: usize,
+}
+
+fn supervise(ctx: &Ctx, slot: &mut Slot, out: &mut Vec<Happening>) {
+    let name = slot.spec.name.clone();
+    if matches!(slot.status.state, WState::Failed | WState::Hibernated) {
+        return;
+    }
+    if let Some(at) = slot.pending_boot {
+        if Instant::now() >= at {
+            slot.pending_boot = None;
+            let reason = slot.status.last_failure.clone().unwrap_or_default();
+            out.extend(boot_restart(&ctx.root, slot, &reason));
+        }
+        return;
+    }
+    let Some(kind) = failure(&ctx.root, slot) else {
+        if slot.next_checkpoint.is_some_and(|t| Instant::now() >= t) {
+            out.push(take_image(ctx, slot));
+            slot.next_checkpoint = slot.spec.checkpoint_every.map(|d| Instant::now() + d);
+        }
+        return;
+    };
+    let reason = kind.to_string();
+    let pid = slot
+        .status
+        .pid
+        .filter(|p| stasis_partition::state::alive(*p));
+    tracing::warn!(workload = %name, %reason, "workload failed");
+    out.push(Happening::Failed {
+        workload: name.clone(),
+        reason: reason.clone(),
+        pid,
+    });
+    slot.status.last_failure = Some(reason.clone());
+    // Capture first, while what is left of it still exists.
+    let capture = Capture {
+        agent_log: ctx.agent_log.clone(),
+        ..Capture::new(
+            Failure {
+                workload: name.clone(),
+                kind,
+                at_unix_ms: unix_ms(),
+                pid,
+                image_in_use: slot.status.last_image.clone(),
+                incarnation: slot.status.restarts,
+            },
+            ctx.root.paths(&name).log(),
+        )
+    };
+    match ffdc::write_bundle(&ctx.ffdc_dir, &capture) {
+        Ok(b) => {
+            out.push(Happening::Ffdc {
+                workload: name.clone(),
+                bundle: b.id,
+            });
+            let _ = ffdc::prune(&ctx.ffdc_dir, &name, FFDC_KEPT);
+        }
+        Err(e) => tracing::error!(workload = %name, error = %e, "writing the FFDC bundle failed"),
+    }
+    // End what is left of it before restarting.
+    if pid.is_some() {
+        let _ = ops::stop(&ctx.root, &name, Duration::from_millis(0));
+    }
+    slot.status.pid = None;
+    let now_ms = unix_ms();
+    let latest = ctx.repo.latest(&name).ok().flatten();
+    let (d, h) = policy::decide(&slot.spec.policy, &slot.history, now_ms, latest.is_some());
+    slot.history = h;
+    match d {
+        Decision::ImageRestart => {
+            let img = latest.expect("decided with an image");
+            slot.status.state = WState::Restarting;
+            match ops::restore(&ctx.root, &img.dir, Some(&name), ctx.workers) {
+                Ok(pid) => {
+                    slot.status.state = WState::Running;
+                    slot.status.pid = Some(pid);
+                    slot.status.restarts += 1;
+                    slot.status.last_restart = Some(RestartKind::Image);
+                    slot.status.last_image = Some(img.id.to_string());
+                    log_restart(
+                        slot,
+                        RestartKind::Image,
+                        Some(img.id.to_string()),
+                        &reason,
+                        pid,
+                    );
+                    slot.reset_schedules();
+                    post_restore(ctx, slot, pid);
+                    tracing::info!(workload = %name, image = %img.id, pid, "restarted from its image");
+                    out.push(Happening::Restarted {
+                        workload: name.clone(),
+                        from: RestartKind::Image,
+                        image: Some(img.id.to_string()),
+                        pid,
+                    });
+                }
+                Err(e) => {
+                    // The image itself does not come back: that is a failure within the
+                    // window; the next tick boots.
+                    let why = format!("restore of image {} failed: {e}", img.id);
+                    tracing::error!(workload = %name, error = %why, "image restart failed");
+                    slot.status.last_failure = Some(why);
+                    slot.history.last_restart = Some((RestartKind::Image, now_ms));
+                }
+            }
+        }
+        Decision::BootRestart {
+            delay,
+            discard_images,
+        } => {
+            if discard_images {
+                let _ = ctx.repo.remove_all(&name);
+                slot.status.images = 0;
+            }
+            slot.status.state = WState::Restarting;
+            if delay.is_zero() {
+                out.extend(boot_restart(&ctx.root, slot, &reason));
+            } else {
+                tracing::info!(workload = %name, ?delay, "boot restart after a back-off");
+                slot.pending_boot = Some(Instant::now() + delay);
+            }
+        }
+        Decision::MarkFailed => {
+            slot.status.state = WState::Failed;
+            tracing::error!(workload = %name, "workload marked failed");
+            out.push(Happening::MarkedFailed {
+                workload: name.clone(),
+            });
+        }
+    }
+}
+
+fn log_restart(slot: &mut Slot, from: RestartKind, image: Option<String>, reason: &str, pid: i32) {
+    slot.status.restart_log.push(RestartEntry {
+        at_unix_ms: unix_ms(),
+        from,
+        image,
+        reason: reason.to_string(),
+        pid,
+    });
+    let n = slot.status.restart_log.len();
+    if n > RESTART_LOG {
+        slot.status.restart_log.drain(..n - RESTART_LOG);
+    }
+}
+
+/// The hooks socket of a running workload, as the agent reaches it.
+fn hooks_socket(slot: &Slot, pid: i32) -> Option<PathBuf> {
+    let p = slot
+        .spec
+        .partition
+        .env
+        .iter()
+        .find_map(|e| e.strip_prefix(&format!("{HOOKS_ENV}=")))?;
+    let p = PathBuf::from(p);
+    let via_proc = PathBuf::from(format!("/proc/{pid}/root")).join(p.strip_prefix("/").ok()?);
+    via_proc.exists().then_some(via_proc)
+}
+
+fn notify(slot: &Slot, pid: i32, event: HookEvent) {
+    if let Some(path) = hooks_socket(slot, pid) {
+        if let Err(e) = stasis_hooks::notify(&path, event, slot.spec.hooks_timeout) {
+            tracing::warn!(workload = %slot.spec.name, %event, error = %e, "hook not acknowledged; going on");
+        }
+    }
+}
+
+fn post_restore(_ctx: &Ctx, slot: &Slot, pid: i32) {
+    notify(slot, pid, HookEvent::PostRestore);
 }
 
 /// Start the workload's partition from its boot command; a boot (re)start is a fresh
@@ -399,7 +1008,7 @@ fn run_fresh(root: &Root, spec: &WorkloadSpec) -> Result<i32, ops::OpsError> {
     )
 }
 
-fn boot_restart(root: &Root, slot: &mut Slot) -> Vec<Happening> {
+fn boot_restart(root: &Root, slot: &mut Slot, reason: &str) -> Vec<Happening> {
     let name = slot.spec.name.clone();
     match run_fresh(root, &slot.spec) {
         Ok(pid) => {
@@ -408,7 +1017,9 @@ fn boot_restart(root: &Root, slot: &mut Slot) -> Vec<Happening> {
             slot.status.restarts += 1;
             slot.status.last_restart = Some(RestartKind::Boot);
             slot.status.last_image = None;
-            reset_probe(slot);
+            log_restart(slot, RestartKind::Boot, None, reason, pid);
+            slot.reset_schedules();
+            tracing::info!(workload = %name, pid, "restarted from its boot command");
             vec![Happening::Restarted {
                 workload: name,
                 from: RestartKind::Boot,
@@ -417,7 +1028,10 @@ fn boot_restart(root: &Root, slot: &mut Slot) -> Vec<Happening> {
             }]
         }
         Err(e) => {
+            // Counted as a failed boot: the next tick decides again.
             slot.status.last_failure = Some(format!("boot restart failed: {e}"));
+            slot.status.pid = None;
+            slot.history.last_restart = Some((RestartKind::Boot, unix_ms()));
             vec![Happening::Failed {
                 workload: name,
                 reason: format!("boot restart failed: {e}"),
@@ -427,22 +1041,32 @@ fn boot_restart(root: &Root, slot: &mut Slot) -> Vec<Happening> {
     }
 }
 
-/// Has the workload failed? Returns why.
-fn failure(root: &Root, slot: &mut Slot) -> Option<String> {
+/// Has the workload failed? Returns how.
+fn failure(root: &Root, slot: &mut Slot) -> Option<FailureKind> {
     let name = &slot.spec.name;
     let rec = match root.load(name) {
         Ok(r) => r,
-        Err(e) => return Some(format!("its partition record is gone: {e}")),
+        Err(e) => {
+            return Some(FailureKind::Ended {
+                detail: format!("its partition record is gone: {e}"),
+            })
+        }
     };
     if !ops::is_running(&rec) {
         return Some(match (&rec.exit, rec.state) {
-            (_, State::Stopped) => "stopped from outside the agent".into(),
-            (Some(x), _) => match (x.code, x.signal) {
-                (Some(c), _) => format!("exited with code {c}"),
-                (_, Some(s)) => format!("killed by signal {s}"),
-                _ => "ended".into(),
+            (_, State::Stopped) => FailureKind::Ended {
+                detail: "stopped from outside the agent".into(),
             },
-            (None, _) => "ended".into(),
+            (Some(x), _) => match (x.code, x.signal) {
+                (Some(c), _) => FailureKind::Exit { code: c },
+                (_, Some(s)) => FailureKind::Signal { signo: s },
+                _ => FailureKind::Ended {
+                    detail: "ended".into(),
+                },
+            },
+            (None, st) => FailureKind::Ended {
+                detail: format!("its partition is {st}"),
+            },
         });
     }
     if let Ok(st) = ops::stats(root, name) {
@@ -450,7 +1074,7 @@ fn failure(root: &Root, slot: &mut Slot) -> Option<String> {
             let n = st.usage.oom_kills;
             if slot.oom_seen != 0 || n > rec.carried.oom_kills {
                 slot.oom_seen = n;
-                return Some(format!("the OOM killer killed a process ({n} so far)"));
+                return Some(FailureKind::OomKill);
             }
             slot.oom_seen = n;
         }
@@ -461,84 +1085,106 @@ fn failure(root: &Root, slot: &mut Slot) -> Option<String> {
             slot.next_probe = Some(Instant::now() + p.period);
             let target = Target {
                 pid: rec.pid.unwrap_or(0),
-                own_net: rec.spec.net != stasis_partition::state::NetMode::Host,
+                own_net: rec.spec.net != NetMode::Host,
             };
             let r = probe::check(&p.probe, target, p.timeout);
             if let probe::Health::Failed = t.record(r.is_ok()) {
-                return Some(format!(
-                    "health probe failed {} times in a row: {}",
-                    p.threshold,
-                    r.err().map(|e| e.to_string()).unwrap_or_default()
-                ));
+                return Some(FailureKind::ProbeFailed {
+                    probe: probe_name(&p.probe),
+                    detail: format!(
+                        "{} checks in a row, the last: {}",
+                        p.threshold,
+                        r.err().map(|e| e.to_string()).unwrap_or_default()
+                    ),
+                });
             }
         }
     }
     None
 }
 
-/// Take one consistency image through a child `stasis checkpoint --leave-running`.
-fn take_image(
-    repo: &Arc<LocalRepo>,
-    exe: &PathBuf,
-    root: &Root,
-    workers: usize,
-    slot: &mut Slot,
-) -> Happening {
-    let name = slot.spec.name.clone();
-    let fail = |slot: &mut Slot, error: String| {
-        slot.status.last_checkpoint_error = Some(error.clone());
-        Happening::CheckpointFailed {
-            workload: slot.spec.name.clone(),
-            error,
-        }
-    };
-    let pending = match repo.begin(&name) {
-        Ok(p) => p,
-        Err(e) => return fail(slot, format!("preparing the image directory: {e}")),
-    };
-    let out = std::process::Command::new(exe)
-        .arg("--root")
-        .arg(&root.path)
-        .args([
-            "checkpoint",
-            "--name",
-            &name,
-            "--leave-running",
-            "--force",
-            "--json",
-        ])
+fn probe_name(p: &Probe) -> String {
+    match p {
+        Probe::Exec { cmd } => format!("exec:{}", cmd.join(" ")),
+        Probe::Tcp { addr } => format!("tcp:{addr}"),
+        Probe::Http { url } => url.clone(),
+    }
+}
+
+/// Checkpoint the workload into a new repository image through a child `stasis checkpoint`
+/// (`leave_running` or kill mode), telling it PRE-CHECKPOINT first. Returns the committed
+/// image and the seconds it was frozen.
+fn checkpoint_into_repo(
+    ctx: &Ctx,
+    slot: &Slot,
+    leave_running: bool,
+) -> Result<(ImageInfo, f64), String> {
+    let name = &slot.spec.name;
+    if let Some(pid) = slot.status.pid {
+        notify(slot, pid, HookEvent::PreCheckpoint);
+    }
+    let pending = ctx
+        .repo
+        .begin(name)
+        .map_err(|e| format!("preparing the image directory: {e}"))?;
+    let mut cmd = std::process::Command::new(&ctx.exe);
+    cmd.arg("--root")
+        .arg(&ctx.root.path)
+        .args(["checkpoint", "--name", name, "--force", "--json"])
         .arg("--dir")
         .arg(&pending.dir)
         .arg("--workers")
-        .arg(workers.to_string())
-        .stdin(std::process::Stdio::null())
-        .output();
-    let out = match out {
+        .arg(ctx.workers.to_string())
+        .stdin(std::process::Stdio::null());
+    if leave_running {
+        cmd.arg("--leave-running");
+    }
+    let out = match cmd.output() {
         Ok(o) if o.status.success() => o,
         Ok(o) => {
-            let _ = repo.abort(pending);
-            return fail(slot, String::from_utf8_lossy(&o.stderr).trim().to_string());
+            let _ = ctx.repo.abort(pending);
+            return Err(String::from_utf8_lossy(&o.stderr).trim().to_string());
         }
         Err(e) => {
-            let _ = repo.abort(pending);
-            return fail(slot, format!("running {}: {e}", exe.display()));
+            let _ = ctx.repo.abort(pending);
+            return Err(format!("running {}: {e}", ctx.exe.display()));
         }
     };
     let frozen_secs = serde_json::from_slice::<serde_json::Value>(&out.stdout)
         .ok()
         .and_then(|v| v["frozen_secs"].as_f64())
         .unwrap_or(0.0);
-    let info = match repo.commit(pending) {
-        Ok(i) => i,
-        Err(e) => return fail(slot, format!("committing the image: {e}")),
-    };
+    let info = ctx
+        .repo
+        .commit(pending)
+        .map_err(|e| format!("committing the image: {e}"))?;
     // Only now that the new image is durable may older ones go.
-    let _ = repo.retain(&name, slot.spec.images_kept.max(1));
-    slot.status.images = repo.list(&name).map(|l| l.len()).unwrap_or(0);
-    slot.status.last_checkpoint_error = None;
-    Happening::Checkpointed {
-        workload: name,
-        image: info.id.to_string(),
-        frozen_secs,
+    let _ = ctx.repo.retain(name, slot.spec.images_kept.max(1));
+    Ok((info, frozen_secs))
+}
+
+/// Take one consistency image (the workload keeps running).
+fn take_image(ctx: &Ctx, slot: &mut Slot) -> Happening {
+    let name = slot.spec.name.clone();
+    match checkpoint_into_repo(ctx, slot, true) {
+        Ok((info, frozen_secs)) => {
+            slot.status.images = ctx.repo.list(&name).map(|l| l.len()).unwrap_or(0);
+            slot.status.last_checkpoint_error = None;
+            slot.status.last_checkpoint_unix_ms = Some(unix_ms());
+            slot.status.last_frozen_secs = Some(frozen_secs);
+            Happening::Checkpointed {
+                workload: name,
+                image: info.id.to_string(),
+                frozen_secs,
+            }
+        }
+        Err(error) => {
+            tracing::warn!(workload = %name, %error, "consistency image failed; the workload runs on");
+            slot.status.last_checkpoint_error = Some(error.clone());
+            Happening::CheckpointFailed {
+                workload: name,
+                error,
+            }
+        }
     }
 }

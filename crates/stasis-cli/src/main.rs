@@ -4,6 +4,7 @@
 //! (checkpoint refused, tree left running); 4 the image is unusable (missing, corrupt, other
 //! version or kernel); 5 a pid the image needs is in use; 130 interrupted (SIGINT/SIGTERM).
 
+mod agent;
 mod bench;
 mod demo;
 mod inspect;
@@ -29,6 +30,13 @@ struct Cli {
     /// Root directory of partition state (records, logs, accounting).
     #[arg(long, global = true, default_value = stasis_partition::state::DEFAULT_ROOT, env = "STASIS_ROOT")]
     root: PathBuf,
+    /// The agent to talk to: unix:/path/agent.sock or http://HOST:PORT (default: the unix
+    /// socket under --root).
+    #[arg(long, global = true, env = "STASIS_AGENT")]
+    agent: Option<String>,
+    /// How long agent verbs wait for an agent that is still starting.
+    #[arg(long, global = true, default_value = "10s", value_name = "DURATION")]
+    agent_wait: String,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -117,6 +125,56 @@ enum Cmd {
         /// Partition name (all partitions if omitted).
         name: Option<String>,
         /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the node agent in the foreground: supervises workloads (consistency images, HA
+    /// restarts, FFDC, hibernation), serves the API and dashboard. Stopping it leaves every
+    /// workload running; the next agent adopts them.
+    Agent {
+        /// TCP address of the API and dashboard (`off`: unix socket ROOT/agent.sock only).
+        #[arg(long, default_value = "127.0.0.1:7670")]
+        listen: String,
+        /// Supervision period (failure detection, due checkpoints).
+        #[arg(long, default_value = "200ms", value_name = "DURATION")]
+        tick: String,
+    },
+    /// Supervised workloads (through the agent).
+    Workload {
+        #[command(subcommand)]
+        cmd: agent::WorkloadCmd,
+    },
+    /// Checkpoint a workload into the agent's repository and release its resources.
+    Hibernate {
+        /// Workload name.
+        name: String,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Bring a hibernated workload back with its state.
+    Resume {
+        /// Workload name.
+        name: String,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// First-failure data capture bundles written by the agent.
+    Ffdc {
+        #[command(subcommand)]
+        cmd: agent::FfdcCmd,
+    },
+    /// The agent's lifecycle events, in order; --follow streams them (and survives agent
+    /// restarts, resuming after the last event seen).
+    Events {
+        /// Keep streaming new events.
+        #[arg(long, short = 'f')]
+        follow: bool,
+        /// Only events after this sequence number.
+        #[arg(long, default_value_t = 0)]
+        since: u64,
+        /// One JSON object per line.
         #[arg(long)]
         json: bool,
     },
@@ -246,18 +304,38 @@ fn main() -> ExitCode {
         1 => "info",
         _ => "debug",
     };
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("STASIS_LOG")
-                .unwrap_or_else(|_| level.into()),
-        )
-        .init();
+    if matches!(cli.cmd, Cmd::Agent { .. }) {
+        if let Err(e) = agent_logging(&cli.root, cli.verbose) {
+            eprintln!("stasis: error: {e:#}");
+            return ExitCode::from(1);
+        }
+    } else {
+        tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_env("STASIS_LOG")
+                    .unwrap_or_else(|_| level.into()),
+            )
+            .init();
+    }
     if let Err(e) = stasis_engine::failpoint::validate_config() {
         eprintln!("stasis: error: {e}");
         return ExitCode::from(2);
     }
-    if let Err(e) = stasis_sys::sys::install_interrupt_handlers() {
+    // The agent and its clients keep the default signal dispositions (the agent's runtime
+    // handles SIGINT/SIGTERM itself; a client simply ends).
+    let agent_verb = matches!(
+        cli.cmd,
+        Cmd::Agent { .. }
+            | Cmd::Workload { .. }
+            | Cmd::Hibernate { .. }
+            | Cmd::Resume { .. }
+            | Cmd::Ffdc { .. }
+            | Cmd::Events { .. }
+    );
+    if agent_verb {
+        // nothing to install
+    } else if let Err(e) = stasis_sys::sys::install_interrupt_handlers() {
         eprintln!("stasis: warning: cannot install signal handlers: {e}");
     }
     // The hidden workload modes are the programs being checkpointed: they repair nothing.
@@ -289,7 +367,28 @@ fn main() -> ExitCode {
         let code = partition::monitor(&root, name, restore_dir.clone(), *workers);
         return ExitCode::from(code.clamp(0, 255) as u8);
     }
-    match run(&root, cli.cmd) {
+    let conn = agent::Conn {
+        agent: cli.agent.clone(),
+        wait: cli.agent_wait.clone(),
+    };
+    let r = match cli.cmd {
+        Cmd::Agent { listen, tick } => agent::agent(&cli.root, &listen, &tick),
+        Cmd::Workload { cmd } => agent::workload(&cli.root, &conn, cmd),
+        Cmd::Hibernate { name, json } => {
+            agent::hibernate_or_resume(&cli.root, &conn, &name, false, json)
+        }
+        Cmd::Resume { name, json } => {
+            agent::hibernate_or_resume(&cli.root, &conn, &name, true, json)
+        }
+        Cmd::Ffdc { cmd } => agent::ffdc(&cli.root, &conn, cmd),
+        Cmd::Events {
+            follow,
+            since,
+            json,
+        } => agent::events(&cli.root, &conn, since, follow, json),
+        cmd => run(&root, cmd),
+    };
+    match r {
         Ok(()) => ExitCode::SUCCESS,
         Err((code, err)) => {
             report(&err);
@@ -300,6 +399,39 @@ fn main() -> ExitCode {
 
 type Failed = (u8, anyhow::Error);
 
+/// The agent logs to stderr and to ROOT/agent/agent.log (FFDC bundles quote its lines).
+fn agent_logging(root: &std::path::Path, verbose: u8) -> anyhow::Result<()> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+    let paths = stasis_agent::daemon::AgentPaths::new(root);
+    std::fs::create_dir_all(paths.dir())
+        .with_context(|| format!("creating {}", paths.dir().display()))?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(paths.log())
+        .with_context(|| format!("opening {}", paths.log().display()))?;
+    let level = if verbose > 1 { "debug" } else { "info" };
+    let filter = || {
+        tracing_subscriber::EnvFilter::try_from_env("STASIS_LOG").unwrap_or_else(|_| level.into())
+    };
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_filter(filter()),
+        )
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_ansi(false)
+                .with_writer(std::sync::Arc::new(file))
+                .with_filter(filter()),
+        )
+        .init();
+    Ok(())
+}
+
 fn run(root: &stasis_partition::state::Root, cmd: Cmd) -> Result<(), Failed> {
     match cmd {
         Cmd::Run(a) => partition::run(root, a),
@@ -307,7 +439,13 @@ fn run(root: &stasis_partition::state::Root, cmd: Cmd) -> Result<(), Failed> {
         Cmd::Stop { name, timeout } => partition::stop(root, &name, timeout),
         Cmd::Rm { names, force } => partition::rm(root, &names, force),
         Cmd::Stats { name, json } => partition::stats(root, name.as_deref(), json),
-        Cmd::Monitor { .. } => unreachable!("handled before"),
+        Cmd::Monitor { .. }
+        | Cmd::Agent { .. }
+        | Cmd::Workload { .. }
+        | Cmd::Hibernate { .. }
+        | Cmd::Resume { .. }
+        | Cmd::Ffdc { .. }
+        | Cmd::Events { .. } => unreachable!("handled before"),
         Cmd::Checkpoint {
             pid: None,
             name: Some(name),

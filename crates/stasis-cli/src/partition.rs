@@ -10,12 +10,9 @@ use stasis_partition::state::{NetMode, Root, Spec};
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// `stasis run` options.
-#[derive(Args, Debug)]
-pub struct RunArgs {
-    /// Partition name (also its hostname unless --hostname).
-    #[arg(long)]
-    pub name: String,
+/// Options of a partition, shared by `run` and `workload add`.
+#[derive(Args, Debug, Clone)]
+pub struct PartitionArgs {
     /// Network: host (share the host's), none (own namespace, loopback only), veth (own
     /// namespace joined to the host by a veth pair with addresses from 10.231.0.0/16).
     #[arg(long, default_value = "host")]
@@ -41,6 +38,17 @@ pub struct RunArgs {
     /// Maximum number of tasks (processes and threads).
     #[arg(long)]
     pub pids: Option<u64>,
+}
+
+/// `stasis run` options.
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Partition name (also its hostname unless --hostname).
+    #[arg(long)]
+    pub name: String,
+    /// Partition options.
+    #[command(flatten)]
+    pub partition: PartitionArgs,
     /// Print the result as JSON (`{"name": ..., "pid": N}`) instead of the bare pid.
     #[arg(long)]
     pub json: bool,
@@ -76,9 +84,9 @@ fn ops_err(e: ops::OpsError) -> Failed {
     fail(e.exit_code(), e)
 }
 
-/// `stasis run`.
-pub fn run(root: &Root, a: RunArgs) -> Result<(), Failed> {
-    stasis_partition::state::check_name(&a.name).map_err(|e| fail(2, e))?;
+/// The partition spec `a` describes, for partition `name` running `cmd`.
+pub fn spec_from(name: &str, a: PartitionArgs, cmd: Vec<String>) -> Result<Spec, Failed> {
+    stasis_partition::state::check_name(name).map_err(|e| fail(2, e))?;
     let memory = a
         .memory
         .as_deref()
@@ -108,12 +116,12 @@ pub fn run(root: &Root, a: RunArgs) -> Result<(), Failed> {
         (None, Some(_)) => Some(PathBuf::from("/")),
         (None, None) => std::env::current_dir().ok(),
     };
-    let spec = Spec {
-        cmd: a.cmd,
+    Ok(Spec {
+        cmd,
         net: a.net,
         veth: None,
         rootfs,
-        hostname: a.hostname.unwrap_or_else(|| a.name.clone()),
+        hostname: a.hostname.unwrap_or_else(|| name.to_string()),
         cwd,
         env: a.env,
         limits: Limits {
@@ -121,7 +129,12 @@ pub fn run(root: &Root, a: RunArgs) -> Result<(), Failed> {
             cpus: a.cpus,
             pids: a.pids,
         },
-    };
+    })
+}
+
+/// `stasis run`.
+pub fn run(root: &Root, a: RunArgs) -> Result<(), Failed> {
+    let spec = spec_from(&a.name, a.partition, a.cmd)?;
     let name = a.name;
     let pid = ops::run(
         root,

@@ -41,6 +41,7 @@ fn spec(name: &str, cmd: &str, probe: Option<ProbeSpec>) -> WorkloadSpec {
             failover_window: Duration::from_secs(20),
             ..Policy::default()
         },
+        hooks_timeout: Duration::from_secs(2),
     }
 }
 
@@ -191,7 +192,7 @@ fn failing_probe_triggers_the_policy() {
             _ => None,
         })
         .unwrap();
-    assert!(reason.contains("health probe failed 2 times"), "{reason}");
+    assert!(reason.contains("failed: 2 checks in a row"), "{reason}");
     // No image yet: a boot restart.
     assert_eq!(
         s.status("ha2").unwrap().last_restart,

@@ -322,3 +322,22 @@ pub fn command_setsid(cmd: &mut std::process::Command) {
         });
     }
 }
+
+/// Reap child `pid` if it has ended, without blocking. `Ok(true)`: reaped, or it is not (or no
+/// longer) our child; `Ok(false)`: still running.
+pub fn reap_nohang(pid: i32) -> io::Result<bool> {
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid writes the status into a local.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::__WALL | libc::WNOHANG) };
+        if r < 0 {
+            let e = last_err();
+            match e.raw_os_error() {
+                Some(libc::EINTR) => continue,
+                Some(libc::ECHILD) => return Ok(true),
+                _ => return Err(e),
+            }
+        }
+        return Ok(r != 0);
+    }
+}

@@ -1,0 +1,479 @@
+//! The agent's HTTP API (v1), its event stream and the dashboard.
+//!
+//! Served on the unix socket `ROOT/agent.sock` and on `--listen`. Documented in
+//! `assets/openapi.yaml` (served at `/openapi.yaml`); a unit test checks that every route here
+//! is in that document and the reverse. Errors are `{"error": "..."}` with a 4xx status for
+//! what the caller can fix (400 bad request, 404 unknown, 409 wrong state or name taken) and
+//! 500 for an operation that failed (the message says why), 503 while shutting down.
+//!
+//! The event stream (`/v1/events/stream`) is Server-Sent Events: each event is sent with
+//! `id: SEQ`, so a client that reconnects with `Last-Event-ID` (browsers do this on their own)
+//! or `?since=SEQ` gets every event after the last one it saw, in order, without a gap: the
+//! stream is read from the store's event log ([`stasis_cluster::EventLog::follow`]).
+
+use crate::daemon::{Op, Shared};
+use crate::supervisor::{SupervisorError, WorkloadSpec};
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path as UrlPath, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The OpenAPI document.
+pub const OPENAPI: &str = include_str!("../assets/openapi.yaml");
+/// The dashboard.
+pub const DASHBOARD: &str = include_str!("../assets/dashboard.html");
+
+/// An error answer.
+#[derive(Debug)]
+pub struct ApiError(pub StatusCode, pub String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+impl From<SupervisorError> for ApiError {
+    fn from(e: SupervisorError) -> Self {
+        let code = match &e {
+            SupervisorError::Exists(_) | SupervisorError::WrongState { .. } => StatusCode::CONFLICT,
+            SupervisorError::NotFound(_) => StatusCode::NOT_FOUND,
+            SupervisorError::BadSpec(_) => StatusCode::BAD_REQUEST,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError(code, chain(&e))
+    }
+}
+
+type ApiResult = Result<Json<Value>, ApiError>;
+
+async fn call(s: &Shared, op: Op) -> ApiResult {
+    match s.call(op).await {
+        Ok(Ok(v)) => Ok(Json(v)),
+        Ok(Err(e)) => Err(e.into()),
+        Err(why) => Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, why.into())),
+    }
+}
+
+fn not_found(name: &str) -> ApiError {
+    ApiError(
+        StatusCode::NOT_FOUND,
+        format!("no workload named '{name}' (see `stasis workload ls`)"),
+    )
+}
+
+/// The routes, as `(method, path)` — kept equal to the OpenAPI document by a test.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("get", "/"),
+    ("get", "/openapi.yaml"),
+    ("get", "/v1/openapi.yaml"),
+    ("get", "/v1/health"),
+    ("get", "/v1/workloads"),
+    ("post", "/v1/workloads"),
+    ("get", "/v1/workloads/{name}"),
+    ("delete", "/v1/workloads/{name}"),
+    ("post", "/v1/workloads/{name}/checkpoint"),
+    ("post", "/v1/workloads/{name}/hibernate"),
+    ("post", "/v1/workloads/{name}/resume"),
+    ("get", "/v1/workloads/{name}/images"),
+    ("get", "/v1/workloads/{name}/stats"),
+    ("get", "/v1/ffdc"),
+    ("get", "/v1/ffdc/{id}"),
+    ("get", "/v1/events"),
+    ("get", "/v1/events/stream"),
+];
+
+/// The API router.
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/", get(dashboard))
+        .route("/openapi.yaml", get(openapi))
+        .route("/v1/openapi.yaml", get(openapi))
+        .route("/v1/health", get(health))
+        .route("/v1/workloads", get(list).post(add))
+        .route("/v1/workloads/{name}", get(show).delete(remove))
+        .route("/v1/workloads/{name}/checkpoint", post(checkpoint))
+        .route("/v1/workloads/{name}/hibernate", post(hibernate))
+        .route("/v1/workloads/{name}/resume", post(resume))
+        .route("/v1/workloads/{name}/images", get(images))
+        .route("/v1/workloads/{name}/stats", get(stats))
+        .route("/v1/ffdc", get(ffdc_list))
+        .route("/v1/ffdc/{id}", get(ffdc_show))
+        .route("/v1/events", get(events))
+        .route("/v1/events/stream", get(stream))
+        .fallback(|| async {
+            ApiError(
+                StatusCode::NOT_FOUND,
+                "no such route (see /openapi.yaml)".into(),
+            )
+        })
+        .method_not_allowed_fallback(|| async {
+            ApiError(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed on this route (see /openapi.yaml)".into(),
+            )
+        })
+        .with_state(shared)
+}
+
+async fn dashboard() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        DASHBOARD,
+    )
+}
+
+async fn openapi() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/yaml")], OPENAPI)
+}
+
+async fn health(State(s): State<Arc<Shared>>) -> ApiResult {
+    Ok(Json(json!({
+        "ok": true,
+        "version": env!("CARGO_PKG_VERSION"),
+        "root": s.paths.root,
+        "pid": std::process::id(),
+        "last_seq": s.events.last_seq().unwrap_or(0),
+    })))
+}
+
+async fn list(State(s): State<Arc<Shared>>) -> ApiResult {
+    let views: Vec<Value> = s
+        .views
+        .read()
+        .map(|v| {
+            v.values()
+                .map(|w| serde_json::to_value(w).unwrap_or_default())
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(Json(json!({ "workloads": views })))
+}
+
+async fn show(State(s): State<Arc<Shared>>, UrlPath(name): UrlPath<String>) -> ApiResult {
+    let v = s.views.read().ok().and_then(|v| v.get(&name).cloned());
+    match v {
+        Some(v) => Ok(Json(serde_json::to_value(v).unwrap_or_default())),
+        None => Err(not_found(&name)),
+    }
+}
+
+fn bad_json(e: JsonRejection) -> ApiError {
+    ApiError(
+        StatusCode::BAD_REQUEST,
+        format!("bad workload spec: {}", e.body_text()),
+    )
+}
+
+async fn add(
+    State(s): State<Arc<Shared>>,
+    body: Result<Json<WorkloadSpec>, JsonRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let Json(spec) = body.map_err(bad_json)?;
+    let v = call(&s, Op::Add(Box::new(spec))).await?;
+    Ok((StatusCode::CREATED, v))
+}
+
+async fn remove(State(s): State<Arc<Shared>>, UrlPath(name): UrlPath<String>) -> ApiResult {
+    call(&s, Op::Remove(name)).await
+}
+
+async fn checkpoint(State(s): State<Arc<Shared>>, UrlPath(name): UrlPath<String>) -> ApiResult {
+    call(&s, Op::Checkpoint(name)).await
+}
+
+async fn hibernate(State(s): State<Arc<Shared>>, UrlPath(name): UrlPath<String>) -> ApiResult {
+    call(&s, Op::Hibernate(name)).await
+}
+
+async fn resume(State(s): State<Arc<Shared>>, UrlPath(name): UrlPath<String>) -> ApiResult {
+    call(&s, Op::Resume(name)).await
+}
+
+fn known(s: &Shared, name: &str) -> Result<(), ApiError> {
+    let ok = s
+        .views
+        .read()
+        .map(|v| v.contains_key(name))
+        .unwrap_or(false);
+    if ok {
+        Ok(())
+    } else {
+        Err(not_found(name))
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+}
+
+async fn images(State(s): State<Arc<Shared>>, UrlPath(name): UrlPath<String>) -> ApiResult {
+    use crate::repo::Repository;
+    known(&s, &name)?;
+    blocking(move || {
+        let list = s
+            .repo
+            .list(&name)
+            .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, chain(&e)))?;
+        let images: Vec<Value> = list
+            .iter()
+            .map(|i| {
+                json!({
+                    "id": i.id.to_string(),
+                    "dir": i.dir,
+                    "created_unix_ms": i.created_unix_ms,
+                    "bytes": i.bytes,
+                })
+            })
+            .collect();
+        Ok(Json(json!({ "images": images })))
+    })
+    .await
+}
+
+async fn stats(State(s): State<Arc<Shared>>, UrlPath(name): UrlPath<String>) -> ApiResult {
+    known(&s, &name)?;
+    blocking(move || match stasis_partition::ops::stats(&s.root, &name) {
+        Ok(st) => Ok(Json(serde_json::to_value(st).unwrap_or_default())),
+        Err(e) => Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no accounting for '{name}' now: {e}"),
+        )),
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FfdcQuery {
+    workload: Option<String>,
+}
+
+async fn ffdc_list(
+    State(s): State<Arc<Shared>>,
+    q: Result<Query<FfdcQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult {
+    let Query(q) = q.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))?;
+    blocking(move || {
+        let list = crate::ffdc::list(&s.paths.ffdc(), q.workload.as_deref())
+            .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, chain(&e)))?;
+        Ok(Json(json!({ "bundles": list })))
+    })
+    .await
+}
+
+async fn ffdc_show(State(s): State<Arc<Shared>>, UrlPath(id): UrlPath<String>) -> ApiResult {
+    blocking(move || match crate::ffdc::show(&s.paths.ffdc(), &id) {
+        Ok(b) => Ok(Json(serde_json::to_value(b).unwrap_or_default())),
+        Err(crate::ffdc::FfdcError::NotFound { .. }) => Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no FFDC bundle '{id}' (see `stasis ffdc ls`)"),
+        )),
+        Err(e) => Err(ApiError(StatusCode::BAD_REQUEST, chain(&e))),
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventsQuery {
+    since: Option<u64>,
+    limit: Option<usize>,
+}
+
+async fn events(
+    State(s): State<Arc<Shared>>,
+    q: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult {
+    let Query(q) = q.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let since = q.since.unwrap_or(0);
+    let limit = q.limit.unwrap_or(1000).max(1);
+    blocking(move || {
+        let mut list = s
+            .events
+            .since(since)
+            .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, chain(&e)))?;
+        list.truncate(limit);
+        let last = s.events.last_seq().unwrap_or(0);
+        Ok(Json(json!({ "events": list, "last_seq": last })))
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StreamQuery {
+    since: Option<u64>,
+}
+
+async fn stream(
+    State(s): State<Arc<Shared>>,
+    headers: HeaderMap,
+    q: Result<Query<StreamQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Sse<impl tokio_stream::Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let from_header = match headers.get("last-event-id") {
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|t| t.trim().parse::<u64>().ok())
+                .ok_or_else(|| {
+                    ApiError(
+                        StatusCode::BAD_REQUEST,
+                        "Last-Event-ID must be an event sequence number".into(),
+                    )
+                })?,
+        ),
+        None => None,
+    };
+    let since = from_header.or(q.since).unwrap_or(0);
+    let mut follow = s
+        .events
+        .follow(since)
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, chain(&e)))?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<stasis_cluster::Event>(256);
+    let log = s.events.clone();
+    // The log is read by a thread of its own (its follow blocks); it ends when the client goes.
+    std::thread::spawn(move || loop {
+        if tx.is_closed() {
+            break;
+        }
+        match follow.next_timeout(Duration::from_millis(500)) {
+            Ok(Some(e)) => {
+                if tx.blocking_send(e).is_err() {
+                    break;
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::debug!(error = %e, "event follow broke; resuming");
+                match log.follow(follow.last_seq()) {
+                    Ok(f) => follow = f,
+                    Err(_) => break,
+                }
+            }
+        }
+    });
+    let stream =
+        tokio_stream::StreamExt::map(tokio_stream::wrappers::ReceiverStream::new(rx), |e| {
+            Ok(SseEvent::default()
+                .id(e.seq.to_string())
+                .event(e.kind.clone())
+                .data(serde_json::to_string(&e).unwrap_or_default()))
+        });
+    Ok(Sse::new(stream).keep_alive(
+        KeepAlive::new()
+            .interval(Duration::from_secs(15))
+            .text("keepalive"),
+    ))
+}
+
+/// Serve the API on the unix socket and on `listen` until SIGINT/SIGTERM.
+pub async fn serve(
+    shared: Arc<Shared>,
+    socket: PathBuf,
+    listen: Option<SocketAddr>,
+) -> std::io::Result<()> {
+    let app = router(shared);
+    // A socket file left by an agent that died is stale (the agent lock is ours now).
+    let _ = std::fs::remove_file(&socket);
+    let unix = tokio::net::UnixListener::bind(&socket)?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o660))?;
+    }
+    let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
+    let mut tasks = tokio::task::JoinSet::new();
+    {
+        let app = app.clone();
+        let mut stop = stop_tx.subscribe();
+        tasks.spawn(async move {
+            axum::serve(unix, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stop.recv().await;
+                })
+                .await
+        });
+    }
+    if let Some(addr) = listen {
+        let tcp = tokio::net::TcpListener::bind(addr).await?;
+        tracing::info!(addr = %tcp.local_addr()?, "dashboard and API listening");
+        let mut stop = stop_tx.subscribe();
+        tasks.spawn(async move {
+            axum::serve(tcp, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stop.recv().await;
+                })
+                .await
+        });
+    }
+    tracing::info!(socket = %socket.display(), "API listening");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+        r = tasks.join_next() => {
+            if let Some(Ok(Err(e))) = r { return Err(e); }
+        }
+    }
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(());
+    // Open event streams never end on their own: do not wait for them long.
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every route is documented, and the document has no route that does not exist.
+    #[test]
+    fn openapi_matches_the_router() {
+        let doc: Value = serde_yaml_ng::from_str(OPENAPI).expect("openapi.yaml parses");
+        let paths = doc["paths"].as_object().expect("paths");
+        let mut documented: Vec<(String, String)> = Vec::new();
+        for (p, ops) in paths {
+            for m in ops.as_object().expect("ops").keys() {
+                if ["get", "post", "put", "delete", "patch"].contains(&m.as_str()) {
+                    documented.push((m.clone(), p.clone()));
+                }
+            }
+        }
+        documented.sort();
+        let mut ours: Vec<(String, String)> = ROUTES
+            .iter()
+            .map(|(m, p)| (m.to_string(), p.to_string()))
+            .collect();
+        ours.sort();
+        assert_eq!(documented, ours);
+    }
+}

@@ -1,0 +1,432 @@
+//! The agent daemon: `stasis agent --root DIR`.
+//!
+//! One agent owns one root directory (an exclusive `flock` on `ROOT/agent/agent.lock`):
+//!
+//! ```text
+//! ROOT/agent.sock          the HTTP API on a unix socket (the CLI's default way in)
+//! ROOT/agent/state.redb    the embedded store: workload specs and status, the event log
+//! ROOT/agent/agent.log     the agent's log (FFDC bundles quote the lines about a workload)
+//! ROOT/images/NAME/ID/     consistency and hibernation images (the repository)
+//! ROOT/ffdc/NAME/ID/       first-failure data capture bundles
+//! ROOT/partitions/NAME/    the partitions themselves (stasis-partition)
+//! ```
+//!
+//! Threads: the **supervisor thread** owns the [`Supervisor`]; it takes commands from the API
+//! (add, remove, checkpoint, hibernate, resume) over a channel, ticks every
+//! [`AgentOptions::tick`], appends what happened to the event log, writes every workload's
+//! state to the store when it changed, and publishes a snapshot of the views that the API
+//! reads without waiting for a checkpoint in progress. The **HTTP side** is a tokio runtime
+//! serving [`crate::api`] on the unix socket and on `--listen`.
+//!
+//! Restarting the agent never stops a workload: partitions run in their own sessions under
+//! their own monitors, and a new agent adopts those still running
+//! ([`Supervisor::adopt`]). SIGINT/SIGTERM make the agent save its state and exit, leaving
+//! every workload as it is.
+
+use crate::api;
+use crate::repo::{LocalRepo, Repository};
+use crate::supervisor::{Happening, Persisted, Supervisor, SupervisorError, WorkloadView};
+use serde_json::{json, Value};
+use stasis_cluster::{EmbeddedStore, EventLog, Store};
+use stasis_partition::state::Root;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, RwLock};
+use std::time::{Duration, Instant};
+
+/// Key prefix of workload records in the store.
+const WORKLOADS: &str = "workloads/";
+/// Key prefix of the event log.
+const EVENTS: &str = "events";
+
+/// How the agent is started.
+#[derive(Debug, Clone)]
+pub struct AgentOptions {
+    /// Root directory.
+    pub root: PathBuf,
+    /// TCP address for the dashboard and remote clients (None: unix socket only).
+    pub listen: Option<SocketAddr>,
+    /// The `stasis` binary checkpoints and monitors run as.
+    pub exe: PathBuf,
+    /// Supervision period.
+    pub tick: Duration,
+}
+
+/// Paths of an agent root.
+#[derive(Debug, Clone)]
+pub struct AgentPaths {
+    /// The root.
+    pub root: PathBuf,
+}
+
+impl AgentPaths {
+    /// Paths under `root`.
+    pub fn new(root: impl Into<PathBuf>) -> AgentPaths {
+        AgentPaths { root: root.into() }
+    }
+    /// The API's unix socket.
+    pub fn socket(&self) -> PathBuf {
+        self.root.join("agent.sock")
+    }
+    /// The agent's own directory.
+    pub fn dir(&self) -> PathBuf {
+        self.root.join("agent")
+    }
+    /// The agent's log.
+    pub fn log(&self) -> PathBuf {
+        self.dir().join("agent.log")
+    }
+    /// The embedded store.
+    pub fn store(&self) -> PathBuf {
+        self.dir().join("state.redb")
+    }
+    /// The image repository.
+    pub fn images(&self) -> PathBuf {
+        self.root.join("images")
+    }
+    /// FFDC bundles.
+    pub fn ffdc(&self) -> PathBuf {
+        self.root.join("ffdc")
+    }
+}
+
+/// Errors starting or running the agent.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// Another agent holds the root.
+    #[error("another agent is running on {0} (its lock is held)")]
+    Busy(PathBuf),
+    /// A file or socket could not be set up.
+    #[error("{what} {path}")]
+    Io {
+        /// What.
+        what: &'static str,
+        /// Where.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The store failed.
+    #[error("the agent's store {path}")]
+    Store {
+        /// Store file.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: stasis_cluster::StoreError,
+    },
+    /// The event log failed.
+    #[error("the agent's event log")]
+    Events(#[source] stasis_cluster::EventLogError),
+    /// The repository failed.
+    #[error("the image repository")]
+    Repo(#[source] crate::repo::RepoError),
+    /// A stored workload record does not parse.
+    #[error("workload record {key} in the store is corrupt")]
+    Corrupt {
+        /// Key.
+        key: String,
+        /// Cause.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// What the API asks the supervisor thread to do.
+#[derive(Debug)]
+pub enum Op {
+    /// Add and start.
+    Add(Box<crate::supervisor::WorkloadSpec>),
+    /// Stop supervising and remove.
+    Remove(String),
+    /// Consistency image now.
+    Checkpoint(String),
+    /// Hibernate.
+    Hibernate(String),
+    /// Resume.
+    Resume(String),
+}
+
+/// An operation with its reply channel.
+#[derive(Debug)]
+pub struct Command {
+    /// What.
+    pub op: Op,
+    /// Where the answer goes.
+    pub reply: tokio::sync::oneshot::Sender<Result<Value, SupervisorError>>,
+}
+
+/// What the HTTP side shares with the supervisor thread.
+pub struct Shared {
+    /// Partitions root.
+    pub root: Root,
+    /// Paths.
+    pub paths: AgentPaths,
+    /// Image repository.
+    pub repo: Arc<LocalRepo>,
+    /// The event log.
+    pub events: EventLog<EmbeddedStore>,
+    /// Latest views of every workload.
+    pub views: RwLock<BTreeMap<String, WorkloadView>>,
+    /// Commands to the supervisor thread.
+    pub commands: mpsc::Sender<Command>,
+    /// Set once shutting down.
+    pub stopping: AtomicBool,
+}
+
+impl Shared {
+    /// Send `op` to the supervisor thread and wait for its answer.
+    pub async fn call(&self, op: Op) -> Result<Result<Value, SupervisorError>, &'static str> {
+        if self.stopping.load(Ordering::SeqCst) {
+            return Err("the agent is shutting down");
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.commands
+            .send(Command { op, reply: tx })
+            .map_err(|_| "the agent's supervisor has stopped")?;
+        rx.await.map_err(|_| "the agent's supervisor has stopped")
+    }
+}
+
+/// Run the agent in the foreground until SIGINT/SIGTERM.
+pub fn run(opts: AgentOptions) -> Result<(), AgentError> {
+    let paths = AgentPaths::new(&opts.root);
+    let io = |what, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| AgentError::Io { what, path, source }
+    };
+    std::fs::create_dir_all(paths.dir()).map_err(io("creating", &paths.dir()))?;
+    let lock_path = paths.dir().join("agent.lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(io("opening", &lock_path))?;
+    if !stasis_sys::sys::flock_try_exclusive(&lock).map_err(io("locking", &lock_path))? {
+        return Err(AgentError::Busy(opts.root.clone()));
+    }
+    let store =
+        Arc::new(
+            EmbeddedStore::open(paths.store()).map_err(|source| AgentError::Store {
+                path: paths.store(),
+                source,
+            })?,
+        );
+    let events = EventLog::new(store.clone(), EVENTS);
+    let repo = Arc::new(LocalRepo::new(paths.images()).map_err(AgentError::Repo)?);
+    if let Err(e) = repo.recover() {
+        tracing::warn!(error = %e, "repository recovery");
+    }
+    let root = Root::new(&opts.root);
+    let mut sup = Supervisor::new(root.clone(), repo.clone(), opts.exe.clone())
+        .with_ffdc_dir(paths.ffdc())
+        .with_agent_log(paths.log());
+
+    // Adopt what an earlier agent supervised.
+    let stored = store.list(WORKLOADS).map_err(|source| AgentError::Store {
+        path: paths.store(),
+        source,
+    })?;
+    let mut adopted_names = Vec::new();
+    let mut happenings = Vec::new();
+    let mut written: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    for e in stored {
+        let p: Persisted =
+            serde_json::from_slice(&e.value).map_err(|source| AgentError::Corrupt {
+                key: e.key.clone(),
+                source,
+            })?;
+        adopted_names.push(p.spec.name.clone());
+        written.insert(e.key.clone(), e.value.clone());
+        happenings.extend(sup.adopt(p));
+    }
+    events
+        .append(
+            "agent.started",
+            json!({"event": "agent_started", "pid": std::process::id(), "adopted": adopted_names}),
+        )
+        .map_err(AgentError::Events)?;
+    tracing::info!(root = %opts.root.display(), workloads = adopted_names.len(), "agent started");
+
+    let (tx, rx) = mpsc::channel::<Command>();
+    let shared = Arc::new(Shared {
+        root: root.clone(),
+        paths: paths.clone(),
+        repo: repo.clone(),
+        events: events.clone(),
+        views: RwLock::new(BTreeMap::new()),
+        commands: tx,
+        stopping: AtomicBool::new(false),
+    });
+    let mut state = Loop {
+        sup,
+        store: store.clone(),
+        events: events.clone(),
+        shared: shared.clone(),
+        written,
+    };
+    state.record(happenings);
+    state.publish();
+
+    let tick = opts.tick;
+    let worker = std::thread::Builder::new()
+        .name("supervisor".into())
+        .spawn(move || state.run(rx, tick))
+        .map_err(io("starting the supervisor thread", &opts.root))?;
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(io("starting the HTTP runtime", &opts.root))?;
+    let served = rt.block_on(api::serve(shared.clone(), paths.socket(), opts.listen));
+    shared.stopping.store(true, Ordering::SeqCst);
+    // Closing the channel ends the supervisor loop after the command in progress.
+    drop(shared);
+    let _ = worker.join();
+    let _ = std::fs::remove_file(paths.socket());
+    rt.shutdown_timeout(Duration::from_secs(1));
+    drop(lock);
+    tracing::info!("agent stopped; workloads keep running");
+    served.map_err(io("serving the API", &opts.root))
+}
+
+/// The supervisor thread's state.
+struct Loop {
+    sup: Supervisor,
+    store: Arc<EmbeddedStore>,
+    events: EventLog<EmbeddedStore>,
+    shared: Arc<Shared>,
+    written: BTreeMap<String, Vec<u8>>,
+}
+
+impl Loop {
+    fn run(mut self, rx: mpsc::Receiver<Command>, tick: Duration) {
+        let mut last_tick = Instant::now() - tick;
+        loop {
+            let wait = tick.saturating_sub(last_tick.elapsed());
+            match rx.recv_timeout(wait) {
+                Ok(cmd) => {
+                    let answer = self.execute(cmd.op);
+                    self.persist();
+                    self.publish();
+                    let _ = cmd.reply.send(answer);
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+            if self.shared.stopping.load(Ordering::SeqCst) {
+                break;
+            }
+            if last_tick.elapsed() >= tick {
+                last_tick = Instant::now();
+                let h = self.sup.tick();
+                self.record(h);
+                self.persist();
+                self.publish();
+            }
+        }
+        self.persist();
+    }
+
+    fn execute(&mut self, op: Op) -> Result<Value, SupervisorError> {
+        match op {
+            Op::Add(spec) => {
+                let name = spec.name.clone();
+                let h = self.sup.add(*spec)?;
+                self.record(h);
+                Ok(serde_json::to_value(self.sup.view(&name)).unwrap_or_default())
+            }
+            Op::Remove(name) => {
+                let h = self.sup.remove(&name)?;
+                self.record(h);
+                Ok(json!({ "removed": name }))
+            }
+            Op::Checkpoint(name) => {
+                let h = self.sup.checkpoint_now(&name);
+                // A failed checkpoint is an event too.
+                match &h {
+                    Ok(h) => self.record(vec![h.clone()]),
+                    Err(SupervisorError::Checkpoint { error, .. }) => {
+                        self.record(vec![Happening::CheckpointFailed {
+                            workload: name.clone(),
+                            error: error.clone(),
+                        }])
+                    }
+                    Err(_) => {}
+                }
+                match h? {
+                    Happening::Checkpointed {
+                        image, frozen_secs, ..
+                    } => Ok(json!({ "image": image, "frozen_secs": frozen_secs })),
+                    other => Ok(serde_json::to_value(other).unwrap_or_default()),
+                }
+            }
+            Op::Hibernate(name) => {
+                let h = self.sup.hibernate(&name)?;
+                self.record(h);
+                Ok(serde_json::to_value(self.sup.view(&name)).unwrap_or_default())
+            }
+            Op::Resume(name) => {
+                let h = self.sup.resume(&name)?;
+                self.record(h);
+                Ok(serde_json::to_value(self.sup.view(&name)).unwrap_or_default())
+            }
+        }
+    }
+
+    /// Append what happened to the event log.
+    fn record(&mut self, happenings: Vec<Happening>) {
+        for h in happenings {
+            let payload = serde_json::to_value(&h).unwrap_or_default();
+            if let Err(e) = self.events.append(&h.kind(), payload) {
+                tracing::error!(error = %e, "appending to the event log failed");
+            }
+        }
+    }
+
+    /// Write every workload whose state changed to the store; delete removed ones.
+    fn persist(&mut self) {
+        let mut now: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+        for p in self.sup.export() {
+            let key = format!("{WORKLOADS}{}", p.spec.name);
+            now.insert(key, serde_json::to_vec(&p).unwrap_or_default());
+        }
+        for (k, v) in &now {
+            if self.written.get(k) != Some(v) {
+                if let Err(e) = self.store.put(k, v) {
+                    tracing::error!(key = %k, error = %e, "saving workload state failed");
+                    continue;
+                }
+                self.written.insert(k.clone(), v.clone());
+            }
+        }
+        let gone: Vec<String> = self
+            .written
+            .keys()
+            .filter(|k| !now.contains_key(*k))
+            .cloned()
+            .collect();
+        for k in gone {
+            if self.store.delete(&k).is_ok() {
+                self.written.remove(&k);
+            }
+        }
+    }
+
+    fn publish(&self) {
+        let views: BTreeMap<String, WorkloadView> = self
+            .sup
+            .views()
+            .into_iter()
+            .map(|v| (v.name.clone(), v))
+            .collect();
+        if let Ok(mut w) = self.shared.views.write() {
+            *w = views;
+        }
+    }
+}

@@ -1,0 +1,502 @@
+//! The agent verbs of the CLI: `agent` (the daemon) and the clients that talk to it —
+//! `workload add|ls|status|rm|checkpoint`, `ffdc ls|show`, `hibernate`, `resume`, `events`.
+//!
+//! Clients reach the agent over its unix socket `ROOT/agent.sock` unless `--agent URL` says
+//! otherwise, and wait up to `--agent-wait` for an agent that is still starting.
+//! Exit codes: 2 bad request, 6 name taken or wrong state (HTTP 409), 7 no such workload or
+//! bundle (404), 8 no agent answers, 1 anything else.
+
+use crate::partition::{spec_from, PartitionArgs};
+use crate::Failed;
+use anyhow::anyhow;
+use clap::{Args, Subcommand};
+use serde_json::Value;
+use stasis_agent::client::{Client, ClientError, Endpoint};
+use stasis_agent::duration;
+use stasis_agent::policy::Policy;
+use stasis_agent::probe::Probe;
+use stasis_agent::supervisor::{ProbeSpec, WorkloadSpec};
+use std::path::Path;
+use std::time::Duration;
+
+/// `stasis workload` verbs.
+#[derive(Subcommand, Debug)]
+pub enum WorkloadCmd {
+    /// Add a workload and start it from its boot command; returns once it runs.
+    Add(Box<AddArgs>),
+    /// List workloads.
+    Ls {
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a workload: state, pid, restarts, images, last failure.
+    Status {
+        /// Workload name.
+        name: String,
+        /// JSON output (state, pid, restarts, last_restart, last_image, images, spec…).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop supervising a workload: end it, remove its partition and images (FFDC stays).
+    Rm {
+        /// Workload name.
+        name: String,
+    },
+    /// Take a consistency image now (the workload keeps running).
+    Checkpoint {
+        /// Workload name.
+        name: String,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `stasis workload add` options.
+#[derive(Args, Debug)]
+pub struct AddArgs {
+    /// Workload name (also its partition's).
+    pub name: String,
+    /// Partition options.
+    #[command(flatten)]
+    pub partition: PartitionArgs,
+    /// Take a consistency image this often (e.g. 500ms, 2s, 1m); none if omitted.
+    #[arg(long, value_name = "DURATION")]
+    pub checkpoint_every: Option<String>,
+    /// Consistency images kept.
+    #[arg(long, default_value_t = 3)]
+    pub images_kept: usize,
+    /// A failure this soon after a restart means the restart did not help.
+    #[arg(long, default_value = "30s", value_name = "DURATION")]
+    pub failover_window: String,
+    /// Boot restarts in a row (each failing within the window) before backing off.
+    #[arg(long, default_value_t = 3)]
+    pub boot_restarts: u32,
+    /// First back-off delay (doubled each time).
+    #[arg(long, default_value = "1s", value_name = "DURATION")]
+    pub backoff: String,
+    /// Back-off restarts before the workload is marked failed.
+    #[arg(long, default_value_t = 5)]
+    pub backoff_restarts: u32,
+    /// Longest back-off delay.
+    #[arg(long, default_value = "1m", value_name = "DURATION")]
+    pub backoff_max: String,
+    /// Health probe: exec:CMD ARGS (run inside the workload), tcp:HOST:PORT or
+    /// http://HOST:PORT/PATH (from the workload's network namespace).
+    #[arg(long, value_name = "PROBE")]
+    pub probe: Option<String>,
+    /// How often the probe runs.
+    #[arg(long, default_value = "2s", value_name = "DURATION")]
+    pub probe_period: String,
+    /// Failed probes in a row that make a failure.
+    #[arg(long, default_value_t = 3)]
+    pub probe_threshold: u32,
+    /// Time each probe gets.
+    #[arg(long, default_value = "1s", value_name = "DURATION")]
+    pub probe_timeout: String,
+    /// Time the workload gets to answer a hook (PRE-CHECKPOINT, POST-RESTORE).
+    #[arg(long, default_value = "5s", value_name = "DURATION")]
+    pub hooks_timeout: String,
+    /// JSON output.
+    #[arg(long)]
+    pub json: bool,
+    /// The boot command and its arguments.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub cmd: Vec<String>,
+}
+
+/// `stasis ffdc` verbs.
+#[derive(Subcommand, Debug)]
+pub enum FfdcCmd {
+    /// List first-failure data capture bundles, oldest first.
+    Ls {
+        /// Only this workload's.
+        #[arg(long)]
+        workload: Option<String>,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a bundle: the failure, its summary, the workload's last output, agent log lines.
+    Show {
+        /// Bundle id (from `stasis ffdc ls`).
+        id: String,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// How clients reach the agent.
+pub struct Conn {
+    /// `--agent`, if given.
+    pub agent: Option<String>,
+    /// `--agent-wait`.
+    pub wait: String,
+}
+
+fn fail(code: u8, e: impl std::fmt::Display) -> Failed {
+    (code, anyhow!("{e}"))
+}
+
+fn client_err(e: ClientError) -> Failed {
+    let code = match &e {
+        ClientError::BadEndpoint(_) => 2,
+        ClientError::Unreachable { .. } => 8,
+        ClientError::Api { status: 400, .. } => 2,
+        ClientError::Api { status: 404, .. } => 7,
+        ClientError::Api { status: 409, .. } => 6,
+        _ => 1,
+    };
+    (code, anyhow::Error::new(e))
+}
+
+fn dur(flag: &str, text: &str) -> Result<Duration, Failed> {
+    duration::parse(text).map_err(|e| fail(2, format!("--{flag}: {e}")))
+}
+
+impl Conn {
+    /// A client of the agent, once it answers.
+    pub fn client(&self, root: &Path) -> Result<Client, Failed> {
+        let endpoint = match &self.agent {
+            Some(a) => a.parse::<Endpoint>().map_err(client_err)?,
+            None => Endpoint::Unix(stasis_agent::daemon::AgentPaths::new(root).socket()),
+        };
+        let wait = dur("agent-wait", &self.wait)?;
+        let c = Client::new(endpoint);
+        c.wait_ready(wait).map_err(client_err)?;
+        Ok(c)
+    }
+}
+
+fn print_json(v: &Value) {
+    println!("{}", serde_json::to_string_pretty(v).expect("serializable"));
+}
+
+fn opt_str(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// `stasis agent`.
+pub fn agent(root: &Path, listen: &str, tick: &str) -> Result<(), Failed> {
+    let listen = match listen {
+        "off" | "none" | "" => None,
+        a => Some(a.parse().map_err(|e| {
+            fail(
+                2,
+                format!("--listen {a}: {e} (write HOST:PORT, e.g. 127.0.0.1:7670, or off)"),
+            )
+        })?),
+    };
+    let tick = dur("tick", tick)?;
+    let exe = stasis_partition::ops::stasis_exe().map_err(|e| fail(1, e))?;
+    stasis_agent::daemon::run(stasis_agent::daemon::AgentOptions {
+        root: root.to_path_buf(),
+        listen,
+        exe,
+        tick,
+    })
+    .map_err(|e| {
+        let code = match e {
+            stasis_agent::daemon::AgentError::Busy(_) => 6,
+            _ => 1,
+        };
+        (code, anyhow::Error::new(e))
+    })
+}
+
+/// `stasis workload ...`.
+pub fn workload(root: &Path, conn: &Conn, cmd: WorkloadCmd) -> Result<(), Failed> {
+    match cmd {
+        WorkloadCmd::Add(a) => add(root, conn, *a),
+        WorkloadCmd::Ls { json } => {
+            let v = conn
+                .client(root)?
+                .get("/v1/workloads")
+                .map_err(client_err)?;
+            let list = v["workloads"].as_array().cloned().unwrap_or_default();
+            if json {
+                print_json(&Value::Array(list));
+                return Ok(());
+            }
+            println!(
+                "{:<20} {:<11} {:>8} {:>8} {:<7} {:>6}  LAST FAILURE",
+                "NAME", "STATE", "PID", "RESTARTS", "LAST", "IMAGES"
+            );
+            for w in list {
+                println!(
+                    "{:<20} {:<11} {:>8} {:>8} {:<7} {:>6}  {}",
+                    opt_str(&w["name"]),
+                    opt_str(&w["state"]),
+                    opt_str(&w["pid"]),
+                    opt_str(&w["restarts"]),
+                    opt_str(&w["last_restart"]),
+                    opt_str(&w["images"]),
+                    opt_str(&w["last_failure"]),
+                );
+            }
+            Ok(())
+        }
+        WorkloadCmd::Status { name, json } => {
+            let v = conn
+                .client(root)?
+                .get(&format!("/v1/workloads/{name}"))
+                .map_err(client_err)?;
+            if json {
+                print_json(&v);
+                return Ok(());
+            }
+            for k in [
+                "name",
+                "state",
+                "pid",
+                "restarts",
+                "last_restart",
+                "last_image",
+                "images",
+                "last_failure",
+                "last_checkpoint_error",
+                "last_frozen_secs",
+            ] {
+                println!("{:<22} {}", format!("{k}:"), opt_str(&v[k]));
+            }
+            Ok(())
+        }
+        WorkloadCmd::Rm { name } => {
+            conn.client(root)?
+                .delete(&format!("/v1/workloads/{name}"))
+                .map_err(client_err)?;
+            eprintln!("{name}: removed");
+            Ok(())
+        }
+        WorkloadCmd::Checkpoint { name, json } => {
+            let v = conn
+                .client(root)?
+                .post(&format!("/v1/workloads/{name}/checkpoint"), None)
+                .map_err(client_err)?;
+            if json {
+                print_json(&v);
+            } else {
+                println!(
+                    "{name}: image {} (frozen {:.3} s)",
+                    opt_str(&v["image"]),
+                    v["frozen_secs"].as_f64().unwrap_or(0.0)
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+fn add(root: &Path, conn: &Conn, a: AddArgs) -> Result<(), Failed> {
+    let partition = spec_from(&a.name, a.partition, a.cmd)?;
+    let probe = match &a.probe {
+        Some(p) => Some(ProbeSpec {
+            probe: p.parse::<Probe>().map_err(|e| fail(2, e))?,
+            period: dur("probe-period", &a.probe_period)?,
+            threshold: a.probe_threshold.max(1),
+            timeout: dur("probe-timeout", &a.probe_timeout)?,
+        }),
+        None => None,
+    };
+    let spec = WorkloadSpec {
+        name: a.name.clone(),
+        partition,
+        checkpoint_every: a
+            .checkpoint_every
+            .as_deref()
+            .map(|t| dur("checkpoint-every", t))
+            .transpose()?,
+        images_kept: a.images_kept.max(1),
+        probe,
+        policy: Policy {
+            failover_window: dur("failover-window", &a.failover_window)?,
+            boot_restarts: a.boot_restarts,
+            backoff: dur("backoff", &a.backoff)?,
+            backoff_restarts: a.backoff_restarts,
+            backoff_max: dur("backoff-max", &a.backoff_max)?,
+        },
+        hooks_timeout: dur("hooks-timeout", &a.hooks_timeout)?,
+    };
+    let body = serde_json::to_value(&spec).expect("serializable");
+    let v = conn
+        .client(root)?
+        .post("/v1/workloads", Some(&body))
+        .map_err(client_err)?;
+    if a.json {
+        print_json(&v);
+    } else {
+        println!(
+            "{}: {} (pid {})",
+            a.name,
+            opt_str(&v["state"]),
+            opt_str(&v["pid"])
+        );
+    }
+    Ok(())
+}
+
+/// `stasis hibernate NAME` / `stasis resume NAME`.
+pub fn hibernate_or_resume(
+    root: &Path,
+    conn: &Conn,
+    name: &str,
+    resume: bool,
+    json: bool,
+) -> Result<(), Failed> {
+    let verb = if resume { "resume" } else { "hibernate" };
+    let v = conn
+        .client(root)?
+        .post(&format!("/v1/workloads/{name}/{verb}"), None)
+        .map_err(client_err)?;
+    if json {
+        print_json(&v);
+    } else if resume {
+        println!(
+            "{name}: running again from image {} (pid {})",
+            opt_str(&v["last_image"]),
+            opt_str(&v["pid"])
+        );
+    } else {
+        println!(
+            "{name}: hibernated ({} image(s) kept)",
+            opt_str(&v["images"])
+        );
+    }
+    Ok(())
+}
+
+/// `stasis ffdc ...`.
+pub fn ffdc(root: &Path, conn: &Conn, cmd: FfdcCmd) -> Result<(), Failed> {
+    match cmd {
+        FfdcCmd::Ls { workload, json } => {
+            let path = match &workload {
+                Some(w) => format!("/v1/ffdc?workload={w}"),
+                None => "/v1/ffdc".into(),
+            };
+            let v = conn.client(root)?.get(&path).map_err(client_err)?;
+            let list = v["bundles"].as_array().cloned().unwrap_or_default();
+            if json {
+                print_json(&Value::Array(list));
+                return Ok(());
+            }
+            println!(
+                "{:<22} {:<20} {:<26} FAILURE",
+                "ID", "WORKLOAD", "WHEN (UTC)"
+            );
+            for b in list {
+                let f = &b["failure"];
+                println!(
+                    "{:<22} {:<20} {:<26} {}",
+                    opt_str(&b["id"]),
+                    opt_str(&b["workload"]),
+                    when(f["at_unix_ms"].as_u64().unwrap_or(0)),
+                    failure_text(&f["kind"])
+                );
+            }
+            Ok(())
+        }
+        FfdcCmd::Show { id, json } => {
+            let v = conn
+                .client(root)?
+                .get(&format!("/v1/ffdc/{id}"))
+                .map_err(client_err)?;
+            if json {
+                print_json(&v);
+                return Ok(());
+            }
+            println!("bundle {} ({})", id, opt_str(&v["info"]["path"]));
+            println!();
+            print!("{}", v["summary"].as_str().unwrap_or(""));
+            if let Some(t) = v["output_tail"].as_str() {
+                println!("\n--- last output of the workload ---");
+                print!("{t}");
+            }
+            if let Some(t) = v["agent_log_tail"].as_str() {
+                println!("\n--- agent log lines about it ---");
+                print!("{t}");
+            }
+            println!("\n--- files ---");
+            for f in v["files"].as_array().cloned().unwrap_or_default() {
+                println!("{:>10}  {}", opt_str(&f["size"]), opt_str(&f["path"]));
+            }
+            Ok(())
+        }
+    }
+}
+
+fn failure_text(kind: &Value) -> String {
+    serde_json::from_value::<stasis_agent::ffdc::FailureKind>(kind.clone())
+        .map(|k| k.to_string())
+        .unwrap_or_else(|_| kind.to_string())
+}
+
+fn when(unix_ms: u64) -> String {
+    let secs = (unix_ms / 1000) as i64;
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil date from days since the epoch (proleptic Gregorian).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}.{:03}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        unix_ms % 1000
+    )
+}
+
+/// `stasis events [--follow] [--since N]`.
+pub fn events(
+    root: &Path,
+    conn: &Conn,
+    since: u64,
+    follow: bool,
+    json: bool,
+) -> Result<(), Failed> {
+    let c = conn.client(root)?;
+    let show = |e: &stasis_cluster::Event| {
+        if json {
+            println!("{}", serde_json::to_string(e).expect("serializable"));
+        } else {
+            let mut p = e.payload.clone();
+            if let Some(o) = p.as_object_mut() {
+                o.remove("event");
+            }
+            println!("{:>6}  {}  {:<28} {}", e.seq, when(e.unix_ms), e.kind, p);
+        }
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+    };
+    if !follow {
+        let v = c
+            .get(&format!("/v1/events?since={since}"))
+            .map_err(client_err)?;
+        for e in v["events"].as_array().cloned().unwrap_or_default() {
+            if let Ok(e) = serde_json::from_value::<stasis_cluster::Event>(e) {
+                show(&e);
+            }
+        }
+        return Ok(());
+    }
+    // Follow until interrupted (SIGINT ends the process); an agent restart is bridged,
+    // resuming after the last event shown.
+    c.follow_events(since, Duration::from_secs(300), |e| {
+        show(e);
+        true
+    })
+    .map_err(client_err)
+}
