@@ -15,6 +15,8 @@ command -v redis-server >/dev/null || need+=(redis-server)
 command -v tmux >/dev/null || need+=(tmux)
 [[ -x /usr/lib/postgresql/15/bin/postgres ]] || need+=(postgresql)
 command -v ip >/dev/null || need+=(iproute2)
+[[ -x /usr/bin/chromium ]] || need+=(chromium)
+[[ -x /usr/bin/chromedriver ]] || need+=(chromium-driver)
 if ((${#need[@]})); then
   echo "installing: ${need[*]}" >&2
   apt-get update -qq

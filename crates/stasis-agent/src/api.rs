@@ -358,9 +358,11 @@ async fn stream(
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, chain(&e)))?;
     let (tx, rx) = tokio::sync::mpsc::channel::<stasis_cluster::Event>(256);
     let log = s.events.clone();
-    // The log is read by a thread of its own (its follow blocks); it ends when the client goes.
+    let shared = s.clone();
+    // The log is read by a thread of its own (its follow blocks); it ends when the client goes
+    // or the agent shuts down (which ends the stream, so a graceful shutdown is quick).
     std::thread::spawn(move || loop {
-        if tx.is_closed() {
+        if tx.is_closed() || shared.stopping.load(std::sync::atomic::Ordering::SeqCst) {
             break;
         }
         match follow.next_timeout(Duration::from_millis(500)) {
@@ -399,7 +401,7 @@ pub async fn serve(
     socket: PathBuf,
     listen: Option<SocketAddr>,
 ) -> std::io::Result<()> {
-    let app = router(shared);
+    let app = router(shared.clone());
     // A socket file left by an agent that died is stale (the agent lock is ours now).
     let _ = std::fs::remove_file(&socket);
     let unix = tokio::net::UnixListener::bind(&socket)?;
@@ -442,9 +444,12 @@ pub async fn serve(
         }
     }
     tracing::info!("shutting down");
+    shared
+        .stopping
+        .store(true, std::sync::atomic::Ordering::SeqCst);
     let _ = stop_tx.send(());
-    // Open event streams never end on their own: do not wait for them long.
-    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+    // Event streams end within half a second; do not wait for anything longer.
+    let _ = tokio::time::timeout(Duration::from_secs(3), async {
         while tasks.join_next().await.is_some() {}
     })
     .await;

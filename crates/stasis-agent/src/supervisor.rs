@@ -49,7 +49,9 @@ pub const RESTART_LOG: usize = 50;
 /// FFDC bundles kept per workload.
 pub const FFDC_KEPT: usize = 20;
 /// The environment variable naming the hooks socket.
-pub const HOOKS_ENV: &str = "STASIS_HOOKS_SOCKET";
+pub const HOOKS_ENV: &str = stasis_hooks::ENV_SOCKET;
+/// How long a monitor gets to record how its partition's first process ended.
+const MONITOR_GRACE: Duration = Duration::from_secs(2);
 
 /// A health probe with its schedule.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -342,6 +344,8 @@ struct Slot {
     oom_seen: u64,
     /// A restart waiting for its back-off.
     pending_boot: Option<Instant>,
+    /// When the first process was first seen gone while its record said running.
+    gone_since: Option<Instant>,
 }
 
 impl Slot {
@@ -355,6 +359,7 @@ impl Slot {
             tracker: None,
             oom_seen: 0,
             pending_boot: None,
+            gone_since: None,
         };
         s.reset_schedules();
         s
@@ -1053,6 +1058,17 @@ fn failure(root: &Root, slot: &mut Slot) -> Option<FailureKind> {
         }
     };
     if !ops::is_running(&rec) {
+        // The first process is gone but its monitor has not recorded how yet: give it a
+        // moment, so the failure says "killed by signal 9" rather than "ended".
+        if matches!(rec.state, State::Running | State::Starting)
+            && rec.monitor_pid.is_some_and(stasis_partition::state::alive)
+        {
+            let since = *slot.gone_since.get_or_insert_with(Instant::now);
+            if since.elapsed() < MONITOR_GRACE {
+                return None;
+            }
+        }
+        slot.gone_since = None;
         return Some(match (&rec.exit, rec.state) {
             (_, State::Stopped) => FailureKind::Ended {
                 detail: "stopped from outside the agent".into(),

@@ -109,7 +109,7 @@ pub struct AddArgs {
 /// `stasis ffdc` verbs.
 #[derive(Subcommand, Debug)]
 pub enum FfdcCmd {
-    /// List first-failure data capture bundles, oldest first.
+    /// List first-failure data capture bundles, newest first.
     Ls {
         /// Only this workload's.
         #[arg(long)]

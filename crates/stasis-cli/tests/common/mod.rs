@@ -274,6 +274,17 @@ impl Reaper {
 
 /// Run a command to completion (like `Command::output`), telling the reaper
 /// to keep its hands off the child's pid.  stdin is /dev/null.
+/// Spawn `cmd` (its stdio as the caller set it) as a child the zombie sweep never reaps: the
+/// caller waits for it. Returns the child.
+#[allow(dead_code)]
+pub fn spawn_owned(cmd: &mut Command) -> std::process::Child {
+    let r = reaper();
+    let mut ex = lock(&r.excluded);
+    let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    ex.insert(child.id() as i32);
+    child
+}
+
 pub fn run_cmd(cmd: &mut Command) -> Output {
     let r = reaper();
     cmd.stdin(Stdio::null())

@@ -1,0 +1,639 @@
+//! The agent's web dashboard in a real browser: `stasis agent` serves it at `/`, headless
+//! Chromium (driven through chromedriver with the W3C WebDriver protocol) loads it, and the
+//! DOM must show what the API says: a workload restarted from its image after a SIGKILL, its
+//! images and resource charts, the FFDC bundle of the failure, the event backlog, and a new
+//! event arriving live over the event stream.
+//!
+//! Needs the Debian packages `chromium` and `chromium-driver`; without them the test fails
+//! (it is never skipped).
+#![cfg(target_os = "linux")]
+
+mod common;
+
+use common::{ok_stdout, pid_alive, reap_comm, send_signal, serial, stasis, stasis_at, Background};
+use serde_json::{json, Value};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::thread;
+use std::time::{Duration, Instant};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+const WL: &str = "dash1";
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind a free port on 127.0.0.1")
+        .port()
+}
+
+/// Tail of a (possibly long) text, for failure messages.
+fn tail(s: &str, max: usize) -> &str {
+    let mut start = s.len().saturating_sub(max);
+    while !s.is_char_boundary(start) {
+        start += 1;
+    }
+    &s[start..]
+}
+
+// ---------------------------------------------------------------------------
+// plain HTTP (ureq) for the agent's API and the WebDriver protocol
+
+struct Http(ureq::Agent);
+
+impl Http {
+    fn new() -> Http {
+        let config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .proxy(None)
+            .timeout_global(Some(Duration::from_secs(90)))
+            .build();
+        Http(ureq::Agent::new_with_config(config))
+    }
+
+    /// Send a request; (status, body as JSON — Null when the body is empty or not JSON).
+    fn call(&self, method: &str, url: &str, body: Option<&Value>) -> Result<(u16, Value), String> {
+        let resp = match (method, body) {
+            ("GET", _) => self.0.get(url).call(),
+            ("DELETE", _) => self.0.delete(url).call(),
+            ("POST", b) => self
+                .0
+                .post(url)
+                .header("Content-Type", "application/json")
+                .send(b.unwrap_or(&json!({})).to_string()),
+            _ => return Err(format!("unsupported method {method}")),
+        };
+        let mut resp = resp.map_err(|e| format!("{method} {url}: {e}"))?;
+        let status = resp.status().as_u16();
+        let text = resp
+            .body_mut()
+            .read_to_string()
+            .map_err(|e| format!("{method} {url}: reading the body: {e}"))?;
+        Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+    }
+
+    /// GET a JSON document that must answer 200 (None otherwise).
+    fn get_ok(&self, url: &str) -> Option<Value> {
+        match self.call("GET", url, None) {
+            Ok((200, v)) => Some(v),
+            _ => None,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// the agent under test
+
+/// `stasis agent` running in the background; on drop it is stopped (SIGTERM, SIGKILL after
+/// 10 s) and waited for, and the partitions of the named workloads are removed.
+struct AgentProc {
+    bg: Option<Background>,
+    root: PathBuf,
+    base: String,
+    workloads: Vec<&'static str>,
+}
+
+impl AgentProc {
+    fn start(root: &Path, workloads: Vec<&'static str>) -> AgentProc {
+        let port = free_port();
+        let mut cmd = Command::new(stasis());
+        cmd.arg("agent")
+            .arg("--root")
+            .arg(root)
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .env("STASIS_BIN", stasis())
+            .env("NO_COLOR", "1");
+        let agent = AgentProc {
+            bg: Some(Background::spawn(&mut cmd)),
+            root: root.to_path_buf(),
+            base: format!("http://127.0.0.1:{port}"),
+            workloads,
+        };
+        let http = Http::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if http.get_ok(&agent.url("/v1/health")).is_some() {
+                return agent;
+            }
+            assert!(
+                pid_alive(agent.pid()),
+                "stasis agent exited before answering /v1/health:\n{}",
+                agent.stderr()
+            );
+            assert!(
+                Instant::now() < deadline,
+                "stasis agent did not answer {} within 30 s:\n{}",
+                agent.url("/v1/health"),
+                agent.stderr()
+            );
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn pid(&self) -> i32 {
+        self.bg.as_ref().map_or(0, Background::pid)
+    }
+
+    /// The end of what the agent logged so far.
+    fn stderr(&self) -> String {
+        let s = self
+            .bg
+            .as_ref()
+            .map(Background::stderr_so_far)
+            .unwrap_or_default();
+        format!("--- agent stderr (tail) ---\n{}", tail(&s, 4000))
+    }
+}
+
+impl Drop for AgentProc {
+    fn drop(&mut self) {
+        if let Some(bg) = self.bg.take() {
+            send_signal(bg.pid(), libc::SIGTERM);
+            let _ = bg.wait(Duration::from_secs(10));
+        }
+        for name in &self.workloads {
+            let _ = stasis_at(&self.root, &["rm", "-f", name]);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// chromedriver + a headless Chromium session
+
+/// chromedriver on a free port; stopped (and waited for) on drop.
+struct Driver {
+    bg: Option<Background>,
+    base: String,
+}
+
+impl Driver {
+    fn start() -> Driver {
+        for (bin, pkg) in [(CHROMIUM, "chromium"), (CHROMEDRIVER, "chromium-driver")] {
+            assert!(
+                Path::new(bin).exists(),
+                "{bin} is missing: this test needs headless Chromium and chromedriver \
+                 (install the Debian packages chromium and chromium-driver: \
+                 apt-get install -y {pkg})"
+            );
+        }
+        // Browser helpers left behind become our children (we are a subreaper): reap them.
+        reap_comm("chromium");
+        reap_comm("chrome_crashpad_handler");
+        let port = free_port();
+        let mut cmd = Command::new(CHROMEDRIVER);
+        cmd.arg(format!("--port={port}"));
+        let driver = Driver {
+            bg: Some(Background::spawn(&mut cmd)),
+            base: format!("http://127.0.0.1:{port}"),
+        };
+        let http = Http::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ready = http
+                .get_ok(&format!("{}/status", driver.base))
+                .is_some_and(|v| v["value"]["ready"] == json!(true));
+            if ready {
+                return driver;
+            }
+            let pid = driver.bg.as_ref().map_or(0, Background::pid);
+            assert!(
+                pid_alive(pid) && Instant::now() < deadline,
+                "chromedriver did not become ready on {} within 30 s:\n{}",
+                driver.base,
+                driver
+                    .bg
+                    .as_ref()
+                    .map(Background::stderr_so_far)
+                    .unwrap_or_default()
+            );
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        if let Some(bg) = self.bg.take() {
+            send_signal(bg.pid(), libc::SIGTERM);
+            let _ = bg.wait(Duration::from_secs(10));
+        }
+    }
+}
+
+/// A WebDriver session (one headless Chromium); deleted (the browser quits) on drop.
+struct Browser {
+    http: Http,
+    session: String,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    fn start(driver: &Driver) -> Browser {
+        let profile = tempfile::Builder::new()
+            .prefix("stasis-chromium-")
+            .tempdir()
+            .expect("create a Chromium profile dir");
+        let caps = json!({
+            "capabilities": {
+                "alwaysMatch": {
+                    "browserName": "chrome",
+                    "goog:chromeOptions": {
+                        "binary": CHROMIUM,
+                        "args": [
+                            "--headless",
+                            "--no-sandbox",
+                            "--disable-gpu",
+                            "--disable-quic",
+                            "--no-first-run",
+                            "--disable-background-networking",
+                            "--disable-component-update",
+                            "--disable-sync",
+                            "--window-size=1400,1000",
+                            format!("--user-data-dir={}", profile.path().display()),
+                        ]
+                    }
+                }
+            }
+        });
+        let http = Http::new();
+        let url = format!("{}/session", driver.base);
+        let (status, v) = http
+            .call("POST", &url, Some(&caps))
+            .unwrap_or_else(|e| panic!("WebDriver new session: {e}"));
+        let session = v["value"]["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("WebDriver new session failed ({status}): {v}"))
+            .to_string();
+        Browser {
+            http,
+            session: format!("{}/session/{session}", driver.base),
+            _profile: profile,
+        }
+    }
+
+    /// A WebDriver command on this session; its `value` (panics on a WebDriver error).
+    fn cmd(&self, method: &str, path: &str, body: Option<&Value>) -> Value {
+        let url = format!("{}{path}", self.session);
+        let (status, v) = self
+            .http
+            .call(method, &url, body)
+            .unwrap_or_else(|e| panic!("WebDriver: {e}"));
+        assert!(
+            status == 200,
+            "WebDriver {method} {path} failed ({status}): {}",
+            v["value"]
+        );
+        v["value"].clone()
+    }
+
+    fn goto(&self, url: &str) {
+        self.cmd("POST", "/url", Some(&json!({ "url": url })));
+    }
+
+    /// Run `script` (a function body; `arguments[0..]` are `args`) in the page.
+    fn js(&self, script: &str, args: &[Value]) -> Value {
+        self.cmd(
+            "POST",
+            "/execute/sync",
+            Some(&json!({ "script": script, "args": args })),
+        )
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.http.call("DELETE", &self.session, None);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// what the dashboard shows
+
+/// Everything the test reads from the page, for one workload, as one JSON snapshot.
+const SNAPSHOT_JS: &str = r##"
+const name = arguments[0];
+const esc = CSS.escape(name);
+const all = (sel, root) => Array.from((root || document).querySelectorAll(sel));
+const text = (el) => (el ? el.textContent.trim() : null);
+const row = document.querySelector(`#workloads tr[data-workload="${esc}"]`);
+const cell = (c) => (row ? text(row.querySelector(`td.${c}`)) : null);
+const err = document.querySelector("#error");
+return {
+  ready: document.body.dataset.ready || null,
+  title: document.title,
+  row: !!row,
+  state: cell("state"),
+  pid: cell("pid"),
+  restarts: cell("restarts"),
+  last_restart: cell("last-restart"),
+  images_cell: cell("images"),
+  images: all(`[data-images="${esc}"] [data-image]`).map((e) => e.dataset.image),
+  charts: all(`svg.chart[data-workload="${esc}"]`).map((e) => e.dataset.chart),
+  memory_line: all(`svg.chart[data-chart="memory"][data-workload="${esc}"] polyline`).length > 0,
+  bundles: all("#ffdc [data-bundle]").map((e) => ({ id: e.dataset.bundle, text: e.textContent })),
+  ffdc_detail: text(document.querySelector("#ffdc-detail")),
+  events: all("#events li[data-seq]").map((e) => ({
+    seq: Number(e.dataset.seq), kind: e.dataset.kind, text: e.textContent,
+  })),
+  stream: text(document.querySelector("#stream-status")),
+  error: err && !err.hidden ? err.textContent : null,
+};
+"##;
+
+type Check<'a> = (&'a str, Box<dyn Fn(&Value) -> bool + 'a>);
+
+/// Poll the page until every check holds on its snapshot; panics naming the checks that
+/// still fail, with the last snapshot and the agent's log.
+fn wait_page(b: &Browser, agent: &AgentProc, timeout: Duration, checks: &[Check]) -> Value {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let snap = b.js(SNAPSHOT_JS, &[json!(WL)]);
+        let failing: Vec<&str> = checks
+            .iter()
+            .filter(|(_, f)| !f(&snap))
+            .map(|(what, _)| *what)
+            .collect();
+        if failing.is_empty() {
+            return snap;
+        }
+        if Instant::now() >= deadline {
+            panic!(
+                "the dashboard did not show, within {timeout:?}: {failing:?}\n\
+                 page snapshot: {}\n{}",
+                describe(&snap),
+                agent.stderr()
+            );
+        }
+        thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// A page snapshot for a failure message (events as "SEQ KIND: TEXT", newest first, at
+/// most 40).
+fn describe(snap: &Value) -> String {
+    let mut s = snap.clone();
+    let events: Vec<Value> = events_of(snap)
+        .iter()
+        .take(40)
+        .map(|e| {
+            let kind = e["kind"].as_str().unwrap_or("?");
+            let text = e["text"].as_str().unwrap_or("");
+            json!(format!("{} {kind}: {text}", e["seq"]))
+        })
+        .collect();
+    s["events"] = Value::Array(events);
+    serde_json::to_string_pretty(&s).unwrap_or_default()
+}
+
+fn events_of(snap: &Value) -> Vec<Value> {
+    snap["events"].as_array().cloned().unwrap_or_default()
+}
+
+fn has_event(snap: &Value, kind: &str) -> bool {
+    events_of(snap).iter().any(|e| e["kind"] == kind)
+}
+
+fn max_seq(snap: &Value) -> u64 {
+    events_of(snap)
+        .iter()
+        .filter_map(|e| e["seq"].as_u64())
+        .max()
+        .unwrap_or(0)
+}
+
+// ---------------------------------------------------------------------------
+
+/// Poll the agent's API until `pred` holds on GET `path` (200); returns that document.
+fn wait_api(
+    http: &Http,
+    agent: &AgentProc,
+    path: &str,
+    what: &str,
+    timeout: Duration,
+    pred: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + timeout;
+    let mut last = Value::Null;
+    loop {
+        if let Some(v) = http.get_ok(&agent.url(path)) {
+            if pred(&v) {
+                return v;
+            }
+            last = v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "waiting {timeout:?} for {what}: GET {path} last answered {last}\n{}",
+            agent.stderr()
+        );
+        thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn dashboard_shows_restart_images_ffdc_and_live_events() {
+    let _g = serial();
+    let tmp = tempfile::Builder::new()
+        .prefix("stasis-dash-")
+        .tempdir()
+        .expect("temp dir");
+    let root = tmp.path().join("root");
+    let agent = AgentProc::start(&root, vec![WL]);
+    let http = Http::new();
+
+    // A supervised workload with consistency images every second.
+    let out = stasis_at(
+        &root,
+        &[
+            "workload",
+            "add",
+            WL,
+            "--checkpoint-every",
+            "1s",
+            "--failover-window",
+            "30s",
+            "--",
+            "sleep",
+            "1000",
+        ],
+    );
+    ok_stdout(&out, "stasis workload add");
+    let path = format!("/v1/workloads/{WL}");
+    wait_api(
+        &http,
+        &agent,
+        &path,
+        "a first consistency image",
+        Duration::from_secs(30),
+        |v| v["images"].as_u64().unwrap_or(0) >= 1,
+    );
+
+    // SIGKILL it: the agent must bring it back from its image and keep an FFDC bundle.
+    let v = http.get_ok(&agent.url(&path)).expect("GET the workload");
+    let pid = v["pid"].as_i64().expect("a running workload has a pid") as i32;
+    assert!(send_signal(pid, libc::SIGKILL), "kill -9 {pid}");
+    wait_api(
+        &http,
+        &agent,
+        &path,
+        "an image restart after the kill",
+        Duration::from_secs(30),
+        |v| v["restarts"] == json!(1) && v["last_restart"] == "image" && v["state"] == "running",
+    );
+    let ffdc = wait_api(
+        &http,
+        &agent,
+        &format!("/v1/ffdc?workload={WL}"),
+        "an FFDC bundle of the kill",
+        Duration::from_secs(30),
+        |v| v["bundles"].as_array().is_some_and(|b| !b.is_empty()),
+    );
+    let bundle = ffdc["bundles"][0]["id"]
+        .as_str()
+        .expect("bundle id")
+        .to_string();
+
+    // The dashboard, in a real browser.
+    let driver = Driver::start();
+    let b = Browser::start(&driver);
+    b.goto(&agent.url("/"));
+    let snap = wait_page(
+        &b,
+        &agent,
+        Duration::from_secs(20),
+        &[(
+            "document.body.dataset.ready == \"1\"",
+            Box::new(|s| s["ready"] == "1"),
+        )],
+    );
+    assert_eq!(snap["title"], "Stasis agent");
+    let bundle_in_page = bundle.clone();
+    let snap = wait_page(
+        &b,
+        &agent,
+        Duration::from_secs(20),
+        &[
+            ("a row for the workload", Box::new(|s| s["row"] == true)),
+            ("state running", Box::new(|s| s["state"] == "running")),
+            ("1 restart", Box::new(|s| s["restarts"] == "1")),
+            (
+                "last restart from an image",
+                Box::new(|s| s["last_restart"] == "image"),
+            ),
+            (
+                "its images listed",
+                Box::new(|s| s["images"].as_array().is_some_and(|a| !a.is_empty())),
+            ),
+            (
+                "cpu and memory charts",
+                Box::new(|s| {
+                    let c = s["charts"].as_array().cloned().unwrap_or_default();
+                    c.contains(&json!("cpu")) && c.contains(&json!("memory"))
+                }),
+            ),
+            (
+                "a memory line drawn",
+                Box::new(|s| s["memory_line"] == true),
+            ),
+            (
+                "the FFDC bundle of the kill (workload, signal)",
+                Box::new(move |s| {
+                    s["bundles"].as_array().is_some_and(|a| {
+                        a.iter().any(|x| {
+                            let t = x["text"].as_str().unwrap_or("");
+                            x["id"] == bundle_in_page.as_str()
+                                && t.contains(WL)
+                                && t.contains("signal")
+                        })
+                    })
+                }),
+            ),
+            (
+                "the event backlog",
+                Box::new(|s| {
+                    [
+                        "workload.added",
+                        "workload.checkpointed",
+                        "workload.failed",
+                        "workload.restarted",
+                        "workload.ffdc",
+                    ]
+                    .iter()
+                    .all(|k| has_event(s, k))
+                }),
+            ),
+            ("the event stream live", Box::new(|s| s["stream"] == "live")),
+            ("no error banner", Box::new(|s| s["error"].is_null())),
+        ],
+    );
+    let seqs: Vec<u64> = events_of(&snap)
+        .iter()
+        .filter_map(|e| e["seq"].as_u64())
+        .collect();
+    assert!(
+        seqs.windows(2).all(|w| w[0] > w[1]),
+        "events are listed newest first: {seqs:?}"
+    );
+
+    // Clicking the bundle shows its detail.
+    b.js(
+        "document.querySelector(`#ffdc [data-bundle=\"${CSS.escape(arguments[0])}\"]`).click();",
+        &[json!(bundle)],
+    );
+    let bundle_in_detail = bundle.clone();
+    wait_page(
+        &b,
+        &agent,
+        Duration::from_secs(10),
+        &[(
+            "the bundle's detail in #ffdc-detail",
+            Box::new(move |s| {
+                let t = s["ffdc_detail"].as_str().unwrap_or("");
+                t.contains(bundle_in_detail.as_str()) && t.contains(WL) && t.contains("signal")
+            }),
+        )],
+    );
+
+    // A new event arrives over the live stream (the page polls no event list after loading).
+    let before = max_seq(&snap);
+    let out = stasis_at(&root, &["workload", "checkpoint", WL]);
+    ok_stdout(&out, "stasis workload checkpoint");
+    wait_page(
+        &b,
+        &agent,
+        Duration::from_secs(20),
+        &[(
+            "a new workload.checkpointed event from the stream",
+            Box::new(move |s| {
+                events_of(s).iter().any(|e| {
+                    e["kind"] == "workload.checkpointed"
+                        && e["seq"].as_u64().unwrap_or(0) > before
+                        && e["text"].as_str().unwrap_or("").contains(WL)
+                })
+            }),
+        )],
+    );
+
+    // Removed: its row goes away and the removal is in the event list.
+    let out = stasis_at(&root, &["workload", "rm", WL]);
+    ok_stdout(&out, "stasis workload rm");
+    wait_page(
+        &b,
+        &agent,
+        Duration::from_secs(20),
+        &[
+            ("the workload's row gone", Box::new(|s| s["row"] == false)),
+            (
+                "a workload.removed event",
+                Box::new(|s| has_event(s, "workload.removed")),
+            ),
+        ],
+    );
+}
