@@ -233,7 +233,6 @@ async fn blocking<T: Send + 'static>(
 }
 
 async fn images(State(s): State<Arc<Shared>>, UrlPath(name): UrlPath<String>) -> ApiResult {
-    use crate::repo::Repository;
     known(&s, &name)?;
     blocking(move || {
         let list = s

@@ -166,9 +166,9 @@ pub struct Shared {
     /// Paths.
     pub paths: AgentPaths,
     /// Image repository.
-    pub repo: Arc<LocalRepo>,
+    pub repo: Arc<dyn Repository>,
     /// The event log.
-    pub events: EventLog<EmbeddedStore>,
+    pub events: EventLog<dyn Store>,
     /// Latest views of every workload.
     pub views: RwLock<BTreeMap<String, WorkloadView>>,
     /// Commands to the supervisor thread.
@@ -209,7 +209,8 @@ pub fn run(opts: AgentOptions) -> Result<(), AgentError> {
     if !stasis_sys::sys::flock_try_exclusive(&lock).map_err(io("locking", &lock_path))? {
         return Err(AgentError::Busy(opts.root.clone()));
     }
-    let store =
+    // The embedded store on one node; a cluster hands in its shared store instead.
+    let store: Arc<dyn Store> =
         Arc::new(
             EmbeddedStore::open(paths.store()).map_err(|source| AgentError::Store {
                 path: paths.store(),
@@ -217,7 +218,8 @@ pub fn run(opts: AgentOptions) -> Result<(), AgentError> {
             })?,
         );
     let events = EventLog::new(store.clone(), EVENTS);
-    let repo = Arc::new(LocalRepo::new(paths.images()).map_err(AgentError::Repo)?);
+    let repo: Arc<dyn Repository> =
+        Arc::new(LocalRepo::new(paths.images()).map_err(AgentError::Repo)?);
     if let Err(e) = repo.recover() {
         tracing::warn!(error = %e, "repository recovery");
     }
@@ -298,8 +300,8 @@ pub fn run(opts: AgentOptions) -> Result<(), AgentError> {
 /// The supervisor thread's state.
 struct Loop {
     sup: Supervisor,
-    store: Arc<EmbeddedStore>,
-    events: EventLog<EmbeddedStore>,
+    store: Arc<dyn Store>,
+    events: EventLog<dyn Store>,
     shared: Arc<Shared>,
     written: BTreeMap<String, Vec<u8>>,
 }

@@ -34,7 +34,7 @@
 use crate::ffdc::{self, Capture, Failure, FailureKind};
 use crate::policy::{self, Decision, History, Policy, RestartKind};
 use crate::probe::{self, Probe, Target, Tracker};
-use crate::repo::{ImageInfo, LocalRepo, Repository};
+use crate::repo::{ImageInfo, Repository};
 use serde::{Deserialize, Serialize};
 use stasis_hooks::Event as HookEvent;
 use stasis_partition::ops;
@@ -377,7 +377,7 @@ impl Slot {
 /// Supervises workloads on this node.
 pub struct Supervisor {
     root: Root,
-    repo: Arc<LocalRepo>,
+    repo: Arc<dyn Repository>,
     exe: PathBuf,
     ffdc_dir: PathBuf,
     agent_log: Option<PathBuf>,
@@ -463,7 +463,7 @@ fn instant_from_unix_ms(at: u64) -> Instant {
 impl Supervisor {
     /// A supervisor keeping partitions under `root`, images in `repo`, FFDC bundles in
     /// `ROOT/ffdc`, and running checkpoints with the `stasis` binary `exe`.
-    pub fn new(root: Root, repo: Arc<LocalRepo>, exe: PathBuf) -> Supervisor {
+    pub fn new(root: Root, repo: Arc<dyn Repository>, exe: PathBuf) -> Supervisor {
         let ffdc_dir = root.path.join("ffdc");
         Supervisor {
             root,
@@ -822,7 +822,7 @@ impl Supervisor {
 /// What the per-workload steps need of the supervisor.
 struct Ctx {
     root: Root,
-    repo: Arc<LocalRepo>,
+    repo: Arc<dyn Repository>,
     exe: PathBuf,
     ffdc_dir: PathBuf,
     agent_log: Option<PathBuf>,
@@ -998,19 +998,11 @@ fn post_restore(_ctx: &Ctx, slot: &Slot, pid: i32) {
     notify(slot, pid, HookEvent::PostRestore);
 }
 
-/// Start the workload's partition from its boot command; a boot (re)start is a fresh
-/// partition, so an earlier record of that name goes first.
+/// Start the workload's partition from its boot command: a new partition for the first
+/// boot, a new incarnation of the same partition for a boot restart (its accounting and
+/// output log carry on).
 fn run_fresh(root: &Root, spec: &WorkloadSpec) -> Result<i32, ops::OpsError> {
-    if root.load(&spec.name).is_ok() {
-        let _ = ops::rm(root, &spec.name, true);
-    }
-    ops::run(
-        root,
-        ops::RunOptions {
-            name: spec.name.clone(),
-            spec: spec.partition.clone(),
-        },
-    )
+    ops::run_again(root, &spec.name, spec.partition.clone())
 }
 
 fn boot_restart(root: &Root, slot: &mut Slot, reason: &str) -> Vec<Happening> {

@@ -303,6 +303,9 @@ fn killed_workload_comes_back_from_its_image_then_boots_on_a_second_failure() {
     assert_eq!(log.len(), 2);
     assert_eq!(log[0]["from"], "image");
     assert_eq!(log[1]["from"], "boot");
+    // A cold restart is a new incarnation of the same partition: its accounting carries on.
+    let ps: Value = serde_json::from_str(&cli_ok(&root, &["ps", "--json"])).unwrap();
+    assert_eq!(ps[0]["incarnation"], 3, "{ps:#}");
     // The boot restart counted from zero again.
     std::thread::sleep(Duration::from_millis(300));
     let fresh = read_num(&ctl.join("counter"));

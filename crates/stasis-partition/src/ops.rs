@@ -133,6 +133,53 @@ pub fn run(root: &Root, opts: RunOptions) -> Result<i32, OpsError> {
     r
 }
 
+/// Start partition `name` again from a boot command after it ended (a supervisor's cold
+/// restart): a new incarnation of the same partition, so its accounting totals, history and
+/// output log carry on. A partition that does not exist is created as [`run`] does.
+pub fn run_again(root: &Root, name: &str, spec: Spec) -> Result<i32, OpsError> {
+    let lock = root.lock(name)?;
+    let old = match root.load(name) {
+        Ok(r) => r,
+        Err(state::StateError::NotFound(_)) => {
+            drop(lock);
+            return run(
+                root,
+                RunOptions {
+                    name: name.to_string(),
+                    spec,
+                },
+            );
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if is_running(&old) {
+        return Err(OpsError::NameBusy(name.to_string()));
+    }
+    let mut spec = spec;
+    if spec.net == NetMode::Veth {
+        spec.veth = old.spec.veth.clone().or_else(|| {
+            Some(crate::setup::allocate_veth(name, &taken_veth(root)))
+        });
+    }
+    let mut carried = old.carried;
+    carried.memory_bytes = 0;
+    carried.pids = 0;
+    let rec = Record {
+        incarnation: old.incarnation + 1,
+        carried,
+        ..Record::starting(name, spec)
+    };
+    root.save(&rec, &lock)?;
+    drop(lock);
+    let r = spawn_monitor(root, name, None, 0);
+    if r.is_err() {
+        if let Ok(lock) = root.lock(name) {
+            let _ = root.save(&old, &lock);
+        }
+    }
+    r
+}
+
 /// Remove a partition's directory (a failed start leaves nothing).
 fn forget(root: &Root, name: &str) {
     if let Ok(_lock) = root.lock(name) {
