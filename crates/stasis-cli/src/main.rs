@@ -1,8 +1,11 @@
-//! `stasis`: checkpoint, restore and inspect Linux process trees.
+//! `stasis`: checkpoint, restore and inspect Linux process trees; run partitions; run the node
+//! agent and talk to it.
 //!
 //! Exit codes: 0 success; 1 failure; 2 usage error; 3 the tree holds something not supported
 //! (checkpoint refused, tree left running); 4 the image is unusable (missing, corrupt, other
-//! version or kernel); 5 a pid the image needs is in use; 130 interrupted (SIGINT/SIGTERM).
+//! version or kernel); 5 a pid the image needs is in use; 6 a name is taken or the partition or
+//! workload is in the wrong state; 7 no such workload or FFDC bundle; 8 no agent answers; 130
+//! interrupted (SIGINT/SIGTERM).
 
 mod agent;
 mod bench;
