@@ -798,3 +798,56 @@ fn the_api_answers_bad_requests_with_4xx_and_serves_its_document() {
     cli_ok(&root, &["--agent", &agent_url, "workload", "rm", "api1"]);
     assert_eq!(code(c.get("/v1/workloads/api1")), 404);
 }
+
+#[test]
+fn a_failing_checkpoint_leaves_the_workload_running_and_is_reported() {
+    let _g = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let _c = Cleanup(root.clone(), vec!["uns1"]);
+    let _agent = Agent::start(&root, &[]);
+    let ctl = tmp.path().join("ctl-uns1");
+    std::fs::create_dir_all(&ctl).unwrap();
+    let bin = workload_bin("unsupported").display().to_string();
+    let ctl_s = ctl.display().to_string();
+    let cmd = vec![bin, ctl_s.clone(), "socket".to_string()];
+    cli_ok(
+        &root,
+        &add_args("uns1", &ctl_s, &["--checkpoint-every", "300ms"], &cmd),
+    );
+    let pid = pid_of(&status(&root, "uns1"));
+    let v = wait_status(&root, "uns1", "a reported checkpoint failure", |v| {
+        v["last_checkpoint_error"].is_string()
+    });
+    assert!(
+        v["last_checkpoint_error"]
+            .as_str()
+            .unwrap()
+            .contains("netlink"),
+        "the error names the object: {v:#}"
+    );
+    assert_eq!(v["state"], "running");
+    assert_eq!(v["pid"], pid);
+    assert_eq!(v["images"], 0);
+    assert_eq!(v["restarts"], 0, "a failed checkpoint is not a failure");
+    // Asked for one: refused with the reason, exit 1, still running.
+    let o = cli(&root, &["workload", "checkpoint", "uns1"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("keeps running"));
+    let kinds: Vec<String> = cli_ok(&root, &["events", "--json"])
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["kind"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert!(kinds.contains(&"workload.checkpoint_failed".to_string()));
+    // The workload checks that it was left intact (not frozen, its socket works).
+    std::fs::write(ctl.join("verify"), b"").unwrap();
+    wait_for("the workload's verdict", || ctl.join("result").exists());
+    let verdict = std::fs::read_to_string(ctl.join("result")).unwrap();
+    assert!(verdict.starts_with("PASS"), "{verdict}");
+    cli_ok(&root, &["workload", "rm", "uns1"]);
+}
