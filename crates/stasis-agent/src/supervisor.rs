@@ -519,6 +519,12 @@ impl Supervisor {
             ));
         }
         spec.images_kept = spec.images_kept.max(1);
+        if spec.partition.hostname.is_empty() {
+            spec.partition.hostname = spec.name.clone();
+        }
+        if spec.partition.cwd.is_none() {
+            spec.partition.cwd = Some(PathBuf::from("/"));
+        }
         if self.slots.contains_key(&spec.name) {
             return Err(SupervisorError::Exists(spec.name));
         }

@@ -706,7 +706,7 @@ fn the_api_answers_bad_requests_with_4xx_and_serves_its_document() {
     let _g = serial();
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("root");
-    let _c = Cleanup(root.clone(), vec!["api1"]);
+    let _c = Cleanup(root.clone(), vec!["api1", "api2"]);
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let _agent = Agent::start(&root, &["--listen", &listen]);
@@ -789,6 +789,17 @@ fn the_api_answers_bad_requests_with_4xx_and_serves_its_document() {
     assert_eq!(code(c.post("/v1/workloads/api1/resume", None)), 409);
     let doc = c.get("/openapi.yaml").unwrap();
     assert!(doc.as_str().unwrap().contains("openapi: 3"), "{doc}");
+    // Only the name and the command are required.
+    let v = c
+        .post(
+            "/v1/workloads",
+            Some(&json!({"name": "api2", "partition": {"cmd": ["/bin/sleep", "1000"]}})),
+        )
+        .unwrap();
+    assert_eq!(v["state"], "running");
+    assert_eq!(v["spec"]["partition"]["hostname"], "api2");
+    assert_eq!(v["spec"]["policy"]["failover_window"], "30s");
+    c.delete("/v1/workloads/api2").unwrap();
     let h = c.get("/v1/health").unwrap();
     assert_eq!(h["ok"], true);
     let list = c.get("/v1/workloads").unwrap();

@@ -99,6 +99,7 @@ pub struct Spec {
     /// Command and arguments of the first process.
     pub cmd: Vec<String>,
     /// Network mode.
+    #[serde(default)]
     pub net: NetMode,
     /// The veth pair, for `--net veth`.
     #[serde(default)]
@@ -106,7 +107,8 @@ pub struct Spec {
     /// Own root filesystem (pivot_root into it), or None to share the host's.
     #[serde(default)]
     pub rootfs: Option<PathBuf>,
-    /// Hostname inside the partition.
+    /// Hostname inside the partition (empty in a request: the partition's name).
+    #[serde(default)]
     pub hostname: String,
     /// Working directory of the first process.
     #[serde(default)]
