@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Builds stasis and runs the demo: a counter is checkpointed, ended, restored, and carries on.
+# Builds stasis and runs the demo: the node agent supervises a counter; killed, it comes back
+# from its latest image with its count; killed again within the failover window, it is restarted
+# cold from its boot command; each failure leaves an FFDC bundle.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/ensure-deps.sh

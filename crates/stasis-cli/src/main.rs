@@ -210,7 +210,8 @@ enum Cmd {
         #[command(subcommand)]
         what: bench::BenchCmd,
     },
-    /// Run a demo: start a counter, checkpoint it, kill it, restore it, show it carried on.
+    /// Run the node agent demo: a supervised counter is killed twice and comes back (from its
+    /// image, then cold), with FFDC bundles and the event log.
     Demo {
         /// Where to keep the demo's files (default: a temporary directory).
         #[arg(long)]

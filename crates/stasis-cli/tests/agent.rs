@@ -862,3 +862,71 @@ fn a_failing_checkpoint_leaves_the_workload_running_and_is_reported() {
     assert!(verdict.starts_with("PASS"), "{verdict}");
     cli_ok(&root, &["workload", "rm", "uns1"]);
 }
+
+fn http_get(port: u16) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    out.split("\r\n\r\n").nth(1).map(|b| b.trim().to_string())
+}
+
+#[test]
+fn a_python_server_under_the_agent_keeps_its_state_across_a_kill() {
+    let _g = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let _c = Cleanup(root.clone(), vec!["py1"]);
+    let _agent = Agent::start(&root, &[]);
+    let port = free_port();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/programs/counter_server.py");
+    let probe = format!("http://127.0.0.1:{port}/");
+    cli_ok(
+        &root,
+        &[
+            "workload",
+            "add",
+            "py1",
+            "--checkpoint-every",
+            "400ms",
+            "--probe",
+            &probe,
+            "--probe-period",
+            "1s",
+            "--",
+            "python3",
+            &script.display().to_string(),
+            &port.to_string(),
+        ],
+    );
+    wait_for("the server to answer", || http_get(port).is_some());
+    for _ in 0..20 {
+        http_get(port).unwrap();
+    }
+    // An image taken after those requests (the probe's own requests count too).
+    let served: u64 = http_get(port).unwrap().parse().unwrap();
+    let v = status(&root, "py1");
+    let images_before = v["last_checkpoint_unix_ms"].as_u64().unwrap_or(0);
+    wait_status(&root, "py1", "an image after the requests", |v| {
+        v["last_checkpoint_unix_ms"].as_u64().unwrap_or(0) > images_before
+    });
+    stasis_sys::sys::kill(pid_of(&v), libc::SIGKILL).unwrap();
+    let v = wait_status(&root, "py1", "an image restart", |v| {
+        v["restarts"] == 1 && v["state"] == "running"
+    });
+    assert_eq!(v["last_restart"], "image");
+    let now: u64 = http_get(port).expect("answers again").parse().unwrap();
+    assert!(
+        now > served,
+        "the count came back from the image ({now} after {served} served before the kill)"
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        status(&root, "py1")["restarts"],
+        1,
+        "the probe is happy again"
+    );
+    cli_ok(&root, &["workload", "rm", "py1"]);
+}
