@@ -930,3 +930,22 @@ fn a_python_server_under_the_agent_keeps_its_state_across_a_kill() {
     );
     cli_ok(&root, &["workload", "rm", "py1"]);
 }
+
+/// The README's demo, as `scripts/demo.sh` runs it.
+#[test]
+fn the_demo_passes() {
+    let _g = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("demo");
+    let o = run_cmd(Command::new(stasis()).arg("demo").arg("--dir").arg(&dir));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success() && out.contains("demo passed"),
+        "{out}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(out.contains("came back from image"), "{out}");
+    assert!(out.contains("restarted cold"), "{out}");
+    let ps = cli_ok(&dir, &["ps", "--json"]);
+    assert_eq!(ps.trim(), "[]", "the demo leaves nothing running");
+}
