@@ -396,6 +396,14 @@ pub enum SupervisorError {
     /// Not supervised.
     #[error("no workload named '{0}' (see `stasis workload ls`)")]
     NotFound(String),
+    /// A partition not supervised by the agent has the name.
+    #[error("a partition named '{name}' exists ({state}); pick another name or remove it with `stasis rm -f {name}`")]
+    PartitionExists {
+        /// Name.
+        name: String,
+        /// Its state.
+        state: State,
+    },
     /// The spec is not usable.
     #[error("bad workload spec: {0}")]
     BadSpec(String),
@@ -529,10 +537,10 @@ impl Supervisor {
             return Err(SupervisorError::Exists(spec.name));
         }
         if let Ok(rec) = self.root.load(&spec.name) {
-            return Err(SupervisorError::BadSpec(format!(
-                "a partition named '{}' exists ({}); pick another name or `stasis rm -f {}`",
-                spec.name, rec.state, spec.name
-            )));
+            return Err(SupervisorError::PartitionExists {
+                name: spec.name,
+                state: rec.state,
+            });
         }
         let hooks = self.hooks_path(&spec);
         if spec.partition.rootfs.is_none() {

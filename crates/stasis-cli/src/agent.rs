@@ -482,15 +482,23 @@ pub fn events(
         let _ = std::io::stdout().flush();
     };
     if !follow {
-        let v = c
-            .get(&format!("/v1/events?since={since}"))
-            .map_err(client_err)?;
-        for e in v["events"].as_array().cloned().unwrap_or_default() {
-            if let Ok(e) = serde_json::from_value::<stasis_cluster::Event>(e) {
-                show(&e);
+        // Page through the log (the API answers at most 1000 events at a time).
+        let mut last = since;
+        loop {
+            let v = c
+                .get(&format!("/v1/events?since={last}&limit=1000"))
+                .map_err(client_err)?;
+            let page = v["events"].as_array().cloned().unwrap_or_default();
+            for e in &page {
+                if let Ok(e) = serde_json::from_value::<stasis_cluster::Event>(e.clone()) {
+                    last = e.seq;
+                    show(&e);
+                }
+            }
+            if page.len() < 1000 {
+                return Ok(());
             }
         }
-        return Ok(());
     }
     // Follow until interrupted (SIGINT ends the process); an agent restart is bridged,
     // resuming after the last event shown.

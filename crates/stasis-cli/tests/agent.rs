@@ -70,6 +70,14 @@ impl Agent {
         std::fs::read_to_string(self.root.join("agent-test.log")).unwrap_or_default()
     }
 
+    /// SIGKILL and wait: the agent gets no chance to save anything.
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
     /// SIGTERM and wait: the agent saves its state and exits, workloads stay.
     fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -554,7 +562,7 @@ fn agent_restart_keeps_workloads_and_event_followers_miss_nothing() {
             .stderr(Stdio::piped()),
     );
     std::thread::sleep(Duration::from_millis(500));
-    let _agent2 = Agent::start(&root, &[]);
+    let mut agent2 = Agent::start(&root, &[]);
     let early = early.wait_with_output().unwrap();
     assert!(
         early.status.success(),
@@ -613,6 +621,14 @@ fn agent_restart_keeps_workloads_and_event_followers_miss_nothing() {
         })
         .collect();
     assert_eq!(after.first(), Some(&(k + 1)));
+
+    // A killed agent (no chance to save anything) changes nothing either.
+    agent2.kill9();
+    assert!(alive(pid));
+    let _agent3 = Agent::start(&root, &[]);
+    let v = status(&root, "ad1");
+    assert_eq!(v["state"], "running");
+    assert_eq!(v["pid"], pid);
     cli_ok(&root, &["workload", "rm", "ad1"]);
 }
 
