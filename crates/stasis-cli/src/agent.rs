@@ -170,6 +170,16 @@ impl Conn {
     }
 }
 
+/// Run `f` under a spinner on stderr saying `what` (drawn only on a terminal).
+fn busy<T>(what: String, f: impl FnOnce() -> T) -> T {
+    let pb = indicatif::ProgressBar::new_spinner();
+    pb.set_message(what);
+    pb.enable_steady_tick(Duration::from_millis(100));
+    let r = f();
+    pb.finish_and_clear();
+    r
+}
+
 fn print_json(v: &Value) {
     println!("{}", serde_json::to_string_pretty(v).expect("serializable"));
 }
@@ -268,17 +278,20 @@ pub fn workload(root: &Path, conn: &Conn, cmd: WorkloadCmd) -> Result<(), Failed
             Ok(())
         }
         WorkloadCmd::Rm { name } => {
-            conn.client(root)?
-                .delete(&format!("/v1/workloads/{name}"))
-                .map_err(client_err)?;
+            let c = conn.client(root)?;
+            busy(format!("removing {name}…"), || {
+                c.delete(&format!("/v1/workloads/{name}"))
+            })
+            .map_err(client_err)?;
             eprintln!("{name}: removed");
             Ok(())
         }
         WorkloadCmd::Checkpoint { name, json } => {
-            let v = conn
-                .client(root)?
-                .post(&format!("/v1/workloads/{name}/checkpoint"), None)
-                .map_err(client_err)?;
+            let c = conn.client(root)?;
+            let v = busy(format!("checkpointing {name}…"), || {
+                c.post(&format!("/v1/workloads/{name}/checkpoint"), None)
+            })
+            .map_err(client_err)?;
             if json {
                 print_json(&v);
             } else {
@@ -324,10 +337,11 @@ fn add(root: &Path, conn: &Conn, a: AddArgs) -> Result<(), Failed> {
         hooks_timeout: dur("hooks-timeout", &a.hooks_timeout)?,
     };
     let body = serde_json::to_value(&spec).expect("serializable");
-    let v = conn
-        .client(root)?
-        .post("/v1/workloads", Some(&body))
-        .map_err(client_err)?;
+    let c = conn.client(root)?;
+    let v = busy(format!("starting {}…", a.name), || {
+        c.post("/v1/workloads", Some(&body))
+    })
+    .map_err(client_err)?;
     if a.json {
         print_json(&v);
     } else {
@@ -350,10 +364,12 @@ pub fn hibernate_or_resume(
     json: bool,
 ) -> Result<(), Failed> {
     let verb = if resume { "resume" } else { "hibernate" };
-    let v = conn
-        .client(root)?
-        .post(&format!("/v1/workloads/{name}/{verb}"), None)
-        .map_err(client_err)?;
+    let c = conn.client(root)?;
+    let v = busy(
+        format!("{}ing {name}…", verb.trim_end_matches('e')),
+        || c.post(&format!("/v1/workloads/{name}/{verb}"), None),
+    )
+    .map_err(client_err)?;
     if json {
         print_json(&v);
     } else if resume {
