@@ -3,6 +3,10 @@
 //! The workload is this binary in its hidden `bench-worker` mode: it maps SIZE MiB of private
 //! anonymous memory, writes a non-zero pattern into every page (so none is skipped as zero),
 //! creates a ready file and sleeps.
+//!
+//! `bench agent` runs it as a workload of a real agent (a child `stasis agent` on a root of
+//! its own): consistency checkpoints through the API, then SIGKILLs of its first process and
+//! the time until the agent shows it running again from its latest image.
 
 use anyhow::{bail, Context};
 use std::path::PathBuf;
@@ -40,6 +44,27 @@ pub enum BenchCmd {
         #[arg(long, default_value_t = 5)]
         rounds: usize,
         /// Where to keep state and images (default: a directory in $TMPDIR or /tmp).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A workload of SIZE MiB supervised by a real agent: how long its consistency
+    /// checkpoints freeze it (and take), and how long it takes from a failure (SIGKILL of its
+    /// first process) until it runs again from its latest image.
+    Agent {
+        /// Memory of the workload, in MiB.
+        #[arg(long, default_value_t = 256)]
+        size_mib: u64,
+        /// Checkpoints to force through the API.
+        #[arg(long, default_value_t = 10)]
+        rounds: usize,
+        /// Failures to cause (default: as many as --rounds).
+        #[arg(long)]
+        failures: Option<usize>,
+        /// Where to make the agent's root, which holds the images (default: $TMPDIR or
+        /// /tmp).
         #[arg(long)]
         dir: Option<PathBuf>,
         /// JSON output.
@@ -226,7 +251,500 @@ fn partition_bench(
     Ok(())
 }
 
+/// Nearest-rank percentile `q` (0..=1) of `v`, sorted in place; 0 for none.
+fn percentile(v: &mut [f64], q: f64) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.is_empty() {
+        return 0.0;
+    }
+    let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
+    v[rank - 1]
+}
+
+/// Median, p90, max and min of a series, as JSON, with the values in the order measured.
+fn spread(v: &[f64]) -> serde_json::Value {
+    let mut s = v.to_vec();
+    serde_json::json!({
+        "n": s.len(),
+        "median": median(&mut s),
+        "p90": percentile(&mut s, 0.9),
+        "max": s.last().copied().unwrap_or(0.0),
+        "min": s.first().copied().unwrap_or(0.0),
+        "all": v,
+    })
+}
+
+/// Milliseconds since the Unix epoch (the agent's timestamps are in these).
+fn now_unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn check_interrupt() -> anyhow::Result<()> {
+    if stasis_sys::sys::interrupt_requested() {
+        bail!("interrupted");
+    }
+    Ok(())
+}
+
+/// A benchmark agent on a root of its own, its workload, and their clean-up: the workload is
+/// removed through the agent, the agent is stopped (SIGTERM, then SIGKILL), a partition left
+/// over is removed with `stasis rm -f`, and the root is deleted.
+struct BenchAgent {
+    exe: PathBuf,
+    root: PathBuf,
+    name: String,
+    client: stasis_agent::client::Client,
+    child: Option<std::process::Child>,
+    added: bool,
+}
+
+impl BenchAgent {
+    fn start(exe: PathBuf, root: PathBuf, name: String) -> anyhow::Result<BenchAgent> {
+        use stasis_agent::client::{Client, Endpoint};
+        use std::os::unix::process::CommandExt;
+        let out = std::fs::File::create(root.join("agent.out"))
+            .with_context(|| format!("creating {}", root.join("agent.out").display()))?;
+        let mut agent = BenchAgent {
+            client: Client::new(Endpoint::Unix(root.join("agent.sock"))),
+            exe,
+            root,
+            name,
+            child: None,
+            added: false,
+        };
+        let child = Command::new(&agent.exe)
+            .arg("--root")
+            .arg(&agent.root)
+            .args(["agent", "--listen", "off", "--tick", "100ms"])
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            // Its own process group: a ^C reaches this benchmark only, which then removes
+            // the workload before it stops the agent.
+            .process_group(0)
+            .spawn()
+            .context("starting the agent")?;
+        agent.child = Some(child);
+        if let Err(e) = agent.client.wait_ready(Duration::from_secs(10)) {
+            bail!("the agent did not answer: {e}{}", agent.output());
+        }
+        Ok(agent)
+    }
+
+    /// The end of the agent's output, to explain a failure.
+    fn output(&self) -> String {
+        let text = std::fs::read_to_string(self.root.join("agent.out")).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = lines[lines.len().saturating_sub(10)..].join("\n");
+        if tail.is_empty() {
+            String::new()
+        } else {
+            format!("\nthe agent's last output:\n{tail}")
+        }
+    }
+
+    fn path(&self) -> String {
+        format!("/v1/workloads/{}", self.name)
+    }
+
+    fn view(&self) -> anyhow::Result<serde_json::Value> {
+        self.client
+            .get(&self.path())
+            .map_err(|e| anyhow::anyhow!("GET {}: {e}{}", self.path(), self.output()))
+    }
+}
+
+impl Drop for BenchAgent {
+    fn drop(&mut self) {
+        // An agent that already ended (and was reaped here) is not signalled: its pid may
+        // be someone else's by now.
+        let running = self
+            .child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)));
+        if let Some(child) = self.child.as_mut().filter(|_| running) {
+            if self.added {
+                let mut c = self.client.clone();
+                c.timeout = Duration::from_secs(60);
+                let _ = c.delete(&format!("/v1/workloads/{}", self.name));
+            }
+            let _ = stasis_sys::sys::kill(child.id() as i32, libc::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(15);
+            loop {
+                match child.try_wait() {
+                    Ok(None) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(20))
+                    }
+                    Ok(None) => {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        break;
+                    }
+                    _ => break,
+                }
+            }
+        }
+        // Last resort: the partition itself (nothing to do if the agent removed it).
+        let _ = Command::new(&self.exe)
+            .arg("--root")
+            .arg(&self.root)
+            .args(["rm", "-f", &self.name])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+/// A file removed when this is dropped.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// One failure and the way back.
+struct Failover {
+    /// Until the agent shows the workload running with a new pid.
+    running_secs: f64,
+    /// Until the agent's view shows `restarts` incremented.
+    restarts_secs: f64,
+    /// Until the agent noticed (its FFDC record of the failure).
+    detect_secs: Option<f64>,
+    /// Until the restore returned (the restored first process exists; its restart record).
+    restored_secs: Option<f64>,
+}
+
+fn agent_bench(
+    size_mib: u64,
+    rounds: usize,
+    failures: usize,
+    dir: Option<PathBuf>,
+    json: bool,
+) -> anyhow::Result<()> {
+    const EVERY: &str = "2s";
+    const WINDOW_MS: u64 = 1000;
+    const GAP: Duration = Duration::from_millis(1500);
+    let exe = std::env::current_exe()?;
+    let base = dir.unwrap_or_else(std::env::temp_dir);
+    let root = base.join(format!("stasis-abench-{}", std::process::id()));
+    if root.exists() {
+        std::fs::remove_dir_all(&root)
+            .with_context(|| format!("removing an old {}", root.display()))?;
+    }
+    std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
+    // The ready file goes where the partition sees the same file (not /dev/shm, even when
+    // the root is there).
+    let ready = std::env::temp_dir().join(format!("stasis-abench-{}.ready", std::process::id()));
+    let _ = std::fs::remove_file(&ready);
+    let _ready_gone = RemoveOnDrop(ready.clone());
+    // Partition names are global (their cgroups are): one of its own.
+    let name = format!("bench-agent-{}", std::process::id());
+    let mut agent = BenchAgent::start(exe.clone(), root.clone(), name.clone())?;
+    let c = agent.client.clone();
+    let wpath = agent.path();
+
+    // The workload.
+    let spec = serde_json::json!({
+        "name": name,
+        "partition": {
+            "cmd": [exe.to_string_lossy(), "bench-worker", "--size-mib", size_mib.to_string(),
+                    "--ready", ready.to_string_lossy()],
+            "net": "host",
+            "hostname": "bench",
+            "cwd": "/",
+            "env": [],
+            "limits": {},
+        },
+        "checkpoint_every": EVERY,
+        "images_kept": 2,
+        "policy": { "failover_window": format!("{WINDOW_MS}ms"), "boot_restarts": 3 },
+    });
+    let seq0 = c.get("/v1/health")?["last_seq"].as_u64().unwrap_or(0);
+    agent.added = true;
+    c.post("/v1/workloads", Some(&spec))
+        .map_err(|e| anyhow::anyhow!("adding the workload: {e}{}", agent.output()))?;
+    let start = Instant::now();
+    while !ready.exists() {
+        check_interrupt()?;
+        if start.elapsed() > Duration::from_secs(120) {
+            bail!("the benchmark workload did not get ready");
+        }
+        if agent.view()?["state"] == "failed" {
+            bail!("the benchmark workload failed to start");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // (a) Consistency checkpoints forced through the API.
+    let (mut frozen, mut wall) = (Vec::new(), Vec::new());
+    let mut forced = std::collections::BTreeSet::new();
+    for i in 0..rounds {
+        check_interrupt()?;
+        if i > 0 {
+            // Paced like the periodic schedule (which each forced one postpones), not back to
+            // back: images written in a row compete with the writeback of the previous ones.
+            std::thread::sleep(GAP);
+        }
+        let t = Instant::now();
+        let v = c
+            .post(&format!("{wpath}/checkpoint"), None)
+            .map_err(|e| anyhow::anyhow!("checkpoint: {e}"))?;
+        wall.push(t.elapsed().as_secs_f64());
+        frozen.push(v["frozen_secs"].as_f64().unwrap_or(0.0));
+        if let Some(id) = v["image"].as_str() {
+            forced.insert(id.to_string());
+        }
+    }
+    let image_bytes = c
+        .get(&format!("{wpath}/images"))
+        .ok()
+        .and_then(|v| {
+            v["images"]
+                .as_array()
+                .and_then(|l| l.iter().filter_map(|i| i["bytes"].as_u64()).max())
+        })
+        .unwrap_or(0);
+
+    // (b) Failures: each right after a periodic image of the current run is committed (so no
+    // checkpoint is under way) and longer than the failover window after the last restart, so
+    // that the policy restores the image.
+    let mut overs: Vec<Failover> = Vec::new();
+    let mut discarded = 0usize;
+    let mut attempts = 0usize;
+    let mut seen_ckpt = agent.view()?["last_checkpoint_unix_ms"]
+        .as_u64()
+        .unwrap_or(0);
+    while overs.len() < failures {
+        attempts += 1;
+        if attempts > failures * 2 + 3 {
+            bail!(
+                "{} of {attempts} failures were boot restarts, not image restarts",
+                discarded
+            );
+        }
+        let wait_from = Instant::now();
+        let v = loop {
+            check_interrupt()?;
+            if wait_from.elapsed() > Duration::from_secs(300) {
+                bail!("no new consistency image within 300 s");
+            }
+            let v = agent.view()?;
+            let restart_at = v["restart_log"]
+                .as_array()
+                .and_then(|l| l.last())
+                .and_then(|e| e["at_unix_ms"].as_u64())
+                .unwrap_or(0);
+            let ckpt = v["last_checkpoint_unix_ms"].as_u64().unwrap_or(0);
+            if v["state"] == "failed" {
+                bail!(
+                    "the workload was marked failed: {}",
+                    v["last_failure"].as_str().unwrap_or("?")
+                );
+            }
+            if v["state"] == "running"
+                && v["pid"].as_i64().is_some()
+                && v["images"].as_u64().unwrap_or(0) >= 1
+                && ckpt > seen_ckpt
+                && ckpt > restart_at
+                && now_unix_ms().saturating_sub(restart_at) > WINDOW_MS + 200
+            {
+                seen_ckpt = ckpt;
+                break v;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let old_pid = v["pid"].as_i64().unwrap_or(0) as i32;
+        let restarts0 = v["restarts"].as_u64().unwrap_or(0);
+        let kill_ms = now_unix_ms();
+        let t0 = Instant::now();
+        stasis_sys::sys::kill(old_pid, libc::SIGKILL)
+            .with_context(|| format!("killing the workload's first process {old_pid}"))?;
+        let mut restarts_secs = None;
+        let v = loop {
+            check_interrupt()?;
+            if t0.elapsed() > Duration::from_secs(300) {
+                bail!("the workload did not run again within 300 s of its failure");
+            }
+            let v = agent.view()?;
+            let el = t0.elapsed().as_secs_f64();
+            if restarts_secs.is_none() && v["restarts"].as_u64().unwrap_or(0) > restarts0 {
+                restarts_secs = Some(el);
+            }
+            if v["state"] == "failed" {
+                bail!(
+                    "the workload was marked failed: {}",
+                    v["last_failure"].as_str().unwrap_or("?")
+                );
+            }
+            let pid = v["pid"].as_i64().unwrap_or(0) as i32;
+            if v["state"] == "running"
+                && pid > 0
+                && pid != old_pid
+                && stasis_partition::state::alive(pid)
+            {
+                break v;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        let running_secs = t0.elapsed().as_secs_f64();
+        if v["last_restart"] != "image" {
+            // Restarted from its boot command: not what is measured here. Its images are
+            // gone; the next attempt waits for a new one.
+            discarded += 1;
+            continue;
+        }
+        let since_kill = |ms: u64| ms.saturating_sub(kill_ms) as f64 / 1000.0;
+        let new_pid = v["pid"].as_i64().unwrap_or(0);
+        let restored_secs = v["restart_log"]
+            .as_array()
+            .and_then(|l| l.iter().rev().find(|e| e["pid"].as_i64() == Some(new_pid)))
+            .and_then(|e| e["at_unix_ms"].as_u64())
+            .map(since_kill);
+        let detect_secs = c
+            .get(&format!("/v1/ffdc?workload={name}"))
+            .ok()
+            .and_then(|b| {
+                b["bundles"].as_array().and_then(|l| {
+                    l.iter()
+                        .filter_map(|b| b["failure"]["at_unix_ms"].as_u64())
+                        .filter(|&at| at >= kill_ms)
+                        .min()
+                })
+            })
+            .map(since_kill);
+        overs.push(Failover {
+            running_secs,
+            restarts_secs: restarts_secs.unwrap_or(running_secs),
+            detect_secs,
+            restored_secs,
+        });
+    }
+
+    // The periodic checkpoints taken meanwhile, from the event log.
+    let events = c.get(&format!("/v1/events?since={seq0}&limit=1000000"))?;
+    let periodic: Vec<f64> = events["events"]
+        .as_array()
+        .map(|l| {
+            l.iter()
+                .filter(|e| e["kind"] == "workload.checkpointed")
+                .filter(|e| {
+                    e["payload"]["image"]
+                        .as_str()
+                        .is_some_and(|i| !forced.contains(i))
+                })
+                .filter_map(|e| e["payload"]["frozen_secs"].as_f64())
+                .collect()
+        })
+        .unwrap_or_default();
+    drop(agent);
+
+    let col =
+        |f: fn(&Failover) -> Option<f64>| -> Vec<f64> { overs.iter().filter_map(f).collect() };
+    let wall_median = median(&mut wall.clone());
+    let mib_per_s = if wall_median > 0.0 {
+        size_mib as f64 / wall_median
+    } else {
+        0.0
+    };
+    let out = serde_json::json!({
+        "size_mib": size_mib,
+        "tick": "100ms",
+        "checkpoint_every": EVERY,
+        "failover_window": format!("{WINDOW_MS}ms"),
+        "root": root,
+        "checkpoint": {
+            "rounds": rounds,
+            "frozen_secs": spread(&frozen),
+            "wall_secs": spread(&wall),
+            "mib_per_s": mib_per_s,
+            "image_bytes": image_bytes,
+        },
+        "periodic_checkpoint_frozen_secs": spread(&periodic),
+        "failover": {
+            "failures": overs.len(),
+            "boot_restarts_discarded": discarded,
+            "running_secs": spread(&col(|o| Some(o.running_secs))),
+            "restarts_incremented_secs": spread(&col(|o| Some(o.restarts_secs))),
+            "detected_secs": spread(&col(|o| o.detect_secs)),
+            "restored_secs": spread(&col(|o| o.restored_secs)),
+        },
+    });
+    if json {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    let f = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap_or(0.0);
+    let line = |v: &serde_json::Value| {
+        format!(
+            "median {:.3} s, p90 {:.3} s, max {:.3} s",
+            f(v, "median"),
+            f(v, "p90"),
+            f(v, "max")
+        )
+    };
+    println!(
+        "agent (tick 100ms) supervising a workload of {size_mib} MiB touched anonymous memory; \
+         images every {EVERY} under {}",
+        root.display()
+    );
+    let ck = &out["checkpoint"];
+    println!(
+        "  frozen by a consistency checkpoint ({size_mib} MiB, {rounds} forced through the API): {}",
+        line(&ck["frozen_secs"])
+    );
+    println!(
+        "  whole checkpoint (API call to committed image): {}; {:.0} MiB/s; image {:.1} MiB",
+        line(&ck["wall_secs"]),
+        mib_per_s,
+        image_bytes as f64 / 1048576.0
+    );
+    println!(
+        "  frozen by the periodic checkpoints ({} taken meanwhile): {}",
+        periodic.len(),
+        line(&out["periodic_checkpoint_frozen_secs"])
+    );
+    let fo = &out["failover"];
+    println!(
+        "  failure (SIGKILL) → running from its image ({} failures): {}",
+        overs.len(),
+        line(&fo["running_secs"])
+    );
+    println!(
+        "    detected by the agent after {}",
+        line(&fo["detected_secs"])
+    );
+    println!(
+        "    restored (new first process exists) after {}",
+        line(&fo["restored_secs"])
+    );
+    println!(
+        "    `restarts` incremented in the API after {}",
+        line(&fo["restarts_incremented_secs"])
+    );
+    if discarded > 0 {
+        println!("  ({discarded} failure(s) ended in a boot restart and were not counted)");
+    }
+    Ok(())
+}
+
 pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
+    if let BenchCmd::Agent {
+        size_mib,
+        rounds,
+        failures,
+        dir,
+        json,
+    } = cmd
+    {
+        return agent_bench(size_mib, rounds, failures.unwrap_or(rounds), dir, json);
+    }
     if let BenchCmd::Partition {
         size_mib,
         rounds,
