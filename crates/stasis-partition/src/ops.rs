@@ -157,9 +157,11 @@ pub fn run_again(root: &Root, name: &str, spec: Spec) -> Result<i32, OpsError> {
     }
     let mut spec = spec;
     if spec.net == NetMode::Veth {
-        spec.veth = old.spec.veth.clone().or_else(|| {
-            Some(crate::setup::allocate_veth(name, &taken_veth(root)))
-        });
+        spec.veth = old
+            .spec
+            .veth
+            .clone()
+            .or_else(|| Some(crate::setup::allocate_veth(name, &taken_veth(root))));
     }
     let mut carried = old.carried;
     carried.memory_bytes = 0;
