@@ -43,16 +43,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
+use stasis_partition::monitor::chain;
 
 impl From<SupervisorError> for ApiError {
     fn from(e: SupervisorError) -> Self {

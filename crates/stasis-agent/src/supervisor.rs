@@ -681,17 +681,12 @@ impl Supervisor {
     /// Take a consistency image of `name` now.
     pub fn checkpoint_now(&mut self, name: &str) -> Result<Happening, SupervisorError> {
         let ctx = self.ctx();
-        let slot = self
-            .slots
-            .get_mut(name)
-            .ok_or_else(|| SupervisorError::NotFound(name.to_string()))?;
-        if slot.status.state != WState::Running {
-            return Err(SupervisorError::WrongState {
-                name: name.to_string(),
-                state: slot.status.state,
-                what: "only a running workload can be checkpointed",
-            });
-        }
+        let slot = slot_in(
+            &mut self.slots,
+            name,
+            WState::Running,
+            "only a running workload can be checkpointed",
+        )?;
         let h = take_image(&ctx, slot);
         slot.next_checkpoint = slot.spec.checkpoint_every.map(|d| Instant::now() + d);
         match h {
@@ -706,17 +701,12 @@ impl Supervisor {
     /// Checkpoint `name` into the repository and end it, releasing its resources.
     pub fn hibernate(&mut self, name: &str) -> Result<Vec<Happening>, SupervisorError> {
         let ctx = self.ctx();
-        let slot = self
-            .slots
-            .get_mut(name)
-            .ok_or_else(|| SupervisorError::NotFound(name.to_string()))?;
-        if slot.status.state != WState::Running {
-            return Err(SupervisorError::WrongState {
-                name: name.to_string(),
-                state: slot.status.state,
-                what: "only a running workload can be hibernated",
-            });
-        }
+        let slot = slot_in(
+            &mut self.slots,
+            name,
+            WState::Running,
+            "only a running workload can be hibernated",
+        )?;
         let info = checkpoint_into_repo(&ctx, slot, false).map_err(|error| {
             slot.status.last_checkpoint_error = Some(error.clone());
             SupervisorError::Checkpoint {
@@ -737,17 +727,12 @@ impl Supervisor {
     /// Bring a hibernated workload back from its image.
     pub fn resume(&mut self, name: &str) -> Result<Vec<Happening>, SupervisorError> {
         let ctx = self.ctx();
-        let slot = self
-            .slots
-            .get_mut(name)
-            .ok_or_else(|| SupervisorError::NotFound(name.to_string()))?;
-        if slot.status.state != WState::Hibernated {
-            return Err(SupervisorError::WrongState {
-                name: name.to_string(),
-                state: slot.status.state,
-                what: "only a hibernated workload can be resumed",
-            });
-        }
+        let slot = slot_in(
+            &mut self.slots,
+            name,
+            WState::Hibernated,
+            "only a hibernated workload can be resumed",
+        )?;
         let img =
             ctx.repo.latest(name).ok().flatten().ok_or_else(|| {
                 SupervisorError::BadSpec(format!("no image of '{name}' to resume"))
@@ -831,6 +816,26 @@ impl Supervisor {
         }
         out
     }
+}
+
+/// The slot of `name`, which must be in state `want` (`what` says so otherwise).
+fn slot_in<'a>(
+    slots: &'a mut BTreeMap<String, Slot>,
+    name: &str,
+    want: WState,
+    what: &'static str,
+) -> Result<&'a mut Slot, SupervisorError> {
+    let slot = slots
+        .get_mut(name)
+        .ok_or_else(|| SupervisorError::NotFound(name.to_string()))?;
+    if slot.status.state != want {
+        return Err(SupervisorError::WrongState {
+            name: name.to_string(),
+            state: slot.status.state,
+            what,
+        });
+    }
+    Ok(slot)
 }
 
 /// What the per-workload steps need of the supervisor.

@@ -199,6 +199,27 @@ fn add_args<'a>(name: &'a str, ctl: &'a str, opts: &[&'a str], cmd: &'a [String]
     v
 }
 
+/// The kinds of every event in the agent's log, in order.
+fn event_kinds(root: &Path) -> Vec<String> {
+    cli_ok(root, &["events", "--json"])
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["kind"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect()
+}
+
+/// Ask the workload in `ctl` to verify its own state; it must report PASS.
+fn verify_passes(ctl: &Path) {
+    std::fs::write(ctl.join("verify"), b"").unwrap();
+    wait_for("the workload's verdict", || ctl.join("result").exists());
+    let verdict = std::fs::read_to_string(ctl.join("result")).unwrap();
+    assert!(verdict.starts_with("PASS"), "{verdict}");
+}
+
 fn ffdc(root: &Path, name: &str) -> Vec<Value> {
     let out = cli_ok(root, &["ffdc", "ls", "--workload", name, "--json"]);
     serde_json::from_str::<Value>(&out)
@@ -365,10 +386,7 @@ fn killed_workload_comes_back_from_its_image_then_boots_on_a_second_failure() {
     assert!(shown["summary"].as_str().unwrap().contains("signal 9"));
 
     // The workload verifies its own state.
-    std::fs::write(ctl.join("verify"), b"").unwrap();
-    wait_for("the workload's verdict", || ctl.join("result").exists());
-    let verdict = std::fs::read_to_string(ctl.join("result")).unwrap();
-    assert!(verdict.starts_with("PASS"), "{verdict}");
+    verify_passes(&ctl);
     let _ = pid2;
     // It exited on its own after verifying: that is a failure too (restarted from its image).
     cli_ok(&root, &["workload", "rm", "ha1"]);
@@ -691,21 +709,10 @@ fn hibernate_and_resume_keep_state() {
         events.contains(&format!("POST-RESTORE counter={frozen} ")),
         "told after the restore, with the state it had: {events}"
     );
-    let kinds: Vec<String> = cli_ok(&root, &["events", "--json"])
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<Value>(l).unwrap()["kind"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
-        .collect();
+    let kinds = event_kinds(&root);
     assert!(kinds.contains(&"workload.hibernated".to_string()));
     assert!(kinds.contains(&"workload.resumed".to_string()));
-    std::fs::write(ctl.join("verify"), b"").unwrap();
-    wait_for("the workload's verdict", || ctl.join("result").exists());
-    let verdict = std::fs::read_to_string(ctl.join("result")).unwrap();
-    assert!(verdict.starts_with("PASS"), "{verdict}");
+    verify_passes(&ctl);
     cli_ok(&root, &["workload", "rm", "hib1"]);
 }
 
@@ -861,21 +868,10 @@ fn a_failing_checkpoint_leaves_the_workload_running_and_is_reported() {
     let o = cli(&root, &["workload", "checkpoint", "uns1"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("keeps running"));
-    let kinds: Vec<String> = cli_ok(&root, &["events", "--json"])
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<Value>(l).unwrap()["kind"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
-        .collect();
+    let kinds = event_kinds(&root);
     assert!(kinds.contains(&"workload.checkpoint_failed".to_string()));
     // The workload checks that it was left intact (not frozen, its socket works).
-    std::fs::write(ctl.join("verify"), b"").unwrap();
-    wait_for("the workload's verdict", || ctl.join("result").exists());
-    let verdict = std::fs::read_to_string(ctl.join("result")).unwrap();
-    assert!(verdict.starts_with("PASS"), "{verdict}");
+    verify_passes(&ctl);
     cli_ok(&root, &["workload", "rm", "uns1"]);
 }
 
