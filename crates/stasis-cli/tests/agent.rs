@@ -961,3 +961,38 @@ fn the_demo_passes() {
     let ps = cli_ok(&dir, &["ps", "--json"]);
     assert_eq!(ps.trim(), "[]", "the demo leaves nothing running");
 }
+
+#[test]
+fn a_silent_hooks_listener_does_not_stall_checkpoints() {
+    let _g = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let _c = Cleanup(root.clone(), vec!["sil1"]);
+    let agent = Agent::start(&root, &[]);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/programs/silent_hooks.py");
+    cli_ok(
+        &root,
+        &[
+            "workload",
+            "add",
+            "sil1",
+            "--checkpoint-every",
+            "300ms",
+            "--hooks-timeout",
+            "200ms",
+            "--",
+            "python3",
+            &script.display().to_string(),
+        ],
+    );
+    // Each checkpoint goes on after the hook timeout.
+    let v = wait_status(&root, "sil1", "three images", |v| {
+        v["images"].as_u64() >= Some(3)
+    });
+    assert_eq!(v["last_checkpoint_error"], Value::Null);
+    assert!(
+        agent.log().contains("no reply from workload within 200ms"),
+        "the silence is logged"
+    );
+    cli_ok(&root, &["workload", "rm", "sil1"]);
+}
