@@ -42,6 +42,9 @@ pub enum WorkloadCmd {
     Rm {
         /// Workload name.
         name: String,
+        /// JSON output (`{"removed": NAME}`).
+        #[arg(long)]
+        json: bool,
     },
     /// Take a consistency image now (the workload keeps running).
     Checkpoint {
@@ -277,13 +280,17 @@ pub fn workload(root: &Path, conn: &Conn, cmd: WorkloadCmd) -> Result<(), Failed
             }
             Ok(())
         }
-        WorkloadCmd::Rm { name } => {
+        WorkloadCmd::Rm { name, json } => {
             let c = conn.client(root)?;
-            busy(format!("removing {name}…"), || {
+            let v = busy(format!("removing {name}…"), || {
                 c.delete(&format!("/v1/workloads/{name}"))
             })
             .map_err(client_err)?;
-            eprintln!("{name}: removed");
+            if json {
+                print_json(&v);
+            } else {
+                eprintln!("{name}: removed");
+            }
             Ok(())
         }
         WorkloadCmd::Checkpoint { name, json } => {
