@@ -8,8 +8,10 @@
 //! its own): consistency checkpoints through the API, then SIGKILLs of its first process and
 //! the time until the agent shows it running again from its latest image.
 
+use crate::child_agent::ChildAgent;
 use anyhow::{bail, Context};
-use std::path::PathBuf;
+use stasis_agent::supervisor::unix_ms;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -274,71 +276,29 @@ fn spread(v: &[f64]) -> serde_json::Value {
     })
 }
 
-/// Milliseconds since the Unix epoch (the agent's timestamps are in these).
-fn now_unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-fn check_interrupt() -> anyhow::Result<()> {
-    if stasis_sys::sys::interrupt_requested() {
-        bail!("interrupted");
-    }
-    Ok(())
-}
-
 /// A benchmark agent on a root of its own, its workload, and their clean-up: the workload is
-/// removed through the agent, the agent is stopped (SIGTERM, then SIGKILL), a partition left
-/// over is removed with `stasis rm -f`, and the root is deleted.
+/// removed through the agent, the agent is stopped, a partition left over is removed with
+/// `stasis rm -f`, and the root is deleted.
 struct BenchAgent {
-    exe: PathBuf,
-    root: PathBuf,
+    agent: ChildAgent,
     name: String,
-    client: stasis_agent::client::Client,
-    child: Option<std::process::Child>,
+    /// The workload was (or may have been) added: it is removed on drop.
     added: bool,
 }
 
 impl BenchAgent {
-    fn start(exe: PathBuf, root: PathBuf, name: String) -> anyhow::Result<BenchAgent> {
-        use stasis_agent::client::{Client, Endpoint};
-        use std::os::unix::process::CommandExt;
-        let out = std::fs::File::create(root.join("agent.out"))
-            .with_context(|| format!("creating {}", root.join("agent.out").display()))?;
-        let mut agent = BenchAgent {
-            client: Client::new(Endpoint::Unix(root.join("agent.sock"))),
-            exe,
-            root,
+    fn start(exe: &Path, root: &Path, name: String) -> anyhow::Result<BenchAgent> {
+        let agent = ChildAgent::start(exe, root, &["--tick", "100ms"], &root.join("agent.out"))?;
+        Ok(BenchAgent {
+            agent,
             name,
-            child: None,
             added: false,
-        };
-        let child = Command::new(&agent.exe)
-            .arg("--root")
-            .arg(&agent.root)
-            .args(["agent", "--listen", "off", "--tick", "100ms"])
-            .stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out)
-            // Its own process group: a ^C reaches this benchmark only, which then removes
-            // the workload before it stops the agent.
-            .process_group(0)
-            .spawn()
-            .context("starting the agent")?;
-        agent.child = Some(child);
-        if let Err(e) = agent.client.wait_ready(Duration::from_secs(10)) {
-            bail!("the agent did not answer: {e}{}", agent.output());
-        }
-        Ok(agent)
+        })
     }
 
     /// The end of the agent's output, to explain a failure.
     fn output(&self) -> String {
-        let text = std::fs::read_to_string(self.root.join("agent.out")).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        let tail = lines[lines.len().saturating_sub(10)..].join("\n");
+        let tail = self.agent.output_tail(10);
         if tail.is_empty() {
             String::new()
         } else {
@@ -351,7 +311,8 @@ impl BenchAgent {
     }
 
     fn view(&self) -> anyhow::Result<serde_json::Value> {
-        self.client
+        self.agent
+            .client()
             .get(&self.path())
             .map_err(|e| anyhow::anyhow!("GET {}: {e}{}", self.path(), self.output()))
     }
@@ -359,44 +320,11 @@ impl BenchAgent {
 
 impl Drop for BenchAgent {
     fn drop(&mut self) {
-        // An agent that already ended (and was reaped here) is not signalled: its pid may
-        // be someone else's by now.
-        let running = self
-            .child
-            .as_mut()
-            .is_some_and(|c| matches!(c.try_wait(), Ok(None)));
-        if let Some(child) = self.child.as_mut().filter(|_| running) {
-            if self.added {
-                let mut c = self.client.clone();
-                c.timeout = Duration::from_secs(60);
-                let _ = c.delete(&format!("/v1/workloads/{}", self.name));
-            }
-            let _ = stasis_sys::sys::kill(child.id() as i32, libc::SIGTERM);
-            let deadline = Instant::now() + Duration::from_secs(15);
-            loop {
-                match child.try_wait() {
-                    Ok(None) if Instant::now() < deadline => {
-                        std::thread::sleep(Duration::from_millis(20))
-                    }
-                    Ok(None) => {
-                        let _ = child.kill();
-                        let _ = child.wait();
-                        break;
-                    }
-                    _ => break,
-                }
-            }
+        let workload = self.added.then_some(self.name.as_str());
+        if let Err(e) = self.agent.shutdown(workload) {
+            eprintln!("stasis bench: cleaning up: {e:#}");
         }
-        // Last resort: the partition itself (nothing to do if the agent removed it).
-        let _ = Command::new(&self.exe)
-            .arg("--root")
-            .arg(&self.root)
-            .args(["rm", "-f", &self.name])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        let _ = std::fs::remove_dir_all(&self.root);
+        let _ = std::fs::remove_dir_all(self.agent.root());
     }
 }
 
@@ -446,8 +374,8 @@ fn agent_bench(
     let _ready_gone = RemoveOnDrop(ready.clone());
     // Partition names are global (their cgroups are): one of its own.
     let name = format!("bench-agent-{}", std::process::id());
-    let mut agent = BenchAgent::start(exe.clone(), root.clone(), name.clone())?;
-    let c = agent.client.clone();
+    let mut agent = BenchAgent::start(&exe, &root, name.clone())?;
+    let c = agent.agent.client().clone();
     let wpath = agent.path();
 
     // The workload.
@@ -472,7 +400,7 @@ fn agent_bench(
         .map_err(|e| anyhow::anyhow!("adding the workload: {e}{}", agent.output()))?;
     let start = Instant::now();
     while !ready.exists() {
-        check_interrupt()?;
+        crate::check_interrupt()?;
         if start.elapsed() > Duration::from_secs(120) {
             bail!("the benchmark workload did not get ready");
         }
@@ -486,7 +414,7 @@ fn agent_bench(
     let (mut frozen, mut wall) = (Vec::new(), Vec::new());
     let mut forced = std::collections::BTreeSet::new();
     for i in 0..rounds {
-        check_interrupt()?;
+        crate::check_interrupt()?;
         if i > 0 {
             // Paced like the periodic schedule (which each forced one postpones), not back to
             // back: images written in a row compete with the writeback of the previous ones.
@@ -531,7 +459,7 @@ fn agent_bench(
         }
         let wait_from = Instant::now();
         let v = loop {
-            check_interrupt()?;
+            crate::check_interrupt()?;
             if wait_from.elapsed() > Duration::from_secs(300) {
                 bail!("no new consistency image within 300 s");
             }
@@ -553,7 +481,7 @@ fn agent_bench(
                 && v["images"].as_u64().unwrap_or(0) >= 1
                 && ckpt > seen_ckpt
                 && ckpt > restart_at
-                && now_unix_ms().saturating_sub(restart_at) > WINDOW_MS + 200
+                && unix_ms().saturating_sub(restart_at) > WINDOW_MS + 200
             {
                 seen_ckpt = ckpt;
                 break v;
@@ -562,13 +490,13 @@ fn agent_bench(
         };
         let old_pid = v["pid"].as_i64().unwrap_or(0) as i32;
         let restarts0 = v["restarts"].as_u64().unwrap_or(0);
-        let kill_ms = now_unix_ms();
+        let kill_ms = unix_ms();
         let t0 = Instant::now();
         stasis_sys::sys::kill(old_pid, libc::SIGKILL)
             .with_context(|| format!("killing the workload's first process {old_pid}"))?;
         let mut restarts_secs = None;
         let v = loop {
-            check_interrupt()?;
+            crate::check_interrupt()?;
             if t0.elapsed() > Duration::from_secs(300) {
                 bail!("the workload did not run again within 300 s of its failure");
             }

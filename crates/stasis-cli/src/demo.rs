@@ -25,13 +25,14 @@
 //! stopped (SIGTERM, then waited for), and `stasis --root ROOT rm -f demo` is run as a last
 //! resort, so nothing is left running. ROOT keeps the agent's log and the FFDC bundles.
 
-use anyhow::{anyhow, bail, Context};
+use crate::child_agent::ChildAgent;
+use anyhow::{bail, Context};
 use serde_json::{json, Value};
-use stasis_agent::client::{Client, ClientError, Endpoint};
+use stasis_agent::client::Client;
 use stasis_agent::ffdc::FailureKind;
+use stasis_agent::supervisor::unix_ms;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// The workload's name.
@@ -68,20 +69,6 @@ fn ticks(log: &Path) -> Vec<u64> {
         .collect()
 }
 
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-fn check_interrupt() -> anyhow::Result<()> {
-    if stasis_sys::sys::interrupt_requested() {
-        bail!("interrupted");
-    }
-    Ok(())
-}
-
 /// Poll `f` every `every` until it gives a value, for at most `bound`.
 fn wait_for<T>(
     what: &str,
@@ -91,7 +78,7 @@ fn wait_for<T>(
 ) -> anyhow::Result<T> {
     let deadline = Instant::now() + bound;
     loop {
-        check_interrupt()?;
+        crate::check_interrupt()?;
         if let Some(v) = f()? {
             return Ok(v);
         }
@@ -138,85 +125,24 @@ fn short_payload(p: &Value) -> String {
 
 /// The agent and the demo's workload; dropping it removes the workload and stops the agent.
 struct Agent {
-    root: PathBuf,
-    exe: PathBuf,
-    client: Client,
-    child: Option<Child>,
+    agent: ChildAgent,
 }
 
 impl Agent {
     fn start(root: &Path, exe: &Path) -> anyhow::Result<Agent> {
-        use std::os::unix::process::CommandExt;
-        let out = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(root.join("agent-stdout.log"))
-            .context("creating the agent's output log")?;
-        let child = Command::new(exe)
-            .arg("agent")
-            .arg("--root")
-            .arg(root)
-            .args(["--listen", "off"])
-            .stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out)
-            // Its own process group: Ctrl-C reaches the demo only, which then cleans up.
-            .process_group(0)
-            .spawn()
-            .context("starting the agent")?;
-        let mut client = Client::new(Endpoint::Unix(
-            stasis_agent::daemon::AgentPaths::new(root).socket(),
-        ));
-        client.timeout = Duration::from_secs(60);
-        let mut agent = Agent {
-            root: root.to_path_buf(),
-            exe: exe.to_path_buf(),
-            client,
-            child: Some(child),
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            check_interrupt()?;
-            if let Some(c) = agent.child.as_mut() {
-                if let Some(st) = c.try_wait()? {
-                    agent.child = None;
-                    bail!(
-                        "the agent ended at once ({st}); its output:\n{}",
-                        std::fs::read_to_string(root.join("agent-stdout.log")).unwrap_or_default()
-                    );
-                }
-            }
-            match agent.client.wait_ready(Duration::from_millis(500)) {
-                Ok(h) if h["pid"].as_i64() == Some(i64::from(agent.pid())) => return Ok(agent),
-                Ok(h) => {
-                    // Someone else's agent owns this root: leave it and its workloads alone.
-                    if let Some(mut c) = agent.child.take() {
-                        let _ = c.kill();
-                        let _ = c.wait();
-                    }
-                    bail!(
-                        "another agent (pid {}) already runs on {}: stop it or pick another --dir",
-                        text(&h["pid"]),
-                        root.display()
-                    );
-                }
-                Err(ClientError::Unreachable { .. }) if Instant::now() < deadline => {}
-                Err(e) => {
-                    return Err(anyhow!(e).context(format!(
-                        "the agent did not come up (see {})",
-                        root.join("agent-stdout.log").display()
-                    )))
-                }
-            }
-        }
+        let mut agent = ChildAgent::start(exe, root, &[], &root.join("agent-stdout.log"))?;
+        agent.client_mut().timeout = Duration::from_secs(60);
+        Ok(Agent { agent })
     }
 
-    fn pid(&self) -> i32 {
-        self.child.as_ref().map_or(0, |c| c.id() as i32)
+    fn client(&self) -> &Client {
+        self.agent.client()
     }
 
     fn get(&self, path: &str) -> anyhow::Result<Value> {
-        self.client.get(path).with_context(|| format!("GET {path}"))
+        self.client()
+            .get(path)
+            .with_context(|| format!("GET {path}"))
     }
 
     fn view(&self) -> anyhow::Result<Value> {
@@ -288,40 +214,7 @@ impl Agent {
 
     /// Remove the workload and stop the agent; also end any leftover partition.
     fn shutdown(&mut self) -> anyhow::Result<()> {
-        let Some(mut child) = self.child.take() else {
-            return Ok(());
-        };
-        let mut client = self.client.clone();
-        client.timeout = Duration::from_secs(30);
-        let removed = match client.delete(&format!("/v1/workloads/{NAME}")) {
-            Ok(_) | Err(ClientError::Api { status: 404, .. }) => Ok(()),
-            Err(e) => Err(anyhow!(e).context("removing the workload")),
-        };
-        let _ = stasis_sys::sys::kill(child.id() as i32, libc::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(15);
-        let stopped = loop {
-            match child.try_wait() {
-                Ok(Some(_)) => break Ok(()),
-                Ok(None) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(50))
-                }
-                _ => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    break Err(anyhow!("the agent did not stop on SIGTERM: killed it"));
-                }
-            }
-        };
-        // Last resort, whatever happened above: no partition of the demo stays behind.
-        let _ = Command::new(&self.exe)
-            .arg("--root")
-            .arg(&self.root)
-            .args(["rm", "-f", NAME])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        removed.and(stopped)
+        self.agent.shutdown(Some(NAME))
     }
 }
 
@@ -369,14 +262,14 @@ pub fn run(dir: Option<PathBuf>) -> anyhow::Result<()> {
     let mut agent = Agent::start(&root, &exe)?;
     println!(
         "1) started the node agent (pid {}) on {} — API on {}",
-        agent.pid(),
+        agent.agent.pid(),
         root.display(),
-        agent.client.endpoint()
+        agent.client().endpoint()
     );
     // A --dir reused after an interrupted demo may still hold its workload.
     if agent.view().is_ok() {
         agent
-            .client
+            .client()
             .delete(&format!("/v1/workloads/{NAME}"))
             .context("removing the workload of an earlier demo")?;
     }
@@ -399,7 +292,7 @@ pub fn run(dir: Option<PathBuf>) -> anyhow::Result<()> {
         "policy": { "failover_window": format!("{WINDOW_S}s") },
     });
     let v = agent
-        .client
+        .client()
         .post("/v1/workloads", Some(&body))
         .context("adding the workload")?;
     let added = Instant::now();

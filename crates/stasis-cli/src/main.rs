@@ -9,6 +9,7 @@
 
 mod agent;
 mod bench;
+mod child_agent;
 mod demo;
 mod inspect;
 mod partition;
@@ -19,6 +20,14 @@ use stasis_engine::{CheckpointError, RestoreError};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
+
+/// An error if SIGINT or SIGTERM arrived (for the loops of the long-running verbs).
+pub(crate) fn check_interrupt() -> anyhow::Result<()> {
+    if stasis_sys::sys::interrupt_requested() {
+        anyhow::bail!("interrupted");
+    }
+    Ok(())
+}
 
 #[derive(Parser)]
 #[command(
