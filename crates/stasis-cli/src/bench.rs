@@ -727,6 +727,7 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
     });
     let cs = stasis_engine::checkpoint(&stasis_engine::CheckpointOptions {
         before_commit: None,
+        buffer_limit: None,
         freezer: None,
         pid_ns: false,
         pid,

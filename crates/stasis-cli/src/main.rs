@@ -79,6 +79,11 @@ enum Cmd {
         /// Worker threads for page I/O (default: number of CPUs).
         #[arg(long)]
         workers: Option<usize>,
+        /// With --leave-running: the most memory copied while the tree is frozen, to be written
+        /// after it runs again (e.g. 512M, 2G; 0: write while frozen). Default: half of the
+        /// memory available.
+        #[arg(long, value_name = "SIZE")]
+        copy_limit: Option<String>,
         /// Print figures as JSON on stdout.
         #[arg(long)]
         json: bool,
@@ -245,6 +250,24 @@ fn workers(n: Option<usize>) -> usize {
             .map(|n| n.get())
             .unwrap_or(2)
     })
+}
+
+fn compression(compress: bool) -> stasis_image::Compression {
+    if compress {
+        stasis_image::Compression::Lz4
+    } else {
+        stasis_image::Compression::None
+    }
+}
+
+fn copy_limit_bytes(text: Option<&str>) -> Result<Option<u64>, Failed> {
+    match text {
+        None => Ok(None),
+        Some("0") => Ok(Some(0)),
+        Some(t) => partition::parse_size(t)
+            .map(Some)
+            .map_err(|e| (2, e.context("--copy-limit"))),
+    }
 }
 
 fn parse_inherit(items: &[String]) -> anyhow::Result<HashMap<String, i32>> {
@@ -467,19 +490,19 @@ fn run(root: &stasis_partition::state::Root, cmd: Cmd) -> Result<(), Failed> {
             force,
             compress,
             workers: w,
+            copy_limit,
             json,
         } => partition::checkpoint(
-            root,
-            &name,
-            dir,
-            leave_running,
-            force,
-            if compress {
-                stasis_image::Compression::Lz4
-            } else {
-                stasis_image::Compression::None
+            stasis_partition::checkpoint::Options {
+                root: root.clone(),
+                name,
+                dir,
+                leave_running,
+                force,
+                compression: compression(compress),
+                workers: workers(w),
+                copy_limit: copy_limit_bytes(copy_limit.as_deref())?,
             },
-            workers(w),
             json,
         ),
         Cmd::Checkpoint {
@@ -490,22 +513,20 @@ fn run(root: &stasis_partition::state::Root, cmd: Cmd) -> Result<(), Failed> {
             force,
             compress,
             workers: w,
+            copy_limit,
             json,
         } => {
             let pid = pid.ok_or_else(|| (2, anyhow::anyhow!("give --pid or --name")))?;
             let opts = stasis_engine::CheckpointOptions {
                 before_commit: None,
+                buffer_limit: copy_limit_bytes(copy_limit.as_deref())?,
                 freezer: None,
                 pid_ns: false,
                 pid,
                 dir: dir.clone(),
                 leave_running,
                 force,
-                compression: if compress {
-                    stasis_image::Compression::Lz4
-                } else {
-                    stasis_image::Compression::None
-                },
+                compression: compression(compress),
                 workers: workers(w),
             };
             let stats = stasis_engine::checkpoint(&opts).map_err(|e| {

@@ -291,26 +291,9 @@ pub fn stats(root: &Root, name: Option<&str>, json: bool) -> Result<(), Failed> 
 }
 
 /// `stasis checkpoint --name`.
-#[allow(clippy::too_many_arguments)]
-pub fn checkpoint(
-    root: &Root,
-    name: &str,
-    dir: PathBuf,
-    leave_running: bool,
-    force: bool,
-    compression: stasis_image::Compression,
-    workers: usize,
-    json: bool,
-) -> Result<(), Failed> {
-    let opts = stasis_partition::checkpoint::Options {
-        root: root.clone(),
-        name: name.to_string(),
-        dir: dir.clone(),
-        leave_running,
-        force,
-        compression,
-        workers,
-    };
+pub fn checkpoint(opts: stasis_partition::checkpoint::Options, json: bool) -> Result<(), Failed> {
+    let name = opts.name.clone();
+    let dir = opts.dir.clone();
     let stats = stasis_partition::checkpoint::checkpoint(&opts).map_err(|e| {
         (
             e.exit_code().clamp(1, 255) as u8,

@@ -208,3 +208,28 @@ roundtrip_tests!(
     sysv_ipc_leave_running,
     sysv_ipc_double
 );
+
+/// `--leave-running` copies pages into memory while the tree is frozen and writes them after it
+/// runs again; `--copy-limit 0` writes them while it is frozen instead. Both give an image the
+/// tree comes back from (the copy path is what every other leave-running test takes).
+#[test]
+fn leave_running_written_while_frozen() {
+    let _g = serial();
+    for name in ["mem_anon", "threads"] {
+        let mut w = common::Workload::start(name, &[]);
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let img = common::image_dir(name);
+        let dir = img.path().join("img");
+        let out = common::checkpoint(w.pid, &dir, &["--leave-running", "--copy-limit", "0"]);
+        assert!(out.status.success(), "{}", common::show_output(&out));
+        assert!(common::pid_alive(w.pid), "{name}: left running");
+        w.kill_tree();
+        w.reset_verify();
+        let (pid, _) = common::restore(&dir);
+        w.set_pid(pid);
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        if let Err(e) = w.verify() {
+            panic!("{name} [--copy-limit 0]: verification after restore failed:\n{e}");
+        }
+    }
+}

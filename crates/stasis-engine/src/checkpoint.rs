@@ -45,9 +45,29 @@ pub struct CheckpointOptions {
     /// The root is the first process of its own pid namespace (a partition): record pids as
     /// that namespace sees them, which is what restore recreates.
     pub pid_ns: bool,
-    /// Called while the tree is still frozen, after `objects.img` is written and before the
-    /// commit: the caller adds its own records (a partition's mounts and settings).
+    /// Called while the tree is still frozen, before the commit: the caller adds its own
+    /// records (a partition's mounts and settings).
     pub before_commit: Option<WriterHook>,
+    /// With `leave_running`: copy the tree's pages into memory while it is frozen and store
+    /// them after it runs again, if they take at most this many bytes (None: half of the
+    /// memory available now; Some(0): never — pages are written while frozen).
+    pub buffer_limit: Option<u64>,
+}
+
+/// The most page bytes a leave-running checkpoint copies into memory (see
+/// [`CheckpointOptions::buffer_limit`]).
+fn buffer_budget(limit: Option<u64>) -> u64 {
+    limit.unwrap_or_else(|| {
+        std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|t| {
+                t.lines()
+                    .find_map(|l| l.strip_prefix("MemAvailable:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            })
+            .map(|kib| kib * 1024 / 2)
+            .unwrap_or(0)
+    })
 }
 
 /// See [`CheckpointOptions::before_commit`].
@@ -239,15 +259,24 @@ pub fn checkpoint(opts: &CheckpointOptions) -> Result<CheckpointStats, Checkpoin
     files.dump_pipes()?;
     failpoint::check("tasks")?;
 
-    // Memory: resident pages first, then swapped ones.
+    // Memory: resident pages first, then swapped ones. A tree that goes on running
+    // (--leave-running) is only frozen while its pages are copied into our memory, when they
+    // fit the budget; they are stored (hashed, compressed, written) once it runs again.
     jobs.sort_by_key(|j| j.swapped);
     let tm = Instant::now();
-    let (runs, bytes) = memory::run_dump_jobs(&jobs, &writer, opts.workers)?;
-    for (job, r) in jobs.iter().zip(runs) {
-        procs[job.slot.0].vmas[job.slot.1].pages.extend(r);
+    let job_bytes = memory::jobs_bytes(&jobs);
+    let buffered = opts.leave_running && job_bytes <= buffer_budget(opts.buffer_limit);
+    let mut read_bufs = None;
+    if buffered {
+        read_bufs = Some(memory::read_jobs(&jobs, opts.workers)?);
+    } else {
+        let (runs, _) = memory::run_dump_jobs(&jobs, &writer, opts.workers)?;
+        for (job, r) in jobs.iter().zip(runs) {
+            procs[job.slot.0].vmas[job.slot.1].pages.extend(r);
+        }
     }
     let shm_bytes = memory::dump_shmem(&mut shmem, &writer)?;
-    stats.memory_bytes = bytes + shm_bytes;
+    stats.memory_bytes = job_bytes + shm_bytes;
     stats.memory_secs = tm.elapsed().as_secs_f64();
     failpoint::check("memory")?;
 
@@ -279,17 +308,9 @@ pub fn checkpoint(opts: &CheckpointOptions) -> Result<CheckpointStats, Checkpoin
     }
     stats.processes = img.processes.len();
     stats.threads = img.processes.iter().map(|p| p.threads.len()).sum();
-    writer
-        .put_file(
-            stasis_image::OBJECTS_FILE,
-            stasis_image::KIND_OBJECTS,
-            &img.encode_to_vec(),
-        )
-        .map_err(|e| CheckpointError::Image(Box::new(e)))?;
     if let Some(h) = &opts.before_commit {
         (h.0)(&writer)?;
     }
-    failpoint::check("write")?;
     // Everything is read: with --leave-running the tree may go on while we make the image
     // durable (it is the same image either way; if the commit fails there is no manifest).
     let mut frozen = Some(frozen);
@@ -303,6 +324,20 @@ pub fn checkpoint(opts: &CheckpointOptions) -> Result<CheckpointStats, Checkpoin
         }
         stats.frozen_secs = t_frozen.elapsed().as_secs_f64();
     }
+    if let Some(bufs) = read_bufs.take() {
+        let runs = memory::store_read_jobs(&jobs, bufs, &writer, opts.workers)?;
+        for (job, r) in jobs.iter().zip(runs) {
+            img.processes[job.slot.0].vmas[job.slot.1].pages.extend(r);
+        }
+    }
+    writer
+        .put_file(
+            stasis_image::OBJECTS_FILE,
+            stasis_image::KIND_OBJECTS,
+            &img.encode_to_vec(),
+        )
+        .map_err(|e| CheckpointError::Image(Box::new(e)))?;
+    failpoint::check("write")?;
     let labels = vec![
         ("kernel".to_string(), img.kernel_release.clone()),
         (

@@ -357,69 +357,28 @@ fn page_ranges(pages: &[u64]) -> Vec<RemoteRange> {
     out
 }
 
-/// Run the page windows on `workers` threads; returns runs per job (same order as `jobs`).
-/// Also returns the number of bytes read.
-pub fn run_dump_jobs(
+/// Run `f` on every job, spread over `workers` threads, each with a reusable buffer of its
+/// own; stops at the first error. Returns the results in job order.
+fn parallel_jobs<T: Send>(
     jobs: &[DumpJob],
-    writer: &ImageWriter,
     workers: usize,
-) -> Result<(Vec<Vec<PageRun>>, u64), Failure> {
+    f: impl Fn(usize, &DumpJob, &mut Vec<u8>) -> Result<T, Failure> + Sync,
+) -> Result<Vec<T>, Failure> {
     let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<Option<Vec<PageRun>>>> = Mutex::new(vec![None; jobs.len()]);
-    let bytes = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<T>>> = Mutex::new((0..jobs.len()).map(|_| None).collect());
     let first_err: Mutex<Option<Failure>> = Mutex::new(None);
     std::thread::scope(|s| {
         for _ in 0..workers.max(1) {
             s.spawn(|| {
                 let mut buf = Vec::with_capacity((WINDOW_PAGES * PAGE) as usize);
-                let mut procmem: HashMap<i32, stasis_sys::mem::ProcMem> = HashMap::new();
                 loop {
                     if first_err.lock().expect("lock").is_some() {
                         return;
                     }
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(job) = jobs.get(i) else { return };
-                    let res = (|| -> Result<Vec<PageRun>, Failure> {
-                        let len = job.pages.len() * PAGE as usize;
-                        buf.resize(len, 0);
-                        let ranges = page_ranges(&job.pages);
-                        if job.readable {
-                            let n = mem::read_ranges(job.pid, &ranges, &mut buf[..len])
-                                .ctx(job.pid, || {
-                                    format!("reading memory at {:#x}", job.pages[0])
-                                })?;
-                            if n != len {
-                                return Err(Failure::msg(
-                                    job.pid,
-                                    format!(
-                                        "short memory read near {:#x}: {n} of {len} bytes",
-                                        job.pages[0]
-                                    ),
-                                ));
-                            }
-                        } else {
-                            let pm = match procmem.entry(job.pid) {
-                                std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
-                                std::collections::hash_map::Entry::Vacant(v) => v.insert(
-                                    stasis_sys::mem::ProcMem::open(job.pid)
-                                        .ctx(job.pid, || "opening /proc/PID/mem".into())?,
-                                ),
-                            };
-                            let mut off = 0;
-                            for r in &ranges {
-                                pm.read_exact(r.addr, &mut buf[off..off + r.len])
-                                    .ctx(job.pid, || {
-                                        format!("reading protected memory at {:#x}", r.addr)
-                                    })?;
-                                off += r.len;
-                            }
-                        }
-                        bytes.fetch_add(len, Ordering::Relaxed);
-                        store_pages(writer, &job.pages, &mut buf, job.skip_zero)
-                            .ctx(job.pid, || "writing page chunk".into())
-                    })();
-                    match res {
-                        Ok(runs) => results.lock().expect("lock")[i] = Some(runs),
+                    match f(i, job, &mut buf) {
+                        Ok(r) => results.lock().expect("lock")[i] = Some(r),
                         Err(e) => {
                             first_err.lock().expect("lock").get_or_insert(e);
                             return;
@@ -432,13 +391,90 @@ pub fn run_dump_jobs(
     if let Some(e) = first_err.into_inner().expect("lock") {
         return Err(e);
     }
-    let res = results
+    Ok(results
         .into_inner()
         .expect("lock")
         .into_iter()
-        .map(|r| r.unwrap_or_default())
-        .collect();
-    Ok((res, bytes.load(Ordering::Relaxed) as u64))
+        .map(|r| r.expect("every job ran"))
+        .collect())
+}
+
+/// Read one job's pages into `buf` (resized to fit).
+fn read_job(job: &DumpJob, buf: &mut Vec<u8>) -> Result<(), Failure> {
+    let len = job.pages.len() * PAGE as usize;
+    buf.resize(len, 0);
+    let ranges = page_ranges(&job.pages);
+    if job.readable {
+        let n = mem::read_ranges(job.pid, &ranges, &mut buf[..len])
+            .ctx(job.pid, || format!("reading memory at {:#x}", job.pages[0]))?;
+        if n != len {
+            return Err(Failure::msg(
+                job.pid,
+                format!(
+                    "short memory read near {:#x}: {n} of {len} bytes",
+                    job.pages[0]
+                ),
+            ));
+        }
+    } else {
+        // Not readable through process_vm_readv (PROT_NONE holding data): /proc/PID/mem.
+        let pm = stasis_sys::mem::ProcMem::open(job.pid)
+            .ctx(job.pid, || "opening /proc/PID/mem".into())?;
+        let mut off = 0;
+        for r in &ranges {
+            pm.read_exact(r.addr, &mut buf[off..off + r.len])
+                .ctx(job.pid, || {
+                    format!("reading protected memory at {:#x}", r.addr)
+                })?;
+            off += r.len;
+        }
+    }
+    Ok(())
+}
+
+/// Bytes the jobs read.
+pub fn jobs_bytes(jobs: &[DumpJob]) -> u64 {
+    jobs.iter().map(|j| j.pages.len() as u64 * PAGE).sum()
+}
+
+/// Read and store every job's pages (the tree must stay frozen throughout). Returns the page
+/// runs of each job, in job order, and the bytes read.
+pub fn run_dump_jobs(
+    jobs: &[DumpJob],
+    writer: &ImageWriter,
+    workers: usize,
+) -> Result<(Vec<Vec<PageRun>>, u64), Failure> {
+    let runs = parallel_jobs(jobs, workers, |_, job, buf| {
+        read_job(job, buf)?;
+        store_pages(writer, &job.pages, buf, job.skip_zero)
+            .ctx(job.pid, || "writing page chunk".into())
+    })?;
+    Ok((runs, jobs_bytes(jobs)))
+}
+
+/// Read every job's pages into memory of our own (while the tree is frozen), to be stored by
+/// [`store_read_jobs`] once it runs again: the freeze then lasts a memory copy, not a write.
+pub fn read_jobs(jobs: &[DumpJob], workers: usize) -> Result<Vec<Vec<u8>>, Failure> {
+    parallel_jobs(jobs, workers, |_, job, _| {
+        let mut own = Vec::new();
+        read_job(job, &mut own)?;
+        Ok(own)
+    })
+}
+
+/// Store pages read by [`read_jobs`]; returns the page runs of each job, in job order.
+pub fn store_read_jobs(
+    jobs: &[DumpJob],
+    bufs: Vec<Vec<u8>>,
+    writer: &ImageWriter,
+    workers: usize,
+) -> Result<Vec<Vec<PageRun>>, Failure> {
+    let bufs: Vec<Mutex<Vec<u8>>> = bufs.into_iter().map(Mutex::new).collect();
+    parallel_jobs(jobs, workers, |i, job, _| {
+        let mut b = std::mem::take(&mut *bufs[i].lock().expect("lock"));
+        store_pages(writer, &job.pages, &mut b, job.skip_zero)
+            .ctx(job.pid, || "writing page chunk".into())
+    })
 }
 
 /// Dump the content of every shared-memory object (once each).

@@ -52,6 +52,8 @@ pub struct Options {
     pub compression: stasis_image::Compression,
     /// Page I/O workers.
     pub workers: usize,
+    /// See [`CheckpointOptions::buffer_limit`].
+    pub copy_limit: Option<u64>,
 }
 
 /// Why a partition checkpoint failed.
@@ -372,6 +374,7 @@ fn child(
         }))),
         pid_ns: true,
         before_commit: Some(WriterHook(Arc::new(hook))),
+        buffer_limit: opts.copy_limit,
     };
     match stasis_engine::checkpoint(&eopts) {
         Ok(s) => Outcome::Ok(s),
