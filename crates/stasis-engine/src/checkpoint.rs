@@ -6,10 +6,13 @@
 //!    before anything is changed in the tasks.
 //! 3. `parasite` — map our gadget/scratch page in each process (recorded in the recovery
 //!    journal), block signals, inject the queries only the task can answer.
-//! 4. `memory` — dump pages (parallel) and shared objects.
+//! 4. `memory` — dump pages (parallel) and shared objects. With `leave_running` the pages are
+//!    only copied into our memory here (within [`CheckpointOptions::buffer_limit`]): the tree
+//!    is released right after everything is read, and the pages are stored while it runs.
 //! 5. `write` — write `objects.img`; `commit` — fsync everything and write the manifest last.
 //! 6. `release` — remove the parasite, restore registers and masks; then either detach
-//!    (`--leave-running`) or SIGKILL the tree and wait until its pids are free.
+//!    (`--leave-running`, before step 5) or SIGKILL the tree (after the commit) and wait until
+//!    its pids are free.
 
 use crate::error::{CheckpointError, Ctx, Failure};
 use crate::files::FileTable;
