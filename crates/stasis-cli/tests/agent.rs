@@ -166,10 +166,7 @@ fn wait_status(root: &Path, name: &str, what: &str, f: impl Fn(&Value) -> bool) 
 }
 
 fn read_num(p: &Path) -> u64 {
-    std::fs::read_to_string(p)
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(0)
+    common::read_counter(p)
 }
 
 fn pid_of(v: &Value) -> i32 {

@@ -46,10 +46,7 @@ fn spec(name: &str, cmd: &str, probe: Option<ProbeSpec>) -> WorkloadSpec {
 }
 
 fn read_num(p: &Path) -> u64 {
-    std::fs::read_to_string(p)
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(0)
+    common::read_counter(p)
 }
 
 /// Tick until `pred` holds on the happenings (bounded).

@@ -347,6 +347,28 @@ fn tcp_info(s: RawFd) -> std::io::Result<Vec<u8>> {
 
 /// Recreate an established connection in repair mode: sequence numbers, queues, options,
 /// window; it comes up established without a handshake, and the peer goes on.
+/// Run `op` again while it fails with EADDRINUSE, for up to [`IN_USE_WAIT`]: the sockets of a
+/// tree killed by its checkpoint are torn down by the kernel as its processes exit, and a
+/// restore right after may find their address not yet released.
+fn retry_in_use(mut op: impl FnMut() -> std::io::Result<()>) -> std::io::Result<()> {
+    let deadline = std::time::Instant::now() + IN_USE_WAIT;
+    loop {
+        match op() {
+            Err(e)
+                if e.raw_os_error() == Some(libc::EADDRINUSE)
+                    && std::time::Instant::now() < deadline =>
+            {
+                tracing::debug!("address still in use; trying again");
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            r => return r,
+        }
+    }
+}
+
+/// How long a restore waits for an address still held by a socket being torn down.
+const IN_USE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 fn restore_tcp_conn(
     fd: RawFd,
     u: &rec::InetSocketState,
@@ -369,8 +391,8 @@ fn restore_tcp_conn(
         TCP_QUEUE_SEQ,
         rcv_end.wrapping_sub(t.recv_queue.len() as u32) as i32,
     )?;
-    net::bind_raw(fd, &u.local)?;
-    net::connect_raw(fd, &u.peer)?;
+    retry_in_use(|| net::bind_raw(fd, &u.local))?;
+    retry_in_use(|| net::connect_raw(fd, &u.peer))?;
     let mut opts: Vec<(u32, u32)> = vec![(2, t.mss)];
     if t.snd_wscale != 0 || t.rcv_wscale != 0 {
         opts.push((3, t.snd_wscale | (t.rcv_wscale << 16)));
@@ -504,7 +526,7 @@ pub fn create_all(img: &rec::Checkpoint) -> Result<HashMap<u32, OwnedFd>, Failur
         }
         let bound = u.local.len() >= 4 && u.local[2..4] != [0, 0];
         if bound {
-            net::bind_raw(fd, &u.local)
+            retry_in_use(|| net::bind_raw(fd, &u.local))
                 .ctx(0, || format!("{}: bind (is the port free?)", what()))?;
         }
         if u.listening {

@@ -285,6 +285,27 @@ pub fn spawn_owned(cmd: &mut Command) -> std::process::Child {
     child
 }
 
+/// The number a workload keeps rewriting in file `p` (truncate, then write): 0 while the file
+/// does not exist; an empty or partial read (a rewrite under way) is read again.
+#[allow(dead_code)]
+pub fn read_counter(p: &Path) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        match fs::read_to_string(p) {
+            Err(_) => return 0,
+            Ok(s) => {
+                if let Ok(n) = s.trim().parse() {
+                    return n;
+                }
+            }
+        }
+        if Instant::now() >= deadline {
+            return 0;
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
 pub fn run_cmd(cmd: &mut Command) -> Output {
     let r = reaper();
     cmd.stdin(Stdio::null())
