@@ -108,6 +108,32 @@ impl Drop for Agent {
     }
 }
 
+/// What every agent test starts with: the serial lock, a temporary root, an agent on it, and
+/// the removal of the test's partitions. Dropped in field order: agent, partitions, files, lock.
+struct Env {
+    agent: Agent,
+    _cleanup: Cleanup,
+    tmp: tempfile::TempDir,
+    root: PathBuf,
+    _serial: std::sync::MutexGuard<'static, ()>,
+}
+
+impl Env {
+    fn new(names: Vec<&'static str>) -> Env {
+        let serial = serial();
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("root");
+        let cleanup = Cleanup(root.clone(), names);
+        Env {
+            agent: Agent::start(&root, &[]),
+            _cleanup: cleanup,
+            tmp,
+            root,
+            _serial: serial,
+        }
+    }
+}
+
 /// Removes the partitions a test made, whatever happened.
 struct Cleanup(PathBuf, Vec<&'static str>);
 impl Drop for Cleanup {
@@ -241,11 +267,8 @@ fn files_of(bundle: &Value) -> Vec<String> {
 
 #[test]
 fn killed_workload_comes_back_from_its_image_then_boots_on_a_second_failure() {
-    let _g = serial();
-    let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path().join("root");
-    let _c = Cleanup(root.clone(), vec!["ha1"]);
-    let _agent = Agent::start(&root, &[]);
+    let env = Env::new(vec!["ha1"]);
+    let (tmp, root) = (&env.tmp, env.root.clone());
     let (ctl, cmd) = hooks_workload(tmp.path(), "ha1");
     let ctl_s = ctl.display().to_string();
     let out = cli_ok(
@@ -393,11 +416,8 @@ fn killed_workload_comes_back_from_its_image_then_boots_on_a_second_failure() {
 
 #[test]
 fn failing_probe_triggers_the_policy_and_captures_proc() {
-    let _g = serial();
-    let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path().join("root");
-    let _c = Cleanup(root.clone(), vec!["pr1"]);
-    let _agent = Agent::start(&root, &[]);
+    let env = Env::new(vec!["pr1"]);
+    let (tmp, root) = (&env.tmp, env.root.clone());
     let flag = tmp.path().join("healthy");
     std::fs::write(&flag, b"ok").unwrap();
     let probe = format!("exec:/bin/cat {}", flag.display());
@@ -460,11 +480,8 @@ fn failing_probe_triggers_the_policy_and_captures_proc() {
 
 #[test]
 fn an_oom_kill_in_the_cgroup_is_a_failure() {
-    let _g = serial();
-    let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path().join("root");
-    let _c = Cleanup(root.clone(), vec!["oom1"]);
-    let _agent = Agent::start(&root, &[]);
+    let env = Env::new(vec!["oom1"]);
+    let root = env.root.clone();
     cli_ok(
         &root,
         &[
@@ -663,11 +680,8 @@ fn agent_images(root: &Path, name: &str) -> Vec<String> {
 
 #[test]
 fn hibernate_and_resume_keep_state() {
-    let _g = serial();
-    let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path().join("root");
-    let _c = Cleanup(root.clone(), vec!["hib1"]);
-    let _agent = Agent::start(&root, &[]);
+    let env = Env::new(vec!["hib1"]);
+    let (tmp, root) = (&env.tmp, env.root.clone());
     let (ctl, cmd) = hooks_workload(tmp.path(), "hib1");
     let ctl_s = ctl.display().to_string();
     cli_ok(&root, &add_args("hib1", &ctl_s, &[], &cmd));
@@ -832,11 +846,8 @@ fn the_api_answers_bad_requests_with_4xx_and_serves_its_document() {
 
 #[test]
 fn a_failing_checkpoint_leaves_the_workload_running_and_is_reported() {
-    let _g = serial();
-    let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path().join("root");
-    let _c = Cleanup(root.clone(), vec!["uns1"]);
-    let _agent = Agent::start(&root, &[]);
+    let env = Env::new(vec!["uns1"]);
+    let (tmp, root) = (&env.tmp, env.root.clone());
     let ctl = tmp.path().join("ctl-uns1");
     std::fs::create_dir_all(&ctl).unwrap();
     let bin = workload_bin("unsupported").display().to_string();
@@ -884,11 +895,8 @@ fn http_get(port: u16) -> Option<String> {
 
 #[test]
 fn a_python_server_under_the_agent_keeps_its_state_across_a_kill() {
-    let _g = serial();
-    let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path().join("root");
-    let _c = Cleanup(root.clone(), vec!["py1"]);
-    let _agent = Agent::start(&root, &[]);
+    let env = Env::new(vec!["py1"]);
+    let root = env.root.clone();
     let port = free_port();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/programs/counter_server.py");
     let probe = format!("http://127.0.0.1:{port}/");
@@ -961,11 +969,9 @@ fn the_demo_passes() {
 
 #[test]
 fn a_silent_hooks_listener_does_not_stall_checkpoints() {
-    let _g = serial();
-    let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path().join("root");
-    let _c = Cleanup(root.clone(), vec!["sil1"]);
-    let agent = Agent::start(&root, &[]);
+    let env = Env::new(vec!["sil1"]);
+    let root = env.root.clone();
+    let agent = &env.agent;
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/programs/silent_hooks.py");
     cli_ok(
         &root,
