@@ -332,6 +332,9 @@ impl Loop {
                 self.publish();
             }
         }
+        // Images under way are finished (or reported failed) before the agent goes.
+        let h = self.sup.finish_all();
+        self.record(h);
         self.persist();
     }
 
@@ -344,12 +347,16 @@ impl Loop {
                 Ok(serde_json::to_value(self.sup.view(&name)).unwrap_or_default())
             }
             Op::Remove(name) => {
-                let h = self.sup.remove(&name)?;
-                self.record(h);
+                let h = self.sup.remove(&name);
+                let early = self.sup.take_backlog();
+                self.record(early);
+                self.record(h?);
                 Ok(json!({ "removed": name }))
             }
             Op::Checkpoint(name) => {
                 let h = self.sup.checkpoint_now(&name);
+                let early = self.sup.take_backlog();
+                self.record(early);
                 // A failed checkpoint is an event too.
                 match &h {
                     Ok(h) => self.record(vec![h.clone()]),
@@ -369,8 +376,10 @@ impl Loop {
                 }
             }
             Op::Hibernate(name) => {
-                let h = self.sup.hibernate(&name)?;
-                self.record(h);
+                let h = self.sup.hibernate(&name);
+                let early = self.sup.take_backlog();
+                self.record(early);
+                self.record(h?);
                 Ok(serde_json::to_value(self.sup.view(&name)).unwrap_or_default())
             }
             Op::Resume(name) => {

@@ -25,8 +25,12 @@
 //! agent's crosses the partition boundary.
 //!
 //! Checkpoints run as a child `stasis` process: the partition checkpointer forks, which needs
-//! a single-threaded process, and the agent is not one. Partition monitors started by the
-//! supervisor are its children: they are reaped on every tick.
+//! a single-threaded process, and the agent is not one. A periodic image runs in the
+//! background: the tick starts it and polls it on the next ticks, supervising the other
+//! workloads meanwhile (the workload being checkpointed waits for its image: its checkpointer
+//! holds the partition); a verb on that workload (checkpoint, hibernate, rm) first waits for
+//! it. Partition monitors started by the supervisor are its children: they are reaped on every
+//! tick.
 //!
 //! The supervisor's whole state per workload ([`Persisted`]) can be exported and adopted again
 //! by a later agent; adoption finds partitions that kept running while no agent was there.
@@ -346,6 +350,8 @@ struct Slot {
     pending_boot: Option<Instant>,
     /// When the first process was first seen gone while its record said running.
     gone_since: Option<Instant>,
+    /// A periodic image under way (the supervisor goes on with the other workloads).
+    inflight: Option<Inflight>,
 }
 
 impl Slot {
@@ -360,6 +366,7 @@ impl Slot {
             oom_seen: 0,
             pending_boot: None,
             gone_since: None,
+            inflight: None,
         };
         s.reset_schedules();
         s
@@ -385,6 +392,8 @@ pub struct Supervisor {
     slots: BTreeMap<String, Slot>,
     /// Monitors we started (our children until they end).
     children: BTreeSet<i32>,
+    /// Outcomes of periodic images a verb had to wait for, reported by the next tick.
+    backlog: Vec<Happening>,
 }
 
 /// Errors of the supervisor's verbs.
@@ -482,6 +491,7 @@ impl Supervisor {
             workers: 2,
             slots: BTreeMap::new(),
             children: BTreeSet::new(),
+            backlog: Vec::new(),
         }
     }
 
@@ -687,8 +697,10 @@ impl Supervisor {
             WState::Running,
             "only a running workload can be checkpointed",
         )?;
+        if let Some(h) = settle_inflight(&ctx, slot) {
+            self.backlog.push(h);
+        }
         let h = take_image(&ctx, slot);
-        slot.next_checkpoint = slot.spec.checkpoint_every.map(|d| Instant::now() + d);
         match h {
             Happening::CheckpointFailed { error, .. } => Err(SupervisorError::Checkpoint {
                 name: name.to_string(),
@@ -707,6 +719,9 @@ impl Supervisor {
             WState::Running,
             "only a running workload can be hibernated",
         )?;
+        if let Some(h) = settle_inflight(&ctx, slot) {
+            self.backlog.push(h);
+        }
         let info = checkpoint_into_repo(&ctx, slot, false).map_err(|error| {
             slot.status.last_checkpoint_error = Some(error.clone());
             SupervisorError::Checkpoint {
@@ -765,25 +780,32 @@ impl Supervisor {
     /// Stop supervising `name`: end its partition, remove it and its images (FFDC bundles
     /// stay).
     pub fn remove(&mut self, name: &str) -> Result<Vec<Happening>, SupervisorError> {
+        let ctx = self.ctx();
         let slot = self
             .slots
-            .get(name)
+            .get_mut(name)
             .ok_or_else(|| SupervisorError::NotFound(name.to_string()))?;
+        let mut out: Vec<Happening> = settle_inflight(&ctx, slot).into_iter().collect();
+        let spec = slot.spec.clone();
         if self.root.load(name).is_ok() {
-            ops::rm(&self.root, name, true).map_err(|e| SupervisorError::Remove {
-                name: name.to_string(),
-                error: e.to_string(),
-            })?;
+            if let Err(e) = ops::rm(&self.root, name, true) {
+                self.backlog.extend(out);
+                return Err(SupervisorError::Remove {
+                    name: name.to_string(),
+                    error: e.to_string(),
+                });
+            }
         }
-        if slot.spec.partition.rootfs.is_none() {
-            let _ = std::fs::remove_file(self.hooks_path(&slot.spec));
+        if spec.partition.rootfs.is_none() {
+            let _ = std::fs::remove_file(self.hooks_path(&spec));
         }
         let _ = self.repo.remove_all(name);
         self.slots.remove(name);
         self.reap();
-        Ok(vec![Happening::Removed {
+        out.push(Happening::Removed {
             workload: name.to_string(),
-        }])
+        });
+        Ok(out)
     }
 
     fn ctx(&self) -> Ctx {
@@ -797,10 +819,25 @@ impl Supervisor {
         }
     }
 
+    /// Outcomes of periodic images a verb had to wait for (report them before the verb's own).
+    pub fn take_backlog(&mut self) -> Vec<Happening> {
+        std::mem::take(&mut self.backlog)
+    }
+
+    /// Wait for every image under way (before the agent exits); returns their outcomes.
+    pub fn finish_all(&mut self) -> Vec<Happening> {
+        let ctx = self.ctx();
+        let mut out = std::mem::take(&mut self.backlog);
+        for slot in self.slots.values_mut() {
+            out.extend(settle_inflight(&ctx, slot));
+        }
+        out
+    }
+
     /// One round of supervision; returns what happened.
     pub fn tick(&mut self) -> Vec<Happening> {
         self.reap();
-        let mut out = Vec::new();
+        let mut out = std::mem::take(&mut self.backlog);
         let ctx = self.ctx();
         for name in self.names() {
             let Some(slot) = self.slots.get_mut(&name) else {
@@ -853,6 +890,14 @@ fn supervise(ctx: &Ctx, slot: &mut Slot, out: &mut Vec<Happening>) {
     if matches!(slot.status.state, WState::Failed | WState::Hibernated) {
         return;
     }
+    // A periodic image under way: its outcome once done; until then this workload waits (its
+    // checkpointer holds the partition), the others are supervised meanwhile.
+    if slot.inflight.is_some() {
+        out.extend(poll_inflight(ctx, slot));
+        if slot.inflight.is_some() {
+            return;
+        }
+    }
     if let Some(at) = slot.pending_boot {
         if Instant::now() >= at {
             slot.pending_boot = None;
@@ -863,8 +908,10 @@ fn supervise(ctx: &Ctx, slot: &mut Slot, out: &mut Vec<Happening>) {
     }
     let Some(kind) = failure(&ctx.root, slot) else {
         if slot.next_checkpoint.is_some_and(|t| Instant::now() >= t) {
-            out.push(take_image(ctx, slot));
-            slot.next_checkpoint = slot.spec.checkpoint_every.map(|d| Instant::now() + d);
+            match start_checkpoint(ctx, slot, true) {
+                Ok(i) => slot.inflight = Some(i),
+                Err(e) => out.push(image_outcome(ctx, slot, Err(e))),
+            }
         }
         return;
     };
@@ -1138,14 +1185,19 @@ fn probe_name(p: &Probe) -> String {
     }
 }
 
-/// Checkpoint the workload into a new repository image through a child `stasis checkpoint`
-/// (`leave_running` or kill mode), telling it PRE-CHECKPOINT first. Returns the committed
-/// image and the seconds it was frozen.
-fn checkpoint_into_repo(
-    ctx: &Ctx,
-    slot: &Slot,
-    leave_running: bool,
-) -> Result<(ImageInfo, f64), String> {
+/// A checkpoint child under way: `stasis checkpoint` writing into a pending image.
+struct Inflight {
+    child: std::process::Child,
+    pending: crate::repo::PendingImage,
+    /// Its stdout (JSON figures) and stderr, in files: a pipe could fill up while we are not
+    /// reading it.
+    out: PathBuf,
+    err: PathBuf,
+}
+
+/// Start checkpointing the workload into a new repository image through a child
+/// `stasis checkpoint` (`leave_running` or kill mode), telling it PRE-CHECKPOINT first.
+fn start_checkpoint(ctx: &Ctx, slot: &Slot, leave_running: bool) -> Result<Inflight, String> {
     let name = &slot.spec.name;
     if let Some(pid) = slot.status.pid {
         notify(slot, pid, HookEvent::PreCheckpoint);
@@ -1154,6 +1206,18 @@ fn checkpoint_into_repo(
         .repo
         .begin(name)
         .map_err(|e| format!("preparing the image directory: {e}"))?;
+    let dir = ctx.root.paths(name).dir;
+    let (out, err) = (dir.join("checkpoint.out"), dir.join("checkpoint.err"));
+    let files = (|| -> std::io::Result<(std::fs::File, std::fs::File)> {
+        Ok((std::fs::File::create(&out)?, std::fs::File::create(&err)?))
+    })();
+    let (fo, fe) = match files {
+        Ok(f) => f,
+        Err(e) => {
+            let _ = ctx.repo.abort(pending);
+            return Err(format!("creating {}: {e}", out.display()));
+        }
+    };
     let mut cmd = std::process::Command::new(&ctx.exe);
     cmd.arg("--root")
         .arg(&ctx.root.path)
@@ -1162,38 +1226,105 @@ fn checkpoint_into_repo(
         .arg(&pending.dir)
         .arg("--workers")
         .arg(ctx.workers.to_string())
-        .stdin(std::process::Stdio::null());
+        .stdin(std::process::Stdio::null())
+        .stdout(fo)
+        .stderr(fe);
     if leave_running {
         cmd.arg("--leave-running");
     }
-    let out = match cmd.output() {
-        Ok(o) if o.status.success() => o,
-        Ok(o) => {
-            let _ = ctx.repo.abort(pending);
-            return Err(String::from_utf8_lossy(&o.stderr).trim().to_string());
-        }
+    match cmd.spawn() {
+        Ok(child) => Ok(Inflight {
+            child,
+            pending,
+            out,
+            err,
+        }),
         Err(e) => {
             let _ = ctx.repo.abort(pending);
-            return Err(format!("running {}: {e}", ctx.exe.display()));
+            Err(format!("running {}: {e}", ctx.exe.display()))
+        }
+    }
+}
+
+/// Where a checkpoint child stands.
+enum Finish {
+    /// Its image is committed: the image and the seconds the workload was frozen.
+    Done(ImageInfo, f64),
+    /// Still running (only when not waiting).
+    Running(Box<Inflight>),
+    /// It failed (the workload runs on): why.
+    Failed(String),
+}
+
+impl Finish {
+    fn into_result(self) -> Result<(ImageInfo, f64), String> {
+        match self {
+            Finish::Done(i, f) => Ok((i, f)),
+            Finish::Running(_) => Err("the checkpoint did not finish".into()),
+            Finish::Failed(e) => Err(e),
+        }
+    }
+}
+
+/// Finish a checkpoint child that has ended (`wait`: block until it has): commit its image,
+/// then apply retention.
+fn finish_checkpoint(ctx: &Ctx, slot: &Slot, mut inflight: Inflight, wait: bool) -> Finish {
+    let status = if wait {
+        inflight.child.wait().map(Some)
+    } else {
+        inflight.child.try_wait()
+    };
+    let status = match status {
+        Ok(Some(st)) => st,
+        Ok(None) => return Finish::Running(Box::new(inflight)),
+        Err(e) => {
+            let _ = ctx.repo.abort(inflight.pending);
+            return Finish::Failed(format!("waiting for the checkpoint: {e}"));
         }
     };
-    let frozen_secs = serde_json::from_slice::<serde_json::Value>(&out.stdout)
+    let stdout = std::fs::read(&inflight.out).unwrap_or_default();
+    let stderr = std::fs::read_to_string(&inflight.err).unwrap_or_default();
+    let _ = std::fs::remove_file(&inflight.out);
+    let _ = std::fs::remove_file(&inflight.err);
+    if !status.success() {
+        let _ = ctx.repo.abort(inflight.pending);
+        let msg = stderr.trim();
+        return Finish::Failed(if msg.is_empty() {
+            format!("stasis checkpoint ended with {status}")
+        } else {
+            msg.to_string()
+        });
+    }
+    let frozen_secs = serde_json::from_slice::<serde_json::Value>(&stdout)
         .ok()
         .and_then(|v| v["frozen_secs"].as_f64())
         .unwrap_or(0.0);
-    let info = ctx
-        .repo
-        .commit(pending)
-        .map_err(|e| format!("committing the image: {e}"))?;
+    let info = match ctx.repo.commit(inflight.pending) {
+        Ok(i) => i,
+        Err(e) => return Finish::Failed(format!("committing the image: {e}")),
+    };
     // Only now that the new image is durable may older ones go.
-    let _ = ctx.repo.retain(name, slot.spec.images_kept.max(1));
-    Ok((info, frozen_secs))
+    let _ = ctx
+        .repo
+        .retain(&slot.spec.name, slot.spec.images_kept.max(1));
+    Finish::Done(info, frozen_secs)
 }
 
-/// Take one consistency image (the workload keeps running).
-fn take_image(ctx: &Ctx, slot: &mut Slot) -> Happening {
+/// Checkpoint the workload into a new repository image and wait for it.
+fn checkpoint_into_repo(
+    ctx: &Ctx,
+    slot: &Slot,
+    leave_running: bool,
+) -> Result<(ImageInfo, f64), String> {
+    let inflight = start_checkpoint(ctx, slot, leave_running)?;
+    finish_checkpoint(ctx, slot, inflight, true).into_result()
+}
+
+/// What a finished consistency image means for the workload's status.
+fn image_outcome(ctx: &Ctx, slot: &mut Slot, r: Result<(ImageInfo, f64), String>) -> Happening {
     let name = slot.spec.name.clone();
-    match checkpoint_into_repo(ctx, slot, true) {
+    slot.next_checkpoint = slot.spec.checkpoint_every.map(|d| Instant::now() + d);
+    match r {
         Ok((info, frozen_secs)) => {
             slot.status.images = ctx.repo.list(&name).map(|l| l.len()).unwrap_or(0);
             slot.status.last_checkpoint_error = None;
@@ -1213,5 +1344,30 @@ fn take_image(ctx: &Ctx, slot: &mut Slot) -> Happening {
                 error,
             }
         }
+    }
+}
+
+/// Take one consistency image now and wait for it (the workload keeps running).
+fn take_image(ctx: &Ctx, slot: &mut Slot) -> Happening {
+    let r = checkpoint_into_repo(ctx, slot, true);
+    image_outcome(ctx, slot, r)
+}
+
+/// Wait for a periodic image under way, if any (before a verb that needs the partition).
+fn settle_inflight(ctx: &Ctx, slot: &mut Slot) -> Option<Happening> {
+    let inflight = slot.inflight.take()?;
+    let r = finish_checkpoint(ctx, slot, inflight, true).into_result();
+    Some(image_outcome(ctx, slot, r))
+}
+
+/// Poll a periodic image under way: its outcome once finished.
+fn poll_inflight(ctx: &Ctx, slot: &mut Slot) -> Option<Happening> {
+    let inflight = slot.inflight.take()?;
+    match finish_checkpoint(ctx, slot, inflight, false) {
+        Finish::Running(still) => {
+            slot.inflight = Some(*still);
+            None
+        }
+        done => Some(image_outcome(ctx, slot, done.into_result())),
     }
 }
