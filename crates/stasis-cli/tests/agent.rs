@@ -999,3 +999,55 @@ fn a_silent_hooks_listener_does_not_stall_checkpoints() {
     );
     cli_ok(&root, &["workload", "rm", "sil1"]);
 }
+
+#[test]
+fn boot_restarts_that_keep_failing_back_off_then_mark_the_workload_failed() {
+    let env = Env::new(vec!["bad1"]);
+    let root = env.root.clone();
+    cli_ok(
+        &root,
+        &[
+            "workload",
+            "add",
+            "bad1",
+            "--failover-window",
+            "30s",
+            "--boot-restarts",
+            "1",
+            "--backoff",
+            "200ms",
+            "--backoff-restarts",
+            "1",
+            "--",
+            "/bin/sh",
+            "-c",
+            "sleep 0.3; echo giving up; exit 3",
+        ],
+    );
+    let v = wait_status(&root, "bad1", "the workload marked failed", |v| {
+        v["state"] == "failed"
+    });
+    assert_eq!(v["pid"], Value::Null);
+    assert_eq!(v["last_restart"], "boot", "never an image: none was taken");
+    let restarts = v["restarts"].as_u64().unwrap();
+    assert!((2..=3).contains(&restarts), "{v:#}");
+    assert!(
+        v["last_failure"].as_str().unwrap().contains("status 3"),
+        "{v:#}"
+    );
+    let kinds = event_kinds(&root);
+    assert!(
+        kinds.contains(&"workload.marked_failed".to_string()),
+        "{kinds:?}"
+    );
+    let bundles = ffdc(&root, "bad1");
+    assert_eq!(bundles.len() as u64, restarts + 1, "one bundle per failure");
+    assert_eq!(bundles[0]["failure"]["kind"]["kind"], "exit");
+    assert_eq!(bundles[0]["failure"]["kind"]["code"], 3);
+    let shown = ffdc_show(&root, bundles[0]["id"].as_str().unwrap());
+    assert!(shown["output_tail"].as_str().unwrap().contains("giving up"));
+    // A failed workload stays failed (no more restarts) until it is removed.
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(status(&root, "bad1")["restarts"], restarts);
+    cli_ok(&root, &["workload", "rm", "bad1"]);
+}
