@@ -124,8 +124,8 @@ pub enum AgentError {
     /// The repository failed.
     #[error("the image repository")]
     Repo(#[source] crate::repo::RepoError),
-    /// A stored workload record does not parse.
-    #[error("workload record {key} in the store is corrupt")]
+    /// A stored workload record does not parse (it is skipped and reported).
+    #[error("workload record {key} in the store is corrupt; its workload is not supervised (its partition runs on: see `stasis ps`)")]
     Corrupt {
         /// Key.
         key: String,
@@ -236,12 +236,22 @@ pub fn run(opts: AgentOptions) -> Result<(), AgentError> {
     let mut adopted_names = Vec::new();
     let mut happenings = Vec::new();
     let mut written: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    let mut corrupt: Vec<String> = Vec::new();
     for e in stored {
-        let p: Persisted =
-            serde_json::from_slice(&e.value).map_err(|source| AgentError::Corrupt {
-                key: e.key.clone(),
-                source,
-            })?;
+        // A record that does not parse is left in the store (for inspection) and reported;
+        // the other workloads are supervised as usual.
+        let p: Persisted = match serde_json::from_slice(&e.value) {
+            Ok(p) => p,
+            Err(source) => {
+                let err = AgentError::Corrupt {
+                    key: e.key.clone(),
+                    source,
+                };
+                tracing::error!(error = %stasis_partition::monitor::chain(&err), "skipping a workload record");
+                corrupt.push(e.key.clone());
+                continue;
+            }
+        };
         adopted_names.push(p.spec.name.clone());
         written.insert(e.key.clone(), e.value.clone());
         happenings.extend(sup.adopt(p));
@@ -249,7 +259,12 @@ pub fn run(opts: AgentOptions) -> Result<(), AgentError> {
     events
         .append(
             "agent.started",
-            json!({"event": "agent_started", "pid": std::process::id(), "adopted": adopted_names}),
+            json!({
+                "event": "agent_started",
+                "pid": std::process::id(),
+                "adopted": adopted_names,
+                "corrupt_records": corrupt,
+            }),
         )
         .map_err(AgentError::Events)?;
     tracing::info!(root = %opts.root.display(), workloads = adopted_names.len(), "agent started");

@@ -1051,3 +1051,27 @@ fn boot_restarts_that_keep_failing_back_off_then_mark_the_workload_failed() {
     assert_eq!(status(&root, "bad1")["restarts"], restarts);
     cli_ok(&root, &["workload", "rm", "bad1"]);
 }
+
+#[test]
+fn a_corrupt_workload_record_is_skipped_and_reported() {
+    let _g = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    std::fs::create_dir_all(root.join("agent")).unwrap();
+    {
+        use stasis_cluster::Store;
+        let store = stasis_cluster::EmbeddedStore::open(root.join("agent/state.redb")).unwrap();
+        store.put("workloads/broken", b"{not json").unwrap();
+    }
+    let _agent = Agent::start(&root, &[]);
+    let out = cli_ok(&root, &["events", "--json"]);
+    let started: Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    assert_eq!(started["kind"], "agent.started");
+    assert_eq!(
+        started["payload"]["corrupt_records"],
+        json!(["workloads/broken"])
+    );
+    // The agent works: the list is empty and a workload can be added.
+    let ls: Value = serde_json::from_str(&cli_ok(&root, &["workload", "ls", "--json"])).unwrap();
+    assert_eq!(ls, json!([]));
+}
