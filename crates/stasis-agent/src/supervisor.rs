@@ -915,19 +915,109 @@ fn supervise(ctx: &Ctx, slot: &mut Slot, out: &mut Vec<Happening>) {
         }
         return;
     };
-    let reason = kind.to_string();
-    let pid = slot
+    let mut kind = kind;
+    let mut pid = slot
         .status
         .pid
         .filter(|p| stasis_partition::state::alive(*p));
-    tracing::warn!(workload = %name, %reason, "workload failed");
-    out.push(Happening::Failed {
-        workload: name.clone(),
-        reason: reason.clone(),
-        pid,
-    });
-    slot.status.last_failure = Some(reason.clone());
-    // Capture first, while what is left of it still exists.
+    // Each pass handles one failure; an image that does not restore is a failure of its own
+    // (within the window, so the next decision is a boot restart).
+    loop {
+        let reason = kind.to_string();
+        tracing::warn!(workload = %name, %reason, "workload failed");
+        out.push(Happening::Failed {
+            workload: name.clone(),
+            reason: reason.clone(),
+            pid,
+        });
+        slot.status.last_failure = Some(reason.clone());
+        // Capture first, while what is left of it still exists.
+        capture(ctx, slot, kind, pid, out);
+        // End what is left of it before restarting.
+        if pid.is_some() {
+            let _ = ops::stop(&ctx.root, &name, Duration::from_millis(0));
+        }
+        slot.status.pid = None;
+        let now_ms = unix_ms();
+        let latest = ctx.repo.latest(&name).ok().flatten();
+        let (d, h) = policy::decide(&slot.spec.policy, &slot.history, now_ms, latest.is_some());
+        slot.history = h;
+        match d {
+            Decision::ImageRestart => {
+                let img = latest.expect("decided with an image");
+                slot.status.state = WState::Restarting;
+                match ops::restore(&ctx.root, &img.dir, Some(&name), ctx.workers) {
+                    Ok(pid) => {
+                        slot.status.state = WState::Running;
+                        slot.status.pid = Some(pid);
+                        slot.status.restarts += 1;
+                        slot.status.last_restart = Some(RestartKind::Image);
+                        slot.status.last_image = Some(img.id.to_string());
+                        log_restart(
+                            slot,
+                            RestartKind::Image,
+                            Some(img.id.to_string()),
+                            &reason,
+                            pid,
+                        );
+                        slot.reset_schedules();
+                        post_restore(ctx, slot, pid);
+                        tracing::info!(workload = %name, image = %img.id, pid, "restarted from its image");
+                        out.push(Happening::Restarted {
+                            workload: name.clone(),
+                            from: RestartKind::Image,
+                            image: Some(img.id.to_string()),
+                            pid,
+                        });
+                    }
+                    Err(e) => {
+                        // The image itself does not come back: it counts as a restart from it
+                        // that failed at once, so the next decision boots.
+                        slot.history.last_restart = Some((RestartKind::Image, now_ms));
+                        slot.status.last_image = Some(img.id.to_string());
+                        kind = FailureKind::RestoreFailed {
+                            detail: format!(
+                                "image {}: {}",
+                                img.id,
+                                stasis_partition::monitor::chain(&e)
+                            ),
+                        };
+                        pid = None;
+                        continue;
+                    }
+                }
+            }
+            Decision::BootRestart {
+                delay,
+                discard_images,
+            } => {
+                if discard_images {
+                    let _ = ctx.repo.remove_all(&name);
+                    slot.status.images = 0;
+                }
+                slot.status.state = WState::Restarting;
+                if delay.is_zero() {
+                    out.extend(boot_restart(&ctx.root, slot, &reason));
+                } else {
+                    tracing::info!(workload = %name, ?delay, "boot restart after a back-off");
+                    slot.pending_boot = Some(Instant::now() + delay);
+                }
+            }
+            Decision::MarkFailed => {
+                slot.status.state = WState::Failed;
+                tracing::error!(workload = %name, "workload marked failed");
+                out.push(Happening::MarkedFailed {
+                    workload: name.clone(),
+                });
+            }
+        }
+        return;
+    }
+}
+
+/// Write the FFDC bundle of a failure and announce it.
+fn capture(ctx: &Ctx, slot: &Slot, kind: FailureKind, pid: Option<i32>, out: &mut Vec<Happening>) {
+    let name = &slot.spec.name;
     let capture = Capture {
         agent_log: ctx.agent_log.clone(),
         ..Capture::new(
@@ -939,7 +1029,7 @@ fn supervise(ctx: &Ctx, slot: &mut Slot, out: &mut Vec<Happening>) {
                 image_in_use: slot.status.last_image.clone(),
                 incarnation: slot.status.restarts,
             },
-            ctx.root.paths(&name).log(),
+            ctx.root.paths(name).log(),
         )
     };
     match ffdc::write_bundle(&ctx.ffdc_dir, &capture) {
@@ -948,80 +1038,9 @@ fn supervise(ctx: &Ctx, slot: &mut Slot, out: &mut Vec<Happening>) {
                 workload: name.clone(),
                 bundle: b.id,
             });
-            let _ = ffdc::prune(&ctx.ffdc_dir, &name, FFDC_KEPT);
+            let _ = ffdc::prune(&ctx.ffdc_dir, name, FFDC_KEPT);
         }
         Err(e) => tracing::error!(workload = %name, error = %e, "writing the FFDC bundle failed"),
-    }
-    // End what is left of it before restarting.
-    if pid.is_some() {
-        let _ = ops::stop(&ctx.root, &name, Duration::from_millis(0));
-    }
-    slot.status.pid = None;
-    let now_ms = unix_ms();
-    let latest = ctx.repo.latest(&name).ok().flatten();
-    let (d, h) = policy::decide(&slot.spec.policy, &slot.history, now_ms, latest.is_some());
-    slot.history = h;
-    match d {
-        Decision::ImageRestart => {
-            let img = latest.expect("decided with an image");
-            slot.status.state = WState::Restarting;
-            match ops::restore(&ctx.root, &img.dir, Some(&name), ctx.workers) {
-                Ok(pid) => {
-                    slot.status.state = WState::Running;
-                    slot.status.pid = Some(pid);
-                    slot.status.restarts += 1;
-                    slot.status.last_restart = Some(RestartKind::Image);
-                    slot.status.last_image = Some(img.id.to_string());
-                    log_restart(
-                        slot,
-                        RestartKind::Image,
-                        Some(img.id.to_string()),
-                        &reason,
-                        pid,
-                    );
-                    slot.reset_schedules();
-                    post_restore(ctx, slot, pid);
-                    tracing::info!(workload = %name, image = %img.id, pid, "restarted from its image");
-                    out.push(Happening::Restarted {
-                        workload: name.clone(),
-                        from: RestartKind::Image,
-                        image: Some(img.id.to_string()),
-                        pid,
-                    });
-                }
-                Err(e) => {
-                    // The image itself does not come back: that is a failure within the
-                    // window; the next tick boots.
-                    let why = format!("restore of image {} failed: {e}", img.id);
-                    tracing::error!(workload = %name, error = %why, "image restart failed");
-                    slot.status.last_failure = Some(why);
-                    slot.history.last_restart = Some((RestartKind::Image, now_ms));
-                }
-            }
-        }
-        Decision::BootRestart {
-            delay,
-            discard_images,
-        } => {
-            if discard_images {
-                let _ = ctx.repo.remove_all(&name);
-                slot.status.images = 0;
-            }
-            slot.status.state = WState::Restarting;
-            if delay.is_zero() {
-                out.extend(boot_restart(&ctx.root, slot, &reason));
-            } else {
-                tracing::info!(workload = %name, ?delay, "boot restart after a back-off");
-                slot.pending_boot = Some(Instant::now() + delay);
-            }
-        }
-        Decision::MarkFailed => {
-            slot.status.state = WState::Failed;
-            tracing::error!(workload = %name, "workload marked failed");
-            out.push(Happening::MarkedFailed {
-                workload: name.clone(),
-            });
-        }
     }
 }
 

@@ -1075,3 +1075,74 @@ fn a_corrupt_workload_record_is_skipped_and_reported() {
     let ls: Value = serde_json::from_str(&cli_ok(&root, &["workload", "ls", "--json"])).unwrap();
     assert_eq!(ls, json!([]));
 }
+
+#[test]
+fn an_image_that_does_not_restore_is_a_failure_and_the_workload_boots() {
+    let env = Env::new(vec!["cor1"]);
+    let root = env.root.clone();
+    cli_ok(
+        &root,
+        &[
+            "workload",
+            "add",
+            "cor1",
+            "--",
+            "/bin/sh",
+            "-c",
+            "while :; do sleep 0.2; done",
+        ],
+    );
+    let out = cli_ok(&root, &["workload", "checkpoint", "cor1", "--json"]);
+    let image = serde_json::from_str::<Value>(&out).unwrap()["image"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Damage every page chunk of the only image (the manifest still opens).
+    let chunks = root.join("images/cor1/images").join(&image).join("chunks");
+    let mut damaged = 0;
+    for sub in std::fs::read_dir(&chunks).unwrap() {
+        for f in std::fs::read_dir(sub.unwrap().path()).unwrap() {
+            let f = f.unwrap().path();
+            let mut bytes = std::fs::read(&f).unwrap();
+            let mid = bytes.len() / 2;
+            bytes[mid] ^= 0xff;
+            std::fs::write(&f, bytes).unwrap();
+            damaged += 1;
+        }
+    }
+    assert!(damaged > 0);
+    let pid0 = pid_of(&status(&root, "cor1"));
+    stasis_sys::sys::kill(pid0, libc::SIGKILL).unwrap();
+    let v = wait_status(&root, "cor1", "a boot restart", |v| {
+        v["restarts"] == 1 && v["state"] == "running"
+    });
+    assert_eq!(v["last_restart"], "boot", "{v:#}");
+    assert!(
+        v["last_failure"]
+            .as_str()
+            .unwrap()
+            .contains("is corrupt: checksum mismatch"),
+        "the failure says why: {v:#}"
+    );
+    // Nothing half-running: only the booted process is in the partition.
+    let ps: Value = serde_json::from_str(&cli_ok(&root, &["ps", "--json"])).unwrap();
+    assert_eq!(ps[0]["pid"], v["pid"]);
+    let bundles = ffdc(&root, "cor1");
+    assert_eq!(bundles.len(), 2, "{bundles:#?}");
+    assert_eq!(bundles[0]["failure"]["kind"]["kind"], "restore_failed");
+    assert_eq!(bundles[0]["failure"]["image_in_use"], image.as_str());
+    assert_eq!(bundles[1]["failure"]["kind"]["kind"], "signal");
+    let kinds = event_kinds(&root);
+    let want = [
+        "workload.failed",
+        "workload.ffdc",
+        "workload.failed",
+        "workload.ffdc",
+        "workload.restarted",
+    ];
+    assert!(
+        kinds.windows(want.len()).any(|w| w == want),
+        "the kill, then the image that did not restore, then the boot: {kinds:?}"
+    );
+    cli_ok(&root, &["workload", "rm", "cor1"]);
+}
