@@ -250,8 +250,9 @@ fn restorer(
             log_w.as_fd().as_raw_fd(),
         );
     }
+    let fd_path = format!("/proc/self/fd/{}", dir_fd.as_raw_fd());
     let opts = RestoreOptions {
-        dir: PathBuf::from(format!("/proc/self/fd/{}", dir_fd.as_raw_fd())),
+        dir: PathBuf::from(&fd_path),
         inherit,
         workers,
         pid_wait: Duration::from_secs(0),
@@ -267,7 +268,11 @@ fn restorer(
                 RestoreError::Interrupted(_) => 130,
                 _ => 1,
             };
-            Err(rep(code, chain(&e)))
+            // Errors name the image as the operator gave it, not our handle on it.
+            Err(rep(
+                code,
+                chain(&e).replace(&fd_path, &dir.display().to_string()),
+            ))
         }
     }
 }
