@@ -1125,7 +1125,10 @@ fn an_image_that_does_not_restore_is_a_failure_and_the_workload_boots() {
         "the failure says why: {v:#}"
     );
     assert!(
-        !v["last_failure"].as_str().unwrap().contains("/proc/self/fd"),
+        !v["last_failure"]
+            .as_str()
+            .unwrap()
+            .contains("/proc/self/fd"),
         "it names the image directory, not a handle of ours: {v:#}"
     );
     // Nothing half-running: only the booted process is in the partition.
