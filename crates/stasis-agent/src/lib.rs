@@ -26,3 +26,10 @@ pub mod policy;
 pub mod probe;
 pub mod repo;
 pub mod supervisor;
+
+/// Milliseconds since the Unix epoch (the agent's timestamps: images, FFDC, history, events).
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}

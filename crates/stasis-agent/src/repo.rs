@@ -42,7 +42,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use stasis_image::{ImageReader, OpenError};
 
@@ -274,12 +274,6 @@ pub fn validate_workload(name: &str) -> Result<(), RepoError> {
     Ok(())
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 fn sync_dir(path: &Path) -> Result<(), RepoError> {
     File::open(path)
         .and_then(|f| f.sync_all())
@@ -493,7 +487,7 @@ impl Repository for LocalRepo {
             Entry::Committed(id) | Entry::Pending(id) | Entry::Trash(id) => id,
         });
         let floor = state.last.max(on_disk);
-        let now = now_ms();
+        let now = crate::unix_ms();
         let id = match floor {
             Some(f) if f.unix_ms >= now => ImageId {
                 unix_ms: f.unix_ms,
@@ -587,7 +581,7 @@ impl Repository for LocalRepo {
                     .collect();
                 report.removed = Self::delete_images(&images, &victims, "retention")?;
             }
-            let now = now_ms();
+            let now = crate::unix_ms();
             let ttl = u64::try_from(self.pending_ttl.as_millis()).unwrap_or(u64::MAX);
             for (kind, path) in Self::entries(&images)? {
                 let stale = match kind {
@@ -629,7 +623,7 @@ impl Repository for LocalRepo {
         if !images.exists() {
             return Ok(());
         }
-        let trash = wdir.join(format!("{TRASH_IMAGES_PREFIX}{}", now_ms()));
+        let trash = wdir.join(format!("{TRASH_IMAGES_PREFIX}{}", crate::unix_ms()));
         fs::rename(&images, &trash).map_err(io_err("rename", &images))?;
         sync_dir(&wdir)?;
         state.active.retain(|p| !p.starts_with(&images));

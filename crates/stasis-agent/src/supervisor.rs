@@ -464,13 +464,7 @@ pub enum SupervisorError {
     },
 }
 
-/// Milliseconds since the Unix epoch.
-pub fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+pub use crate::unix_ms;
 
 fn instant_from_unix_ms(at: u64) -> Instant {
     let now = unix_ms();
@@ -688,18 +682,25 @@ impl Supervisor {
         out
     }
 
+    /// The slot of running workload `name`, once a periodic image under way for it is done
+    /// (its outcome goes to the backlog).
+    fn running_slot(
+        &mut self,
+        ctx: &Ctx,
+        name: &str,
+        what: &'static str,
+    ) -> Result<&mut Slot, SupervisorError> {
+        let slot = slot_in(&mut self.slots, name, WState::Running, what)?;
+        if let Some(h) = settle_inflight(ctx, slot) {
+            self.backlog.push(h);
+        }
+        Ok(slot)
+    }
+
     /// Take a consistency image of `name` now.
     pub fn checkpoint_now(&mut self, name: &str) -> Result<Happening, SupervisorError> {
         let ctx = self.ctx();
-        let slot = slot_in(
-            &mut self.slots,
-            name,
-            WState::Running,
-            "only a running workload can be checkpointed",
-        )?;
-        if let Some(h) = settle_inflight(&ctx, slot) {
-            self.backlog.push(h);
-        }
+        let slot = self.running_slot(&ctx, name, "only a running workload can be checkpointed")?;
         let h = take_image(&ctx, slot);
         match h {
             Happening::CheckpointFailed { error, .. } => Err(SupervisorError::Checkpoint {
@@ -713,15 +714,7 @@ impl Supervisor {
     /// Checkpoint `name` into the repository and end it, releasing its resources.
     pub fn hibernate(&mut self, name: &str) -> Result<Vec<Happening>, SupervisorError> {
         let ctx = self.ctx();
-        let slot = slot_in(
-            &mut self.slots,
-            name,
-            WState::Running,
-            "only a running workload can be hibernated",
-        )?;
-        if let Some(h) = settle_inflight(&ctx, slot) {
-            self.backlog.push(h);
-        }
+        let slot = self.running_slot(&ctx, name, "only a running workload can be hibernated")?;
         let info = checkpoint_into_repo(&ctx, slot, false).map_err(|error| {
             slot.status.last_checkpoint_error = Some(error.clone());
             SupervisorError::Checkpoint {

@@ -409,13 +409,13 @@ pub fn ffdc(root: &Path, conn: &Conn, cmd: FfdcCmd) -> Result<(), Failed> {
                 return Ok(());
             }
             println!(
-                "{:<22} {:<20} {:<26} FAILURE",
+                "{:<22} {:<20} {:<24} FAILURE",
                 "ID", "WORKLOAD", "WHEN (UTC)"
             );
             for b in list {
                 let f = &b["failure"];
                 println!(
-                    "{:<22} {:<20} {:<26} {}",
+                    "{:<22} {:<20} {:<24} {}",
                     opt_str(&b["id"]),
                     opt_str(&b["workload"]),
                     when(f["at_unix_ms"].as_u64().unwrap_or(0)),
@@ -460,26 +460,8 @@ fn failure_text(kind: &Value) -> String {
 }
 
 fn when(unix_ms: u64) -> String {
-    let secs = (unix_ms / 1000) as i64;
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Civil date from days since the epoch (proleptic Gregorian).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}.{:03}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        unix_ms % 1000
-    )
+    let t = std::time::UNIX_EPOCH + Duration::from_millis(unix_ms);
+    humantime::format_rfc3339_millis(t).to_string()
 }
 
 /// `stasis events [--follow] [--since N]`.

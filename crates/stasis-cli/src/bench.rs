@@ -10,7 +10,7 @@
 
 use crate::child_agent::ChildAgent;
 use anyhow::{bail, Context};
-use stasis_agent::supervisor::unix_ms;
+use stasis_agent::unix_ms;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

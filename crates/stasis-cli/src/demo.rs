@@ -30,7 +30,7 @@ use anyhow::{bail, Context};
 use serde_json::{json, Value};
 use stasis_agent::client::Client;
 use stasis_agent::ffdc::FailureKind;
-use stasis_agent::supervisor::unix_ms;
+use stasis_agent::unix_ms;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
