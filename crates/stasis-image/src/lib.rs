@@ -24,6 +24,7 @@ pub mod container;
 pub mod error;
 pub mod manifest;
 pub mod records;
+pub mod safefs;
 
 pub use chunk::{
     chunk_hex, chunk_id_of, ChunkId, CHUNK_HEADER_LEN, CHUNK_MAGIC, CODEC_LZ4, CODEC_RAW, MAX_CHUNK,
