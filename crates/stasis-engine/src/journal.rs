@@ -6,6 +6,12 @@
 //! `/run/stasis/journal/<stasis pid>.json`, is written atomically (temp + fsync + rename) and
 //! removed when the checkpoint ends either way.
 //!
+//! A journal tells a later root process which registers to put back into which threads, so it
+//! is as powerful as the checkpoint itself: the directory is created 0700 and every file in it
+//! 0600 through [`stasis_image::safefs`] (no symlink followed), and [`recover`] acts only on a
+//! directory owned by us and not writable by anyone else, and on journal files owned by us with
+//! mode 0600; anything else is left alone and reported.
+//!
 //! When stasis dies, the kernel detaches its tracees and they resume. A thread that was in the
 //! middle of an injected call finishes it and then spins on the `jmp .` of our gadget (see
 //! [`stasis_sys::inject`]); the others carry on with their own registers but with every signal
@@ -16,8 +22,8 @@
 use crate::freeze::{resume_regs, Frozen};
 use crate::remote::{Remote, PARASITE_LEN};
 use serde::{Deserialize, Serialize};
+use stasis_image::safefs::{self, Dir};
 use stasis_sys::ptrace::{self, Stop};
-use std::io::Write;
 use std::path::PathBuf;
 
 /// Where journals live.
@@ -69,11 +75,36 @@ pub struct JournalHandle {
 }
 
 fn write_record(path: &std::path::Path, rec: &Record) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(&serde_json::to_vec(rec).map_err(std::io::Error::other)?)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(std::io::Error::other("journal path without a directory"));
+    };
+    let dir = Dir::open(dir)?;
+    let bytes = serde_json::to_vec(rec).map_err(std::io::Error::other)?;
+    dir.write_atomic(name, &bytes, safefs::PRIVATE_FILE)
+}
+
+/// Opens (creating it 0700 if missing) the journal directory; refuses one that another user
+/// owns or may write.
+fn open_journal_dir(create: bool) -> std::io::Result<Dir> {
+    let path = journal_dir();
+    let dir = if create {
+        Dir::create_all(&path, safefs::PRIVATE_DIR)?
+    } else {
+        Dir::open(&path)?
+    };
+    let st = dir.stat_self()?;
+    if st.st_uid != stasis_sys::sys::geteuid() || st.st_mode & 0o022 != 0 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!(
+                "{} is owned by uid {} with mode {:o}: journals are trusted only in a directory of our own that nobody else may write",
+                path.display(),
+                st.st_uid,
+                st.st_mode & 0o7777
+            ),
+        ));
+    }
+    Ok(dir)
 }
 
 impl JournalHandle {
@@ -98,8 +129,7 @@ fn start_time(pid: i32) -> u64 {
 impl Journal {
     /// Record the seized tree.
     pub fn begin(frozen: &Frozen) -> std::io::Result<Journal> {
-        let dir = journal_dir();
-        std::fs::create_dir_all(&dir)?;
+        let dir = open_journal_dir(true)?;
         let owner = stasis_sys::sys::getpid();
         let rec = Record {
             repair: Vec::new(),
@@ -125,7 +155,7 @@ impl Journal {
                 .collect(),
         };
         let j = Journal {
-            path: dir.join(format!("{owner}.json")),
+            path: dir.path().join(format!("{owner}.json")),
             rec: std::sync::Arc::new(std::sync::Mutex::new(rec)),
         };
         j.write()?;
@@ -181,20 +211,37 @@ fn alive(pid: i32) -> bool {
 
 /// Undo what killed stasis runs left behind. Returns the number of processes repaired.
 pub fn recover() -> usize {
-    let Ok(rd) = std::fs::read_dir(journal_dir()) else {
+    let dir = match open_journal_dir(false) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return 0,
+        Err(e) => {
+            tracing::warn!(error = %e, "recovery journals not read");
+            return 0;
+        }
+    };
+    let Ok(names) = dir.entries() else {
         return 0;
     };
+    let me = stasis_sys::sys::geteuid();
     let mut fixed = 0;
-    for e in rd.flatten() {
-        let path = e.path();
+    for name in names {
+        let path = dir.path().join(&name);
         if path.extension().and_then(|x| x.to_str()) != Some("json") {
             continue;
         }
-        let Ok(bytes) = std::fs::read(&path) else {
+        match dir.metadata(&name) {
+            Ok(st) if st.st_uid == me && st.st_mode & 0o7777 == safefs::PRIVATE_FILE => {}
+            Ok(st) => {
+                tracing::warn!(path = %path.display(), uid = st.st_uid, mode = format!("{:o}", st.st_mode & 0o7777), "ignoring a recovery journal that is not ours alone");
+                continue;
+            }
+            Err(_) => continue,
+        }
+        let Ok(bytes) = dir.read(&name) else {
             continue;
         };
         let Ok(rec) = serde_json::from_slice::<Record>(&bytes) else {
-            let _ = std::fs::remove_file(&path);
+            let _ = dir.remove_file(&name);
             continue;
         };
         if rec.owner != stasis_sys::sys::getpid() && alive(rec.owner) {
@@ -235,7 +282,7 @@ pub fn recover() -> usize {
                 }
             }
         }
-        let _ = std::fs::remove_file(&path);
+        let _ = dir.remove_file(&name);
     }
     fixed
 }

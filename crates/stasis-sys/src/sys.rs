@@ -12,6 +12,12 @@ pub fn getpid() -> i32 {
     unsafe { libc::getpid() }
 }
 
+/// `geteuid()`.
+pub fn geteuid() -> u32 {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() }
+}
+
 /// `gettid()`.
 pub fn gettid() -> i32 {
     // SAFETY: gettid has no preconditions.
