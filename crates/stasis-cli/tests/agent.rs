@@ -63,7 +63,9 @@ impl Agent {
     }
 
     fn client(&self) -> Client {
-        Client::new(Endpoint::Unix(self.root.join("agent.sock")))
+        Client::new(Endpoint::Unix(
+            stasis_agent::daemon::AgentPaths::new(&self.root).socket(),
+        ))
     }
 
     fn log(&self) -> String {
@@ -665,7 +667,9 @@ fn agent_restart_keeps_workloads_and_event_followers_miss_nothing() {
 }
 
 fn agent_images(root: &Path, name: &str) -> Vec<String> {
-    let c = Client::new(Endpoint::Unix(root.join("agent.sock")));
+    let c = Client::new(Endpoint::Unix(
+        stasis_agent::daemon::AgentPaths::new(root).socket(),
+    ));
     c.get(&format!("/v1/workloads/{name}/images"))
         .map(|v| {
             v["images"]
