@@ -421,7 +421,10 @@ pub struct Security {
 /// A TLS listener: TCP connections whose handshakes run concurrently (each bounded by
 /// [`HANDSHAKE_BOUND`]), so a client that stalls its handshake delays nobody else.
 struct TlsListener {
-    rx: tokio::sync::mpsc::Receiver<(tokio_rustls::server::TlsStream<tokio::net::TcpStream>, SocketAddr)>,
+    rx: tokio::sync::mpsc::Receiver<(
+        tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+        SocketAddr,
+    )>,
     local: SocketAddr,
 }
 
@@ -429,7 +432,10 @@ struct TlsListener {
 const HANDSHAKE_BOUND: Duration = Duration::from_secs(10);
 
 impl TlsListener {
-    fn new(tcp: tokio::net::TcpListener, config: Arc<rustls::ServerConfig>) -> std::io::Result<TlsListener> {
+    fn new(
+        tcp: tokio::net::TcpListener,
+        config: Arc<rustls::ServerConfig>,
+    ) -> std::io::Result<TlsListener> {
         let local = tcp.local_addr()?;
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         let acceptor = tokio_rustls::TlsAcceptor::from(config);
@@ -545,15 +551,15 @@ pub async fn serve(
                 let fp = crate::tls::fingerprint_hex(&tls.fingerprint);
                 tracing::info!(addr = %bound, cert = %tls.cert.display(), sha256 = %fp, "dashboard and API listening (https, token required)");
                 let l = TlsListener::new(tcp, tls.config.clone())?;
-                tasks.spawn(async move {
-                    axum::serve(l, app).with_graceful_shutdown(shutdown).await
-                });
+                tasks.spawn(
+                    async move { axum::serve(l, app).with_graceful_shutdown(shutdown).await },
+                );
             }
             None => {
                 tracing::info!(addr = %bound, "dashboard and API listening (http, token required)");
-                tasks.spawn(async move {
-                    axum::serve(tcp, app).with_graceful_shutdown(shutdown).await
-                });
+                tasks.spawn(
+                    async move { axum::serve(tcp, app).with_graceful_shutdown(shutdown).await },
+                );
             }
         }
     }

@@ -138,7 +138,8 @@ pub fn new_token() -> io::Result<String> {
     let mut buf = [0u8; 32];
     let mut filled = 0;
     while filled < buf.len() {
-        filled += rustix::rand::getrandom(&mut buf[filled..], rustix::rand::GetRandomFlags::empty())?;
+        filled +=
+            rustix::rand::getrandom(&mut buf[filled..], rustix::rand::GetRandomFlags::empty())?;
     }
     Ok(hex(&buf))
 }
@@ -445,8 +446,8 @@ pub(crate) fn prepare(
             set(&api, 0, PRIVATE_DIR, paths.api_dir())?;
         }
     }
-    let agent_dir = Dir::create_all(paths.dir(), PRIVATE_DIR)
-        .map_err(io_err("creating", paths.dir()))?;
+    let agent_dir =
+        Dir::create_all(paths.dir(), PRIVATE_DIR).map_err(io_err("creating", paths.dir()))?;
     let token = Arc::new(TokenFile::open(agent_dir, paths).map_err(SetupError::Token)?);
     let tls = match (listen, wants_tls) {
         (Some(addr), true) => {
@@ -456,7 +457,10 @@ pub(crate) fn prepare(
                     let mut names = vec!["localhost".to_string(), addr.ip().to_string()];
                     names.extend(opts.allow_hosts.iter().cloned());
                     crate::tls::ensure_self_signed(paths, names).map_err(SetupError::Tls)?;
-                    (paths.tls_dir().join("cert.pem"), paths.tls_dir().join("key.pem"))
+                    (
+                        paths.tls_dir().join("cert.pem"),
+                        paths.tls_dir().join("key.pem"),
+                    )
                 }
             };
             let t = crate::tls::server(&cert, &key).map_err(SetupError::Tls)?;
@@ -506,8 +510,10 @@ pub struct PeerCreds {
 #[derive(Debug, Clone)]
 pub struct UnixPeer(pub Result<PeerCreds, String>);
 
-impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tokio::net::UnixListener>>
-    for UnixPeer
+impl
+    axum::extract::connect_info::Connected<
+        axum::serve::IncomingStream<'_, tokio::net::UnixListener>,
+    > for UnixPeer
 {
     fn connect_info(stream: axum::serve::IncomingStream<'_, tokio::net::UnixListener>) -> Self {
         UnixPeer(peer_creds(stream.io()))
@@ -603,9 +609,7 @@ pub(crate) async fn unix_guard(
     req: Request,
     next: Next,
 ) -> Response {
-    let verdict = peer
-        .0
-        .and_then(|p| authorize_peer(&p, admin.as_deref()));
+    let verdict = peer.0.and_then(|p| authorize_peer(&p, admin.as_deref()));
     match verdict {
         Ok(()) => next.run(req).await,
         Err(why) => {
@@ -712,9 +716,16 @@ fn unauthorized(why: &str) -> Response {
 }
 
 /// The TCP listener's guard: Host, Origin, then the token (bearer or session cookie).
-pub(crate) async fn tcp_guard(State(g): State<Arc<TcpGuard>>, req: Request, next: Next) -> Response {
+pub(crate) async fn tcp_guard(
+    State(g): State<Arc<TcpGuard>>,
+    req: Request,
+    next: Next,
+) -> Response {
     let h = req.headers();
-    let host = h.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let host = h
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     if !g.hosts.host_ok(host) {
         tracing::warn!(host, "TCP request refused: foreign Host");
         return ApiError(
@@ -738,10 +749,10 @@ pub(crate) async fn tcp_guard(State(g): State<Arc<TcpGuard>>, req: Request, next
         return next.run(req).await;
     }
     if let Some(a) = h.get(header::AUTHORIZATION) {
-        let given = a
-            .to_str()
-            .ok()
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
+        let given = a.to_str().ok().and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        });
         return match given {
             Some(t) if g.token.check_token(t) => next.run(req).await,
             _ => unauthorized("the bearer token is not the agent's (see `stasis token`)"),
@@ -752,13 +763,14 @@ pub(crate) async fn tcp_guard(State(g): State<Arc<TcpGuard>>, req: Request, next
             return unauthorized("the session has ended (the token changed): log in again");
         }
         let safe = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-        let marked = h
-            .get(REQUEST_HEADER)
-            .is_some_and(|v| v.as_bytes() == b"1");
+        let marked = h.get(REQUEST_HEADER).is_some_and(|v| v.as_bytes() == b"1");
         if !safe && !marked {
             return ApiError(
                 StatusCode::FORBIDDEN,
-                format!("a {} with a session cookie needs the header X-Stasis-Request: 1", req.method()),
+                format!(
+                    "a {} with a session cookie needs the header X-Stasis-Request: 1",
+                    req.method()
+                ),
             )
             .into_response();
         }
@@ -784,7 +796,10 @@ pub(crate) async fn login(
         Ok(b) => b,
         Err(e) => return ApiError(e.status(), e.body_text()).into_response(),
     };
-    if !headers.get(REQUEST_HEADER).is_some_and(|v| v.as_bytes() == b"1") {
+    if !headers
+        .get(REQUEST_HEADER)
+        .is_some_and(|v| v.as_bytes() == b"1")
+    {
         return ApiError(
             StatusCode::FORBIDDEN,
             "a login needs the header X-Stasis-Request: 1".into(),
@@ -848,7 +863,10 @@ mod tests {
         };
         assert!(authorize_peer(&peer(0, 0, vec![]), None).is_ok());
         let e = authorize_peer(&peer(1000, 1000, vec![900]), None).unwrap_err();
-        assert!(e.contains("uid 1000") && e.contains("no admin group"), "{e}");
+        assert!(
+            e.contains("uid 1000") && e.contains("no admin group"),
+            "{e}"
+        );
         assert!(authorize_peer(&peer(1000, 1000, vec![5, 900]), Some(&g)).is_ok());
         assert!(authorize_peer(&peer(1000, 900, vec![]), Some(&g)).is_ok());
         let e = authorize_peer(&peer(1000, 1000, vec![5]), Some(&g)).unwrap_err();
@@ -909,7 +927,13 @@ mod tests {
         let p = policy("127.0.0.1:7670", &[], false);
         assert!(p.origin_ok("http://127.0.0.1:7670"));
         assert!(p.origin_ok("http://localhost:7670"));
-        for bad in ["null", "http://evil.example", "http://evil.example:7670", "https://127.0.0.1:7670", "http://127.0.0.1:7670/x"] {
+        for bad in [
+            "null",
+            "http://evil.example",
+            "http://evil.example:7670",
+            "https://127.0.0.1:7670",
+            "http://127.0.0.1:7670/x",
+        ] {
             assert!(!p.origin_ok(bad), "{bad}");
         }
     }
@@ -937,7 +961,8 @@ mod tests {
         let s1 = f.session().unwrap();
         assert!(f.check_session(&s1));
         let second = new_token().unwrap();
-        dir.write_atomic(TOKEN_FILE, second.as_bytes(), PRIVATE_FILE).unwrap();
+        dir.write_atomic(TOKEN_FILE, second.as_bytes(), PRIVATE_FILE)
+            .unwrap();
         assert!(!f.check_token(&first));
         assert!(f.check_token(&second));
         assert!(!f.check_session(&s1));

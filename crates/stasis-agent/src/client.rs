@@ -200,8 +200,10 @@ impl Client {
                     .map_or(a.as_str(), |(h, _)| h)
                     .trim_start_matches('[')
                     .trim_end_matches(']');
-                let name = rustls_pki_types::ServerName::try_from(host.to_string())
-                    .unwrap_or_else(|_| rustls_pki_types::ServerName::try_from("localhost").expect("a valid name"));
+                let name =
+                    rustls_pki_types::ServerName::try_from(host.to_string()).unwrap_or_else(|_| {
+                        rustls_pki_types::ServerName::try_from("localhost").expect("a valid name")
+                    });
                 let tls = tokio_rustls::TlsConnector::from(config)
                     .connect(name, tcp)
                     .await

@@ -235,8 +235,7 @@ pub fn run(opts: AgentOptions) -> Result<(), AgentError> {
     if !stasis_sys::sys::flock_try_exclusive(&lock).map_err(io("locking", &lock_path))? {
         return Err(AgentError::Busy(opts.root.clone()));
     }
-    let security =
-        crate::auth::prepare(&paths, &opts.api, opts.listen).map_err(AgentError::Api)?;
+    let security = crate::auth::prepare(&paths, &opts.api, opts.listen).map_err(AgentError::Api)?;
     // The embedded store on one node; a cluster hands in its shared store instead.
     let store: Arc<dyn Store> =
         Arc::new(

@@ -61,7 +61,9 @@ pub enum TlsError {
     #[error("the TLS configuration is unusable")]
     Config(#[source] rustls::Error),
     /// A fingerprint that is not 32 bytes of hex.
-    #[error("bad certificate fingerprint {0:?}: give the 64 hex digits of its SHA-256 (colons allowed)")]
+    #[error(
+        "bad certificate fingerprint {0:?}: give the 64 hex digits of its SHA-256 (colons allowed)"
+    )]
     BadFingerprint(String),
 }
 
@@ -155,15 +157,23 @@ impl std::fmt::Debug for ServerTls {
 pub fn ensure_self_signed(paths: &AgentPaths, names: Vec<String>) -> Result<(), TlsError> {
     let dir_path = paths.tls_dir();
     let io_err = |what, path: PathBuf| move |source| TlsError::Io { what, path, source };
-    let dir = Dir::create_all(&dir_path, PRIVATE_DIR).map_err(io_err("creating", dir_path.clone()))?;
-    let have = |n: &str| dir.exists(n).map_err(io_err("looking for", dir.child_path(n)));
+    let dir =
+        Dir::create_all(&dir_path, PRIVATE_DIR).map_err(io_err("creating", dir_path.clone()))?;
+    let have = |n: &str| {
+        dir.exists(n)
+            .map_err(io_err("looking for", dir.child_path(n)))
+    };
     if have("cert.pem")? && have("key.pem")? {
         return Ok(());
     }
     let ck = rcgen::generate_simple_self_signed(names).map_err(TlsError::Generate)?;
     // The key first: a certificate file never exists without its key.
-    dir.write_atomic("key.pem", ck.signing_key.serialize_pem().as_bytes(), PRIVATE_FILE)
-        .map_err(io_err("writing", dir.child_path("key.pem")))?;
+    dir.write_atomic(
+        "key.pem",
+        ck.signing_key.serialize_pem().as_bytes(),
+        PRIVATE_FILE,
+    )
+    .map_err(io_err("writing", dir.child_path("key.pem")))?;
     dir.write_atomic("cert.pem", ck.cert.pem().as_bytes(), PRIVATE_FILE)
         .map_err(io_err("writing", dir.child_path("cert.pem")))?;
     tracing::info!(dir = %dir_path.display(), "generated a self-signed TLS certificate");

@@ -749,7 +749,9 @@ fn the_api_answers_bad_requests_with_4xx_and_serves_its_document() {
     let listen = format!("127.0.0.1:{port}");
     let _agent = Agent::start(&root, &["--listen", &listen]);
     let url = format!("http://{listen}");
-    let c = Client::new(url.parse().unwrap());
+    let token =
+        stasis_agent::auth::read_token(&stasis_agent::daemon::AgentPaths::new(&root)).unwrap();
+    let c = Client::new(url.parse().unwrap()).with_token(token);
     let code = |r: Result<Value, ClientError>| match r {
         Err(ClientError::Api { status, message }) => {
             assert!(!message.is_empty());
