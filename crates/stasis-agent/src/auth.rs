@@ -659,8 +659,8 @@ impl HostPolicy {
         let Some((name, port)) = split_host_port(host) else {
             return false;
         };
-        if self.allow.iter().any(|a| *a == name) {
-            return port.map_or(true, |p| p == self.listen.port());
+        if self.allow.contains(&name) {
+            return port.is_none_or(|p| p == self.listen.port());
         }
         if port != Some(self.listen.port()) {
             return false;
@@ -796,9 +796,9 @@ pub(crate) async fn login(
         Ok(b) => b,
         Err(e) => return ApiError(e.status(), e.body_text()).into_response(),
     };
-    if !headers
+    if headers
         .get(REQUEST_HEADER)
-        .is_some_and(|v| v.as_bytes() == b"1")
+        .is_none_or(|v| v.as_bytes() != b"1")
     {
         return ApiError(
             StatusCode::FORBIDDEN,
