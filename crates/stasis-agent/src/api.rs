@@ -1,6 +1,9 @@
 //! The agent's HTTP API (v1), its event stream and the dashboard.
 //!
-//! Served on the unix socket `ROOT/agent.sock` and on `--listen`. Documented in
+//! Served on the unix socket ([`crate::daemon::AgentPaths::socket`]) and on `--listen`, each
+//! behind its guard ([`crate::auth`]: peer credentials on the socket; Host, Origin and the
+//! token on TCP, with TLS from [`crate::tls`]). Bodies are limited to [`BODY_LIMIT`] (413
+//! beyond). Documented in
 //! `assets/openapi.yaml` (served at `/openapi.yaml`); a unit test checks that every route here
 //! is in that document and the reverse. Errors are `{"error": "..."}` with a 4xx status for
 //! what the caller can fix (400 bad request, 404 unknown, 409 wrong state or name taken) and
@@ -9,11 +12,14 @@
 //! The event stream (`/v1/events/stream`) is Server-Sent Events: each event is sent with
 //! `id: SEQ`, so a client that reconnects with `Last-Event-ID` (browsers do this on their own)
 //! or `?since=SEQ` gets every event after the last one it saw, in order, without a gap: the
-//! stream is read from the store's event log ([`stasis_cluster::EventLog::follow`]).
+//! stream is read from the store's event log, asynchronously and with a cap on concurrent
+//! streams (429 past it): see [`crate::stream`].
 
+use crate::auth::{AdminGroup, TcpGuard, UnixPeer};
 use crate::daemon::{Op, Shared};
 use crate::supervisor::{SupervisorError, WorkloadSpec};
 use axum::extract::rejection::JsonRejection;
+use axum::extract::DefaultBodyLimit;
 use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
@@ -24,9 +30,11 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// The largest request body accepted (413 beyond).
+pub const BODY_LIMIT: usize = 1 << 20;
 
 /// The OpenAPI document.
 pub const OPENAPI: &str = include_str!("../assets/openapi.yaml");
@@ -93,9 +101,12 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/ffdc/{id}"),
     ("get", "/v1/events"),
     ("get", "/v1/events/stream"),
+    ("post", "/v1/login"),
+    ("post", "/v1/logout"),
 ];
 
-/// The API router.
+/// The API's routes, without a guard and without the login routes (see [`unix_app`] and
+/// [`tcp_app`]).
 pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/", get(dashboard))
@@ -126,6 +137,35 @@ pub fn router(shared: Arc<Shared>) -> Router {
             )
         })
         .with_state(shared)
+}
+
+/// The unix socket's application: the routes behind the peer-credentials guard.
+pub fn unix_app(shared: Arc<Shared>, admin: Option<Arc<AdminGroup>>) -> Router {
+    router(shared)
+        .route("/v1/login", post(crate::auth::login_unix))
+        .route("/v1/logout", post(crate::auth::login_unix))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn_with_state(
+            admin,
+            crate::auth::unix_guard,
+        ))
+}
+
+/// The TCP listener's application: the routes and the login behind the Host/Origin/token
+/// guard.
+pub fn tcp_app(shared: Arc<Shared>, guard: Arc<TcpGuard>) -> Router {
+    router(shared)
+        .merge(
+            Router::new()
+                .route("/v1/login", post(crate::auth::login))
+                .route("/v1/logout", post(crate::auth::logout))
+                .with_state(guard.clone()),
+        )
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn_with_state(
+            guard,
+            crate::auth::tcp_guard,
+        ))
 }
 
 async fn dashboard() -> impl IntoResponse {
@@ -171,6 +211,12 @@ async fn show(State(s): State<Arc<Shared>>, UrlPath(name): UrlPath<String>) -> A
 }
 
 fn bad_json(e: JsonRejection) -> ApiError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return ApiError(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request body is larger than {BODY_LIMIT} bytes"),
+        );
+    }
     ApiError(
         StatusCode::BAD_REQUEST,
         format!("bad workload spec: {}", e.body_text()),
@@ -342,35 +388,10 @@ async fn stream(
         None => None,
     };
     let since = from_header.or(q.since).unwrap_or(0);
-    let mut follow = s
-        .events
-        .follow(since)
-        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, chain(&e)))?;
-    let (tx, rx) = tokio::sync::mpsc::channel::<stasis_cluster::Event>(256);
-    let log = s.events.clone();
-    let shared = s.clone();
-    // The log is read by a thread of its own (its follow blocks); it ends when the client goes
-    // or the agent shuts down (which ends the stream, so a graceful shutdown is quick).
-    std::thread::spawn(move || loop {
-        if tx.is_closed() || shared.stopping.load(std::sync::atomic::Ordering::SeqCst) {
-            break;
-        }
-        match follow.next_timeout(Duration::from_millis(500)) {
-            Ok(Some(e)) => {
-                if tx.blocking_send(e).is_err() {
-                    break;
-                }
-            }
-            Ok(None) => {}
-            Err(e) => {
-                tracing::debug!(error = %e, "event follow broke; resuming");
-                match log.follow(follow.last_seq()) {
-                    Ok(f) => follow = f,
-                    Err(_) => break,
-                }
-            }
-        }
-    });
+    let rx = s
+        .streams
+        .subscribe(since)
+        .map_err(|e| ApiError(StatusCode::TOO_MANY_REQUESTS, e.to_string()))?;
     let stream =
         tokio_stream::StreamExt::map(tokio_stream::wrappers::ReceiverStream::new(rx), |e| {
             Ok(SseEvent::default()
@@ -385,27 +406,120 @@ async fn stream(
     ))
 }
 
+/// What protects the API (prepared by the daemon, see [`crate::auth`]).
+pub struct Security {
+    /// The admin group, if configured.
+    pub admin: Option<Arc<AdminGroup>>,
+    /// The agent's token.
+    pub token: Arc<crate::auth::TokenFile>,
+    /// TLS for the TCP listener.
+    pub tls: Option<crate::tls::ServerTls>,
+    /// `--allow-host` names.
+    pub allow_hosts: Vec<String>,
+}
+
+/// A TLS listener: TCP connections whose handshakes run concurrently (each bounded by
+/// [`HANDSHAKE_BOUND`]), so a client that stalls its handshake delays nobody else.
+struct TlsListener {
+    rx: tokio::sync::mpsc::Receiver<(
+        tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+        SocketAddr,
+    )>,
+    local: SocketAddr,
+}
+
+/// Time a TLS client gets to finish its handshake.
+const HANDSHAKE_BOUND: Duration = Duration::from_secs(10);
+
+impl TlsListener {
+    fn new(
+        tcp: tokio::net::TcpListener,
+        config: Arc<rustls::ServerConfig>,
+    ) -> std::io::Result<TlsListener> {
+        let local = tcp.local_addr()?;
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        let handshakes = Arc::new(tokio::sync::Semaphore::new(256));
+        tokio::spawn(async move {
+            loop {
+                if tx.is_closed() {
+                    return;
+                }
+                let (sock, peer) = match tcp.accept().await {
+                    Ok(x) => x,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "TCP accept");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let Ok(permit) = handshakes.clone().acquire_owned().await else {
+                    return;
+                };
+                let (acceptor, tx) = (acceptor.clone(), tx.clone());
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    match tokio::time::timeout(HANDSHAKE_BOUND, acceptor.accept(sock)).await {
+                        Ok(Ok(tls)) => {
+                            let _ = tx.send((tls, peer)).await;
+                        }
+                        Ok(Err(e)) => tracing::info!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::info!(%peer, "TLS handshake timed out"),
+                    }
+                });
+            }
+        });
+        Ok(TlsListener { rx, local })
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.rx.recv().await {
+            Some(x) => x,
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        Ok(self.local)
+    }
+}
+
 /// Serve the API on the unix socket and on `listen` until SIGINT/SIGTERM.
 pub async fn serve(
     shared: Arc<Shared>,
-    socket: PathBuf,
+    security: Security,
     listen: Option<SocketAddr>,
 ) -> std::io::Result<()> {
-    let app = router(shared.clone());
-    // A socket file left by an agent that died is stale (the agent lock is ours now).
-    let _ = std::fs::remove_file(&socket);
+    let socket = shared.paths.socket();
+    // A socket file left by an agent that died is stale (the agent lock is ours now); its
+    // directory is root's, prepared by the daemon.
+    match std::fs::remove_file(&socket) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
     let unix = tokio::net::UnixListener::bind(&socket)?;
     {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o660))?;
+        let (mode, gid) = match &security.admin {
+            Some(g) => (0o660, g.gid),
+            None => (0o600, 0),
+        };
+        std::os::unix::fs::chown(&socket, Some(0), Some(gid))?;
+        std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(mode))?;
     }
     let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
     let mut tasks = tokio::task::JoinSet::new();
     {
-        let app = app.clone();
+        let app = unix_app(shared.clone(), security.admin.clone());
         let mut stop = stop_tx.subscribe();
         tasks.spawn(async move {
-            axum::serve(unix, app)
+            axum::serve(unix, app.into_make_service_with_connect_info::<UnixPeer>())
                 .with_graceful_shutdown(async move {
                     let _ = stop.recv().await;
                 })
@@ -414,15 +528,40 @@ pub async fn serve(
     }
     if let Some(addr) = listen {
         let tcp = tokio::net::TcpListener::bind(addr).await?;
-        tracing::info!(addr = %tcp.local_addr()?, "dashboard and API listening");
-        let mut stop = stop_tx.subscribe();
-        tasks.spawn(async move {
-            axum::serve(tcp, app)
-                .with_graceful_shutdown(async move {
-                    let _ = stop.recv().await;
-                })
-                .await
+        let bound = tcp.local_addr()?;
+        let guard = Arc::new(TcpGuard {
+            hosts: crate::auth::HostPolicy {
+                listen: bound,
+                allow: security
+                    .allow_hosts
+                    .iter()
+                    .map(|h| h.to_ascii_lowercase())
+                    .collect(),
+                tls: security.tls.is_some(),
+            },
+            token: security.token.clone(),
         });
+        let app = tcp_app(shared.clone(), guard);
+        let mut stop = stop_tx.subscribe();
+        let shutdown = async move {
+            let _ = stop.recv().await;
+        };
+        match &security.tls {
+            Some(tls) => {
+                let fp = crate::tls::fingerprint_hex(&tls.fingerprint);
+                tracing::info!(addr = %bound, cert = %tls.cert.display(), sha256 = %fp, "dashboard and API listening (https, token required)");
+                let l = TlsListener::new(tcp, tls.config.clone())?;
+                tasks.spawn(
+                    async move { axum::serve(l, app).with_graceful_shutdown(shutdown).await },
+                );
+            }
+            None => {
+                tracing::info!(addr = %bound, "dashboard and API listening (http, token required)");
+                tasks.spawn(
+                    async move { axum::serve(tcp, app).with_graceful_shutdown(shutdown).await },
+                );
+            }
+        }
     }
     tracing::info!(socket = %socket.display(), "API listening");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -437,8 +576,9 @@ pub async fn serve(
     shared
         .stopping
         .store(true, std::sync::atomic::Ordering::SeqCst);
+    shared.streams.stop();
     let _ = stop_tx.send(());
-    // Event streams end within half a second; do not wait for anything longer.
+    // Event streams end at once; do not wait for anything longer.
     let _ = tokio::time::timeout(Duration::from_secs(3), async {
         while tasks.join_next().await.is_some() {}
     })

@@ -1,7 +1,10 @@
 //! A blocking client of the agent's API, for the CLI and tests.
 //!
 //! It speaks HTTP/1.1 (hyper) over the agent's unix socket (`unix:/path` or a bare absolute
-//! path) or over TCP (`http://HOST:PORT`). Every call runs on a small current-thread tokio
+//! path), over TCP (`http://HOST:PORT`) or over TLS (`https://HOST:PORT`, the agent's
+//! certificate pinned: [`Client::with_pin`]). Over TCP and TLS it sends the agent's token
+//! ([`Client::with_token`]) as `Authorization: Bearer`; over the unix socket it sends none (the
+//! agent decides by the peer's credentials). Every call runs on a small current-thread tokio
 //! runtime of its own, so callers stay synchronous. A client made with
 //! [`Client::wait_ready`] waits a bounded time for an agent that is still starting (its socket
 //! not there yet, or refusing connections).
@@ -15,6 +18,7 @@ use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Where the agent is.
@@ -24,6 +28,8 @@ pub enum Endpoint {
     Unix(PathBuf),
     /// `host:port` over TCP.
     Tcp(String),
+    /// `host:port` over TLS.
+    Https(String),
 }
 
 impl std::str::FromStr for Endpoint {
@@ -35,10 +41,16 @@ impl std::str::FromStr for Endpoint {
         if s.starts_with('/') {
             return Ok(Endpoint::Unix(PathBuf::from(s)));
         }
-        if let Some(rest) = s.strip_prefix("http://") {
-            let hostport = rest.trim_end_matches('/');
-            if !hostport.is_empty() && !hostport.contains('/') {
-                return Ok(Endpoint::Tcp(hostport.to_string()));
+        for (scheme, tls) in [("http://", false), ("https://", true)] {
+            if let Some(rest) = s.strip_prefix(scheme) {
+                let hostport = rest.trim_end_matches('/');
+                if !hostport.is_empty() && !hostport.contains('/') {
+                    return Ok(if tls {
+                        Endpoint::Https(hostport.to_string())
+                    } else {
+                        Endpoint::Tcp(hostport.to_string())
+                    });
+                }
             }
         }
         Err(ClientError::BadEndpoint(s.to_string()))
@@ -50,6 +62,7 @@ impl std::fmt::Display for Endpoint {
         match self {
             Endpoint::Unix(p) => write!(f, "unix:{}", p.display()),
             Endpoint::Tcp(a) => write!(f, "http://{a}"),
+            Endpoint::Https(a) => write!(f, "https://{a}"),
         }
     }
 }
@@ -58,8 +71,23 @@ impl std::fmt::Display for Endpoint {
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// The endpoint text does not parse.
-    #[error("bad agent address '{0}': use unix:/path/to/agent.sock or http://HOST:PORT")]
+    #[error("bad agent address '{0}': use unix:/path/to/agent.sock, http://HOST:PORT or https://HOST:PORT")]
     BadEndpoint(String),
+    /// An https endpoint without a pinned certificate.
+    #[error("{0} needs the agent's certificate pinned: --agent-fingerprint SHA256 or --agent-cert FILE (root reads ROOT/agent/tls/cert.pem by itself)")]
+    NoPin(Endpoint),
+    /// The pin could not be used.
+    #[error("the agent's certificate pin")]
+    Pin(#[source] crate::tls::TlsError),
+    /// The TLS handshake failed (a certificate other than the pinned one, among others).
+    #[error("TLS with the agent at {endpoint} failed")]
+    Tls {
+        /// Where.
+        endpoint: Endpoint,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// No agent answers there.
     #[error("no agent answers at {endpoint} (start one with `stasis agent --root DIR`)")]
     Unreachable {
@@ -91,6 +119,8 @@ pub enum ClientError {
 #[derive(Debug, Clone)]
 pub struct Client {
     endpoint: Endpoint,
+    token: Option<String>,
+    tls: Option<Arc<rustls::ClientConfig>>,
     /// Bound on each request.
     pub timeout: Duration,
 }
@@ -103,8 +133,22 @@ impl Client {
     pub fn new(endpoint: Endpoint) -> Client {
         Client {
             endpoint,
+            token: None,
+            tls: None,
             timeout: Duration::from_secs(600),
         }
+    }
+
+    /// Send `token` as `Authorization: Bearer` over TCP and TLS (never over the unix socket).
+    pub fn with_token(mut self, token: impl Into<String>) -> Client {
+        self.token = Some(token.into());
+        self
+    }
+
+    /// Pin the agent's certificate by its SHA-256 (for `https://`).
+    pub fn with_pin(mut self, sha256: [u8; 32]) -> Result<Client, ClientError> {
+        self.tls = Some(crate::tls::pinned_client(sha256).map_err(ClientError::Pin)?);
+        Ok(self)
     }
 
     /// Where it talks to.
@@ -142,6 +186,33 @@ impl Client {
                     .await
                     .map_err(unreachable)?,
             ),
+            Endpoint::Https(a) => {
+                let config = self
+                    .tls
+                    .clone()
+                    .ok_or_else(|| ClientError::NoPin(self.endpoint.clone()))?;
+                let tcp = tokio::net::TcpStream::connect(a.as_str())
+                    .await
+                    .map_err(unreachable)?;
+                // The pin replaces name checks; the name only goes into SNI.
+                let host = a
+                    .rsplit_once(':')
+                    .map_or(a.as_str(), |(h, _)| h)
+                    .trim_start_matches('[')
+                    .trim_end_matches(']');
+                let name =
+                    rustls_pki_types::ServerName::try_from(host.to_string()).unwrap_or_else(|_| {
+                        rustls_pki_types::ServerName::try_from("localhost").expect("a valid name")
+                    });
+                let tls = tokio_rustls::TlsConnector::from(config)
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|source| ClientError::Tls {
+                        endpoint: self.endpoint.clone(),
+                        source,
+                    })?;
+                Box::new(tls)
+            }
         })
     }
 
@@ -160,13 +231,16 @@ impl Client {
             let _ = conn.await;
         });
         let host = match &self.endpoint {
-            Endpoint::Tcp(a) => a.clone(),
+            Endpoint::Tcp(a) | Endpoint::Https(a) => a.clone(),
             Endpoint::Unix(_) => "localhost".into(),
         };
         let mut req = Request::builder()
             .method(method)
             .uri(path)
             .header("host", host);
+        if let (Some(t), Endpoint::Tcp(_) | Endpoint::Https(_)) = (&self.token, &self.endpoint) {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
         for (k, v) in headers {
             req = req.header(*k, v.as_str());
         }
@@ -350,6 +424,10 @@ mod tests {
         assert_eq!(
             "http://127.0.0.1:7670/".parse::<Endpoint>().unwrap(),
             Endpoint::Tcp("127.0.0.1:7670".into())
+        );
+        assert_eq!(
+            "https://10.0.0.1:7670".parse::<Endpoint>().unwrap(),
+            Endpoint::Https("10.0.0.1:7670".into())
         );
         assert!("ftp://x".parse::<Endpoint>().is_err());
         assert!("http://".parse::<Endpoint>().is_err());

@@ -3,7 +3,9 @@
 //! One agent owns one root directory (an exclusive `flock` on `ROOT/agent/agent.lock`):
 //!
 //! ```text
-//! ROOT/agent.sock          the HTTP API on a unix socket (the CLI's default way in)
+//! ROOT/api/agent.sock      the HTTP API on a unix socket (the CLI's default way in)
+//! ROOT/agent/token         the API token for TCP clients (0600; `stasis token`)
+//! ROOT/agent/tls/          the generated TLS certificate and key (0600 each)
 //! ROOT/agent/state.redb    the embedded store: workload specs and status, the event log
 //! ROOT/agent/agent.log     the agent's log (FFDC bundles quote the lines about a workload)
 //! ROOT/images/NAME/ID/     consistency and hibernation images (the repository)
@@ -36,6 +38,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, RwLock};
 use std::time::{Duration, Instant};
 
+/// Name of the socket's directory under the root.
+const API_DIR: &str = "api";
+/// Name of the socket in it.
+const SOCKET_NAME: &str = "agent.sock";
+
 /// Key prefix of workload records in the store.
 const WORKLOADS: &str = "workloads/";
 /// Key prefix of the event log.
@@ -52,6 +59,8 @@ pub struct AgentOptions {
     pub exe: PathBuf,
     /// Supervision period.
     pub tick: Duration,
+    /// Who may use the API and how it is exposed ([`crate::auth`]).
+    pub api: crate::auth::ApiOptions,
 }
 
 /// Paths of an agent root.
@@ -66,9 +75,21 @@ impl AgentPaths {
     pub fn new(root: impl Into<PathBuf>) -> AgentPaths {
         AgentPaths { root: root.into() }
     }
-    /// The API's unix socket.
+    /// The API's unix socket (in [`AgentPaths::api_dir`]).
     pub fn socket(&self) -> PathBuf {
-        self.root.join("agent.sock")
+        self.api_dir().join(SOCKET_NAME)
+    }
+    /// The directory of the unix socket: 0700 root, or 0750 root:GROUP with an admin group.
+    pub fn api_dir(&self) -> PathBuf {
+        self.root.join(API_DIR)
+    }
+    /// The API token for TCP clients.
+    pub fn token(&self) -> PathBuf {
+        self.dir().join(crate::auth::TOKEN_FILE)
+    }
+    /// The generated TLS certificate and key.
+    pub fn tls_dir(&self) -> PathBuf {
+        self.dir().join("tls")
     }
     /// The agent's own directory.
     pub fn dir(&self) -> PathBuf {
@@ -121,6 +142,9 @@ pub enum AgentError {
     /// The event log failed.
     #[error("the agent's event log")]
     Events(#[source] stasis_cluster::EventLogError),
+    /// The API's protection could not be set up (admin group, token, TLS, socket directory).
+    #[error("setting up the API's access control")]
+    Api(#[source] crate::auth::SetupError),
     /// The repository failed.
     #[error("the image repository")]
     Repo(#[source] crate::repo::RepoError),
@@ -175,6 +199,8 @@ pub struct Shared {
     pub commands: mpsc::Sender<Command>,
     /// Set once shutting down.
     pub stopping: AtomicBool,
+    /// The event streams.
+    pub streams: crate::stream::Streams,
 }
 
 impl Shared {
@@ -209,6 +235,7 @@ pub fn run(opts: AgentOptions) -> Result<(), AgentError> {
     if !stasis_sys::sys::flock_try_exclusive(&lock).map_err(io("locking", &lock_path))? {
         return Err(AgentError::Busy(opts.root.clone()));
     }
+    let security = crate::auth::prepare(&paths, &opts.api, opts.listen).map_err(AgentError::Api)?;
     // The embedded store on one node; a cluster hands in its shared store instead.
     let store: Arc<dyn Store> =
         Arc::new(
@@ -278,6 +305,7 @@ pub fn run(opts: AgentOptions) -> Result<(), AgentError> {
         views: RwLock::new(BTreeMap::new()),
         commands: tx,
         stopping: AtomicBool::new(false),
+        streams: crate::stream::Streams::new(events.clone(), opts.api.max_streams),
     });
     let mut state = Loop {
         sup,
@@ -295,12 +323,15 @@ pub fn run(opts: AgentOptions) -> Result<(), AgentError> {
         .spawn(move || state.run(rx, tick))
         .map_err(io("starting the supervisor thread", &opts.root))?;
 
+    // Few blocking threads: event streams read their backlog there, and a thousand streams
+    // opening at once must not mean a thousand threads.
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        .max_blocking_threads(16)
         .enable_all()
         .build()
         .map_err(io("starting the HTTP runtime", &opts.root))?;
-    let served = rt.block_on(api::serve(shared.clone(), paths.socket(), opts.listen));
+    let served = rt.block_on(api::serve(shared.clone(), security, opts.listen));
     shared.stopping.store(true, Ordering::SeqCst);
     // Closing the channel ends the supervisor loop after the command in progress.
     drop(shared);

@@ -15,9 +15,13 @@
 //!   workloads, FFDC, hooks, hibernation (driven by `tick`).
 //! - [`daemon`]: `stasis agent` — the store, the supervisor thread, adoption on restart.
 //! - [`api`]: the HTTP API, its event stream and the dashboard.
+//! - [`auth`]: who may use the API (peer credentials, token, sessions, Host/Origin checks).
+//! - [`tls`]: TLS for the TCP listener, certificate pinning for clients.
+//! - [`stream`]: event streams served asynchronously, with a cap.
 //! - [`client`]: a blocking client of the API (the CLI's way in).
 
 pub mod api;
+pub mod auth;
 pub mod client;
 pub mod daemon;
 pub mod duration;
@@ -25,7 +29,9 @@ pub mod ffdc;
 pub mod policy;
 pub mod probe;
 pub mod repo;
+pub mod stream;
 pub mod supervisor;
+pub mod tls;
 
 /// Milliseconds since the Unix epoch (the agent's timestamps: images, FFDC, history, events).
 pub fn unix_ms() -> u64 {

@@ -1,8 +1,12 @@
 //! The agent verbs of the CLI: `agent` (the daemon) and the clients that talk to it —
 //! `workload add|ls|status|rm|checkpoint`, `ffdc ls|show`, `hibernate`, `resume`, `events`.
 //!
-//! Clients reach the agent over its unix socket `ROOT/agent.sock` unless `--agent URL` says
-//! otherwise, and wait up to `--agent-wait` for an agent that is still starting.
+//! Clients reach the agent over its unix socket `ROOT/api/agent.sock` unless `--agent URL` says
+//! otherwise, and wait up to `--agent-wait` for an agent that is still starting. Over the
+//! socket they send no credentials (the agent checks the caller's uid and groups); over
+//! `http://` and `https://` they send the token from `--token-file`, `$STASIS_TOKEN`, or (as
+//! root) `ROOT/agent/token`; over `https://` they pin the agent's certificate
+//! (`--agent-fingerprint`, `--agent-cert`, or as root `ROOT/agent/tls/cert.pem`).
 //! Exit codes: 2 bad request, 6 name taken or wrong state (HTTP 409), 7 no such workload or
 //! bundle (404), 8 no agent answers, 1 anything else.
 
@@ -137,6 +141,38 @@ pub struct Conn {
     pub agent: Option<String>,
     /// `--agent-wait`.
     pub wait: String,
+    /// `--token-file`.
+    pub token_file: Option<std::path::PathBuf>,
+    /// `--agent-cert`.
+    pub agent_cert: Option<std::path::PathBuf>,
+    /// `--agent-fingerprint`.
+    pub agent_fingerprint: Option<String>,
+}
+
+/// `stasis agent` options about the API's exposure and access.
+#[derive(Args, Debug)]
+pub struct ApiArgs {
+    /// Members of this group may use the unix socket (it then lives in a 0750 root:GROUP
+    /// directory); otherwise root only.
+    #[arg(long, value_name = "GROUP")]
+    pub admin_group: Option<String>,
+    /// Concurrent event streams; more are refused (429).
+    #[arg(long, default_value_t = stasis_agent::auth::DEFAULT_MAX_STREAMS, value_name = "N")]
+    pub max_streams: usize,
+    /// Serve TLS on --listen even on loopback (with the generated certificate unless
+    /// --tls-cert/--tls-key).
+    #[arg(long)]
+    pub tls: bool,
+    /// TLS certificate chain (PEM) for --listen, instead of the generated one.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// TLS private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
+    /// A host name the Host header may carry besides the listener's address (e.g. the name
+    /// of a reverse proxy). Repeatable.
+    #[arg(long = "allow-host", value_name = "NAME")]
+    pub allow_hosts: Vec<String>,
 }
 
 fn fail(code: u8, e: impl std::fmt::Display) -> Failed {
@@ -145,7 +181,7 @@ fn fail(code: u8, e: impl std::fmt::Display) -> Failed {
 
 fn client_err(e: ClientError) -> Failed {
     let code = match &e {
-        ClientError::BadEndpoint(_) => 2,
+        ClientError::BadEndpoint(_) | ClientError::NoPin(_) => 2,
         ClientError::Unreachable { .. } => 8,
         ClientError::Api { status: 400, .. } => 2,
         ClientError::Api { status: 404, .. } => 7,
@@ -167,9 +203,88 @@ impl Conn {
             None => Endpoint::Unix(stasis_agent::daemon::AgentPaths::new(root).socket()),
         };
         let wait = dur("agent-wait", &self.wait)?;
-        let c = Client::new(endpoint);
+        let paths = stasis_agent::daemon::AgentPaths::new(root);
+        let mut c = Client::new(endpoint.clone());
+        if matches!(endpoint, Endpoint::Tcp(_) | Endpoint::Https(_)) {
+            if let Some(t) = self.token(&paths)? {
+                c = c.with_token(t);
+            }
+        }
+        if matches!(endpoint, Endpoint::Https(_)) {
+            let pin = match (&self.agent_fingerprint, &self.agent_cert) {
+                (Some(f), _) => Some(
+                    stasis_agent::tls::parse_fingerprint(f)
+                        .map_err(|e| fail(2, format!("--agent-fingerprint: {e}")))?,
+                ),
+                (None, Some(p)) => Some(
+                    stasis_agent::tls::cert_file_fingerprint(p)
+                        .map_err(|e| (2, anyhow::Error::new(e).context("--agent-cert")))?,
+                ),
+                (None, None) => {
+                    let own = paths.tls_dir().join("cert.pem");
+                    if rustix::process::geteuid().is_root() && own.exists() {
+                        Some(
+                            stasis_agent::tls::cert_file_fingerprint(&own)
+                                .map_err(|e| (1, anyhow::Error::new(e)))?,
+                        )
+                    } else {
+                        None
+                    }
+                }
+            };
+            if let Some(p) = pin {
+                c = c.with_pin(p).map_err(client_err)?;
+            }
+        }
         c.wait_ready(wait).map_err(client_err)?;
         Ok(c)
+    }
+}
+
+impl Conn {
+    /// The token for a TCP agent: `--token-file`, `$STASIS_TOKEN`, or (root) ROOT/agent/token.
+    fn token(&self, paths: &stasis_agent::daemon::AgentPaths) -> Result<Option<String>, Failed> {
+        if let Some(f) = &self.token_file {
+            let t = std::fs::read_to_string(f)
+                .map_err(|e| fail(2, format!("--token-file {}: {e}", f.display())))?;
+            return Ok(Some(t.trim().to_string()));
+        }
+        if let Ok(t) = std::env::var("STASIS_TOKEN") {
+            if !t.trim().is_empty() {
+                return Ok(Some(t.trim().to_string()));
+            }
+        }
+        if rustix::process::geteuid().is_root() {
+            return match stasis_agent::auth::read_token(paths) {
+                Ok(t) => Ok(Some(t)),
+                Err(stasis_agent::auth::TokenError::Missing { .. }) => Ok(None),
+                Err(e) => Err((1, anyhow::Error::new(e))),
+            };
+        }
+        Ok(None)
+    }
+}
+
+/// `stasis token [--rotate]`.
+pub fn token(root: &Path, rotate: bool) -> Result<(), Failed> {
+    let paths = stasis_agent::daemon::AgentPaths::new(root);
+    let r = if rotate {
+        stasis_agent::auth::rotate_token(&paths)
+    } else {
+        stasis_agent::auth::read_token(&paths)
+    };
+    match r {
+        Ok(t) => {
+            println!("{t}");
+            Ok(())
+        }
+        Err(e) => {
+            let code = match e {
+                stasis_agent::auth::TokenError::NotRoot { .. } => 2,
+                _ => 1,
+            };
+            Err((code, anyhow::Error::new(e)))
+        }
     }
 }
 
@@ -196,7 +311,7 @@ fn opt_str(v: &Value) -> String {
 }
 
 /// `stasis agent`.
-pub fn agent(root: &Path, listen: &str, tick: &str) -> Result<(), Failed> {
+pub fn agent(root: &Path, listen: &str, tick: &str, api: ApiArgs) -> Result<(), Failed> {
     let listen = match listen {
         "off" | "none" | "" => None,
         a => Some(a.parse().map_err(|e| {
@@ -213,6 +328,14 @@ pub fn agent(root: &Path, listen: &str, tick: &str) -> Result<(), Failed> {
         listen,
         exe,
         tick,
+        api: stasis_agent::auth::ApiOptions {
+            admin_group: api.admin_group,
+            max_streams: api.max_streams.max(1),
+            tls: api.tls,
+            tls_cert: api.tls_cert,
+            tls_key: api.tls_key,
+            allow_hosts: api.allow_hosts,
+        },
     })
     .map_err(|e| {
         let code = match e {

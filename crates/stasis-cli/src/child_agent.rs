@@ -4,7 +4,7 @@
 //! [`ChildAgent::start`] runs `EXE --root ROOT agent --listen off EXTRA…` in its own process
 //! group (so a Ctrl-C reaches this process only, which then cleans up in order), with its
 //! stdout and stderr appended to a log file, and waits up to 10 s until it answers on
-//! `ROOT/agent.sock`. If the agent that answers there is not the child (another agent already
+//! `ROOT/api/agent.sock`. If the agent that answers there is not the child (another agent already
 //! owns the root), the child is killed and the start refused, leaving that agent and its
 //! workloads alone.
 //!
@@ -102,7 +102,7 @@ impl ChildAgent {
         }
     }
 
-    /// The client of the agent (on `ROOT/agent.sock`).
+    /// The client of the agent (on `ROOT/api/agent.sock`).
     pub(crate) fn client(&self) -> &Client {
         &self.client
     }

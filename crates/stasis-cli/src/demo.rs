@@ -2,7 +2,7 @@
 //!
 //! The demo starts `stasis agent --root ROOT --listen off` as a child (ROOT is `--dir`, or a
 //! fresh `/tmp/stasis-demo-PID`; the agent's stdout and stderr go to `ROOT/agent-stdout.log`)
-//! and drives it only through its API on `ROOT/agent.sock`, with the library client:
+//! and drives it only through its API on `ROOT/api/agent.sock`, with the library client:
 //!
 //! 1. starts the agent and waits until it answers;
 //! 2. adds workload `demo` (`POST /v1/workloads`): this binary in its hidden `demo-worker`

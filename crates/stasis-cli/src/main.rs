@@ -42,10 +42,22 @@ struct Cli {
     /// Root directory of partition state (records, logs, accounting).
     #[arg(long, global = true, default_value = stasis_partition::state::DEFAULT_ROOT, env = "STASIS_ROOT")]
     root: PathBuf,
-    /// The agent to talk to: unix:/path/agent.sock or http://HOST:PORT (default: the unix
-    /// socket under --root).
+    /// The agent to talk to: unix:/path/agent.sock, http://HOST:PORT or https://HOST:PORT
+    /// (default: the unix socket under --root).
     #[arg(long, global = true, env = "STASIS_AGENT")]
     agent: Option<String>,
+    /// Over http(s): a file holding the agent's token (default: $STASIS_TOKEN, else, as root,
+    /// ROOT/agent/token).
+    #[arg(long, global = true, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    /// Over https: the agent's certificate (PEM) to pin (default, as root:
+    /// ROOT/agent/tls/cert.pem).
+    #[arg(long, global = true, value_name = "FILE")]
+    agent_cert: Option<PathBuf>,
+    /// Over https: the SHA-256 fingerprint of the agent's certificate to pin (the agent logs
+    /// it at start).
+    #[arg(long, global = true, value_name = "SHA256")]
+    agent_fingerprint: Option<String>,
     /// How long agent verbs wait for an agent that is still starting.
     #[arg(long, global = true, default_value = "10s", value_name = "DURATION")]
     agent_wait: String,
@@ -149,12 +161,23 @@ enum Cmd {
     /// restarts, FFDC, hibernation), serves the API and dashboard. Stopping it leaves every
     /// workload running; the next agent adopts them.
     Agent {
-        /// TCP address of the API and dashboard (`off`: unix socket ROOT/agent.sock only).
+        /// TCP address of the API and dashboard (`off`: the unix socket ROOT/api/agent.sock
+        /// only). Every TCP request needs the token (`stasis token`); an address beyond
+        /// loopback needs TLS.
         #[arg(long, default_value = "127.0.0.1:7670")]
         listen: String,
         /// Supervision period (failure detection, due checkpoints).
         #[arg(long, default_value = "200ms", value_name = "DURATION")]
         tick: String,
+        #[command(flatten)]
+        api: agent::ApiArgs,
+    },
+    /// Print the agent's API token (root only); --rotate replaces it (the running agent uses
+    /// the new one at once; the old one and its dashboard sessions stop working).
+    Token {
+        /// Replace the token with a new random one, and print it.
+        #[arg(long)]
+        rotate: bool,
     },
     /// Supervised workloads (through the agent).
     Workload {
@@ -406,9 +429,13 @@ fn main() -> ExitCode {
     let conn = agent::Conn {
         agent: cli.agent.clone(),
         wait: cli.agent_wait.clone(),
+        token_file: cli.token_file.clone(),
+        agent_cert: cli.agent_cert.clone(),
+        agent_fingerprint: cli.agent_fingerprint.clone(),
     };
     let r = match cli.cmd {
-        Cmd::Agent { listen, tick } => agent::agent(&cli.root, &listen, &tick),
+        Cmd::Agent { listen, tick, api } => agent::agent(&cli.root, &listen, &tick, api),
+        Cmd::Token { rotate } => agent::token(&cli.root, rotate),
         Cmd::Workload { cmd } => agent::workload(&cli.root, &conn, cmd),
         Cmd::Hibernate { name, json } => {
             agent::hibernate_or_resume(&cli.root, &conn, &name, false, json)
@@ -477,6 +504,7 @@ fn run(root: &stasis_partition::state::Root, cmd: Cmd) -> Result<(), Failed> {
         Cmd::Stats { name, json } => partition::stats(root, name.as_deref(), json),
         Cmd::Monitor { .. }
         | Cmd::Agent { .. }
+        | Cmd::Token { .. }
         | Cmd::Workload { .. }
         | Cmd::Hibernate { .. }
         | Cmd::Resume { .. }

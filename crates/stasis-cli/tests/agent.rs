@@ -63,7 +63,9 @@ impl Agent {
     }
 
     fn client(&self) -> Client {
-        Client::new(Endpoint::Unix(self.root.join("agent.sock")))
+        Client::new(Endpoint::Unix(
+            stasis_agent::daemon::AgentPaths::new(&self.root).socket(),
+        ))
     }
 
     fn log(&self) -> String {
@@ -665,7 +667,9 @@ fn agent_restart_keeps_workloads_and_event_followers_miss_nothing() {
 }
 
 fn agent_images(root: &Path, name: &str) -> Vec<String> {
-    let c = Client::new(Endpoint::Unix(root.join("agent.sock")));
+    let c = Client::new(Endpoint::Unix(
+        stasis_agent::daemon::AgentPaths::new(root).socket(),
+    ));
     c.get(&format!("/v1/workloads/{name}/images"))
         .map(|v| {
             v["images"]
@@ -745,7 +749,9 @@ fn the_api_answers_bad_requests_with_4xx_and_serves_its_document() {
     let listen = format!("127.0.0.1:{port}");
     let _agent = Agent::start(&root, &["--listen", &listen]);
     let url = format!("http://{listen}");
-    let c = Client::new(url.parse().unwrap());
+    let token =
+        stasis_agent::auth::read_token(&stasis_agent::daemon::AgentPaths::new(&root)).unwrap();
+    let c = Client::new(url.parse().unwrap()).with_token(token);
     let code = |r: Result<Value, ClientError>| match r {
         Err(ClientError::Api { status, message }) => {
             assert!(!message.is_empty());

@@ -2,7 +2,8 @@
 //! Chromium (driven through chromedriver with the W3C WebDriver protocol) loads it, and the
 //! DOM must show what the API says: a workload restarted from its image after a SIGKILL, its
 //! images and resource charts, the FFDC bundle of the failure, the event backlog, and a new
-//! event arriving live over the event stream.
+//! event arriving live over the event stream. The page asks for the agent's token first: the
+//! test types it into the login form, as an operator would.
 //!
 //! Needs the Debian packages `chromium` and `chromium-driver`; without them the test fails
 //! (it is never skipped).
@@ -41,21 +42,29 @@ fn tail(s: &str, max: usize) -> &str {
 // ---------------------------------------------------------------------------
 // plain HTTP (ureq) for the agent's API and the WebDriver protocol
 
-struct Http(ureq::Agent);
+struct Http(ureq::Agent, Option<String>);
 
 impl Http {
+    /// A client that sends `Authorization: Bearer TOKEN` to the agent.
+    fn with_token(token: &str) -> Http {
+        Http(Http::new().0, Some(token.to_string()))
+    }
+
     fn new() -> Http {
         let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .proxy(None)
             .timeout_global(Some(Duration::from_secs(90)))
             .build();
-        Http(ureq::Agent::new_with_config(config))
+        Http(ureq::Agent::new_with_config(config), None)
     }
 
     /// Send a request; (status, body as JSON — Null when the body is empty or not JSON).
     fn call(&self, method: &str, url: &str, body: Option<&Value>) -> Result<(u16, Value), String> {
+        let auth = self.1.as_ref().map(|t| format!("Bearer {t}"));
+        let auth = auth.as_deref().unwrap_or("");
         let resp = match (method, body) {
+            ("GET", _) if !auth.is_empty() => self.0.get(url).header("Authorization", auth).call(),
             ("GET", _) => self.0.get(url).call(),
             ("DELETE", _) => self.0.delete(url).call(),
             ("POST", b) => self
@@ -112,11 +121,15 @@ impl AgentProc {
             base: format!("http://127.0.0.1:{port}"),
             workloads,
         };
-        let http = Http::new();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if http.get_ok(&agent.url("/v1/health")).is_some() {
-                return agent;
+            if let Ok(t) = std::fs::read_to_string(root.join("agent/token")) {
+                if Http::with_token(t.trim())
+                    .get_ok(&agent.url("/v1/health"))
+                    .is_some()
+                {
+                    return agent;
+                }
             }
             assert!(
                 pid_alive(agent.pid()),
@@ -135,6 +148,14 @@ impl AgentProc {
 
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
+    }
+
+    /// The agent's API token.
+    fn token(&self) -> String {
+        std::fs::read_to_string(self.root.join("agent/token"))
+            .expect("the agent's token")
+            .trim()
+            .to_string()
     }
 
     fn pid(&self) -> i32 {
@@ -293,6 +314,35 @@ impl Browser {
         v["value"].clone()
     }
 
+    /// Type `text` into the element matching `css`.
+    fn type_into(&self, css: &str, text: &str) {
+        let el = self.find(css);
+        self.cmd(
+            "POST",
+            &format!("/element/{el}/value"),
+            Some(&json!({ "text": text })),
+        );
+    }
+
+    /// Click the element matching `css`.
+    fn click(&self, css: &str) {
+        let el = self.find(css);
+        self.cmd("POST", &format!("/element/{el}/click"), Some(&json!({})));
+    }
+
+    fn find(&self, css: &str) -> String {
+        let v = self.cmd(
+            "POST",
+            "/element",
+            Some(&json!({ "using": "css selector", "value": css })),
+        );
+        v.as_object()
+            .and_then(|o| o.values().next())
+            .and_then(Value::as_str)
+            .unwrap_or_else(|| panic!("no element {css}: {v}"))
+            .to_string()
+    }
+
     fn goto(&self, url: &str) {
         self.cmd("POST", "/url", Some(&json!({ "url": url })));
     }
@@ -446,7 +496,7 @@ fn dashboard_shows_restart_images_ffdc_and_live_events() {
         .expect("temp dir");
     let root = tmp.path().join("root");
     let agent = AgentProc::start(&root, vec![WL]);
-    let http = Http::new();
+    let http = Http::with_token(&agent.token());
 
     // A supervised workload with consistency images every second.
     let out = stasis_at(
@@ -504,6 +554,40 @@ fn dashboard_shows_restart_images_ffdc_and_live_events() {
     let driver = Driver::start();
     let b = Browser::start(&driver);
     b.goto(&agent.url("/"));
+    // Without a session the page asks for the token; a wrong one is refused.
+    let login_shown =
+        "!document.querySelector('#login').hidden && document.querySelector('main').hidden";
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while b.js(&format!("return {login_shown};"), &[]) != json!(true) {
+        assert!(
+            Instant::now() < deadline,
+            "the login form did not show\n{}",
+            agent.stderr()
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    b.type_into("#login-token", "0123");
+    b.click("#login-submit");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !b
+        .js(
+            "return document.querySelector('#login-error').textContent;",
+            &[],
+        )
+        .as_str()
+        .unwrap_or("")
+        .contains("wrong token")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "a wrong token was not refused\n{}",
+            agent.stderr()
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    b.js("document.querySelector('#login-token').value = '';", &[]);
+    b.type_into("#login-token", &agent.token());
+    b.click("#login-submit");
     let snap = wait_page(
         &b,
         &agent,

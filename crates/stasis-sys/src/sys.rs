@@ -957,3 +957,40 @@ pub fn default_sigpipe() {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
+
+/// The gid of the group named `name` in the system's group database (NSS: `/etc/group`,
+/// LDAP…); `Ok(None)` if there is no such group.
+pub fn group_gid(name: &str) -> io::Result<Option<u32>> {
+    let cname = CString::new(name)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "group name contains NUL"))?;
+    let mut buf: Vec<libc::c_char> = vec![0; 16 * 1024];
+    loop {
+        // SAFETY: an all-zero `group` is a valid value (null pointers, gid 0); getgrnam_r only
+        // writes into it and into `buf`, whose length we pass; `result` points into either.
+        let mut grp: libc::group = unsafe { std::mem::zeroed() };
+        let mut result: *mut libc::group = std::ptr::null_mut();
+        // SAFETY: every pointer is valid for the call: `cname` is NUL-terminated, `grp` and
+        // `result` are ours, `buf` is writable for `buf.len()` bytes.
+        let r = unsafe {
+            libc::getgrnam_r(
+                cname.as_ptr(),
+                &mut grp,
+                buf.as_mut_ptr(),
+                buf.len(),
+                &mut result,
+            )
+        };
+        if r == libc::ERANGE && buf.len() < 1 << 22 {
+            buf.resize(buf.len() * 4, 0);
+            continue;
+        }
+        if r != 0 {
+            return Err(io::Error::from_raw_os_error(r));
+        }
+        return Ok(if result.is_null() {
+            None
+        } else {
+            Some(grp.gr_gid)
+        });
+    }
+}
