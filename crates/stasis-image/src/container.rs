@@ -435,7 +435,14 @@ impl ImageWriter {
     /// followed. A symlink as `dir` itself is refused.
     pub fn create(dir: &Path, opts: WriteOptions) -> Result<Self, CreateError> {
         let mut created_dir = false;
-        let root = match Dir::open(dir) {
+        // A `/proc/self/fd/N` handle names a directory the caller opened already.
+        let opened = if dir.starts_with("/proc/self/fd") || dir.starts_with("/proc/thread-self/fd")
+        {
+            Dir::open_following(dir)
+        } else {
+            Dir::open(dir)
+        };
+        let root = match opened {
             Ok(d) => d,
             Err(e) if is_not_found(&e) => {
                 created_dir = true;
