@@ -245,11 +245,20 @@ pub fn run(opts: AgentOptions) -> Result<(), AgentError> {
             })?,
         );
     let events = EventLog::new(store.clone(), EVENTS);
-    let repo: Arc<dyn Repository> =
-        Arc::new(LocalRepo::new(paths.images()).map_err(AgentError::Repo)?);
-    if let Err(e) = repo.recover() {
+    let local = Arc::new(LocalRepo::new(paths.images()).map_err(AgentError::Repo)?);
+    if let Err(e) = local.recover() {
         tracing::warn!(error = %e, "repository recovery");
     }
+    // Images written before images were signed are signed once, so a failover after the
+    // upgrade still restores from them (restore refuses unsigned images).
+    match stasis_image::Keyring::load_or_create(&opts.root) {
+        Ok(k) => match local.sign_unsigned(&k) {
+            Ok(n) => tracing::info!(signed = n, "signed the repository's unsigned images"),
+            Err(e) => tracing::warn!(error = %e, "signing the repository's unsigned images"),
+        },
+        Err(e) => tracing::warn!(error = %e, "the root's image signing key"),
+    }
+    let repo: Arc<dyn Repository> = local;
     let root = Root::new(&opts.root);
     let mut sup = Supervisor::new(root.clone(), repo.clone(), opts.exe.clone())
         .with_ffdc_dir(paths.ffdc())

@@ -44,6 +44,8 @@ use std::str::FromStr;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use stasis_image::safefs::{Dir, PRIVATE_DIR};
+use stasis_image::trust::{self, Keyring, SignatureStatus};
 use stasis_image::{ImageReader, OpenError};
 
 /// Name of a workload's image directory.
@@ -326,12 +328,70 @@ impl LocalRepo {
     /// Opens (creating it if missing) the repository at `root`.
     pub fn new(root: impl Into<PathBuf>) -> Result<Self, RepoError> {
         let root = root.into();
-        fs::create_dir_all(&root).map_err(io_err("create directory", &root))?;
+        Dir::create_all(&root, PRIVATE_DIR).map_err(io_err("create directory", &root))?;
         Ok(LocalRepo {
             root,
             pending_ttl: DEFAULT_PENDING_TTL,
             state: Mutex::new(State::default()),
         })
+    }
+
+    /// Signs, with the keyring's host key, the committed images of every workload that carry
+    /// no signature (written before images were signed), so the first failover after an
+    /// upgrade restores from them. Only complete images are signed: they open, every record
+    /// and chunk verifies, and only root can write them; others are left as they are, and an
+    /// image signed by an unknown key or whose signature does not match is never re-signed.
+    /// Idempotent. Returns the number of images signed.
+    pub fn sign_unsigned(&self, keyring: &Keyring) -> Result<usize, RepoError> {
+        let _state = self.lock();
+        let mut signed = 0;
+        let rd = match fs::read_dir(&self.root) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(io_err("read directory", &self.root)(e)),
+        };
+        for w in rd {
+            let w = w.map_err(io_err("read directory", &self.root))?;
+            let Some(name) = w.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            if validate_workload(&name).is_err() || name.starts_with('.') {
+                continue;
+            }
+            let images = self.root.join(&name).join(IMAGES_DIR);
+            for (kind, dir) in Self::entries(&images)? {
+                if !matches!(kind, Entry::Committed(_)) {
+                    continue;
+                }
+                let why = match Self::sign_one(&dir, keyring) {
+                    Ok(true) => {
+                        signed += 1;
+                        tracing::info!(dir = %dir.display(), "signed an image written before images were signed");
+                        continue;
+                    }
+                    Ok(false) => continue,
+                    Err(why) => why,
+                };
+                tracing::warn!(dir = %dir.display(), reason = %why, "image left unsigned: restore will refuse it");
+            }
+        }
+        Ok(signed)
+    }
+
+    /// Ok(true): signed now; Ok(false): already signed by a key of ours; Err: why not.
+    fn sign_one(dir: &Path, keyring: &Keyring) -> Result<bool, String> {
+        let reader = ImageReader::open(dir).map_err(|e| format!("does not open: {e}"))?;
+        match trust::status(&reader, keyring) {
+            SignatureStatus::Host { .. } | SignatureStatus::Trusted { .. } => return Ok(false),
+            SignatureStatus::Unsigned => {}
+            other => return Err(other.to_string()),
+        }
+        reader
+            .verify_all()
+            .map_err(|e| format!("does not verify: {e}"))?;
+        trust::check_ownership(&reader).map_err(|e| e.to_string())?;
+        trust::sign(&reader, keyring).map_err(|e| format!("cannot sign: {e}"))?;
+        Ok(true)
     }
 
     /// Sets the age after which [`Repository::retain`] removes a pending directory that
@@ -475,7 +535,8 @@ impl Repository for LocalRepo {
         let wdir = self.root.join(workload);
         let fresh_workload = !wdir.exists();
         let fresh_images = !images.exists();
-        fs::create_dir_all(&images).map_err(io_err("create directory", &images))?;
+        let images_fd =
+            Dir::create_all(&images, PRIVATE_DIR).map_err(io_err("create directory", &images))?;
         if fresh_workload {
             sync_dir(&self.root)?;
         }
@@ -498,8 +559,11 @@ impl Repository for LocalRepo {
                 seq: 0,
             },
         };
-        let dir = images.join(format!("{PENDING_PREFIX}{id}"));
-        fs::create_dir(&dir).map_err(io_err("create directory", &dir))?;
+        let name = format!("{PENDING_PREFIX}{id}");
+        let dir = images.join(&name);
+        images_fd
+            .create_dir(&name, PRIVATE_DIR)
+            .map_err(io_err("create directory", &dir))?;
         state.last = Some(id);
         state.active.insert(dir.clone());
         drop(state);

@@ -725,7 +725,10 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
             .map(|n| n.get())
             .unwrap_or(2)
     });
+    // The benchmark signs with a key of its own, kept in memory only.
+    let keyring = stasis_engine::Keyring::ephemeral()?;
     let cs = stasis_engine::checkpoint(&stasis_engine::CheckpointOptions {
+        signer: Some(keyring.clone()),
         before_commit: None,
         buffer_limit: None,
         freezer: None,
@@ -752,6 +755,7 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
         inherit: Default::default(),
         workers,
         pid_wait: Duration::from_secs(10),
+        trust: stasis_engine::Trust::Verify(keyring),
     })?;
     let _ = stasis_sys::sys::kill(rs.root_pid, libc::SIGKILL);
     std::thread::sleep(Duration::from_millis(20));

@@ -159,9 +159,10 @@ fn file_desc(img: &rec::Checkpoint, f: &rec::FileObject) -> String {
     }
 }
 
-pub fn run(dir: &Path, json_out: bool, verify: bool) -> Result<(), super::Failed> {
+pub fn run(root: &Path, dir: &Path, json_out: bool, verify: bool) -> Result<(), super::Failed> {
     let (reader, img) =
         stasis_engine::restore::load(dir).map_err(|e| (4, anyhow::Error::new(e)))?;
+    let signature = crate::image::signature_status(root, &reader);
     let verified = if verify {
         Some(reader.verify_all().map_err(|e| {
             (
@@ -239,6 +240,7 @@ pub fn run(dir: &Path, json_out: bool, verify: bool) -> Result<(), super::Failed
         "chunks": m.chunks.len(),
         "chunk_bytes": m.chunks.iter().map(|c| c.raw_len).sum::<u64>(),
         "verified": verified.map(|v| v.chunks),
+        "signature": signature,
     });
     if json_out {
         println!(
@@ -254,6 +256,7 @@ pub fn run(dir: &Path, json_out: bool, verify: bool) -> Result<(), super::Failed
         img.kernel_release,
         m.tool_version
     );
+    println!("signature: {signature}");
     println!(
         "root pid {}; {} chunk(s), {:.1} MiB of page data",
         img.root_pid,

@@ -11,6 +11,7 @@ mod agent;
 mod bench;
 mod child_agent;
 mod demo;
+mod image;
 mod inspect;
 mod partition;
 
@@ -122,6 +123,18 @@ enum Cmd {
         /// Print the result as JSON (`{"pid": N}`, plus `"name"` for a partition).
         #[arg(long)]
         json: bool,
+        /// Restore an image that is not signed by this root's host key or a trusted key.
+        /// DANGEROUS: an image is code: it sets credentials, memory and registers; anyone who
+        /// could write DIR gets a process with the saved credentials (root, capabilities).
+        /// Files owned by another user or writable by group/others are refused even so.
+        /// Prefer `stasis image trust DIR` once you know where the image comes from.
+        #[arg(long)]
+        insecure_unsigned: bool,
+    },
+    /// Image trust: sign an image from elsewhere with this root's key, or check one.
+    Image {
+        #[command(subcommand)]
+        cmd: image::ImageCmd,
     },
     /// Start CMD as the first process of a new partition (own pid, ipc, uts and mount
     /// namespaces, own devpts, a cgroup with optional limits); prints its host pid.
@@ -227,6 +240,8 @@ enum Cmd {
         restore_dir: Option<PathBuf>,
         #[arg(long, default_value_t = 2)]
         workers: usize,
+        #[arg(long)]
+        insecure_unsigned: bool,
     },
     /// Show what an image holds: tasks, mappings, files, sizes.
     Inspect {
@@ -421,9 +436,16 @@ fn main() -> ExitCode {
         name,
         restore_dir,
         workers,
+        insecure_unsigned,
     } = &cli.cmd
     {
-        let code = partition::monitor(&root, name, restore_dir.clone(), *workers);
+        let code = partition::monitor(
+            &root,
+            name,
+            restore_dir.clone(),
+            *workers,
+            *insecure_unsigned,
+        );
         return ExitCode::from(code.clamp(0, 255) as u8);
     }
     let conn = agent::Conn {
@@ -545,7 +567,14 @@ fn run(root: &stasis_partition::state::Root, cmd: Cmd) -> Result<(), Failed> {
             json,
         } => {
             let pid = pid.ok_or_else(|| (2, anyhow::anyhow!("give --pid or --name")))?;
+            let signer = stasis_engine::Keyring::load_or_create(&root.path).map_err(|e| {
+                (
+                    1,
+                    anyhow::Error::new(e).context("the root's image signing key"),
+                )
+            })?;
             let opts = stasis_engine::CheckpointOptions {
+                signer: Some(signer),
                 before_commit: None,
                 buffer_limit: copy_limit_bytes(copy_limit.as_deref())?,
                 freezer: None,
@@ -583,6 +612,7 @@ fn run(root: &stasis_partition::state::Root, cmd: Cmd) -> Result<(), Failed> {
             workers: w,
             pid_wait: _,
             json,
+            insecure_unsigned,
         } if partition::is_partition_image(&dir) => {
             if !inherit_fd.is_empty() {
                 return Err((
@@ -590,7 +620,14 @@ fn run(root: &stasis_partition::state::Root, cmd: Cmd) -> Result<(), Failed> {
                     anyhow::anyhow!("--inherit-fd does not apply to a partition image: its output goes to its log"),
                 ));
             }
-            partition::restore(root, &dir, name.as_deref(), workers(w), json)
+            partition::restore(
+                root,
+                &dir,
+                name.as_deref(),
+                workers(w),
+                insecure_unsigned,
+                json,
+            )
         }
         Cmd::Restore {
             dir,
@@ -599,6 +636,7 @@ fn run(root: &stasis_partition::state::Root, cmd: Cmd) -> Result<(), Failed> {
             workers: w,
             pid_wait,
             json,
+            insecure_unsigned,
         } => {
             if name.is_some() {
                 return Err((
@@ -610,7 +648,9 @@ fn run(root: &stasis_partition::state::Root, cmd: Cmd) -> Result<(), Failed> {
                 ));
             }
             let inherit = parse_inherit(&inherit_fd).map_err(|e| (2, e))?;
+            let trust = image::trust_for_restore(&root.path, insecure_unsigned)?;
             let opts = stasis_engine::RestoreOptions {
+                trust,
                 new_pid_ns: false,
                 root_mnt_ns: None,
                 on_root: None,
@@ -637,7 +677,8 @@ fn run(root: &stasis_partition::state::Root, cmd: Cmd) -> Result<(), Failed> {
             tracing::info!(?stats, "restored");
             Ok(())
         }
-        Cmd::Inspect { dir, json, verify } => inspect::run(&dir, json, verify),
+        Cmd::Inspect { dir, json, verify } => inspect::run(&root.path, &dir, json, verify),
+        Cmd::Image { cmd } => image::run(&root.path, cmd),
         Cmd::Recover => {
             eprintln!(
                 "recovered {} process(es)",
@@ -650,4 +691,16 @@ fn run(root: &stasis_partition::state::Root, cmd: Cmd) -> Result<(), Failed> {
         Cmd::DemoWorker => demo::worker(),
         Cmd::BenchWorker { size_mib, ready } => bench::worker(size_mib, ready),
     }
+}
+
+/// An error and its causes on one line.
+pub(crate) fn inspect_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
 }

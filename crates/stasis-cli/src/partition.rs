@@ -318,9 +318,13 @@ pub fn restore(
     dir: &std::path::Path,
     name: Option<&str>,
     workers: usize,
+    insecure_unsigned: bool,
     json: bool,
 ) -> Result<(), Failed> {
-    let pid = ops::restore(root, dir, name, workers).map_err(ops_err)?;
+    if insecure_unsigned {
+        eprintln!("{}", crate::image::INSECURE_WARNING);
+    }
+    let pid = ops::restore_with(root, dir, name, workers, insecure_unsigned).map_err(ops_err)?;
     let name = match name {
         Some(n) => n.to_string(),
         None => stasis_image::ImageReader::open(dir)
@@ -343,7 +347,13 @@ fn print_started(name: &str, pid: i32, json: bool) {
 }
 
 /// The hidden `__monitor` verb.
-pub fn monitor(root: &Root, name: &str, restore_dir: Option<PathBuf>, workers: usize) -> i32 {
+pub fn monitor(
+    root: &Root,
+    name: &str,
+    restore_dir: Option<PathBuf>,
+    workers: usize,
+    insecure_unsigned: bool,
+) -> i32 {
     use std::os::fd::AsFd;
     // Our stdout is the report pipe: keep a copy for the report (closed once it is sent) and
     // point stdout at /dev/null, so nothing else holds the CLI's pipe open.
@@ -355,7 +365,11 @@ pub fn monitor(root: &Root, name: &str, restore_dir: Option<PathBuf>, workers: u
         let _ = stasis_sys::ns::dup2(null.as_fd(), 1);
     }
     let mode = match restore_dir {
-        Some(dir) => stasis_partition::monitor::Mode::Restore { dir, workers },
+        Some(dir) => stasis_partition::monitor::Mode::Restore {
+            dir,
+            workers,
+            insecure_unsigned,
+        },
         None => stasis_partition::monitor::Mode::Run,
     };
     stasis_partition::monitor::main(root.clone(), name, mode, report)

@@ -1159,3 +1159,47 @@ fn an_image_that_does_not_restore_is_a_failure_and_the_workload_boots() {
     );
     cli_ok(&root, &["workload", "rm", "cor1"]);
 }
+
+/// Upgrade path: an image written before images were signed (its `signature.img` removed) is
+/// signed by the agent at its next start, so a failure then restarts from it.
+#[test]
+fn the_agent_signs_unsigned_repository_images_at_start() {
+    let mut env = Env::new(vec!["sig1"]);
+    let root = env.root.clone();
+    cli_ok(
+        &root,
+        &[
+            "workload",
+            "add",
+            "sig1",
+            "--failover-window",
+            "30s",
+            "--",
+            "/bin/sh",
+            "-c",
+            "while :; do sleep 0.2; done",
+        ],
+    );
+    let out = cli_ok(&root, &["workload", "checkpoint", "sig1", "--json"]);
+    let image = serde_json::from_str::<Value>(&out).unwrap()["image"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let sig = root
+        .join("images/sig1/images")
+        .join(&image)
+        .join("signature.img");
+    assert!(sig.exists(), "the agent's images are signed");
+    env.agent.stop();
+    std::fs::remove_file(&sig).unwrap();
+    env.agent = Agent::start(&root, &[]);
+    assert!(sig.exists(), "signed at start\n{}", env.agent.log());
+    let pid0 = pid_of(&status(&root, "sig1"));
+    stasis_sys::sys::kill(pid0, libc::SIGKILL).unwrap();
+    let v = wait_status(&root, "sig1", "an image restart", |v| {
+        v["restarts"] == 1 && v["state"] == "running"
+    });
+    assert_eq!(v["last_restart"], "image", "{v:#}");
+    assert_eq!(v["last_image"], image.as_str());
+    cli_ok(&root, &["workload", "rm", "sig1"]);
+}

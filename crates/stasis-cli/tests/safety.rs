@@ -1083,8 +1083,9 @@ fn restore_refuses_pid_in_use() {
 // ---------------------------------------------------------------------------
 // 7. --force
 
-/// A non-empty --dir (stray file, or an earlier image) is refused without --force — exit 1,
-/// nothing touched, tree running — and overwritten with it.
+/// A --dir holding image files (a stray `*.img`, or an earlier image) is refused without
+/// --force — exit 1, nothing touched, tree running — and its image files are replaced with it;
+/// other tools' files (notes.txt) are left alone either way.
 #[test]
 fn checkpoint_nonempty_dir_needs_force() {
     let _g = serial();
@@ -1094,6 +1095,7 @@ fn checkpoint_nonempty_dir_needs_force() {
     let dir = img.path().join("img");
     fs::create_dir_all(&dir).unwrap();
     fs::write(dir.join("notes.txt"), b"not an image\n").unwrap();
+    fs::write(dir.join("stray.img"), b"not an image either\n").unwrap();
     let journal = journal_dir();
     let ckpt = |extra: &[&str]| {
         let mut args = vec!["--leave-running"];
@@ -1117,7 +1119,7 @@ fn checkpoint_nonempty_dir_needs_force() {
         assert!(out.status.success(), "inspect --verify\n{}", show(&out));
     };
 
-    for round in ["a stray file", "an earlier image"] {
+    for round in ["a stray image file", "an earlier image"] {
         let before_dir = snapshot_tree(&dir);
         let before = tree_state(w.pid);
         let out = ckpt(&[]);
@@ -1149,9 +1151,14 @@ fn checkpoint_nonempty_dir_needs_force() {
             "{round}: checkpoint --force into a non-empty dir failed\n{}",
             show(&out)
         );
+        assert_eq!(
+            fs::read(dir.join("notes.txt")).unwrap(),
+            b"not an image\n",
+            "{round}: --force must leave other tools' files alone"
+        );
         assert!(
-            !dir.join("notes.txt").exists(),
-            "{round}: --force should have cleared the dir"
+            !dir.join("stray.img").exists(),
+            "{round}: --force should have removed the old image files"
         );
         assert!(
             dir.join("manifest.img").exists(),

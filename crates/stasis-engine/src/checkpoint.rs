@@ -55,6 +55,9 @@ pub struct CheckpointOptions {
     /// them after it runs again, if they take at most this many bytes (None: half of the
     /// memory available now; Some(0): never — pages are written while frozen).
     pub buffer_limit: Option<u64>,
+    /// Sign the image with this keyring's host key (`signature.img`, written before the
+    /// manifest). None: an unsigned image, which restore refuses unless told otherwise.
+    pub signer: Option<stasis_image::Keyring>,
 }
 
 /// The most page bytes a leave-running checkpoint copies into memory (see
@@ -350,7 +353,7 @@ pub fn checkpoint(opts: &CheckpointOptions) -> Result<CheckpointStats, Checkpoin
         ("comm".to_string(), img.processes[0].threads[0].comm.clone()),
     ];
     let cs = writer
-        .commit(opts.pid, labels)
+        .commit_signed(opts.pid, labels, opts.signer.as_ref())
         .map_err(|e| CheckpointError::Image(Box::new(e)))?;
     stats.chunks = cs.chunks;
     stats.stored_bytes = cs.chunk_bytes_raw;

@@ -45,3 +45,4 @@ pub use checkpoint::{
 };
 pub use error::{CheckpointError, Failure, RestoreError};
 pub use restore::{restore, RestoreOptions, RestoreStats, RootHook, RootStage};
+pub use stasis_image::{Keyring, Trust};

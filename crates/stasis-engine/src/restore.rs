@@ -21,7 +21,7 @@ use crate::remote::{Remote, PARASITE_LEN};
 use crate::{failpoint, task};
 use prost::Message;
 use stasis_image::records as rec;
-use stasis_image::ImageReader;
+use stasis_image::{ImageReader, Trust, TrustError};
 use stasis_sys::ptrace::{self, Regs, Stop};
 use stasis_sys::{proc, sys};
 use std::collections::HashMap;
@@ -48,6 +48,9 @@ pub struct RestoreOptions {
     /// Called once the root exists, is seized and still blank: the caller finishes its
     /// namespaces (moves it into a cgroup, mounts the partition's /proc by injection…).
     pub on_root: Option<RootHook>,
+    /// Which images may be restored: signed by one of a keyring's keys, or (explicitly)
+    /// unsigned. The ownership/mode rule applies either way (see `stasis_image::trust`).
+    pub trust: Trust,
 }
 
 /// When the root hook is called.
@@ -150,10 +153,52 @@ fn bad(
     }
 }
 
-/// Open and decode an image (also used by `inspect`).
+/// What to do about an image that `check` refused.
+pub fn trust_refusal(dir: &std::path::Path, e: TrustError) -> RestoreError {
+    let d = dir.display();
+    let what = match &e {
+        TrustError::Owner { .. } | TrustError::Writable { .. } => format!(
+            "refused: its files could have been written by another user, and an image is code \
+             (it sets credentials, memory and registers); if you know where it comes from, run \
+             `chown -R root: {d} && chmod -R go-w {d}` then `stasis image trust {d}`"
+        ),
+        TrustError::NoSignature { .. }
+        | TrustError::UnknownKey { .. }
+        | TrustError::Mismatch { .. }
+        | TrustError::BadSignatureFile { .. } => format!(
+            "refused: not signed by this host's key or a trusted key; if you know where it \
+             comes from, run `stasis image trust {d}` (or restore with \
+             --insecure-unsigned)"
+        ),
+        _ => "cannot check who wrote it".to_string(),
+    };
+    bad(dir, what, Some(Box::new(e)))
+}
+
+/// Open an image, check it may be restored ([`stasis_image::trust::check`]: ownership and
+/// mode, then the signature) and decode it. Nothing is decoded from an image that fails.
+pub fn load_trusted(
+    dir: &std::path::Path,
+    trust: &Trust,
+) -> Result<(ImageReader, rec::Checkpoint), RestoreError> {
+    let reader =
+        ImageReader::open(dir).map_err(|e| bad(dir, "cannot open image", Some(Box::new(e))))?;
+    let signer = stasis_image::trust::check(&reader, trust).map_err(|e| trust_refusal(dir, e))?;
+    tracing::info!(dir = %dir.display(), %signer, "image trusted");
+    decode(dir, reader)
+}
+
+/// Open and decode an image without checking who wrote it (`inspect`; never for restore).
 pub fn load(dir: &std::path::Path) -> Result<(ImageReader, rec::Checkpoint), RestoreError> {
     let reader =
         ImageReader::open(dir).map_err(|e| bad(dir, "cannot open image", Some(Box::new(e))))?;
+    decode(dir, reader)
+}
+
+fn decode(
+    dir: &std::path::Path,
+    reader: ImageReader,
+) -> Result<(ImageReader, rec::Checkpoint), RestoreError> {
     let bytes = reader
         .read_file(stasis_image::OBJECTS_FILE)
         .map_err(|e| bad(dir, "cannot read objects", Some(Box::new(e))))?;
@@ -354,7 +399,7 @@ fn inject_clone(r: &mut Remote, flags: u64, exit_signal: u64, tid: i32) -> Resul
 pub fn restore(opts: &RestoreOptions) -> Result<RestoreStats, RestoreError> {
     let t0 = Instant::now();
     let _span = tracing::info_span!("restore", dir = %opts.dir.display()).entered();
-    let (reader, img) = load(&opts.dir)?;
+    let (reader, img) = load_trusted(&opts.dir, &opts.trust)?;
     let ours = memory::vdso_hash(sys::getpid())?;
     if !img.vdso_hash.is_empty() && img.vdso_hash != ours {
         return Err(bad(

@@ -12,7 +12,7 @@
 #![warn(missing_docs)]
 
 use std::cell::RefCell;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, IoSlice, Read, Write};
 use std::path::{Path, PathBuf};
 
@@ -86,17 +86,13 @@ fn with_scratch<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
     })
 }
 
-/// Writes a complete chunk file (header + stored bytes) to `path` with a
-/// single write call in the common case. Returns the stored length.
+/// Writes a complete chunk file (header + stored bytes) into `file` (new and
+/// empty) with a single write call in the common case. Returns the stored
+/// length.
 ///
 /// With `lz4`, falls back to raw storage if compression does not shrink the
 /// data.
-pub(crate) fn write_chunk_file(path: &Path, raw: &[u8], lz4: bool) -> io::Result<u64> {
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(path)?;
+pub(crate) fn write_chunk_file(mut file: File, raw: &[u8], lz4: bool) -> io::Result<u64> {
     let raw_len = raw.len() as u64;
     if lz4 && !raw.is_empty() {
         let written = with_scratch(|buf| -> io::Result<Option<u64>> {
@@ -142,21 +138,24 @@ pub(crate) fn write_two(file: &mut File, a: &[u8], b: &[u8]) -> io::Result<()> {
     }
 }
 
-/// Reads and verifies the chunk at `path` into `buf` (replacing its
-/// contents). Returns the stored length. Never panics; every length is
-/// bounded before allocating.
-pub(crate) fn read_chunk_file(
+/// Reads and verifies the chunk file `file` (opened; `path` names it in
+/// messages) into `buf` (replacing its contents): header, lengths, codec,
+/// decompression, and the blake3 of the raw bytes against `id`. Returns the
+/// stored length. Never panics; every length is bounded before allocating.
+pub fn read_chunk_file(
+    file: File,
     path: &Path,
     id: &ChunkId,
     expected_raw: u64,
     buf: &mut Vec<u8>,
 ) -> Result<u64, ReadError> {
-    read_chunk_file_with(path, id, expected_raw, buf, true)
+    read_chunk_file_with(file, path, id, expected_raw, buf, true)
 }
 
 /// Like [`read_chunk_file`]; `hash = false` skips only the blake3 comparison (every structural
 /// check still runs), for callers that verified the chunk moments ago.
 pub(crate) fn read_chunk_file_with(
+    mut file: File,
     path: &Path,
     id: &ChunkId,
     expected_raw: u64,
@@ -167,16 +166,6 @@ pub(crate) fn read_chunk_file_with(
     let io_err = |source: io::Error| ReadError::Io {
         path: path.to_owned(),
         source,
-    };
-    let mut file = match File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Err(ReadError::ChunkMissing {
-                id: hex(),
-                path: path.to_owned(),
-            })
-        }
-        Err(e) => return Err(io_err(e)),
     };
     let file_len = file.metadata().map_err(io_err)?.len();
     let truncated = |expected: u64, found: u64| ReadError::ChunkTruncated {
@@ -328,12 +317,14 @@ mod tests {
     fn empty_chunk_is_stored_raw() {
         let t = tempfile::tempdir().unwrap();
         let p = t.path().join("c");
-        assert_eq!(write_chunk_file(&p, b"", true).unwrap(), 0);
+        let f = File::create(&p).unwrap();
+        assert_eq!(write_chunk_file(f, b"", true).unwrap(), 0);
         let bytes = std::fs::read(&p).unwrap();
         assert_eq!(bytes.len(), CHUNK_HEADER_LEN);
         assert_eq!(bytes[8], CODEC_RAW);
         let mut buf = vec![1, 2, 3];
-        read_chunk_file(&p, &chunk_id_of(b""), 0, &mut buf).unwrap();
+        let f = File::open(&p).unwrap();
+        read_chunk_file(f, &p, &chunk_id_of(b""), 0, &mut buf).unwrap();
         assert!(buf.is_empty());
     }
 }

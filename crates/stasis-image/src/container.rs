@@ -8,11 +8,13 @@
 #![warn(missing_docs)]
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read};
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use prost::Message;
@@ -23,6 +25,8 @@ use crate::chunk::{
 };
 use crate::error::{CommitError, CreateError, FrameError, OpenError, ReadError, WriteError};
 use crate::manifest::{validate_file_name, ChunkEntry, FileEntry, Label, Manifest};
+use crate::safefs::{Dir, PRIVATE_DIR, PRIVATE_FILE};
+use crate::trust::{Keyring, SIGNATURE_FILE};
 
 /// Major format version written in every framed header. Readers refuse any
 /// other value.
@@ -53,6 +57,20 @@ pub const CHUNKS_DIR: &str = "chunks";
 const KNOWN_FLAGS: u32 = 0;
 /// Temporary name of the manifest while it is written.
 const MANIFEST_TMP: &str = "manifest.img.tmp";
+/// Temporary name of the signature while it is written.
+const SIGNATURE_TMP: &str = "signature.img.tmp";
+
+/// Whether a directory entry's name is one an image uses (`manifest.img`, `signature.img`,
+/// `*.img`, their `*.img.tmp` temporaries, hidden temporaries `.*.img.tmp*`, `chunks`): the
+/// entries [`ImageWriter::create`] refuses (or, with `force`, removes). Anything else in the
+/// directory (files of other tools) is left alone.
+pub fn is_image_entry(name: &OsStr) -> bool {
+    let b = name.as_bytes();
+    b == CHUNKS_DIR.as_bytes()
+        || b.ends_with(b".img")
+        || b.ends_with(b".img.tmp")
+        || (b.starts_with(b".") && b.windows(8).any(|w| w == b".img.tmp"))
+}
 /// Shards of the chunk dedupe table (limits lock contention).
 const SHARDS: usize = 64;
 /// Upper bound on the threads used for fsync / verification.
@@ -71,7 +89,8 @@ pub enum Compression {
 /// Options of [`ImageWriter::create`].
 #[derive(Clone, Copy, Debug, Default)]
 pub struct WriteOptions {
-    /// Clear an existing non-empty directory instead of refusing it.
+    /// Replace the image files of an existing directory (see [`is_image_entry`]) instead of
+    /// refusing it; other files are left untouched.
     pub force: bool,
     /// How chunks are stored.
     pub compression: Compression,
@@ -143,15 +162,23 @@ fn le_u64(b: &[u8]) -> u64 {
     u64::from_le_bytes(b.try_into().unwrap_or_default())
 }
 
-/// Reads and verifies a framed file. Returns the header's checksum and the
-/// payload. Checks, in order: magic, version, header completeness, kind,
-/// flags, length bound, file size, checksum.
-fn read_framed(path: &Path, expected_kind: u16) -> Result<([u8; 32], Vec<u8>), FrameError> {
+/// Reads and verifies the framed file `name` of `dir` (opened without
+/// following a symlink; anything but a regular file is refused). Returns the
+/// header and the payload. Checks, in order: magic, version, header
+/// completeness, kind, flags, length bound, file size, checksum. Never panics;
+/// allocates at most the payload length, bounded by [`MAX_RECORD_FILE`] and by
+/// the file's size.
+pub fn read_framed(
+    dir: &Dir,
+    name: &str,
+    expected_kind: u16,
+) -> Result<([u8; FRAME_HEADER_LEN], Vec<u8>), FrameError> {
+    let path = &dir.child_path(name);
     let io_err = |source: io::Error| FrameError::Io {
         path: path.to_owned(),
         source,
     };
-    let mut file = File::open(path).map_err(io_err)?;
+    let mut file = dir.open_file(name).map_err(io_err)?;
     let file_len = file.metadata().map_err(io_err)?.len();
     let mut h = [0u8; FRAME_HEADER_LEN];
     let got = read_up_to(&mut file, &mut h).map_err(io_err)?;
@@ -226,14 +253,12 @@ fn read_framed(path: &Path, expected_kind: u16) -> Result<([u8; 32], Vec<u8>), F
             found: FRAME_HEADER_LEN as u64 + payload.len() as u64,
         });
     }
-    let mut hash = [0u8; 32];
-    hash.copy_from_slice(&h[24..56]);
-    if *blake3::hash(&payload).as_bytes() != hash {
+    if blake3::hash(&payload).as_bytes()[..] != h[24..56] {
         return Err(FrameError::ChecksumMismatch {
             path: path.to_owned(),
         });
     }
-    Ok((hash, payload))
+    Ok((h, payload))
 }
 
 // ---------------------------------------------------------------------------
@@ -247,9 +272,17 @@ fn is_not_found(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::NotFound
 }
 
-/// fsync of a file or directory (opened read-only).
+/// fsync of a directory (the parent of an image directory, opened read-only).
 fn sync_path(path: &Path) -> io::Result<()> {
     File::open(path)?.sync_all()
+}
+
+/// `<2 hex>/<64 hex>`: a chunk's path relative to `chunks/`.
+fn chunk_rel(id: &ChunkId) -> PathBuf {
+    let hex = chunk_hex(id);
+    let mut p = PathBuf::from(&hex[..2]);
+    p.push(hex);
+    p
 }
 
 /// The directory holding `dir`'s entry, if any.
@@ -371,14 +404,21 @@ impl Drop for PendingGuard<'_> {
 /// Writes one image. `Send + Sync`: [`put_chunk`](Self::put_chunk) and
 /// [`put_file`](Self::put_file) may be called from several threads at once.
 ///
+/// Every file and directory is created relative to the opened image directory
+/// with `O_CREAT|O_EXCL|O_NOFOLLOW`, mode 0600 (files) or 0700 (directories)
+/// whatever the umask: a symlink planted under any name the writer uses makes
+/// the operation fail and leaves the link's target unchanged.
+///
 /// Dropping the writer without [`commit`](Self::commit) leaves an incomplete
 /// directory (no manifest) that readers refuse.
 pub struct ImageWriter {
     dir: PathBuf,
+    root: Dir,
+    chunks_dir: Dir,
     compression: Compression,
     shards: Vec<Shard>,
-    /// Which `chunks/<xx>` subdirectories exist.
-    subdirs: Vec<AtomicBool>,
+    /// The `chunks/<xx>` subdirectories created so far.
+    subdirs: Vec<OnceLock<Dir>>,
     /// Record files by name; `None` while being written.
     files: Mutex<BTreeMap<String, Option<FileEntry>>>,
     /// Whether `create` made the directory (then commit fsyncs its parent).
@@ -386,41 +426,40 @@ pub struct ImageWriter {
 }
 
 impl ImageWriter {
-    /// Prepares `dir` for a new image: creates it if missing; refuses an
-    /// existing non-empty directory unless `opts.force`, in which case its
-    /// contents are removed (`manifest.img` first, durably, so a half-cleared
-    /// directory never looks like a complete image).
+    /// Prepares `dir` for a new image: creates it (mode 0700) if missing. An
+    /// existing directory may hold files of other tools (a container runtime's
+    /// descriptors…): they are left untouched. One holding image files (see
+    /// [`is_image_entry`]) is refused unless `opts.force`, in which case those
+    /// entries are removed (`manifest.img` first, durably, so a half-cleared
+    /// directory never looks like a complete image), links as links, never
+    /// followed. A symlink as `dir` itself is refused.
     pub fn create(dir: &Path, opts: WriteOptions) -> Result<Self, CreateError> {
         let mut created_dir = false;
-        match fs::metadata(dir) {
-            Ok(m) if !m.is_dir() => {
-                return Err(CreateError::NotADirectory {
-                    dir: dir.to_owned(),
-                })
-            }
-            Ok(_) => {
-                let non_empty = fs::read_dir(dir)
-                    .map_err(|source| CreateError::ReadDir {
-                        path: dir.to_owned(),
-                        source,
-                    })?
-                    .next()
-                    .is_some();
-                if non_empty {
-                    if !opts.force {
-                        return Err(CreateError::NotEmpty {
-                            dir: dir.to_owned(),
-                        });
-                    }
-                    clear_dir(dir)?;
-                }
-            }
+        // A `/proc/self/fd/N` handle names a directory the caller opened already.
+        let opened = if dir.starts_with("/proc/self/fd") || dir.starts_with("/proc/thread-self/fd")
+        {
+            Dir::open_following(dir)
+        } else {
+            Dir::open(dir)
+        };
+        let root = match opened {
+            Ok(d) => d,
             Err(e) if is_not_found(&e) => {
-                fs::create_dir_all(dir).map_err(|source| CreateError::CreateDir {
+                created_dir = true;
+                Dir::create_all(dir, PRIVATE_DIR).map_err(|source| CreateError::CreateDir {
                     path: dir.to_owned(),
                     source,
-                })?;
-                created_dir = true;
+                })?
+            }
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTDIR) | Some(libc::ELOOP)) => {
+                return Err(match std::fs::symlink_metadata(dir) {
+                    Ok(m) if m.file_type().is_symlink() => CreateError::Symlink {
+                        dir: dir.to_owned(),
+                    },
+                    _ => CreateError::NotADirectory {
+                        dir: dir.to_owned(),
+                    },
+                });
             }
             Err(source) => {
                 return Err(CreateError::ReadDir {
@@ -428,18 +467,44 @@ impl ImageWriter {
                     source,
                 })
             }
+        };
+        let mut found: Vec<std::ffi::OsString> = root
+            .entries()
+            .map_err(|source| CreateError::ReadDir {
+                path: dir.to_owned(),
+                source,
+            })?
+            .into_iter()
+            .filter(|n| is_image_entry(n))
+            .collect();
+        if !found.is_empty() {
+            found.sort();
+            if !opts.force {
+                return Err(CreateError::NotEmpty {
+                    dir: dir.to_owned(),
+                    found: found
+                        .iter()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                });
+            }
+            clear_image_entries(&root, &found)?;
         }
-        let chunks = dir.join(CHUNKS_DIR);
-        fs::create_dir(&chunks).map_err(|source| CreateError::CreateDir {
-            path: chunks,
-            source,
-        })?;
+        let chunks_dir =
+            root.create_dir(CHUNKS_DIR, PRIVATE_DIR)
+                .map_err(|source| CreateError::CreateDir {
+                    path: root.child_path(CHUNKS_DIR),
+                    source,
+                })?;
         tracing::debug!(dir = %dir.display(), force = opts.force, compression = ?opts.compression, "image created");
         Ok(ImageWriter {
             dir: dir.to_owned(),
+            root,
+            chunks_dir,
             compression: opts.compression,
             shards: (0..SHARDS).map(|_| Shard::default()).collect(),
-            subdirs: (0..256).map(|_| AtomicBool::new(false)).collect(),
+            subdirs: (0..256).map(|_| OnceLock::new()).collect(),
             files: Mutex::new(BTreeMap::new()),
             created_dir,
         })
@@ -490,37 +555,44 @@ impl ImageWriter {
     }
 
     fn write_chunk(&self, id: &ChunkId, raw: &[u8]) -> Result<u64, WriteError> {
-        let path = chunk_path(&self.dir, id);
-        let err = |op: &'static str, path: &Path, source: io::Error| WriteError::Chunk {
-            id: chunk_hex(id),
-            path: path.to_owned(),
+        let hex = chunk_hex(id);
+        let err = |op: &'static str, path: PathBuf, source: io::Error| WriteError::Chunk {
+            id: hex.clone(),
+            path,
             op,
             source,
         };
-        let sub = &self.subdirs[usize::from(id[0])];
-        if !sub.load(Ordering::Acquire) {
-            let subdir = path.parent().unwrap_or(&self.dir);
-            match fs::create_dir(subdir) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(err("create directory", subdir, e)),
-            }
-            sub.store(true, Ordering::Release);
-        }
-        let mut tmp = path.clone().into_os_string();
-        tmp.push(".tmp");
-        let tmp = PathBuf::from(tmp);
-        let lz4 = self.compression == Compression::Lz4;
-        let stored = match write_chunk_file(&tmp, raw, lz4) {
-            Ok(n) => n,
-            Err(e) => {
-                let _ = fs::remove_file(&tmp);
-                return Err(err("write", &tmp, e));
+        let cell = &self.subdirs[usize::from(id[0])];
+        let sub = match cell.get() {
+            Some(d) => d,
+            None => {
+                let d = self
+                    .chunks_dir
+                    .ensure_dir(&hex[..2], PRIVATE_DIR)
+                    .map_err(|e| {
+                        err("create directory", self.chunks_dir.child_path(&hex[..2]), e)
+                    })?;
+                let _ = cell.set(d);
+                cell.get().unwrap_or_else(|| unreachable!("set above"))
             }
         };
-        if let Err(e) = fs::rename(&tmp, &path) {
-            let _ = fs::remove_file(&tmp);
-            return Err(err("rename", &tmp, e));
+        let tmp = format!("{hex}.tmp");
+        let lz4 = self.compression == Compression::Lz4;
+        let stored = match sub
+            .create_file(&tmp, PRIVATE_FILE)
+            .and_then(|f| write_chunk_file(f, raw, lz4))
+        {
+            Ok(n) => n,
+            Err(e) => {
+                if e.kind() != io::ErrorKind::AlreadyExists {
+                    let _ = sub.remove_file(&tmp);
+                }
+                return Err(err("write", sub.child_path(&tmp), e));
+            }
+        };
+        if let Err(e) = sub.rename(&tmp, &hex) {
+            let _ = sub.remove_file(&tmp);
+            return Err(err("rename", sub.child_path(&tmp), e));
         }
         Ok(stored)
     }
@@ -583,45 +655,62 @@ impl ImageWriter {
     }
 
     fn write_file(&self, name: &str, kind: u16, payload: &[u8]) -> Result<[u8; 32], WriteError> {
-        let path = self.dir.join(name);
-        let tmp = self.dir.join(format!("{name}.tmp"));
-        let err = |op: &'static str, path: &Path, source: io::Error| WriteError::File {
+        let tmp = format!("{name}.tmp");
+        let err = |op: &'static str, path: PathBuf, source: io::Error| WriteError::File {
             name: name.to_owned(),
-            path: path.to_owned(),
+            path,
             op,
             source,
         };
         let header = frame_header(kind, payload);
-        let written = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)
+        let written = self
+            .root
+            .create_file(&tmp, PRIVATE_FILE)
             .and_then(|mut f| write_two(&mut f, &header, payload));
         if let Err(e) = written {
-            let _ = fs::remove_file(&tmp);
-            return Err(err("write", &tmp, e));
+            // A planted entry of that name is not ours to remove.
+            if e.kind() != io::ErrorKind::AlreadyExists {
+                let _ = self.root.remove_file(&tmp);
+            }
+            return Err(err("write", self.root.child_path(&tmp), e));
         }
-        if let Err(e) = fs::rename(&tmp, &path) {
-            let _ = fs::remove_file(&tmp);
-            return Err(err("rename", &tmp, e));
+        if let Err(e) = self.root.rename(&tmp, name) {
+            let _ = self.root.remove_file(&tmp);
+            return Err(err("rename", self.root.child_path(&tmp), e));
         }
         let mut hash = [0u8; 32];
         hash.copy_from_slice(&header[24..56]);
         Ok(hash)
     }
 
-    /// Makes the image durable and complete: fsyncs every chunk and record
-    /// file written (on a few threads), then the chunk directories, the image
-    /// directory and its parent, then writes `manifest.img` atomically
-    /// (`manifest.img.tmp`, fsync, rename, fsync of the directory).
+    /// Makes the image durable and complete, unsigned: see
+    /// [`commit_signed`](Self::commit_signed).
     pub fn commit(
         self,
         root_pid: i32,
         labels: Vec<(String, String)>,
     ) -> Result<CommitStats, CommitError> {
+        self.commit_signed(root_pid, labels, None)
+    }
+
+    /// Makes the image durable and complete: fsyncs every chunk and record
+    /// file written (on a few threads), then the chunk directories, the image
+    /// directory and its parent; then, with a keyring, writes `signature.img`
+    /// (a MAC over the manifest's bytes by the keyring's host key:
+    /// `signature.img.tmp`, fsync, rename, fsync of the directory) *before*
+    /// the manifest, so a committed image is signed from its first instant;
+    /// then writes `manifest.img` atomically (`manifest.img.tmp`, fsync,
+    /// rename, fsync of the directory).
+    pub fn commit_signed(
+        self,
+        root_pid: i32,
+        labels: Vec<(String, String)>,
+        signer: Option<&Keyring>,
+    ) -> Result<CommitStats, CommitError> {
         let ImageWriter {
             dir,
+            root,
+            chunks_dir,
             shards,
             subdirs,
             files,
@@ -649,36 +738,51 @@ impl ImageWriter {
             }));
         }
         chunks.sort_unstable_by_key(|c| c.0);
-
-        let sync_err = |path: &Path, source: io::Error| CommitError::Sync {
-            path: path.to_owned(),
-            source,
+        let signature = match signer {
+            Some(k) => Some(
+                k.host()
+                    .cloned()
+                    .ok_or(CommitError::Sign(crate::trust::TrustError::NoHostKey))?,
+            ),
+            None => None,
         };
 
+        let sync_err = |path: PathBuf, source: io::Error| CommitError::Sync { path, source };
+
         // 1. Data: every record file and chunk written.
-        let mut paths: Vec<PathBuf> = files.iter().map(|f| dir.join(&f.name)).collect();
-        paths.extend(chunks.iter().map(|c| chunk_path(&dir, &c.0)));
+        enum Item<'a> {
+            File(&'a str),
+            Chunk(&'a ChunkId),
+        }
+        let mut items: Vec<Item<'_>> = files.iter().map(|f| Item::File(&f.name)).collect();
+        items.extend(chunks.iter().map(|c| Item::Chunk(&c.0)));
         par_try_for_each(
-            &paths,
+            &items,
             || (),
-            |(), p| sync_path(p).map_err(|e| sync_err(p, e)),
+            |(), it| match it {
+                Item::File(n) => root
+                    .open_file(n)
+                    .and_then(|f| f.sync_all())
+                    .map_err(|e| sync_err(root.child_path(n), e)),
+                Item::Chunk(id) => {
+                    let rel = chunk_rel(id);
+                    chunks_dir
+                        .open_file_beneath(&rel)
+                        .and_then(|f| f.sync_all())
+                        .map_err(|e| sync_err(chunks_dir.path().join(&rel), e))
+                }
+            },
         )?;
 
         // 2. Directory entries: chunk subdirectories, chunks/, the image
         //    directory, and its parent if we created the image directory.
-        let chunks_dir = dir.join(CHUNKS_DIR);
-        let mut dirs: Vec<PathBuf> = subdirs
-            .iter()
-            .enumerate()
-            .filter(|(_, used)| used.load(Ordering::Acquire))
-            .map(|(i, _)| chunks_dir.join(format!("{i:02x}")))
-            .collect();
-        dirs.push(chunks_dir);
-        dirs.push(dir.clone());
+        let mut dirs: Vec<&Dir> = subdirs.iter().filter_map(|d| d.get()).collect();
+        dirs.push(&chunks_dir);
+        dirs.push(&root);
         par_try_for_each(
             &dirs,
             || (),
-            |(), p| sync_path(p).map_err(|e| sync_err(p, e)),
+            |(), d| d.sync().map_err(|e| sync_err(d.path().to_owned(), e)),
         )?;
         if let Some(parent) = parent_dir(&dir).filter(|_| created_dir) {
             match sync_path(&parent) {
@@ -688,7 +792,7 @@ impl ImageWriter {
                 Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
                     tracing::warn!(dir = %parent.display(), "cannot fsync the parent directory: permission denied");
                 }
-                Err(e) => return Err(sync_err(&parent, e)),
+                Err(e) => return Err(sync_err(parent, e)),
             }
         }
 
@@ -727,64 +831,95 @@ impl ImageWriter {
             });
         }
         let header = frame_header(KIND_MANIFEST, &payload);
-        let tmp = dir.join(MANIFEST_TMP);
-        let final_path = dir.join(MANIFEST_FILE);
-        let merr = |op: &'static str, path: &Path, source: io::Error| CommitError::Manifest {
-            path: path.to_owned(),
+        let merr = |op: &'static str, name: &str, source: io::Error| CommitError::Manifest {
+            path: root.child_path(name),
             op,
             source,
         };
-        let mut f = File::create(&tmp).map_err(|e| merr("create", &tmp, e))?;
-        write_two(&mut f, &header, &payload).map_err(|e| merr("write", &tmp, e))?;
-        f.sync_all().map_err(|e| sync_err(&tmp, e))?;
-        drop(f);
-        fs::rename(&tmp, &final_path).map_err(|e| merr("rename", &tmp, e))?;
-        sync_path(&dir).map_err(|e| sync_err(&dir, e))?;
+        // Writes `tmp` exclusively (a planted entry fails the commit and is left alone).
+        let write_tmp = |tmp: &str, parts: &[&[u8]]| -> Result<(), CommitError> {
+            let mut f = root
+                .create_file(tmp, PRIVATE_FILE)
+                .map_err(|e| merr("create", tmp, e))?;
+            let r = parts
+                .iter()
+                .try_for_each(|p| f.write_all(p))
+                .map_err(|e| merr("write", tmp, e))
+                .and_then(|()| f.sync_all().map_err(|e| sync_err(root.child_path(tmp), e)));
+            if r.is_err() {
+                let _ = root.remove_file(tmp);
+            }
+            r
+        };
+        write_tmp(MANIFEST_TMP, &[&header, &payload])?;
+        if let Some(key) = &signature {
+            let mut raw = Vec::with_capacity(header.len() + payload.len());
+            raw.extend_from_slice(&header);
+            raw.extend_from_slice(&payload);
+            let sig = crate::trust::Signature::make(key, &raw).encode();
+            if let Err(e) = write_tmp(SIGNATURE_TMP, &[&sig]) {
+                let _ = root.remove_file(MANIFEST_TMP);
+                return Err(e);
+            }
+            root.rename(SIGNATURE_TMP, SIGNATURE_FILE)
+                .map_err(|e| merr("rename", SIGNATURE_TMP, e))?;
+            root.sync()
+                .map_err(|e| sync_err(root.path().to_owned(), e))?;
+        } else {
+            // An old signature must not stay beside a new manifest.
+            match root.remove_file(SIGNATURE_FILE) {
+                Ok(()) => {}
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => return Err(merr("remove", SIGNATURE_FILE, e)),
+            }
+        }
+        root.rename(MANIFEST_TMP, MANIFEST_FILE)
+            .map_err(|e| merr("rename", MANIFEST_TMP, e))?;
+        root.sync()
+            .map_err(|e| sync_err(root.path().to_owned(), e))?;
         tracing::info!(
             dir = %dir.display(),
             chunks = stats.chunks,
             chunk_bytes_raw = stats.chunk_bytes_raw,
             chunk_bytes_stored = stats.chunk_bytes_stored,
             files = stats.files,
+            signed_by = ?signature.as_ref().map(|k| k.id()),
             "image committed"
         );
         Ok(stats)
     }
 }
 
-/// Removes everything in `dir`: `manifest.img` first (then fsync of `dir`),
-/// then the rest.
-fn clear_dir(dir: &Path) -> Result<(), CreateError> {
-    let remove = |path: &Path| -> Result<bool, CreateError> {
-        let r = match fs::symlink_metadata(path) {
-            Ok(m) if m.is_dir() => fs::remove_dir_all(path),
-            Ok(_) => fs::remove_file(path),
-            Err(e) => Err(e),
-        };
-        match r {
+/// Removes the image entries `names` of `dir` (links as links, directories
+/// walked through descriptors): `manifest.img` first (then fsync of `dir`),
+/// then the rest. Other entries are not touched.
+fn clear_image_entries(dir: &Dir, names: &[std::ffi::OsString]) -> Result<(), CreateError> {
+    let remove = |name: &OsStr| -> Result<bool, CreateError> {
+        match dir.remove_all(name) {
             Ok(()) => Ok(true),
             Err(e) if is_not_found(&e) => Ok(false),
             Err(source) => Err(CreateError::Remove {
-                path: path.to_owned(),
+                path: dir.child_path(name),
                 source,
             }),
         }
     };
-    if remove(&dir.join(MANIFEST_FILE))? {
-        sync_path(dir).map_err(|source| CreateError::Sync {
-            path: dir.to_owned(),
+    let sync = || {
+        dir.sync().map_err(|source| CreateError::Sync {
+            path: dir.path().to_owned(),
             source,
-        })?;
-    }
-    let read_err = |source| CreateError::ReadDir {
-        path: dir.to_owned(),
-        source,
+        })
     };
-    for entry in fs::read_dir(dir).map_err(read_err)? {
-        let entry = entry.map_err(read_err)?;
-        remove(&entry.path())?;
+    if remove(OsStr::new(MANIFEST_FILE))? {
+        sync()?;
     }
-    tracing::info!(dir = %dir.display(), "cleared existing directory (force)");
+    for n in names {
+        if n != MANIFEST_FILE {
+            remove(n)?;
+        }
+    }
+    sync()?;
+    tracing::info!(dir = %dir.path().display(), removed = names.len(), "removed the image files of an existing directory (force)");
     Ok(())
 }
 
@@ -795,7 +930,14 @@ fn clear_dir(dir: &Path) -> Result<(), CreateError> {
 /// may be called from several threads at once. Never modifies the image.
 pub struct ImageReader {
     dir: PathBuf,
+    /// The image directory, opened once: every file is reached through it
+    /// without following a symlink.
+    root: Dir,
+    /// `chunks/` (None if absent and no chunk is listed).
+    chunks_dir: Option<Dir>,
     manifest: Manifest,
+    /// `manifest.img` exactly as read (header + payload): what a signature covers.
+    manifest_raw: Vec<u8>,
     /// Record file name -> index into `manifest.files`.
     files: HashMap<String, usize>,
     /// Chunk id -> raw length.
@@ -809,15 +951,15 @@ impl ImageReader {
     /// listed chunk file exists and holds at least a header. Chunks are not
     /// hashed here (see [`verify_all`](Self::verify_all)).
     pub fn open(dir: &Path) -> Result<Self, OpenError> {
-        match fs::metadata(dir) {
-            Ok(m) if !m.is_dir() => {
-                return Err(OpenError::NotADirectory {
+        let root = match Dir::open_following(dir) {
+            Ok(d) => d,
+            Err(e) if is_not_found(&e) => {
+                return Err(OpenError::NotFound {
                     dir: dir.to_owned(),
                 })
             }
-            Ok(_) => {}
-            Err(e) if is_not_found(&e) => {
-                return Err(OpenError::NotFound {
+            Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => {
+                return Err(OpenError::NotADirectory {
                     dir: dir.to_owned(),
                 })
             }
@@ -827,10 +969,10 @@ impl ImageReader {
                     source,
                 })
             }
-        }
+        };
         let mpath = dir.join(MANIFEST_FILE);
-        let payload = match read_framed(&mpath, KIND_MANIFEST) {
-            Ok((_, payload)) => payload,
+        let (mheader, payload) = match read_framed(&root, MANIFEST_FILE, KIND_MANIFEST) {
+            Ok(r) => r,
             Err(FrameError::Io { source, .. }) if is_not_found(&source) => {
                 return Err(OpenError::Incomplete {
                     dir: dir.to_owned(),
@@ -852,6 +994,9 @@ impl ImageReader {
                 path: mpath.clone(),
                 source,
             })?;
+        let mut manifest_raw = Vec::with_capacity(FRAME_HEADER_LEN + payload.len());
+        manifest_raw.extend_from_slice(&mheader);
+        manifest_raw.extend_from_slice(&payload);
         drop(payload);
         if manifest.format_version != u32::from(FORMAT_VERSION) {
             return Err(OpenError::VersionMismatch {
@@ -867,9 +1012,15 @@ impl ImageReader {
                 reason,
             })?;
 
+        let not_regular = || {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                "not a regular file (a symlink?)",
+            )
+        };
         for f in &manifest.files {
             let path = dir.join(&f.name);
-            let meta = match fs::metadata(&path) {
+            let meta = match root.metadata(&f.name) {
                 Ok(m) => m,
                 Err(e) if is_not_found(&e) => {
                     return Err(OpenError::MissingFile {
@@ -879,14 +1030,16 @@ impl ImageReader {
                 }
                 Err(source) => return Err(OpenError::Io { path, source }),
             };
-            if !meta.is_file() {
+            if rustix::fs::FileType::from_raw_mode(meta.st_mode)
+                != rustix::fs::FileType::RegularFile
+            {
                 return Err(OpenError::Io {
                     path,
-                    source: io::Error::new(io::ErrorKind::InvalidData, "not a regular file"),
+                    source: not_regular(),
                 });
             }
             let expected = FRAME_HEADER_LEN as u64 + f.length;
-            let found = meta.len();
+            let found = meta.st_size as u64;
             if found < expected {
                 return Err(OpenError::FileTruncated {
                     path,
@@ -911,31 +1064,69 @@ impl ImageReader {
             chunks.insert(id, c.raw_len);
             ids.push(id);
         }
-        par_try_for_each(
-            &ids,
-            || (),
-            |(), id| {
-                let path = chunk_path(dir, id);
-                match fs::metadata(&path) {
-                    Ok(m) if !m.is_file() => Err(OpenError::Io {
-                        path,
-                        source: io::Error::new(io::ErrorKind::InvalidData, "not a regular file"),
-                    }),
-                    Ok(m) if m.len() < CHUNK_HEADER_LEN as u64 => Err(OpenError::ChunkTruncated {
-                        path,
-                        id: chunk_hex(id),
-                        expected: CHUNK_HEADER_LEN as u64,
-                        found: m.len(),
-                    }),
-                    Ok(_) => Ok(()),
-                    Err(e) if is_not_found(&e) => Err(OpenError::MissingChunk {
-                        dir: dir.to_owned(),
-                        id: chunk_hex(id),
-                    }),
-                    Err(source) => Err(OpenError::Io { path, source }),
-                }
-            },
-        )?;
+        let chunks_dir = match root.open_dir(CHUNKS_DIR) {
+            Ok(d) => Some(d),
+            Err(e) if is_not_found(&e) && ids.is_empty() => None,
+            Err(e) if is_not_found(&e) => {
+                return Err(OpenError::MissingChunk {
+                    dir: dir.to_owned(),
+                    id: chunk_hex(&ids[0]),
+                })
+            }
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTDIR) | Some(libc::ELOOP)) => {
+                return Err(OpenError::Io {
+                    path: dir.join(CHUNKS_DIR),
+                    source: io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "not a directory (a symlink?)",
+                    ),
+                })
+            }
+            Err(source) => {
+                return Err(OpenError::Io {
+                    path: dir.join(CHUNKS_DIR),
+                    source,
+                })
+            }
+        };
+        if let Some(cd) = &chunks_dir {
+            par_try_for_each(
+                &ids,
+                || (),
+                |(), id| {
+                    let path = chunk_path(dir, id);
+                    let meta = cd
+                        .open_file_beneath(chunk_rel(id))
+                        .and_then(|f| f.metadata());
+                    match meta {
+                        Ok(m) if m.len() < CHUNK_HEADER_LEN as u64 => {
+                            Err(OpenError::ChunkTruncated {
+                                path,
+                                id: chunk_hex(id),
+                                expected: CHUNK_HEADER_LEN as u64,
+                                found: m.len(),
+                            })
+                        }
+                        Ok(_) => Ok(()),
+                        Err(e) if is_not_found(&e) => Err(OpenError::MissingChunk {
+                            dir: dir.to_owned(),
+                            id: chunk_hex(id),
+                        }),
+                        Err(e)
+                            if e.kind() == io::ErrorKind::InvalidInput
+                                || e.raw_os_error() == Some(libc::ELOOP)
+                                || e.raw_os_error() == Some(libc::EXDEV) =>
+                        {
+                            Err(OpenError::Io {
+                                path,
+                                source: not_regular(),
+                            })
+                        }
+                        Err(source) => Err(OpenError::Io { path, source }),
+                    }
+                },
+            )?;
+        }
 
         let files = manifest
             .files
@@ -951,7 +1142,10 @@ impl ImageReader {
         );
         Ok(ImageReader {
             dir: dir.to_owned(),
+            root,
+            chunks_dir,
             manifest,
+            manifest_raw,
             files,
             chunks,
         })
@@ -965,6 +1159,41 @@ impl ImageReader {
     /// The verified manifest.
     pub fn manifest(&self) -> &Manifest {
         &self.manifest
+    }
+
+    /// `manifest.img` exactly as read (framed header + payload): what a
+    /// signature covers.
+    pub fn manifest_bytes(&self) -> &[u8] {
+        &self.manifest_raw
+    }
+
+    /// The opened image directory (children reached without following links).
+    pub fn handle(&self) -> &Dir {
+        &self.root
+    }
+
+    /// The opened `chunks/` directory, if the image has one.
+    pub fn chunks_handle(&self) -> Option<&Dir> {
+        self.chunks_dir.as_ref()
+    }
+
+    /// Opens a listed chunk's file (no symlink followed anywhere on the way).
+    fn open_chunk(&self, id: &ChunkId) -> Result<(File, PathBuf), ReadError> {
+        let path = chunk_path(&self.dir, id);
+        let Some(cd) = &self.chunks_dir else {
+            return Err(ReadError::ChunkMissing {
+                id: chunk_hex(id),
+                path,
+            });
+        };
+        match cd.open_file_beneath(chunk_rel(id)) {
+            Ok(f) => Ok((f, path)),
+            Err(e) if is_not_found(&e) => Err(ReadError::ChunkMissing {
+                id: chunk_hex(id),
+                path,
+            }),
+            Err(source) => Err(ReadError::Io { path, source }),
+        }
     }
 
     /// Raw length of a listed chunk, `None` if the chunk is not listed.
@@ -986,7 +1215,8 @@ impl ImageReader {
         let path = self.dir.join(&entry.name);
         // Manifest::check guarantees kind fits in u16.
         let kind = u16::try_from(entry.kind).unwrap_or(0);
-        let (hash, payload) = read_framed(&path, kind)?;
+        let (header, payload) = read_framed(&self.root, &entry.name, kind)?;
+        let hash = &header[24..56];
         if payload.len() as u64 != entry.length {
             return Err(ReadError::FileLengthMismatch {
                 path,
@@ -994,7 +1224,7 @@ impl ImageReader {
                 found: payload.len() as u64,
             });
         }
-        if hash.as_slice() != entry.blake3.as_slice() {
+        if hash != entry.blake3.as_slice() {
             return Err(ReadError::FileChecksumMismatch { path });
         }
         Ok(payload)
@@ -1029,8 +1259,8 @@ impl ImageReader {
             .chunks
             .get(id)
             .ok_or_else(|| ReadError::UnknownChunk { id: chunk_hex(id) })?;
-        crate::chunk::read_chunk_file_with(&chunk_path(&self.dir, id), id, raw_len, buf, false)
-            .map(|_| ())
+        let (f, path) = self.open_chunk(id)?;
+        crate::chunk::read_chunk_file_with(f, &path, id, raw_len, buf, false).map(|_| ())
     }
 
     fn read_chunk_stored(&self, id: &ChunkId, buf: &mut Vec<u8>) -> Result<u64, ReadError> {
@@ -1038,7 +1268,8 @@ impl ImageReader {
             .chunks
             .get(id)
             .ok_or_else(|| ReadError::UnknownChunk { id: chunk_hex(id) })?;
-        read_chunk_file(&chunk_path(&self.dir, id), id, raw_len, buf)
+        let (f, path) = self.open_chunk(id)?;
+        read_chunk_file(f, &path, id, raw_len, buf)
     }
 
     /// Verifies every listed record file and every listed chunk (chunks on a

@@ -110,10 +110,19 @@ pub enum CreateError {
         /// The image directory.
         dir: PathBuf,
     },
-    /// The directory has entries and `force` was not set.
-    #[error("{dir} is not empty (pass --force to overwrite)")]
+    /// The directory holds image files (an earlier image, or entries with an
+    /// image file's name) and `force` was not set.
+    #[error("{dir} is not empty: it holds image files ({found}); pass --force to replace them (other files are left alone)")]
     NotEmpty {
         /// The image directory.
+        dir: PathBuf,
+        /// The image entries found, comma-separated.
+        found: String,
+    },
+    /// The image directory itself is a symlink.
+    #[error("{dir} is a symlink: give the directory itself")]
+    Symlink {
+        /// The path given.
         dir: PathBuf,
     },
     /// A directory could not be created.
@@ -248,6 +257,9 @@ pub enum CommitError {
         /// The bound.
         max: u64,
     },
+    /// Signing was asked for and is not possible.
+    #[error("cannot sign the image")]
+    Sign(#[source] crate::trust::TrustError),
     /// Writing or renaming the manifest failed.
     #[error("cannot {op} {path}")]
     Manifest {

@@ -7,6 +7,7 @@
 //! - typed record files `<name>.img` (e.g. `objects.img`), each a *framed
 //!   file* (56-byte header with magic, version, kind, flags, length and blake3
 //!   of the payload);
+//! - `signature.img` — a keyed MAC over `manifest.img` (see [`trust`]);
 //! - `chunks/<2 hex>/<64 hex>` — content-addressed page-data chunks, raw or
 //!   lz4, named by the blake3 of their raw bytes.
 //!
@@ -25,14 +26,17 @@ pub mod error;
 pub mod manifest;
 pub mod records;
 pub mod safefs;
+pub mod trust;
 
 pub use chunk::{
-    chunk_hex, chunk_id_of, ChunkId, CHUNK_HEADER_LEN, CHUNK_MAGIC, CODEC_LZ4, CODEC_RAW, MAX_CHUNK,
+    chunk_hex, chunk_id_of, read_chunk_file, ChunkId, CHUNK_HEADER_LEN, CHUNK_MAGIC, CODEC_LZ4,
+    CODEC_RAW, MAX_CHUNK,
 };
 pub use container::{
-    CommitStats, Compression, ImageReader, ImageWriter, VerifyReport, WriteOptions, CHUNKS_DIR,
-    FORMAT_VERSION, FRAME_HEADER_LEN, FRAME_MAGIC, KIND_MANIFEST, KIND_OBJECTS, KIND_PARTITION,
-    MANIFEST_FILE, MAX_RECORD_FILE, OBJECTS_FILE, PARTITION_FILE,
+    is_image_entry, read_framed, CommitStats, Compression, ImageReader, ImageWriter, VerifyReport,
+    WriteOptions, CHUNKS_DIR, FORMAT_VERSION, FRAME_HEADER_LEN, FRAME_MAGIC, KIND_MANIFEST,
+    KIND_OBJECTS, KIND_PARTITION, MANIFEST_FILE, MAX_RECORD_FILE, OBJECTS_FILE, PARTITION_FILE,
 };
 pub use error::{CommitError, CreateError, FrameError, OpenError, ReadError, WriteError};
 pub use manifest::{ChunkEntry, FileEntry, Label, Manifest};
+pub use trust::{Keyring, SignatureStatus, Signer, Trust, TrustError, SIGNATURE_FILE};

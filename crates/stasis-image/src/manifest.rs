@@ -90,7 +90,7 @@ impl Manifest {
     }
 
     /// Checks internal consistency (not the files on disk).
-    pub(crate) fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), String> {
         if self.format_version != u32::from(FORMAT_VERSION) {
             // Callers check this first with a better error; keep as a guard.
             return Err(format!("format version {}", self.format_version));

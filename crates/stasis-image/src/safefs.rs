@@ -85,6 +85,22 @@ impl Dir {
         })
     }
 
+    /// Opens the directory at `path`, following symlinks in every component (the last one
+    /// included): for a path the operator chose that may legitimately be a link (or a
+    /// `/proc/self/fd/N` handle). Children are still reached without following links.
+    pub fn open_following(path: impl AsRef<Path>) -> io::Result<Dir> {
+        let path = path.as_ref();
+        let fd = rfs::open(
+            path,
+            OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::RDONLY,
+            Mode::empty(),
+        )?;
+        Ok(Dir {
+            fd,
+            path: path.to_path_buf(),
+        })
+    }
+
     /// Creates `path` (and missing parents, 0700 each) if it does not exist, opens it without
     /// following a symlink in its last component, and sets its mode to `dir_mode`.
     pub fn create_all(path: impl AsRef<Path>, dir_mode: u32) -> io::Result<Dir> {
@@ -171,6 +187,23 @@ impl Dir {
         Ok(File::from(fd))
     }
 
+    /// Opens the regular file at the relative path `rel` (several components allowed) for
+    /// reading, beneath this directory: no symlink anywhere on the way, no `..` escape
+    /// (`openat2` with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS`).
+    pub fn open_file_beneath(&self, rel: impl AsRef<Path>) -> io::Result<File> {
+        let rel = rel.as_ref();
+        let fd = rfs::openat2(
+            &self.fd,
+            rel,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK,
+            Mode::empty(),
+            ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+        )?;
+        regular(&fd, rel.as_os_str())?;
+        rfs::fcntl_setfl(&fd, OFlags::empty())?;
+        Ok(File::from(fd))
+    }
+
     /// Opens (creating with mode `m` if missing) the regular file `name` for appending; a
     /// symlink or anything but a regular file fails.
     pub fn open_append(&self, name: impl AsRef<OsStr>, m: u32) -> io::Result<File> {
@@ -251,6 +284,20 @@ impl Dir {
         check_name(from)?;
         check_name(to)?;
         rfs::renameat(&self.fd, from, &self.fd, to)?;
+        Ok(())
+    }
+
+    /// Renames `from` to `to`, both in this directory, failing with `AlreadyExists` if `to`
+    /// exists (whatever it is): `renameat2(RENAME_NOREPLACE)`.
+    pub fn rename_noreplace(
+        &self,
+        from: impl AsRef<OsStr>,
+        to: impl AsRef<OsStr>,
+    ) -> io::Result<()> {
+        let (from, to) = (from.as_ref(), to.as_ref());
+        check_name(from)?;
+        check_name(to)?;
+        rfs::renameat_with(&self.fd, from, &self.fd, to, rfs::RenameFlags::NOREPLACE)?;
         Ok(())
     }
 
@@ -440,6 +487,29 @@ mod tests {
         d.remove_all("chunks").unwrap();
         assert!(!d.exists("chunks").unwrap());
         assert!(outside.join("keep").exists());
+    }
+
+    #[test]
+    fn open_file_beneath_refuses_links_on_the_way() {
+        let t = tempfile::tempdir().unwrap();
+        let d = Dir::create_all(t.path().join("img"), PRIVATE_DIR).unwrap();
+        let sub = d.create_dir("ab", PRIVATE_DIR).unwrap();
+        sub.create_file("c", PRIVATE_FILE).unwrap();
+        std::fs::create_dir(t.path().join("out")).unwrap();
+        std::fs::write(t.path().join("out/c"), b"x").unwrap();
+        symlink(t.path().join("out"), d.child_path("cd")).unwrap();
+        symlink(t.path().join("out/c"), sub.child_path("l")).unwrap();
+        assert!(d.open_file_beneath("ab/c").is_ok());
+        assert!(d.open_file_beneath("cd/c").is_err());
+        assert!(d.open_file_beneath("ab/l").is_err());
+        assert!(d.open_file_beneath("../img/ab/c").is_err());
+        assert!(d.open_file_beneath("ab").is_err());
+        // rename_noreplace keeps the winner.
+        d.create_file("a", PRIVATE_FILE).unwrap();
+        d.create_file("b", PRIVATE_FILE).unwrap();
+        let e = d.rename_noreplace("a", "b").unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
+        d.rename_noreplace("a", "z").unwrap();
     }
 
     #[test]

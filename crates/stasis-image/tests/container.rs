@@ -292,17 +292,28 @@ fn concurrent_put_chunk_dedupes() {
 }
 
 #[test]
-fn create_refuses_non_empty_without_force() {
+fn create_refuses_image_files_without_force_and_ignores_other_files() {
     let t = tempfile::tempdir().unwrap();
     let dir = t.path().join("img");
     fs::create_dir(&dir).unwrap();
-    fs::write(dir.join("junk"), b"x").unwrap();
+    fs::write(dir.join("junk.img"), b"x").unwrap();
+    fs::write(dir.join("descriptors.json"), b"{}").unwrap();
     let e = ImageWriter::create(&dir, WriteOptions::default())
         .err()
         .unwrap();
     assert!(matches!(e, CreateError::NotEmpty { .. }), "{e:?}");
-    assert!(e.to_string().contains("is not empty (pass --force"), "{e}");
-    assert!(dir.join("junk").exists(), "nothing removed");
+    assert!(e.to_string().contains("junk.img"), "{e}");
+    assert!(e.to_string().contains("pass --force"), "{e}");
+    assert!(dir.join("junk.img").exists(), "nothing removed");
+
+    // Only other tools' files: accepted, and left as they are.
+    fs::remove_file(dir.join("junk.img")).unwrap();
+    fs::write(dir.join("dump.log"), b"log").unwrap();
+    let w = ImageWriter::create(&dir, WriteOptions::default()).unwrap();
+    w.commit(1, vec![]).unwrap();
+    assert_eq!(fs::read(dir.join("descriptors.json")).unwrap(), b"{}");
+    assert_eq!(fs::read(dir.join("dump.log")).unwrap(), b"log");
+    ImageReader::open(&dir).unwrap();
 
     // An existing empty directory is fine without force.
     let empty = t.path().join("empty");
@@ -316,13 +327,21 @@ fn create_refuses_non_empty_without_force() {
         ImageWriter::create(&file, WriteOptions::default()),
         Err(CreateError::NotADirectory { .. })
     ));
+    // A symlink as the directory itself is refused.
+    let link = t.path().join("link");
+    std::os::unix::fs::symlink(&empty, &link).unwrap();
+    assert!(matches!(
+        ImageWriter::create(&link, WriteOptions::default()),
+        Err(CreateError::Symlink { .. })
+    ));
 }
 
 #[test]
-fn create_with_force_clears_an_old_image() {
+fn create_with_force_replaces_only_image_files() {
     let (_t, dir) = fresh_copy();
     fs::create_dir_all(dir.join("sub/deeper")).unwrap();
     fs::write(dir.join("sub/deeper/x"), b"x").unwrap();
+    fs::write(dir.join("stale.img.tmp"), b"x").unwrap();
     let w = ImageWriter::create(
         &dir,
         WriteOptions {
@@ -333,14 +352,98 @@ fn create_with_force_clears_an_old_image() {
     .unwrap();
     assert!(!dir.join(MANIFEST_FILE).exists());
     assert!(!dir.join(OBJECTS_FILE).exists());
-    assert!(!dir.join("sub").exists());
-    assert!(all_files(&dir).is_empty());
+    assert!(!dir.join("stale.img.tmp").exists());
+    assert_eq!(
+        fs::read(dir.join("sub/deeper/x")).unwrap(),
+        b"x",
+        "other files stay"
+    );
     let id = w.put_chunk(b"new").unwrap();
     w.commit(7, vec![]).unwrap();
     let r = ImageReader::open(&dir).unwrap();
     assert_eq!(r.manifest().root_pid, 7);
     assert!(r.manifest().files.is_empty());
     assert_eq!(r.read_chunk(&id).unwrap(), b"new");
+}
+
+/// A link planted under a name the writer uses: refused without --force (target untouched);
+/// with --force the link is removed as a link, never followed.
+#[test]
+fn planted_links_are_never_followed() {
+    use std::os::unix::fs::symlink;
+    let t = tempfile::tempdir().unwrap();
+    let victim = t.path().join("victim");
+    fs::write(&victim, b"precious").unwrap();
+    let outside = t.path().join("outside");
+    fs::create_dir(&outside).unwrap();
+    fs::write(outside.join("keep"), b"keep").unwrap();
+    let dir = t.path().join("img");
+    fs::create_dir(&dir).unwrap();
+    symlink(&victim, dir.join(OBJECTS_FILE)).unwrap();
+    symlink(&outside, dir.join("chunks")).unwrap();
+    symlink(&victim, dir.join("manifest.img.tmp")).unwrap();
+    assert!(matches!(
+        ImageWriter::create(&dir, WriteOptions::default()),
+        Err(CreateError::NotEmpty { .. })
+    ));
+    let w = ImageWriter::create(
+        &dir,
+        WriteOptions {
+            force: true,
+            compression: Compression::None,
+        },
+    )
+    .unwrap();
+    w.put_chunk(b"abc").unwrap();
+    w.put_file(OBJECTS_FILE, KIND_OBJECTS, b"objects").unwrap();
+    w.commit(1, vec![]).unwrap();
+    assert_eq!(fs::read(&victim).unwrap(), b"precious");
+    assert_eq!(fs::read_dir(&outside).unwrap().count(), 1);
+    assert!(!fs::symlink_metadata(dir.join(OBJECTS_FILE))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    ImageReader::open(&dir).unwrap().verify_all().unwrap();
+
+    // A link planted while the image is being written makes the write fail.
+    let dir2 = t.path().join("img2");
+    let w = ImageWriter::create(&dir2, WriteOptions::default()).unwrap();
+    symlink(&victim, dir2.join("extra.img.tmp")).unwrap();
+    assert!(w.put_file("extra.img", KIND_OBJECTS, b"x").is_err());
+    assert_eq!(fs::read(&victim).unwrap(), b"precious");
+    assert!(
+        fs::symlink_metadata(dir2.join("extra.img.tmp")).is_ok(),
+        "the link is left"
+    );
+
+    // A reader refuses symlinked record files and chunks.
+    let (_t2, img) = fresh_copy();
+    let obj = img.join(OBJECTS_FILE);
+    let saved = t.path().join("saved-objects");
+    fs::rename(&obj, &saved).unwrap();
+    symlink(&saved, &obj).unwrap();
+    let e = ImageReader::open(&img).err().unwrap();
+    assert!(format!("{e:?}").contains("not a regular file"), "{e:?}");
+}
+
+#[test]
+fn modes_are_private_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("img");
+    write_sample(&dir, Compression::Lz4);
+    for p in all_files(&dir) {
+        let m = fs::symlink_metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(m, 0o600, "{}", p.display());
+    }
+    let mut dirs = vec![dir.clone(), dir.join("chunks")];
+    for e in fs::read_dir(dir.join("chunks")).unwrap() {
+        dirs.push(e.unwrap().path());
+    }
+    for d in dirs {
+        let m = fs::metadata(&d).unwrap().permissions().mode() & 0o777;
+        assert_eq!(m, 0o700, "{}", d.display());
+    }
 }
 
 #[test]
@@ -788,4 +891,80 @@ fn last_lz4_token(b: &[u8]) -> usize {
             ext(&mut pos, 0);
         }
     }
+}
+
+/// A signed commit verifies with the host key and with a trusted copy of it; an unknown key,
+/// a changed manifest, a missing signature, a foreign owner and a group-writable file are each
+/// refused with their own reason; `trust::sign` re-signs.
+#[test]
+fn signatures_and_the_ownership_rule() {
+    use stasis_image::trust::{self, Key, Keyring, Trust, TrustError};
+    use std::os::unix::fs::PermissionsExt;
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("img");
+    let key = Key::from_bytes([3; 32], "host.key");
+    let ring = Keyring::new(Some(key.clone()), vec![]);
+    let w = ImageWriter::create(&dir, WriteOptions::default()).unwrap();
+    w.put_chunk(b"page").unwrap();
+    w.put_file(OBJECTS_FILE, KIND_OBJECTS, b"objects").unwrap();
+    w.commit_signed(1, vec![], Some(&ring)).unwrap();
+    let r = ImageReader::open(&dir).unwrap();
+    assert_eq!(
+        trust::check(&r, &Trust::Verify(ring.clone())).unwrap(),
+        stasis_image::Signer::Host(key.id())
+    );
+    let trusting = Keyring::new(None, vec![Key::from_bytes([3; 32], "trusted/a.key")]);
+    assert!(matches!(
+        trust::check(&r, &Trust::Verify(trusting)).unwrap(),
+        stasis_image::Signer::Trusted(..)
+    ));
+    let other = Keyring::new(Some(Key::from_bytes([4; 32], "host.key")), vec![]);
+    let e = trust::check(&r, &Trust::Verify(other.clone())).unwrap_err();
+    assert!(matches!(e, TrustError::UnknownKey { .. }), "{e}");
+    assert!(e.to_string().contains("unknown key"), "{e}");
+    drop(r);
+
+    // A manifest rewritten (and re-framed correctly) is a mismatch.
+    let raw = fs::read(dir.join(MANIFEST_FILE)).unwrap();
+    let mut m = Manifest::decode(&raw[56..]).unwrap();
+    m.root_pid = 2;
+    let forged = frame(1, &m.encode_to_vec());
+    fs::write(dir.join(MANIFEST_FILE), &forged).unwrap();
+    let r = ImageReader::open(&dir).unwrap();
+    let e = trust::check(&r, &Trust::Verify(ring.clone())).unwrap_err();
+    assert!(matches!(e, TrustError::Mismatch { .. }), "{e}");
+    assert!(e.to_string().contains("altered"), "{e}");
+    // Unchecked still passes the ownership rule.
+    trust::check(&r, &Trust::InsecureUnsigned).unwrap();
+    // Re-signing makes it acceptable again.
+    trust::sign(&r, &ring).unwrap();
+    let r = ImageReader::open(&dir).unwrap();
+    trust::check(&r, &Trust::Verify(ring.clone())).unwrap();
+
+    // No signature.
+    fs::remove_file(dir.join(stasis_image::SIGNATURE_FILE)).unwrap();
+    let e = trust::check(&r, &Trust::Verify(ring.clone())).unwrap_err();
+    assert!(matches!(e, TrustError::NoSignature { .. }), "{e}");
+    assert_eq!(
+        trust::status(&r, &ring),
+        stasis_image::SignatureStatus::Unsigned
+    );
+    trust::sign(&r, &ring).unwrap();
+
+    // Group-writable chunk, then a record file owned by another uid.
+    let chunk = all_files(&dir.join("chunks")).pop().unwrap();
+    fs::set_permissions(&chunk, fs::Permissions::from_mode(0o620)).unwrap();
+    let e = trust::check(&r, &Trust::InsecureUnsigned).unwrap_err();
+    assert!(matches!(e, TrustError::Writable { .. }), "{e}");
+    assert!(e.to_string().contains(&chunk.display().to_string()), "{e}");
+    fs::set_permissions(&chunk, fs::Permissions::from_mode(0o600)).unwrap();
+    std::os::unix::fs::chown(dir.join(OBJECTS_FILE), Some(65534), None).unwrap();
+    let e = trust::check(&r, &Trust::Verify(ring.clone())).unwrap_err();
+    assert!(matches!(e, TrustError::Owner { uid: 65534, .. }), "{e}");
+    std::os::unix::fs::chown(dir.join(OBJECTS_FILE), Some(0), None).unwrap();
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).unwrap();
+    let e = trust::check(&r, &Trust::Verify(ring.clone())).unwrap_err();
+    assert!(matches!(e, TrustError::Writable { .. }), "{e}");
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).unwrap();
+    trust::check(&r, &Trust::Verify(ring)).unwrap();
 }

@@ -30,7 +30,7 @@ use stasis_engine::{
 };
 use stasis_sys::ns::{self, Forked};
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -203,14 +203,27 @@ pub fn checkpoint(opts: &Options) -> Result<CheckpointStats, PartitionCheckpoint
         .map_err(|e| PartitionCheckpointError::Setup(chain(&e)))?;
     let host_mounts = std::fs::read_to_string("/proc/self/mountinfo")
         .map_err(|e| PartitionCheckpointError::Setup(format!("reading mountinfo: {e}")))?;
-    std::fs::create_dir_all(&opts.dir).map_err(|e| {
-        PartitionCheckpointError::Setup(format!("creating {}: {e}", opts.dir.display()))
+    // The image is signed with the root's host key (created at first use).
+    let signer = stasis_image::Keyring::load_or_create(&opts.root.path).map_err(|e| {
+        PartitionCheckpointError::Setup(format!("the root's signing key: {}", chain(&e)))
     })?;
-    let dir_fd: OwnedFd = std::fs::File::open(&opts.dir)
-        .map_err(|e| {
-            PartitionCheckpointError::Setup(format!("opening {}: {e}", opts.dir.display()))
-        })?
-        .into();
+    // Opened (created 0700 if missing) without following a symlink as its last component.
+    let dir = match stasis_image::safefs::Dir::open(&opts.dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            stasis_image::safefs::Dir::create_all(&opts.dir, stasis_image::safefs::PRIVATE_DIR)
+        }
+        r => r,
+    }
+    .map_err(|e| {
+        PartitionCheckpointError::Setup(format!(
+            "opening {} (a directory, not a symlink): {e}",
+            opts.dir.display()
+        ))
+    })?;
+    let dir_fd: OwnedFd = dir.as_fd().try_clone_to_owned().map_err(|e| {
+        PartitionCheckpointError::Setup(format!("opening {}: {e}", opts.dir.display()))
+    })?;
+    drop(dir);
     let jdir = stasis_engine::journal::journal_dir();
     std::fs::create_dir_all(&jdir).ok();
     let jdir_fd: OwnedFd = std::fs::File::open(&jdir)
@@ -243,6 +256,7 @@ pub fn checkpoint(opts: &Options) -> Result<CheckpointStats, PartitionCheckpoint
                 &dir_fd,
                 &jdir_fd,
                 &root_fd,
+                signer,
             );
             let mut w = res_w;
             let _ = w.write_all(&serde_json::to_vec(&out).expect("outcome serializes"));
@@ -307,6 +321,7 @@ fn child(
     dir_fd: &OwnedFd,
     jdir_fd: &OwnedFd,
     root_fd: &OwnedFd,
+    signer: stasis_image::Keyring,
 ) -> Outcome {
     let err = |code: i32, message: String| Outcome::Err { code, message };
     if let Err(e) = enter(pid) {
@@ -375,6 +390,7 @@ fn child(
         pid_ns: true,
         before_commit: Some(WriterHook(Arc::new(hook))),
         buffer_limit: opts.copy_limit,
+        signer: Some(signer),
     };
     match stasis_engine::checkpoint(&eopts) {
         Ok(s) => Outcome::Ok(s),

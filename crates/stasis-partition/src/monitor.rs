@@ -36,6 +36,9 @@ pub enum Mode {
         dir: PathBuf,
         /// Worker threads for page I/O.
         workers: usize,
+        /// Restore it unsigned (`--insecure-unsigned`); otherwise it must be signed by a key
+        /// of the root's keyring.
+        insecure_unsigned: bool,
     },
 }
 
@@ -136,9 +139,16 @@ pub fn main(root: Root, name: &str, mode: Mode, report: std::fs::File) -> i32 {
     let log_ino = pipe_ino(log_r.as_fd());
     let started = match &mode {
         Mode::Run => start_run(&rec, &cg, &group, OwnedFd::from(log_w)),
-        Mode::Restore { dir, workers } => {
-            crate::restore::start(&rec, &group, dir, *workers, OwnedFd::from(log_w))
-        }
+        Mode::Restore {
+            dir,
+            workers,
+            insecure_unsigned,
+        } => match crate::ops::trust_of(&root, *insecure_unsigned) {
+            Ok(trust) => {
+                crate::restore::start(&rec, &group, dir, *workers, &trust, OwnedFd::from(log_w))
+            }
+            Err(e) => Err(Report::err(crate::restore::EXIT_BAD_IMAGE, e.to_string())),
+        },
     };
     let pid = match started {
         Ok(pid) => pid,

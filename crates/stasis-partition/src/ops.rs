@@ -8,6 +8,7 @@ use crate::cgroup::{Cgroups, Limits, Usage};
 use crate::monitor::{chain, Report};
 use crate::state::{self, NetMode, Record, Root, Spec, State};
 use serde::Serialize;
+use stasis_image::Trust;
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -125,7 +126,7 @@ pub fn run(root: &Root, opts: RunOptions) -> Result<i32, OpsError> {
     let rec = Record::starting(&opts.name, spec);
     root.save(&rec, &lock)?;
     drop(lock);
-    let r = spawn_monitor(root, &opts.name, None, 0);
+    let r = spawn_monitor(root, &opts.name, None, 0, false);
     if r.is_err() {
         // Nothing ran: leave no record behind (the error says why).
         forget(root, &opts.name);
@@ -173,7 +174,7 @@ pub fn run_again(root: &Root, name: &str, spec: Spec) -> Result<i32, OpsError> {
     };
     root.save(&rec, &lock)?;
     drop(lock);
-    let r = spawn_monitor(root, name, None, 0);
+    let r = spawn_monitor(root, name, None, 0, false);
     if r.is_err() {
         if let Ok(lock) = root.lock(name) {
             let _ = root.save(&old, &lock);
@@ -205,6 +206,7 @@ fn spawn_monitor(
     name: &str,
     restore: Option<&Path>,
     workers: usize,
+    insecure_unsigned: bool,
 ) -> Result<i32, OpsError> {
     let paths = root.paths(name);
     let mlog = std::fs::OpenOptions::new()
@@ -222,6 +224,9 @@ fn spawn_monitor(
             .arg(d)
             .arg("--workers")
             .arg(workers.to_string());
+        if insecure_unsigned {
+            cmd.arg("--insecure-unsigned");
+        }
     }
     cmd.stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
@@ -255,13 +260,38 @@ fn spawn_monitor(
     }
 }
 
+/// The trust a restore under `root` applies: images signed by the root's host key or one of
+/// its trusted keys (`ROOT/keys/`), or none with `insecure_unsigned`.
+pub fn trust_of(root: &Root, insecure_unsigned: bool) -> Result<Trust, OpsError> {
+    if insecure_unsigned {
+        return Ok(Trust::InsecureUnsigned);
+    }
+    stasis_image::Keyring::load(&root.path)
+        .map(Trust::Verify)
+        .map_err(|e| OpsError::Other(format!("loading the root's keys: {}", chain(&e))))
+}
+
 /// Restore the partition image in `dir` as partition `name` (the image's own name if None).
-/// Returns the host pid of the first process.
+/// Returns the host pid of the first process. The image must be signed by a key of the root
+/// (see [`restore_with`]).
 pub fn restore(
     root: &Root,
     dir: &Path,
     name: Option<&str>,
     workers: usize,
+) -> Result<i32, OpsError> {
+    restore_with(root, dir, name, workers, false)
+}
+
+/// [`restore`], or with `insecure_unsigned` an image whose signature is not checked (the
+/// ownership and mode rule still applies). The image is checked here and again by the
+/// restorer, before any task exists.
+pub fn restore_with(
+    root: &Root,
+    dir: &Path,
+    name: Option<&str>,
+    workers: usize,
+    insecure_unsigned: bool,
 ) -> Result<i32, OpsError> {
     let bad = |what: String| OpsError::BadImage {
         dir: dir.display().to_string(),
@@ -271,6 +301,17 @@ pub fn restore(
         .canonicalize()
         .map_err(|e| bad(format!("cannot open: {e}")))?;
     let reader = stasis_image::ImageReader::open(&dir).map_err(|e| bad(chain(&e)))?;
+    let trust = trust_of(root, insecure_unsigned)?;
+    stasis_image::trust::check(&reader, &trust).map_err(|e| {
+        let e = stasis_engine::restore::trust_refusal(&dir, e);
+        match e {
+            stasis_engine::RestoreError::BadImage { what, source, .. } => bad(match source {
+                Some(s) => format!("{what}: {}", chain(&*s)),
+                None => what,
+            }),
+            other => bad(chain(&other)),
+        }
+    })?;
     let img = crate::image::read(&reader)
         .map_err(bad)?
         .ok_or_else(|| bad("not a partition image (no partition.img)".into()))?;
@@ -317,7 +358,7 @@ pub fn restore(
     };
     root.save(&rec, &lock)?;
     drop(lock);
-    let r = spawn_monitor(root, &name, Some(&dir), workers);
+    let r = spawn_monitor(root, &name, Some(&dir), workers, insecure_unsigned);
     if r.is_err() {
         // A failed restore changes nothing: the earlier record comes back as it was (its
         // partition is still checkpointed, stopped…), a new name leaves nothing.

@@ -42,6 +42,7 @@ pub fn start(
     group: &str,
     dir: &Path,
     workers: usize,
+    trust: &stasis_image::Trust,
     log_w: OwnedFd,
 ) -> Result<i32, Report> {
     let (mut res_r, res_w) = std::io::pipe().map_err(|e| rep(1, format!("pipe: {e}")))?;
@@ -49,7 +50,7 @@ pub fn start(
         Err(e) => Err(rep(1, format!("fork: {e}"))),
         Ok(Forked::Child) => {
             drop(res_r);
-            let out = match restorer(rec, group, dir, workers, &log_w) {
+            let out = match restorer(rec, group, dir, workers, trust, &log_w) {
                 Ok(pid) => Report {
                     ok: true,
                     pid: Some(pid),
@@ -93,12 +94,20 @@ fn restorer(
     group: &str,
     dir: &Path,
     workers: usize,
+    trust: &stasis_image::Trust,
     log_w: &OwnedFd,
 ) -> Result<i32, Report> {
     let reader = stasis_image::ImageReader::open(dir).map_err(|e| {
         rep(
             EXIT_BAD_IMAGE,
             format!("cannot open image {}: {}", dir.display(), chain(&e)),
+        )
+    })?;
+    // Nothing of an image that is not trusted is used (its mounts' content included).
+    stasis_image::trust::check(&reader, trust).map_err(|e| {
+        rep(
+            EXIT_BAD_IMAGE,
+            chain(&stasis_engine::restore::trust_refusal(dir, e)),
         )
     })?;
     let pimg = crate::image::read(&reader)
@@ -116,9 +125,12 @@ fn restorer(
         })?;
     // The record's spec: the image's, possibly with a new veth (restored under another name).
     let spec = rec.spec.clone();
-    let dir_fd: OwnedFd = std::fs::File::open(dir)
-        .map_err(|e| rep(1, format!("opening {}: {e}", dir.display())))?
-        .into();
+    // The engine reaches the image through the directory the reader opened (and checked).
+    let dir_fd: OwnedFd = reader
+        .handle()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| rep(1, format!("opening {}: {e}", dir.display())))?;
     let root_fd: OwnedFd = std::fs::File::open("/")
         .map_err(|e| rep(1, format!("opening /: {e}")))?
         .into();
@@ -259,6 +271,7 @@ fn restorer(
         new_pid_ns: true,
         root_mnt_ns: Some(part_mnt.as_raw_fd()),
         on_root: Some(hook),
+        trust: trust.clone(),
     };
     match stasis_engine::restore(&opts) {
         Ok(s) => Ok(s.root_pid),

@@ -285,6 +285,13 @@ pub fn spawn_owned(cmd: &mut Command) -> std::process::Child {
     child
 }
 
+/// Tell the zombie sweep about a process the test started by other means (its zombie is
+/// reaped promptly).
+#[allow(dead_code)]
+pub fn watch_pid(pid: i32) {
+    reaper().watch(pid);
+}
+
 /// The number a workload keeps rewriting in file `p` (truncate, then write): 0 while the file
 /// does not exist; an empty or partial read (a rewrite under way) is read again.
 #[allow(dead_code)]
