@@ -23,6 +23,7 @@ pub mod chunk;
 pub mod container;
 pub mod error;
 pub mod manifest;
+pub mod name;
 pub mod records;
 pub mod safefs;
 

@@ -85,6 +85,22 @@ impl Dir {
         })
     }
 
+    /// Opens the directory at `path`, following a symlink in its last component: for a
+    /// magic link such as `/proc/PID/root` (the root a process sees), which is the directory to
+    /// resolve beneath with [`open_beneath`].
+    pub fn open_following(path: impl AsRef<Path>) -> io::Result<Dir> {
+        let path = path.as_ref();
+        let fd = rfs::open(
+            path,
+            OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::RDONLY,
+            Mode::empty(),
+        )?;
+        Ok(Dir {
+            fd,
+            path: path.to_path_buf(),
+        })
+    }
+
     /// Creates `path` (and missing parents, 0700 each) if it does not exist, opens it without
     /// following a symlink in its last component, and sets its mode to `dir_mode`.
     pub fn create_all(path: impl AsRef<Path>, dir_mode: u32) -> io::Result<Dir> {
@@ -452,5 +468,13 @@ mod tests {
         assert!(open_beneath(&root, "/run/ok", OFlags::PATH).is_ok());
         assert!(open_beneath(&root, "../../run/ok", OFlags::PATH).is_ok());
         assert!(open_beneath(&root, "/run/bad", OFlags::PATH).is_err());
+    }
+
+    #[test]
+    fn open_following_takes_proc_root() {
+        assert!(Dir::open("/proc/self/root").is_err());
+        let r = Dir::open_following("/proc/self/root").unwrap();
+        assert!(open_beneath(&r, "/proc/self/root/etc", OFlags::PATH).is_err());
+        open_beneath(&r, "/etc", OFlags::PATH).unwrap();
     }
 }
