@@ -78,6 +78,12 @@ pub enum FailureKind {
     },
     /// The workload stopped making progress.
     Hang,
+    /// The agent panicked while handling the workload (a bug in stasis): the workload is
+    /// marked failed, the other workloads are supervised on.
+    Panic {
+        /// The panic message.
+        message: String,
+    },
     /// It ended some other way (stopped from outside the agent, its record vanished).
     Ended {
         /// What was seen.
@@ -96,6 +102,9 @@ impl std::fmt::Display for FailureKind {
             }
             FailureKind::RestoreFailed { detail } => write!(f, "restore failed: {detail}"),
             FailureKind::Hang => write!(f, "hang"),
+            FailureKind::Panic { message } => {
+                write!(f, "the agent panicked while handling it: {message}")
+            }
             FailureKind::Ended { detail } => write!(f, "{detail}"),
         }
     }

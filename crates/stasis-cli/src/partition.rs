@@ -86,7 +86,7 @@ fn ops_err(e: ops::OpsError) -> Failed {
 
 /// The partition spec `a` describes, for partition `name` running `cmd`.
 pub fn spec_from(name: &str, a: PartitionArgs, cmd: Vec<String>) -> Result<Spec, Failed> {
-    stasis_partition::state::check_name(name).map_err(|e| fail(2, e))?;
+    stasis_image::name::Name::check(name).map_err(|e| fail(2, e))?;
     let memory = a
         .memory
         .as_deref()
