@@ -197,12 +197,8 @@ async fn add(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let Json(spec) = body.map_err(bad_json)?;
     // The one validation (the supervisor checks again): 400 naming the field.
-    spec.validate().map_err(|e| {
-        ApiError(
-            StatusCode::BAD_REQUEST,
-            format!("bad workload spec: {e}"),
-        )
-    })?;
+    spec.validate()
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("bad workload spec: {e}")))?;
     let v = call(&s, Op::Add(Box::new(spec))).await?;
     Ok((StatusCode::CREATED, v))
 }

@@ -293,8 +293,8 @@ pub fn run(opts: AgentOptions) -> Result<(), AgentError> {
     };
     // The root and everything the agent keeps there are private (0700 directories, 0600
     // files, whatever the umask); an existing root with a looser mode is tightened.
-    let root_dir = stasis_partition::state::private_root(&opts.root)
-        .map_err(io("creating", &opts.root))?;
+    let root_dir =
+        stasis_partition::state::private_root(&opts.root).map_err(io("creating", &opts.root))?;
     let agent_dir = root_dir
         .ensure_dir("agent", stasis_image::safefs::PRIVATE_DIR)
         .map_err(io("creating", &paths.dir()))?;

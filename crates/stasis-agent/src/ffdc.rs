@@ -340,9 +340,7 @@ pub fn write_bundle(dir: &Path, c: &Capture) -> Result<BundleInfo, FfdcError> {
     check_workload(&f.workload)?;
     let root = Dir::create_all(dir, PRIVATE_DIR).map_err(io_err("create directory", dir))?;
     let wpath = dir.join(&f.workload);
-    let created = !root
-        .exists(&f.workload)
-        .map_err(io_err("stat", &wpath))?;
+    let created = !root.exists(&f.workload).map_err(io_err("stat", &wpath))?;
     // A link planted as the workload's directory fails here (never followed).
     let wdir = root
         .ensure_dir(&f.workload, PRIVATE_DIR)

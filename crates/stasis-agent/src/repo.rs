@@ -243,7 +243,6 @@ fn classify(name: &str) -> Option<Entry> {
     }
 }
 
-
 fn sync_dir(path: &Path) -> Result<(), RepoError> {
     File::open(path)
         .and_then(|f| f.sync_all())

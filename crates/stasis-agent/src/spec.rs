@@ -179,7 +179,10 @@ fn check_cmd(field: &str, cmd: &[String]) -> Result<(), SpecError> {
 
 fn check_abs(field: &str, p: &std::path::Path) -> Result<(), SpecError> {
     if !p.is_absolute() {
-        return Err(bad(field, format!("{} is not an absolute path", p.display())));
+        return Err(bad(
+            field,
+            format!("{} is not an absolute path", p.display()),
+        ));
     }
     if p.as_os_str().as_encoded_bytes().contains(&0) {
         return Err(bad(field, "contains a NUL byte"));
@@ -196,7 +199,10 @@ fn check_duration(field: &str, d: Duration, min: Duration) -> Result<(), SpecErr
         };
         return Err(bad(
             field,
-            format!("{} is too short: must be {want}", crate::duration::format(d)),
+            format!(
+                "{} is too short: must be {want}",
+                crate::duration::format(d)
+            ),
         ));
     }
     if d > MAX_DURATION {

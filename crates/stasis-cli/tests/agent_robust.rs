@@ -158,7 +158,8 @@ fn bad_specs_answer_400_naming_the_field_and_supervision_goes_on() {
         ),
         (
             with(&|v| {
-                v["probe"] = json!({"probe": {"kind": "tcp", "addr": "127.0.0.1:1"}, "timeout": "0s"})
+                v["probe"] =
+                    json!({"probe": {"kind": "tcp", "addr": "127.0.0.1:1"}, "timeout": "0s"})
             }),
             "probe.timeout",
         ),
@@ -168,9 +169,15 @@ fn bad_specs_answer_400_naming_the_field_and_supervision_goes_on() {
             }),
             "probe.period",
         ),
-        (with(&|v| v["checkpoint_every"] = json!("0s")), "checkpoint_every"),
+        (
+            with(&|v| v["checkpoint_every"] = json!("0s")),
+            "checkpoint_every",
+        ),
         (with(&|v| v["hooks_timeout"] = json!("0s")), "hooks_timeout"),
-        (with(&|v| v["policy"] = json!({"backoff": "0s"})), "policy.backoff"),
+        (
+            with(&|v| v["policy"] = json!({"backoff": "0s"})),
+            "policy.backoff",
+        ),
         (
             with(&|v| v["partition"]["limits"] = json!({"memory_bytes": 1})),
             "partition.limits.memory_bytes",
@@ -210,7 +217,9 @@ fn a_panic_in_one_workload_marks_only_it_failed() {
     );
     a.add(sleeper("rb-other")).unwrap();
     a.add(sleeper("rb-doomed")).unwrap();
-    wait_for("rb-doomed failed", || a.status("rb-doomed")["state"] == "failed");
+    wait_for("rb-doomed failed", || {
+        a.status("rb-doomed")["state"] == "failed"
+    });
     let st = a.status("rb-doomed");
     assert!(
         st["last_failure"]
@@ -301,7 +310,9 @@ fn failed_adds_leak_nothing_and_never_delete_a_host_interface() {
     // A host interface with the name stasis would choose is never deleted by a failed start.
     let taken = stasis_partition::setup::allocate_veth("rb-leak2", &[]).host_if;
     let peer = format!("{taken}p");
-    let o = run_cmd(Command::new("ip").args(["link", "add", &taken, "type", "veth", "peer", "name", &peer]));
+    let o = run_cmd(
+        Command::new("ip").args(["link", "add", &taken, "type", "veth", "peer", "name", &peer]),
+    );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let r = a.add(json!({"name": "rb-leak2",
         "partition": {"cmd": ["/bin/sleep", "1000"], "net": "veth"}}));
@@ -380,9 +391,11 @@ fn a_link_planted_as_the_hooks_socket_is_not_followed() {
         "ln -s {} \"$STASIS_HOOKS_SOCKET\" && exec sleep 1000",
         outside.display()
     );
-    a.add(json!({"name": "rb-hooks", "partition": {"cmd": ["/bin/sh", "-c", cmd]},
-        "hooks_timeout": "1s"}))
-        .unwrap();
+    a.add(
+        json!({"name": "rb-hooks", "partition": {"cmd": ["/bin/sh", "-c", cmd]},
+        "hooks_timeout": "1s"}),
+    )
+    .unwrap();
     wait_for("the link planted", || {
         a.root
             .join("hooks/rb-hooks.sock")
@@ -407,7 +420,7 @@ fn everything_under_the_root_is_private_whatever_the_umask() {
     a.add(json!({"name": "rb-modes",
         "partition": {"cmd": ["/bin/sh", "-c", "echo hello; exec sleep 1000"],
             "env": ["SECRET=1"]}}))
-    .unwrap();
+        .unwrap();
     // A failure: FFDC bundle, boot restart, a new incarnation.
     a.kill_and_see_it_back("rb-modes");
     wait_for("an FFDC bundle", || {
@@ -435,5 +448,9 @@ fn everything_under_the_root_is_private_whatever_the_umask() {
             bad.push(format!("{} {mode:o}", p.display()));
         }
     }
-    assert!(bad.is_empty(), "not private under umask 000:\n{}", bad.join("\n"));
+    assert!(
+        bad.is_empty(),
+        "not private under umask 000:\n{}",
+        bad.join("\n")
+    );
 }
