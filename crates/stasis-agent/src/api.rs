@@ -179,14 +179,28 @@ async fn openapi() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "application/yaml")], OPENAPI)
 }
 
-async fn health(State(s): State<Arc<Shared>>) -> ApiResult {
-    Ok(Json(json!({
-        "ok": true,
+/// `/v1/health`: 200 with `"ok": true` while the supervisor thread lives and turns; 503 with
+/// `"ok": false` and `why` when it has stopped or is stuck (see [`crate::daemon::Liveness`]).
+async fn health(State(s): State<Arc<Shared>>) -> Response {
+    let live = s.liveness.check();
+    let body = json!({
+        "ok": live.is_ok(),
+        "why": live.as_ref().err(),
+        "supervisor": {
+            "heartbeat_age_ms": s.liveness.age_ms(),
+            "bound_ms": s.liveness.bound().as_millis() as u64,
+        },
         "version": env!("CARGO_PKG_VERSION"),
         "root": s.paths.root,
         "pid": std::process::id(),
         "last_seq": s.events.last_seq().unwrap_or(0),
-    })))
+    });
+    let code = if live.is_ok() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(body)).into_response()
 }
 
 async fn list(State(s): State<Arc<Shared>>) -> ApiResult {
@@ -228,6 +242,9 @@ async fn add(
     body: Result<Json<WorkloadSpec>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let Json(spec) = body.map_err(bad_json)?;
+    // The one validation (the supervisor checks again): 400 naming the field.
+    spec.validate()
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("bad workload spec: {e}")))?;
     let v = call(&s, Op::Add(Box::new(spec))).await?;
     Ok((StatusCode::CREATED, v))
 }

@@ -34,7 +34,7 @@ use stasis_partition::state::Root;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -148,6 +148,16 @@ pub enum AgentError {
     /// The repository failed.
     #[error("the image repository")]
     Repo(#[source] crate::repo::RepoError),
+    /// A stored workload spec does not validate any more (written by an older agent): it is
+    /// skipped and reported like a corrupt record.
+    #[error("workload record {key} in the store holds a spec that does not validate; its workload is not supervised (its partition runs on: see `stasis ps`)")]
+    Invalid {
+        /// Key.
+        key: String,
+        /// Why.
+        #[source]
+        source: crate::spec::SpecError,
+    },
     /// A stored workload record does not parse (it is skipped and reported).
     #[error("workload record {key} in the store is corrupt; its workload is not supervised (its partition runs on: see `stasis ps`)")]
     Corrupt {
@@ -157,6 +167,77 @@ pub enum AgentError {
         #[source]
         source: serde_json::Error,
     },
+}
+
+/// Failpoint (`STASIS_FAILPOINTS=agent.loop.panic=NAME`): the supervisor thread itself
+/// panics (outside any workload's guard) once a workload NAME exists — for tests of
+/// `/v1/health`.
+pub const FP_LOOP_PANIC: &str = "agent.loop.panic";
+
+/// The supervisor thread's liveness, as `/v1/health` reports it: the thread bumps a heartbeat
+/// at every turn of its loop and clears `alive` when it ends (a panic included).
+#[derive(Debug)]
+pub struct Liveness {
+    heartbeat_ms: AtomicU64,
+    alive: AtomicBool,
+    bound: Duration,
+}
+
+impl Liveness {
+    /// A living supervisor ticking every `tick`: its heartbeat may be as old as
+    /// max(10 × tick, 60 s) — a long verb (a big checkpoint or restore) blocks the loop
+    /// legitimately — before health says it is stuck.
+    pub fn new(tick: Duration) -> Liveness {
+        Liveness {
+            heartbeat_ms: AtomicU64::new(crate::unix_ms()),
+            alive: AtomicBool::new(true),
+            bound: (tick * 10).max(Duration::from_secs(60)),
+        }
+    }
+
+    /// One turn of the loop.
+    pub fn beat(&self) {
+        self.heartbeat_ms.store(crate::unix_ms(), Ordering::SeqCst);
+    }
+
+    /// The thread has ended.
+    pub fn gone(&self) {
+        self.alive.store(false, Ordering::SeqCst);
+    }
+
+    /// The heartbeat's age bound.
+    pub fn bound(&self) -> Duration {
+        self.bound
+    }
+
+    /// Milliseconds since the last heartbeat.
+    pub fn age_ms(&self) -> u64 {
+        crate::unix_ms().saturating_sub(self.heartbeat_ms.load(Ordering::SeqCst))
+    }
+
+    /// `Ok` while the supervisor lives and beats; why not otherwise.
+    pub fn check(&self) -> Result<(), String> {
+        if !self.alive.load(Ordering::SeqCst) {
+            return Err("the supervisor thread has stopped: workloads are not supervised".into());
+        }
+        let age = self.age_ms();
+        if age > self.bound.as_millis() as u64 {
+            return Err(format!(
+                "the supervisor thread has not turned for {age} ms (bound {} ms): it is stuck",
+                self.bound.as_millis()
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Clears [`Liveness::alive`] when the supervisor thread ends, however it ends.
+struct AliveGuard(Arc<Shared>);
+
+impl Drop for AliveGuard {
+    fn drop(&mut self) {
+        self.0.liveness.gone();
+    }
 }
 
 /// What the API asks the supervisor thread to do.
@@ -201,6 +282,18 @@ pub struct Shared {
     pub stopping: AtomicBool,
     /// The event streams.
     pub streams: crate::stream::Streams,
+    /// The supervisor thread's liveness (`/v1/health`).
+    pub liveness: Liveness,
+}
+
+impl Op {
+    /// The workload the operation is about.
+    pub fn workload(&self) -> &str {
+        match self {
+            Op::Add(spec) => spec.name.as_str(),
+            Op::Remove(n) | Op::Checkpoint(n) | Op::Hibernate(n) | Op::Resume(n) => n,
+        }
+    }
 }
 
 impl Shared {
@@ -224,13 +317,16 @@ pub fn run(opts: AgentOptions) -> Result<(), AgentError> {
         let path = path.to_path_buf();
         move |source| AgentError::Io { what, path, source }
     };
-    std::fs::create_dir_all(paths.dir()).map_err(io("creating", &paths.dir()))?;
+    // The root and everything the agent keeps there are private (0700 directories, 0600
+    // files, whatever the umask); an existing root with a looser mode is tightened.
+    let root_dir =
+        stasis_partition::state::private_root(&opts.root).map_err(io("creating", &opts.root))?;
+    let agent_dir = root_dir
+        .ensure_dir("agent", stasis_image::safefs::PRIVATE_DIR)
+        .map_err(io("creating", &paths.dir()))?;
     let lock_path = paths.dir().join("agent.lock");
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
+    let lock = agent_dir
+        .open_append("agent.lock", stasis_image::safefs::PRIVATE_FILE)
         .map_err(io("opening", &lock_path))?;
     if !stasis_sys::sys::flock_try_exclusive(&lock).map_err(io("locking", &lock_path))? {
         return Err(AgentError::Busy(opts.root.clone()));
@@ -244,6 +340,12 @@ pub fn run(opts: AgentOptions) -> Result<(), AgentError> {
                 source,
             })?,
         );
+    {
+        use std::os::unix::fs::PermissionsExt;
+        // The store is created by the embedded database with the process's umask.
+        std::fs::set_permissions(paths.store(), std::fs::Permissions::from_mode(0o600))
+            .map_err(io("setting the mode of", &paths.store()))?;
+    }
     let events = EventLog::new(store.clone(), EVENTS);
     let local = Arc::new(LocalRepo::new(paths.images()).map_err(AgentError::Repo)?);
     if let Err(e) = local.recover() {
@@ -288,7 +390,17 @@ pub fn run(opts: AgentOptions) -> Result<(), AgentError> {
                 continue;
             }
         };
-        adopted_names.push(p.spec.name.clone());
+        // A spec that an older agent accepted and this one refuses: the same.
+        if let Err(source) = p.spec.validate() {
+            let err = AgentError::Invalid {
+                key: e.key.clone(),
+                source,
+            };
+            tracing::error!(error = %stasis_partition::monitor::chain(&err), "skipping a workload record");
+            corrupt.push(e.key.clone());
+            continue;
+        }
+        adopted_names.push(p.spec.name.to_string());
         written.insert(e.key.clone(), e.value.clone());
         happenings.extend(sup.adopt(p));
     }
@@ -315,6 +427,7 @@ pub fn run(opts: AgentOptions) -> Result<(), AgentError> {
         commands: tx,
         stopping: AtomicBool::new(false),
         streams: crate::stream::Streams::new(events.clone(), opts.api.max_streams),
+        liveness: Liveness::new(opts.tick),
     });
     let mut state = Loop {
         sup,
@@ -363,12 +476,19 @@ struct Loop {
 
 impl Loop {
     fn run(mut self, rx: mpsc::Receiver<Command>, tick: Duration) {
+        let _alive = AliveGuard(self.shared.clone());
         let mut last_tick = Instant::now() - tick;
         loop {
+            self.shared.liveness.beat();
+            if let Some(n) = stasis_engine::failpoint::action(FP_LOOP_PANIC) {
+                if self.sup.status(&n).is_some() {
+                    panic!("failpoint {FP_LOOP_PANIC}: the supervisor thread panics");
+                }
+            }
             let wait = tick.saturating_sub(last_tick.elapsed());
             match rx.recv_timeout(wait) {
                 Ok(cmd) => {
-                    let answer = self.execute(cmd.op);
+                    let answer = self.execute_guarded(cmd.op);
                     self.persist();
                     self.publish();
                     let _ = cmd.reply.send(answer);
@@ -393,10 +513,25 @@ impl Loop {
         self.persist();
     }
 
+    /// [`Loop::execute`], with a panic caught: the workload concerned is marked failed (with
+    /// an FFDC bundle), the caller gets an error, and the loop goes on.
+    fn execute_guarded(&mut self, op: Op) -> Result<Value, SupervisorError> {
+        let name = op.workload().to_string();
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.execute(op))) {
+            Ok(answer) => answer,
+            Err(p) => {
+                let message = crate::supervisor::panic_message(&*p);
+                let h = self.sup.panicked(&name, &message);
+                self.record(h);
+                Err(SupervisorError::Panicked { name, message })
+            }
+        }
+    }
+
     fn execute(&mut self, op: Op) -> Result<Value, SupervisorError> {
         match op {
             Op::Add(spec) => {
-                let name = spec.name.clone();
+                let name = spec.name.to_string();
                 let h = self.sup.add(*spec)?;
                 self.record(h);
                 Ok(serde_json::to_value(self.sup.view(&name)).unwrap_or_default())

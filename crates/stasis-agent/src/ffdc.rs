@@ -20,16 +20,23 @@
 //! number free for that workload and millisecond; the id is claimed by creating the temp
 //! directory (an atomic `mkdir`), so concurrent writers — threads or processes — never share one.
 //!
+//! Every file and directory of a bundle is created relative to an opened directory
+//! ([`stasis_image::safefs::Dir`]): directories 0700, files 0600 whatever the umask, never
+//! through a symlink — a link planted in `DIR/<workload>/` makes the write fail and touches
+//! nothing (bundles hold `/proc/PID/stack`, environment and output: they are root's only).
+//!
 //! Sizes are bounded: each file is capped at [`Capture::max_file_bytes`] and the /proc walk at
 //! [`Capture::max_processes`] processes; truncation is recorded in `summary.txt`.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::fmt::Write as _;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Component, Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use stasis_image::name::{Name, NameError};
+use stasis_image::safefs::{Dir, PRIVATE_DIR, PRIVATE_FILE};
 
 /// Default number of agent log lines kept.
 pub const DEFAULT_AGENT_LOG_LINES: usize = 200;
@@ -78,6 +85,12 @@ pub enum FailureKind {
     },
     /// The workload stopped making progress.
     Hang,
+    /// The agent panicked while handling the workload (a bug in stasis): the workload is
+    /// marked failed, the other workloads are supervised on.
+    Panic {
+        /// The panic message.
+        message: String,
+    },
     /// It ended some other way (stopped from outside the agent, its record vanished).
     Ended {
         /// What was seen.
@@ -96,6 +109,9 @@ impl std::fmt::Display for FailureKind {
             }
             FailureKind::RestoreFailed { detail } => write!(f, "restore failed: {detail}"),
             FailureKind::Hang => write!(f, "hang"),
+            FailureKind::Panic { message } => {
+                write!(f, "the agent panicked while handling it: {message}")
+            }
             FailureKind::Ended { detail } => write!(f, "{detail}"),
         }
     }
@@ -233,8 +249,8 @@ pub enum FfdcError {
         source: serde_json::Error,
     },
     /// The workload name cannot be used as a directory name.
-    #[error("FFDC: invalid workload name {0:?} (must be a non-empty file name without '/' and not starting with '.')")]
-    InvalidWorkload(String),
+    #[error("FFDC: invalid workload name")]
+    InvalidWorkload(#[from] NameError),
     /// A relative path inside a bundle escapes it or is malformed.
     #[error("FFDC: invalid path {0:?} inside a bundle")]
     InvalidPath(String),
@@ -273,10 +289,7 @@ fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> F
 }
 
 fn check_workload(name: &str) -> Result<(), FfdcError> {
-    if name.is_empty() || name.starts_with('.') || name.contains('/') || name.contains('\0') {
-        return Err(FfdcError::InvalidWorkload(name.to_string()));
-    }
-    Ok(())
+    Ok(Name::check(name)?)
 }
 
 /// Parses a bundle id `<unix_ms>-<seq>`.
@@ -289,21 +302,24 @@ fn parse_id(id: &str) -> Option<(u64, u32)> {
     Some((ms.parse().ok()?, seq.parse().ok()?))
 }
 
-fn fsync_dir(path: &Path) -> Result<(), FfdcError> {
-    File::open(path)
-        .and_then(|f| f.sync_all())
-        .map_err(io_err("fsync directory", path))
+fn fsync_dir(d: &Dir) -> Result<(), FfdcError> {
+    d.sync().map_err(io_err("fsync directory", d.path()))
 }
 
-/// Writes `data` to a new file and fsyncs it.
-fn write_file(path: &Path, data: &[u8]) -> Result<(), FfdcError> {
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path)
-        .map_err(io_err("create", path))?;
-    f.write_all(data).map_err(io_err("write", path))?;
-    f.sync_all().map_err(io_err("fsync", path))
+/// Writes `data` to the new file `name` of `d` (0600, never through a link) and fsyncs it.
+fn write_file(d: &Dir, name: &str, data: &[u8]) -> Result<(), FfdcError> {
+    let path = d.child_path(name);
+    let mut f = d
+        .create_file(name, PRIVATE_FILE)
+        .map_err(io_err("create", &path))?;
+    f.write_all(data).map_err(io_err("write", &path))?;
+    f.sync_all().map_err(io_err("fsync", &path))
+}
+
+/// Creates the directory `name` of `d` (0700).
+fn make_dir(d: &Dir, name: &str) -> Result<Dir, FfdcError> {
+    d.create_dir(name, PRIVATE_DIR)
+        .map_err(io_err("create directory", &d.child_path(name)))
 }
 
 /// Notes kept while writing a bundle, rendered into `summary.txt`.
@@ -322,11 +338,15 @@ impl Notes {
 pub fn write_bundle(dir: &Path, c: &Capture) -> Result<BundleInfo, FfdcError> {
     let f = &c.failure;
     check_workload(&f.workload)?;
-    let wdir = dir.join(&f.workload);
-    let created = !wdir.is_dir();
-    fs::create_dir_all(&wdir).map_err(io_err("create directory", &wdir))?;
+    let root = Dir::create_all(dir, PRIVATE_DIR).map_err(io_err("create directory", dir))?;
+    let wpath = dir.join(&f.workload);
+    let created = !root.exists(&f.workload).map_err(io_err("stat", &wpath))?;
+    // A link planted as the workload's directory fails here (never followed).
+    let wdir = root
+        .ensure_dir(&f.workload, PRIVATE_DIR)
+        .map_err(io_err("open directory", &wpath))?;
     if created {
-        fsync_dir(dir)?;
+        fsync_dir(&root)?;
     }
 
     // Claim an id: mkdir of the temp dir is atomic, and the final name is checked after the
@@ -334,28 +354,28 @@ pub fn write_bundle(dir: &Path, c: &Capture) -> Result<BundleInfo, FfdcError> {
     let mut claimed = None;
     for seq in 0..MAX_SEQ {
         let id = format!("{}-{}", f.at_unix_ms, seq);
-        let tmp = wdir.join(format!("{TMP_PREFIX}{id}"));
-        match fs::create_dir(&tmp) {
-            Ok(()) => {}
+        let tmp_name = format!("{TMP_PREFIX}{id}");
+        let tmp = match wdir.create_dir(&tmp_name, PRIVATE_DIR) {
+            Ok(d) => d,
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
             Err(e) => {
                 return Err(FfdcError::Io {
                     what: "create directory",
-                    path: tmp,
+                    path: wdir.child_path(&tmp_name),
                     source: e,
                 })
             }
-        }
-        if wdir.join(&id).symlink_metadata().is_ok() {
-            let _ = fs::remove_dir(&tmp);
+        };
+        if wdir.exists(&id).unwrap_or(true) {
+            let _ = wdir.remove_all(&tmp_name);
             continue;
         }
-        claimed = Some((id, tmp));
+        claimed = Some((id, tmp_name, tmp));
         break;
     }
-    let Some((id, tmp)) = claimed else {
+    let Some((id, tmp_name, tmp)) = claimed else {
         return Err(FfdcError::NoFreeId {
-            dir: wdir,
+            dir: wpath,
             unix_ms: f.at_unix_ms,
         });
     };
@@ -363,13 +383,13 @@ pub fn write_bundle(dir: &Path, c: &Capture) -> Result<BundleInfo, FfdcError> {
     match fill_bundle(&tmp, c) {
         Ok(()) => {}
         Err(e) => {
-            let _ = fs::remove_dir_all(&tmp);
+            let _ = wdir.remove_all(&tmp_name);
             return Err(e);
         }
     }
-    let path = wdir.join(&id);
-    if let Err(source) = fs::rename(&tmp, &path) {
-        let _ = fs::remove_dir_all(&tmp);
+    let path = wpath.join(&id);
+    if let Err(source) = wdir.rename(&tmp_name, &id) {
+        let _ = wdir.remove_all(&tmp_name);
         return Err(FfdcError::Io {
             what: "rename bundle into place",
             path,
@@ -386,21 +406,21 @@ pub fn write_bundle(dir: &Path, c: &Capture) -> Result<BundleInfo, FfdcError> {
     })
 }
 
-fn fill_bundle(tmp: &Path, c: &Capture) -> Result<(), FfdcError> {
+fn fill_bundle(tmp: &Dir, c: &Capture) -> Result<(), FfdcError> {
     let f = &c.failure;
     let mut notes = Notes::default();
 
     let json = serde_json::to_vec_pretty(f).map_err(|source| FfdcError::Json {
-        path: tmp.join("failure.json"),
+        path: tmp.child_path("failure.json"),
         source,
     })?;
-    write_file(&tmp.join("failure.json"), &json)?;
+    write_file(tmp, "failure.json", &json)?;
 
     // The workload's output.
     let out_cap = c.output_bytes.min(c.max_file_bytes);
     match output_tail(&c.output_log, out_cap) {
         Ok(tail) => {
-            write_file(&tmp.join("output.tail"), &tail.data)?;
+            write_file(tmp, "output.tail", &tail.data)?;
             let mut s = format!(
                 "output.tail: {} of {} bytes of {}",
                 tail.data.len(),
@@ -429,7 +449,7 @@ fn fill_bundle(tmp: &Path, c: &Capture) -> Result<(), FfdcError> {
     if let Some(log) = &c.agent_log {
         match agent_log_tail(log, &f.workload, c.agent_log_lines, c.max_file_bytes) {
             Ok((data, kept, matched)) => {
-                write_file(&tmp.join("agent.log.tail"), &data)?;
+                write_file(tmp, "agent.log.tail", &data)?;
                 let mut s = format!(
                     "agent.log.tail: {kept} lines mentioning {:?} from {}",
                     f.workload,
@@ -454,8 +474,7 @@ fn fill_bundle(tmp: &Path, c: &Capture) -> Result<(), FfdcError> {
     let mut procs = Vec::new();
     if let Some(pid) = f.pid {
         if pid > 0 && Path::new(&format!("/proc/{pid}")).is_dir() {
-            let pdir = tmp.join("proc");
-            fs::create_dir(&pdir).map_err(io_err("create directory", &pdir))?;
+            let pdir = make_dir(tmp, "proc")?;
             procs = snapshot_tree(&pdir, pid, c, &mut notes)?;
             fsync_dir(&pdir)?;
         } else {
@@ -467,7 +486,8 @@ fn fill_bundle(tmp: &Path, c: &Capture) -> Result<(), FfdcError> {
 
     let summary = render_summary(f, &procs, &notes);
     write_file(
-        &tmp.join("summary.txt"),
+        tmp,
+        "summary.txt",
         &cap_bytes(summary.into_bytes(), c.max_file_bytes),
     )?;
     fsync_dir(tmp)
@@ -598,7 +618,7 @@ const TASK_FILES: &[&str] = &["status", "stat", "wchan", "stack"];
 
 /// Snapshots `root` and its descendants into `pdir`; returns (pid, command line) per process.
 fn snapshot_tree(
-    pdir: &Path,
+    pdir: &Dir,
     root: i32,
     c: &Capture,
     notes: &mut Notes,
@@ -620,8 +640,7 @@ fn snapshot_tree(
             notes.add(format!("proc: process {pid} exited during the snapshot"));
             continue;
         }
-        let dst = pdir.join(pid.to_string());
-        fs::create_dir(&dst).map_err(io_err("create directory", &dst))?;
+        let dst = make_dir(pdir, &pid.to_string())?;
         for name in PROC_FILES {
             copy_proc_file(&src.join(name), &dst, name, c.max_file_bytes, notes)?;
         }
@@ -631,8 +650,7 @@ fn snapshot_tree(
             .unwrap_or_else(|e| format!("<cmdline: {e}>"));
 
         // Tasks, and the children of each task.
-        let tdir = dst.join("task");
-        fs::create_dir(&tdir).map_err(io_err("create directory", &tdir))?;
+        let tdir = make_dir(&dst, "task")?;
         let mut tids: Vec<i32> = match fs::read_dir(src.join("task")) {
             Ok(rd) => rd
                 .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
@@ -652,8 +670,7 @@ fn snapshot_tree(
         for (i, tid) in tids.iter().enumerate() {
             let tsrc = src.join("task").join(tid.to_string());
             if i < MAX_TASKS_PER_PROCESS {
-                let tdst = tdir.join(tid.to_string());
-                fs::create_dir(&tdst).map_err(io_err("create directory", &tdst))?;
+                let tdst = make_dir(&tdir, &tid.to_string())?;
                 for name in TASK_FILES {
                     copy_proc_file(&tsrc.join(name), &tdst, name, c.max_file_bytes, notes)?;
                 }
@@ -688,7 +705,7 @@ fn readable_cmdline(b: &[u8]) -> String {
 /// Copies one /proc file (capped); an unreadable one is recorded in `<name>.error`.
 fn copy_proc_file(
     src: &Path,
-    dst_dir: &Path,
+    dst_dir: &Dir,
     name: &str,
     cap: usize,
     notes: &mut Notes,
@@ -708,10 +725,11 @@ fn copy_proc_file(
                 data = readable_cmdline(&data).into_bytes();
                 data.push(b'\n');
             }
-            write_file(&dst_dir.join(name), &data)
+            write_file(dst_dir, name, &data)
         }
         Err(e) => write_file(
-            &dst_dir.join(format!("{name}.error")),
+            dst_dir,
+            &format!("{name}.error"),
             format!("{}: {e}\n", src.display()).as_bytes(),
         ),
     }
@@ -720,7 +738,7 @@ fn copy_proc_file(
 /// Writes `fds`: one `N -> target` line per open descriptor.
 fn write_fd_listing(
     src: &Path,
-    dst_dir: &Path,
+    dst_dir: &Dir,
     cap: usize,
     notes: &mut Notes,
 ) -> Result<(), FfdcError> {
@@ -729,7 +747,8 @@ fn write_fd_listing(
         Ok(rd) => rd,
         Err(e) => {
             return write_file(
-                &dst_dir.join("fds.error"),
+                dst_dir,
+                "fds.error",
                 format!("{}: {e}\n", fd_dir.display()).as_bytes(),
             );
         }
@@ -751,7 +770,7 @@ fn write_fd_listing(
             src.display()
         ));
     }
-    write_file(&dst_dir.join("fds"), &cap_bytes(out.into_bytes(), cap))
+    write_file(dst_dir, "fds", &cap_bytes(out.into_bytes(), cap))
 }
 
 fn read_info(wdir: &Path, workload: &str, id: &str) -> Result<BundleInfo, FfdcError> {
@@ -950,13 +969,20 @@ fn collect_files(base: &Path, prefix: &str, out: &mut Vec<BundleFile>) -> Result
 pub fn prune(dir: &Path, workload: &str, keep: usize) -> Result<Vec<String>, FfdcError> {
     check_workload(workload)?;
     let keep = keep.max(1);
-    let wdir = dir.join(workload);
-    let mut ids = workload_ids(&wdir)?;
+    let wpath = dir.join(workload);
+    let mut ids = workload_ids(&wpath)?;
     ids.sort_by_key(|&(ms, seq, _)| std::cmp::Reverse((ms, seq)));
+    if ids.len() <= keep {
+        return Ok(Vec::new());
+    }
+    // Removal walks the bundles through descriptors: a link is removed, never followed.
+    let wdir = Dir::open(dir)
+        .and_then(|d| d.open_dir(workload))
+        .map_err(io_err("open directory", &wpath))?;
     let mut removed = Vec::new();
     for (_, _, id) in ids.into_iter().skip(keep) {
-        let path = wdir.join(&id);
-        fs::remove_dir_all(&path).map_err(io_err("remove", &path))?;
+        let path = wpath.join(&id);
+        wdir.remove_all(&id).map_err(io_err("remove", &path))?;
         tracing::info!(workload = %workload, id = %id, "FFDC bundle pruned");
         removed.push(id);
     }

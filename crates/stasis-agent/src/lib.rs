@@ -11,6 +11,7 @@
 //! - [`repo`]: the image repository (consistency images committed atomically, retention that
 //!   never deletes a state before its successor is durable).
 //! - [`ffdc`]: first-failure data capture bundles.
+//! - [`spec`]: the one validation of a workload spec (API, supervisor and CLI).
 //! - [`supervisor`]: consistency images, failure detection and HA restarts of a node's
 //!   workloads, FFDC, hooks, hibernation (driven by `tick`).
 //! - [`daemon`]: `stasis agent` — the store, the supervisor thread, adoption on restart.
@@ -29,6 +30,7 @@ pub mod ffdc;
 pub mod policy;
 pub mod probe;
 pub mod repo;
+pub mod spec;
 pub mod stream;
 pub mod supervisor;
 pub mod tls;

@@ -99,7 +99,7 @@ pub fn decide(p: &Policy, h: &History, now_ms: u64, has_image: bool) -> (Decisio
     }
     let boot_failed_again = within && last_kind == RestartKind::Boot && h.last_restart.is_some();
     if boot_failed_again {
-        next.failed_boots = h.failed_boots + 1;
+        next.failed_boots = h.failed_boots.saturating_add(1);
     }
     let image_useless = within && h.last_restart.is_some() && last_kind == RestartKind::Image;
     if has_image && !image_useless && !boot_failed_again {
@@ -108,7 +108,7 @@ pub fn decide(p: &Policy, h: &History, now_ms: u64, has_image: bool) -> (Decisio
     }
     // A cold restart: how many have failed in a row decides the delay, or the end.
     let fb = next.failed_boots;
-    if fb > p.boot_restarts + p.backoff_restarts {
+    if fb > p.boot_restarts.saturating_add(p.backoff_restarts) {
         return (Decision::MarkFailed, next);
     }
     let delay = if fb <= p.boot_restarts {

@@ -60,32 +60,28 @@ impl std::str::FromStr for Probe {
         let bad = || ProbeError::Spec(s.to_string());
         if let Some(rest) = s.strip_prefix("exec:") {
             let cmd: Vec<String> = rest.split_whitespace().map(String::from).collect();
-            if cmd.is_empty() {
-                return Err(bad());
-            }
-            return Ok(Probe::Exec { cmd });
+            let p = Probe::Exec { cmd };
+            crate::spec::check_probe("probe", &p).map_err(|_| bad())?;
+            return Ok(p);
         }
         if let Some(rest) = s.strip_prefix("tcp:") {
-            if rest
-                .rsplit_once(':')
-                .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
-            {
-                return Err(bad());
-            }
-            return Ok(Probe::Tcp {
+            let p = Probe::Tcp {
                 addr: rest.to_string(),
-            });
+            };
+            crate::spec::check_probe("probe", &p).map_err(|_| bad())?;
+            return Ok(p);
         }
         if s.starts_with("http://") {
-            split_url(s).ok_or_else(bad)?;
-            return Ok(Probe::Http { url: s.to_string() });
+            let p = Probe::Http { url: s.to_string() };
+            crate::spec::check_probe("probe", &p).map_err(|_| bad())?;
+            return Ok(p);
         }
         Err(bad())
     }
 }
 
 /// `http://host:port/path` → ("host:port", "/path").
-fn split_url(url: &str) -> Option<(String, String)> {
+pub(crate) fn split_url(url: &str) -> Option<(String, String)> {
     let rest = url.strip_prefix("http://")?;
     let (hostport, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
@@ -208,8 +204,11 @@ fn in_net(
 }
 
 fn exec(cmd: &[String], target: Target, timeout: Duration) -> Result<(), ProbeError> {
-    let mut c = std::process::Command::new(&cmd[0]);
-    c.args(&cmd[1..])
+    let Some((prog, args)) = cmd.split_first() else {
+        return Err(ProbeError::Spec("exec: empty command".into()));
+    };
+    let mut c = std::process::Command::new(prog);
+    c.args(args)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped());
@@ -225,7 +224,7 @@ fn exec(cmd: &[String], target: Target, timeout: Duration) -> Result<(), ProbeEr
     stasis_sys::ns::command_in_ns(&mut c, net, Some(mnt));
     let mut child = c
         .spawn()
-        .map_err(|e| ProbeError::Setup(format!("running {}: {e}", cmd[0])))?;
+        .map_err(|e| ProbeError::Setup(format!("running {prog}: {e}")))?;
     let start = Instant::now();
     loop {
         match child.try_wait() {
@@ -251,7 +250,7 @@ fn exec(cmd: &[String], target: Target, timeout: Duration) -> Result<(), ProbeEr
                 return Err(ProbeError::Timeout(timeout));
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(10)),
-            Err(e) => return Err(ProbeError::Setup(format!("waiting for {}: {e}", cmd[0]))),
+            Err(e) => return Err(ProbeError::Setup(format!("waiting for {prog}: {e}"))),
         }
     }
 }

@@ -44,6 +44,7 @@ use std::str::FromStr;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use stasis_image::name::Name;
 use stasis_image::safefs::{Dir, PRIVATE_DIR};
 use stasis_image::trust::{self, Keyring, SignatureStatus};
 use stasis_image::{ImageReader, OpenError};
@@ -59,20 +60,13 @@ const TRASH_IMAGES_PREFIX: &str = ".trash-images-";
 /// Default age after which [`Repository::retain`] removes a pending directory that this
 /// process is not writing.
 pub const DEFAULT_PENDING_TTL: Duration = Duration::from_secs(3600);
-/// Longest workload name accepted.
-const MAX_WORKLOAD_NAME: usize = 128;
 
 /// Errors of the repository.
 #[derive(Debug, thiserror::Error)]
 pub enum RepoError {
-    /// The workload name cannot be used as a directory name.
-    #[error("invalid workload name {name:?}: {reason}")]
-    InvalidWorkload {
-        /// The name given.
-        name: String,
-        /// Why it is refused.
-        reason: &'static str,
-    },
+    /// The workload name breaks the name rule ([`Name`]).
+    #[error("invalid workload name")]
+    InvalidWorkload(#[from] stasis_image::name::NameError),
     /// A string that is not an image id (`<20-digit ms>-<seq>`).
     #[error("invalid image id {id:?} (expected <20-digit unix ms>-<seq>)")]
     InvalidId {
@@ -250,32 +244,6 @@ fn classify(name: &str) -> Option<Entry> {
     }
 }
 
-/// Checks that `name` is usable as a single directory name.
-pub fn validate_workload(name: &str) -> Result<(), RepoError> {
-    let bad = |reason| {
-        Err(RepoError::InvalidWorkload {
-            name: name.to_owned(),
-            reason,
-        })
-    };
-    if name.is_empty() {
-        return bad("empty");
-    }
-    if name.len() > MAX_WORKLOAD_NAME {
-        return bad("longer than 128 bytes");
-    }
-    if name.starts_with('.') {
-        return bad("starts with '.'");
-    }
-    if !name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-    {
-        return bad("only ASCII letters, digits, '-', '_' and '.' are allowed");
-    }
-    Ok(())
-}
-
 fn sync_dir(path: &Path) -> Result<(), RepoError> {
     File::open(path)
         .and_then(|f| f.sync_all())
@@ -328,6 +296,7 @@ impl LocalRepo {
     /// Opens (creating it if missing) the repository at `root`.
     pub fn new(root: impl Into<PathBuf>) -> Result<Self, RepoError> {
         let root = root.into();
+        // Private (0700 whatever the umask), its last component not a link.
         Dir::create_all(&root, PRIVATE_DIR).map_err(io_err("create directory", &root))?;
         Ok(LocalRepo {
             root,
@@ -355,7 +324,7 @@ impl LocalRepo {
             let Some(name) = w.file_name().to_str().map(str::to_owned) else {
                 continue;
             };
-            if validate_workload(&name).is_err() || name.starts_with('.') {
+            if Name::check(&name).is_err() || name.starts_with('.') {
                 continue;
             }
             let images = self.root.join(&name).join(IMAGES_DIR);
@@ -409,7 +378,7 @@ impl LocalRepo {
 
     /// `ROOT/<workload>/images`.
     pub fn images_dir(&self, workload: &str) -> Result<PathBuf, RepoError> {
-        validate_workload(workload)?;
+        Name::check(workload)?;
         Ok(self.root.join(workload).join(IMAGES_DIR))
     }
 
@@ -417,20 +386,26 @@ impl LocalRepo {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Entries of `images/` that parse, sorted by id; an absent directory is empty.
+    /// Entries of `images/` that parse, sorted by id; an absent directory is empty. The
+    /// workload's directory and `images/` are opened without following a link: a link planted
+    /// there fails the operation (nothing is read or written through it).
     fn entries(images: &Path) -> Result<Vec<(Entry, PathBuf)>, RepoError> {
-        let rd = match fs::read_dir(images) {
-            Ok(rd) => rd,
+        let opened = images
+            .parent()
+            .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))
+            .and_then(Dir::open)
+            .and_then(|w| w.open_dir(IMAGES_DIR));
+        let dir = match opened {
+            Ok(d) => d,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(io_err("read directory", images)(e)),
+            Err(e) => return Err(io_err("open directory", images)(e)),
         };
         let mut out = Vec::new();
-        for entry in rd {
-            let entry = entry.map_err(io_err("read directory", images))?;
-            let name = entry.file_name();
+        for name in dir.entries().map_err(io_err("read directory", images))? {
+            let path = images.join(&name);
             match name.to_str().and_then(classify) {
-                Some(kind) => out.push((kind, entry.path())),
-                None => tracing::debug!(path = %entry.path().display(), "ignoring unknown entry"),
+                Some(kind) => out.push((kind, path)),
+                None => tracing::debug!(path = %path.display(), "ignoring unknown entry"),
             }
         }
         out.sort_by_key(|(kind, _)| match *kind {
@@ -682,17 +657,26 @@ impl Repository for LocalRepo {
 
     fn remove_all(&self, workload: &str) -> Result<(), RepoError> {
         let images = self.images_dir(workload)?;
-        let wdir = self.root.join(workload);
+        let wpath = self.root.join(workload);
         let mut state = self.lock();
-        if !images.exists() {
+        // Through descriptors: a link planted as the workload's directory fails, one planted
+        // as `images/` (or inside it) is removed as a link, its target untouched.
+        let wdir = match Dir::open(&self.root).and_then(|r| r.open_dir(workload)) {
+            Ok(d) => d,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io_err("open directory", &wpath)(e)),
+        };
+        if !wdir.exists(IMAGES_DIR).map_err(io_err("stat", &images))? {
             return Ok(());
         }
-        let trash = wdir.join(format!("{TRASH_IMAGES_PREFIX}{}", crate::unix_ms()));
-        fs::rename(&images, &trash).map_err(io_err("rename", &images))?;
-        sync_dir(&wdir)?;
+        let trash = format!("{TRASH_IMAGES_PREFIX}{}", crate::unix_ms());
+        wdir.rename(IMAGES_DIR, &trash)
+            .map_err(io_err("rename", &images))?;
+        wdir.sync().map_err(io_err("fsync", &wpath))?;
         state.active.retain(|p| !p.starts_with(&images));
         drop(state);
-        remove_tree(&trash)?;
+        wdir.remove_all(&trash)
+            .map_err(io_err("remove", &wpath.join(&trash)))?;
         tracing::info!(workload, "all images removed");
         Ok(())
     }
@@ -706,7 +690,7 @@ impl Repository for LocalRepo {
             let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
                 continue;
             };
-            if validate_workload(&name).is_err() || !entry.path().is_dir() {
+            if Name::check(&name).is_err() || !entry.file_type().is_ok_and(|t| t.is_dir()) {
                 continue;
             }
             let wdir = entry.path();
@@ -782,11 +766,12 @@ mod tests {
 
     #[test]
     fn workload_names() {
+        let r = LocalRepo::new(tempfile::tempdir().unwrap().path().join("r")).unwrap();
         for ok in ["web", "db-1", "a.b_c"] {
-            validate_workload(ok).unwrap();
+            r.images_dir(ok).unwrap();
         }
         for bad in ["", ".", "..", ".hidden", "a/b", "a b", &"x".repeat(129)] {
-            assert!(validate_workload(bad).is_err(), "{bad}");
+            assert!(r.images_dir(bad).is_err(), "{bad}");
         }
     }
 

@@ -39,10 +39,13 @@ use crate::ffdc::{self, Capture, Failure, FailureKind};
 use crate::policy::{self, Decision, History, Policy, RestartKind};
 use crate::probe::{self, Probe, Target, Tracker};
 use crate::repo::{ImageInfo, Repository};
+use crate::spec::PartitionSpec;
 use serde::{Deserialize, Serialize};
 use stasis_hooks::Event as HookEvent;
+use stasis_image::name::Name;
+use stasis_image::safefs::{self, Dir, PRIVATE_DIR, PRIVATE_FILE};
 use stasis_partition::ops;
-use stasis_partition::state::{NetMode, Root, Spec, State};
+use stasis_partition::state::{NetMode, Root, State};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -95,9 +98,10 @@ fn default_hooks_timeout() -> Duration {
 #[serde(deny_unknown_fields)]
 pub struct WorkloadSpec {
     /// Name (also its partition's).
-    pub name: String,
-    /// The partition: boot command, namespaces, limits.
-    pub partition: Spec,
+    pub name: Name,
+    /// The partition: boot command, namespaces, limits (no host-side network settings: those
+    /// are stasis's to choose).
+    pub partition: PartitionSpec,
     /// How often to take a consistency image (None: never).
     #[serde(default, with = "crate::duration::human::option")]
     pub checkpoint_every: Option<Duration>,
@@ -454,6 +458,14 @@ pub enum SupervisorError {
         #[source]
         source: ops::OpsError,
     },
+    /// The agent panicked while handling the workload (it is marked failed).
+    #[error("internal error: the agent panicked while handling workload '{name}' (it is marked failed; see its FFDC bundle): {message}")]
+    Panicked {
+        /// Workload.
+        name: String,
+        /// The panic message.
+        message: String,
+    },
     /// Removing it failed.
     #[error("removing workload '{name}': {error}")]
     Remove {
@@ -465,6 +477,21 @@ pub enum SupervisorError {
 }
 
 pub use crate::unix_ms;
+
+/// Failpoint (`STASIS_FAILPOINTS=agent.tick.panic=NAME`): panic while handling workload NAME
+/// in a tick.
+pub const FP_TICK_PANIC: &str = "agent.tick.panic";
+
+/// The message of a caught panic.
+pub fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic without a message".to_string()
+    }
+}
 
 fn instant_from_unix_ms(at: u64) -> Instant {
     let now = unix_ms();
@@ -511,47 +538,43 @@ impl Supervisor {
         if spec.partition.rootfs.is_some() {
             PathBuf::from("/tmp/stasis-hooks.sock")
         } else {
-            self.root
+            // Resolved without symlinks (see `notify`): name it by its canonical path.
+            let root = self
+                .root
                 .path
-                .join("hooks")
-                .join(format!("{}.sock", spec.name))
+                .canonicalize()
+                .unwrap_or_else(|_| self.root.path.clone());
+            root.join("hooks").join(format!("{}.sock", spec.name))
         }
     }
 
-    /// Add a workload and start it from its boot command; returns once it runs.
+    /// Add a workload and start it from its boot command; returns once it runs. The spec is
+    /// validated first ([`WorkloadSpec::validate`]); a start that fails leaves nothing behind
+    /// (no partition, cgroup, record or child).
     pub fn add(&mut self, mut spec: WorkloadSpec) -> Result<Vec<Happening>, SupervisorError> {
-        stasis_partition::state::check_name(&spec.name)
+        spec.validate()
             .map_err(|e| SupervisorError::BadSpec(e.to_string()))?;
-        if spec.partition.cmd.is_empty() {
-            return Err(SupervisorError::BadSpec("the command is empty".into()));
-        }
-        if spec.checkpoint_every.is_some_and(|d| d.is_zero()) {
-            return Err(SupervisorError::BadSpec(
-                "checkpoint_every must be longer than zero".into(),
-            ));
-        }
-        spec.images_kept = spec.images_kept.max(1);
         if spec.partition.hostname.is_empty() {
-            spec.partition.hostname = spec.name.clone();
+            spec.partition.hostname = spec.name.to_string();
         }
         if spec.partition.cwd.is_none() {
             spec.partition.cwd = Some(PathBuf::from("/"));
         }
-        if self.slots.contains_key(&spec.name) {
-            return Err(SupervisorError::Exists(spec.name));
+        if self.slots.contains_key(spec.name.as_str()) {
+            return Err(SupervisorError::Exists(spec.name.to_string()));
         }
         if let Ok(rec) = self.root.load(&spec.name) {
             return Err(SupervisorError::PartitionExists {
-                name: spec.name,
+                name: spec.name.to_string(),
                 state: rec.state,
             });
         }
         let hooks = self.hooks_path(&spec);
         if spec.partition.rootfs.is_none() {
-            if let Some(dir) = hooks.parent() {
-                let _ = std::fs::create_dir_all(dir);
+            // ROOT/hooks: private, created without following links.
+            if let Ok(d) = Dir::create_all(self.root.path.join("hooks"), PRIVATE_DIR) {
+                let _ = d.remove_file(format!("{}.sock", spec.name));
             }
-            let _ = std::fs::remove_file(&hooks);
         }
         if !spec
             .partition
@@ -572,7 +595,7 @@ impl Supervisor {
             started_ms: unix_ms(),
             ..Default::default()
         };
-        let name = spec.name.clone();
+        let name = spec.name.to_string();
         self.slots
             .insert(name.clone(), Slot::new(spec, status, history));
         Ok(vec![
@@ -588,7 +611,7 @@ impl Supervisor {
 
     fn boot(&mut self, spec: &WorkloadSpec) -> Result<i32, SupervisorError> {
         let r = run_fresh(&self.root, spec).map_err(|source| SupervisorError::Start {
-            name: spec.name.clone(),
+            name: spec.name.to_string(),
             source,
         });
         self.note_monitor(&spec.name);
@@ -652,7 +675,7 @@ impl Supervisor {
     /// as it is; one that ended while no agent watched is handled as a failure by the next
     /// tick.
     pub fn adopt(&mut self, p: Persisted) -> Vec<Happening> {
-        let name = p.spec.name.clone();
+        let name = p.spec.name.to_string();
         let mut slot = Slot::new(p.spec, p.status, p.history);
         slot.pending_boot = p.pending_boot_unix_ms.map(instant_from_unix_ms);
         slot.status.images = self.repo.list(&name).map(|l| l.len()).unwrap_or(0);
@@ -790,7 +813,9 @@ impl Supervisor {
             }
         }
         if spec.partition.rootfs.is_none() {
-            let _ = std::fs::remove_file(self.hooks_path(&spec));
+            if let Ok(d) = Dir::open(self.root.path.join("hooks")) {
+                let _ = d.remove_file(format!("{}.sock", spec.name));
+            }
         }
         let _ = self.repo.remove_all(name);
         self.slots.remove(name);
@@ -827,7 +852,50 @@ impl Supervisor {
         out
     }
 
-    /// One round of supervision; returns what happened.
+    /// A panic while handling workload `name` (caught by the caller): the workload is marked
+    /// failed with an FFDC bundle carrying `message`; a checkpoint child of it under way is
+    /// ended. Its partition, if running, is left as it is (not supervised any more).
+    pub fn panicked(&mut self, name: &str, message: &str) -> Vec<Happening> {
+        let ctx = self.ctx();
+        let mut out = Vec::new();
+        let Some(slot) = self.slots.get_mut(name) else {
+            return out;
+        };
+        tracing::error!(workload = %name, panic = %message, "the agent panicked while handling this workload; it is marked failed");
+        if let Some(mut i) = slot.inflight.take() {
+            let _ = i.child.kill();
+            let _ = i.child.wait();
+            let _ = ctx.repo.abort(i.pending);
+        }
+        slot.pending_boot = None;
+        let kind = FailureKind::Panic {
+            message: message.to_string(),
+        };
+        let pid = slot
+            .status
+            .pid
+            .filter(|p| stasis_partition::state::alive(*p));
+        out.push(Happening::Failed {
+            workload: name.to_string(),
+            reason: kind.to_string(),
+            pid,
+        });
+        slot.status.last_failure = Some(kind.to_string());
+        slot.status.state = WState::Failed;
+        // Writing the bundle must not take the supervisor down either.
+        let mut captured = Vec::new();
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            capture(&ctx, slot, kind, pid, &mut captured)
+        }));
+        out.extend(captured);
+        out.push(Happening::MarkedFailed {
+            workload: name.to_string(),
+        });
+        out
+    }
+
+    /// One round of supervision; returns what happened. A panic in one workload's handling
+    /// marks that workload failed ([`Supervisor::panicked`]); the others are supervised on.
     pub fn tick(&mut self) -> Vec<Happening> {
         self.reap();
         let mut out = std::mem::take(&mut self.backlog);
@@ -836,7 +904,22 @@ impl Supervisor {
             let Some(slot) = self.slots.get_mut(&name) else {
                 continue;
             };
-            supervise(&ctx, slot, &mut out);
+            let mut step = Vec::new();
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                if slot.status.state != WState::Failed
+                    && stasis_engine::failpoint::action(FP_TICK_PANIC).as_deref()
+                        == Some(name.as_str())
+                {
+                    panic!("failpoint {FP_TICK_PANIC}: injected panic while handling {name}");
+                }
+                supervise(&ctx, slot, &mut step);
+            }));
+            out.extend(step);
+            if let Err(p) = r {
+                let msg = panic_message(&*p);
+                out.extend(self.panicked(&name, &msg));
+                continue;
+            }
             if out
                 .iter()
                 .any(|h| matches!(h, Happening::Restarted { workload, .. } if workload == &name))
@@ -879,7 +962,7 @@ struct Ctx {
 }
 
 fn supervise(ctx: &Ctx, slot: &mut Slot, out: &mut Vec<Happening>) {
-    let name = slot.spec.name.clone();
+    let name = slot.spec.name.to_string();
     if matches!(slot.status.state, WState::Failed | WState::Hibernated) {
         return;
     }
@@ -937,7 +1020,11 @@ fn supervise(ctx: &Ctx, slot: &mut Slot, out: &mut Vec<Happening>) {
         slot.history = h;
         match d {
             Decision::ImageRestart => {
-                let img = latest.expect("decided with an image");
+                // Decided with an image (`latest` is Some): never None here.
+                let Some(img) = latest else {
+                    slot.status.state = WState::Failed;
+                    return;
+                };
                 slot.status.state = WState::Restarting;
                 match ops::restore(&ctx.root, &img.dir, Some(&name), ctx.workers) {
                     Ok(pid) => {
@@ -1010,12 +1097,12 @@ fn supervise(ctx: &Ctx, slot: &mut Slot, out: &mut Vec<Happening>) {
 
 /// Write the FFDC bundle of a failure and announce it.
 fn capture(ctx: &Ctx, slot: &Slot, kind: FailureKind, pid: Option<i32>, out: &mut Vec<Happening>) {
-    let name = &slot.spec.name;
+    let name = slot.spec.name.as_str();
     let capture = Capture {
         agent_log: ctx.agent_log.clone(),
         ..Capture::new(
             Failure {
-                workload: name.clone(),
+                workload: name.to_string(),
                 kind,
                 at_unix_ms: unix_ms(),
                 pid,
@@ -1028,7 +1115,7 @@ fn capture(ctx: &Ctx, slot: &Slot, kind: FailureKind, pid: Option<i32>, out: &mu
     match ffdc::write_bundle(&ctx.ffdc_dir, &capture) {
         Ok(b) => {
             out.push(Happening::Ffdc {
-                workload: name.clone(),
+                workload: name.to_string(),
                 bundle: b.id,
             });
             let _ = ffdc::prune(&ctx.ffdc_dir, name, FFDC_KEPT);
@@ -1051,25 +1138,52 @@ fn log_restart(slot: &mut Slot, from: RestartKind, image: Option<String>, reason
     }
 }
 
-/// The hooks socket of a running workload, as the agent reaches it.
-fn hooks_socket(slot: &Slot, pid: i32) -> Option<PathBuf> {
+/// The hooks socket of a running workload, opened as an `O_PATH` descriptor: its path (a
+/// path in the workload's own filesystem view, which the workload controls) is resolved
+/// inside the workload's root (`/proc/PID/root`) with no symlink followed and no `..` out of
+/// it. `None` (and a warning saying why) when there is no socket to use.
+fn hooks_socket(slot: &Slot, pid: i32) -> Option<std::os::fd::OwnedFd> {
     let p = slot
         .spec
         .partition
         .env
         .iter()
         .find_map(|e| e.strip_prefix(&format!("{HOOKS_ENV}=")))?;
-    let p = PathBuf::from(p);
-    let via_proc = PathBuf::from(format!("/proc/{pid}/root")).join(p.strip_prefix("/").ok()?);
-    via_proc.exists().then_some(via_proc)
+    let name = &slot.spec.name;
+    let root = match Dir::open_following(format!("/proc/{pid}/root")) {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::warn!(workload = %name, pid, error = %e, "cannot open the workload's root; no hook sent");
+            return None;
+        }
+    };
+    match safefs::open_beneath(&root, p, safefs::OpenFlags::PATH) {
+        Ok(fd) => Some(fd),
+        // Hooks not enabled by the workload.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => {
+            tracing::warn!(workload = %name, path = p, error = %e, "hooks socket path does not resolve inside the workload's root without symlinks; not connecting (no hook sent)");
+            None
+        }
+    }
 }
 
 fn notify(slot: &Slot, pid: i32, event: HookEvent) {
-    if let Some(path) = hooks_socket(slot, pid) {
-        if let Err(e) = stasis_hooks::notify(&path, event, slot.spec.hooks_timeout) {
-            tracing::warn!(workload = %slot.spec.name, %event, error = %e, "hook not acknowledged; going on");
-        }
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::FileTypeExt;
+    let Some(fd) = hooks_socket(slot, pid) else {
+        return;
+    };
+    // Connect through the descriptor's magic link: the very socket resolved above.
+    let via = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+    if !std::fs::metadata(&via).is_ok_and(|m| m.file_type().is_socket()) {
+        tracing::warn!(workload = %slot.spec.name, "the hooks socket path is not a socket; no hook sent");
+        return;
     }
+    if let Err(e) = stasis_hooks::notify(&via, event, slot.spec.hooks_timeout) {
+        tracing::warn!(workload = %slot.spec.name, %event, error = %e, "hook not acknowledged; going on");
+    }
+    drop(fd);
 }
 
 fn post_restore(_ctx: &Ctx, slot: &Slot, pid: i32) {
@@ -1080,11 +1194,11 @@ fn post_restore(_ctx: &Ctx, slot: &Slot, pid: i32) {
 /// boot, a new incarnation of the same partition for a boot restart (its accounting and
 /// output log carry on).
 fn run_fresh(root: &Root, spec: &WorkloadSpec) -> Result<i32, ops::OpsError> {
-    ops::run_again(root, &spec.name, spec.partition.clone())
+    ops::run_again(root, &spec.name, spec.partition.to_spec())
 }
 
 fn boot_restart(root: &Root, slot: &mut Slot, reason: &str) -> Vec<Happening> {
-    let name = slot.spec.name.clone();
+    let name = slot.spec.name.to_string();
     match run_fresh(root, &slot.spec) {
         Ok(pid) => {
             slot.status.state = WState::Running;
@@ -1118,7 +1232,7 @@ fn boot_restart(root: &Root, slot: &mut Slot, reason: &str) -> Vec<Happening> {
 
 /// Has the workload failed? Returns how.
 fn failure(root: &Root, slot: &mut Slot) -> Option<FailureKind> {
-    let name = &slot.spec.name;
+    let name = slot.spec.name.as_str();
     let rec = match root.load(name) {
         Ok(r) => r,
         Err(e) => {
@@ -1210,7 +1324,7 @@ struct Inflight {
 /// Start checkpointing the workload into a new repository image through a child
 /// `stasis checkpoint` (`leave_running` or kill mode), telling it PRE-CHECKPOINT first.
 fn start_checkpoint(ctx: &Ctx, slot: &Slot, leave_running: bool) -> Result<Inflight, String> {
-    let name = &slot.spec.name;
+    let name = slot.spec.name.as_str();
     if let Some(pid) = slot.status.pid {
         notify(slot, pid, HookEvent::PreCheckpoint);
     }
@@ -1220,8 +1334,17 @@ fn start_checkpoint(ctx: &Ctx, slot: &Slot, leave_running: bool) -> Result<Infli
         .map_err(|e| format!("preparing the image directory: {e}"))?;
     let dir = ctx.root.paths(name).dir;
     let (out, err) = (dir.join("checkpoint.out"), dir.join("checkpoint.err"));
+    // Private files, created relative to the partition's directory (never through a link).
     let files = (|| -> std::io::Result<(std::fs::File, std::fs::File)> {
-        Ok((std::fs::File::create(&out)?, std::fs::File::create(&err)?))
+        let d = Dir::open(&dir)?;
+        let fresh = |n: &str| -> std::io::Result<std::fs::File> {
+            match d.remove_file(n) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+            d.create_file(n, PRIVATE_FILE)
+        };
+        Ok((fresh("checkpoint.out")?, fresh("checkpoint.err")?))
     })();
     let (fo, fe) = match files {
         Ok(f) => f,
@@ -1334,7 +1457,7 @@ fn checkpoint_into_repo(
 
 /// What a finished consistency image means for the workload's status.
 fn image_outcome(ctx: &Ctx, slot: &mut Slot, r: Result<(ImageInfo, f64), String>) -> Happening {
-    let name = slot.spec.name.clone();
+    let name = slot.spec.name.to_string();
     slot.next_checkpoint = slot.spec.checkpoint_every.map(|d| Instant::now() + d);
     match r {
         Ok((info, frozen_secs)) => {

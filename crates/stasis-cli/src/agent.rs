@@ -442,20 +442,20 @@ fn add(root: &Path, conn: &Conn, a: AddArgs) -> Result<(), Failed> {
         Some(p) => Some(ProbeSpec {
             probe: p.parse::<Probe>().map_err(|e| fail(2, e))?,
             period: dur("probe-period", &a.probe_period)?,
-            threshold: a.probe_threshold.max(1),
+            threshold: a.probe_threshold,
             timeout: dur("probe-timeout", &a.probe_timeout)?,
         }),
         None => None,
     };
     let spec = WorkloadSpec {
-        name: a.name.clone(),
-        partition,
+        name: a.name.parse().map_err(|e| fail(2, e))?,
+        partition: partition.into(),
         checkpoint_every: a
             .checkpoint_every
             .as_deref()
             .map(|t| dur("checkpoint-every", t))
             .transpose()?,
-        images_kept: a.images_kept.max(1),
+        images_kept: a.images_kept,
         probe,
         policy: Policy {
             failover_window: dur("failover-window", &a.failover_window)?,
@@ -466,6 +466,9 @@ fn add(root: &Path, conn: &Conn, a: AddArgs) -> Result<(), Failed> {
         },
         hooks_timeout: dur("hooks-timeout", &a.hooks_timeout)?,
     };
+    // The agent's own validation, before sending: the same rules either way.
+    spec.validate()
+        .map_err(|e| fail(2, format!("bad workload spec: {e}")))?;
     let body = serde_json::to_value(&spec).expect("serializable");
     let c = conn.client(root)?;
     let v = busy(format!("starting {}…", a.name), || {

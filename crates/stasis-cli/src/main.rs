@@ -490,12 +490,11 @@ fn agent_logging(root: &std::path::Path, verbose: u8) -> anyhow::Result<()> {
     use tracing_subscriber::util::SubscriberInitExt;
     use tracing_subscriber::Layer;
     let paths = stasis_agent::daemon::AgentPaths::new(root);
-    std::fs::create_dir_all(paths.dir())
-        .with_context(|| format!("creating {}", paths.dir().display()))?;
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(paths.log())
+    // A private root (0700, tightened if looser) and a private log (0600), opened relative to
+    // its directory without following a link.
+    let file = stasis_partition::state::private_root(root)
+        .and_then(|r| r.ensure_dir("agent", stasis_image::safefs::PRIVATE_DIR))
+        .and_then(|d| d.open_append("agent.log", stasis_image::safefs::PRIVATE_FILE))
         .with_context(|| format!("opening {}", paths.log().display()))?;
     let level = if verbose > 1 { "debug" } else { "info" };
     let filter = || {

@@ -86,7 +86,7 @@ fn ops_err(e: ops::OpsError) -> Failed {
 
 /// The partition spec `a` describes, for partition `name` running `cmd`.
 pub fn spec_from(name: &str, a: PartitionArgs, cmd: Vec<String>) -> Result<Spec, Failed> {
-    stasis_partition::state::check_name(name).map_err(|e| fail(2, e))?;
+    stasis_image::name::Name::check(name).map_err(|e| fail(2, e))?;
     let memory = a
         .memory
         .as_deref()
@@ -112,6 +112,9 @@ pub fn spec_from(name: &str, a: PartitionArgs, cmd: Vec<String>) -> Result<Spec,
         .transpose()
         .map_err(|e| fail(2, format!("--rootfs: {e}")))?;
     let cwd = match (a.cwd, &rootfs) {
+        // A relative --cwd is taken from where the command is run (or from / in a rootfs).
+        (Some(c), None) if c.is_relative() => std::env::current_dir().ok().map(|d| d.join(c)),
+        (Some(c), Some(_)) if c.is_relative() => Some(PathBuf::from("/").join(c)),
         (Some(c), _) => Some(c),
         (None, Some(_)) => Some(PathBuf::from("/")),
         (None, None) => std::env::current_dir().ok(),

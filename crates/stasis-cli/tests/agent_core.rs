@@ -23,7 +23,7 @@ fn supervisor(root: &Root, repo: Arc<LocalRepo>) -> Supervisor {
 
 fn spec(name: &str, cmd: &str, probe: Option<ProbeSpec>) -> WorkloadSpec {
     WorkloadSpec {
-        name: name.into(),
+        name: name.parse().unwrap(),
         partition: Spec {
             cmd: vec!["/bin/sh".into(), "-c".into(), cmd.into()],
             net: NetMode::Host,
@@ -33,7 +33,8 @@ fn spec(name: &str, cmd: &str, probe: Option<ProbeSpec>) -> WorkloadSpec {
             cwd: Some("/".into()),
             env: vec![],
             limits: Default::default(),
-        },
+        }
+        .into(),
         checkpoint_every: Some(Duration::from_millis(300)),
         images_kept: 2,
         probe,

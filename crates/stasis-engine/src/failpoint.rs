@@ -3,7 +3,9 @@
 //! Tests make a checkpoint or restore fail at a named step by setting
 //! `STASIS_FAILPOINTS=step[,step…]`; `step=pause` makes the engine sleep (up to 60 s) at that
 //! step instead, so a test can deliver SIGINT/SIGTERM/SIGKILL to stasis at a known moment. The
-//! step names are listed in docs/testing.md. Signals: the CLI installs SIGINT/SIGTERM handlers
+//! step names are listed in docs/testing.md. The agent reuses the variable for its own
+//! failpoints, named `agent.*` (e.g. `agent.tick.panic=NAME`: see [`action`]); the engine
+//! ignores those. Signals: the CLI installs SIGINT/SIGTERM handlers
 //! that call [`request_interrupt`]; the engine polls [`check`] at each step and unwinds through
 //! its guards.
 
@@ -36,6 +38,9 @@ pub fn validate_config() -> Result<(), String> {
     };
     for item in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         let (name, action) = item.split_once('=').unwrap_or((item, "error"));
+        if name.starts_with("agent.") {
+            continue;
+        }
         if !STEPS.contains(&name) {
             return Err(format!(
                 "STASIS_FAILPOINTS: unknown step {name:?} (known: {})",
@@ -66,6 +71,12 @@ fn configured(step: &str) -> Option<String> {
         let (name, action) = item.split_once('=').unwrap_or((item, "error"));
         (name == step).then(|| action.to_string())
     })
+}
+
+/// The action configured for failpoint `name` (`error` when none is written), if any. The
+/// agent's failpoints carry their argument here (`agent.tick.panic=web` → `web`).
+pub fn action(name: &str) -> Option<String> {
+    configured(name)
 }
 
 /// Called by the engine at each named step.
@@ -103,6 +114,9 @@ mod tests {
         assert!(validate_config().is_ok());
         std::env::set_var("STASIS_FAILPOINTS", "memory=later");
         assert!(validate_config().is_err());
+        std::env::set_var("STASIS_FAILPOINTS", "agent.tick.panic=web,seize");
+        assert!(validate_config().is_ok());
+        assert_eq!(action("agent.tick.panic").as_deref(), Some("web"));
         std::env::remove_var("STASIS_FAILPOINTS");
     }
 }

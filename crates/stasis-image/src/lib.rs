@@ -24,6 +24,7 @@ pub mod chunk;
 pub mod container;
 pub mod error;
 pub mod manifest;
+pub mod name;
 pub mod records;
 pub mod safefs;
 pub mod trust;

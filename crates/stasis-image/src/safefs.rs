@@ -86,8 +86,10 @@ impl Dir {
     }
 
     /// Opens the directory at `path`, following symlinks in every component (the last one
-    /// included): for a path the operator chose that may legitimately be a link (or a
-    /// `/proc/self/fd/N` handle). Children are still reached without following links.
+    /// included): for a path the operator chose that may legitimately be a link, a
+    /// `/proc/self/fd/N` handle, or a magic link such as `/proc/PID/root` (the root a process
+    /// sees, to resolve beneath with [`open_beneath`]). Children are still reached without
+    /// following links.
     pub fn open_following(path: impl AsRef<Path>) -> io::Result<Dir> {
         let path = path.as_ref();
         let fd = rfs::open(
@@ -522,5 +524,13 @@ mod tests {
         assert!(open_beneath(&root, "/run/ok", OFlags::PATH).is_ok());
         assert!(open_beneath(&root, "../../run/ok", OFlags::PATH).is_ok());
         assert!(open_beneath(&root, "/run/bad", OFlags::PATH).is_err());
+    }
+
+    #[test]
+    fn open_following_takes_proc_root() {
+        assert!(Dir::open("/proc/self/root").is_err());
+        let r = Dir::open_following("/proc/self/root").unwrap();
+        assert!(open_beneath(&r, "/proc/self/root/etc", OFlags::PATH).is_err());
+        open_beneath(&r, "/etc", OFlags::PATH).unwrap();
     }
 }

@@ -54,10 +54,8 @@ pub fn total(carried: &Usage, cur: &Usage) -> Usage {
 pub fn append(path: &Path, s: &Sample) -> std::io::Result<()> {
     let mut line = serde_json::to_vec(s).expect("sample serializes");
     line.push(b'\n');
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)?;
+    let (dir, name) = parent_dir(path)?;
+    let mut f = dir.open_append(name, stasis_image::safefs::PRIVATE_FILE)?;
     f.write_all(&line)?;
     if f.metadata()?.len() > (KEEP_SAMPLES as u64) * 2 * 256 {
         let all = read(path);
@@ -83,17 +81,25 @@ pub fn parse(text: &str) -> Vec<Sample> {
         .collect()
 }
 
-/// Replace a history file atomically.
+/// The opened directory of `path` and its file name (the file is then opened relative to the
+/// directory, never through a link).
+fn parent_dir(path: &Path) -> std::io::Result<(stasis_image::safefs::Dir, &std::ffi::OsStr)> {
+    let bad = || std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file path");
+    let name = path.file_name().ok_or_else(bad)?;
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+    let dir = stasis_image::safefs::Dir::open(parent.unwrap_or(Path::new(".")))?;
+    Ok((dir, name))
+}
+
+/// Replace a history file atomically (mode 0600).
 pub fn write_all(path: &Path, samples: &[Sample]) -> std::io::Result<()> {
-    let tmp = path.with_extension("jsonl.tmp");
-    let mut f = std::fs::File::create(&tmp)?;
+    let mut body = Vec::new();
     for s in samples {
-        let mut line = serde_json::to_vec(s).expect("sample serializes");
-        line.push(b'\n');
-        f.write_all(&line)?;
+        body.extend(serde_json::to_vec(s).expect("sample serializes"));
+        body.push(b'\n');
     }
-    f.sync_all()?;
-    std::fs::rename(tmp, path)
+    let (dir, name) = parent_dir(path)?;
+    dir.write_atomic(name, &body, stasis_image::safefs::PRIVATE_FILE)
 }
 
 #[cfg(test)]

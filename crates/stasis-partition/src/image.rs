@@ -63,7 +63,7 @@ impl PartitionImage {
 /// Decode and check `partition.img` bytes; the message says what is wrong.
 pub fn decode(bytes: &[u8]) -> Result<Decoded, String> {
     let raw = PartitionImage::decode(bytes).map_err(|e| format!("does not decode: {e}"))?;
-    crate::state::check_name(&raw.name).map_err(|e| e.to_string())?;
+    stasis_image::name::Name::check(&raw.name).map_err(|e| e.to_string())?;
     let spec: Spec = serde_json::from_str(&raw.spec_json).map_err(|e| format!("bad spec: {e}"))?;
     if spec.cmd.is_empty() {
         return Err("spec has no command".into());

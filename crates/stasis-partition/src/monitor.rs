@@ -153,8 +153,10 @@ pub fn main(root: Root, name: &str, mode: Mode, report: std::fs::File) -> i32 {
     let pid = match started {
         Ok(pid) => pid,
         Err(r) => {
+            // The first process is gone (killed and reaped by the failed start), and with it
+            // its network namespace and so the veth pair, if one was made: nothing else to
+            // remove. (A host interface is never deleted here: it may not be ours.)
             let _ = cg.remove(&group);
-            setup::veth_remove(&rec.spec);
             fail_record(&root, name);
             send(&mut report, &r);
             return 1;
@@ -181,8 +183,8 @@ pub fn main(root: Root, name: &str, mode: Mode, report: std::fs::File) -> i32 {
             error: String::new(),
         },
     );
-    let log_path = root.paths(name).log();
-    let pump = std::thread::spawn(move || pump_log(log_r, log_path));
+    let log_dir = root.paths(name).dir;
+    let pump = std::thread::spawn(move || pump_log(log_r, log_dir));
     supervise(&root, name, pid, &rec, &cg, &group);
     // Output written by the last processes is still in the pipe: wait (bounded) for the copy.
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -222,8 +224,12 @@ fn prepare_cgroup(cg: &Cgroups, group: &str, rec: &Record) -> Result<(), String>
         let _ = cg.remove(group);
     }
     cg.create(group).map_err(|e| chain(&e))?;
-    cg.set_limits(group, &rec.spec.limits)
-        .map_err(|e| chain(&e))
+    if let Err(e) = cg.set_limits(group, &rec.spec.limits) {
+        // A refused limit leaves no group behind.
+        let _ = cg.remove(group);
+        return Err(chain(&e));
+    }
+    Ok(())
 }
 
 /// Fork the first process of a fresh partition and wait until it has exec'd its command.
@@ -321,12 +327,13 @@ fn init_child(spec: &state::Spec, go: std::io::PipeReader, log_w: &OwnedFd) -> S
     format!("cannot run {}: {e}", spec.cmd[0])
 }
 
-fn pump_log(mut r: std::io::PipeReader, path: PathBuf) {
-    let mut out = match std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-    {
+/// Copy the partition's output into `DIR/output.log` (mode 0600, opened relative to the
+/// partition's directory, never through a link).
+fn pump_log(mut r: std::io::PipeReader, dir: PathBuf) {
+    let path = dir.join("output.log");
+    let opened = stasis_image::safefs::Dir::open(&dir)
+        .and_then(|d| d.open_append("output.log", stasis_image::safefs::PRIVATE_FILE));
+    let mut out = match opened {
         Ok(f) => f,
         Err(e) => {
             tracing::error!(path = %path.display(), error = %e, "cannot open the output log");

@@ -209,10 +209,9 @@ fn spawn_monitor(
     insecure_unsigned: bool,
 ) -> Result<i32, OpsError> {
     let paths = root.paths(name);
-    let mlog = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(paths.dir.join("monitor.log"))
+    let mlog = root
+        .open_dir(name)?
+        .open_append("monitor.log", stasis_image::safefs::PRIVATE_FILE)
         .map_err(|e| OpsError::Other(format!("opening the monitor log: {e}")))?;
     let exe = stasis_exe()?;
     let mut cmd = std::process::Command::new(exe);
@@ -238,9 +237,17 @@ fn spawn_monitor(
     let out = child.stdout.take().expect("piped");
     let mut line = String::new();
     let _ = std::io::BufReader::new(out).read_line(&mut line);
-    // The monitor lives on (it is the partition's); it is reaped by init once we exit.
-    std::mem::forget(child);
-    let rep: Report = serde_json::from_str(line.trim()).map_err(|_| {
+    let rep: Option<Report> = serde_json::from_str(line.trim()).ok();
+    if rep.as_ref().is_some_and(|r| r.ok && r.pid.is_some()) {
+        // The monitor lives on (it is the partition's); its parent reaps it once it ends (a
+        // long-lived caller such as the agent does, a CLI leaves it to init when it exits).
+        std::mem::forget(child);
+    } else {
+        // A monitor that failed exits right after its report (or without one): reap it, so a
+        // failed start leaves no zombie behind.
+        let _ = child.wait();
+    }
+    let rep: Report = rep.ok_or_else(|| {
         let log = std::fs::read_to_string(paths.dir.join("monitor.log")).unwrap_or_default();
         let tail: Vec<&str> = log.lines().rev().take(20).collect();
         OpsError::Start {
@@ -433,8 +440,14 @@ fn settle_stale(root: &Root, name: &str) -> Result<(), OpsError> {
 /// `stasis rm`: remove a partition's record, logs and cgroup. A running one is refused unless
 /// `force` (then it is killed first).
 pub fn rm(root: &Root, name: &str, force: bool) -> Result<(), OpsError> {
-    let rec = root.load(name)?;
-    if is_running(&rec) {
+    let rec = match root.load(name) {
+        Ok(r) => Some(r),
+        // With -f a partition whose record is unreadable still goes (what is left of it: its
+        // cgroup and directory).
+        Err(state::StateError::Corrupt { .. }) if force => None,
+        Err(e) => return Err(e.into()),
+    };
+    if rec.as_ref().is_some_and(is_running) {
         if !force {
             return Err(OpsError::Running(name.to_string()));
         }
@@ -444,7 +457,9 @@ pub fn rm(root: &Root, name: &str, force: bool) -> Result<(), OpsError> {
     if let Ok(cg) = Cgroups::detect() {
         let _ = cg.remove(&Cgroups::group_for(name));
     }
-    crate::setup::veth_remove(&rec.spec);
+    if let Some(rec) = &rec {
+        crate::setup::veth_remove(&rec.spec);
+    }
     let dir = root.paths(name).dir;
     std::fs::remove_dir_all(&dir)
         .map_err(|e| OpsError::Other(format!("removing {}: {e}", dir.display())))?;

@@ -278,6 +278,7 @@ pub fn veth_host_side(spec: &Spec, pid: i32, host: Option<&HostNs>) -> Result<()
         return Ok(());
     };
     let pid = pid.to_string();
+    // Creating the pair fails if an interface of that name exists: nothing is touched then.
     ip_in(
         host,
         &[
@@ -293,8 +294,13 @@ pub fn veth_host_side(spec: &Spec, pid: i32, host: Option<&HostNs>) -> Result<()
             &pid,
         ],
     )?;
-    ip_in(host, &["addr", "add", &v.host_addr, "dev", &v.host_if])?;
-    ip_in(host, &["link", "set", &v.host_if, "up"])
+    // From here the pair is ours: a later failure removes it again.
+    let r = ip_in(host, &["addr", "add", &v.host_addr, "dev", &v.host_if])
+        .and_then(|()| ip_in(host, &["link", "set", &v.host_if, "up"]));
+    if r.is_err() {
+        let _ = ip_in(host, &["link", "del", &v.host_if]);
+    }
+    r
 }
 
 /// Remove the host end of a veth pair (the inner end goes with its namespace).

@@ -15,8 +15,9 @@
 
 use crate::cgroup::{Limits, Usage};
 use serde::{Deserialize, Serialize};
-use std::fs::{File, OpenOptions};
-use std::io::Write;
+use stasis_image::name::{Name, NameError};
+use stasis_image::safefs::{Dir, PRIVATE_DIR, PRIVATE_FILE};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 
 /// Default root directory.
@@ -29,8 +30,8 @@ pub enum StateError {
     #[error("no partition named '{0}' (see `stasis ps`)")]
     NotFound(String),
     /// The name is not usable as a directory name / hostname.
-    #[error("bad partition name '{0}': use 1-63 characters from [a-zA-Z0-9_.-], not starting with '.' or '-'")]
-    BadName(String),
+    #[error("bad partition name")]
+    BadName(#[from] NameError),
     /// A file could not be read or written.
     #[error("{what} {path}")]
     Io {
@@ -250,25 +251,48 @@ pub struct Root {
     pub path: PathBuf,
 }
 
-/// Check a partition name.
-pub fn check_name(name: &str) -> Result<(), StateError> {
-    let ok = !name.is_empty()
-        && name.len() <= 63
-        && !name.starts_with('.')
-        && !name.starts_with('-')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(StateError::BadName(name.to_string()))
-    }
+fn check_name(name: &str) -> Result<(), StateError> {
+    Ok(Name::check(name)?)
 }
 
 fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StateError {
     let path = path.display().to_string();
     move |source| StateError::Io { what, path, source }
+}
+
+/// Open (creating it if missing) the root directory `path` as a private directory: mode
+/// 0700 whatever the umask; an existing root with a looser mode is tightened (and said so).
+/// The one looser mode kept is the group's search bit (0710): the agent sets it when an admin
+/// group may reach its API socket through the root (`stasis agent --admin-group`), and
+/// search alone lists nothing. Its last component must not be a symlink.
+pub fn private_root(path: &Path) -> std::io::Result<Dir> {
+    let existed = std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir());
+    let d = Dir::open(path).or_else(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            Dir::create_all(path, PRIVATE_DIR)
+        } else {
+            Err(e)
+        }
+    })?;
+    let mode = d.stat_self()?.st_mode & 0o7777;
+    let allowed = PRIVATE_DIR | (mode & 0o010);
+    if mode != allowed {
+        d.chmod(allowed)?;
+        if existed {
+            tracing::warn!(root = %path.display(), mode = format!("{mode:o}"), now = format!("{allowed:o}"), "the root directory was not private: its mode is tightened");
+        }
+    }
+    Ok(d)
+}
+
+/// Open the directory `path` (not following a symlink in its last component); `None` if it
+/// does not exist.
+fn open_dir_opt(path: &Path) -> std::io::Result<Option<Dir>> {
+    match Dir::open(path) {
+        Ok(d) => Ok(Some(d)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// An exclusive lock on a partition's record (released on drop).
@@ -293,32 +317,57 @@ impl Root {
     pub fn names(&self) -> Result<Vec<String>, StateError> {
         let dir = self.path.join("partitions");
         let mut out = Vec::new();
-        match std::fs::read_dir(&dir) {
-            Ok(rd) => {
-                for e in rd {
-                    let e = e.map_err(io("listing", &dir))?;
-                    if e.path().join("partition.json").exists() {
-                        out.push(e.file_name().to_string_lossy().into_owned());
-                    }
-                }
+        let Some(d) = open_dir_opt(&dir).map_err(io("listing", &dir))? else {
+            return Ok(out);
+        };
+        for e in d.entries().map_err(io("listing", &dir))? {
+            let Some(n) = e.to_str().filter(|n| Name::check(n).is_ok()) else {
+                continue;
+            };
+            let has_record = d
+                .open_dir(n)
+                .and_then(|p| p.exists("partition.json"))
+                .unwrap_or(false);
+            if has_record {
+                out.push(n.to_string());
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io("listing", &dir)(e)),
         }
         out.sort();
         Ok(out)
     }
 
-    /// Take the lock of partition `name` (creating its directory).
-    pub fn lock(&self, name: &str) -> Result<Lock, StateError> {
+    /// The directory of partition `name`, created (0700, under a private root) if missing.
+    pub fn ensure_dir(&self, name: &str) -> Result<Dir, StateError> {
+        check_name(name)?;
+        let parts = self.path.join("partitions");
+        let root = private_root(&self.path).map_err(io("creating", &self.path))?;
+        let parts_dir = root
+            .ensure_dir("partitions", PRIVATE_DIR)
+            .map_err(io("creating", &parts))?;
+        parts_dir
+            .ensure_dir(name, PRIVATE_DIR)
+            .map_err(io("creating", &self.paths(name).dir))
+    }
+
+    /// The directory of existing partition `name` ([`StateError::NotFound`] otherwise).
+    pub fn open_dir(&self, name: &str) -> Result<Dir, StateError> {
         check_name(name)?;
         let p = self.paths(name);
-        std::fs::create_dir_all(&p.dir).map_err(io("creating", &p.dir))?;
-        let f = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(p.lock())
+        match Dir::open(&p.dir) {
+            Ok(d) => Ok(d),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(StateError::NotFound(name.to_string()))
+            }
+            Err(e) => Err(io("opening", &p.dir)(e)),
+        }
+    }
+
+    /// Take the lock of partition `name` (creating its directory).
+    pub fn lock(&self, name: &str) -> Result<Lock, StateError> {
+        let p = self.paths(name);
+        let d = self.ensure_dir(name)?;
+        let f = d
+            .open_append(".lock", PRIVATE_FILE)
             .map_err(io("opening", &p.lock()))?;
         stasis_sys::sys::flock_exclusive(&f).map_err(io("locking", &p.lock()))?;
         Ok(Lock { _file: f })
@@ -328,11 +377,8 @@ impl Root {
     pub fn try_lock(&self, name: &str) -> Result<Option<Lock>, StateError> {
         check_name(name)?;
         let p = self.paths(name);
-        let f = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(p.lock())
+        let f = Dir::open(&p.dir)
+            .and_then(|d| d.open_append(".lock", PRIVATE_FILE))
             .map_err(io("opening", &p.lock()))?;
         if stasis_sys::sys::flock_try_exclusive(&f).map_err(io("locking", &p.lock()))? {
             Ok(Some(Lock { _file: f }))
@@ -343,9 +389,9 @@ impl Root {
 
     /// Read the record of `name`.
     pub fn load(&self, name: &str) -> Result<Record, StateError> {
-        check_name(name)?;
+        let dir = self.open_dir(name)?;
         let path = self.paths(name).record();
-        let text = match std::fs::read(&path) {
+        let text = match dir.read("partition.json") {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(StateError::NotFound(name.to_string()))
@@ -360,27 +406,18 @@ impl Root {
 
     /// Write the record (atomically). The caller holds the lock.
     pub fn save(&self, rec: &Record, _lock: &Lock) -> Result<(), StateError> {
-        let p = self.paths(&rec.name);
-        std::fs::create_dir_all(&p.dir).map_err(io("creating", &p.dir))?;
-        let path = p.record();
-        let tmp = p.dir.join("partition.json.tmp");
+        let d = self.ensure_dir(&rec.name)?;
+        let path = self.paths(&rec.name).record();
         let body = serde_json::to_vec_pretty(rec).expect("record serializes");
-        let mut f = File::create(&tmp).map_err(io("creating", &tmp))?;
-        f.write_all(&body).map_err(io("writing", &tmp))?;
-        f.sync_all().map_err(io("syncing", &tmp))?;
-        std::fs::rename(&tmp, &path).map_err(io("renaming", &tmp))?;
-        if let Ok(d) = File::open(&p.dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
+        d.write_atomic("partition.json", &body, PRIVATE_FILE)
+            .map_err(io("writing", &path))
     }
 
     /// Take the lock of an existing partition (never creates anything: a partition removed
     /// meanwhile is [`StateError::NotFound`], and its directory stays gone).
     pub fn lock_existing(&self, name: &str) -> Result<Lock, StateError> {
-        check_name(name)?;
         let p = self.paths(name);
-        let f = match OpenOptions::new().write(true).open(p.lock()) {
+        let f = match self.open_dir(name)?.open_file(".lock") {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(StateError::NotFound(name.to_string()))
@@ -433,6 +470,28 @@ mod tests {
         for bad in ["", ".a", "-a", "a/b", "a b", &"x".repeat(64), ".."] {
             assert!(check_name(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn private_modes_and_no_links() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let root = Root::new(d.path());
+        let l = root.lock("p").unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(d.path()), 0o700);
+        assert_eq!(mode(&d.path().join("partitions")), 0o700);
+        assert_eq!(mode(&root.paths("p").dir), 0o700);
+        assert_eq!(mode(&root.paths("p").lock()), 0o600);
+        drop(l);
+        // A link planted as a partition's directory is not followed.
+        let outside = d.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        std::os::unix::fs::symlink(&outside, root.paths("q").dir).unwrap();
+        assert!(root.lock("q").is_err());
+        assert!(root.load("q").is_err());
+        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
     }
 
     #[test]

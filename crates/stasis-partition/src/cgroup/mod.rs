@@ -95,6 +95,23 @@ pub struct Limits {
     pub pids: Option<u64>,
 }
 
+impl Limits {
+    /// Checks every limit the way [`Cgroups::set_limits`] will, before anything is created:
+    /// the field at fault (`memory_bytes`, `cpus`, `pids`) and why.
+    pub fn check(&self) -> Result<(), (&'static str, CgroupError)> {
+        if let Some(m) = self.memory_bytes {
+            check_memory(m).map_err(|e| ("memory_bytes", e))?;
+        }
+        if let Some(c) = self.cpus {
+            cpu_quota_us(c).map_err(|e| ("cpus", e))?;
+        }
+        if let Some(p) = self.pids {
+            check_pids(p).map_err(|e| ("pids", e))?;
+        }
+        Ok(())
+    }
+}
+
 /// Counters read from a cgroup. Cumulative: `cpu_ns`, `io_*`, `oom_kills`. Gauges:
 /// `memory_bytes`, `pids`. `memory_peak_bytes`: high-water mark.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
