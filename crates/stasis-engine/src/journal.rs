@@ -78,7 +78,7 @@ fn write_record(path: &std::path::Path, rec: &Record) -> std::io::Result<()> {
     let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
         return Err(std::io::Error::other("journal path without a directory"));
     };
-    let dir = Dir::open(dir)?;
+    let dir = Dir::open_following(dir)?;
     let bytes = serde_json::to_vec(rec).map_err(std::io::Error::other)?;
     dir.write_atomic(name, &bytes, safefs::PRIVATE_FILE)
 }
@@ -87,11 +87,18 @@ fn write_record(path: &std::path::Path, rec: &Record) -> std::io::Result<()> {
 /// owns or may write.
 fn open_journal_dir(create: bool) -> std::io::Result<Dir> {
     let path = journal_dir();
-    let dir = if create {
-        Dir::create_all(&path, safefs::PRIVATE_DIR)?
-    } else {
-        Dir::open(&path)?
+    // The path may be a `/proc/self/fd/N` handle (a partition checkpointer opens the host's
+    // journal directory before it enters the partition's mount namespace): follow it; the
+    // ownership and mode checks below are what make the directory trusted.
+    let dir = match Dir::open_following(&path) {
+        Err(e) if create && e.kind() == std::io::ErrorKind::NotFound => {
+            Dir::create_all(&path, safefs::PRIVATE_DIR)?
+        }
+        other => other?,
     };
+    if create {
+        dir.chmod(safefs::PRIVATE_DIR)?;
+    }
     let st = dir.stat_self()?;
     if st.st_uid != stasis_sys::sys::geteuid() || st.st_mode & 0o022 != 0 {
         return Err(std::io::Error::new(
