@@ -70,7 +70,9 @@ impl Agent {
     }
 
     fn client(&self) -> Client {
-        Client::new(Endpoint::Unix(self.root.join("agent.sock")))
+        Client::new(Endpoint::Unix(
+            stasis_agent::daemon::AgentPaths::new(&self.root).socket(),
+        ))
     }
 
     fn log(&self) -> String {

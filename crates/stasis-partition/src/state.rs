@@ -262,9 +262,10 @@ fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StateEr
 
 /// Open (creating it if missing) the root directory `path` as a private directory: mode
 /// 0700 whatever the umask; an existing root with a looser mode is tightened (and said so).
-/// The one looser mode kept is the group's search bit (0710): the agent sets it when an admin
-/// group may reach its API socket through the root (`stasis agent --admin-group`), and
-/// search alone lists nothing. Its last component must not be a symlink.
+/// The one looser mode kept is the group's search bit (0710) of a root whose group is not
+/// root's: the agent sets it, with the admin group as the root's group, when that group may
+/// reach its API socket through the root (`stasis agent --admin-group`); search alone lists
+/// nothing. Its last component must not be a symlink.
 pub fn private_root(path: &Path) -> std::io::Result<Dir> {
     let existed = std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir());
     let d = Dir::open(path).or_else(|e| {
@@ -274,8 +275,10 @@ pub fn private_root(path: &Path) -> std::io::Result<Dir> {
             Err(e)
         }
     })?;
-    let mode = d.stat_self()?.st_mode & 0o7777;
-    let allowed = PRIVATE_DIR | (mode & 0o010);
+    let st = d.stat_self()?;
+    let mode = st.st_mode & 0o7777;
+    let group_search = if st.st_gid != 0 { mode & 0o010 } else { 0 };
+    let allowed = PRIVATE_DIR | group_search;
     if mode != allowed {
         d.chmod(allowed)?;
         if existed {
