@@ -722,7 +722,8 @@ fn hibernate_and_resume_keep_state() {
     let events = std::fs::read_to_string(ctl.join("events")).unwrap();
     assert!(
         events.contains(&format!("POST-RESTORE counter={frozen} ")),
-        "told after the restore, with the state it had: {events}"
+        "told after the restore, with the state it had: {events}\n--- agent log ---\n{}",
+        env.agent.log()
     );
     let kinds = event_kinds(&root);
     assert!(kinds.contains(&"workload.hibernated".to_string()));
