@@ -345,8 +345,6 @@ fn tcp_info(s: RawFd) -> std::io::Result<Vec<u8>> {
 // ---------------------------------------------------------------------------------------------
 // Restore side.
 
-/// Recreate an established connection in repair mode: sequence numbers, queues, options,
-/// window; it comes up established without a handshake, and the peer goes on.
 /// Run `op` again while it fails with EADDRINUSE, for up to [`IN_USE_WAIT`]: the sockets of a
 /// tree killed by its checkpoint are torn down by the kernel as its processes exit, and a
 /// restore right after may find their address not yet released.
@@ -367,8 +365,12 @@ fn retry_in_use(mut op: impl FnMut() -> std::io::Result<()>) -> std::io::Result<
 }
 
 /// How long a restore waits for an address still held by a socket being torn down.
-const IN_USE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+/// (Bounded generously: on a loaded machine the exit of a killed tree can take seconds, and
+/// the wait costs nothing when the address is free.)
+const IN_USE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// Recreate an established connection in repair mode: sequence numbers, queues, options,
+/// window; it comes up established without a handshake, and the peer goes on.
 fn restore_tcp_conn(
     fd: RawFd,
     u: &rec::InetSocketState,

@@ -153,9 +153,9 @@ pub fn main(root: Root, name: &str, mode: Mode, report: std::fs::File) -> i32 {
     let pid = match started {
         Ok(pid) => pid,
         Err(r) => {
-            // The first process is gone (killed and reaped by the failed start), and with it
-            // its network namespace and so the veth pair, if one was made: nothing else to
-            // remove. (A host interface is never deleted here: it may not be ours.)
+            // The first process is gone (killed and reaped by the failed start); a veth pair
+            // it made was removed by the start itself. (A host interface is never deleted
+            // here: it may not be ours.)
             let _ = cg.remove(&group);
             fail_record(&root, name);
             send(&mut report, &r);
@@ -270,9 +270,14 @@ fn start_run(rec: &Record, cg: &Cgroups, group: &str, log_w: OwnedFd) -> Result<
             if let Err(e) = setup::veth_host_side(&spec, pid, None) {
                 return Err(fail(chain(&e)));
             }
+            // From here the veth pair, if any, was created by this start: a failure removes
+            // its host end at once (the kernel tears a dead namespace's interfaces down only
+            // later, asynchronously).
             let mut go_w = go_w;
             if let Err(e) = go_w.write_all(b"g") {
-                return Err(fail(format!("starting the first process: {e}")));
+                let r = fail(format!("starting the first process: {e}"));
+                setup::veth_remove(&spec);
+                return Err(r);
             }
             drop(go_w);
             let mut msg = String::new();
@@ -280,6 +285,7 @@ fn start_run(rec: &Record, cg: &Cgroups, group: &str, log_w: OwnedFd) -> Result<
             let _ = err_r.read_to_string(&mut msg);
             if !msg.is_empty() {
                 let _ = ns::wait_pid(pid);
+                setup::veth_remove(&spec);
                 return Err(Report::err(1, msg));
             }
             Ok(pid)
