@@ -19,6 +19,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use stasis_engine::{CheckpointError, RestoreError};
 use std::collections::HashMap;
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -43,25 +44,6 @@ struct Cli {
     /// Root directory of partition state (records, logs, accounting).
     #[arg(long, global = true, default_value = stasis_partition::state::DEFAULT_ROOT, env = "STASIS_ROOT")]
     root: PathBuf,
-    /// The agent to talk to: unix:/path/agent.sock, http://HOST:PORT or https://HOST:PORT
-    /// (default: the unix socket under --root).
-    #[arg(long, global = true, env = "STASIS_AGENT")]
-    agent: Option<String>,
-    /// Over http(s): a file holding the agent's token (default: $STASIS_TOKEN, else, as root,
-    /// ROOT/agent/token).
-    #[arg(long, global = true, value_name = "FILE")]
-    token_file: Option<PathBuf>,
-    /// Over https: the agent's certificate (PEM) to pin (default, as root:
-    /// ROOT/agent/tls/cert.pem).
-    #[arg(long, global = true, value_name = "FILE")]
-    agent_cert: Option<PathBuf>,
-    /// Over https: the SHA-256 fingerprint of the agent's certificate to pin (the agent logs
-    /// it at start).
-    #[arg(long, global = true, value_name = "SHA256")]
-    agent_fingerprint: Option<String>,
-    /// How long agent verbs wait for an agent that is still starting.
-    #[arg(long, global = true, default_value = "10s", value_name = "DURATION")]
-    agent_wait: String,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -196,6 +178,8 @@ enum Cmd {
     Workload {
         #[command(subcommand)]
         cmd: agent::WorkloadCmd,
+        #[command(flatten)]
+        conn: agent::ClientArgs,
     },
     /// Checkpoint a workload into the agent's repository and release its resources.
     Hibernate {
@@ -204,6 +188,8 @@ enum Cmd {
         /// JSON output.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        conn: agent::ClientArgs,
     },
     /// Bring a hibernated workload back with its state.
     Resume {
@@ -212,11 +198,15 @@ enum Cmd {
         /// JSON output.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        conn: agent::ClientArgs,
     },
     /// First-failure data capture bundles written by the agent.
     Ffdc {
         #[command(subcommand)]
         cmd: agent::FfdcCmd,
+        #[command(flatten)]
+        conn: agent::ClientArgs,
     },
     /// The agent's lifecycle events, in order; --follow streams them (and survives agent
     /// restarts, resuming after the last event seen).
@@ -230,6 +220,8 @@ enum Cmd {
         /// One JSON object per line.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        conn: agent::ClientArgs,
     },
     /// A partition's monitor (internal).
     #[command(name = "__monitor", hide = true)]
@@ -385,6 +377,7 @@ fn main() -> ExitCode {
         }
     } else {
         tracing_subscriber::fmt()
+            .with_ansi(std::io::stderr().is_terminal())
             .with_writer(std::io::stderr)
             .with_env_filter(
                 tracing_subscriber::EnvFilter::try_from_env("STASIS_LOG")
@@ -448,28 +441,22 @@ fn main() -> ExitCode {
         );
         return ExitCode::from(code.clamp(0, 255) as u8);
     }
-    let conn = agent::Conn {
-        agent: cli.agent.clone(),
-        wait: cli.agent_wait.clone(),
-        token_file: cli.token_file.clone(),
-        agent_cert: cli.agent_cert.clone(),
-        agent_fingerprint: cli.agent_fingerprint.clone(),
-    };
     let r = match cli.cmd {
         Cmd::Agent { listen, tick, api } => agent::agent(&cli.root, &listen, &tick, api),
         Cmd::Token { rotate } => agent::token(&cli.root, rotate),
-        Cmd::Workload { cmd } => agent::workload(&cli.root, &conn, cmd),
-        Cmd::Hibernate { name, json } => {
+        Cmd::Workload { cmd, conn } => agent::workload(&cli.root, &conn, cmd),
+        Cmd::Hibernate { name, json, conn } => {
             agent::hibernate_or_resume(&cli.root, &conn, &name, false, json)
         }
-        Cmd::Resume { name, json } => {
+        Cmd::Resume { name, json, conn } => {
             agent::hibernate_or_resume(&cli.root, &conn, &name, true, json)
         }
-        Cmd::Ffdc { cmd } => agent::ffdc(&cli.root, &conn, cmd),
+        Cmd::Ffdc { cmd, conn } => agent::ffdc(&cli.root, &conn, cmd),
         Cmd::Events {
             follow,
             since,
             json,
+            conn,
         } => agent::events(&cli.root, &conn, since, follow, json),
         cmd => run(&root, cmd),
     };
@@ -503,6 +490,7 @@ fn agent_logging(root: &std::path::Path, verbose: u8) -> anyhow::Result<()> {
     tracing_subscriber::registry()
         .with(
             tracing_subscriber::fmt::layer()
+                .with_ansi(std::io::stderr().is_terminal())
                 .with_writer(std::io::stderr)
                 .with_filter(filter()),
         )

@@ -1,0 +1,213 @@
+//! What a new user meets in the first hour (issue 12): help texts that list only the options
+//! that apply, waiting verbs that say what they wait for, plain logs when stderr is not a
+//! terminal, a failed checkpoint that cleans up after itself, messages without placeholder
+//! values, and the verbs `logs`, `check` and `--version`.
+#![cfg(target_os = "linux")]
+
+mod common;
+
+use common::{run_cmd, serial, stasis};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn cli(root: &Path, args: &[&str]) -> Output {
+    run_cmd(
+        Command::new(stasis())
+            .arg("--root")
+            .arg(root)
+            .args(args)
+            .env_remove("STASIS_AGENT")
+            .env_remove("STASIS_FAILPOINTS")
+            .stdin(Stdio::null()),
+    )
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// A `sleep` the test owns (killed and reaped on drop).
+struct Sleeper(std::process::Child);
+impl Sleeper {
+    fn start() -> Sleeper {
+        Sleeper(
+            Command::new("sleep")
+                .arg("1000")
+                .stdin(Stdio::null())
+                .spawn()
+                .expect("spawn sleep"),
+        )
+    }
+    fn pid(&self) -> i32 {
+        self.0.id() as i32
+    }
+}
+impl Drop for Sleeper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+const CLIENT_OPTIONS: &[&str] = &[
+    "--agent ",
+    "--agent-wait",
+    "--token-file",
+    "--agent-cert",
+    "--agent-fingerprint",
+];
+
+#[test]
+fn agent_client_options_appear_only_on_the_verbs_that_talk_to_the_agent() {
+    let tmp = tempfile::tempdir().unwrap();
+    for verb in [
+        &["checkpoint", "--help"][..],
+        &["restore", "--help"],
+        &["run", "--help"],
+        &["ps", "--help"],
+        &["inspect", "--help"],
+        &["--help"],
+    ] {
+        let o = cli(tmp.path(), verb);
+        assert!(o.status.success(), "{verb:?}: {}", text(&o.stderr));
+        let help = text(&o.stdout);
+        for opt in CLIENT_OPTIONS {
+            assert!(!help.contains(opt), "{verb:?} lists {opt}:\n{help}");
+        }
+        assert!(help.contains("--root"), "{verb:?} lacks --root:\n{help}");
+    }
+    for verb in [
+        &["workload", "--help"][..],
+        &["workload", "ls", "--help"],
+        &["hibernate", "--help"],
+        &["resume", "--help"],
+        &["ffdc", "ls", "--help"],
+        &["events", "--help"],
+    ] {
+        let o = cli(tmp.path(), verb);
+        assert!(o.status.success(), "{verb:?}: {}", text(&o.stderr));
+        let help = text(&o.stdout);
+        for opt in CLIENT_OPTIONS {
+            assert!(help.contains(opt), "{verb:?} lacks {opt}:\n{help}");
+        }
+    }
+    // Before or after the subcommand, and STASIS_AGENT still works.
+    for args in [
+        &["workload", "--agent-wait", "0s", "ls"][..],
+        &["workload", "ls", "--agent-wait", "0s"],
+    ] {
+        let o = cli(tmp.path(), args);
+        assert_eq!(o.status.code(), Some(8), "{args:?}: {}", text(&o.stderr));
+    }
+    let o = run_cmd(
+        Command::new(stasis())
+            .arg("--root")
+            .arg(tmp.path())
+            .args(["events", "--agent-wait", "0s"])
+            .env("STASIS_AGENT", "http://127.0.0.1:1"),
+    );
+    assert_eq!(o.status.code(), Some(8), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("http://127.0.0.1:1"),
+        "{}",
+        text(&o.stderr)
+    );
+}
+
+#[test]
+fn agent_verbs_say_what_they_wait_for() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t0 = Instant::now();
+    let o = cli(tmp.path(), &["workload", "ls", "--agent-wait", "700ms"]);
+    assert!(t0.elapsed() >= Duration::from_millis(600));
+    assert_eq!(o.status.code(), Some(8));
+    let err = text(&o.stderr);
+    let sock = tmp.path().join("api/agent.sock");
+    let first = err.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with("waiting for the agent at unix:")
+            && first.contains(&sock.display().to_string())
+            && first.contains("up to 700ms"),
+        "first line: {first:?}\n{err}"
+    );
+    assert!(err.contains("no agent answers"), "{err}");
+}
+
+#[test]
+fn logs_carry_no_colour_codes_when_stderr_is_not_a_terminal() {
+    let _g = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Sleeper::start();
+    let o = cli(
+        tmp.path(),
+        &[
+            "-v",
+            "checkpoint",
+            "--pid",
+            &s.pid().to_string(),
+            "--dir",
+            tmp.path().join("img").to_str().unwrap(),
+            "--leave-running",
+        ],
+    );
+    let err = text(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("INFO"), "no log lines at -v: {err}");
+    assert!(!err.contains('\u{1b}'), "ANSI codes on a pipe: {err:?}");
+}
+
+fn failing_checkpoint(root: &Path, pid: i32, dir: &Path) -> Output {
+    run_cmd(
+        Command::new(stasis())
+            .arg("--root")
+            .arg(root)
+            .args(["checkpoint", "--pid", &pid.to_string(), "--dir"])
+            .arg(dir)
+            .env("STASIS_FAILPOINTS", "write")
+            .stdin(Stdio::null()),
+    )
+}
+
+#[test]
+fn a_failed_checkpoint_removes_the_directory_it_created_and_only_that() {
+    let _g = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Sleeper::start();
+    // A directory the checkpoint creates (and its missing parent): the directory goes, the
+    // parent it created on the way stays (it may be shared).
+    let dir = tmp.path().join("parent/new");
+    let o = failing_checkpoint(tmp.path(), s.pid(), &dir);
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(!dir.exists(), "the failed checkpoint left {}", dir.display());
+    // One "failed", no placeholder pid.
+    assert_eq!(err.matches("failed").count(), 1, "{err}");
+    assert!(!err.contains("pid 0"), "{err}");
+
+    // A directory that existed, with another tool's file: both stay, no image file is left.
+    let dir = tmp.path().join("existing");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("config.json"), b"{}").unwrap();
+    let o = failing_checkpoint(tmp.path(), s.pid(), &dir);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
+    assert!(dir.join("config.json").exists());
+    assert!(!dir.join("manifest.img").exists());
+
+    // The tree runs on, and a good checkpoint into the first path works.
+    assert!(Path::new(&format!("/proc/{}", s.pid())).exists());
+    let dir = tmp.path().join("parent/new");
+    let o = cli(
+        tmp.path(),
+        &[
+            "checkpoint",
+            "--pid",
+            &s.pid().to_string(),
+            "--dir",
+            dir.to_str().unwrap(),
+            "--leave-running",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(dir.join("manifest.img").exists());
+}
