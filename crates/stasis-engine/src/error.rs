@@ -159,10 +159,12 @@ mod tests {
             std::io::Error::from_raw_os_error(libc::ENOENT),
         ));
         assert_eq!(e.to_string(), "opening /dev/ptmx");
-        let chain: Vec<String> =
-            std::iter::successors(std::error::Error::source(&e), |c| c.source())
-                .map(|c| c.to_string())
-                .collect();
+        let mut chain = Vec::new();
+        let mut cur = std::error::Error::source(&e);
+        while let Some(c) = cur {
+            chain.push(c.to_string());
+            cur = c.source();
+        }
         assert_eq!(chain.len(), 1, "{chain:?}");
         assert!(!chain[0].contains("restore failed"), "{chain:?}");
     }
