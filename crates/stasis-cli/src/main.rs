@@ -9,10 +9,12 @@
 
 mod agent;
 mod bench;
+mod check;
 mod child_agent;
 mod demo;
 mod image;
 mod inspect;
+mod logs;
 mod partition;
 
 use anyhow::Context;
@@ -34,7 +36,7 @@ pub(crate) fn check_interrupt() -> anyhow::Result<()> {
 #[derive(Parser)]
 #[command(
     name = "stasis",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("STASIS_COMMIT"), ")"),
     about = "Checkpoint and restore Linux process trees (no CRIU)"
 )]
 struct Cli {
@@ -143,6 +145,22 @@ enum Cmd {
         /// Kill a running partition first.
         #[arg(long, short = 'f')]
         force: bool,
+    },
+    /// Print a partition's output (stdout and stderr); an agent workload's too (a workload is
+    /// a partition of the same name).
+    Logs {
+        /// Partition or workload name.
+        name: String,
+        /// Keep printing new output (until interrupted or the partition is removed).
+        #[arg(long, short = 'f')]
+        follow: bool,
+    },
+    /// Check the kernel features and programs stasis uses (each probed); exit 0 when every
+    /// required one is present.
+    Check {
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
     },
     /// Resource accounting of a partition, or of every partition and the host.
     Stats {
@@ -511,6 +529,8 @@ fn run(root: &stasis_partition::state::Root, cmd: Cmd) -> Result<(), Failed> {
         Cmd::Stop { name, timeout } => partition::stop(root, &name, timeout),
         Cmd::Rm { names, force } => partition::rm(root, &names, force),
         Cmd::Stats { name, json } => partition::stats(root, name.as_deref(), json),
+        Cmd::Logs { name, follow } => logs::run(root, &name, follow),
+        Cmd::Check { json } => check::run(json),
         Cmd::Monitor { .. }
         | Cmd::Agent { .. }
         | Cmd::Token { .. }

@@ -31,13 +31,9 @@ fn text(b: &[u8]) -> String {
 struct Sleeper(std::process::Child);
 impl Sleeper {
     fn start() -> Sleeper {
-        Sleeper(
-            Command::new("sleep")
-                .arg("1000")
-                .stdin(Stdio::null())
-                .spawn()
-                .expect("spawn sleep"),
-        )
+        Sleeper(common::spawn_owned(
+            Command::new("sleep").arg("1000").stdin(Stdio::null()),
+        ))
     }
     fn pid(&self) -> i32 {
         self.0.id() as i32
@@ -180,7 +176,11 @@ fn a_failed_checkpoint_removes_the_directory_it_created_and_only_that() {
     let o = failing_checkpoint(tmp.path(), s.pid(), &dir);
     let err = text(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{err}");
-    assert!(!dir.exists(), "the failed checkpoint left {}", dir.display());
+    assert!(
+        !dir.exists(),
+        "the failed checkpoint left {}",
+        dir.display()
+    );
     // One "failed", no placeholder pid.
     assert_eq!(err.matches("failed").count(), 1, "{err}");
     assert!(!err.contains("pid 0"), "{err}");
@@ -210,4 +210,181 @@ fn a_failed_checkpoint_removes_the_directory_it_created_and_only_that() {
     );
     assert!(o.status.success(), "{}", text(&o.stderr));
     assert!(dir.join("manifest.img").exists());
+}
+
+/// `stasis rm -f NAME` when dropped.
+struct Partition<'a>(&'a Path, &'a str);
+impl Drop for Partition<'_> {
+    fn drop(&mut self) {
+        let _ = cli(self.0, &["rm", "-f", self.1]);
+    }
+}
+
+#[test]
+fn logs_prints_a_partitions_output_and_follows_it() {
+    let _g = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let o = cli(
+        root,
+        &[
+            "run",
+            "--name",
+            "logs1",
+            "--",
+            "/bin/sh",
+            "-c",
+            "echo first line; echo to stderr >&2; i=0; while :; do i=$((i+1)); echo tick $i; sleep 0.2; done",
+        ],
+    );
+    let _p = Partition(root, "logs1");
+    assert!(o.status.success(), "run: {}", text(&o.stderr));
+    // Its output arrives through the monitor: wait for it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let out = loop {
+        let o = cli(root, &["logs", "logs1"]);
+        assert!(o.status.success(), "logs: {}", text(&o.stderr));
+        let out = text(&o.stdout);
+        if out.contains("to stderr") || Instant::now() > deadline {
+            break out;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(out.contains("first line\n"), "{out:?}");
+    assert!(out.contains("to stderr\n"), "{out:?}");
+
+    // --follow: what was there, then what comes, and it ends when the partition goes.
+    // (spawn_owned: the test harness's reaper leaves it to us)
+    let mut f = common::spawn_owned(
+        Command::new(stasis())
+            .arg("--root")
+            .arg(root)
+            .args(["logs", "logs1", "--follow"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null()),
+    );
+    let stdout = f.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for l in std::io::BufReader::new(stdout).lines() {
+            if tx.send(l.unwrap_or_default()).is_err() {
+                break;
+            }
+        }
+    });
+    let first = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("first line");
+    assert_eq!(first, "first line");
+    // New output keeps coming: a tick later than any in the log when --follow started.
+    let last_before = out.matches("tick ").count();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let l = rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("logs --follow printed no new output");
+        if let Some(n) = l.strip_prefix("tick ") {
+            if n.parse::<usize>().unwrap() > last_before + 3 {
+                break;
+            }
+        }
+    }
+    let o = cli(root, &["rm", "-f", "logs1"]);
+    assert!(o.status.success(), "rm: {}", text(&o.stderr));
+    let t0 = Instant::now();
+    loop {
+        if let Some(st) = f.try_wait().unwrap() {
+            assert!(st.success(), "logs --follow ended with {st}");
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "logs --follow did not end when the partition was removed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // No such partition: exit 7, named.
+    let o = cli(root, &["logs", "nope"]);
+    assert_eq!(o.status.code(), Some(7), "{}", text(&o.stderr));
+    assert!(text(&o.stderr).contains("'nope'"));
+}
+
+#[test]
+fn check_probes_the_kernel_and_says_what_needs_each_feature() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = cli(tmp.path(), &["check"]);
+    let out = text(&o.stdout);
+    // These machines have everything (docs/kernel-requirements.md): a missing feature fails.
+    assert!(o.status.success(), "{out}\n{}", text(&o.stderr));
+    for name in [
+        "root",
+        "kernel",
+        "ptrace",
+        "clone3 set_tid",
+        "pidfd_getfd",
+        "vdso",
+        "cgroup freeze",
+        "TCP_REPAIR",
+        "nft",
+        "ip",
+        "PAGEMAP_SCAN",
+        "userfaultfd WP_ASYNC",
+    ] {
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no line for {name}:\n{out}"));
+        assert!(
+            line.contains(" ok ") && line.contains("needed by"),
+            "{line}"
+        );
+    }
+    let o = cli(tmp.path(), &["check", "--json"]);
+    assert!(o.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["ok"], true);
+    let items = v["items"].as_array().unwrap();
+    assert!(items.len() >= 12);
+    assert!(items
+        .iter()
+        .all(|i| i["ok"] == true && i["needed_by"].is_string()));
+
+    // Without the programs it uses, the optional ones say missing, and it still passes.
+    let o = run_cmd(
+        Command::new(stasis())
+            .args(["check"])
+            .env("PATH", "/nonexistent")
+            .stdin(Stdio::null()),
+    );
+    let out = text(&o.stdout);
+    assert!(o.status.success(), "{out}");
+    let nft = out.lines().find(|l| l.starts_with("nft ")).unwrap();
+    assert!(nft.contains("missing") && nft.contains("nftables"), "{nft}");
+}
+
+#[test]
+fn version_names_the_commit() {
+    let o = run_cmd(Command::new(stasis()).arg("--version"));
+    let v = text(&o.stdout);
+    assert!(o.status.success());
+    let head = Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| text(&o.stdout).trim().to_string());
+    match head {
+        // Built from this checkout: the commit is the one the binary was built from, which
+        // is HEAD unless a commit happened since the build.
+        Some(h) => assert!(
+            v.starts_with(&format!("stasis {} (commit ", env!("CARGO_PKG_VERSION")))
+                && !v.contains("unknown"),
+            "{v} (HEAD {h})"
+        ),
+        None => assert!(v.contains("(commit unknown)"), "{v}"),
+    }
 }
