@@ -489,7 +489,8 @@ fn main() -> ExitCode {
 
 type Failed = (u8, anyhow::Error);
 
-/// The agent logs to stderr and to ROOT/agent/agent.log (FFDC bundles quote its lines).
+/// The agent logs to stderr and to ROOT/agent/agent.log, rotated at 10 MiB keeping 3 older
+/// files (FFDC bundles quote its lines).
 fn agent_logging(root: &std::path::Path, verbose: u8) -> anyhow::Result<()> {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
@@ -497,9 +498,17 @@ fn agent_logging(root: &std::path::Path, verbose: u8) -> anyhow::Result<()> {
     let paths = stasis_agent::daemon::AgentPaths::new(root);
     // A private root (0700, tightened if looser) and a private log (0600), opened relative to
     // its directory without following a link.
+    // Rotated by size: agent.log, agent.log.1 … agent.log.3.
     let file = stasis_partition::state::private_root(root)
         .and_then(|r| r.ensure_dir("agent", stasis_image::safefs::PRIVATE_DIR))
-        .and_then(|d| d.open_append("agent.log", stasis_image::safefs::PRIVATE_FILE))
+        .and_then(|d| {
+            stasis_agent::logfile::RotatingLog::open(
+                d,
+                "agent.log",
+                stasis_agent::logfile::DEFAULT_MAX_BYTES,
+                stasis_agent::logfile::DEFAULT_KEEP,
+            )
+        })
         .with_context(|| format!("opening {}", paths.log().display()))?;
     let level = if verbose > 1 { "debug" } else { "info" };
     let filter = || {

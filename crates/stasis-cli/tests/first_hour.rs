@@ -388,3 +388,36 @@ fn version_names_the_commit() {
         None => assert!(v.contains("(commit unknown)"), "{v}"),
     }
 }
+
+#[test]
+fn the_agent_logs_plain_text_to_a_pipe_and_to_its_file() {
+    let _g = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut agent = common::spawn_owned(
+        Command::new(stasis())
+            .arg("--root")
+            .arg(tmp.path())
+            .args(["agent", "--listen", "off"])
+            .env("STASIS_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+    );
+    let sock = tmp.path().join("api/agent.sock");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !sock.exists() {
+        assert!(Instant::now() < deadline, "the agent did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = cli(tmp.path(), &["workload", "ls"]);
+    common::send_signal(agent.id() as i32, libc::SIGTERM);
+    let out = agent.wait_with_output().unwrap();
+    let err = text(&out.stderr);
+    assert!(err.contains("INFO"), "{err}");
+    assert!(!err.contains('\u{1b}'), "ANSI codes on a pipe: {err:?}");
+    let file = std::fs::read_to_string(tmp.path().join("agent/agent.log")).unwrap();
+    assert!(
+        file.contains("INFO") && !file.contains('\u{1b}'),
+        "{file:?}"
+    );
+}
