@@ -393,7 +393,7 @@ fn version_names_the_commit() {
 fn the_agent_logs_plain_text_to_a_pipe_and_to_its_file() {
     let _g = serial();
     let tmp = tempfile::tempdir().unwrap();
-    let mut agent = common::spawn_owned(
+    let agent = common::spawn_owned(
         Command::new(stasis())
             .arg("--root")
             .arg(tmp.path())
