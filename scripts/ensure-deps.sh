@@ -3,7 +3,8 @@
 #   demo  the demo: a C toolchain to link Rust programs, and cargo
 #   test  the whole test suite: also the programs the tests checkpoint (python3, redis,
 #         postgresql, tmux), nftables and iproute2 (network tests), util-linux (mkswap),
-#         chromium and chromedriver (the dashboard test)
+#         chromium and chromedriver (the dashboard test), man-db and systemd-analyze (the
+#         package test; cargo-deb itself is installed by scripts/package.sh)
 # Idempotent; installs nothing that is present. Meant to be sourced (it may extend PATH).
 set -euo pipefail
 purpose=${1:-test}
@@ -28,6 +29,8 @@ if [[ $purpose == test ]]; then
   command -v ip >/dev/null || need+=(iproute2)
   [[ -x /usr/bin/chromium ]] || need+=(chromium)
   [[ -x /usr/bin/chromedriver ]] || need+=(chromium-driver)
+  command -v man >/dev/null || need+=(man-db)
+  command -v systemd-analyze >/dev/null || need+=(systemd)
 fi
 if ((${#need[@]})); then
   echo "installing for the $purpose: ${need[*]}" >&2

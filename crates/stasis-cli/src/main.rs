@@ -12,6 +12,7 @@ mod bench;
 mod check;
 mod child_agent;
 mod demo;
+mod gendocs;
 mod image;
 mod inspect;
 mod logs;
@@ -282,6 +283,12 @@ enum Cmd {
     /// The demo's workload (internal).
     #[command(hide = true)]
     DemoWorker,
+    /// Write man pages, shell completions and the packaged systemd unit into DIR (packaging).
+    #[command(name = "__gen-docs", hide = true)]
+    GenDocs {
+        /// Output directory.
+        dir: PathBuf,
+    },
     /// The benchmark's workload (internal).
     #[command(hide = true)]
     BenchWorker {
@@ -423,8 +430,12 @@ fn main() -> ExitCode {
     } else if let Err(e) = stasis_sys::sys::install_interrupt_handlers() {
         eprintln!("stasis: warning: cannot install signal handlers: {e}");
     }
-    // The hidden workload modes are the programs being checkpointed: they repair nothing.
-    let is_workload = matches!(cli.cmd, Cmd::DemoWorker | Cmd::BenchWorker { .. });
+    // The hidden workload modes are the programs being checkpointed: they repair nothing (nor
+    // does the packaging step that writes the docs).
+    let is_workload = matches!(
+        cli.cmd,
+        Cmd::DemoWorker | Cmd::BenchWorker { .. } | Cmd::GenDocs { .. }
+    );
     let repaired = if is_workload {
         0
     } else {
@@ -705,6 +716,10 @@ fn run(root: &stasis_partition::state::Root, cmd: Cmd) -> Result<(), Failed> {
         Cmd::Bench { what } => bench::run(what).map_err(|e| (1, e)),
         Cmd::Demo { dir } => demo::run(dir).map_err(|e| (1, e)),
         Cmd::DemoWorker => demo::worker(),
+        Cmd::GenDocs { dir } => {
+            use clap::CommandFactory;
+            gendocs::run(Cli::command(), &dir).map_err(|e| (1, e))
+        }
         Cmd::BenchWorker { size_mib, ready } => bench::worker(size_mib, ready),
     }
 }
