@@ -70,7 +70,7 @@ impl Agent {
     }
 
     fn client(&self) -> Client {
-        Client::new(Endpoint::Unix(self.root.join("agent.sock")))
+        Client::new(Endpoint::Unix(self.root.join("api/agent.sock")))
     }
 
     fn log(&self) -> String {
