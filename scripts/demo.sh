@@ -4,6 +4,7 @@
 # cold from its boot command; each failure leaves an FFDC bundle.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source scripts/ensure-deps.sh
-cargo build --release -q -p stasis-cli
+source scripts/ensure-deps.sh demo
+echo "building stasis (release; the first build takes a few minutes)…" >&2
+cargo build --release -p stasis-cli
 exec ./target/release/stasis demo "$@"

@@ -5,7 +5,7 @@
 # Ends with one summary line: "summary: N passed, N failed".
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source scripts/ensure-deps.sh
+source scripts/ensure-deps.sh test
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 set +e

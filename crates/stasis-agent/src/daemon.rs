@@ -7,7 +7,8 @@
 //! ROOT/agent/token         the API token for TCP clients (0600; `stasis token`)
 //! ROOT/agent/tls/          the generated TLS certificate and key (0600 each)
 //! ROOT/agent/state.redb    the embedded store: workload specs and status, the event log
-//! ROOT/agent/agent.log     the agent's log (FFDC bundles quote the lines about a workload)
+//! ROOT/agent/agent.log     the agent's log (FFDC bundles quote the lines about a workload),
+//!                          rotated at 10 MiB into agent.log.1 … agent.log.3 (0600 each)
 //! ROOT/images/NAME/ID/     consistency and hibernation images (the repository)
 //! ROOT/ffdc/NAME/ID/       first-failure data capture bundles
 //! ROOT/partitions/NAME/    the partitions themselves (stasis-partition)

@@ -499,15 +499,15 @@ fn render_summary(f: &Failure, procs: &[(i32, String)], notes: &Notes) -> String
     let _ = writeln!(s, "failure:      {}", f.kind);
     let _ = writeln!(s, "at (unix ms): {}", f.at_unix_ms);
     let _ = writeln!(s, "incarnation:  {}", f.incarnation);
-    let _ = writeln!(
-        s,
-        "pid:          {}",
-        f.pid.map_or_else(|| "-".to_string(), |p| p.to_string())
-    );
+    if let Some(pid) = f.pid {
+        let _ = writeln!(s, "pid:          {pid}");
+    }
     let _ = writeln!(
         s,
         "image in use: {}",
-        f.image_in_use.as_deref().unwrap_or("- (boot)")
+        f.image_in_use
+            .as_deref()
+            .unwrap_or("none (started from its boot command)")
     );
     if !procs.is_empty() {
         let _ = writeln!(s, "\nprocesses ({}):", procs.len());

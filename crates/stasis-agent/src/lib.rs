@@ -27,6 +27,7 @@ pub mod client;
 pub mod daemon;
 pub mod duration;
 pub mod ffdc;
+pub mod logfile;
 pub mod policy;
 pub mod probe;
 pub mod repo;

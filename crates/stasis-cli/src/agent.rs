@@ -135,17 +135,33 @@ pub enum FfdcCmd {
     },
 }
 
-/// How clients reach the agent.
-pub struct Conn {
-    /// `--agent`, if given.
+/// How clients reach the agent: the options of the verbs that talk to it (global within
+/// each such verb, so they may follow its subcommand).
+#[derive(Args, Debug, Clone)]
+pub struct ClientArgs {
+    /// The agent to talk to: unix:/path/agent.sock, http://HOST:PORT or https://HOST:PORT
+    /// (default: the unix socket ROOT/api/agent.sock).
+    #[arg(long, global = true, env = "STASIS_AGENT")]
     pub agent: Option<String>,
-    /// `--agent-wait`.
+    /// How long to wait for an agent that is still starting.
+    #[arg(
+        long = "agent-wait",
+        global = true,
+        default_value = "10s",
+        value_name = "DURATION"
+    )]
     pub wait: String,
-    /// `--token-file`.
+    /// Over http(s): a file holding the agent's token (default: $STASIS_TOKEN, else, as root,
+    /// ROOT/agent/token).
+    #[arg(long, global = true, value_name = "FILE")]
     pub token_file: Option<std::path::PathBuf>,
-    /// `--agent-cert`.
+    /// Over https: the agent's certificate (PEM) to pin (default, as root:
+    /// ROOT/agent/tls/cert.pem).
+    #[arg(long, global = true, value_name = "FILE")]
     pub agent_cert: Option<std::path::PathBuf>,
-    /// `--agent-fingerprint`.
+    /// Over https: the SHA-256 fingerprint of the agent's certificate to pin (the agent logs
+    /// it at start).
+    #[arg(long, global = true, value_name = "SHA256")]
     pub agent_fingerprint: Option<String>,
 }
 
@@ -195,7 +211,7 @@ fn dur(flag: &str, text: &str) -> Result<Duration, Failed> {
     duration::parse(text).map_err(|e| fail(2, format!("--{flag}: {e}")))
 }
 
-impl Conn {
+impl ClientArgs {
     /// A client of the agent, once it answers.
     pub fn client(&self, root: &Path) -> Result<Client, Failed> {
         let endpoint = match &self.agent {
@@ -236,12 +252,24 @@ impl Conn {
                 c = c.with_pin(p).map_err(client_err)?;
             }
         }
-        c.wait_ready(wait).map_err(client_err)?;
+        // Quiet when the agent answers at once; otherwise say what we wait for.
+        match c.get("/v1/health") {
+            Err(ClientError::Unreachable { .. }) if !wait.is_zero() => {
+                eprintln!(
+                    "waiting for the agent at {endpoint} (up to {})…",
+                    humantime::format_duration(wait)
+                );
+                c.wait_ready(wait).map_err(client_err)?;
+            }
+            r => {
+                r.map_err(client_err)?;
+            }
+        }
         Ok(c)
     }
 }
 
-impl Conn {
+impl ClientArgs {
     /// The token for a TCP agent: `--token-file`, `$STASIS_TOKEN`, or (root) ROOT/agent/token.
     fn token(&self, paths: &stasis_agent::daemon::AgentPaths) -> Result<Option<String>, Failed> {
         if let Some(f) = &self.token_file {
@@ -310,6 +338,14 @@ fn opt_str(v: &Value) -> String {
     }
 }
 
+/// ` (pid N)` when the answer names a pid, nothing otherwise.
+fn pid_suffix(v: &Value) -> String {
+    match v.as_i64() {
+        Some(p) if p > 0 => format!(" (pid {p})"),
+        _ => String::new(),
+    }
+}
+
 /// `stasis agent`.
 pub fn agent(root: &Path, listen: &str, tick: &str, api: ApiArgs) -> Result<(), Failed> {
     let listen = match listen {
@@ -347,7 +383,7 @@ pub fn agent(root: &Path, listen: &str, tick: &str, api: ApiArgs) -> Result<(), 
 }
 
 /// `stasis workload ...`.
-pub fn workload(root: &Path, conn: &Conn, cmd: WorkloadCmd) -> Result<(), Failed> {
+pub fn workload(root: &Path, conn: &ClientArgs, cmd: WorkloadCmd) -> Result<(), Failed> {
     match cmd {
         WorkloadCmd::Add(a) => add(root, conn, *a),
         WorkloadCmd::Ls { json } => {
@@ -436,7 +472,7 @@ pub fn workload(root: &Path, conn: &Conn, cmd: WorkloadCmd) -> Result<(), Failed
     }
 }
 
-fn add(root: &Path, conn: &Conn, a: AddArgs) -> Result<(), Failed> {
+fn add(root: &Path, conn: &ClientArgs, a: AddArgs) -> Result<(), Failed> {
     let partition = spec_from(&a.name, a.partition, a.cmd)?;
     let probe = match &a.probe {
         Some(p) => Some(ProbeSpec {
@@ -479,10 +515,10 @@ fn add(root: &Path, conn: &Conn, a: AddArgs) -> Result<(), Failed> {
         print_json(&v);
     } else {
         println!(
-            "{}: {} (pid {})",
+            "{}: {}{}",
             a.name,
             opt_str(&v["state"]),
-            opt_str(&v["pid"])
+            pid_suffix(&v["pid"])
         );
     }
     Ok(())
@@ -491,7 +527,7 @@ fn add(root: &Path, conn: &Conn, a: AddArgs) -> Result<(), Failed> {
 /// `stasis hibernate NAME` / `stasis resume NAME`.
 pub fn hibernate_or_resume(
     root: &Path,
-    conn: &Conn,
+    conn: &ClientArgs,
     name: &str,
     resume: bool,
     json: bool,
@@ -507,9 +543,9 @@ pub fn hibernate_or_resume(
         print_json(&v);
     } else if resume {
         println!(
-            "{name}: running again from image {} (pid {})",
+            "{name}: running again from image {}{}",
             opt_str(&v["last_image"]),
-            opt_str(&v["pid"])
+            pid_suffix(&v["pid"])
         );
     } else {
         println!(
@@ -521,7 +557,7 @@ pub fn hibernate_or_resume(
 }
 
 /// `stasis ffdc ...`.
-pub fn ffdc(root: &Path, conn: &Conn, cmd: FfdcCmd) -> Result<(), Failed> {
+pub fn ffdc(root: &Path, conn: &ClientArgs, cmd: FfdcCmd) -> Result<(), Failed> {
     match cmd {
         FfdcCmd::Ls { workload, json } => {
             let path = match &workload {
@@ -590,10 +626,22 @@ fn when(unix_ms: u64) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
 
+/// One event as a text line: sequence, time, kind, then the payload as `key=value` words
+/// (the same with and without `--follow`).
+pub(crate) fn event_line(e: &stasis_cluster::Event) -> String {
+    format!(
+        "{:>6}  {}  {:<24} {}",
+        e.seq,
+        when(e.unix_ms),
+        e.kind,
+        crate::demo::payload_words(&e.payload, &["event"])
+    )
+}
+
 /// `stasis events [--follow] [--since N]`.
 pub fn events(
     root: &Path,
-    conn: &Conn,
+    conn: &ClientArgs,
     since: u64,
     follow: bool,
     json: bool,
@@ -603,11 +651,7 @@ pub fn events(
         if json {
             println!("{}", serde_json::to_string(e).expect("serializable"));
         } else {
-            let mut p = e.payload.clone();
-            if let Some(o) = p.as_object_mut() {
-                o.remove("event");
-            }
-            println!("{:>6}  {}  {:<28} {}", e.seq, when(e.unix_ms), e.kind, p);
+            println!("{}", event_line(e));
         }
         use std::io::Write;
         let _ = std::io::stdout().flush();
@@ -638,4 +682,42 @@ pub fn events(
         true
     })
     .map_err(client_err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_lines_are_key_value_words() {
+        let e = stasis_cluster::Event {
+            seq: 7,
+            kind: "workload.restarted".into(),
+            payload: serde_json::json!({
+                "event": "workload.restarted",
+                "workload": "web",
+                "kind": "image",
+                "pid": 42,
+                "image": null,
+                "frozen_secs": 0.0125,
+            }),
+            unix_ms: 0,
+        };
+        let l = event_line(&e);
+        assert!(
+            l.starts_with("     7  1970-01-01T00:00:00.000Z  workload.restarted"),
+            "{l}"
+        );
+        assert!(l.contains("workload=web"), "{l}");
+        assert!(l.contains("kind=image"), "{l}");
+        assert!(l.contains("pid=42"), "{l}");
+        assert!(
+            l.contains("frozen=13ms") || l.contains("frozen=12ms"),
+            "{l}"
+        );
+        assert!(
+            !l.contains('{') && !l.contains("event=") && !l.contains("image="),
+            "{l}"
+        );
+    }
 }

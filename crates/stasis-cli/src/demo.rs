@@ -105,12 +105,18 @@ fn failure_text(kind: &Value) -> String {
 
 /// An event's payload in a few words: `key=value` without the event name and workload.
 fn short_payload(p: &Value) -> String {
+    payload_words(p, &["event", "workload"])
+}
+
+/// An event's payload as `key=value` words (durations in ms), leaving out the keys `skip` and
+/// null values; `-` if nothing is left.
+pub(crate) fn payload_words(p: &Value, skip: &[&str]) -> String {
     let Some(o) = p.as_object() else {
         return p.to_string();
     };
     let words = o
         .iter()
-        .filter(|(k, v)| !matches!(k.as_str(), "event" | "workload") && !v.is_null())
+        .filter(|(k, v)| !skip.contains(&k.as_str()) && !v.is_null())
         .map(|(k, v)| match (k.strip_suffix("_secs"), v.as_f64()) {
             (Some(base), Some(s)) if !v.is_u64() => format!("{base}={:.0}ms", s * 1000.0),
             _ => format!("{k}={}", text(v)),

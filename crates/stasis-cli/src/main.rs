@@ -9,16 +9,20 @@
 
 mod agent;
 mod bench;
+mod check;
 mod child_agent;
 mod demo;
+mod gendocs;
 mod image;
 mod inspect;
+mod logs;
 mod partition;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use stasis_engine::{CheckpointError, RestoreError};
 use std::collections::HashMap;
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -33,7 +37,7 @@ pub(crate) fn check_interrupt() -> anyhow::Result<()> {
 #[derive(Parser)]
 #[command(
     name = "stasis",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("STASIS_COMMIT"), ")"),
     about = "Checkpoint and restore Linux process trees (no CRIU)"
 )]
 struct Cli {
@@ -43,25 +47,6 @@ struct Cli {
     /// Root directory of partition state (records, logs, accounting).
     #[arg(long, global = true, default_value = stasis_partition::state::DEFAULT_ROOT, env = "STASIS_ROOT")]
     root: PathBuf,
-    /// The agent to talk to: unix:/path/agent.sock, http://HOST:PORT or https://HOST:PORT
-    /// (default: the unix socket under --root).
-    #[arg(long, global = true, env = "STASIS_AGENT")]
-    agent: Option<String>,
-    /// Over http(s): a file holding the agent's token (default: $STASIS_TOKEN, else, as root,
-    /// ROOT/agent/token).
-    #[arg(long, global = true, value_name = "FILE")]
-    token_file: Option<PathBuf>,
-    /// Over https: the agent's certificate (PEM) to pin (default, as root:
-    /// ROOT/agent/tls/cert.pem).
-    #[arg(long, global = true, value_name = "FILE")]
-    agent_cert: Option<PathBuf>,
-    /// Over https: the SHA-256 fingerprint of the agent's certificate to pin (the agent logs
-    /// it at start).
-    #[arg(long, global = true, value_name = "SHA256")]
-    agent_fingerprint: Option<String>,
-    /// How long agent verbs wait for an agent that is still starting.
-    #[arg(long, global = true, default_value = "10s", value_name = "DURATION")]
-    agent_wait: String,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -162,6 +147,22 @@ enum Cmd {
         #[arg(long, short = 'f')]
         force: bool,
     },
+    /// Print a partition's output (stdout and stderr); an agent workload's too (a workload is
+    /// a partition of the same name).
+    Logs {
+        /// Partition or workload name.
+        name: String,
+        /// Keep printing new output (until interrupted or the partition is removed).
+        #[arg(long, short = 'f')]
+        follow: bool,
+    },
+    /// Check the kernel features and programs stasis uses (each probed); exit 0 when every
+    /// required one is present.
+    Check {
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Resource accounting of a partition, or of every partition and the host.
     Stats {
         /// Partition name (all partitions if omitted).
@@ -196,6 +197,8 @@ enum Cmd {
     Workload {
         #[command(subcommand)]
         cmd: agent::WorkloadCmd,
+        #[command(flatten)]
+        conn: agent::ClientArgs,
     },
     /// Checkpoint a workload into the agent's repository and release its resources.
     Hibernate {
@@ -204,6 +207,8 @@ enum Cmd {
         /// JSON output.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        conn: agent::ClientArgs,
     },
     /// Bring a hibernated workload back with its state.
     Resume {
@@ -212,11 +217,15 @@ enum Cmd {
         /// JSON output.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        conn: agent::ClientArgs,
     },
     /// First-failure data capture bundles written by the agent.
     Ffdc {
         #[command(subcommand)]
         cmd: agent::FfdcCmd,
+        #[command(flatten)]
+        conn: agent::ClientArgs,
     },
     /// The agent's lifecycle events, in order; --follow streams them (and survives agent
     /// restarts, resuming after the last event seen).
@@ -230,6 +239,8 @@ enum Cmd {
         /// One JSON object per line.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        conn: agent::ClientArgs,
     },
     /// A partition's monitor (internal).
     #[command(name = "__monitor", hide = true)]
@@ -272,6 +283,12 @@ enum Cmd {
     /// The demo's workload (internal).
     #[command(hide = true)]
     DemoWorker,
+    /// Write man pages, shell completions and the packaged systemd unit into DIR (packaging).
+    #[command(name = "__gen-docs", hide = true)]
+    GenDocs {
+        /// Output directory.
+        dir: PathBuf,
+    },
     /// The benchmark's workload (internal).
     #[command(hide = true)]
     BenchWorker {
@@ -385,6 +402,7 @@ fn main() -> ExitCode {
         }
     } else {
         tracing_subscriber::fmt()
+            .with_ansi(std::io::stderr().is_terminal())
             .with_writer(std::io::stderr)
             .with_env_filter(
                 tracing_subscriber::EnvFilter::try_from_env("STASIS_LOG")
@@ -412,8 +430,12 @@ fn main() -> ExitCode {
     } else if let Err(e) = stasis_sys::sys::install_interrupt_handlers() {
         eprintln!("stasis: warning: cannot install signal handlers: {e}");
     }
-    // The hidden workload modes are the programs being checkpointed: they repair nothing.
-    let is_workload = matches!(cli.cmd, Cmd::DemoWorker | Cmd::BenchWorker { .. });
+    // The hidden workload modes are the programs being checkpointed: they repair nothing (nor
+    // does the packaging step that writes the docs).
+    let is_workload = matches!(
+        cli.cmd,
+        Cmd::DemoWorker | Cmd::BenchWorker { .. } | Cmd::GenDocs { .. }
+    );
     let repaired = if is_workload {
         0
     } else {
@@ -448,28 +470,22 @@ fn main() -> ExitCode {
         );
         return ExitCode::from(code.clamp(0, 255) as u8);
     }
-    let conn = agent::Conn {
-        agent: cli.agent.clone(),
-        wait: cli.agent_wait.clone(),
-        token_file: cli.token_file.clone(),
-        agent_cert: cli.agent_cert.clone(),
-        agent_fingerprint: cli.agent_fingerprint.clone(),
-    };
     let r = match cli.cmd {
         Cmd::Agent { listen, tick, api } => agent::agent(&cli.root, &listen, &tick, api),
         Cmd::Token { rotate } => agent::token(&cli.root, rotate),
-        Cmd::Workload { cmd } => agent::workload(&cli.root, &conn, cmd),
-        Cmd::Hibernate { name, json } => {
+        Cmd::Workload { cmd, conn } => agent::workload(&cli.root, &conn, cmd),
+        Cmd::Hibernate { name, json, conn } => {
             agent::hibernate_or_resume(&cli.root, &conn, &name, false, json)
         }
-        Cmd::Resume { name, json } => {
+        Cmd::Resume { name, json, conn } => {
             agent::hibernate_or_resume(&cli.root, &conn, &name, true, json)
         }
-        Cmd::Ffdc { cmd } => agent::ffdc(&cli.root, &conn, cmd),
+        Cmd::Ffdc { cmd, conn } => agent::ffdc(&cli.root, &conn, cmd),
         Cmd::Events {
             follow,
             since,
             json,
+            conn,
         } => agent::events(&cli.root, &conn, since, follow, json),
         cmd => run(&root, cmd),
     };
@@ -484,7 +500,8 @@ fn main() -> ExitCode {
 
 type Failed = (u8, anyhow::Error);
 
-/// The agent logs to stderr and to ROOT/agent/agent.log (FFDC bundles quote its lines).
+/// The agent logs to stderr and to ROOT/agent/agent.log, rotated at 10 MiB keeping 3 older
+/// files (FFDC bundles quote its lines).
 fn agent_logging(root: &std::path::Path, verbose: u8) -> anyhow::Result<()> {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
@@ -492,9 +509,17 @@ fn agent_logging(root: &std::path::Path, verbose: u8) -> anyhow::Result<()> {
     let paths = stasis_agent::daemon::AgentPaths::new(root);
     // A private root (0700, tightened if looser) and a private log (0600), opened relative to
     // its directory without following a link.
+    // Rotated by size: agent.log, agent.log.1 … agent.log.3.
     let file = stasis_partition::state::private_root(root)
         .and_then(|r| r.ensure_dir("agent", stasis_image::safefs::PRIVATE_DIR))
-        .and_then(|d| d.open_append("agent.log", stasis_image::safefs::PRIVATE_FILE))
+        .and_then(|d| {
+            stasis_agent::logfile::RotatingLog::open(
+                d,
+                "agent.log",
+                stasis_agent::logfile::DEFAULT_MAX_BYTES,
+                stasis_agent::logfile::DEFAULT_KEEP,
+            )
+        })
         .with_context(|| format!("opening {}", paths.log().display()))?;
     let level = if verbose > 1 { "debug" } else { "info" };
     let filter = || {
@@ -503,6 +528,7 @@ fn agent_logging(root: &std::path::Path, verbose: u8) -> anyhow::Result<()> {
     tracing_subscriber::registry()
         .with(
             tracing_subscriber::fmt::layer()
+                .with_ansi(std::io::stderr().is_terminal())
                 .with_writer(std::io::stderr)
                 .with_filter(filter()),
         )
@@ -523,6 +549,8 @@ fn run(root: &stasis_partition::state::Root, cmd: Cmd) -> Result<(), Failed> {
         Cmd::Stop { name, timeout } => partition::stop(root, &name, timeout),
         Cmd::Rm { names, force } => partition::rm(root, &names, force),
         Cmd::Stats { name, json } => partition::stats(root, name.as_deref(), json),
+        Cmd::Logs { name, follow } => logs::run(root, &name, follow),
+        Cmd::Check { json } => check::run(json),
         Cmd::Monitor { .. }
         | Cmd::Agent { .. }
         | Cmd::Token { .. }
@@ -688,6 +716,10 @@ fn run(root: &stasis_partition::state::Root, cmd: Cmd) -> Result<(), Failed> {
         Cmd::Bench { what } => bench::run(what).map_err(|e| (1, e)),
         Cmd::Demo { dir } => demo::run(dir).map_err(|e| (1, e)),
         Cmd::DemoWorker => demo::worker(),
+        Cmd::GenDocs { dir } => {
+            use clap::CommandFactory;
+            gendocs::run(Cli::command(), &dir).map_err(|e| (1, e))
+        }
         Cmd::BenchWorker { size_mib, ready } => bench::worker(size_mib, ready),
     }
 }

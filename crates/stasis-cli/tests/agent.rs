@@ -521,7 +521,7 @@ impl Follower {
             Command::new(stasis())
                 .arg("--root")
                 .arg(root)
-                .args(["--agent-wait", "30s", "events", "--follow", "--json"])
+                .args(["events", "--agent-wait", "30s", "--follow", "--json"])
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::null()),
@@ -578,7 +578,7 @@ fn agent_restart_keeps_workloads_and_event_followers_miss_nothing() {
     std::thread::sleep(Duration::from_millis(700));
     assert!(read_num(&ctl.join("counter")) > c1, "it kept working");
     // A client with a short wait gets a clear refusal (exit code 8).
-    let o = cli(&root, &["--agent-wait", "300ms", "workload", "ls"]);
+    let o = cli(&root, &["workload", "--agent-wait", "300ms", "ls"]);
     assert_eq!(
         o.status.code(),
         Some(8),
@@ -591,7 +591,7 @@ fn agent_restart_keeps_workloads_and_event_followers_miss_nothing() {
         Command::new(stasis())
             .arg("--root")
             .arg(&root)
-            .args(["--agent-wait", "30s", "workload", "status", "ad1", "--json"])
+            .args(["workload", "--agent-wait", "30s", "status", "ad1", "--json"])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped()),
     );
@@ -789,9 +789,9 @@ fn the_api_answers_bad_requests_with_4xx_and_serves_its_document() {
     let o = cli(
         &root,
         &[
+            "workload",
             "--agent",
             &agent_url,
-            "workload",
             "add",
             "api1",
             "--",
@@ -803,9 +803,9 @@ fn the_api_answers_bad_requests_with_4xx_and_serves_its_document() {
     let o = cli(
         &root,
         &[
+            "workload",
             "--agent",
             &agent_url,
-            "workload",
             "add",
             "api1",
             "--",
@@ -847,7 +847,7 @@ fn the_api_answers_bad_requests_with_4xx_and_serves_its_document() {
     assert_eq!(list["workloads"][0]["name"], "api1");
     let st = c.get("/v1/workloads/api1/stats").unwrap();
     assert!(st["usage"]["pids"].as_u64() >= Some(1), "{st}");
-    cli_ok(&root, &["--agent", &agent_url, "workload", "rm", "api1"]);
+    cli_ok(&root, &["workload", "--agent", &agent_url, "rm", "api1"]);
     assert_eq!(code(c.get("/v1/workloads/api1")), 404);
 }
 

@@ -371,7 +371,7 @@ fn tcp_needs_the_token_checks_host_and_origin_and_limits_bodies() {
     assert!(out.contains("auth1"), "{out}");
     let url = format!("http://{listen}");
     let out = ok(
-        &cli(&root, &["--agent", &url, "workload", "ls"]),
+        &cli(&root, &["workload", "--agent", &url, "ls"]),
         "workload ls over TCP",
     );
     assert!(out.contains("auth1"), "{out}");
@@ -381,11 +381,11 @@ fn tcp_needs_the_token_checks_host_and_origin_and_limits_bodies() {
         &cli(
             &tmp.path().join("elsewhere"),
             &[
+                "workload",
                 "--agent",
                 &url,
                 "--token-file",
                 tf.to_str().unwrap(),
-                "workload",
                 "ls",
             ],
         ),
@@ -420,18 +420,18 @@ fn tcp_needs_the_token_checks_host_and_origin_and_limits_bodies() {
     );
     assert_eq!(a.status, 200, "{}", a.body);
     let out = ok(
-        &cli(&root, &["--agent", &url, "workload", "ls"]),
+        &cli(&root, &["workload", "--agent", &url, "ls"]),
         "workload ls after rotation",
     );
     assert!(out.contains("auth1"), "{out}");
     let o = cli(
         &tmp.path().join("elsewhere"),
         &[
+            "workload",
             "--agent",
             &url,
             "--token-file",
             tf.to_str().unwrap(),
-            "workload",
             "ls",
         ],
     );
@@ -765,18 +765,18 @@ fn a_non_loopback_listener_needs_tls_and_clients_pin_the_certificate() {
 
     // The root CLI pins ROOT/agent/tls/cert.pem and sends the token by itself.
     ok(
-        &cli(&root, &["--agent", &url, "workload", "ls"]),
+        &cli(&root, &["workload", "--agent", &url, "ls"]),
         "workload ls over https",
     );
     ok(
         &cli(
             &root,
             &[
+                "workload",
                 "--agent",
                 &url,
                 "--agent-fingerprint",
                 &fp_hex,
-                "workload",
                 "ls",
             ],
         ),
@@ -785,11 +785,11 @@ fn a_non_loopback_listener_needs_tls_and_clients_pin_the_certificate() {
     let o = cli(
         &root,
         &[
+            "workload",
             "--agent",
             &url,
             "--agent-fingerprint",
             &"ab".repeat(32),
-            "workload",
             "ls",
         ],
     );

@@ -156,11 +156,12 @@ fn find_vdso_syscall(pid: i32) -> Result<u64, Failure> {
     Ok(v.start + off as u64)
 }
 
-/// Checkpoint the tree rooted at `opts.pid` into `opts.dir`.
+/// Checkpoint the tree rooted at `opts.pid` into `opts.dir`. A failed checkpoint removes
+/// `opts.dir` if it created it; a directory that existed before keeps everything but the
+/// manifest (files of other tools stay; the incomplete image is refused by readers).
 pub fn checkpoint(opts: &CheckpointOptions) -> Result<CheckpointStats, CheckpointError> {
     let t0 = Instant::now();
     let _span = tracing::info_span!("checkpoint", pid = opts.pid).entered();
-    let mut stats = CheckpointStats::default();
     let writer = ImageWriter::create(
         &opts.dir,
         WriteOptions {
@@ -169,6 +170,41 @@ pub fn checkpoint(opts: &CheckpointOptions) -> Result<CheckpointStats, Checkpoin
         },
     )
     .map_err(|e| CheckpointError::Image(Box::new(e)))?;
+    let created = writer.created_dir();
+    let r = checkpoint_into(opts, writer, t0);
+    if r.is_err() && created {
+        remove_created_dir(&opts.dir);
+    }
+    r
+}
+
+/// Removes the image directory a failed checkpoint created (through its parent's descriptor,
+/// links never followed). Failing to is only logged: the checkpoint's own error matters.
+fn remove_created_dir(dir: &std::path::Path) {
+    let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) else {
+        return;
+    };
+    let parent = if parent.as_os_str().is_empty() {
+        std::path::Path::new(".")
+    } else {
+        parent
+    };
+    match stasis_image::safefs::Dir::open(parent).and_then(|p| p.remove_all(name)) {
+        Ok(()) => {
+            tracing::info!(dir = %dir.display(), "removed the image directory of the failed checkpoint")
+        }
+        Err(e) => {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot remove the image directory of the failed checkpoint")
+        }
+    }
+}
+
+fn checkpoint_into(
+    opts: &CheckpointOptions,
+    writer: ImageWriter,
+    t0: Instant,
+) -> Result<CheckpointStats, CheckpointError> {
+    let mut stats = CheckpointStats::default();
 
     // A partition is frozen through its cgroup first; seizing then sees a tree that cannot
     // change, and the cgroup is thawed once every thread is in a ptrace stop (injection needs

@@ -7,9 +7,9 @@ use std::error::Error as StdError;
 
 /// A kernel-level failure: which pid, which object/step, and the cause.
 #[derive(Debug, thiserror::Error)]
-#[error("pid {pid}: {what}")]
+#[error("{}{what}", pid_prefix(*.pid))]
 pub struct Failure {
-    /// Process (or thread) concerned.
+    /// Process (or thread) concerned; 0 when no process is (then not shown).
     pub pid: i32,
     /// Object and step, e.g. "fd 3 (pipe:[1234]): reading buffered data".
     pub what: String,
@@ -42,6 +42,16 @@ impl Failure {
     }
 }
 
+/// `pid N: ` for a real pid, nothing for 0 (a failure of stasis's own, e.g. a socket it
+/// opens on restore).
+fn pid_prefix(pid: i32) -> String {
+    if pid > 0 {
+        format!("pid {pid}: ")
+    } else {
+        String::new()
+    }
+}
+
 /// Attach pid/step context to results.
 pub trait Ctx<T> {
     /// Map the error into a [`Failure`] for `pid` with a description of the step.
@@ -68,8 +78,9 @@ pub enum CheckpointError {
     /// The root pid does not exist.
     #[error("no process with pid {0}")]
     NoSuchProcess(i32),
-    /// A kernel operation failed.
-    #[error("checkpoint failed")]
+    /// A kernel operation failed (shown as the failure itself: callers say "checkpoint of …
+    /// failed" once).
+    #[error(transparent)]
     Failed(#[from] Failure),
     /// Writing the image failed.
     #[error("writing the image failed")]
@@ -104,8 +115,9 @@ pub enum RestoreError {
         /// Its command name.
         comm: String,
     },
-    /// A kernel operation failed.
-    #[error("restore failed")]
+    /// A kernel operation failed (shown as the failure itself: callers say "restore from …
+    /// failed" once).
+    #[error(transparent)]
     Failed(#[from] Failure),
     /// A failpoint fired (tests).
     #[error("failpoint {0} fired; nothing was left running")]
@@ -130,5 +142,30 @@ impl From<crate::failpoint::Stop> for RestoreError {
             crate::failpoint::Stop::Failpoint(n) => Self::Failpoint(n),
             crate::failpoint::Stop::Interrupted(n) => Self::Interrupted(n),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_name_a_pid_only_when_there_is_one() {
+        let e = CheckpointError::from(Failure::msg(42, "reading the vdso"));
+        assert_eq!(e.to_string(), "pid 42: reading the vdso");
+        let e = RestoreError::from(Failure::new(
+            0,
+            "opening /dev/ptmx",
+            std::io::Error::from_raw_os_error(libc::ENOENT),
+        ));
+        assert_eq!(e.to_string(), "opening /dev/ptmx");
+        let mut chain = Vec::new();
+        let mut cur = std::error::Error::source(&e);
+        while let Some(c) = cur {
+            chain.push(c.to_string());
+            cur = c.source();
+        }
+        assert_eq!(chain.len(), 1, "{chain:?}");
+        assert!(!chain[0].contains("restore failed"), "{chain:?}");
     }
 }

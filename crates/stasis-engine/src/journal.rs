@@ -74,11 +74,26 @@ pub struct JournalHandle {
     rec: std::sync::Arc<std::sync::Mutex<Record>>,
 }
 
+/// Opens a journal directory: a `/proc/self/fd/N` handle (a partition checkpoint passes the
+/// host's directory so into the partition's mount namespace) is a magic link to follow; any
+/// other path is opened without following a link in its last component.
+fn open_dir(path: &std::path::Path) -> std::io::Result<Dir> {
+    if is_fd_handle(path) {
+        Dir::open_following(path)
+    } else {
+        Dir::open(path)
+    }
+}
+
+fn is_fd_handle(path: &std::path::Path) -> bool {
+    path.starts_with("/proc/self/fd") || path.starts_with("/proc/thread-self/fd")
+}
+
 fn write_record(path: &std::path::Path, rec: &Record) -> std::io::Result<()> {
     let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
         return Err(std::io::Error::other("journal path without a directory"));
     };
-    let dir = Dir::open_following(dir)?;
+    let dir = open_dir(dir)?;
     let bytes = serde_json::to_vec(rec).map_err(std::io::Error::other)?;
     dir.write_atomic(name, &bytes, safefs::PRIVATE_FILE)
 }
@@ -87,18 +102,13 @@ fn write_record(path: &std::path::Path, rec: &Record) -> std::io::Result<()> {
 /// owns or may write.
 fn open_journal_dir(create: bool) -> std::io::Result<Dir> {
     let path = journal_dir();
-    // The path may be a `/proc/self/fd/N` handle (a partition checkpointer opens the host's
-    // journal directory before it enters the partition's mount namespace): follow it; the
-    // ownership and mode checks below are what make the directory trusted.
-    let dir = match Dir::open_following(&path) {
-        Err(e) if create && e.kind() == std::io::ErrorKind::NotFound => {
-            Dir::create_all(&path, safefs::PRIVATE_DIR)?
-        }
-        other => other?,
+    let dir = if is_fd_handle(&path) {
+        Dir::open_following(&path)?
+    } else if create {
+        Dir::create_all(&path, safefs::PRIVATE_DIR)?
+    } else {
+        Dir::open(&path)?
     };
-    if create {
-        dir.chmod(safefs::PRIVATE_DIR)?;
-    }
     let st = dir.stat_self()?;
     if st.st_uid != stasis_sys::sys::geteuid() || st.st_mode & 0o022 != 0 {
         return Err(std::io::Error::new(

@@ -515,6 +515,12 @@ impl ImageWriter {
         &self.dir
     }
 
+    /// Whether [`create`](Self::create) made the directory (it did not exist before): a
+    /// caller that gives up may then remove it whole; otherwise it holds files of others.
+    pub fn created_dir(&self) -> bool {
+        self.created_dir
+    }
+
     /// Stores a chunk and returns its id (blake3 of `raw`). A chunk already
     /// stored in this image is not written again (also when another thread
     /// is writing it right now: this call waits for it). Written to a

@@ -3,7 +3,6 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 
 use proptest::prelude::*;
 use prost::Message;
@@ -115,39 +114,17 @@ fn all_files(dir: &Path) -> Vec<PathBuf> {
     v
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for e in fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let target = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &target);
-        } else {
-            fs::copy(e.path(), target).unwrap();
-        }
-    }
-}
-
 fn chunk_file(dir: &Path, id: &ChunkId) -> PathBuf {
     let hex = chunk_hex(id);
     dir.join("chunks").join(&hex[..2]).join(hex)
 }
 
-/// A committed lz4 sample image, built once, copied by tests that mutate it.
-fn template() -> &'static Path {
-    static T: OnceLock<tempfile::TempDir> = OnceLock::new();
-    T.get_or_init(|| {
-        let t = tempfile::tempdir().unwrap();
-        write_sample(&t.path().join("img"), Compression::Lz4);
-        t
-    })
-    .path()
-}
-
+/// A fresh committed lz4 sample image of its own (written per test: it is small, and a
+/// template kept in a static would never be dropped, leaking its directory every run).
 fn fresh_copy() -> (tempfile::TempDir, PathBuf) {
     let t = tempfile::tempdir().unwrap();
     let dir = t.path().join("img");
-    copy_dir(&template().join("img"), &dir);
+    write_sample(&dir, Compression::Lz4);
     (t, dir)
 }
 

@@ -12,6 +12,7 @@
 //! - [`sys`]: other system calls the engine needs (pidfd, kcmp, clone3 with `set_tid`, memfd,
 //!   pipes, robust lists, prlimit, …).
 //! - [`proc`]: parsers and readers for `/proc`.
+//! - [`probe`]: kernel feature probes for `stasis check`.
 #![allow(unsafe_code)]
 
 pub mod diag;
@@ -20,6 +21,7 @@ pub mod mem;
 pub mod mount;
 pub mod net;
 pub mod ns;
+pub mod probe;
 pub mod proc;
 pub mod ptrace;
 pub mod sys;

@@ -1,0 +1,74 @@
+//! `stasis logs NAME [--follow]`: a partition's output (its stdout and stderr,
+//! `ROOT/partitions/NAME/output.log`). An agent workload is a partition of the same name.
+
+use crate::Failed;
+use stasis_partition::state::{Root, StateError};
+use std::io::{Seek, SeekFrom, Write};
+use std::os::unix::fs::MetadataExt;
+use std::time::Duration;
+
+/// How often `--follow` looks for more output.
+const POLL: Duration = Duration::from_millis(200);
+
+fn open_log(root: &Root, name: &str) -> Result<std::fs::File, Failed> {
+    let dir = root.open_dir(name).map_err(|e| match e {
+        StateError::NotFound(_) => (
+            7,
+            anyhow::anyhow!("no partition or workload named '{name}'"),
+        ),
+        StateError::BadName(_) => (2, anyhow::Error::new(e)),
+        e => (1, anyhow::Error::new(e)),
+    })?;
+    // Opened relative to the partition's directory, a link never followed.
+    dir.open_file("output.log").map_err(|e| {
+        let code = if e.kind() == std::io::ErrorKind::NotFound {
+            7
+        } else {
+            1
+        };
+        (
+            code,
+            anyhow::Error::new(e).context(format!("opening {}", root.paths(name).log().display())),
+        )
+    })
+}
+
+fn copy_out(f: &mut std::fs::File, out: &mut impl Write) -> std::io::Result<u64> {
+    let n = std::io::copy(f, out)?;
+    out.flush()?;
+    Ok(n)
+}
+
+/// `stasis logs NAME [--follow]`.
+pub fn run(root: &Root, name: &str, follow: bool) -> Result<(), Failed> {
+    let mut f = open_log(root, name)?;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let io_err = |e: std::io::Error| (1, anyhow::Error::new(e).context("copying the log"));
+    copy_out(&mut f, &mut out).map_err(io_err)?;
+    if !follow {
+        return Ok(());
+    }
+    // Follow until interrupted or the partition is removed; a log replaced (a restore starts
+    // a new one) or truncated is read again from its start.
+    loop {
+        crate::check_interrupt().map_err(|e| (130, e))?;
+        std::thread::sleep(POLL);
+        copy_out(&mut f, &mut out).map_err(io_err)?;
+        let pos = f.stream_position().map_err(io_err)?;
+        let cur = f.metadata().map_err(io_err)?;
+        match open_log(root, name) {
+            Ok(mut now) => {
+                let m = now.metadata().map_err(io_err)?;
+                if (m.dev(), m.ino()) != (cur.dev(), cur.ino()) {
+                    copy_out(&mut now, &mut out).map_err(io_err)?;
+                    f = now;
+                } else if m.len() < pos {
+                    f.seek(SeekFrom::Start(0)).map_err(io_err)?;
+                }
+            }
+            Err((7, _)) => return Ok(()),
+            Err(e) => return Err(e),
+        }
+    }
+}
