@@ -23,6 +23,7 @@ use prost::Message;
 use stasis_image::records as rec;
 use stasis_image::{ImageReader, Trust, TrustError};
 use stasis_sys::ptrace::{self, Regs, Stop};
+use stasis_sys::wait::{wait_exit, Block, Who};
 use stasis_sys::{proc, sys};
 use std::collections::HashMap;
 use std::os::fd::RawFd;
@@ -136,7 +137,7 @@ impl Drop for Created {
         let tids: Vec<i32> = self.tasks.iter().map(|t| t.1).collect();
         crate::freeze::reap_tracees(&tids, Duration::from_secs(30));
         if let Some(root) = self.root {
-            let _ = sys::reap_nohang(root);
+            let _ = wait_exit(Who::Pid(root), Block::No);
         }
     }
 }

@@ -29,6 +29,7 @@ use stasis_engine::{
     CheckpointError, CheckpointOptions, CheckpointStats, FreezeHook, Freezer, WriterHook,
 };
 use stasis_sys::ns::{self, Forked};
+use stasis_sys::wait::{wait_exit, Block, Who};
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -267,7 +268,7 @@ pub fn checkpoint(opts: &Options) -> Result<CheckpointStats, PartitionCheckpoint
             drop(res_w);
             let mut buf = Vec::new();
             let _ = res_r.read_to_end(&mut buf);
-            let st = ns::wait_pid(child);
+            let st = wait_exit(Who::Pid(child), Block::Yes);
             serde_json::from_slice(&buf).unwrap_or_else(|_| Outcome::Err {
                 code: 1,
                 message: format!("the checkpointer died ({st:?}) without a result"),

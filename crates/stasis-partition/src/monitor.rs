@@ -19,7 +19,8 @@ use crate::accounting;
 use crate::cgroup::Cgroups;
 use crate::setup;
 use crate::state::{self, ExitInfo, Record, Root, State};
-use stasis_sys::ns::{self, Exit, Forked};
+use stasis_sys::ns::{self, Forked};
+use stasis_sys::wait::{wait_exit, Block, Exit, Who};
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::PathBuf;
@@ -261,7 +262,7 @@ fn start_run(rec: &Record, cg: &Cgroups, group: &str, log_w: OwnedFd) -> Result<
             drop(log_w);
             let fail = |what: String| {
                 let _ = stasis_sys::sys::kill(pid, libc::SIGKILL);
-                let _ = ns::wait_pid(pid);
+                let _ = wait_exit(Who::Pid(pid), Block::Yes);
                 Report::err(1, what)
             };
             if let Err(e) = cg.attach(group, pid) {
@@ -279,7 +280,7 @@ fn start_run(rec: &Record, cg: &Cgroups, group: &str, log_w: OwnedFd) -> Result<
             let mut err_r = err_r;
             let _ = err_r.read_to_string(&mut msg);
             if !msg.is_empty() {
-                let _ = ns::wait_pid(pid);
+                let _ = wait_exit(Who::Pid(pid), Block::Yes);
                 return Err(Report::err(1, msg));
             }
             Ok(pid)
@@ -359,7 +360,7 @@ fn supervise(root: &Root, name: &str, pid: i32, start: &Record, cg: &Cgroups, gr
     let stats_path = root.paths(name).stats();
     let mut next_sample = Instant::now();
     let exit = loop {
-        match ns::wait_any_nohang() {
+        match wait_exit(Who::Any, Block::No) {
             Ok(Some((p, e))) if p == pid => break e,
             Ok(_) => {}
             Err(e) => {
@@ -381,7 +382,7 @@ fn supervise(root: &Root, name: &str, pid: i32, start: &Record, cg: &Cgroups, gr
     // The namespace's other processes die with its first one: wait until the cgroup is empty.
     let deadline = Instant::now() + Duration::from_secs(10);
     while cg.procs(group).map(|p| !p.is_empty()).unwrap_or(false) && Instant::now() < deadline {
-        let _ = ns::wait_any_nohang();
+        let _ = wait_exit(Who::Any, Block::No);
         std::thread::sleep(Duration::from_millis(20));
     }
     let usage = cg.usage(group).ok();

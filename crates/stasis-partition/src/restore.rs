@@ -27,6 +27,7 @@ use crate::setup;
 use crate::state::Record;
 use stasis_engine::{RestoreError, RestoreOptions, RootHook, RootStage};
 use stasis_sys::ns::{self, Forked};
+use stasis_sys::wait::{wait_exit, Block, Who};
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -69,7 +70,7 @@ pub fn start(
             drop(log_w);
             let mut buf = Vec::new();
             let _ = res_r.read_to_end(&mut buf);
-            let st = ns::wait_pid(child);
+            let st = wait_exit(Who::Pid(child), Block::Yes);
             let r: Report = serde_json::from_slice(&buf)
                 .unwrap_or_else(|_| rep(1, format!("the restorer died ({st:?}) without a result")));
             match (r.ok, r.pid) {

@@ -12,6 +12,7 @@
 //! - [`sys`]: other system calls the engine needs (pidfd, kcmp, clone3 with `set_tid`, memfd,
 //!   pipes, robust lists, prlimit, …).
 //! - [`proc`]: parsers and readers for `/proc`.
+//! - [`wait`]: the one `waitpid(2)` wrapper (process ends; tracee stops via [`ptrace`]).
 #![allow(unsafe_code)]
 
 pub mod diag;
@@ -23,6 +24,7 @@ pub mod ns;
 pub mod proc;
 pub mod ptrace;
 pub mod sys;
+pub mod wait;
 
 /// Page size on x86_64. The engine refuses to run on another page size.
 pub const PAGE_SIZE: u64 = 4096;
