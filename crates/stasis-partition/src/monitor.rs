@@ -19,6 +19,7 @@ use crate::accounting;
 use crate::cgroup::Cgroups;
 use crate::setup;
 use crate::state::{self, ExitInfo, Record, Root, State};
+use stasis_engine::Cause;
 use stasis_sys::ns::{self, Forked};
 use stasis_sys::wait::{wait_exit, Block, Exit, Who};
 use std::io::{Read, Write};
@@ -51,20 +52,20 @@ pub struct Report {
     /// Host pid of the first process.
     #[serde(default)]
     pub pid: Option<i32>,
-    /// Exit code the CLI should use on failure.
+    /// What kind of failure (the CLI picks the exit code).
     #[serde(default)]
-    pub code: i32,
+    pub cause: Cause,
     /// Error text (with causes).
     #[serde(default)]
     pub error: String,
 }
 
 impl Report {
-    fn err(code: i32, error: impl Into<String>) -> Report {
+    fn err(cause: Cause, error: impl Into<String>) -> Report {
         Report {
             ok: false,
             pid: None,
-            code,
+            cause,
             error: error.into(),
         }
     }
@@ -100,28 +101,28 @@ pub fn main(root: Root, name: &str, mode: Mode, report: std::fs::File) -> i32 {
     if let Err(e) = stasis_sys::sys::set_child_subreaper() {
         send(
             &mut report,
-            &Report::err(1, format!("prctl(PR_SET_CHILD_SUBREAPER): {e}")),
+            &Report::err(Cause::Other, format!("prctl(PR_SET_CHILD_SUBREAPER): {e}")),
         );
         return 1;
     }
     let rec = match root.load(name) {
         Ok(r) => r,
         Err(e) => {
-            send(&mut report, &Report::err(1, chain(&e)));
+            send(&mut report, &Report::err(Cause::Other, chain(&e)));
             return 1;
         }
     };
     let cg = match Cgroups::detect() {
         Ok(c) => c,
         Err(e) => {
-            send(&mut report, &Report::err(1, chain(&e)));
+            send(&mut report, &Report::err(Cause::Other, chain(&e)));
             fail_record(&root, name);
             return 1;
         }
     };
     let group = Cgroups::group_for(name);
     if let Err(e) = prepare_cgroup(&cg, &group, &rec) {
-        send(&mut report, &Report::err(1, e));
+        send(&mut report, &Report::err(Cause::Other, e));
         fail_record(&root, name);
         return 1;
     }
@@ -131,7 +132,7 @@ pub fn main(root: Root, name: &str, mode: Mode, report: std::fs::File) -> i32 {
         Err(e) => {
             send(
                 &mut report,
-                &Report::err(1, format!("creating the output pipe: {e}")),
+                &Report::err(Cause::Other, format!("creating the output pipe: {e}")),
             );
             fail_record(&root, name);
             return 1;
@@ -148,7 +149,7 @@ pub fn main(root: Root, name: &str, mode: Mode, report: std::fs::File) -> i32 {
             Ok(trust) => {
                 crate::restore::start(&rec, &group, dir, *workers, &trust, OwnedFd::from(log_w))
             }
-            Err(e) => Err(Report::err(crate::restore::EXIT_BAD_IMAGE, e.to_string())),
+            Err(e) => Err(Report::err(Cause::BadImage, e.to_string())),
         },
     };
     let pid = match started {
@@ -180,7 +181,7 @@ pub fn main(root: Root, name: &str, mode: Mode, report: std::fs::File) -> i32 {
         &Report {
             ok: true,
             pid: Some(pid),
-            code: 0,
+            cause: Cause::Other,
             error: String::new(),
         },
     );
@@ -236,8 +237,10 @@ fn prepare_cgroup(cg: &Cgroups, group: &str, rec: &Record) -> Result<(), String>
 /// Fork the first process of a fresh partition and wait until it has exec'd its command.
 fn start_run(rec: &Record, cg: &Cgroups, group: &str, log_w: OwnedFd) -> Result<i32, Report> {
     let spec = rec.spec.clone();
-    let (go_r, go_w) = std::io::pipe().map_err(|e| Report::err(1, format!("pipe: {e}")))?;
-    let (err_r, err_w) = std::io::pipe().map_err(|e| Report::err(1, format!("pipe: {e}")))?;
+    let (go_r, go_w) =
+        std::io::pipe().map_err(|e| Report::err(Cause::Other, format!("pipe: {e}")))?;
+    let (err_r, err_w) =
+        std::io::pipe().map_err(|e| Report::err(Cause::Other, format!("pipe: {e}")))?;
     let mut flags =
         (libc::CLONE_NEWPID | libc::CLONE_NEWNS | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS) as u64;
     if spec.net != state::NetMode::Host {
@@ -245,7 +248,7 @@ fn start_run(rec: &Record, cg: &Cgroups, group: &str, log_w: OwnedFd) -> Result<
     }
     match ns::fork_into(flags, None) {
         Err(e) => Err(Report::err(
-            1,
+            Cause::Other,
             format!("creating the partition's namespaces (clone3): {e}"),
         )),
         Ok(Forked::Child) => {
@@ -263,7 +266,7 @@ fn start_run(rec: &Record, cg: &Cgroups, group: &str, log_w: OwnedFd) -> Result<
             let fail = |what: String| {
                 let _ = stasis_sys::sys::kill(pid, libc::SIGKILL);
                 let _ = wait_exit(Who::Pid(pid), Block::Yes);
-                Report::err(1, what)
+                Report::err(Cause::Other, what)
             };
             if let Err(e) = cg.attach(group, pid) {
                 return Err(fail(chain(&e)));
@@ -281,7 +284,7 @@ fn start_run(rec: &Record, cg: &Cgroups, group: &str, log_w: OwnedFd) -> Result<
             let _ = err_r.read_to_string(&mut msg);
             if !msg.is_empty() {
                 let _ = wait_exit(Who::Pid(pid), Block::Yes);
-                return Err(Report::err(1, msg));
+                return Err(Report::err(Cause::Other, msg));
             }
             Ok(pid)
         }
