@@ -210,7 +210,9 @@ impl FileTable {
                         let q = self.borrow(pid, fd)?;
                         fo.kind = FileKind::Mqueue as i32;
                         fo.file_id = None;
-                        fo.mq = Some(crate::mqueue::dump(pid, fd, &link, &q, first)?);
+                        fo.state = Some(rec::file_object::State::Mq(crate::mqueue::dump(
+                            pid, fd, &link, &q, first,
+                        )?));
                     }
                     let is_unix = sock_ino
                         .is_some_and(|ino| self.unix.as_ref().is_some_and(|t| t.is_unix(ino)));
@@ -233,7 +235,7 @@ impl FileTable {
                             Some(st) => {
                                 fo.kind = FileKind::InetSocket as i32;
                                 fo.file_id = None;
-                                fo.inet = Some(st);
+                                fo.state = Some(rec::file_object::State::Inet(st));
                             }
                             None => {
                                 return Err(unsupported(
@@ -255,24 +257,36 @@ impl FileTable {
                             return Err(unsupported("carries a unix socket that itself has files in flight; not supported"));
                         }
                         pending_inflight = inflight;
-                        fo.unix = Some(st);
+                        fo.state = Some(rec::file_object::State::Unix(st));
                     } else if let Some(kind) = anon_kind {
                         fo.kind = kind as i32;
                         fo.file_id = None;
                         match kind {
                             FileKind::Eventfd => {
-                                fo.eventfd = Some(crate::events::dump_eventfd(pid, fd, &info)?)
+                                fo.state = Some(rec::file_object::State::Eventfd(
+                                    crate::events::dump_eventfd(pid, fd, &info)?,
+                                ))
                             }
                             FileKind::Epoll => {
-                                fo.epoll = Some(crate::events::dump_epoll(pid, fd, &info)?)
+                                fo.state = Some(rec::file_object::State::Epoll(
+                                    crate::events::dump_epoll(pid, fd, &info)?,
+                                ))
                             }
                             FileKind::Timerfd => {
-                                fo.timerfd = Some(crate::events::dump_timerfd(pid, fd, &info)?)
+                                fo.state = Some(rec::file_object::State::Timerfd(
+                                    crate::events::dump_timerfd(pid, fd, &info)?,
+                                ))
                             }
                             FileKind::Signalfd => {
-                                fo.signalfd = Some(crate::events::dump_signalfd(pid, fd, &info)?)
+                                fo.state = Some(rec::file_object::State::Signalfd(
+                                    crate::events::dump_signalfd(pid, fd, &info)?,
+                                ))
                             }
-                            _ => fo.inotify = Some(crate::events::dump_inotify(pid, fd, &info)?),
+                            _ => {
+                                fo.state = Some(rec::file_object::State::Inotify(
+                                    crate::events::dump_inotify(pid, fd, &info)?,
+                                ))
+                            }
                         }
                     } else if link.starts_with("pipe:") || ft.is_fifo() {
                         let fifo = if link.starts_with("pipe:") {
@@ -331,13 +345,15 @@ impl FileTable {
                                 })?;
                             let master = self.borrow(pid, fd)?;
                             fo.kind = FileKind::PtyMaster as i32;
-                            fo.pty = Some(crate::pty::dump_master(pid, fd, &master, index)?);
+                            fo.state = Some(rec::file_object::State::Pty(crate::pty::dump_master(
+                                pid, fd, &master, index,
+                            )?));
                         } else if crate::pty::is_pts_major(major) {
                             fo.kind = FileKind::PtySlave as i32;
-                            fo.pty = Some(rec::PtyState {
+                            fo.state = Some(rec::file_object::State::Pty(rec::PtyState {
                                 index: crate::pty::pts_index(md.rdev()),
                                 ..Default::default()
-                            });
+                            }));
                         } else if is_tty(&md) {
                             return Err(unsupported(
                                 "a terminal other than a pseudo-terminal (console, /dev/tty*)",
@@ -360,7 +376,7 @@ impl FileTable {
                                 .ok_or_else(|| {
                                     Failure::msg(pid, format!("fd {fd}: a file in flight vanished"))
                                 })?;
-                            if let Some(u) = self.files[id as usize].unix.as_mut() {
+                            if let Some(u) = self.files[id as usize].unix_mut() {
                                 u.queue[msg].fds.push(fid);
                             }
                         }
@@ -383,11 +399,10 @@ impl FileTable {
         // A TCP connection whose peer already shut down for writing can only be rebuilt when
         // that peer is in the tree too (it sends its FIN again after restore).
         for f in &self.files {
-            let Some(u) = &f.inet else { continue };
+            let Some(u) = f.inet() else { continue };
             let Some(t) = &u.tcp else { continue };
             let peer_inside = self.files.iter().any(|g| {
-                g.inet
-                    .as_ref()
+                g.inet()
                     .is_some_and(|v| v.tcp.is_some() && v.local == u.peer && v.peer == u.local)
             });
             if t.fin_received && !peer_inside && u.family != libc::AF_INET {
@@ -406,11 +421,11 @@ impl FileTable {
             .files
             .iter()
             .filter(|f| f.kind == FileKind::PtyMaster as i32)
-            .filter_map(|f| f.pty.as_ref().map(|p| p.index))
+            .filter_map(|f| f.pty().map(|p| p.index))
             .collect();
         for f in &mut self.files {
             if f.kind == FileKind::PtySlave as i32 {
-                if let Some(p) = f.pty.as_mut() {
+                if let Some(p) = f.pty_mut() {
                     p.external = !masters.contains(&p.index);
                 }
             }
@@ -423,7 +438,7 @@ impl FileTable {
         self.files
             .iter()
             .filter(|f| f.kind == FileKind::PtyMaster as i32)
-            .filter_map(|f| f.pty.as_ref().map(|p| p.index))
+            .filter_map(|f| f.pty().map(|p| p.index))
             .collect()
     }
 
@@ -678,7 +693,7 @@ impl Opened {
                     Failure::msg(0, format!("{}: socket was not recreated", what()))
                 })?,
                 FileKind::PtyMaster => {
-                    let idx = f.pty.as_ref().map(|p| p.index).unwrap_or(u32::MAX);
+                    let idx = f.pty().map(|p| p.index).unwrap_or(u32::MAX);
                     let pair = pairs.get(&idx).ok_or_else(|| {
                         Failure::msg(0, format!("{}: pty {idx} was not recreated", what()))
                     })?;
@@ -686,8 +701,7 @@ impl Opened {
                 }
                 FileKind::PtySlave => {
                     let st = f
-                        .pty
-                        .as_ref()
+                        .pty()
                         .ok_or_else(|| Failure::msg(0, format!("{}: pty state missing", what())))?;
                     if st.external {
                         crate::pty::external_slave(st.index, &o.inherit)?

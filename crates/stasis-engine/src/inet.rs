@@ -456,10 +456,11 @@ pub fn create_all(img: &rec::Checkpoint) -> Result<HashMap<u32, OwnedFd>, Failur
     let mut out = HashMap::new();
     // Established connections first: they are bound in repair mode (forced reuse), which a
     // listener already holding the same port would refuse.
-    let mut order: Vec<&rec::FileObject> = img.files.iter().filter(|f| f.inet.is_some()).collect();
-    order.sort_by_key(|f| f.inet.as_ref().is_some_and(|u| u.tcp.is_none()));
+    let mut order: Vec<&rec::FileObject> =
+        img.files.iter().filter(|f| f.inet().is_some()).collect();
+    order.sort_by_key(|f| f.inet().is_some_and(|u| u.tcp.is_none()));
     for f in order {
-        let Some(u) = &f.inet else { continue };
+        let Some(u) = f.inet() else { continue };
         let what = || {
             format!(
                 "socket {} (open file description #{})",
@@ -542,10 +543,10 @@ pub fn create_all(img: &rec::Checkpoint) -> Result<HashMap<u32, OwnedFd>, Failur
     let by_local: HashMap<Vec<u8>, u32> = img
         .files
         .iter()
-        .filter_map(|f| f.inet.as_ref().map(|u| (u.local.clone(), f.id)))
+        .filter_map(|f| f.inet().map(|u| (u.local.clone(), f.id)))
         .collect();
     for f in &img.files {
-        let Some(u) = &f.inet else { continue };
+        let Some(u) = f.inet() else { continue };
         for d in &u.queue {
             let sender = by_local.get(&d.from).and_then(|id| out.get(id));
             let res = match sender {

@@ -263,7 +263,7 @@ pub fn validate(img: &rec::Checkpoint) -> Result<(), String> {
         if f.id as usize != i {
             return Err("file objects out of order".into());
         }
-        if let Some(p) = &f.pty {
+        if let Some(p) = f.pty() {
             let ok = |t: &[u8]| t.is_empty() || t.len() == stasis_sys::sys::TERMIOS2_LEN;
             if !ok(&p.termios)
                 || !ok(&p.master_termios)
@@ -273,7 +273,7 @@ pub fn validate(img: &rec::Checkpoint) -> Result<(), String> {
                 return Err(format!("pty {}: bad terminal settings record", p.index));
             }
         }
-        if let Some(u) = &f.unix {
+        if let Some(u) = f.unix() {
             if u.queue
                 .iter()
                 .flat_map(|m| &m.fds)
@@ -438,13 +438,12 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreStats, RestoreError> {
     }
     // A FIN the peer outside the tree had sent is replayed into the socket first.
     for f in &img.files {
-        let Some(u) = &f.inet else { continue };
+        let Some(u) = f.inet() else { continue };
         let Some(t) = u.tcp.as_ref().filter(|t| t.fin_received) else {
             continue;
         };
         let peer_inside = img.files.iter().any(|g| {
-            g.inet
-                .as_ref()
+            g.inet()
                 .is_some_and(|v| v.tcp.is_some() && v.local == u.peer && v.peer == u.local)
         });
         if let (false, Some(s)) = (peer_inside, opened.files.get(&f.id)) {
@@ -452,8 +451,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreStats, RestoreError> {
         }
     }
     for f in &img.files {
-        if f.inet
-            .as_ref()
+        if f.inet()
             .and_then(|u| u.tcp.as_ref())
             .is_some_and(|t| t.fin_sent)
         {

@@ -166,12 +166,7 @@ fn innermost(ty: &syn::Type) -> String {
             return innermost(inner);
         }
     }
-    p.path
-        .segments
-        .iter()
-        .map(|s| s.ident.to_string())
-        .collect::<Vec<_>>()
-        .join("::")
+    last.ident.to_string()
 }
 
 fn heading(out: &mut String, name: &str, what: &str, attrs: &[Attribute]) {
@@ -201,7 +196,7 @@ fn render_items(out: &mut String, items: &[Item], prefix: &str) -> usize {
                     };
                     let field = f.ident.as_ref().expect("named field");
                     let (tag, ty, label) = if let Some(oneof) = p.get("oneof") {
-                        let tags = p.get("tags").expect("oneof tags").replace(' ', "");
+                        let tags = p.get("tags").expect("oneof tags").to_owned();
                         (tags, format!("oneof `{oneof}`"), "")
                     } else {
                         let tag = p.get("tag").expect("tag").to_owned();
