@@ -573,10 +573,7 @@ impl FileTable {
         for f in &self.files {
             let Some(u) = f.inet() else { continue };
             let Some(t) = &u.tcp else { continue };
-            let peer_inside = self.files.iter().any(|g| {
-                g.inet()
-                    .is_some_and(|v| v.tcp.is_some() && v.local == u.peer && v.peer == u.local)
-            });
+            let peer_inside = crate::inet::peer_inside(&self.files, u);
             if t.fin_received && !peer_inside && u.family != libc::AF_INET {
                 let (pid, fd) = self.holders.get(&f.id).copied().unwrap_or((0, -1));
                 return Err(CheckpointError::Unsupported {

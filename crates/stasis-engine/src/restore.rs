@@ -436,31 +436,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreStats, RestoreError> {
         crate::netlock::unlock(&img.net_lock)
             .ctx(0, || format!("removing network lock {}", img.net_lock))?;
     }
-    // A FIN the peer outside the tree had sent is replayed into the socket first.
-    for f in &img.files {
-        let Some(u) = f.inet() else { continue };
-        let Some(t) = u.tcp.as_ref().filter(|t| t.fin_received) else {
-            continue;
-        };
-        let peer_inside = img.files.iter().any(|g| {
-            g.inet()
-                .is_some_and(|v| v.tcp.is_some() && v.local == u.peer && v.peer == u.local)
-        });
-        if let (false, Some(s)) = (peer_inside, opened.files.get(&f.id)) {
-            crate::inet::inject_peer_fin(std::os::fd::AsRawFd::as_raw_fd(s), u, t)?;
-        }
-    }
-    for f in &img.files {
-        if f.inet()
-            .and_then(|u| u.tcp.as_ref())
-            .is_some_and(|t| t.fin_sent)
-        {
-            if let Some(s) = opened.files.get(&f.id) {
-                stasis_sys::net::shutdown(std::os::fd::AsRawFd::as_raw_fd(s), libc::SHUT_WR)
-                    .ctx(0, || format!("open file description #{}: shutdown(SHUT_WR) of a half-closed connection", f.id))?;
-            }
-        }
-    }
+    crate::inet::replay_fins(&img, &opened.files)?;
     failpoint::check("prepare")?;
     let gadget = pick_gadget(&img)?;
     let root = &img.processes[0];
