@@ -396,6 +396,19 @@ fn inject_clone(r: &mut Remote, flags: u64, exit_signal: u64, tid: i32) -> Resul
     Ok(host)
 }
 
+/// The `setpgid` calls that put every process back in its process group, as (image pid, image
+/// pgid), in an order the kernel accepts: the leaders of groups first (each joins its own
+/// group), then the members of groups led inside the tree, each list in image order. A process
+/// whose group is led from outside the tree is left out: it stays in the restorer's group
+/// (documented rule).
+pub(crate) fn group_plan(processes: &[rec::Process]) -> Vec<(i32, i32)> {
+    let in_tree = |id: i32| processes.iter().any(|q| q.pid == id);
+    let grouped = || processes.iter().filter(|p| in_tree(p.pgid));
+    let leaders = grouped().filter(|p| p.pgid == p.pid);
+    let members = grouped().filter(|p| p.pgid != p.pid);
+    leaders.chain(members).map(|p| (p.pid, p.pgid)).collect()
+}
+
 /// The general registers of a stopped tracee.
 fn regs_of(tid: i32) -> Result<Regs, Failure> {
     ptrace::get_regs(tid).ctx(tid, || "PTRACE_GETREGS".into())
@@ -591,30 +604,23 @@ fn create_tasks(
         }
         remotes.insert(p.pid, r);
     }
-    // Process groups: leaders first, then members of groups led inside the tree. A group or
-    // session led from outside the tree becomes the restorer's (documented rule).
-    let in_tree = |id: i32| img.processes.iter().any(|q| q.pid == id);
-    for pass in 0..2 {
-        for p in &img.processes {
-            let r = remotes.get_mut(&p.pid).expect("created");
-            if !in_tree(p.pgid) {
-                continue;
-            }
-            let cur = proc::read_stat(hmap[&p.pid])
-                .ctx(p.pid, || "reading stat".into())?
-                .pgrp;
-            if cur == hmap[&p.pgid] {
-                continue;
-            }
-            if pass == 0 && p.pgid == p.pid {
-                r.call("setpgid(0, 0)", libc::SYS_setpgid, &[0, 0])?;
-            } else if pass == 1 && p.pgid != p.pid {
-                r.call(
-                    &format!("setpgid(0, {})", p.pgid),
-                    libc::SYS_setpgid,
-                    &[0, p.pgid as u64],
-                )?;
-            }
+    // Process groups, in the order [`group_plan`] gives.
+    for (pid, pgid) in group_plan(&img.processes) {
+        let cur = proc::read_stat(hmap[&pid])
+            .ctx(pid, || "reading stat".into())?
+            .pgrp;
+        if cur == hmap[&pgid] {
+            continue;
+        }
+        let r = remotes.get_mut(&pid).expect("created");
+        if pgid == pid {
+            r.call("setpgid(0, 0)", libc::SYS_setpgid, &[0, 0])?;
+        } else {
+            r.call(
+                &format!("setpgid(0, {pgid})"),
+                libc::SYS_setpgid,
+                &[0, pgid as u64],
+            )?;
         }
     }
     for p in &img.processes {
@@ -813,4 +819,77 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreStats, RestoreError> {
         memory_secs,
         total_secs: t0.elapsed().as_secs_f64(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn proc_(pid: i32, pgid: i32) -> rec::Process {
+        rec::Process {
+            pid,
+            pgid,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn group_plan_leaders_first_outside_groups_left_out() {
+        let ps = [
+            proc_(10, 5),
+            proc_(11, 11),
+            proc_(12, 11),
+            proc_(13, 13),
+            proc_(14, 10),
+        ];
+        // 10 is in group 5, led outside the tree: left out; 14 joins 10's group although 10
+        // does not lead one (the kernel will refuse that setpgid, as it would have before).
+        assert_eq!(
+            group_plan(&ps),
+            vec![(11, 11), (13, 13), (12, 11), (14, 10)]
+        );
+    }
+
+    /// Trees of up to 8 processes whose groups are led by one of them or by a pid outside.
+    fn tree() -> impl Strategy<Value = Vec<rec::Process>> {
+        prop::collection::vec((0usize..12, any::<bool>()), 1..8).prop_map(|spec| {
+            let n = spec.len();
+            spec.iter()
+                .enumerate()
+                .map(|(i, &(g, own))| {
+                    let pid = 100 + i as i32;
+                    let pgid = if own {
+                        pid
+                    } else if g < n {
+                        100 + g as i32
+                    } else {
+                        1000 + g as i32
+                    };
+                    proc_(pid, pgid)
+                })
+                .collect()
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn group_plan_covers_exactly_the_groups_led_inside(ps in tree()) {
+            let plan = group_plan(&ps);
+            let inside = |id: i32| ps.iter().any(|p| p.pid == id);
+            // Exactly the processes whose group leader is in the tree, once each.
+            let mut planned: Vec<i32> = plan.iter().map(|&(pid, _)| pid).collect();
+            planned.sort();
+            let mut want: Vec<i32> = ps.iter().filter(|p| inside(p.pgid)).map(|p| p.pid).collect();
+            want.sort();
+            prop_assert_eq!(planned, want);
+            // Every leader comes before every member.
+            let first_member = plan.iter().position(|&(pid, pgid)| pid != pgid).unwrap_or(plan.len());
+            prop_assert!(plan[first_member..].iter().all(|&(pid, pgid)| pid != pgid));
+            // Each entry targets the image's group.
+            for &(pid, pgid) in &plan {
+                prop_assert_eq!(ps.iter().find(|p| p.pid == pid).map(|p| p.pgid), Some(pgid));
+            }
+        }
+    }
 }
