@@ -156,20 +156,10 @@ fn find_vdso_syscall(pid: i32) -> Result<u64, Failure> {
     Ok(v.start + off as u64)
 }
 
-/// Checkpoint the tree rooted at `opts.pid` into `opts.dir`.
-pub fn checkpoint(opts: &CheckpointOptions) -> Result<CheckpointStats, CheckpointError> {
-    let t0 = Instant::now();
-    let _span = tracing::info_span!("checkpoint", pid = opts.pid).entered();
-    let mut stats = CheckpointStats::default();
-    let writer = ImageWriter::create(
-        &opts.dir,
-        WriteOptions {
-            force: opts.force,
-            compression: opts.compression,
-        },
-    )
-    .map_err(|e| CheckpointError::Image(Box::new(e)))?;
-
+/// Seize every thread of the tree (a partition: frozen through its cgroup first, thawed once
+/// every thread is in a ptrace stop). Also returns when the tree stopped changing (the cgroup
+/// frozen, or seizing started).
+fn freeze_tree(opts: &CheckpointOptions) -> Result<(Frozen, Instant), CheckpointError> {
     // A partition is frozen through its cgroup first; seizing then sees a tree that cannot
     // change, and the cgroup is thawed once every thread is in a ptrace stop (injection needs
     // the tasks out of the freezer; they stay stopped by ptrace).
@@ -180,7 +170,7 @@ pub fn checkpoint(opts: &CheckpointOptions) -> Result<CheckpointStats, Checkpoin
         thaw.0 = Some(f.0.as_ref());
     }
     let t_frozen = Instant::now();
-    let mut frozen = match &opts.freezer {
+    let frozen = match &opts.freezer {
         // A zombie's parent must run to reap it: thaw between attempts.
         Some(f) => Frozen::seize_with(
             opts.pid,
@@ -201,15 +191,19 @@ pub fn checkpoint(opts: &CheckpointOptions) -> Result<CheckpointStats, Checkpoin
         None => Frozen::seize(opts.pid)?,
     };
     drop(thaw);
-    failpoint::check("seize")?;
-    let mut jrnl = journal::Journal::begin(&frozen)
-        .map_err(|e| Failure::new(opts.pid, "writing the recovery journal", e))?;
+    Ok((frozen, t_frozen))
+}
 
-    // Inspect: /proc only, nothing changed yet.
-    let mut shmem = ShmemTable::default();
-    let mut files = FileTable::default();
-    files.journal = Some(jrnl.handle());
-    let mut jobs = Vec::new();
+/// Every process of the frozen tree from `/proc` only (nothing changed yet): its record, its
+/// memory layout (with the page jobs to run later), its fds, threads and pending signals.
+fn inspect_tree(
+    opts: &CheckpointOptions,
+    frozen: &Frozen,
+    files: &mut FileTable,
+    shmem: &mut ShmemTable,
+    writer: &ImageWriter,
+    jobs: &mut Vec<memory::DumpJob>,
+) -> Result<Vec<rec::Process>, CheckpointError> {
     let mut procs = Vec::new();
     for (i, sp) in frozen.procs.iter().enumerate() {
         let pid = sp.pid;
@@ -218,8 +212,8 @@ pub fn checkpoint(opts: &CheckpointOptions) -> Result<CheckpointStats, Checkpoin
             return Err(Failure::msg(pid, "tree walk order").into());
         }
         let smaps = proc::read_smaps(pid).ctx(pid, || "reading smaps".into())?;
-        p.vmas = memory::dump_layout(pid, i, &smaps, &mut shmem, &mut jobs)?;
-        p.fds = files.dump_process(pid, &mut shmem, &writer)?;
+        p.vmas = memory::dump_layout(pid, i, &smaps, shmem, jobs)?;
+        p.fds = files.dump_process(pid, shmem, writer)?;
         p.threads = sp
             .threads
             .iter()
@@ -228,10 +222,16 @@ pub fn checkpoint(opts: &CheckpointOptions) -> Result<CheckpointStats, Checkpoin
         p.shared_pending = task::dump_shared_pending(pid)?;
         procs.push(p);
     }
-    files.finish()?;
-    failpoint::check("inspect")?;
+    Ok(procs)
+}
 
-    // Parasite: queries only the tasks can answer.
+/// In each process, a page of ours holding the gadget, and the queries only the task can
+/// answer; the thread registers are put back at once (the page stays until release).
+fn run_parasites(
+    frozen: &mut Frozen,
+    procs: &mut [rec::Process],
+    jrnl: &mut journal::Journal,
+) -> Result<(), CheckpointError> {
     for i in 0..frozen.procs.len() {
         let pid = frozen.procs[i].pid;
         let leader = frozen.procs[i].threads[0].clone();
@@ -262,6 +262,39 @@ pub fn checkpoint(opts: &CheckpointOptions) -> Result<CheckpointStats, Checkpoin
             ptrace::set_regs(t.tid, &t.regs).ctx(t.tid, || "restoring registers".into())?;
         }
     }
+    Ok(())
+}
+
+/// Checkpoint the tree rooted at `opts.pid` into `opts.dir`.
+pub fn checkpoint(opts: &CheckpointOptions) -> Result<CheckpointStats, CheckpointError> {
+    let t0 = Instant::now();
+    let _span = tracing::info_span!("checkpoint", pid = opts.pid).entered();
+    let mut stats = CheckpointStats::default();
+    let writer = ImageWriter::create(
+        &opts.dir,
+        WriteOptions {
+            force: opts.force,
+            compression: opts.compression,
+        },
+    )
+    .map_err(|e| CheckpointError::Image(Box::new(e)))?;
+
+    let (mut frozen, t_frozen) = freeze_tree(opts)?;
+    failpoint::check("seize")?;
+    let mut jrnl = journal::Journal::begin(&frozen)
+        .map_err(|e| Failure::new(opts.pid, "writing the recovery journal", e))?;
+
+    // Inspect: /proc only, nothing changed yet.
+    let mut shmem = ShmemTable::default();
+    let mut files = FileTable::default();
+    files.journal = Some(jrnl.handle());
+    let mut jobs = Vec::new();
+    let mut procs = inspect_tree(opts, &frozen, &mut files, &mut shmem, &writer, &mut jobs)?;
+    files.finish()?;
+    failpoint::check("inspect")?;
+
+    // Parasite: queries only the tasks can answer.
+    run_parasites(&mut frozen, &mut procs, &mut jrnl)?;
     files.dump_pipes()?;
     failpoint::check("tasks")?;
 
