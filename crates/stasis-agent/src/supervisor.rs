@@ -46,6 +46,7 @@ use stasis_image::name::Name;
 use stasis_image::safefs::{self, Dir, PRIVATE_DIR, PRIVATE_FILE};
 use stasis_partition::ops;
 use stasis_partition::state::{NetMode, Root, State};
+use stasis_sys::wait::{wait_exit, Block, Who};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -627,7 +628,7 @@ impl Supervisor {
     /// Reap monitors that ended.
     fn reap(&mut self) {
         self.children
-            .retain(|&pid| !stasis_sys::ns::reap_nohang(pid).unwrap_or(true));
+            .retain(|&pid| matches!(wait_exit(Who::Pid(pid), Block::No), Ok(None)));
     }
 
     /// Status of a workload.

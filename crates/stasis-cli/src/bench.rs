@@ -11,6 +11,7 @@
 use crate::child_agent::ChildAgent;
 use anyhow::{bail, Context};
 use stasis_agent::unix_ms;
+use stasis_sys::wait::{wait_exit, Block, Who};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -761,7 +762,7 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
     std::thread::sleep(Duration::from_millis(20));
     for _ in 0..100 {
         if matches!(
-            stasis_sys::sys::reap_nohang(rs.root_pid),
+            wait_exit(Who::Pid(rs.root_pid), Block::No),
             Ok(Some(_)) | Err(_)
         ) {
             break;

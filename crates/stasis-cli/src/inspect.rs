@@ -32,7 +32,7 @@ fn file_desc(img: &rec::Checkpoint, f: &rec::FileObject) -> String {
             )
         }
         Ok(FileKind::Memfd) => format!("memfd {}", f.path),
-        Ok(FileKind::UnixSocket) => match &f.unix {
+        Ok(FileKind::UnixSocket) => match f.unix() {
             Some(u) => {
                 let ty = match u.sock_type {
                     1 => "stream",
@@ -75,7 +75,7 @@ fn file_desc(img: &rec::Checkpoint, f: &rec::FileObject) -> String {
             }
             None => "unix socket".into(),
         },
-        Ok(FileKind::InetSocket) => match &f.inet {
+        Ok(FileKind::InetSocket) => match f.inet() {
             Some(u) => {
                 let proto = if u.protocol == libc::IPPROTO_TCP {
                     "tcp"
@@ -99,7 +99,7 @@ fn file_desc(img: &rec::Checkpoint, f: &rec::FileObject) -> String {
             }
             None => "inet socket".into(),
         },
-        Ok(FileKind::PtyMaster) => match &f.pty {
+        Ok(FileKind::PtyMaster) => match f.pty() {
             Some(p) => format!(
                 "pty master /dev/pts/{} ({} bytes of input, {} of output queued{})",
                 p.index,
@@ -109,7 +109,7 @@ fn file_desc(img: &rec::Checkpoint, f: &rec::FileObject) -> String {
             ),
             None => "pty master".into(),
         },
-        Ok(FileKind::PtySlave) => match &f.pty {
+        Ok(FileKind::PtySlave) => match f.pty() {
             Some(p) => format!(
                 "pty slave /dev/pts/{}{}",
                 p.index,
@@ -121,7 +121,7 @@ fn file_desc(img: &rec::Checkpoint, f: &rec::FileObject) -> String {
             ),
             None => "pty slave".into(),
         },
-        Ok(FileKind::Mqueue) => match &f.mq {
+        Ok(FileKind::Mqueue) => match f.mq() {
             Some(q) => format!(
                 "POSIX message queue {} ({} message(s))",
                 q.name,
@@ -129,22 +129,21 @@ fn file_desc(img: &rec::Checkpoint, f: &rec::FileObject) -> String {
             ),
             None => "POSIX message queue".into(),
         },
-        Ok(FileKind::Eventfd) => format!(
-            "eventfd {:?}",
-            f.eventfd.as_ref().map(|e| (e.count, e.semaphore))
-        ),
-        Ok(FileKind::Timerfd) => format!("timerfd {:?}", f.timerfd),
+        Ok(FileKind::Eventfd) => {
+            format!("eventfd {:?}", f.eventfd().map(|e| (e.count, e.semaphore)))
+        }
+        Ok(FileKind::Timerfd) => format!("timerfd {:?}", f.timerfd()),
         Ok(FileKind::Signalfd) => format!(
             "signalfd mask {:#x}",
-            f.signalfd.as_ref().map(|s| s.mask).unwrap_or(0)
+            f.signalfd().map(|s| s.mask).unwrap_or(0)
         ),
         Ok(FileKind::Epoll) => format!(
             "epoll with {} registration(s)",
-            f.epoll.as_ref().map(|e| e.items.len()).unwrap_or(0)
+            f.epoll().map(|e| e.items.len()).unwrap_or(0)
         ),
         Ok(FileKind::Inotify) => format!(
             "inotify watches {:?}",
-            f.inotify.as_ref().map(|i| i
+            f.inotify().map(|i| i
                 .watches
                 .iter()
                 .map(|w| (w.wd, w.path.clone()))

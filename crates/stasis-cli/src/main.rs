@@ -20,7 +20,7 @@ mod partition;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use stasis_engine::{CheckpointError, RestoreError};
+use stasis_engine::{Cause, CheckpointError, RestoreError};
 use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -371,21 +371,24 @@ fn print_checkpoint(
     }
 }
 
-fn checkpoint_code(e: &CheckpointError) -> u8 {
-    match e {
-        CheckpointError::Unsupported { .. } => 3,
-        CheckpointError::Interrupted(_) => 130,
-        _ => 1,
+/// The exit code of an engine failure (also when the partition layer reports it): the one
+/// place engine errors become exit codes.
+pub(crate) fn cause_code(c: Cause) -> u8 {
+    match c {
+        Cause::Refused => 3,
+        Cause::BadImage => 4,
+        Cause::PidInUse => 5,
+        Cause::Interrupted => 130,
+        Cause::Other => 1,
     }
 }
 
+fn checkpoint_code(e: &CheckpointError) -> u8 {
+    cause_code(e.cause())
+}
+
 fn restore_code(e: &RestoreError) -> u8 {
-    match e {
-        RestoreError::BadImage { .. } => 4,
-        RestoreError::PidInUse { .. } => 5,
-        RestoreError::Interrupted(_) => 130,
-        _ => 1,
-    }
+    cause_code(e.cause())
 }
 
 fn main() -> ExitCode {

@@ -80,8 +80,20 @@ fn fail(code: i32, e: impl std::fmt::Display) -> Failed {
     (code.clamp(1, 255) as u8, anyhow!("{e}"))
 }
 
+/// Exit code of a partition verb's failure: 4 unusable image, 6 name conflicts/state, the
+/// engine's or monitor's failure as [`crate::cause_code`], else 1.
+fn ops_code(e: &ops::OpsError) -> u8 {
+    use ops::OpsError as E;
+    match e {
+        E::BadImage { .. } => 4,
+        E::Exists { .. } | E::Running(_) | E::NameBusy(_) => 6,
+        E::Start { cause, .. } => crate::cause_code(*cause),
+        _ => 1,
+    }
+}
+
 fn ops_err(e: ops::OpsError) -> Failed {
-    fail(e.exit_code(), e)
+    (ops_code(&e), anyhow!("{e}"))
 }
 
 /// The partition spec `a` describes, for partition `name` running `cmd`.
@@ -299,7 +311,12 @@ pub fn checkpoint(opts: stasis_partition::checkpoint::Options, json: bool) -> Re
     let dir = opts.dir.clone();
     let stats = stasis_partition::checkpoint::checkpoint(&opts).map_err(|e| {
         (
-            e.exit_code().clamp(1, 255) as u8,
+            match &e {
+                stasis_partition::checkpoint::PartitionCheckpointError::Engine {
+                    cause, ..
+                } => crate::cause_code(*cause),
+                _ => 1,
+            },
             anyhow!(
                 "checkpoint of partition {name} into {} failed: {e}",
                 dir.display()

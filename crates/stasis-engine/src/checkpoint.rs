@@ -156,6 +156,115 @@ fn find_vdso_syscall(pid: i32) -> Result<u64, Failure> {
     Ok(v.start + off as u64)
 }
 
+/// Seize every thread of the tree (a partition: frozen through its cgroup first, thawed once
+/// every thread is in a ptrace stop). Also returns when the tree stopped changing (the cgroup
+/// frozen, or seizing started).
+fn freeze_tree(opts: &CheckpointOptions) -> Result<(Frozen, Instant), CheckpointError> {
+    // A partition is frozen through its cgroup first; seizing then sees a tree that cannot
+    // change, and the cgroup is thawed once every thread is in a ptrace stop (injection needs
+    // the tasks out of the freezer; they stay stopped by ptrace).
+    let mut thaw = Thaw(None);
+    if let Some(f) = &opts.freezer {
+        f.0.freeze()
+            .map_err(|e| Failure::new(opts.pid, "freezing the cgroup", e))?;
+        thaw.0 = Some(f.0.as_ref());
+    }
+    let t_frozen = Instant::now();
+    let frozen = match &opts.freezer {
+        // A zombie's parent must run to reap it: thaw between attempts.
+        Some(f) => Frozen::seize_with(
+            opts.pid,
+            &mut |attempt| {
+                f.0.thaw()
+                    .map_err(|e| Failure::new(opts.pid, "thawing the cgroup", e))?;
+                std::thread::sleep(Duration::from_millis(5 * attempt));
+                f.0.freeze()
+                    .map_err(|e| Failure::new(opts.pid, "freezing the cgroup", e))?;
+                Ok(())
+            },
+            &mut || {
+                if let Err(e) = f.0.thaw() {
+                    tracing::warn!(error = %e, "thawing a partition for a thread that does not stop");
+                }
+            },
+        )?,
+        None => Frozen::seize(opts.pid)?,
+    };
+    drop(thaw);
+    Ok((frozen, t_frozen))
+}
+
+/// Every process of the frozen tree from `/proc` only (nothing changed yet): its record, its
+/// memory layout (with the page jobs to run later), its fds, threads and pending signals.
+fn inspect_tree(
+    opts: &CheckpointOptions,
+    frozen: &Frozen,
+    files: &mut FileTable,
+    shmem: &mut ShmemTable,
+    writer: &ImageWriter,
+    jobs: &mut Vec<memory::DumpJob>,
+) -> Result<Vec<rec::Process>, CheckpointError> {
+    let mut procs = Vec::new();
+    for (i, sp) in frozen.procs.iter().enumerate() {
+        let pid = sp.pid;
+        let mut p = task::dump_process_proc(pid)?;
+        if i == 0 && p.pid != opts.pid {
+            return Err(Failure::msg(pid, "tree walk order").into());
+        }
+        let smaps = proc::read_smaps(pid).ctx(pid, || "reading smaps".into())?;
+        p.vmas = memory::dump_layout(pid, i, &smaps, shmem, jobs)?;
+        p.fds = files.dump_process(pid, shmem, writer)?;
+        p.threads = sp
+            .threads
+            .iter()
+            .map(task::dump_thread_regs)
+            .collect::<Result<_, _>>()?;
+        p.shared_pending = task::dump_shared_pending(pid)?;
+        procs.push(p);
+    }
+    Ok(procs)
+}
+
+/// In each process, a page of ours holding the gadget, and the queries only the task can
+/// answer; the thread registers are put back at once (the page stays until release).
+fn run_parasites(
+    frozen: &mut Frozen,
+    procs: &mut [rec::Process],
+    jrnl: &mut journal::Journal,
+) -> Result<(), CheckpointError> {
+    for i in 0..frozen.procs.len() {
+        let pid = frozen.procs[i].pid;
+        let leader = frozen.procs[i].threads[0].clone();
+        frozen.block_signals(i)?;
+        let gadget = find_vdso_syscall(pid)?;
+        let mut r = Remote::with_gadget(pid, leader.tid, gadget, leader.regs);
+        let prot = (libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC) as u64;
+        let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
+        let base = r.call(
+            "mmap parasite",
+            libc::SYS_mmap,
+            &[0, PARASITE_LEN, prot, flags, u64::MAX, 0],
+        )?;
+        frozen.procs[i].parasite = Some(base);
+        jrnl.parasite(pid, base)
+            .map_err(|e| Failure::new(pid, "writing the recovery journal", e))?;
+        stasis_sys::mem::write_all(pid, base, &stasis_sys::inject::GADGET_CODE)
+            .ctx(pid, || "writing the gadget".into())?;
+        r.use_base(base);
+        failpoint::check("parasite")?;
+        task::dump_process_injected(&mut r, &mut procs[i])?;
+        for (ti, t) in frozen.procs[i].threads.iter().enumerate() {
+            let mut tr = Remote::new(pid, t.tid, base, t.regs);
+            task::dump_thread_injected(&mut tr, &mut procs[i].threads[ti], pid)?;
+        }
+        // Put the thread registers back now: the parasite stays mapped until release.
+        for t in &frozen.procs[i].threads {
+            ptrace::set_regs(t.tid, &t.regs).ctx(t.tid, || "restoring registers".into())?;
+        }
+    }
+    Ok(())
+}
+
 /// Checkpoint the tree rooted at `opts.pid` into `opts.dir`. A failed checkpoint removes
 /// `opts.dir` if it created it; a directory that existed before keeps everything but the
 /// manifest (files of other tools stay; the incomplete image is refused by readers).
@@ -206,37 +315,7 @@ fn checkpoint_into(
 ) -> Result<CheckpointStats, CheckpointError> {
     let mut stats = CheckpointStats::default();
 
-    // A partition is frozen through its cgroup first; seizing then sees a tree that cannot
-    // change, and the cgroup is thawed once every thread is in a ptrace stop (injection needs
-    // the tasks out of the freezer; they stay stopped by ptrace).
-    let mut thaw = Thaw(None);
-    if let Some(f) = &opts.freezer {
-        f.0.freeze()
-            .map_err(|e| Failure::new(opts.pid, "freezing the cgroup", e))?;
-        thaw.0 = Some(f.0.as_ref());
-    }
-    let t_frozen = Instant::now();
-    let mut frozen = match &opts.freezer {
-        // A zombie's parent must run to reap it: thaw between attempts.
-        Some(f) => Frozen::seize_with(
-            opts.pid,
-            &mut |attempt| {
-                f.0.thaw()
-                    .map_err(|e| Failure::new(opts.pid, "thawing the cgroup", e))?;
-                std::thread::sleep(Duration::from_millis(5 * attempt));
-                f.0.freeze()
-                    .map_err(|e| Failure::new(opts.pid, "freezing the cgroup", e))?;
-                Ok(())
-            },
-            &mut || {
-                if let Err(e) = f.0.thaw() {
-                    tracing::warn!(error = %e, "thawing a partition for a thread that does not stop");
-                }
-            },
-        )?,
-        None => Frozen::seize(opts.pid)?,
-    };
-    drop(thaw);
+    let (mut frozen, t_frozen) = freeze_tree(opts)?;
     failpoint::check("seize")?;
     let mut jrnl = journal::Journal::begin(&frozen)
         .map_err(|e| Failure::new(opts.pid, "writing the recovery journal", e))?;
@@ -246,58 +325,12 @@ fn checkpoint_into(
     let mut files = FileTable::default();
     files.journal = Some(jrnl.handle());
     let mut jobs = Vec::new();
-    let mut procs = Vec::new();
-    for (i, sp) in frozen.procs.iter().enumerate() {
-        let pid = sp.pid;
-        let mut p = task::dump_process_proc(pid)?;
-        if i == 0 && p.pid != opts.pid {
-            return Err(Failure::msg(pid, "tree walk order").into());
-        }
-        let smaps = proc::read_smaps(pid).ctx(pid, || "reading smaps".into())?;
-        p.vmas = memory::dump_layout(pid, i, &smaps, &mut shmem, &mut jobs)?;
-        p.fds = files.dump_process(pid, &mut shmem, &writer)?;
-        p.threads = sp
-            .threads
-            .iter()
-            .map(task::dump_thread_regs)
-            .collect::<Result<_, _>>()?;
-        p.shared_pending = task::dump_shared_pending(pid)?;
-        procs.push(p);
-    }
+    let mut procs = inspect_tree(opts, &frozen, &mut files, &mut shmem, &writer, &mut jobs)?;
     files.finish()?;
     failpoint::check("inspect")?;
 
     // Parasite: queries only the tasks can answer.
-    for i in 0..frozen.procs.len() {
-        let pid = frozen.procs[i].pid;
-        let leader = frozen.procs[i].threads[0].clone();
-        frozen.block_signals(i)?;
-        let gadget = find_vdso_syscall(pid)?;
-        let mut r = Remote::with_gadget(pid, leader.tid, gadget, leader.regs);
-        let prot = (libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC) as u64;
-        let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
-        let base = r.call(
-            "mmap parasite",
-            libc::SYS_mmap,
-            &[0, PARASITE_LEN, prot, flags, u64::MAX, 0],
-        )?;
-        frozen.procs[i].parasite = Some(base);
-        jrnl.parasite(pid, base)
-            .map_err(|e| Failure::new(pid, "writing the recovery journal", e))?;
-        stasis_sys::mem::write_all(pid, base, &stasis_sys::inject::GADGET_CODE)
-            .ctx(pid, || "writing the gadget".into())?;
-        r.use_base(base);
-        failpoint::check("parasite")?;
-        task::dump_process_injected(&mut r, &mut procs[i])?;
-        for (ti, t) in frozen.procs[i].threads.iter().enumerate() {
-            let mut tr = Remote::new(pid, t.tid, base, t.regs);
-            task::dump_thread_injected(&mut tr, &mut procs[i].threads[ti], pid)?;
-        }
-        // Put the thread registers back now: the parasite stays mapped until release.
-        for t in &frozen.procs[i].threads {
-            ptrace::set_regs(t.tid, &t.regs).ctx(t.tid, || "restoring registers".into())?;
-        }
-    }
+    run_parasites(&mut frozen, &mut procs, &mut jrnl)?;
     files.dump_pipes()?;
     failpoint::check("tasks")?;
 

@@ -127,6 +127,46 @@ pub enum RestoreError {
     Interrupted(String),
 }
 
+/// What kind of failure an engine error is, as data that crosses a process boundary (the
+/// partition layer runs the engine in a forked child). The CLI alone turns it into an exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub enum Cause {
+    /// Anything else.
+    #[default]
+    Other,
+    /// The tree holds something the engine refuses to checkpoint.
+    Refused,
+    /// The image cannot be used.
+    BadImage,
+    /// A pid the image needs is taken.
+    PidInUse,
+    /// SIGINT/SIGTERM arrived.
+    Interrupted,
+}
+
+impl CheckpointError {
+    /// The kind of this failure.
+    pub fn cause(&self) -> Cause {
+        match self {
+            CheckpointError::Unsupported { .. } => Cause::Refused,
+            CheckpointError::Interrupted(_) => Cause::Interrupted,
+            _ => Cause::Other,
+        }
+    }
+}
+
+impl RestoreError {
+    /// The kind of this failure.
+    pub fn cause(&self) -> Cause {
+        match self {
+            RestoreError::BadImage { .. } => Cause::BadImage,
+            RestoreError::PidInUse { .. } => Cause::PidInUse,
+            RestoreError::Interrupted(_) => Cause::Interrupted,
+            _ => Cause::Other,
+        }
+    }
+}
+
 impl From<crate::failpoint::Stop> for CheckpointError {
     fn from(s: crate::failpoint::Stop) -> Self {
         match s {

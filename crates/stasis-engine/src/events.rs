@@ -224,7 +224,7 @@ pub fn create(f: &rec::FileObject, kind: rec::FileKind) -> Result<OwnedFd, Failu
     let missing = || Failure::msg(0, format!("{}: state missing from image", what()));
     match kind {
         rec::FileKind::Eventfd => {
-            let s = f.eventfd.as_ref().ok_or_else(missing)?;
+            let s = f.eventfd().ok_or_else(missing)?;
             let mut flags = nonblock(f.flags);
             if s.semaphore {
                 flags |= libc::EFD_SEMAPHORE;
@@ -232,7 +232,7 @@ pub fn create(f: &rec::FileObject, kind: rec::FileKind) -> Result<OwnedFd, Failu
             sys::eventfd(s.count, flags).ctx(0, what)
         }
         rec::FileKind::Timerfd => {
-            let s = f.timerfd.as_ref().ok_or_else(missing)?;
+            let s = f.timerfd().ok_or_else(missing)?;
             let fd = sys::timerfd_create(s.clock_id, nonblock(f.flags)).ctx(0, what)?;
             if s.value_ns != 0 {
                 // An absolute timer gets its deadline back, a relative one the time it had left.
@@ -251,11 +251,11 @@ pub fn create(f: &rec::FileObject, kind: rec::FileKind) -> Result<OwnedFd, Failu
             Ok(fd)
         }
         rec::FileKind::Signalfd => {
-            let s = f.signalfd.as_ref().ok_or_else(missing)?;
+            let s = f.signalfd().ok_or_else(missing)?;
             sys::signalfd(s.mask, nonblock(f.flags)).ctx(0, what)
         }
         rec::FileKind::Inotify => {
-            let s = f.inotify.as_ref().ok_or_else(missing)?;
+            let s = f.inotify().ok_or_else(missing)?;
             let fd = sys::inotify_init(nonblock(f.flags)).ctx(0, what)?;
             let mut dummies = Vec::new();
             let scratch = tempdir_for_dummies()?;
@@ -321,7 +321,7 @@ pub fn restore_epoll_items(
 ) -> Result<(), Failure> {
     for fd in &p.fds {
         let f = &img.files[fd.file_id as usize];
-        let Some(ep) = &f.epoll else { continue };
+        let Some(ep) = f.epoll() else { continue };
         // Register once per epoll object: in the first fd (of the owner process) that holds it.
         let first = p.fds.iter().find(|x| x.file_id == fd.file_id).map(|x| x.fd);
         if first != Some(fd.fd) {

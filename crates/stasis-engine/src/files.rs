@@ -1,4 +1,4 @@
-//! Files: fd tables, open file descriptions, pipes and FIFOs.
+//! Files: fd tables and open file descriptions (pipes and FIFOs: [`pipes`]).
 //!
 //! ## Dump
 //! For every fd, `/proc/PID/fd/N` (the link and a `stat` through it) tells what it is and
@@ -29,6 +29,8 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+
+mod pipes;
 
 const O_CLOEXEC: u32 = libc::O_CLOEXEC as u32;
 
@@ -71,25 +73,151 @@ fn is_tty(md: &std::fs::Metadata) -> bool {
         && (major == 136 || major == 4 || major == 5 || (128..=143).contains(&major))
 }
 
-impl FileTable {
-    fn pipe_id(&mut self, ino: u64, fifo_path: &str) -> u32 {
-        if let Some(&id) = self.pipe_by_ino.get(&ino) {
-            return id;
+/// What `/proc` tells about one fd of a task: the facts every kind's dump starts from.
+pub(crate) struct Probe {
+    pid: i32,
+    fd: i32,
+    /// The `/proc/PID/fd/N` link target (`/path`, `pipe:[INO]`, `socket:[INO]`, …).
+    link: String,
+    info: proc::FdInfo,
+    /// `/proc/PID/fd/N`, to open the description again.
+    proc_path: String,
+    md: std::fs::Metadata,
+    /// Inode of a socket.
+    sock_ino: Option<u64>,
+    /// Kind of an anonymous-inode object the engine knows.
+    anon_kind: Option<FileKind>,
+    /// On the mqueue file system.
+    mqueue: bool,
+}
+
+impl Probe {
+    fn unsupported(&self, kind: &str) -> CheckpointError {
+        CheckpointError::Unsupported {
+            pid: self.pid,
+            what: format!(
+                "fd {} ({}) is {kind}; not supported yet",
+                self.fd, self.link
+            ),
         }
-        let id = self.pipes.len() as u32;
-        self.pipes.push(rec::PipeObject {
-            id,
-            ino,
-            data: Vec::new(),
-            capacity: 0,
-            external_reader: false,
-            external_writer: false,
-            fifo_path: fifo_path.to_string(),
-        });
-        self.pipe_by_ino.insert(ino, id);
-        id
     }
 
+    fn char_major_minor(&self) -> Option<(u32, u32)> {
+        self.md
+            .file_type()
+            .is_char_device()
+            .then(|| (libc::major(self.md.rdev()), libc::minor(self.md.rdev())))
+    }
+}
+
+/// What the dump of one kind needs beside the probe.
+struct DumpCtx<'a> {
+    shmem: &'a mut ShmemTable,
+    writer: &'a ImageWriter,
+    /// 0 for the tree's own fds, 1 for files in flight in a unix socket.
+    depth: u32,
+}
+
+/// A kind of open file description the checkpoint knows: how to recognise it from its probe,
+/// and how to fill its record (returning the files in flight it carries, for unix sockets).
+struct FdKind {
+    name: &'static str,
+    recognise: fn(&FileTable, &Probe) -> bool,
+    dump: fn(
+        &mut FileTable,
+        &Probe,
+        &mut rec::FileObject,
+        &mut DumpCtx<'_>,
+    ) -> Result<crate::unix::InFlight, CheckpointError>,
+}
+
+/// The registry of kinds, tried in this order (the first that recognises an fd dumps it). A new
+/// kind of kernel object is one line here plus its module.
+const FD_KINDS: &[FdKind] = &[
+    FdKind {
+        name: "POSIX message queue",
+        recognise: |_, p| p.mqueue,
+        dump: FileTable::dump_mqueue,
+    },
+    FdKind {
+        name: "inet socket",
+        recognise: |t, p| p.sock_ino.is_some_and(|ino| !t.is_unix(ino)),
+        dump: FileTable::dump_inet,
+    },
+    FdKind {
+        name: "unix socket",
+        recognise: |_, p| p.sock_ino.is_some(),
+        dump: FileTable::dump_unix,
+    },
+    FdKind {
+        name: "eventfd, epoll, timerfd, signalfd, inotify",
+        recognise: |_, p| p.anon_kind.is_some(),
+        dump: FileTable::dump_event,
+    },
+    FdKind {
+        name: "pipe or FIFO",
+        recognise: |_, p| p.link.starts_with("pipe:") || p.md.file_type().is_fifo(),
+        dump: |t, p, fo, _| {
+            t.dump_pipe_end(p, fo);
+            Ok(Vec::new())
+        },
+    },
+    FdKind {
+        name: "memfd",
+        recognise: |_, p| p.link.starts_with("/memfd:"),
+        dump: FileTable::dump_memfd,
+    },
+    FdKind {
+        name: "regular file",
+        recognise: |_, p| p.md.file_type().is_file(),
+        dump: FileTable::dump_regular,
+    },
+    FdKind {
+        name: "directory",
+        recognise: |_, p| p.md.file_type().is_dir(),
+        dump: |_, _, fo, _| {
+            fo.kind = FileKind::Directory as i32;
+            Ok(Vec::new())
+        },
+    },
+    FdKind {
+        name: "pty master",
+        recognise: |_, p| p.char_major_minor() == Some((5, 2)),
+        dump: FileTable::dump_pty_master,
+    },
+    FdKind {
+        name: "pty slave",
+        recognise: |_, p| {
+            p.char_major_minor()
+                .is_some_and(|(major, _)| crate::pty::is_pts_major(major))
+        },
+        dump: |_, p, fo, _| {
+            fo.kind = FileKind::PtySlave as i32;
+            fo.state = Some(rec::file_object::State::Pty(rec::PtyState {
+                index: crate::pty::pts_index(p.md.rdev()),
+                ..Default::default()
+            }));
+            Ok(Vec::new())
+        },
+    },
+    FdKind {
+        name: "other terminal (refused)",
+        recognise: |_, p| is_tty(&p.md),
+        dump: |_, p, _, _| {
+            Err(p.unsupported("a terminal other than a pseudo-terminal (console, /dev/tty*)"))
+        },
+    },
+    FdKind {
+        name: "character device",
+        recognise: |_, p| p.md.file_type().is_char_device(),
+        dump: |_, _, fo, _| {
+            fo.kind = FileKind::CharDevice as i32;
+            Ok(Vec::new())
+        },
+    },
+];
+
+impl FileTable {
     /// Dump the fd table of one process.
     pub fn dump_process(
         &mut self,
@@ -122,256 +250,316 @@ impl FileTable {
         writer: &ImageWriter,
         depth: u32,
     ) -> Result<Option<(u32, bool)>, CheckpointError> {
-        {
-            let link = match proc::read_fd_link(pid, fd) {
-                Ok(l) => l.to_string_lossy().into_owned(),
-                Err(e) if e.is_not_found() => return Ok(None),
-                Err(e) => return Err(Failure::new(pid, format!("fd {fd}: readlink"), e).into()),
-            };
-            let info =
-                proc::read_fdinfo(pid, fd).ctx(pid, || format!("fd {fd}: reading fdinfo"))?;
-            let unsupported = |kind: &str| CheckpointError::Unsupported {
-                pid,
-                what: format!("fd {fd} ({link}) is {kind}; not supported yet"),
-            };
-            let sock_ino: Option<u64> = link
-                .strip_prefix("socket:[")
-                .and_then(|r| r.trim_end_matches(']').parse().ok());
-            if sock_ino.is_some() && self.unix.is_none() {
-                self.unix = Some(crate::unix::UnixTable::load()?);
+        let Some(p) = self.probe(pid, fd)? else {
+            return Ok(None);
+        };
+        let key = (p.md.dev(), p.md.ino());
+        let file_id = match self.same_description(&p, key)? {
+            Some(id) => id,
+            None => {
+                let mut cx = DumpCtx {
+                    shmem,
+                    writer,
+                    depth,
+                };
+                self.dump_description(&p, &mut cx)?
             }
-            let anon_kind = match link.strip_prefix("anon_inode:") {
-                None => None,
-                Some("[eventfd]") => Some(FileKind::Eventfd),
-                Some("[eventpoll]") => Some(FileKind::Epoll),
-                Some("[timerfd]") => Some(FileKind::Timerfd),
-                Some("[signalfd]") => Some(FileKind::Signalfd),
-                Some("inotify") => Some(FileKind::Inotify),
-                Some(k) => return Err(unsupported(&format!("an anonymous-inode object ({k})"))),
-            };
-            let proc_path = format!("/proc/{pid}/fd/{fd}");
-            let mut mq_kind = false;
-            if !link.starts_with("socket:")
-                && !link.starts_with("anon_inode:")
-                && !link.starts_with("pipe:")
-                && sys::fs_magic(&proc_path).ok() == Some(sys::MQUEUE_MAGIC)
-            {
-                mq_kind = true;
-            }
-            let md =
-                std::fs::metadata(&proc_path).ctx(pid, || format!("fd {fd} ({link}): stat"))?;
-            let key = (md.dev(), md.ino());
-            // Same open file description as an fd already seen?
-            let mut file_id = None;
-            if let Some(cands) = self.seen.get(&key) {
-                for &(p2, fd2, id) in cands {
-                    if sys::kcmp(pid, p2, sys::KCMP_FILE, fd as u64, fd2 as u64)
-                        .ctx(pid, || format!("fd {fd}: kcmp"))?
-                        == 0
-                    {
-                        file_id = Some(id);
-                        break;
-                    }
-                }
-            }
-            let file_id = match file_id {
-                Some(id) => id,
-                None => {
-                    let id = self.files.len() as u32;
-                    let mut pending_inflight: crate::unix::InFlight = Vec::new();
-                    let flags = info.flags & !O_CLOEXEC;
-                    let mut fo = rec::FileObject {
-                        id,
-                        kind: FileKind::Regular as i32,
-                        path: link.clone(),
-                        flags,
-                        pos: info.pos,
-                        deleted: false,
-                        content: Vec::new(),
-                        size: md.size(),
-                        pipe_id: 0,
-                        write_end: false,
-                        shmem_id: 0,
-                        rdev: md.rdev(),
-                        mode: md.mode() & 0o7777,
-                        file_id: Some(rec::FileIdentity {
-                            dev: md.dev(),
-                            ino: md.ino(),
-                            size: md.size(),
-                            mtime_ns: md.mtime() * 1_000_000_000 + md.mtime_nsec(),
-                        }),
-                        ..Default::default()
-                    };
-                    let ft = md.file_type();
-                    let acc = flags & libc::O_ACCMODE as u32;
-                    if mq_kind {
-                        let first = !self.mq_seen.contains(&md.ino());
-                        self.mq_seen.insert(md.ino());
-                        let q = self.borrow(pid, fd)?;
-                        fo.kind = FileKind::Mqueue as i32;
-                        fo.file_id = None;
-                        fo.mq = Some(crate::mqueue::dump(pid, fd, &link, &q, first)?);
-                    }
-                    let is_unix = sock_ino
-                        .is_some_and(|ino| self.unix.as_ref().is_some_and(|t| t.is_unix(ino)));
-                    if mq_kind {
-                        // done above
-                    } else if sock_ino.is_some() && !is_unix {
-                        let sock = self.borrow(pid, fd)?;
-                        let repair = self.tcp.get_or_insert_with(|| {
-                            let nanos = std::time::SystemTime::now()
-                                .duration_since(std::time::UNIX_EPOCH)
-                                .map(|d| d.as_nanos())
-                                .unwrap_or(0);
-                            crate::inet::TcpRepair::new(&format!(
-                                "{:x}_{:x}",
-                                sys::getpid(),
-                                nanos & 0xffff_ffff
-                            ))
-                        });
-                        match crate::inet::dump(pid, fd, &sock, repair, self.journal.as_ref())? {
-                            Some(st) => {
-                                fo.kind = FileKind::InetSocket as i32;
-                                fo.file_id = None;
-                                fo.inet = Some(st);
-                            }
-                            None => {
-                                return Err(unsupported(
-                                    "a socket of a family not supported yet (netlink, packet, …)",
-                                ))
-                            }
-                        }
-                    } else if let Some(ino) = sock_ino {
-                        fo.kind = FileKind::UnixSocket as i32;
-                        fo.file_id = None;
-                        let (st, inflight) = {
-                            let sock = self.borrow(pid, fd)?;
-                            self.unix
-                                .as_mut()
-                                .expect("loaded")
-                                .dump(pid, fd, ino, &sock)?
-                        };
-                        if !inflight.is_empty() && depth > 0 {
-                            return Err(unsupported("carries a unix socket that itself has files in flight; not supported"));
-                        }
-                        pending_inflight = inflight;
-                        fo.unix = Some(st);
-                    } else if let Some(kind) = anon_kind {
-                        fo.kind = kind as i32;
-                        fo.file_id = None;
-                        match kind {
-                            FileKind::Eventfd => {
-                                fo.eventfd = Some(crate::events::dump_eventfd(pid, fd, &info)?)
-                            }
-                            FileKind::Epoll => {
-                                fo.epoll = Some(crate::events::dump_epoll(pid, fd, &info)?)
-                            }
-                            FileKind::Timerfd => {
-                                fo.timerfd = Some(crate::events::dump_timerfd(pid, fd, &info)?)
-                            }
-                            FileKind::Signalfd => {
-                                fo.signalfd = Some(crate::events::dump_signalfd(pid, fd, &info)?)
-                            }
-                            _ => fo.inotify = Some(crate::events::dump_inotify(pid, fd, &info)?),
-                        }
-                    } else if link.starts_with("pipe:") || ft.is_fifo() {
-                        let fifo = if link.starts_with("pipe:") {
-                            ""
-                        } else {
-                            link.as_str()
-                        };
-                        let pid_ = self.pipe_id(md.ino(), fifo);
-                        fo.kind = if fifo.is_empty() {
-                            FileKind::PipeEnd
-                        } else {
-                            FileKind::Fifo
-                        } as i32;
-                        fo.pipe_id = pid_;
-                        fo.write_end = acc == libc::O_WRONLY as u32;
-                        let e = self.ends.entry(pid_).or_default();
-                        if acc == libc::O_RDWR as u32 {
-                            *e = (true, true);
-                        } else if fo.write_end {
-                            e.1 = true;
-                        } else {
-                            e.0 = true;
-                        }
-                        self.pipe_src
-                            .entry(pid_)
-                            .or_insert_with(|| proc_path.clone());
-                    } else if let Some(name) = link.strip_prefix("/memfd:") {
-                        let name = name.trim_end_matches(" (deleted)").to_string();
-                        fo.kind = FileKind::Memfd as i32;
-                        fo.shmem_id =
-                            shmem.intern(key, ShmemKind::Memfd, name, md.size(), proc_path.clone());
-                    } else if ft.is_file() {
-                        if let Some(p) = link.strip_suffix(" (deleted)") {
-                            fo.deleted = true;
-                            fo.path = p.to_string();
-                            let f = File::open(&proc_path)
-                                .ctx(pid, || format!("fd {fd}: opening deleted file {p}"))?;
-                            dump_file_content(&f, md.size(), writer, &mut fo.content)
-                                .ctx(pid, || {
-                                    format!("fd {fd}: saving content of deleted file {p}")
-                                })?;
-                        }
-                    } else if ft.is_dir() {
-                        fo.kind = FileKind::Directory as i32;
-                    } else if ft.is_char_device() {
-                        let (major, minor) = (libc::major(md.rdev()), libc::minor(md.rdev()));
-                        if major == 5 && minor == 2 {
-                            let index: u32 = info
-                                .extra_value("tty-index")
-                                .and_then(|v| v.trim().parse().ok())
-                                .ok_or_else(|| {
-                                    Failure::msg(
-                                        pid,
-                                        format!("fd {fd}: pty master without tty-index"),
-                                    )
-                                })?;
-                            let master = self.borrow(pid, fd)?;
-                            fo.kind = FileKind::PtyMaster as i32;
-                            fo.pty = Some(crate::pty::dump_master(pid, fd, &master, index)?);
-                        } else if crate::pty::is_pts_major(major) {
-                            fo.kind = FileKind::PtySlave as i32;
-                            fo.pty = Some(rec::PtyState {
-                                index: crate::pty::pts_index(md.rdev()),
-                                ..Default::default()
-                            });
-                        } else if is_tty(&md) {
-                            return Err(unsupported(
-                                "a terminal other than a pseudo-terminal (console, /dev/tty*)",
-                            ));
-                        } else {
-                            fo.kind = FileKind::CharDevice as i32;
-                        }
-                    } else {
-                        return Err(unsupported("an object of an unknown kind"));
-                    }
-                    self.files.push(fo);
-                    // Files in flight in this socket: dumped like fds of ours (we hold copies).
-                    let me = sys::getpid();
-                    for (msg, fds) in pending_inflight {
-                        for f in fds {
-                            let raw = f.as_raw_fd();
-                            self.inflight.push(f);
-                            let (fid, _) = self
-                                .dump_fd(me, raw, shmem, writer, depth + 1)?
-                                .ok_or_else(|| {
-                                    Failure::msg(pid, format!("fd {fd}: a file in flight vanished"))
-                                })?;
-                            if let Some(u) = self.files[id as usize].unix.as_mut() {
-                                u.queue[msg].fds.push(fid);
-                            }
-                        }
-                    }
-                    id
-                }
-            };
-            self.seen.entry(key).or_default().push((pid, fd, file_id));
-            self.holders.entry(file_id).or_insert((pid, fd));
-            Ok(Some((file_id, info.flags & O_CLOEXEC != 0)))
+        };
+        self.seen.entry(key).or_default().push((pid, fd, file_id));
+        self.holders.entry(file_id).or_insert((pid, fd));
+        Ok(Some((file_id, p.info.flags & O_CLOEXEC != 0)))
+    }
+
+    /// Read what `/proc` says about the fd; `None` if it went away.
+    fn probe(&mut self, pid: i32, fd: i32) -> Result<Option<Probe>, CheckpointError> {
+        let link = match proc::read_fd_link(pid, fd) {
+            Ok(l) => l.to_string_lossy().into_owned(),
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => return Err(Failure::new(pid, format!("fd {fd}: readlink"), e).into()),
+        };
+        let info = proc::read_fdinfo(pid, fd).ctx(pid, || format!("fd {fd}: reading fdinfo"))?;
+        let sock_ino: Option<u64> = link
+            .strip_prefix("socket:[")
+            .and_then(|r| r.trim_end_matches(']').parse().ok());
+        if sock_ino.is_some() && self.unix.is_none() {
+            self.unix = Some(crate::unix::UnixTable::load()?);
         }
+        let anon_kind = match link.strip_prefix("anon_inode:") {
+            None => None,
+            Some("[eventfd]") => Some(FileKind::Eventfd),
+            Some("[eventpoll]") => Some(FileKind::Epoll),
+            Some("[timerfd]") => Some(FileKind::Timerfd),
+            Some("[signalfd]") => Some(FileKind::Signalfd),
+            Some("inotify") => Some(FileKind::Inotify),
+            Some(k) => {
+                return Err(CheckpointError::Unsupported {
+                    pid,
+                    what: format!(
+                        "fd {fd} ({link}) is an anonymous-inode object ({k}); not supported yet"
+                    ),
+                })
+            }
+        };
+        let proc_path = format!("/proc/{pid}/fd/{fd}");
+        let mqueue = !link.starts_with("socket:")
+            && !link.starts_with("anon_inode:")
+            && !link.starts_with("pipe:")
+            && sys::fs_magic(&proc_path).ok() == Some(sys::MQUEUE_MAGIC);
+        let md = std::fs::metadata(&proc_path).ctx(pid, || format!("fd {fd} ({link}): stat"))?;
+        Ok(Some(Probe {
+            pid,
+            fd,
+            link,
+            info,
+            proc_path,
+            md,
+            sock_ino,
+            anon_kind,
+            mqueue,
+        }))
+    }
+
+    /// The id of an fd already seen that shares this fd's open file description (`kcmp`).
+    fn same_description(&self, p: &Probe, key: (u64, u64)) -> Result<Option<u32>, Failure> {
+        if let Some(cands) = self.seen.get(&key) {
+            for &(p2, fd2, id) in cands {
+                if sys::kcmp(p.pid, p2, sys::KCMP_FILE, p.fd as u64, fd2 as u64)
+                    .ctx(p.pid, || format!("fd {}: kcmp", p.fd))?
+                    == 0
+                {
+                    return Ok(Some(id));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    fn is_unix(&self, ino: u64) -> bool {
+        self.unix.as_ref().is_some_and(|t| t.is_unix(ino))
+    }
+
+    /// Record a new open file description: the fields every kind has, then its kind's dump
+    /// (the first entry of [`FD_KINDS`] that recognises it), then the files in flight it
+    /// carries.
+    fn dump_description(
+        &mut self,
+        p: &Probe,
+        cx: &mut DumpCtx<'_>,
+    ) -> Result<u32, CheckpointError> {
+        let id = self.files.len() as u32;
+        let md = &p.md;
+        let mut fo = rec::FileObject {
+            id,
+            kind: FileKind::Regular as i32,
+            path: p.link.clone(),
+            flags: p.info.flags & !O_CLOEXEC,
+            pos: p.info.pos,
+            deleted: false,
+            content: Vec::new(),
+            size: md.size(),
+            pipe_id: 0,
+            write_end: false,
+            shmem_id: 0,
+            rdev: md.rdev(),
+            mode: md.mode() & 0o7777,
+            file_id: Some(rec::FileIdentity {
+                dev: md.dev(),
+                ino: md.ino(),
+                size: md.size(),
+                mtime_ns: md.mtime() * 1_000_000_000 + md.mtime_nsec(),
+            }),
+            ..Default::default()
+        };
+        let kind = FD_KINDS
+            .iter()
+            .find(|k| (k.recognise)(self, p))
+            .ok_or_else(|| p.unsupported("an object of an unknown kind"))?;
+        tracing::trace!(pid = p.pid, fd = p.fd, kind = kind.name, "dumping fd");
+        let inflight = (kind.dump)(self, p, &mut fo, cx)?;
+        self.files.push(fo);
+        self.dump_inflight(p, id, inflight, cx)?;
+        Ok(id)
+    }
+
+    /// Files in flight in a unix socket: dumped like fds of ours (we hold copies).
+    fn dump_inflight(
+        &mut self,
+        p: &Probe,
+        id: u32,
+        inflight: crate::unix::InFlight,
+        cx: &mut DumpCtx<'_>,
+    ) -> Result<(), CheckpointError> {
+        let me = sys::getpid();
+        for (msg, fds) in inflight {
+            for f in fds {
+                let raw = f.as_raw_fd();
+                self.inflight.push(f);
+                let (fid, _) = self
+                    .dump_fd(me, raw, cx.shmem, cx.writer, cx.depth + 1)?
+                    .ok_or_else(|| {
+                        Failure::msg(p.pid, format!("fd {}: a file in flight vanished", p.fd))
+                    })?;
+                if let Some(u) = self.files[id as usize].unix_mut() {
+                    u.queue[msg].fds.push(fid);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn dump_mqueue(
+        &mut self,
+        p: &Probe,
+        fo: &mut rec::FileObject,
+        _: &mut DumpCtx<'_>,
+    ) -> Result<crate::unix::InFlight, CheckpointError> {
+        let first = self.mq_seen.insert(p.md.ino());
+        let q = self.borrow(p.pid, p.fd)?;
+        fo.kind = FileKind::Mqueue as i32;
+        fo.file_id = None;
+        fo.state = Some(rec::file_object::State::Mq(crate::mqueue::dump(
+            p.pid, p.fd, &p.link, &q, first,
+        )?));
+        Ok(Vec::new())
+    }
+
+    fn dump_inet(
+        &mut self,
+        p: &Probe,
+        fo: &mut rec::FileObject,
+        _: &mut DumpCtx<'_>,
+    ) -> Result<crate::unix::InFlight, CheckpointError> {
+        let sock = self.borrow(p.pid, p.fd)?;
+        let repair = self.tcp.get_or_insert_with(|| {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0);
+            crate::inet::TcpRepair::new(&format!("{:x}_{:x}", sys::getpid(), nanos & 0xffff_ffff))
+        });
+        match crate::inet::dump(p.pid, p.fd, &sock, repair, self.journal.as_ref())? {
+            Some(st) => {
+                fo.kind = FileKind::InetSocket as i32;
+                fo.file_id = None;
+                fo.state = Some(rec::file_object::State::Inet(st));
+                Ok(Vec::new())
+            }
+            None => {
+                Err(p.unsupported("a socket of a family not supported yet (netlink, packet, …)"))
+            }
+        }
+    }
+
+    fn dump_unix(
+        &mut self,
+        p: &Probe,
+        fo: &mut rec::FileObject,
+        cx: &mut DumpCtx<'_>,
+    ) -> Result<crate::unix::InFlight, CheckpointError> {
+        let ino = p.sock_ino.expect("recognised as a socket");
+        fo.kind = FileKind::UnixSocket as i32;
+        fo.file_id = None;
+        let (st, inflight) = {
+            let sock = self.borrow(p.pid, p.fd)?;
+            self.unix
+                .as_mut()
+                .expect("loaded")
+                .dump(p.pid, p.fd, ino, &sock)?
+        };
+        if !inflight.is_empty() && cx.depth > 0 {
+            return Err(p.unsupported(
+                "carries a unix socket that itself has files in flight; not supported",
+            ));
+        }
+        fo.state = Some(rec::file_object::State::Unix(st));
+        Ok(inflight)
+    }
+
+    fn dump_event(
+        &mut self,
+        p: &Probe,
+        fo: &mut rec::FileObject,
+        _: &mut DumpCtx<'_>,
+    ) -> Result<crate::unix::InFlight, CheckpointError> {
+        use crate::events;
+        use rec::file_object::State;
+        let kind = p
+            .anon_kind
+            .expect("recognised as an anonymous-inode object");
+        let (pid, fd, info) = (p.pid, p.fd, &p.info);
+        fo.kind = kind as i32;
+        fo.file_id = None;
+        fo.state = Some(match kind {
+            FileKind::Eventfd => State::Eventfd(events::dump_eventfd(pid, fd, info)?),
+            FileKind::Epoll => State::Epoll(events::dump_epoll(pid, fd, info)?),
+            FileKind::Timerfd => State::Timerfd(events::dump_timerfd(pid, fd, info)?),
+            FileKind::Signalfd => State::Signalfd(events::dump_signalfd(pid, fd, info)?),
+            _ => State::Inotify(events::dump_inotify(pid, fd, info)?),
+        });
+        Ok(Vec::new())
+    }
+
+    fn dump_memfd(
+        &mut self,
+        p: &Probe,
+        fo: &mut rec::FileObject,
+        cx: &mut DumpCtx<'_>,
+    ) -> Result<crate::unix::InFlight, CheckpointError> {
+        let name = p
+            .link
+            .strip_prefix("/memfd:")
+            .expect("recognised as a memfd");
+        let name = name.trim_end_matches(" (deleted)").to_string();
+        fo.kind = FileKind::Memfd as i32;
+        fo.shmem_id = cx.shmem.intern(
+            (p.md.dev(), p.md.ino()),
+            ShmemKind::Memfd,
+            name,
+            p.md.size(),
+            p.proc_path.clone(),
+        );
+        Ok(Vec::new())
+    }
+
+    /// A regular file: its path is enough, unless it was deleted (then its content is saved).
+    fn dump_regular(
+        &mut self,
+        p: &Probe,
+        fo: &mut rec::FileObject,
+        cx: &mut DumpCtx<'_>,
+    ) -> Result<crate::unix::InFlight, CheckpointError> {
+        if let Some(path) = p.link.strip_suffix(" (deleted)") {
+            let (pid, fd) = (p.pid, p.fd);
+            fo.deleted = true;
+            fo.path = path.to_string();
+            let f = File::open(&p.proc_path)
+                .ctx(pid, || format!("fd {fd}: opening deleted file {path}"))?;
+            dump_file_content(&f, p.md.size(), cx.writer, &mut fo.content).ctx(pid, || {
+                format!("fd {fd}: saving content of deleted file {path}")
+            })?;
+        }
+        Ok(Vec::new())
+    }
+
+    fn dump_pty_master(
+        &mut self,
+        p: &Probe,
+        fo: &mut rec::FileObject,
+        _: &mut DumpCtx<'_>,
+    ) -> Result<crate::unix::InFlight, CheckpointError> {
+        let index: u32 = p
+            .info
+            .extra_value("tty-index")
+            .and_then(|v| v.trim().parse().ok())
+            .ok_or_else(|| {
+                Failure::msg(p.pid, format!("fd {}: pty master without tty-index", p.fd))
+            })?;
+        let master = self.borrow(p.pid, p.fd)?;
+        fo.kind = FileKind::PtyMaster as i32;
+        fo.state = Some(rec::file_object::State::Pty(crate::pty::dump_master(
+            p.pid, p.fd, &master, index,
+        )?));
+        Ok(Vec::new())
     }
 
     /// Checks that need every fd table: unix peers must be inside the tree; a pty slave whose
@@ -383,13 +571,9 @@ impl FileTable {
         // A TCP connection whose peer already shut down for writing can only be rebuilt when
         // that peer is in the tree too (it sends its FIN again after restore).
         for f in &self.files {
-            let Some(u) = &f.inet else { continue };
+            let Some(u) = f.inet() else { continue };
             let Some(t) = &u.tcp else { continue };
-            let peer_inside = self.files.iter().any(|g| {
-                g.inet
-                    .as_ref()
-                    .is_some_and(|v| v.tcp.is_some() && v.local == u.peer && v.peer == u.local)
-            });
+            let peer_inside = crate::inet::peer_inside(&self.files, u);
             if t.fin_received && !peer_inside && u.family != libc::AF_INET {
                 let (pid, fd) = self.holders.get(&f.id).copied().unwrap_or((0, -1));
                 return Err(CheckpointError::Unsupported {
@@ -406,11 +590,11 @@ impl FileTable {
             .files
             .iter()
             .filter(|f| f.kind == FileKind::PtyMaster as i32)
-            .filter_map(|f| f.pty.as_ref().map(|p| p.index))
+            .filter_map(|f| f.pty().map(|p| p.index))
             .collect();
         for f in &mut self.files {
             if f.kind == FileKind::PtySlave as i32 {
-                if let Some(p) = f.pty.as_mut() {
+                if let Some(p) = f.pty_mut() {
                     p.external = !masters.contains(&p.index);
                 }
             }
@@ -423,7 +607,7 @@ impl FileTable {
         self.files
             .iter()
             .filter(|f| f.kind == FileKind::PtyMaster as i32)
-            .filter_map(|f| f.pty.as_ref().map(|p| p.index))
+            .filter_map(|f| f.pty().map(|p| p.index))
             .collect()
     }
 
@@ -436,48 +620,6 @@ impl FileTable {
             }
         };
         sys::pidfd_getfd(pidfd, fd).ctx(pid, || format!("fd {fd}: pidfd_getfd"))
-    }
-
-    /// Copy the buffered bytes of every pipe (without consuming them) and mark pipes whose
-    /// other end is outside the tree.
-    pub fn dump_pipes(&mut self) -> Result<(), Failure> {
-        for p in &mut self.pipes {
-            let (r, w) = self.ends.get(&p.id).copied().unwrap_or_default();
-            p.external_reader = !r;
-            p.external_writer = !w;
-            let src = &self.pipe_src[&p.id];
-            let f = std::fs::OpenOptions::new()
-                .read(true)
-                .custom_flags(libc::O_NONBLOCK)
-                .open(src)
-                .ctx(0, || format!("opening {src} to read its buffered data"))?;
-            let cap = sys::fcntl(f.as_raw_fd(), sys::F_GETPIPE_SZ, 0)
-                .ctx(0, || format!("{src}: F_GETPIPE_SZ"))?;
-            p.capacity = cap as u32;
-            let n = sys::fionread(f.as_raw_fd()).ctx(0, || format!("{src}: FIONREAD"))?;
-            if n == 0 {
-                continue;
-            }
-            let (tr, tw) = sys::pipe().ctx(0, || "pipe".into())?;
-            sys::fcntl(tw.as_raw_fd(), sys::F_SETPIPE_SZ, cap)
-                .ctx(0, || format!("{src}: sizing a copy pipe to {cap} bytes"))?;
-            let got =
-                sys::tee(f.as_raw_fd(), tw.as_raw_fd(), n).ctx(0, || format!("{src}: tee"))?;
-            drop(tw);
-            let mut data = Vec::with_capacity(got);
-            use std::io::Read;
-            File::from(tr)
-                .read_to_end(&mut data)
-                .ctx(0, || format!("{src}: reading copy"))?;
-            if data.len() != n {
-                return Err(Failure::msg(
-                    0,
-                    format!("{src}: copied {} of {n} buffered bytes", data.len()),
-                ));
-            }
-            p.data = data;
-        }
-        Ok(())
     }
 }
 
@@ -557,49 +699,8 @@ impl Opened {
             let fd = create_shmem(s, reader)?;
             o.shmem.insert(s.id, fd);
         }
-        for p in &img.pipes {
-            if !p.fifo_path.is_empty() {
-                continue;
-            }
-            let (r, w) = sys::pipe().ctx(0, || format!("creating pipe {}", p.ino))?;
-            if p.capacity != 0 {
-                sys::fcntl(w.as_raw_fd(), sys::F_SETPIPE_SZ, p.capacity as i64).ctx(0, || {
-                    format!("pipe:[{}]: F_SETPIPE_SZ to {} bytes (above fs.pipe-max-size needs CAP_SYS_RESOURCE)", p.ino, p.capacity)
-                })?;
-            }
-            if !p.data.is_empty() {
-                use std::io::Write;
-                let mut wf = File::from(w.try_clone().ctx(0, || "dup".into())?);
-                wf.write_all(&p.data).ctx(0, || {
-                    format!(
-                        "pipe:[{}]: refilling {} buffered bytes",
-                        p.ino,
-                        p.data.len()
-                    )
-                })?;
-            }
-            o.pipes.insert(p.id, (r, w));
-        }
-        // FIFOs: hold one read-write open so other opens never block, and refill.
-        let mut fifo_holders: HashMap<u32, File> = HashMap::new();
-        for p in &img.pipes {
-            if p.fifo_path.is_empty() {
-                continue;
-            }
-            let f = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .custom_flags(libc::O_NONBLOCK)
-                .open(&p.fifo_path)
-                .ctx(0, || format!("opening FIFO {}", p.fifo_path))?;
-            if !p.data.is_empty() {
-                use std::io::Write;
-                (&f).write_all(&p.data).ctx(0, || {
-                    format!("FIFO {}: refilling buffered data", p.fifo_path)
-                })?;
-            }
-            fifo_holders.insert(p.id, f);
-        }
+        o.pipes = pipes::create_all(img)?;
+        let fifo_holders = pipes::hold_fifos(img)?;
         let mut unix_fds = crate::unix::create_all(img)?;
         let pairs = crate::pty::create_pairs(img)?;
         let mut inet_fds = crate::inet::create_all(img)?;
@@ -623,54 +724,8 @@ impl Opened {
                     }
                     file.into()
                 }
-                FileKind::PipeEnd => {
-                    let pipe = img
-                        .pipes
-                        .iter()
-                        .find(|p| p.id == f.pipe_id)
-                        .ok_or_else(|| {
-                            Failure::msg(0, format!("{}: pipe missing from image", what()))
-                        })?;
-                    let external = if f.write_end {
-                        pipe.external_reader
-                    } else {
-                        pipe.external_writer
-                    };
-                    let key = format!("pipe:[{}]", pipe.ino);
-                    if external {
-                        if let Some(&ifd) = o.inherit.get(&key) {
-                            let dup = sys::fcntl(ifd, libc::F_DUPFD_CLOEXEC, 3)
-                                .ctx(0, || format!("{key}: duplicating inherited fd {ifd}"))?;
-                            // SAFETY-free: wrap the fresh descriptor.
-                            sys::owned_fd(dup as RawFd)
-                        } else if f.write_end {
-                            // Nobody in the tree reads it: output goes to /dev/null.
-                            open_with("/dev/null", libc::O_WRONLY as u32)
-                                .ctx(0, what)?
-                                .into()
-                        } else {
-                            let (r, _) = o
-                                .pipes
-                                .get(&f.pipe_id)
-                                .ok_or_else(|| Failure::msg(0, what()))?;
-                            r.try_clone().ctx(0, what)?
-                        }
-                    } else {
-                        let (r, w) = o
-                            .pipes
-                            .get(&f.pipe_id)
-                            .ok_or_else(|| Failure::msg(0, what()))?;
-                        if f.write_end {
-                            w.try_clone()
-                        } else {
-                            r.try_clone()
-                        }
-                        .ctx(0, what)?
-                    }
-                }
-                FileKind::Fifo => open_with(&f.path, f.flags | libc::O_NONBLOCK as u32)
-                    .ctx(0, what)?
-                    .into(),
+                FileKind::PipeEnd => pipes::open_end(&o, img, f, &what)?,
+                FileKind::Fifo => pipes::open_fifo(f, &what)?,
                 FileKind::Mqueue => mq_fds.remove(&f.id).ok_or_else(|| {
                     Failure::msg(0, format!("{}: message queue was not opened", what()))
                 })?,
@@ -678,7 +733,7 @@ impl Opened {
                     Failure::msg(0, format!("{}: socket was not recreated", what()))
                 })?,
                 FileKind::PtyMaster => {
-                    let idx = f.pty.as_ref().map(|p| p.index).unwrap_or(u32::MAX);
+                    let idx = f.pty().map(|p| p.index).unwrap_or(u32::MAX);
                     let pair = pairs.get(&idx).ok_or_else(|| {
                         Failure::msg(0, format!("{}: pty {idx} was not recreated", what()))
                     })?;
@@ -686,8 +741,7 @@ impl Opened {
                 }
                 FileKind::PtySlave => {
                     let st = f
-                        .pty
-                        .as_ref()
+                        .pty()
                         .ok_or_else(|| Failure::msg(0, format!("{}: pty state missing", what())))?;
                     if st.external {
                         crate::pty::external_slave(st.index, &o.inherit)?

@@ -458,10 +458,11 @@ pub fn create_all(img: &rec::Checkpoint) -> Result<HashMap<u32, OwnedFd>, Failur
     let mut out = HashMap::new();
     // Established connections first: they are bound in repair mode (forced reuse), which a
     // listener already holding the same port would refuse.
-    let mut order: Vec<&rec::FileObject> = img.files.iter().filter(|f| f.inet.is_some()).collect();
-    order.sort_by_key(|f| f.inet.as_ref().is_some_and(|u| u.tcp.is_none()));
+    let mut order: Vec<&rec::FileObject> =
+        img.files.iter().filter(|f| f.inet().is_some()).collect();
+    order.sort_by_key(|f| f.inet().is_some_and(|u| u.tcp.is_none()));
     for f in order {
-        let Some(u) = &f.inet else { continue };
+        let Some(u) = f.inet() else { continue };
         let what = || {
             format!(
                 "socket {} (open file description #{})",
@@ -544,10 +545,10 @@ pub fn create_all(img: &rec::Checkpoint) -> Result<HashMap<u32, OwnedFd>, Failur
     let by_local: HashMap<Vec<u8>, u32> = img
         .files
         .iter()
-        .filter_map(|f| f.inet.as_ref().map(|u| (u.local.clone(), f.id)))
+        .filter_map(|f| f.inet().map(|u| (u.local.clone(), f.id)))
         .collect();
     for f in &img.files {
-        let Some(u) = &f.inet else { continue };
+        let Some(u) = f.inet() else { continue };
         for d in &u.queue {
             let sender = by_local.get(&d.from).and_then(|id| out.get(id));
             let res = match sender {
@@ -580,6 +581,46 @@ fn v4(addr: &[u8]) -> Option<std::net::SocketAddrV4> {
         (std::net::IpAddr::V4(ip), port) => Some(std::net::SocketAddrV4::new(ip, port)),
         _ => None,
     }
+}
+
+/// Whether the peer of connection `u` is a socket of the tree too (among `files`).
+pub fn peer_inside(files: &[rec::FileObject], u: &rec::InetSocketState) -> bool {
+    files.iter().any(|g| {
+        g.inet()
+            .is_some_and(|v| v.tcp.is_some() && v.local == u.peer && v.peer == u.local)
+    })
+}
+
+/// Restore, once every socket exists again, is out of repair mode and the network lock is
+/// gone: replay into each connection the FIN its peer outside the tree had sent, then shut
+/// down for writing each side that had (the peer in the tree gets that FIN now; a peer outside
+/// sees a duplicate and acknowledges it). `files`: open file description id → our socket.
+pub fn replay_fins(img: &rec::Checkpoint, files: &HashMap<u32, OwnedFd>) -> Result<(), Failure> {
+    for f in &img.files {
+        let Some(u) = f.inet() else { continue };
+        let Some(t) = u.tcp.as_ref().filter(|t| t.fin_received) else {
+            continue;
+        };
+        if let (false, Some(s)) = (peer_inside(&img.files, u), files.get(&f.id)) {
+            inject_peer_fin(s.as_raw_fd(), u, t)?;
+        }
+    }
+    for f in &img.files {
+        if f.inet()
+            .and_then(|u| u.tcp.as_ref())
+            .is_some_and(|t| t.fin_sent)
+        {
+            if let Some(s) = files.get(&f.id) {
+                net::shutdown(s.as_raw_fd(), libc::SHUT_WR).ctx(0, || {
+                    format!(
+                        "open file description #{}: shutdown(SHUT_WR) of a half-closed connection",
+                        f.id
+                    )
+                })?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Give a restored connection the FIN its peer outside the tree had sent: a FIN+ACK segment

@@ -43,6 +43,6 @@ pub mod unix;
 pub use checkpoint::{
     checkpoint, CheckpointOptions, CheckpointStats, FreezeHook, Freezer, WriterHook,
 };
-pub use error::{CheckpointError, Failure, RestoreError};
+pub use error::{Cause, CheckpointError, Failure, RestoreError};
 pub use restore::{restore, RestoreOptions, RestoreStats, RootHook, RootStage};
 pub use stasis_image::{Keyring, Trust};

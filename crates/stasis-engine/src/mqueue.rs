@@ -64,7 +64,7 @@ pub fn open_all(img: &rec::Checkpoint) -> Result<HashMap<u32, OwnedFd>, Failure>
     let mut out = HashMap::new();
     // Queues first: create missing ones with their messages.
     for f in &img.files {
-        let Some(q) = f.mq.as_ref().filter(|q| q.holds_messages) else {
+        let Some(q) = f.mq().filter(|q| q.holds_messages) else {
             continue;
         };
         let what = || format!("POSIX message queue {}", q.name);
@@ -110,7 +110,7 @@ pub fn open_all(img: &rec::Checkpoint) -> Result<HashMap<u32, OwnedFd>, Failure>
         }
     }
     for f in &img.files {
-        let Some(q) = &f.mq else { continue };
+        let Some(q) = f.mq() else { continue };
         let flags = (f.flags & (libc::O_ACCMODE | libc::O_NONBLOCK) as u32) as i32;
         let fd = sys::mq_open(&q.name, flags, 0, 0, 0)
             .ctx(0, || format!("opening POSIX message queue {}", q.name))?;

@@ -293,7 +293,7 @@ pub fn create_pairs(img: &rec::Checkpoint) -> Result<HashMap<u32, Pair>, Failure
         .files
         .iter()
         .filter(|f| f.kind == rec::FileKind::PtyMaster as i32)
-        .filter_map(|f| f.pty.as_ref())
+        .filter_map(|f| f.pty())
         .collect();
     indexes.sort_by_key(|p| p.index);
     for st in indexes {
@@ -330,8 +330,7 @@ pub fn create_pairs(img: &rec::Checkpoint) -> Result<HashMap<u32, Pair>, Failure
 pub fn finish_pairs(img: &rec::Checkpoint, pairs: &HashMap<u32, Pair>) -> Result<(), Failure> {
     for f in &img.files {
         if let Some(st) = f
-            .pty
-            .as_ref()
+            .pty()
             .filter(|p| p.locked && f.kind == rec::FileKind::PtyMaster as i32)
         {
             if let Some(p) = pairs.get(&st.index) {
@@ -353,9 +352,7 @@ fn terminal_fd(img: &rec::Checkpoint, opened: &crate::files::Opened, index: u32)
         .iter()
         .find(|f| {
             f.kind == rec::FileKind::PtySlave as i32
-                && f.pty
-                    .as_ref()
-                    .is_some_and(|p| p.index == index && p.external)
+                && f.pty().is_some_and(|p| p.index == index && p.external)
         })
         .and_then(|f| opened.files.get(&f.id))
         .map(|fd| fd.as_raw_fd())

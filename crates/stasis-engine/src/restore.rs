@@ -23,9 +23,10 @@ use prost::Message;
 use stasis_image::records as rec;
 use stasis_image::{ImageReader, Trust, TrustError};
 use stasis_sys::ptrace::{self, Regs, Stop};
+use stasis_sys::wait::{wait_exit, Block, Who};
 use stasis_sys::{proc, sys};
 use std::collections::HashMap;
-use std::os::fd::RawFd;
+use std::os::fd::{OwnedFd, RawFd};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -136,7 +137,7 @@ impl Drop for Created {
         let tids: Vec<i32> = self.tasks.iter().map(|t| t.1).collect();
         crate::freeze::reap_tracees(&tids, Duration::from_secs(30));
         if let Some(root) = self.root {
-            let _ = sys::reap_nohang(root);
+            let _ = wait_exit(Who::Pid(root), Block::No);
         }
     }
 }
@@ -262,7 +263,7 @@ pub fn validate(img: &rec::Checkpoint) -> Result<(), String> {
         if f.id as usize != i {
             return Err("file objects out of order".into());
         }
-        if let Some(p) = &f.pty {
+        if let Some(p) = f.pty() {
             let ok = |t: &[u8]| t.is_empty() || t.len() == stasis_sys::sys::TERMIOS2_LEN;
             if !ok(&p.termios)
                 || !ok(&p.master_termios)
@@ -272,7 +273,7 @@ pub fn validate(img: &rec::Checkpoint) -> Result<(), String> {
                 return Err(format!("pty {}: bad terminal settings record", p.index));
             }
         }
-        if let Some(u) = &f.unix {
+        if let Some(u) = f.unix() {
             if u.queue
                 .iter()
                 .flat_map(|m| &m.fds)
@@ -395,10 +396,28 @@ fn inject_clone(r: &mut Remote, flags: u64, exit_signal: u64, tid: i32) -> Resul
     Ok(host)
 }
 
-/// Restore the image in `opts.dir`. Returns once every task runs.
-pub fn restore(opts: &RestoreOptions) -> Result<RestoreStats, RestoreError> {
-    let t0 = Instant::now();
-    let _span = tracing::info_span!("restore", dir = %opts.dir.display()).entered();
+/// The `setpgid` calls that put every process back in its process group, as (image pid, image
+/// pgid), in an order the kernel accepts: the leaders of groups first (each joins its own
+/// group), then the members of groups led inside the tree, each list in image order. A process
+/// whose group is led from outside the tree is left out: it stays in the restorer's group
+/// (documented rule).
+pub(crate) fn group_plan(processes: &[rec::Process]) -> Vec<(i32, i32)> {
+    let in_tree = |id: i32| processes.iter().any(|q| q.pid == id);
+    let grouped = || processes.iter().filter(|p| in_tree(p.pgid));
+    let leaders = grouped().filter(|p| p.pgid == p.pid);
+    let members = grouped().filter(|p| p.pgid != p.pid);
+    leaders.chain(members).map(|p| (p.pid, p.pgid)).collect()
+}
+
+/// The general registers of a stopped tracee.
+fn regs_of(tid: i32) -> Result<Regs, Failure> {
+    ptrace::get_regs(tid).ctx(tid, || "PTRACE_GETREGS".into())
+}
+
+/// Load the image and check that it can be restored here, before anything is created: trust,
+/// the same kernel build, every chunk intact, its pids free (or, for a new pid namespace, a
+/// partition image).
+fn load_checked(opts: &RestoreOptions) -> Result<(ImageReader, rec::Checkpoint), RestoreError> {
     let (reader, img) = load_trusted(&opts.dir, &opts.trust)?;
     let ours = memory::vdso_hash(sys::getpid())?;
     if !img.vdso_hash.is_empty() && img.vdso_hash != ours {
@@ -425,51 +444,24 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreStats, RestoreError> {
             None,
         ));
     }
-    failpoint::check("validate")?;
-    crate::sysv::restore(&img)?;
-    let mut opened = Opened::prepare(&img, &reader, opts.inherit.clone())?;
-    // Every socket exists again and is out of repair mode: let the connections' packets
-    // through, then send again the FIN of each side that had shut down for writing (the peer,
-    // in the tree, gets it now; a peer outside sees a duplicate and acknowledges it).
-    if !img.net_lock.is_empty() {
-        crate::netlock::unlock(&img.net_lock)
-            .ctx(0, || format!("removing network lock {}", img.net_lock))?;
-    }
-    // A FIN the peer outside the tree had sent is replayed into the socket first.
-    for f in &img.files {
-        let Some(u) = &f.inet else { continue };
-        let Some(t) = u.tcp.as_ref().filter(|t| t.fin_received) else {
-            continue;
-        };
-        let peer_inside = img.files.iter().any(|g| {
-            g.inet
-                .as_ref()
-                .is_some_and(|v| v.tcp.is_some() && v.local == u.peer && v.peer == u.local)
-        });
-        if let (false, Some(s)) = (peer_inside, opened.files.get(&f.id)) {
-            crate::inet::inject_peer_fin(std::os::fd::AsRawFd::as_raw_fd(s), u, t)?;
-        }
-    }
-    for f in &img.files {
-        if f.inet
-            .as_ref()
-            .and_then(|u| u.tcp.as_ref())
-            .is_some_and(|t| t.fin_sent)
-        {
-            if let Some(s) = opened.files.get(&f.id) {
-                stasis_sys::net::shutdown(std::os::fd::AsRawFd::as_raw_fd(s), libc::SHUT_WR)
-                    .ctx(0, || format!("open file description #{}: shutdown(SHUT_WR) of a half-closed connection", f.id))?;
-            }
-        }
-    }
-    failpoint::check("prepare")?;
-    let gadget = pick_gadget(&img)?;
+    Ok((reader, img))
+}
+
+/// What [`create_root`] returns.
+type RootParts = (i32, HashMap<i32, i32>, Remote, Option<OwnedFd>);
+
+/// The root task: a blank process parked in our gadget (clone3 with its pid), seized, emptied
+/// of our memory, leading its session if it did. Returns its pid (ours), the image → our pid
+/// map started with it, its injector, and our pidfd that the root inherited (kept open until
+/// the restore ends).
+fn create_root(
+    opts: &RestoreOptions,
+    img: &rec::Checkpoint,
+    opened: &mut Opened,
+    created: &mut Created,
+    gadget: u64,
+) -> Result<RootParts, RestoreError> {
     let root = &img.processes[0];
-    let mut created = Created {
-        tasks: Vec::new(),
-        root: None,
-        armed: true,
-    };
     // In a new pid namespace the tasks cannot name us: the root inherits a pidfd of ours
     // (above every fd of the image), and its children inherit it from it.
     let own_pidfd = if opts.new_pid_ns {
@@ -538,12 +530,8 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreStats, RestoreError> {
     wait_stopped(root_pid)?;
     ptrace::set_sigmask(root_pid, !0).ctx(root_pid, || "blocking signals".into())?;
     // Image pids → ours (the same unless the root is in a new pid namespace).
-    let mut hmap: HashMap<i32, i32> = HashMap::from([(root.pid, root_pid)]);
+    let hmap: HashMap<i32, i32> = HashMap::from([(root.pid, root_pid)]);
 
-    let regs_of = |tid: i32| -> Result<Regs, Failure> {
-        ptrace::get_regs(tid).ctx(tid, || "PTRACE_GETREGS".into())
-    };
-    let mut remotes: HashMap<i32, Remote> = HashMap::new();
     let mut r = Remote::new(root_pid, root_pid, gadget, regs_of(root_pid)?);
     // The blank child inherited our thread's rseq registration; the kernel would fault on it
     // once we unmap its memory.
@@ -586,11 +574,21 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreStats, RestoreError> {
     }
     if root.sid == root.pid {
         r.call("setsid", libc::SYS_setsid, &[])?;
-        crate::pty::acquire_ctty(&mut r, root, &img, &mut opened)?;
+        crate::pty::acquire_ctty(&mut r, root, img, opened)?;
     }
-    remotes.insert(root.pid, r);
-    failpoint::check("root")?;
+    Ok((root_pid, hmap, r, own_pidfd))
+}
 
+/// The other processes (parents first, each cloned by its parent with its pid), their process
+/// groups and foreground groups, then every thread.
+fn create_tasks(
+    img: &rec::Checkpoint,
+    gadget: u64,
+    opened: &mut Opened,
+    created: &mut Created,
+    hmap: &mut HashMap<i32, i32>,
+    remotes: &mut HashMap<i32, Remote>,
+) -> Result<(), Failure> {
     // Processes, parents first.
     for p in &img.processes[1..] {
         let parent = remotes
@@ -602,39 +600,32 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreStats, RestoreError> {
         let mut r = Remote::new(pid, pid, gadget, regs_of(pid)?);
         if p.sid == p.pid {
             r.call("setsid", libc::SYS_setsid, &[])?;
-            crate::pty::acquire_ctty(&mut r, p, &img, &mut opened)?;
+            crate::pty::acquire_ctty(&mut r, p, img, opened)?;
         }
         remotes.insert(p.pid, r);
     }
-    // Process groups: leaders first, then members of groups led inside the tree. A group or
-    // session led from outside the tree becomes the restorer's (documented rule).
-    let in_tree = |id: i32| img.processes.iter().any(|q| q.pid == id);
-    for pass in 0..2 {
-        for p in &img.processes {
-            let r = remotes.get_mut(&p.pid).expect("created");
-            if !in_tree(p.pgid) {
-                continue;
-            }
-            let cur = proc::read_stat(hmap[&p.pid])
-                .ctx(p.pid, || "reading stat".into())?
-                .pgrp;
-            if cur == hmap[&p.pgid] {
-                continue;
-            }
-            if pass == 0 && p.pgid == p.pid {
-                r.call("setpgid(0, 0)", libc::SYS_setpgid, &[0, 0])?;
-            } else if pass == 1 && p.pgid != p.pid {
-                r.call(
-                    &format!("setpgid(0, {})", p.pgid),
-                    libc::SYS_setpgid,
-                    &[0, p.pgid as u64],
-                )?;
-            }
+    // Process groups, in the order [`group_plan`] gives.
+    for (pid, pgid) in group_plan(&img.processes) {
+        let cur = proc::read_stat(hmap[&pid])
+            .ctx(pid, || "reading stat".into())?
+            .pgrp;
+        if cur == hmap[&pgid] {
+            continue;
+        }
+        let r = remotes.get_mut(&pid).expect("created");
+        if pgid == pid {
+            r.call("setpgid(0, 0)", libc::SYS_setpgid, &[0, 0])?;
+        } else {
+            r.call(
+                &format!("setpgid(0, {pgid})"),
+                libc::SYS_setpgid,
+                &[0, pgid as u64],
+            )?;
         }
     }
     for p in &img.processes {
         let r = remotes.get_mut(&p.pid).expect("created");
-        crate::pty::restore_foreground(r, p, &img, &mut opened)?;
+        crate::pty::restore_foreground(r, p, img, opened)?;
     }
     // Threads.
     for p in &img.processes {
@@ -645,10 +636,18 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreStats, RestoreError> {
             hmap.insert(t.tid, tid);
         }
     }
-    failpoint::check("tasks")?;
-    let host = |id: i32| hmap.get(&id).copied().unwrap_or(id);
+    Ok(())
+}
 
-    // Memory layout.
+/// Every process's memory layout (vdso, mm fields and exe, mappings), without the pages:
+/// returns the page fills to run and the protections to apply once they are in.
+#[allow(clippy::type_complexity)]
+fn restore_layouts(
+    img: &rec::Checkpoint,
+    gadget: u64,
+    opened: &mut Opened,
+    remotes: &mut HashMap<i32, Remote>,
+) -> Result<(Vec<FillJob>, HashMap<i32, Vec<memory::Fixup>>), Failure> {
     let mut fills: Vec<FillJob> = Vec::new();
     let mut fixups: HashMap<i32, Vec<memory::Fixup>> = HashMap::new();
     for p in &img.processes {
@@ -657,32 +656,30 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreStats, RestoreError> {
         // mm fields and exe first: the kernel refuses a new exe file while the old one is
         // still mapped, and the image may map the same binary as ours.
         let mm = p.mm.as_ref().expect("validated");
-        let exe = crate::memory::FdSource::file_fd(&mut opened, &p.exe, false)
+        let exe = crate::memory::FdSource::file_fd(opened, &p.exe, false)
             .map_err(|e| Failure::msg(p.pid, format!("executable {}: {e}", p.exe)))?;
-        let rexe = crate::memory::FdSource::install(&mut opened, r, exe)?;
+        let rexe = crate::memory::FdSource::install(opened, r, exe)?;
         task::restore_mm(r, mm, rexe)?;
         r.call("close", libc::SYS_close, &[rexe])?;
-        let (fill, fix) = memory::restore_mappings(r, p, &mut opened)?;
+        let (fill, fix) = memory::restore_mappings(r, p, opened)?;
         fills.push(fill);
         fixups.insert(p.pid, fix);
     }
-    failpoint::check("mappings")?;
-    let tm = Instant::now();
-    let memory_bytes = memory::fill_pages(&reader, &fills, opts.workers)?;
-    let memory_secs = tm.elapsed().as_secs_f64();
-    failpoint::check("pages")?;
+    Ok((fills, fixups))
+}
 
-    // Scheduling attributes are set from outside (through /proc for oom_score_adj), before the
-    // root hook may put another /proc in place.
-    for p in &img.processes {
-        task::restore_sched(p, &host)?;
-    }
-    if let Some(h) = &opts.on_root {
-        let mut f = h.0.lock().unwrap_or_else(|e| e.into_inner());
-        let r = remotes.get_mut(&root.pid).expect("created");
-        f(RootStage::Filled, root_pid, r)?;
-    }
-
+/// Per process, once its pages are in: protections, fds, epoll registrations, the rest of its
+/// state, signal handlers, then each thread's state, pending signals and credentials; finally
+/// our gadget is unmapped.
+fn restore_process_state(
+    img: &rec::Checkpoint,
+    gadget: u64,
+    opened: &mut Opened,
+    remotes: &mut HashMap<i32, Remote>,
+    fixups: &HashMap<i32, Vec<memory::Fixup>>,
+    hmap: &HashMap<i32, i32>,
+) -> Result<(), Failure> {
+    let host = |id: i32| hmap.get(&id).copied().unwrap_or(id);
     for p in &img.processes {
         let r = remotes.get_mut(&p.pid).expect("created");
         for &(start, len, prot) in &fixups[&p.pid] {
@@ -693,7 +690,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreStats, RestoreError> {
             )?;
         }
         opened.restore_fds(r, p)?;
-        crate::events::restore_epoll_items(r, p, &img)?;
+        crate::events::restore_epoll_items(r, p, img)?;
         task::restore_process_misc(r, p)?;
         task::restore_sigactions(r, p)?;
         opened.finish_last(r)?;
@@ -711,9 +708,11 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreStats, RestoreError> {
         task::restore_dumpable(r, p)?;
         r.call("munmap gadget", libc::SYS_munmap, &[gadget, PARASITE_LEN])?;
     }
-    failpoint::check("state")?;
+    Ok(())
+}
 
-    // Registers and masks, then let everything run.
+/// Every thread's saved registers (resuming where it was stopped), XSAVE area and signal mask.
+fn set_registers(img: &rec::Checkpoint, host: &dyn Fn(i32) -> i32) -> Result<(), Failure> {
     for p in &img.processes {
         for t in &p.threads {
             let saved = ptrace::regs_from_slice(&t.regs).expect("validated");
@@ -725,6 +724,74 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreStats, RestoreError> {
             ptrace::set_sigmask(tid, t.sigmask).ctx(t.tid, || "PTRACE_SETSIGMASK".into())?;
         }
     }
+    Ok(())
+}
+
+/// Restore the image in `opts.dir`. Returns once every task runs.
+pub fn restore(opts: &RestoreOptions) -> Result<RestoreStats, RestoreError> {
+    let t0 = Instant::now();
+    let _span = tracing::info_span!("restore", dir = %opts.dir.display()).entered();
+    let (reader, img) = load_checked(opts)?;
+    failpoint::check("validate")?;
+    crate::sysv::restore(&img)?;
+    let mut opened = Opened::prepare(&img, &reader, opts.inherit.clone())?;
+    // Every socket exists again and is out of repair mode: let the connections' packets
+    // through, then send again the FIN of each side that had shut down for writing (the peer,
+    // in the tree, gets it now; a peer outside sees a duplicate and acknowledges it).
+    if !img.net_lock.is_empty() {
+        crate::netlock::unlock(&img.net_lock)
+            .ctx(0, || format!("removing network lock {}", img.net_lock))?;
+    }
+    crate::inet::replay_fins(&img, &opened.files)?;
+    failpoint::check("prepare")?;
+    let gadget = pick_gadget(&img)?;
+    let root = &img.processes[0];
+    let mut created = Created {
+        tasks: Vec::new(),
+        root: None,
+        armed: true,
+    };
+    let (root_pid, mut hmap, r, _own_pidfd) =
+        create_root(opts, &img, &mut opened, &mut created, gadget)?;
+    let mut remotes: HashMap<i32, Remote> = HashMap::new();
+    remotes.insert(root.pid, r);
+    failpoint::check("root")?;
+
+    create_tasks(
+        &img,
+        gadget,
+        &mut opened,
+        &mut created,
+        &mut hmap,
+        &mut remotes,
+    )?;
+    failpoint::check("tasks")?;
+    let host = |id: i32| hmap.get(&id).copied().unwrap_or(id);
+
+    // Memory layout.
+    let (fills, fixups) = restore_layouts(&img, gadget, &mut opened, &mut remotes)?;
+    failpoint::check("mappings")?;
+    let tm = Instant::now();
+    let memory_bytes = memory::fill_pages(&reader, &fills, opts.workers)?;
+    let memory_secs = tm.elapsed().as_secs_f64();
+    failpoint::check("pages")?;
+
+    // Scheduling attributes are set from outside (through /proc for oom_score_adj), before the
+    // root hook may put another /proc in place.
+    for p in &img.processes {
+        task::restore_sched(p, &host)?;
+    }
+    if let Some(h) = &opts.on_root {
+        let mut f = h.0.lock().unwrap_or_else(|e| e.into_inner());
+        let r = remotes.get_mut(&root.pid).expect("created");
+        f(RootStage::Filled, root_pid, r)?;
+    }
+
+    restore_process_state(&img, gadget, &mut opened, &mut remotes, &fixups, &hmap)?;
+    failpoint::check("state")?;
+
+    // Registers and masks, then let everything run.
+    set_registers(&img, &host)?;
     failpoint::check("detach")?;
     created.armed = false;
     for p in &img.processes {
@@ -752,4 +819,77 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreStats, RestoreError> {
         memory_secs,
         total_secs: t0.elapsed().as_secs_f64(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn proc_(pid: i32, pgid: i32) -> rec::Process {
+        rec::Process {
+            pid,
+            pgid,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn group_plan_leaders_first_outside_groups_left_out() {
+        let ps = [
+            proc_(10, 5),
+            proc_(11, 11),
+            proc_(12, 11),
+            proc_(13, 13),
+            proc_(14, 10),
+        ];
+        // 10 is in group 5, led outside the tree: left out; 14 joins 10's group although 10
+        // does not lead one (the kernel will refuse that setpgid, as it would have before).
+        assert_eq!(
+            group_plan(&ps),
+            vec![(11, 11), (13, 13), (12, 11), (14, 10)]
+        );
+    }
+
+    /// Trees of up to 8 processes whose groups are led by one of them or by a pid outside.
+    fn tree() -> impl Strategy<Value = Vec<rec::Process>> {
+        prop::collection::vec((0usize..12, any::<bool>()), 1..8).prop_map(|spec| {
+            let n = spec.len();
+            spec.iter()
+                .enumerate()
+                .map(|(i, &(g, own))| {
+                    let pid = 100 + i as i32;
+                    let pgid = if own {
+                        pid
+                    } else if g < n {
+                        100 + g as i32
+                    } else {
+                        1000 + g as i32
+                    };
+                    proc_(pid, pgid)
+                })
+                .collect()
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn group_plan_covers_exactly_the_groups_led_inside(ps in tree()) {
+            let plan = group_plan(&ps);
+            let inside = |id: i32| ps.iter().any(|p| p.pid == id);
+            // Exactly the processes whose group leader is in the tree, once each.
+            let mut planned: Vec<i32> = plan.iter().map(|&(pid, _)| pid).collect();
+            planned.sort();
+            let mut want: Vec<i32> = ps.iter().filter(|p| inside(p.pgid)).map(|p| p.pid).collect();
+            want.sort();
+            prop_assert_eq!(planned, want);
+            // Every leader comes before every member.
+            let first_member = plan.iter().position(|&(pid, pgid)| pid != pgid).unwrap_or(plan.len());
+            prop_assert!(plan[first_member..].iter().all(|&(pid, pgid)| pid != pgid));
+            // Each entry targets the image's group.
+            for &(pid, pgid) in &plan {
+                prop_assert_eq!(ps.iter().find(|p| p.pid == pid).map(|p| p.pgid), Some(pgid));
+            }
+        }
+    }
 }

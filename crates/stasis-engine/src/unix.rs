@@ -167,11 +167,11 @@ impl UnixTable {
     ) -> Result<(), CheckpointError> {
         let in_tree: HashMap<u32, &rec::UnixSocketState> = files
             .iter()
-            .filter_map(|f| f.unix.as_ref())
+            .filter_map(|f| f.unix())
             .map(|u| (u.ino, u))
             .collect();
         for f in files {
-            let Some(u) = &f.unix else { continue };
+            let Some(u) = f.unix() else { continue };
             // A client of a pending connection shows peer 0 (the server socket has no inode).
             if u.peer_ino == 0 || in_tree.contains_key(&u.peer_ino) {
                 continue;
@@ -217,7 +217,7 @@ fn sockets(img: &rec::Checkpoint) -> (Vec<Sock<'_>>, HashMap<u32, Sock<'_>>) {
     let socks: Vec<Sock<'_>> = img
         .files
         .iter()
-        .filter_map(|f| f.unix.as_ref().map(|u| (f, u)))
+        .filter_map(|f| f.unix().map(|u| (f, u)))
         .collect();
     let by_ino = socks.iter().map(|&(f, u)| (u.ino, (f, u))).collect();
     (socks, by_ino)

@@ -13,10 +13,10 @@ use crate::container::{FORMAT_VERSION, KIND_MANIFEST, MANIFEST_FILE, MAX_RECORD_
 /// The manifest of an image: what it contains and how to check it.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Manifest {
-    /// Major format version; must equal the framed header's version.
+    /// Major format version; must equal the framed header's version (1).
     #[prost(uint32, tag = "1")]
     pub format_version: u32,
-    /// Version string of the tool that wrote the image.
+    /// Version string of the tool that wrote the image (`stasis 0.1.0`).
     #[prost(string, tag = "2")]
     pub tool_version: String,
     /// Commit time, milliseconds since the Unix epoch.
@@ -25,13 +25,13 @@ pub struct Manifest {
     /// Pid of the root of the dumped process tree.
     #[prost(int32, tag = "4")]
     pub root_pid: i32,
-    /// Record files, sorted by name.
+    /// Record files, sorted by name (`signature.img` is not listed: it signs the manifest).
     #[prost(message, repeated, tag = "5")]
     pub files: Vec<FileEntry>,
-    /// Chunks, sorted by id.
+    /// Chunks, sorted by id (bytewise).
     #[prost(message, repeated, tag = "6")]
     pub chunks: Vec<ChunkEntry>,
-    /// Free-form labels (kernel release, vdso hash, ...), in commit order.
+    /// Free-form labels, in commit order (see [`Label`] for the keys the engine writes).
     #[prost(message, repeated, tag = "7")]
     pub labels: Vec<Label>,
 }
@@ -39,16 +39,16 @@ pub struct Manifest {
 /// One record file of the image.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct FileEntry {
-    /// File name inside the image directory, e.g. `objects.img`.
+    /// File name inside the image directory, e.g. `objects.img`; follows the naming rules.
     #[prost(string, tag = "1")]
     pub name: String,
-    /// Kind, as in the file's framed header (2 = objects, ...).
+    /// Kind, as in the file's framed header (2 objects, 3 partition, …); fits u16, not 0 or 1.
     #[prost(uint32, tag = "2")]
     pub kind: u32,
     /// Payload length (the file is 56 bytes longer).
     #[prost(uint64, tag = "3")]
     pub length: u64,
-    /// blake3 of the payload (32 bytes).
+    /// blake3 of the payload (32 bytes; equals the framed header's checksum).
     #[prost(bytes = "vec", tag = "4")]
     pub blake3: Vec<u8>,
 }
@@ -59,7 +59,7 @@ pub struct ChunkEntry {
     /// blake3 of the raw (uncompressed) bytes (32 bytes).
     #[prost(bytes = "vec", tag = "1")]
     pub id: Vec<u8>,
-    /// Raw (uncompressed) length.
+    /// Raw (uncompressed) length, at most 64 MiB; equals the chunk header's.
     #[prost(uint64, tag = "2")]
     pub raw_len: u64,
 }
@@ -67,7 +67,9 @@ pub struct ChunkEntry {
 /// A free-form key/value label.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Label {
-    /// Key.
+    /// Key. A checkpoint writes `kernel` (the kernel release, `uname -r`), `vdso-blake3` (hex
+    /// blake3 of the vDSO text) and `comm` (the root process's command name); readers rely on
+    /// none of them (the same facts are in `objects.img`).
     #[prost(string, tag = "1")]
     pub key: String,
     /// Value.

@@ -466,24 +466,87 @@ pub struct FileObject {
     pub mode: u32,
     #[prost(message, optional, tag = "14")]
     pub file_id: Option<FileIdentity>,
-    #[prost(message, optional, tag = "15")]
-    pub eventfd: Option<EventfdState>,
-    #[prost(message, optional, tag = "16")]
-    pub epoll: Option<EpollState>,
-    #[prost(message, optional, tag = "17")]
-    pub timerfd: Option<TimerfdState>,
-    #[prost(message, optional, tag = "18")]
-    pub signalfd: Option<SignalfdState>,
-    #[prost(message, optional, tag = "19")]
-    pub inotify: Option<InotifyState>,
-    #[prost(message, optional, tag = "20")]
-    pub unix: Option<UnixSocketState>,
-    #[prost(message, optional, tag = "21")]
-    pub pty: Option<PtyState>,
-    #[prost(message, optional, tag = "22")]
-    pub inet: Option<InetSocketState>,
-    #[prost(message, optional, tag = "23")]
-    pub mq: Option<MqueueState>,
+    /// The state of the kinds that have one (at most one is set; its variant says which).
+    #[prost(
+        oneof = "file_object::State",
+        tags = "15, 16, 17, 18, 19, 20, 21, 22, 23"
+    )]
+    pub state: Option<file_object::State>,
+}
+
+/// The `oneof` of [`FileObject`].
+pub mod file_object {
+    /// The kind-specific state of an open file description: one variant per kind of kernel
+    /// object that has state beyond path, flags and position. The tags are those of the
+    /// optional fields this `oneof` replaced (15–23), which encode the same way on the wire, so
+    /// images written before decode unchanged.
+    #[derive(Clone, PartialEq, prost::Oneof)]
+    pub enum State {
+        /// eventfd counter and flags (`FileKind::Eventfd`).
+        #[prost(message, tag = "15")]
+        Eventfd(super::EventfdState),
+        /// epoll interest list (`FileKind::Epoll`).
+        #[prost(message, tag = "16")]
+        Epoll(super::EpollState),
+        /// timerfd clock, flags and setting (`FileKind::Timerfd`).
+        #[prost(message, tag = "17")]
+        Timerfd(super::TimerfdState),
+        /// signalfd mask (`FileKind::Signalfd`).
+        #[prost(message, tag = "18")]
+        Signalfd(super::SignalfdState),
+        /// inotify watches (`FileKind::Inotify`).
+        #[prost(message, tag = "19")]
+        Inotify(super::InotifyState),
+        /// Unix socket (`FileKind::UnixSocket`).
+        #[prost(message, tag = "20")]
+        Unix(super::UnixSocketState),
+        /// Pseudo-terminal side (`FileKind::PtyMaster`, `FileKind::PtySlave`).
+        #[prost(message, tag = "21")]
+        Pty(super::PtyState),
+        /// TCP/UDP socket (`FileKind::InetSocket`).
+        #[prost(message, tag = "22")]
+        Inet(super::InetSocketState),
+        /// POSIX message queue (`FileKind::Mqueue`).
+        #[prost(message, tag = "23")]
+        Mq(super::MqueueState),
+    }
+}
+
+/// Typed access to [`FileObject::state`]: `f.unix()` is the Unix socket state if `f` is one.
+macro_rules! state_accessors {
+    ($($get:ident, $get_mut:ident, $variant:ident, $ty:ident;)*) => {
+        impl FileObject {
+            $(
+                #[doc = concat!("The `", stringify!($variant), "` state, if this is one.")]
+                pub fn $get(&self) -> Option<&$ty> {
+                    match &self.state {
+                        Some(file_object::State::$variant(s)) => Some(s),
+                        _ => None,
+                    }
+                }
+
+                #[doc = concat!("The `", stringify!($variant), "` state, mutable, if this is one.")]
+                pub fn $get_mut(&mut self) -> Option<&mut $ty> {
+                    match &mut self.state {
+                        Some(file_object::State::$variant(s)) => Some(s),
+                        _ => None,
+                    }
+                }
+            )*
+        }
+    };
+}
+
+state_accessors! {
+    eventfd, eventfd_mut, Eventfd, EventfdState;
+    epoll, epoll_mut, Epoll, EpollState;
+    timerfd, timerfd_mut, Timerfd, TimerfdState;
+    signalfd, signalfd_mut, Signalfd, SignalfdState;
+    inotify, inotify_mut, Inotify, InotifyState;
+    unix, unix_mut, Unix, UnixSocketState;
+    pty, pty_mut, Pty, PtyState;
+    inet, inet_mut, Inet, InetSocketState;
+    mq, mq_mut, Mq, MqueueState;
 }
 
 /// One queued POSIX message.

@@ -25,10 +25,9 @@ use crate::cgroup::Cgroups;
 use crate::image::PartitionImage;
 use crate::monitor::chain;
 use crate::state::{self, Record, Root, State};
-use stasis_engine::{
-    CheckpointError, CheckpointOptions, CheckpointStats, FreezeHook, Freezer, WriterHook,
-};
+use stasis_engine::{Cause, CheckpointOptions, CheckpointStats, FreezeHook, Freezer, WriterHook};
 use stasis_sys::ns::{self, Forked};
+use stasis_sys::wait::{wait_exit, Block, Who};
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -73,30 +72,20 @@ pub enum PartitionCheckpointError {
     /// Setup before the engine ran.
     #[error("{0}")]
     Setup(String),
-    /// The engine failed; `code` is the CLI exit code it maps to.
+    /// The engine failed (or the forked checkpointer around it).
     #[error("{message}")]
     Engine {
-        /// Exit code (3 refused, 130 interrupted, 1 other).
-        code: i32,
+        /// What kind of failure (the CLI picks the exit code).
+        cause: Cause,
         /// Error text with causes.
         message: String,
     },
 }
 
-impl PartitionCheckpointError {
-    /// The CLI exit code.
-    pub fn exit_code(&self) -> i32 {
-        match self {
-            PartitionCheckpointError::Engine { code, .. } => *code,
-            _ => 1,
-        }
-    }
-}
-
 #[derive(serde::Serialize, serde::Deserialize)]
 enum Outcome {
     Ok(CheckpointStats),
-    Err { code: i32, message: String },
+    Err { cause: Cause, message: String },
 }
 
 /// Freezes a partition through its cgroup.
@@ -240,7 +229,7 @@ pub fn checkpoint(opts: &Options) -> Result<CheckpointStats, PartitionCheckpoint
         std::io::pipe().map_err(|e| PartitionCheckpointError::Setup(format!("pipe: {e}")))?;
     let outcome = match ns::fork_into(0, None) {
         Err(e) => Outcome::Err {
-            code: 1,
+            cause: Cause::Other,
             message: format!("fork: {e}"),
         },
         Ok(Forked::Child) => {
@@ -267,9 +256,9 @@ pub fn checkpoint(opts: &Options) -> Result<CheckpointStats, PartitionCheckpoint
             drop(res_w);
             let mut buf = Vec::new();
             let _ = res_r.read_to_end(&mut buf);
-            let st = ns::wait_pid(child);
+            let st = wait_exit(Who::Pid(child), Block::Yes);
             serde_json::from_slice(&buf).unwrap_or_else(|_| Outcome::Err {
-                code: 1,
+                cause: Cause::Other,
                 message: format!("the checkpointer died ({st:?}) without a result"),
             })
         }
@@ -295,7 +284,7 @@ pub fn checkpoint(opts: &Options) -> Result<CheckpointStats, PartitionCheckpoint
             }
             Ok(stats)
         }
-        Outcome::Err { code, message } => {
+        Outcome::Err { cause, message } => {
             if !opts.leave_running {
                 if let Ok(mut r) = opts.root.load(&opts.name) {
                     if r.ending == Some(State::Checkpointed) {
@@ -304,7 +293,7 @@ pub fn checkpoint(opts: &Options) -> Result<CheckpointStats, PartitionCheckpoint
                     }
                 }
             }
-            Err(PartitionCheckpointError::Engine { code, message })
+            Err(PartitionCheckpointError::Engine { cause, message })
         }
     }
 }
@@ -323,9 +312,9 @@ fn child(
     root_fd: &OwnedFd,
     signer: stasis_image::Keyring,
 ) -> Outcome {
-    let err = |code: i32, message: String| Outcome::Err { code, message };
+    let err = |cause: Cause, message: String| Outcome::Err { cause, message };
     if let Err(e) = enter(pid) {
-        return err(1, e);
+        return err(Cause::Other, e);
     }
     // SAFETY-free: we are single-threaded here (forked from a single-threaded CLI).
     std::env::set_var(
@@ -334,11 +323,11 @@ fn child(
     );
     let cg = match cgroups_via(root_fd, host_mounts) {
         Ok(c) => c,
-        Err(e) => return err(1, e),
+        Err(e) => return err(Cause::Other, e),
     };
     let host_table = match crate::mounts::parse_mountinfo(host_mounts) {
         Ok(t) => t,
-        Err(e) => return err(1, chain(&e)),
+        Err(e) => return err(Cause::Other, chain(&e)),
     };
     let spec = rec.spec.clone();
     let name = opts.name.clone();
@@ -394,14 +383,7 @@ fn child(
     };
     match stasis_engine::checkpoint(&eopts) {
         Ok(s) => Outcome::Ok(s),
-        Err(e) => {
-            let code = match &e {
-                CheckpointError::Unsupported { .. } => 3,
-                CheckpointError::Interrupted(_) => 130,
-                _ => 1,
-            };
-            err(code, chain(&e))
-        }
+        Err(e) => err(e.cause(), chain(&e)),
     }
 }
 

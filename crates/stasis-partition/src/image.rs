@@ -17,13 +17,17 @@ pub struct PartitionImage {
     /// Partition name at checkpoint.
     #[prost(string, tag = "1")]
     pub name: String,
-    /// [`Spec`] as JSON.
+    /// [`Spec`] as JSON: `cmd`, `net` (`host`/`none`/`veth`), `veth` (`host_if`, `inner_if`,
+    /// `host_addr`, `inner_addr`), `rootfs`, `hostname`, `cwd`, `env`, `limits`
+    /// (`memory_bytes`, `cpus`, `pids`); unknown keys are ignored, missing optional ones take
+    /// their defaults.
     #[prost(string, tag = "2")]
     pub spec_json: String,
-    /// Accounting totals at checkpoint ([`Usage`] as JSON).
+    /// Accounting totals at checkpoint ([`Usage`] as JSON: `cpu_ns`, `memory_bytes`,
+    /// `memory_peak_bytes`, `io_read_bytes`, `io_write_bytes`, `pids`, `oom_kills`).
     #[prost(string, tag = "3")]
     pub usage_json: String,
-    /// Accounting history (JSON lines of [`Sample`]).
+    /// Accounting history (JSON lines of [`Sample`]: `t_ms` plus the usage fields).
     #[prost(bytes = "vec", tag = "4")]
     pub history: Vec<u8>,
     /// Hostname at checkpoint (the partition may have changed it).
@@ -32,7 +36,8 @@ pub struct PartitionImage {
     /// Private mounts, parents before children.
     #[prost(message, repeated, tag = "6")]
     pub mounts: Vec<MountRecord>,
-    /// Inode of the pipe the partition's stdout/stderr went to (its monitor's).
+    /// Inode of the pipe the partition's stdout/stderr went to (its monitor's); replaced by
+    /// the new monitor's pipe at restore.
     #[prost(uint64, tag = "7")]
     pub log_pipe_ino: u64,
     /// Incarnation number at checkpoint.

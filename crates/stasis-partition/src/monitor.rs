@@ -19,7 +19,9 @@ use crate::accounting;
 use crate::cgroup::Cgroups;
 use crate::setup;
 use crate::state::{self, ExitInfo, Record, Root, State};
-use stasis_sys::ns::{self, Exit, Forked};
+use stasis_engine::Cause;
+use stasis_sys::ns::{self, Forked};
+use stasis_sys::wait::{wait_exit, Block, Exit, Who};
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::PathBuf;
@@ -50,20 +52,20 @@ pub struct Report {
     /// Host pid of the first process.
     #[serde(default)]
     pub pid: Option<i32>,
-    /// Exit code the CLI should use on failure.
+    /// What kind of failure (the CLI picks the exit code).
     #[serde(default)]
-    pub code: i32,
+    pub cause: Cause,
     /// Error text (with causes).
     #[serde(default)]
     pub error: String,
 }
 
 impl Report {
-    fn err(code: i32, error: impl Into<String>) -> Report {
+    fn err(cause: Cause, error: impl Into<String>) -> Report {
         Report {
             ok: false,
             pid: None,
-            code,
+            cause,
             error: error.into(),
         }
     }
@@ -99,28 +101,28 @@ pub fn main(root: Root, name: &str, mode: Mode, report: std::fs::File) -> i32 {
     if let Err(e) = stasis_sys::sys::set_child_subreaper() {
         send(
             &mut report,
-            &Report::err(1, format!("prctl(PR_SET_CHILD_SUBREAPER): {e}")),
+            &Report::err(Cause::Other, format!("prctl(PR_SET_CHILD_SUBREAPER): {e}")),
         );
         return 1;
     }
     let rec = match root.load(name) {
         Ok(r) => r,
         Err(e) => {
-            send(&mut report, &Report::err(1, chain(&e)));
+            send(&mut report, &Report::err(Cause::Other, chain(&e)));
             return 1;
         }
     };
     let cg = match Cgroups::detect() {
         Ok(c) => c,
         Err(e) => {
-            send(&mut report, &Report::err(1, chain(&e)));
+            send(&mut report, &Report::err(Cause::Other, chain(&e)));
             fail_record(&root, name);
             return 1;
         }
     };
     let group = Cgroups::group_for(name);
     if let Err(e) = prepare_cgroup(&cg, &group, &rec) {
-        send(&mut report, &Report::err(1, e));
+        send(&mut report, &Report::err(Cause::Other, e));
         fail_record(&root, name);
         return 1;
     }
@@ -130,7 +132,7 @@ pub fn main(root: Root, name: &str, mode: Mode, report: std::fs::File) -> i32 {
         Err(e) => {
             send(
                 &mut report,
-                &Report::err(1, format!("creating the output pipe: {e}")),
+                &Report::err(Cause::Other, format!("creating the output pipe: {e}")),
             );
             fail_record(&root, name);
             return 1;
@@ -147,7 +149,7 @@ pub fn main(root: Root, name: &str, mode: Mode, report: std::fs::File) -> i32 {
             Ok(trust) => {
                 crate::restore::start(&rec, &group, dir, *workers, &trust, OwnedFd::from(log_w))
             }
-            Err(e) => Err(Report::err(crate::restore::EXIT_BAD_IMAGE, e.to_string())),
+            Err(e) => Err(Report::err(Cause::BadImage, e.to_string())),
         },
     };
     let pid = match started {
@@ -179,7 +181,7 @@ pub fn main(root: Root, name: &str, mode: Mode, report: std::fs::File) -> i32 {
         &Report {
             ok: true,
             pid: Some(pid),
-            code: 0,
+            cause: Cause::Other,
             error: String::new(),
         },
     );
@@ -235,8 +237,10 @@ fn prepare_cgroup(cg: &Cgroups, group: &str, rec: &Record) -> Result<(), String>
 /// Fork the first process of a fresh partition and wait until it has exec'd its command.
 fn start_run(rec: &Record, cg: &Cgroups, group: &str, log_w: OwnedFd) -> Result<i32, Report> {
     let spec = rec.spec.clone();
-    let (go_r, go_w) = std::io::pipe().map_err(|e| Report::err(1, format!("pipe: {e}")))?;
-    let (err_r, err_w) = std::io::pipe().map_err(|e| Report::err(1, format!("pipe: {e}")))?;
+    let (go_r, go_w) =
+        std::io::pipe().map_err(|e| Report::err(Cause::Other, format!("pipe: {e}")))?;
+    let (err_r, err_w) =
+        std::io::pipe().map_err(|e| Report::err(Cause::Other, format!("pipe: {e}")))?;
     let mut flags =
         (libc::CLONE_NEWPID | libc::CLONE_NEWNS | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS) as u64;
     if spec.net != state::NetMode::Host {
@@ -244,7 +248,7 @@ fn start_run(rec: &Record, cg: &Cgroups, group: &str, log_w: OwnedFd) -> Result<
     }
     match ns::fork_into(flags, None) {
         Err(e) => Err(Report::err(
-            1,
+            Cause::Other,
             format!("creating the partition's namespaces (clone3): {e}"),
         )),
         Ok(Forked::Child) => {
@@ -261,8 +265,8 @@ fn start_run(rec: &Record, cg: &Cgroups, group: &str, log_w: OwnedFd) -> Result<
             drop(log_w);
             let fail = |what: String| {
                 let _ = stasis_sys::sys::kill(pid, libc::SIGKILL);
-                let _ = ns::wait_pid(pid);
-                Report::err(1, what)
+                let _ = wait_exit(Who::Pid(pid), Block::Yes);
+                Report::err(Cause::Other, what)
             };
             if let Err(e) = cg.attach(group, pid) {
                 return Err(fail(chain(&e)));
@@ -284,9 +288,9 @@ fn start_run(rec: &Record, cg: &Cgroups, group: &str, log_w: OwnedFd) -> Result<
             let mut err_r = err_r;
             let _ = err_r.read_to_string(&mut msg);
             if !msg.is_empty() {
-                let _ = ns::wait_pid(pid);
+                let _ = wait_exit(Who::Pid(pid), Block::Yes);
                 setup::veth_remove(&spec);
-                return Err(Report::err(1, msg));
+                return Err(Report::err(Cause::Other, msg));
             }
             Ok(pid)
         }
@@ -365,7 +369,7 @@ fn supervise(root: &Root, name: &str, pid: i32, start: &Record, cg: &Cgroups, gr
     let stats_path = root.paths(name).stats();
     let mut next_sample = Instant::now();
     let exit = loop {
-        match ns::wait_any_nohang() {
+        match wait_exit(Who::Any, Block::No) {
             Ok(Some((p, e))) if p == pid => break e,
             Ok(_) => {}
             Err(e) => {
@@ -387,7 +391,7 @@ fn supervise(root: &Root, name: &str, pid: i32, start: &Record, cg: &Cgroups, gr
     // The namespace's other processes die with its first one: wait until the cgroup is empty.
     let deadline = Instant::now() + Duration::from_secs(10);
     while cg.procs(group).map(|p| !p.is_empty()).unwrap_or(false) && Instant::now() < deadline {
-        let _ = ns::wait_any_nohang();
+        let _ = wait_exit(Who::Any, Block::No);
         std::thread::sleep(Duration::from_millis(20));
     }
     let usage = cg.usage(group).ok();

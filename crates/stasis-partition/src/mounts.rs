@@ -241,53 +241,11 @@ fn utf8(path: &Path) -> Result<&str, MountError> {
 // Mount tables
 // ---------------------------------------------------------------------------------------------
 
-/// One line of a `mountinfo` table. Paths are unescaped (`\040` → space); the option strings
-/// are kept as the kernel prints them.
-#[derive(Debug, Clone, PartialEq)]
-pub struct MountInfo {
-    /// Mount id (unique within the namespace's lifetime).
-    pub id: u32,
-    /// Id of the mount this one sits on (its own id for the root of the table).
-    pub parent: u32,
-    /// `st_dev` major of files on this mount.
-    pub major: u32,
-    /// `st_dev` minor.
-    pub minor: u32,
-    /// Directory of the file system shown at the mount point (`/` unless a bind of a part).
-    pub root: String,
-    /// Where it is mounted, as seen by the reader of the table.
-    pub mountpoint: String,
-    /// Per-mount options (`rw,nosuid,relatime`).
-    pub options: String,
-    /// File system type (`tmpfs`, `ext4`, …).
-    pub fstype: String,
-    /// Mount source (device, or a name such as `tmpfs`); may be empty.
-    pub source: String,
-    /// Per-superblock options (`rw,size=65536k,mode=1777`).
-    pub super_options: String,
-}
+/// One line of a `mountinfo` table (the one parser lives in [`stasis_sys::proc`]).
+pub use stasis_sys::proc::MountInfo;
 
-impl From<stasis_sys::proc::MountInfo> for MountInfo {
-    fn from(m: stasis_sys::proc::MountInfo) -> Self {
-        MountInfo {
-            id: m.mount_id,
-            parent: m.parent_id,
-            major: m.major,
-            minor: m.minor,
-            root: m.root,
-            mountpoint: m.mount_point,
-            options: m.mount_options,
-            fstype: m.fs_type,
-            source: m.source,
-            super_options: m.super_options,
-        }
-    }
-}
-
-impl MountInfo {
-    fn same_dev(&self, other: &MountInfo) -> bool {
-        self.major == other.major && self.minor == other.minor
-    }
+fn same_dev(a: &MountInfo, b: &MountInfo) -> bool {
+    a.major == b.major && a.minor == b.minor
 }
 
 /// Parses the text of a `/proc/PID/mountinfo` file: octal escapes (`\040`, `\011`, `\012`,
@@ -297,7 +255,7 @@ pub fn parse_mountinfo(text: &str) -> Result<Vec<MountInfo>, MountError> {
         path: "mountinfo text".to_owned(),
         source,
     })?;
-    Ok(rows.into_iter().map(MountInfo::from).collect())
+    Ok(rows.into_iter().collect())
 }
 
 /// Reads and parses `/proc/PID/mountinfo`: the mount table of PID's mount namespace.
@@ -306,7 +264,7 @@ pub fn read_mountinfo(pid: i32) -> Result<Vec<MountInfo>, MountError> {
         path: format!("/proc/{pid}/mountinfo"),
         source,
     })?;
-    Ok(rows.into_iter().map(MountInfo::from).collect())
+    Ok(rows.into_iter().collect())
 }
 
 /// Reads and parses `/proc/thread-self/mountinfo`: the mount table of the calling thread,
@@ -323,7 +281,7 @@ pub fn read_thread_mountinfo() -> Result<Vec<MountInfo>, MountError> {
         })
     })?;
     let rows = stasis_sys::proc::parse_mountinfo(&text).map_err(table)?;
-    Ok(rows.into_iter().map(MountInfo::from).collect())
+    Ok(rows.into_iter().collect())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -450,21 +408,23 @@ fn best_prefix<'a, 'r>(
 /// is in the table but comes later is moved right after it (and after its own earlier
 /// children).
 fn parents_first(mounts: &[MountInfo]) -> Vec<usize> {
-    let ids: HashSet<u32> = mounts.iter().map(|m| m.id).collect();
+    let ids: HashSet<u32> = mounts.iter().map(|m| m.mount_id).collect();
     let mut emitted: HashSet<u32> = HashSet::new();
     let mut waiting: HashMap<u32, Vec<usize>> = HashMap::new();
     let mut order = Vec::with_capacity(mounts.len());
     for (i, m) in mounts.iter().enumerate() {
-        let ready = m.parent == m.id || !ids.contains(&m.parent) || emitted.contains(&m.parent);
+        let ready = m.parent_id == m.mount_id
+            || !ids.contains(&m.parent_id)
+            || emitted.contains(&m.parent_id);
         if !ready {
-            waiting.entry(m.parent).or_default().push(i);
+            waiting.entry(m.parent_id).or_default().push(i);
             continue;
         }
         let mut stack = vec![i];
         while let Some(j) = stack.pop() {
             order.push(j);
-            emitted.insert(mounts[j].id);
-            if let Some(kids) = waiting.remove(&mounts[j].id) {
+            emitted.insert(mounts[j].mount_id);
+            if let Some(kids) = waiting.remove(&mounts[j].mount_id) {
                 stack.extend(kids.into_iter().rev());
             }
         }
@@ -491,7 +451,7 @@ pub fn classify(
             .filter(|(_, d)| matches!(d, Disposition::Tmpfs(_)))
             .map(|(t, _)| t);
         let d = classify_one(m, host, ours, saved_tmpfs);
-        tracing::debug!(mountpoint = %m.mountpoint, fstype = %m.fstype, disposition = ?d, "mount classified");
+        tracing::debug!(mountpoint = %m.mount_point, fstype = %m.fs_type, disposition = ?d, "mount classified");
         out.push((m.clone(), d));
     }
     out
@@ -503,60 +463,60 @@ fn classify_one<'a>(
     ours: &[String],
     saved_tmpfs: impl Iterator<Item = &'a MountInfo> + Clone,
 ) -> Disposition {
-    let mp = &m.mountpoint;
+    let mp = &m.mount_point;
     if ours.iter().any(|o| o == mp) {
         return Disposition::Ours;
     }
     if host
         .iter()
-        .any(|h| h.mountpoint == *mp && h.same_dev(m) && h.root == m.root)
+        .any(|h| h.mount_point == *mp && same_dev(h, m) && h.root == m.root)
     {
         return Disposition::Inherited;
     }
     let dev = format!("{}:{}", m.major, m.minor);
-    if PSEUDO_FS.contains(&m.fstype.as_str()) {
+    if PSEUDO_FS.contains(&m.fs_type.as_str()) {
         return Disposition::Unsupported(format!(
             "{} mount at {mp} was made inside the partition: stasis recreates /proc, /dev/pts \
              and /dev/mqueue of a partition itself and cannot save other {} mounts; unmount it \
              before the checkpoint",
-            m.fstype, m.fstype
+            m.fs_type, m.fs_type
         ));
     }
     if m.root.ends_with("//deleted") {
         return Disposition::Unsupported(format!(
             "{} mount at {mp} shows {}, which was deleted: there is nothing to bind from at \
              restore",
-            m.fstype, m.root
+            m.fs_type, m.root
         ));
     }
-    let host_same_dev = host.iter().filter(|h| h.same_dev(m));
+    let host_same_dev = host.iter().filter(|h| same_dev(h, m));
     if host_same_dev.clone().next().is_some() {
         return match best_prefix(host_same_dev, &m.root) {
             Some((h, rest)) => Disposition::Bind {
-                host_path: join(&h.mountpoint, rest),
+                host_path: join(&h.mount_point, rest),
             },
             None => Disposition::Unsupported(format!(
                 "{} mount at {mp} shows {} of device {dev}, which no host mount of that device \
                  makes visible: there is no host path to bind from at restore",
-                m.fstype, m.root
+                m.fs_type, m.root
             )),
         };
     }
-    if m.fstype == "tmpfs" {
-        let same = saved_tmpfs.filter(|t| t.same_dev(m));
+    if m.fs_type == "tmpfs" {
+        let same = saved_tmpfs.filter(|t| same_dev(t, m));
         if let Some(first) = same.clone().next() {
             return match best_prefix(same, &m.root) {
                 Some((t, rest)) => Disposition::BindFromTmpfs {
-                    path: join(&t.mountpoint, rest),
+                    path: join(&t.mount_point, rest),
                 },
                 None => Disposition::Unsupported(format!(
                     "tmpfs at {mp} shows {} of the tmpfs saved at {}, outside the part \
                      that mount shows; mount the whole tmpfs first",
-                    m.root, first.mountpoint
+                    m.root, first.mount_point
                 )),
             };
         }
-        let mut flags = mount_flags(&m.options);
+        let mut flags = mount_flags(&m.mount_options);
         if split_mount_options(&m.super_options)
             .iter()
             .any(|o| o == "ro")
@@ -571,7 +531,7 @@ fn classify_one<'a>(
     Disposition::Unsupported(format!(
         "{} mount of {:?} at {mp} (device {dev}) was made inside the partition: only tmpfs \
          mounts and bind mounts of host paths can be saved",
-        m.fstype, m.source
+        m.fs_type, m.source
     ))
 }
 
@@ -733,16 +693,16 @@ pub fn dump_mount(
     match d {
         Disposition::Inherited | Disposition::Ours => Ok(None),
         Disposition::Unsupported(reason) => Err(MountError::Unsupported {
-            mountpoint: m.mountpoint.clone(),
+            mountpoint: m.mount_point.clone(),
             reason: reason.clone(),
         }),
         Disposition::Bind { host_path: path } | Disposition::BindFromTmpfs { path } => {
             let in_partition = matches!(d, Disposition::BindFromTmpfs { .. });
-            tracing::debug!(mountpoint = %m.mountpoint, %path, in_partition, "bind mount saved");
+            tracing::debug!(mountpoint = %m.mount_point, %path, in_partition, "bind mount saved");
             Ok(Some(MountRecord {
-                mountpoint: m.mountpoint.clone(),
+                mountpoint: m.mount_point.clone(),
                 kind: MountKind::Bind as i32,
-                flags: mount_flags(&m.options),
+                flags: mount_flags(&m.mount_options),
                 host_path: path.clone(),
                 source_in_partition: in_partition,
                 ..Default::default()
@@ -758,35 +718,42 @@ fn nested_mounts(m: &MountInfo) -> Result<HashSet<String>, MountError> {
     let table = read_thread_mountinfo()?;
     let at_mp: Vec<&MountInfo> = table
         .iter()
-        .filter(|t| t.mountpoint == m.mountpoint)
+        .filter(|t| t.mount_point == m.mount_point)
         .collect();
     // The visible one is the one no other mount at the same place sits on.
     let top = at_mp
         .iter()
-        .find(|t| !at_mp.iter().any(|o| o.parent == t.id && o.id != t.id))
+        .find(|t| {
+            !at_mp
+                .iter()
+                .any(|o| o.parent_id == t.mount_id && o.mount_id != t.mount_id)
+        })
         .ok_or_else(|| MountError::NotVisible {
-            mountpoint: m.mountpoint.clone(),
+            mountpoint: m.mount_point.clone(),
             found: "nothing is mounted there in this mount namespace".to_owned(),
         })?;
-    if !(top.same_dev(m) && top.root == m.root && top.fstype == m.fstype) {
+    if !(same_dev(top, m) && top.root == m.root && top.fs_type == m.fs_type) {
         return Err(MountError::NotVisible {
-            mountpoint: m.mountpoint.clone(),
+            mountpoint: m.mount_point.clone(),
             found: format!(
                 "covered by a {} mount of device {}:{} (root {})",
-                top.fstype, top.major, top.minor, top.root
+                top.fs_type, top.major, top.minor, top.root
             ),
         });
     }
     // Mounts that descend from the visible one (others are hidden below it).
-    let mut above: HashSet<u32> = HashSet::from([top.id]);
+    let mut above: HashSet<u32> = HashSet::from([top.mount_id]);
     let mut nested = HashSet::new();
     let mut grew = true;
     while grew {
         grew = false;
         for t in &table {
-            if t.id != top.id && above.contains(&t.parent) && above.insert(t.id) {
+            if t.mount_id != top.mount_id
+                && above.contains(&t.parent_id)
+                && above.insert(t.mount_id)
+            {
                 grew = true;
-                if let Some(rel) = below(&t.mountpoint, &m.mountpoint) {
+                if let Some(rel) = below(&t.mount_point, &m.mount_point) {
                     if !rel.is_empty() {
                         nested.insert(rel.to_owned());
                     }
@@ -820,7 +787,7 @@ fn dump_tmpfs(
     spec: &TmpfsSpec,
     writer: &ImageWriter,
 ) -> Result<MountRecord, MountError> {
-    let root = PathBuf::from(&m.mountpoint);
+    let root = PathBuf::from(&m.mount_point);
     let nested = nested_mounts(m)?;
     let root_meta = fs::symlink_metadata(&root).map_err(|e| io_err("stat", &root, e))?;
     let dev = root_meta.dev();
@@ -895,9 +862,9 @@ fn dump_tmpfs(
         }
         entries.push(e);
     }
-    tracing::info!(mountpoint = %m.mountpoint, entries = entries.len(), bytes, "tmpfs saved");
+    tracing::info!(mountpoint = %m.mount_point, entries = entries.len(), bytes, "tmpfs saved");
     Ok(MountRecord {
-        mountpoint: m.mountpoint.clone(),
+        mountpoint: m.mount_point.clone(),
         kind: MountKind::Tmpfs as i32,
         fs_options: spec.fs_options.clone(),
         flags: spec.flags,
@@ -1497,14 +1464,15 @@ mod tests {
 
     fn m(id: u32, parent: u32, mp: &str) -> MountInfo {
         MountInfo {
-            id,
-            parent,
+            mount_id: id,
+            parent_id: parent,
             major: 0,
             minor: id,
             root: "/".into(),
-            mountpoint: mp.into(),
-            options: "rw".into(),
-            fstype: "tmpfs".into(),
+            mount_point: mp.into(),
+            mount_options: "rw".into(),
+            optional_fields: Vec::new(),
+            fs_type: "tmpfs".into(),
             source: "tmpfs".into(),
             super_options: "rw".into(),
         }
@@ -1548,7 +1516,7 @@ mod tests {
         // Two tmpfs on the same mount point: the upper one sits on the lower one.
         let t = [m(1, 1, "/"), m(3, 2, "/s"), m(2, 1, "/s")];
         let out = classify(&t, &[m(1, 1, "/")], &[]);
-        let ids: Vec<u32> = out.iter().map(|(m, _)| m.id).collect();
+        let ids: Vec<u32> = out.iter().map(|(m, _)| m.mount_id).collect();
         assert_eq!(ids, [1, 2, 3]);
         assert!(out[1..]
             .iter()

@@ -13,7 +13,7 @@ use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// Errors of the partition verbs; [`OpsError::exit_code`] gives the CLI's exit code.
+/// Errors of the partition verbs (the CLI picks the exit code of each).
 #[derive(Debug, thiserror::Error)]
 pub enum OpsError {
     /// Record problems.
@@ -38,8 +38,8 @@ pub enum OpsError {
     /// The monitor failed to start the partition.
     #[error("{message}")]
     Start {
-        /// Exit code.
-        code: i32,
+        /// What kind of failure.
+        cause: stasis_engine::Cause,
         /// Error text.
         message: String,
     },
@@ -54,18 +54,6 @@ pub enum OpsError {
     /// Anything else.
     #[error("{0}")]
     Other(String),
-}
-
-impl OpsError {
-    /// CLI exit code: 4 unusable image, 6 name conflicts/state, the monitor's code, else 1.
-    pub fn exit_code(&self) -> i32 {
-        match self {
-            OpsError::BadImage { .. } => 4,
-            OpsError::Exists { .. } | OpsError::Running(_) | OpsError::NameBusy(_) => 6,
-            OpsError::Start { code, .. } => *code,
-            _ => 1,
-        }
-    }
 }
 
 /// Options of `stasis run`.
@@ -251,7 +239,7 @@ fn spawn_monitor(
         let log = std::fs::read_to_string(paths.dir.join("monitor.log")).unwrap_or_default();
         let tail: Vec<&str> = log.lines().rev().take(20).collect();
         OpsError::Start {
-            code: 1,
+            cause: stasis_engine::Cause::Other,
             message: format!(
                 "the monitor failed without a report; its log ends with:\n{}",
                 tail.into_iter().rev().collect::<Vec<_>>().join("\n")
@@ -261,7 +249,7 @@ fn spawn_monitor(
     match (rep.ok, rep.pid) {
         (true, Some(pid)) => Ok(pid),
         _ => Err(OpsError::Start {
-            code: if rep.code == 0 { 1 } else { rep.code },
+            cause: rep.cause,
             message: rep.error,
         }),
     }

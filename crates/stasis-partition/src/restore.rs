@@ -25,16 +25,14 @@
 use crate::monitor::{chain, Report};
 use crate::setup;
 use crate::state::Record;
-use stasis_engine::{RestoreError, RestoreOptions, RootHook, RootStage};
+use stasis_engine::{Cause, RestoreOptions, RootHook, RootStage};
 use stasis_sys::ns::{self, Forked};
+use stasis_sys::wait::{wait_exit, Block, Who};
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-/// Exit code for an unusable image (as the CLI's).
-pub const EXIT_BAD_IMAGE: i32 = 4;
 
 /// Fork the restorer and wait for its result. Called by the monitor.
 pub fn start(
@@ -45,16 +43,17 @@ pub fn start(
     trust: &stasis_image::Trust,
     log_w: OwnedFd,
 ) -> Result<i32, Report> {
-    let (mut res_r, res_w) = std::io::pipe().map_err(|e| rep(1, format!("pipe: {e}")))?;
+    let (mut res_r, res_w) =
+        std::io::pipe().map_err(|e| rep(Cause::Other, format!("pipe: {e}")))?;
     match ns::fork_into(0, None) {
-        Err(e) => Err(rep(1, format!("fork: {e}"))),
+        Err(e) => Err(rep(Cause::Other, format!("fork: {e}"))),
         Ok(Forked::Child) => {
             drop(res_r);
             let out = match restorer(rec, group, dir, workers, trust, &log_w) {
                 Ok(pid) => Report {
                     ok: true,
                     pid: Some(pid),
-                    code: 0,
+                    cause: Cause::Other,
                     error: String::new(),
                 },
                 Err(r) => r,
@@ -69,9 +68,13 @@ pub fn start(
             drop(log_w);
             let mut buf = Vec::new();
             let _ = res_r.read_to_end(&mut buf);
-            let st = ns::wait_pid(child);
-            let r: Report = serde_json::from_slice(&buf)
-                .unwrap_or_else(|_| rep(1, format!("the restorer died ({st:?}) without a result")));
+            let st = wait_exit(Who::Pid(child), Block::Yes);
+            let r: Report = serde_json::from_slice(&buf).unwrap_or_else(|_| {
+                rep(
+                    Cause::Other,
+                    format!("the restorer died ({st:?}) without a result"),
+                )
+            });
             match (r.ok, r.pid) {
                 (true, Some(pid)) => Ok(pid),
                 _ => Err(r),
@@ -80,11 +83,11 @@ pub fn start(
     }
 }
 
-fn rep(code: i32, error: impl Into<String>) -> Report {
+fn rep(cause: Cause, error: impl Into<String>) -> Report {
     Report {
         ok: false,
         pid: None,
-        code,
+        cause,
         error: error.into(),
     }
 }
@@ -99,27 +102,27 @@ fn restorer(
 ) -> Result<i32, Report> {
     let reader = stasis_image::ImageReader::open(dir).map_err(|e| {
         rep(
-            EXIT_BAD_IMAGE,
+            Cause::BadImage,
             format!("cannot open image {}: {}", dir.display(), chain(&e)),
         )
     })?;
     // Nothing of an image that is not trusted is used (its mounts' content included).
     stasis_image::trust::check(&reader, trust).map_err(|e| {
         rep(
-            EXIT_BAD_IMAGE,
+            Cause::BadImage,
             chain(&stasis_engine::restore::trust_refusal(dir, e)),
         )
     })?;
     let pimg = crate::image::read(&reader)
         .map_err(|e| {
             rep(
-                EXIT_BAD_IMAGE,
+                Cause::BadImage,
                 format!("{}: partition.img {e}", dir.display()),
             )
         })?
         .ok_or_else(|| {
             rep(
-                EXIT_BAD_IMAGE,
+                Cause::BadImage,
                 format!("{} is not a partition image", dir.display()),
             )
         })?;
@@ -130,35 +133,42 @@ fn restorer(
         .handle()
         .as_fd()
         .try_clone_to_owned()
-        .map_err(|e| rep(1, format!("opening {}: {e}", dir.display())))?;
+        .map_err(|e| rep(Cause::Other, format!("opening {}: {e}", dir.display())))?;
     let root_fd: OwnedFd = std::fs::File::open("/")
-        .map_err(|e| rep(1, format!("opening /: {e}")))?
+        .map_err(|e| rep(Cause::Other, format!("opening /: {e}")))?
         .into();
     let ppid = std::os::unix::process::parent_id() as i32;
     let host_mounts = std::fs::read_to_string("/proc/self/mountinfo")
-        .map_err(|e| rep(1, format!("reading /proc/self/mountinfo: {e}")))?;
+        .map_err(|e| rep(Cause::Other, format!("reading /proc/self/mountinfo: {e}")))?;
 
     // 2. The partition's namespaces.
     let mut flags = libc::CLONE_NEWNS | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
     if spec.net != crate::state::NetMode::Host {
         flags |= libc::CLONE_NEWNET;
     }
-    ns::unshare(flags).map_err(|e| rep(1, format!("creating the partition's namespaces: {e}")))?;
-    setup::base_mounts(&spec, false).map_err(|e| rep(1, chain(&e)))?;
+    ns::unshare(flags).map_err(|e| {
+        rep(
+            Cause::Other,
+            format!("creating the partition's namespaces: {e}"),
+        )
+    })?;
+    setup::base_mounts(&spec, false).map_err(|e| rep(Cause::Other, chain(&e)))?;
     if spec.net == crate::state::NetMode::Veth {
         // The pair is made from the host side (the monitor's namespaces).
         let host = setup::HostNs {
-            net: ns::open_ns(ppid, "net").map_err(|e| rep(1, format!("host netns: {e}")))?,
-            mnt: ns::open_ns(ppid, "mnt").map_err(|e| rep(1, format!("host mntns: {e}")))?,
+            net: ns::open_ns(ppid, "net")
+                .map_err(|e| rep(Cause::Other, format!("host netns: {e}")))?,
+            mnt: ns::open_ns(ppid, "mnt")
+                .map_err(|e| rep(Cause::Other, format!("host mntns: {e}")))?,
         };
         setup::veth_host_side(&spec, stasis_sys::sys::getpid(), Some(&host))
-            .map_err(|e| rep(1, chain(&e)))?;
+            .map_err(|e| rep(Cause::Other, chain(&e)))?;
     }
     let mut s2 = spec.clone();
     if !pimg.raw.hostname.is_empty() {
         s2.hostname = pimg.raw.hostname.clone();
     }
-    setup::uts_and_net(&s2).map_err(|e| rep(1, chain(&e)))?;
+    setup::uts_and_net(&s2).map_err(|e| rep(Cause::Other, chain(&e)))?;
     let base = setup::base(&spec);
     for m in &pimg.raw.mounts {
         let mut m = m.clone();
@@ -175,7 +185,7 @@ fn restorer(
         }
         crate::mounts::restore_mount(&m, &reader).map_err(|e| {
             rep(
-                1,
+                Cause::Other,
                 format!("restoring mount {}: {}", m.mountpoint, chain(&e)),
             )
         })?;
@@ -185,7 +195,7 @@ fn restorer(
     // 3. The restorer stays in the partition's mount namespace (files it opens for the tasks
     // must belong to it), with the host's procfs on /proc until the root hook replaces it.
     let part_mnt = ns::open_ns(stasis_sys::sys::getpid(), "mnt")
-        .map_err(|e| rep(1, format!("opening our mount namespace: {e}")))?;
+        .map_err(|e| rep(Cause::Other, format!("opening our mount namespace: {e}")))?;
     if let Some(rootfs) = &spec.rootfs {
         use stasis_sys::mount as m;
         let proc_dir = rootfs.join("proc");
@@ -198,14 +208,16 @@ fn restorer(
         )
         .map_err(|e| {
             rep(
-                1,
+                Cause::Other,
                 format!("mounting the host's procfs for the restorer: {e}"),
             )
         })?;
-        ns::chroot(rootfs).map_err(|e| rep(1, format!("chroot {}: {e}", rootfs.display())))?;
-        std::env::set_current_dir("/").map_err(|e| rep(1, format!("chdir /: {e}")))?;
+        ns::chroot(rootfs)
+            .map_err(|e| rep(Cause::Other, format!("chroot {}: {e}", rootfs.display())))?;
+        std::env::set_current_dir("/").map_err(|e| rep(Cause::Other, format!("chdir /: {e}")))?;
     }
-    let cg = crate::checkpoint::cgroups_via(&root_fd, &host_mounts).map_err(|e| rep(1, e))?;
+    let cg =
+        crate::checkpoint::cgroups_via(&root_fd, &host_mounts).map_err(|e| rep(Cause::Other, e))?;
 
     // 4. The engine.
     let group = group.to_string();
@@ -276,14 +288,9 @@ fn restorer(
     match stasis_engine::restore(&opts) {
         Ok(s) => Ok(s.root_pid),
         Err(e) => {
-            let code = match &e {
-                RestoreError::BadImage { .. } => EXIT_BAD_IMAGE,
-                RestoreError::Interrupted(_) => 130,
-                _ => 1,
-            };
             // Errors name the image as the operator gave it, not our handle on it.
             Err(rep(
-                code,
+                e.cause(),
                 chain(&e).replace(&fd_path, &dir.display().to_string()),
             ))
         }

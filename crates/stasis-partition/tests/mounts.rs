@@ -52,9 +52,12 @@ fn s(p: &Path) -> String {
 /// The mount visible at `mp` in `table`.
 fn top_mount<'a>(table: &'a [MountInfo], mp: &Path) -> Option<&'a MountInfo> {
     let mp = s(mp);
-    let at: Vec<&MountInfo> = table.iter().filter(|m| m.mountpoint == mp).collect();
+    let at: Vec<&MountInfo> = table.iter().filter(|m| m.mount_point == mp).collect();
     at.iter()
-        .find(|m| !at.iter().any(|o| o.parent == m.id && o.id != m.id))
+        .find(|m| {
+            !at.iter()
+                .any(|o| o.parent_id == m.mount_id && o.mount_id != m.mount_id)
+        })
         .copied()
 }
 
@@ -63,7 +66,7 @@ fn mounts_at(mp: &Path) -> usize {
     read_thread_mountinfo()
         .unwrap()
         .iter()
-        .filter(|m| m.mountpoint == mp)
+        .filter(|m| m.mount_point == mp)
         .count()
 }
 
@@ -324,7 +327,7 @@ fn tmpfs_round_trip_keeps_content_metadata_holes_and_links() {
         let classified = classify(&part, &host, &[]);
         assert_eq!(classified.len(), part.len());
         for (m, d) in &classified {
-            if m.mountpoint == s(&mp) {
+            if m.mount_point == s(&mp) {
                 assert_eq!(
                     d,
                     &Disposition::Tmpfs(TmpfsSpec {
@@ -431,10 +434,10 @@ fn tmpfs_round_trip_keeps_content_metadata_holes_and_links() {
         // The mount itself: same type, source, flags and options.
         let table = read_thread_mountinfo().unwrap();
         let m = top_mount(&table, &mp).expect("the tmpfs is mounted again");
-        assert_eq!(m.fstype, "tmpfs");
+        assert_eq!(m.fs_type, "tmpfs");
         assert_eq!(m.source, "scratch");
         assert_eq!(
-            mount_flags(&m.options),
+            mount_flags(&m.mount_options),
             MS_NOSUID | MS_NODEV | sm::MS_RELATIME
         );
         assert_eq!(
@@ -478,8 +481,8 @@ fn read_only_tmpfs_with_a_nested_tmpfs() {
             .filter(|(_, d)| *d != Disposition::Inherited)
             .collect();
         assert_eq!(ours.len(), 2, "{ours:?}");
-        assert_eq!(ours[0].0.mountpoint, s(&outer), "parents first");
-        assert_eq!(ours[1].0.mountpoint, s(&inner));
+        assert_eq!(ours[0].0.mount_point, s(&outer), "parents first");
+        assert_eq!(ours[1].0.mount_point, s(&inner));
         assert_eq!(
             ours[0].1,
             Disposition::Tmpfs(TmpfsSpec {
@@ -522,13 +525,13 @@ fn read_only_tmpfs_with_a_nested_tmpfs() {
         let table = read_thread_mountinfo().unwrap();
         let o = top_mount(&table, &outer).unwrap();
         assert_eq!(
-            mount_flags(&o.options),
+            mount_flags(&o.mount_options),
             sm::MS_RDONLY | sm::MS_NOEXEC | sm::MS_RELATIME
         );
         assert_eq!(tmpfs_options(&o.super_options), "size=1024k");
         let i = top_mount(&table, &inner).unwrap();
-        assert_eq!(i.parent, o.id);
-        assert_eq!(mount_flags(&i.options), sm::MS_RELATIME);
+        assert_eq!(i.parent_id, o.mount_id);
+        assert_eq!(mount_flags(&i.mount_options), sm::MS_RELATIME);
     });
     drop(base);
 }
@@ -574,7 +577,7 @@ fn bind_mounts_of_host_paths_round_trip() {
         let binds: BTreeMap<String, Disposition> = classified
             .iter()
             .filter(|(_, d)| *d != Disposition::Inherited)
-            .map(|(m, d)| (m.mountpoint.clone(), d.clone()))
+            .map(|(m, d)| (m.mount_point.clone(), d.clone()))
             .collect();
         let bind = |r: &str| Disposition::Bind {
             host_path: s(&b(r)),
@@ -620,7 +623,7 @@ fn bind_mounts_of_host_paths_round_trip() {
         let table = read_thread_mountinfo().unwrap();
         let d = top_mount(&table, &b("dst")).unwrap();
         assert_eq!(
-            mount_flags(&d.options),
+            mount_flags(&d.mount_options),
             sm::MS_RDONLY | MS_NOSUID | sm::MS_RELATIME
         );
         // The restored table classifies the same way.
@@ -628,7 +631,7 @@ fn bind_mounts_of_host_paths_round_trip() {
         let again: BTreeMap<String, Disposition> = again
             .into_iter()
             .filter(|(_, d)| *d != Disposition::Inherited)
-            .map(|(m, d)| (m.mountpoint, d))
+            .map(|(m, d)| (m.mount_point, d))
             .collect();
         assert_eq!(again, binds);
     });
@@ -655,7 +658,7 @@ fn bind_of_a_part_of_a_saved_tmpfs_is_restored_after_it() {
         let ours: Vec<(String, Disposition)> = classified
             .iter()
             .filter(|(_, d)| *d != Disposition::Inherited)
-            .map(|(m, d)| (m.mountpoint.clone(), d.clone()))
+            .map(|(m, d)| (m.mount_point.clone(), d.clone()))
             .collect();
         assert_eq!(ours.len(), 2);
         assert_eq!(ours[0].0, s(&t));
@@ -703,7 +706,7 @@ fn a_proc_mounted_by_the_partition_is_refused() {
         let classified = classify(&part, &host, &[]);
         let (m, d) = classified
             .iter()
-            .find(|(m, _)| m.mountpoint == s(&p))
+            .find(|(m, _)| m.mount_point == s(&p))
             .unwrap();
         let Disposition::Unsupported(why) = d else {
             panic!("{d:?}")
@@ -714,7 +717,7 @@ fn a_proc_mounted_by_the_partition_is_refused() {
         let mine = classify(&part, &host, &[s(&p)]);
         assert!(mine
             .iter()
-            .any(|(m, d)| m.mountpoint == s(&p) && *d == Disposition::Ours));
+            .any(|(m, d)| m.mount_point == s(&p) && *d == Disposition::Ours));
         // dump_mount never drops it silently.
         let writer = ImageWriter::create(&base_path.join("img"), WriteOptions::default()).unwrap();
         let err = dump_mount(m, d, &writer).unwrap_err();
@@ -737,7 +740,7 @@ fn dump_refuses_a_covered_mount() {
         let classified = classify(&part, &host, &[]);
         let (m, d) = classified
             .iter()
-            .find(|(m, _)| m.mountpoint == s(&t))
+            .find(|(m, _)| m.mount_point == s(&t))
             .unwrap()
             .clone();
         // Something else is mounted on top of it now.
@@ -888,7 +891,7 @@ fn classify_hand_written_tables() {
     let part = parse_mountinfo(PARTITION).unwrap();
     let ours = vec!["/proc".to_owned(), "/dev/mqueue".to_owned()];
     let out = classify(&part, &host, &ours);
-    let order: Vec<u32> = out.iter().map(|(m, _)| m.id).collect();
+    let order: Vec<u32> = out.iter().map(|(m, _)| m.mount_id).collect();
     // Table order, but /scratch/inner (110) after /scratch (109), which it sits on.
     assert_eq!(
         order,
@@ -897,7 +900,7 @@ fn classify_hand_written_tables() {
             118, 120
         ]
     );
-    let d: BTreeMap<u32, &Disposition> = out.iter().map(|(m, d)| (m.id, d)).collect();
+    let d: BTreeMap<u32, &Disposition> = out.iter().map(|(m, d)| (m.mount_id, d)).collect();
     let bind = |p: &str| Disposition::Bind {
         host_path: p.to_owned(),
     };
@@ -981,21 +984,26 @@ fn parse_mountinfo_escapes_and_optional_fields() {
     assert_eq!(
         rows[0],
         MountInfo {
-            id: 36,
-            parent: 35,
+            mount_id: 36,
+            parent_id: 35,
             major: 98,
             minor: 0,
             root: "/mnt 1".into(),
-            mountpoint: "/mnt/a\tb\nc\\d".into(),
-            options: "rw,noatime".into(),
-            fstype: "ext3".into(),
+            mount_point: "/mnt/a\tb\nc\\d".into(),
+            mount_options: "rw,noatime".into(),
+            optional_fields: vec![
+                "master:1".into(),
+                "shared:7".into(),
+                "propagate_from:2".into()
+            ],
+            fs_type: "ext3".into(),
             source: "/dev/root x".into(),
             super_options: "rw,errors=continue".into(),
         }
     );
-    assert_eq!(rows[1].mountpoint, "/empty source");
+    assert_eq!(rows[1].mount_point, "/empty source");
     assert_eq!(rows[1].source, "");
-    assert_eq!(rows[1].fstype, "tmpfs");
+    assert_eq!(rows[1].fs_type, "tmpfs");
     let err = parse_mountinfo("36 35 98:0 / /x rw no-separator\n").unwrap_err();
     assert!(matches!(err, MountError::Table { .. }), "{err}");
 }
@@ -1173,18 +1181,18 @@ fn escape(s: &str) -> String {
     out
 }
 
-fn format_line(m: &MountInfo, optional: &[String]) -> String {
+fn format_line(m: &MountInfo) -> String {
     let mut fields = vec![
-        m.id.to_string(),
-        m.parent.to_string(),
+        m.mount_id.to_string(),
+        m.parent_id.to_string(),
         format!("{}:{}", m.major, m.minor),
         escape(&m.root),
-        escape(&m.mountpoint),
-        m.options.clone(),
+        escape(&m.mount_point),
+        m.mount_options.clone(),
     ];
-    fields.extend(optional.iter().cloned());
+    fields.extend(m.optional_fields.iter().cloned());
     fields.push("-".into());
-    fields.push(escape(&m.fstype));
+    fields.push(escape(&m.fs_type));
     fields.push(escape(&m.source));
     fields.push(m.super_options.clone());
     fields.join(" ")
@@ -1195,7 +1203,7 @@ fn arb_path() -> impl Strategy<Value = String> {
         .prop_map(|parts| format!("/{}", parts.join("/")))
 }
 
-fn arb_mount() -> impl Strategy<Value = (MountInfo, Vec<String>)> {
+fn arb_mount() -> impl Strategy<Value = MountInfo> {
     (
         (any::<u32>(), any::<u32>(), 0u32..4096, 0u32..1_048_576),
         (arb_path(), arb_path()),
@@ -1215,21 +1223,19 @@ fn arb_mount() -> impl Strategy<Value = (MountInfo, Vec<String>)> {
                 sup,
                 opt,
             )| {
-                (
-                    MountInfo {
-                        id,
-                        parent,
-                        major,
-                        minor,
-                        root,
-                        mountpoint,
-                        options,
-                        fstype,
-                        source,
-                        super_options: sup,
-                    },
-                    opt,
-                )
+                MountInfo {
+                    mount_id: id,
+                    parent_id: parent,
+                    major,
+                    minor,
+                    root,
+                    mount_point: mountpoint,
+                    mount_options: options,
+                    optional_fields: opt,
+                    fs_type: fstype,
+                    source,
+                    super_options: sup,
+                }
             },
         )
 }
@@ -1239,10 +1245,9 @@ proptest! {
     fn parse_mountinfo_round_trips(mounts in prop::collection::vec(arb_mount(), 1..6)) {
         let text: String = mounts
             .iter()
-            .map(|(m, opt)| format_line(m, opt) + "\n")
+            .map(|m| format_line(m) + "\n")
             .collect();
         let parsed = parse_mountinfo(&text).unwrap();
-        let want: Vec<MountInfo> = mounts.into_iter().map(|(m, _)| m).collect();
-        prop_assert_eq!(parsed, want);
+        prop_assert_eq!(parsed, mounts);
     }
 }

@@ -13,6 +13,7 @@
 //!   pipes, robust lists, prlimit, …).
 //! - [`proc`]: parsers and readers for `/proc`.
 //! - [`probe`]: kernel feature probes for `stasis check`.
+//! - [`wait`]: the one `waitpid(2)` wrapper (process ends; tracee stops via [`ptrace`]).
 #![allow(unsafe_code)]
 
 pub mod diag;
@@ -25,6 +26,7 @@ pub mod probe;
 pub mod proc;
 pub mod ptrace;
 pub mod sys;
+pub mod wait;
 
 /// Page size on x86_64. The engine refuses to run on another page size.
 pub const PAGE_SIZE: u64 = 4096;

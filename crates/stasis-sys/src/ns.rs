@@ -6,7 +6,7 @@
 //! single-threaded process, or a thread after `unshare(CLONE_FS)`); joining a pid namespace only
 //! affects the children created afterwards.
 
-use crate::{check, last_err};
+use crate::check;
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
@@ -140,62 +140,6 @@ pub fn set_pdeathsig(sig: i32) -> io::Result<()> {
     check(r as libc::c_long).map(|_| ())
 }
 
-/// How a waited-for child ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Exit {
-    /// Exited with this code.
-    Code(i32),
-    /// Killed by this signal.
-    Signal(i32),
-}
-
-/// Wait for any child (blocking); `Ok(None)` when there is none left.
-pub fn wait_any() -> io::Result<Option<(i32, Exit)>> {
-    loop {
-        let mut status = 0;
-        // SAFETY: waitpid writes the status into a local.
-        let r = unsafe { libc::waitpid(-1, &mut status, libc::__WALL) };
-        if r < 0 {
-            let e = last_err();
-            match e.raw_os_error() {
-                Some(libc::EINTR) => continue,
-                Some(libc::ECHILD) => return Ok(None),
-                _ => return Err(e),
-            }
-        }
-        let exit = if libc::WIFEXITED(status) {
-            Exit::Code(libc::WEXITSTATUS(status))
-        } else if libc::WIFSIGNALED(status) {
-            Exit::Signal(libc::WTERMSIG(status))
-        } else {
-            continue;
-        };
-        return Ok(Some((r, exit)));
-    }
-}
-
-/// Wait for one child (blocking).
-pub fn wait_pid(pid: i32) -> io::Result<Exit> {
-    loop {
-        let mut status = 0;
-        // SAFETY: waitpid writes the status into a local.
-        let r = unsafe { libc::waitpid(pid, &mut status, libc::__WALL) };
-        if r < 0 {
-            let e = last_err();
-            if e.raw_os_error() == Some(libc::EINTR) {
-                continue;
-            }
-            return Err(e);
-        }
-        if libc::WIFEXITED(status) {
-            return Ok(Exit::Code(libc::WEXITSTATUS(status)));
-        }
-        if libc::WIFSIGNALED(status) {
-            return Ok(Exit::Signal(libc::WTERMSIG(status)));
-        }
-    }
-}
-
 /// Bring a network interface up (`SIOCSIFFLAGS` with `IFF_UP`), in the caller's network
 /// namespace.
 pub fn link_up(name: &str) -> io::Result<()> {
@@ -274,32 +218,6 @@ pub fn exit_now(code: i32) -> ! {
     unsafe { libc::_exit(code) }
 }
 
-/// Reap any child without blocking: `Ok(None)` when none has ended (or there is none).
-pub fn wait_any_nohang() -> io::Result<Option<(i32, Exit)>> {
-    loop {
-        let mut status = 0;
-        // SAFETY: waitpid writes the status into a local.
-        let r = unsafe { libc::waitpid(-1, &mut status, libc::__WALL | libc::WNOHANG) };
-        if r < 0 {
-            let e = last_err();
-            match e.raw_os_error() {
-                Some(libc::EINTR) => continue,
-                Some(libc::ECHILD) => return Ok(None),
-                _ => return Err(e),
-            }
-        }
-        if r == 0 {
-            return Ok(None);
-        }
-        if libc::WIFEXITED(status) {
-            return Ok(Some((r, Exit::Code(libc::WEXITSTATUS(status)))));
-        }
-        if libc::WIFSIGNALED(status) {
-            return Ok(Some((r, Exit::Signal(libc::WTERMSIG(status)))));
-        }
-    }
-}
-
 /// Make `cmd` start a new session when spawned (detached from our terminal and group), with
 /// no descriptor but its stdio.
 pub fn command_setsid(cmd: &mut std::process::Command) {
@@ -320,24 +238,5 @@ pub fn command_setsid(cmd: &mut std::process::Command) {
             );
             Ok(())
         });
-    }
-}
-
-/// Reap child `pid` if it has ended, without blocking. `Ok(true)`: reaped, or it is not (or no
-/// longer) our child; `Ok(false)`: still running.
-pub fn reap_nohang(pid: i32) -> io::Result<bool> {
-    loop {
-        let mut status = 0;
-        // SAFETY: waitpid writes the status into a local.
-        let r = unsafe { libc::waitpid(pid, &mut status, libc::__WALL | libc::WNOHANG) };
-        if r < 0 {
-            let e = last_err();
-            match e.raw_os_error() {
-                Some(libc::EINTR) => continue,
-                Some(libc::ECHILD) => return Ok(true),
-                _ => return Err(e),
-            }
-        }
-        return Ok(r != 0);
     }
 }

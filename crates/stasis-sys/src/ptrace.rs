@@ -11,7 +11,7 @@
 //! Linux ties a tracee to the *thread* that attached it: every call here for a given tracee must
 //! come from the same thread.
 
-use crate::{check, last_err};
+use crate::check;
 use std::io;
 
 /// General-purpose registers of an x86_64 thread, as `PTRACE_GETREGS` returns them.
@@ -272,33 +272,19 @@ pub fn decode_status(status: i32) -> Stop {
 
 /// Wait for a state change of one tracee (`__WALL`: threads too).
 pub fn wait(tid: i32) -> io::Result<Stop> {
-    let mut status = 0;
     loop {
-        // SAFETY: waitpid writes the status into a local integer.
-        let r = unsafe { libc::waitpid(tid, &mut status, libc::__WALL) };
-        if r < 0 {
-            let e = last_err();
-            if e.raw_os_error() == Some(libc::EINTR) {
-                continue;
-            }
-            return Err(e);
+        if let Some((_, st)) =
+            crate::wait::waitpid(crate::wait::Who::Pid(tid), crate::wait::Block::Yes)?
+        {
+            return Ok(decode_status(st.0));
         }
-        return Ok(decode_status(status));
     }
 }
 
 /// Like [`wait`] but returns `None` if nothing is pending.
 pub fn wait_nohang(tid: i32) -> io::Result<Option<Stop>> {
-    let mut status = 0;
-    // SAFETY: waitpid writes the status into a local integer.
-    let r = unsafe { libc::waitpid(tid, &mut status, libc::__WALL | libc::WNOHANG) };
-    if r < 0 {
-        return Err(last_err());
-    }
-    if r == 0 {
-        return Ok(None);
-    }
-    Ok(Some(decode_status(status)))
+    let st = crate::wait::waitpid(crate::wait::Who::Pid(tid), crate::wait::Block::No)?;
+    Ok(st.map(|(_, st)| decode_status(st.0)))
 }
 
 /// Serialise registers as the 27 `u64` fields of `user_regs_struct`, in kernel order.

@@ -343,17 +343,6 @@ pub fn flock_exclusive(f: &std::fs::File) -> io::Result<()> {
     }
 }
 
-/// Reap one specific child without blocking: `Some(status)` if it was reaped.
-pub fn reap_nohang(pid: i32) -> io::Result<Option<i32>> {
-    let mut status = 0;
-    // SAFETY: waitpid writes the status into a local.
-    let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG | libc::__WALL) };
-    if r < 0 {
-        return Err(last_err());
-    }
-    Ok(if r == 0 { None } else { Some(status) })
-}
-
 /// `syncfs` on the filesystem holding `fd`.
 pub fn syncfs(fd: RawFd) -> io::Result<()> {
     // SAFETY: integer argument.
