@@ -131,132 +131,13 @@ pub fn dump_layout(
     let mut entries = Vec::new();
     for s in smaps {
         let m = &s.map;
-        let unsupported = |what: String| crate::error::CheckpointError::Unsupported { pid, what };
-        if m.path == "[vsyscall]" {
+        let Some(kind) = classify(pid, s)? else {
             continue;
-        }
-        let special = matches!(m.path.as_str(), "[vdso]" | "[vvar]" | "[vvar_vclock]");
-        if !special && (s.has_flag("io") || s.has_flag("pf")) {
-            return Err(unsupported(format!(
-                "mapping {:#x}-{:#x} ({}) is device memory (VM_IO/VM_PFNMAP); not supported",
-                m.start, m.end, m.path
-            )));
-        }
-        let kind = match m.path.as_str() {
-            "[vdso]" => VmaKind::Vdso,
-            "[vvar]" => VmaKind::Vvar,
-            "[vvar_vclock]" => VmaKind::VvarVclock,
-            p if p.starts_with("/SYSV") => VmaKind::Shmem,
-            p if p.starts_with('[')
-                && !matches!(p, "[heap]" | "[stack]")
-                && !p.starts_with("[anon:") =>
-            {
-                return Err(unsupported(format!(
-                    "mapping {:#x}-{:#x} is a special kernel mapping {}; not supported",
-                    m.start, m.end, p
-                )))
-            }
-            _ if m.inode == 0 && !m.shared => VmaKind::Anon,
-            _ if m.inode == 0 && m.shared => {
-                return Err(unsupported(format!(
-                    "mapping {:#x}-{:#x} ({}) is a shared mapping without inode; not supported",
-                    m.start, m.end, m.path
-                )))
-            }
-            _ if !m.shared => VmaKind::FilePrivate,
-            p if p.starts_with("/memfd:") || p.starts_with("/dev/zero") || m.deleted() => {
-                VmaKind::Shmem
-            }
-            _ => VmaKind::FileShared,
         };
-        let mut flags = if m.shared {
-            libc::MAP_SHARED
-        } else {
-            libc::MAP_PRIVATE
-        } as u32;
-        if s.has_flag("gd") {
-            flags |= libc::MAP_GROWSDOWN as u32;
-        }
-        if s.has_flag("nr") {
-            flags |= libc::MAP_NORESERVE as u32;
-        }
-        let mut vma = rec::Vma {
-            start: m.start,
-            end: m.end,
-            prot: prot_of(m),
-            flags,
-            kind: kind as i32,
-            offset: m.offset,
-            path: m.path.clone(),
-            shmem_id: 0,
-            vm_flags: s
-                .vm_flags
-                .iter()
-                .filter(|f| KEPT_FLAGS.contains(&f.as_str()))
-                .cloned()
-                .collect(),
-            pages: Vec::new(),
-            file_id: None,
-        };
+        let mut vma = base_vma(s, kind);
         match kind {
-            VmaKind::FilePrivate | VmaKind::FileShared => {
-                let path = m.file_path().unwrap_or(&m.path).to_string();
-                if m.deleted() {
-                    return Err(unsupported(format!(
-                        "mapping {:#x}-{:#x} maps deleted file {path} privately; not supported yet",
-                        m.start, m.end
-                    )));
-                }
-                let md =
-                    std::fs::metadata(format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end))
-                        .ctx(pid, || format!("stat of mapped file {path}"))?;
-                vma.path = path;
-                vma.file_id = Some(rec::FileIdentity {
-                    dev: md.dev(),
-                    ino: md.ino(),
-                    size: md.size(),
-                    mtime_ns: md.mtime() * 1_000_000_000 + md.mtime_nsec(),
-                });
-            }
-            VmaKind::Shmem => {
-                let (skind, name) = if let Some(k) = m.path.strip_prefix("/SYSV") {
-                    (
-                        ShmemKind::SysvShm,
-                        k.trim_end_matches(" (deleted)").to_string(),
-                    )
-                } else if let Some(n) = m.path.strip_prefix("/memfd:") {
-                    (
-                        ShmemKind::Memfd,
-                        n.trim_end_matches(" (deleted)").to_string(),
-                    )
-                } else if m.path.starts_with("/dev/zero") {
-                    (ShmemKind::SharedAnon, String::new())
-                } else {
-                    (
-                        ShmemKind::DeletedFile,
-                        m.file_path().unwrap_or(&m.path).to_string(),
-                    )
-                };
-                let src = format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end);
-                let size = std::fs::metadata(&src).map(|md| md.size()).unwrap_or(0);
-                let size = size.max(m.offset + (m.end - m.start));
-                vma.shmem_id = shmem.intern((dev_of(m), m.inode), skind, name, size, src);
-                if skind == ShmemKind::SysvShm {
-                    let o = &mut shmem.objects[vma.shmem_id as usize];
-                    if o.sysv_id == 0 && o.sysv_key == 0 {
-                        let id = m.inode as i32;
-                        let (key, segsz, mode, uid, gid) = stasis_sys::sys::shm_stat(id)
-                            .ctx(pid, || format!("System V segment {id}: IPC_STAT"))?;
-                        o.sysv_id = id;
-                        o.sysv_key = key;
-                        o.size = segsz;
-                        o.mode = mode & 0o777;
-                        o.uid = uid;
-                        o.gid = gid;
-                        o.destroyed = mode & 0o1000 != 0;
-                    }
-                }
-            }
+            VmaKind::FilePrivate | VmaKind::FileShared => identify_file(pid, m, &mut vma)?,
+            VmaKind::Shmem => intern_shmem(pid, m, shmem, &mut vma)?,
             _ => {}
         }
         if matches!(kind, VmaKind::Anon | VmaKind::FilePrivate) {
@@ -264,45 +145,221 @@ pub fn dump_layout(
             pagemap.read(m.start, npages, &mut entries).ctx(pid, || {
                 format!("reading pagemap of {:#x}-{:#x}", m.start, m.end)
             })?;
-            let readable = m.read;
-            let mut w = 0;
-            while w < npages {
-                let win_start = m.start + w as u64 * PAGE;
-                let win_end_page = (((win_start / PAGE) / WINDOW_PAGES + 1) * WINDOW_PAGES)
-                    as usize
-                    - (m.start / PAGE) as usize;
-                let end = win_end_page.min(npages);
-                // Resident pages now; swapped pages in jobs of their own that run after all
-                // resident ones (reading them swaps them in).
-                let resident: Vec<u64> = (w..end)
-                    .filter(|&i| {
-                        let e = PagemapEntry(entries[i]);
-                        e.present() && !e.file_or_shared()
-                    })
-                    .map(|i| m.start + i as u64 * PAGE)
-                    .collect();
-                let swapped: Vec<u64> = (w..end)
-                    .filter(|&i| PagemapEntry(entries[i]).swapped())
-                    .map(|i| m.start + i as u64 * PAGE)
-                    .collect();
-                for (pages, swapped) in [(resident, false), (swapped, true)] {
-                    if !pages.is_empty() {
-                        jobs.push(DumpJob {
-                            pid,
-                            slot: (proc_idx, vmas.len()),
-                            pages,
-                            readable,
-                            skip_zero: kind == VmaKind::Anon,
-                            swapped,
-                        });
-                    }
-                }
-                w = end;
-            }
+            jobs.extend(plan_windows(
+                pid,
+                (proc_idx, vmas.len()),
+                m.start,
+                &entries[..npages],
+                m.read,
+                kind == VmaKind::Anon,
+            ));
         }
         vmas.push(vma);
     }
     Ok(vmas)
+}
+
+/// What kind of mapping `s` is; `None` for one that is not saved (`[vsyscall]`, the same in
+/// every process); a refusal for what cannot be restored.
+fn classify(pid: i32, s: &SmapsEntry) -> Result<Option<VmaKind>, crate::error::CheckpointError> {
+    let m = &s.map;
+    let unsupported = |what: String| crate::error::CheckpointError::Unsupported { pid, what };
+    if m.path == "[vsyscall]" {
+        return Ok(None);
+    }
+    let special = matches!(m.path.as_str(), "[vdso]" | "[vvar]" | "[vvar_vclock]");
+    if !special && (s.has_flag("io") || s.has_flag("pf")) {
+        return Err(unsupported(format!(
+            "mapping {:#x}-{:#x} ({}) is device memory (VM_IO/VM_PFNMAP); not supported",
+            m.start, m.end, m.path
+        )));
+    }
+    let kind = match m.path.as_str() {
+        "[vdso]" => VmaKind::Vdso,
+        "[vvar]" => VmaKind::Vvar,
+        "[vvar_vclock]" => VmaKind::VvarVclock,
+        p if p.starts_with("/SYSV") => VmaKind::Shmem,
+        p if p.starts_with('[')
+            && !matches!(p, "[heap]" | "[stack]")
+            && !p.starts_with("[anon:") =>
+        {
+            return Err(unsupported(format!(
+                "mapping {:#x}-{:#x} is a special kernel mapping {}; not supported",
+                m.start, m.end, p
+            )))
+        }
+        _ if m.inode == 0 && !m.shared => VmaKind::Anon,
+        _ if m.inode == 0 && m.shared => {
+            return Err(unsupported(format!(
+                "mapping {:#x}-{:#x} ({}) is a shared mapping without inode; not supported",
+                m.start, m.end, m.path
+            )))
+        }
+        _ if !m.shared => VmaKind::FilePrivate,
+        p if p.starts_with("/memfd:") || p.starts_with("/dev/zero") || m.deleted() => {
+            VmaKind::Shmem
+        }
+        _ => VmaKind::FileShared,
+    };
+    if kind == VmaKind::FilePrivate && m.deleted() {
+        return Err(unsupported(format!(
+            "mapping {:#x}-{:#x} maps deleted file {} privately; not supported yet",
+            m.start,
+            m.end,
+            m.file_path().unwrap_or(&m.path)
+        )));
+    }
+    Ok(Some(kind))
+}
+
+/// The record of mapping `s` of this kind, before its object and pages are filled in.
+fn base_vma(s: &SmapsEntry, kind: VmaKind) -> rec::Vma {
+    let m = &s.map;
+    let mut flags = if m.shared {
+        libc::MAP_SHARED
+    } else {
+        libc::MAP_PRIVATE
+    } as u32;
+    if s.has_flag("gd") {
+        flags |= libc::MAP_GROWSDOWN as u32;
+    }
+    if s.has_flag("nr") {
+        flags |= libc::MAP_NORESERVE as u32;
+    }
+    rec::Vma {
+        start: m.start,
+        end: m.end,
+        prot: prot_of(m),
+        flags,
+        kind: kind as i32,
+        offset: m.offset,
+        path: m.path.clone(),
+        shmem_id: 0,
+        vm_flags: s
+            .vm_flags
+            .iter()
+            .filter(|f| KEPT_FLAGS.contains(&f.as_str()))
+            .cloned()
+            .collect(),
+        pages: Vec::new(),
+        file_id: None,
+    }
+}
+
+/// A file mapping: the file's path and identity (restore checks it is the same file).
+fn identify_file(
+    pid: i32,
+    m: &proc::MapEntry,
+    vma: &mut rec::Vma,
+) -> Result<(), crate::error::CheckpointError> {
+    let path = m.file_path().unwrap_or(&m.path).to_string();
+    let md = std::fs::metadata(format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end))
+        .ctx(pid, || format!("stat of mapped file {path}"))?;
+    vma.path = path;
+    vma.file_id = Some(rec::FileIdentity {
+        dev: md.dev(),
+        ino: md.ino(),
+        size: md.size(),
+        mtime_ns: md.mtime() * 1_000_000_000 + md.mtime_nsec(),
+    });
+    Ok(())
+}
+
+/// A shared memory object (System V segment, memfd, shared anonymous, deleted file): entered
+/// once in the table whatever the number of mappings, its contents dumped once later.
+fn intern_shmem(
+    pid: i32,
+    m: &proc::MapEntry,
+    shmem: &mut ShmemTable,
+    vma: &mut rec::Vma,
+) -> Result<(), crate::error::CheckpointError> {
+    let (skind, name) = if let Some(k) = m.path.strip_prefix("/SYSV") {
+        (
+            ShmemKind::SysvShm,
+            k.trim_end_matches(" (deleted)").to_string(),
+        )
+    } else if let Some(n) = m.path.strip_prefix("/memfd:") {
+        (
+            ShmemKind::Memfd,
+            n.trim_end_matches(" (deleted)").to_string(),
+        )
+    } else if m.path.starts_with("/dev/zero") {
+        (ShmemKind::SharedAnon, String::new())
+    } else {
+        (
+            ShmemKind::DeletedFile,
+            m.file_path().unwrap_or(&m.path).to_string(),
+        )
+    };
+    let src = format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end);
+    let size = std::fs::metadata(&src).map(|md| md.size()).unwrap_or(0);
+    let size = size.max(m.offset + (m.end - m.start));
+    vma.shmem_id = shmem.intern((dev_of(m), m.inode), skind, name, size, src);
+    if skind == ShmemKind::SysvShm {
+        let o = &mut shmem.objects[vma.shmem_id as usize];
+        if o.sysv_id == 0 && o.sysv_key == 0 {
+            let id = m.inode as i32;
+            let (key, segsz, mode, uid, gid) = stasis_sys::sys::shm_stat(id)
+                .ctx(pid, || format!("System V segment {id}: IPC_STAT"))?;
+            o.sysv_id = id;
+            o.sysv_key = key;
+            o.size = segsz;
+            o.mode = mode & 0o777;
+            o.uid = uid;
+            o.gid = gid;
+            o.destroyed = mode & 0o1000 != 0;
+        }
+    }
+    Ok(())
+}
+
+/// The page windows to read of a private mapping starting at `start`, from its pagemap
+/// `entries` (one per page): windows aligned to [`WINDOW_PAGES`] pages of the address space;
+/// in each, the resident pages that are the process's own (not file or shared pages) in one
+/// job, and the swapped pages in another marked `swapped` (read after every resident page:
+/// reading them swaps them in). Empty windows give no job. Pure: tested without a process.
+fn plan_windows(
+    pid: i32,
+    slot: (usize, usize),
+    start: u64,
+    entries: &[u64],
+    readable: bool,
+    skip_zero: bool,
+) -> Vec<DumpJob> {
+    let npages = entries.len();
+    let mut jobs = Vec::new();
+    let mut w = 0;
+    while w < npages {
+        let win_start = start + w as u64 * PAGE;
+        let win_end_page = (((win_start / PAGE) / WINDOW_PAGES + 1) * WINDOW_PAGES) as usize
+            - (start / PAGE) as usize;
+        let end = win_end_page.min(npages);
+        let resident: Vec<u64> = (w..end)
+            .filter(|&i| {
+                let e = PagemapEntry(entries[i]);
+                e.present() && !e.file_or_shared()
+            })
+            .map(|i| start + i as u64 * PAGE)
+            .collect();
+        let swapped: Vec<u64> = (w..end)
+            .filter(|&i| PagemapEntry(entries[i]).swapped())
+            .map(|i| start + i as u64 * PAGE)
+            .collect();
+        for (pages, swapped) in [(resident, false), (swapped, true)] {
+            if !pages.is_empty() {
+                jobs.push(DumpJob {
+                    pid,
+                    slot,
+                    pages,
+                    readable,
+                    skip_zero,
+                    swapped,
+                });
+            }
+        }
+        w = end;
+    }
+    jobs
 }
 
 /// Compact `buf` (pages at `addrs`) into kept pages, write one chunk, return its runs.
@@ -965,6 +1022,80 @@ pub fn fill_file(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    const PRESENT: u64 = 1 << 63;
+    const SWAP: u64 = 1 << 62;
+    const FILE: u64 = 1 << 61;
+
+    #[test]
+    fn windows_split_resident_and_swapped_pages_at_aligned_boundaries() {
+        // A mapping starting 2 pages before a window boundary, 4 pages long.
+        let start = (WINDOW_PAGES - 2) * PAGE;
+        let entries = [PRESENT, SWAP, PRESENT | FILE, PRESENT];
+        let jobs = plan_windows(7, (1, 2), start, &entries, true, true);
+        let got: Vec<(Vec<u64>, bool)> =
+            jobs.iter().map(|j| (j.pages.clone(), j.swapped)).collect();
+        assert_eq!(
+            got,
+            vec![
+                (vec![start], false),
+                (vec![start + PAGE], true),
+                // A file (or shared) page is not the process's own: not read.
+                (vec![start + 3 * PAGE], false),
+            ]
+        );
+        assert!(jobs
+            .iter()
+            .all(|j| j.pid == 7 && j.slot == (1, 2) && j.readable && j.skip_zero));
+        assert!(plan_windows(7, (0, 0), 0, &[0, 0, 0], true, false).is_empty());
+    }
+
+    proptest! {
+        /// Every own resident page and every swapped page is read exactly once, in a job of
+        /// its kind, each job within one aligned window and in address order.
+        #[test]
+        fn windows_cover_exactly_the_pages_to_read(
+            first_page in 0u64..4096,
+            bits in proptest::collection::vec(0u8..8, 0..3000),
+        ) {
+            let start = first_page * PAGE;
+            let entries: Vec<u64> = bits
+                .iter()
+                .map(|b| {
+                    (if b & 1 != 0 { PRESENT } else { 0 })
+                        | (if b & 2 != 0 { SWAP } else { 0 })
+                        | (if b & 4 != 0 { FILE } else { 0 })
+                })
+                .collect();
+            let jobs = plan_windows(1, (0, 0), start, &entries, true, false);
+            let mut resident: Vec<u64> = Vec::new();
+            let mut swapped: Vec<u64> = Vec::new();
+            for j in &jobs {
+                prop_assert!(!j.pages.is_empty());
+                prop_assert!(j.pages.windows(2).all(|w| w[0] < w[1]));
+                let win = j.pages[0] / PAGE / WINDOW_PAGES;
+                prop_assert!(j.pages.iter().all(|p| p / PAGE / WINDOW_PAGES == win));
+                if j.swapped { swapped.extend(&j.pages) } else { resident.extend(&j.pages) }
+            }
+            let want_resident: Vec<u64> = entries
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| PagemapEntry(**e).present() && !PagemapEntry(**e).file_or_shared())
+                .map(|(i, _)| start + i as u64 * PAGE)
+                .collect();
+            let want_swapped: Vec<u64> = entries
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| PagemapEntry(**e).swapped())
+                .map(|(i, _)| start + i as u64 * PAGE)
+                .collect();
+            resident.sort_unstable();
+            swapped.sort_unstable();
+            prop_assert_eq!(resident, want_resident);
+            prop_assert_eq!(swapped, want_swapped);
+        }
+    }
 
     #[test]
     fn ranges_merge_adjacent_pages() {
