@@ -10,7 +10,9 @@ use std::time::Duration;
 /// How often `--follow` looks for more output.
 const POLL: Duration = Duration::from_millis(200);
 
-fn open_log(root: &Root, name: &str) -> Result<std::fs::File, Failed> {
+/// The partition's log; `None` while a partition that exists has written nothing yet (its
+/// monitor creates the log as the first process starts).
+fn open_log(root: &Root, name: &str) -> Result<Option<std::fs::File>, Failed> {
     let dir = root.open_dir(name).map_err(|e| match e {
         StateError::NotFound(_) => (
             7,
@@ -20,17 +22,14 @@ fn open_log(root: &Root, name: &str) -> Result<std::fs::File, Failed> {
         e => (1, anyhow::Error::new(e)),
     })?;
     // Opened relative to the partition's directory, a link never followed.
-    dir.open_file("output.log").map_err(|e| {
-        let code = if e.kind() == std::io::ErrorKind::NotFound {
-            7
-        } else {
-            1
-        };
-        (
-            code,
+    match dir.open_file("output.log") {
+        Ok(f) => Ok(Some(f)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err((
+            1,
             anyhow::Error::new(e).context(format!("opening {}", root.paths(name).log().display())),
-        )
-    })
+        )),
+    }
 }
 
 fn copy_out(f: &mut std::fs::File, out: &mut impl Write) -> std::io::Result<u64> {
@@ -41,34 +40,49 @@ fn copy_out(f: &mut std::fs::File, out: &mut impl Write) -> std::io::Result<u64>
 
 /// `stasis logs NAME [--follow]`.
 pub fn run(root: &Root, name: &str, follow: bool) -> Result<(), Failed> {
-    let mut f = open_log(root, name)?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let io_err = |e: std::io::Error| (1, anyhow::Error::new(e).context("copying the log"));
-    copy_out(&mut f, &mut out).map_err(io_err)?;
+    let mut f = open_log(root, name)?;
+    if let Some(f) = f.as_mut() {
+        copy_out(f, &mut out).map_err(io_err)?;
+    }
     if !follow {
         return Ok(());
     }
-    // Follow until interrupted or the partition is removed; a log replaced (a restore starts
-    // a new one) or truncated is read again from its start.
+    // Follow until interrupted or the partition is removed; a log that appears, is replaced (a
+    // restore starts a new one) or is truncated is read (again) from its start.
     loop {
         crate::check_interrupt().map_err(|e| (130, e))?;
         std::thread::sleep(POLL);
-        copy_out(&mut f, &mut out).map_err(io_err)?;
-        let pos = f.stream_position().map_err(io_err)?;
-        let cur = f.metadata().map_err(io_err)?;
-        match open_log(root, name) {
-            Ok(mut now) => {
-                let m = now.metadata().map_err(io_err)?;
-                if (m.dev(), m.ino()) != (cur.dev(), cur.ino()) {
-                    copy_out(&mut now, &mut out).map_err(io_err)?;
-                    f = now;
-                } else if m.len() < pos {
-                    f.seek(SeekFrom::Start(0)).map_err(io_err)?;
-                }
-            }
+        let now = match open_log(root, name) {
+            Ok(now) => now,
             Err((7, _)) => return Ok(()),
             Err(e) => return Err(e),
+        };
+        match (f.as_mut(), now) {
+            (Some(cur), Some(mut now)) => {
+                copy_out(cur, &mut out).map_err(io_err)?;
+                let pos = cur.stream_position().map_err(io_err)?;
+                let (c, m) = (
+                    cur.metadata().map_err(io_err)?,
+                    now.metadata().map_err(io_err)?,
+                );
+                if (m.dev(), m.ino()) != (c.dev(), c.ino()) {
+                    copy_out(&mut now, &mut out).map_err(io_err)?;
+                    f = Some(now);
+                } else if m.len() < pos {
+                    cur.seek(SeekFrom::Start(0)).map_err(io_err)?;
+                }
+            }
+            (None, Some(mut now)) => {
+                copy_out(&mut now, &mut out).map_err(io_err)?;
+                f = Some(now);
+            }
+            (Some(cur), None) => {
+                copy_out(cur, &mut out).map_err(io_err)?;
+            }
+            (None, None) => {}
         }
     }
 }

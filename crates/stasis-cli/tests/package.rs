@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{serial, spawn_owned};
+use common::{run_cmd, serial, spawn_owned};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -19,11 +19,10 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// Every command goes through the harness's `run_cmd`: its zombie sweep reaps exited children
+/// named like a workload or "stasis" unless told to keep off, and would steal the status.
 fn run(cmd: &mut Command) -> Output {
-    let o = cmd
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    let o = run_cmd(cmd);
     assert!(
         o.status.success(),
         "{cmd:?} failed ({}):\n{}\n{}",
@@ -182,12 +181,12 @@ fn the_package_installs_a_working_system_tool() {
             .stdout(Stdio::null())
             .stderr(Stdio::null()),
     );
-    let ls = Command::new(BIN)
-        .arg("--root")
-        .arg(&root)
-        .args(["workload", "ls", "--agent-wait", "20s"])
-        .output()
-        .unwrap();
+    let ls = run_cmd(Command::new(BIN).arg("--root").arg(&root).args([
+        "workload",
+        "ls",
+        "--agent-wait",
+        "20s",
+    ]));
     let _ = agent.kill();
     let _ = agent.wait();
     assert!(ls.status.success(), "{}", text(&ls.stderr));
