@@ -1001,6 +1001,25 @@ fn dashboard_shows_loading_first_and_its_actions_work() {
     let images = |v: &Value| v["images"].as_u64().unwrap_or(0);
     let before = images(&http.get_ok(&agent.url(&path)).expect("GET the workload"));
 
+    // An error of the API is shown as the API words it: resume on a running workload (the
+    // button is enabled by hand, as a stale page would have it) answers 409.
+    b.js(
+        "document.querySelector(arguments[0]).disabled = false;",
+        &[json!(btn("resume"))],
+    );
+    b.click(&btn("resume"));
+    let s = row_js(
+        "the API's refusal of resume",
+        Box::new(|s| s["outcome"] == "error"),
+    );
+    assert_eq!(
+        s["status"],
+        format!(
+            "Resume {WL2} failed: workload '{WL2}' is running: only a hibernated workload can be resumed"
+        ),
+        "{s}"
+    );
+
     b.click(&btn("checkpoint"));
     let s = row_js(
         "the checkpoint's outcome",
