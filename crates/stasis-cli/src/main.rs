@@ -703,6 +703,14 @@ fn run(root: &stasis_partition::state::Root, cmd: Cmd) -> Result<(), Failed> {
                 );
             } else {
                 println!("{}", stats.root_pid);
+                for r in &stats.replaced {
+                    eprintln!(
+                        "stasis: note: {} is outside the tree and was not given with --inherit-fd, \
+                         so the restored tree holds {} in its place; to reattach it, pass an fd \
+                         of yours with --inherit-fd '{}=FD'",
+                        r.key, r.now, r.key
+                    );
+                }
             }
             tracing::info!(?stats, "restored");
             Ok(())

@@ -44,5 +44,5 @@ pub use checkpoint::{
     checkpoint, CheckpointOptions, CheckpointStats, FreezeHook, Freezer, WriterHook,
 };
 pub use error::{Cause, CheckpointError, Failure, RestoreError};
-pub use restore::{restore, RestoreOptions, RestoreStats, RootHook, RootStage};
+pub use restore::{restore, Replaced, RestoreOptions, RestoreStats, RootHook, RootStage};
 pub use stasis_image::{Keyring, Trust};

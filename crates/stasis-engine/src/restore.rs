@@ -102,6 +102,19 @@ pub struct RestoreStats {
     pub memory_secs: f64,
     /// Total seconds.
     pub total_secs: f64,
+    /// Objects outside the tree that were not given with `--inherit-fd` (`inherit`) and were
+    /// replaced by a stand-in.
+    pub replaced: Vec<Replaced>,
+}
+
+/// An object outside the tree replaced by a stand-in at restore (see
+/// [`RestoreStats::replaced`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Replaced {
+    /// The object's key, as `--inherit-fd KEY=FD` takes it (`pipe:[INO]`).
+    pub key: String,
+    /// What the tree holds instead.
+    pub now: String,
 }
 
 const TRACE_OPTS: u32 = ptrace::OPT_TRACESYSGOOD
@@ -799,6 +812,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreStats, RestoreError> {
             ptrace::detach(host(t.tid), 0).ctx(t.tid, || "PTRACE_DETACH".into())?;
         }
     }
+    let replaced = std::mem::take(&mut opened.replaced);
     drop(opened);
     // System V segments that had been marked for removal: mark them again, now that the tasks
     // hold their attachments.
@@ -818,6 +832,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreStats, RestoreError> {
         memory_bytes,
         memory_secs,
         total_secs: t0.elapsed().as_secs_f64(),
+        replaced,
     })
 }
 
