@@ -17,6 +17,7 @@ use crate::error::{Ctx, Failure, RestoreError};
 use crate::files::Opened;
 use crate::freeze::resume_regs;
 use crate::memory::{self, FillJob};
+use crate::progress::{self, Phase};
 use crate::remote::{Remote, PARASITE_LEN};
 use crate::{failpoint, task};
 use prost::Message;
@@ -52,6 +53,8 @@ pub struct RestoreOptions {
     /// Which images may be restored: signed by one of a keyring's keys, or (explicitly)
     /// unsigned. The ownership/mode rule applies either way (see `stasis_image::trust`).
     pub trust: Trust,
+    /// Where to store the phase and the page bytes restored, for a caller's display.
+    pub progress: Option<std::sync::Arc<crate::progress::Progress>>,
 }
 
 /// When the root hook is called.
@@ -744,6 +747,7 @@ fn set_registers(img: &rec::Checkpoint, host: &dyn Fn(i32) -> i32) -> Result<(),
 pub fn restore(opts: &RestoreOptions) -> Result<RestoreStats, RestoreError> {
     let t0 = Instant::now();
     let _span = tracing::info_span!("restore", dir = %opts.dir.display()).entered();
+    progress::enter(&opts.progress, Phase::Loading);
     let (reader, img) = load_checked(opts)?;
     failpoint::check("validate")?;
     crate::sysv::restore(&img)?;
@@ -764,6 +768,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreStats, RestoreError> {
         root: None,
         armed: true,
     };
+    progress::enter(&opts.progress, Phase::CreatingTasks);
     let (root_pid, mut hmap, r, _own_pidfd) =
         create_root(opts, &img, &mut opened, &mut created, gadget)?;
     let mut remotes: HashMap<i32, Remote> = HashMap::new();
@@ -782,11 +787,13 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreStats, RestoreError> {
     let host = |id: i32| hmap.get(&id).copied().unwrap_or(id);
 
     // Memory layout.
+    progress::enter(&opts.progress, Phase::ReadingPages);
     let (fills, fixups) = restore_layouts(&img, gadget, &mut opened, &mut remotes)?;
     failpoint::check("mappings")?;
     let tm = Instant::now();
     let memory_bytes = memory::fill_pages(&reader, &fills, opts.workers)?;
     let memory_secs = tm.elapsed().as_secs_f64();
+    progress::add(&opts.progress, memory_bytes);
     failpoint::check("pages")?;
 
     // Scheduling attributes are set from outside (through /proc for oom_score_adj), before the
@@ -800,6 +807,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreStats, RestoreError> {
         f(RootStage::Filled, root_pid, r)?;
     }
 
+    progress::enter(&opts.progress, Phase::RestoringState);
     restore_process_state(&img, gadget, &mut opened, &mut remotes, &fixups, &hmap)?;
     failpoint::check("state")?;
 
@@ -825,6 +833,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreStats, RestoreError> {
             tracing::warn!(id = s.sysv_id, error = %e, "could not mark a System V segment for removal");
         }
     }
+    progress::enter(&opts.progress, Phase::Done);
     Ok(RestoreStats {
         root_pid,
         processes: img.processes.len(),
