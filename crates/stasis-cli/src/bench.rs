@@ -729,6 +729,7 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
     // The benchmark signs with a key of its own, kept in memory only.
     let keyring = stasis_engine::Keyring::ephemeral()?;
     let cs = stasis_engine::checkpoint(&stasis_engine::CheckpointOptions {
+        progress: None,
         signer: Some(keyring.clone()),
         before_commit: None,
         buffer_limit: None,
@@ -749,6 +750,7 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
     let cs = cs?;
     let image_bytes = dir_size(&image);
     let rs = stasis_engine::restore(&stasis_engine::RestoreOptions {
+        progress: None,
         new_pid_ns: false,
         root_mnt_ns: None,
         on_root: None,

@@ -17,6 +17,7 @@ mod image;
 mod inspect;
 mod logs;
 mod partition;
+mod spinner;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -603,6 +604,7 @@ fn run(root: &stasis_partition::state::Root, cmd: Cmd) -> Result<(), Failed> {
                     anyhow::Error::new(e).context("the root's image signing key"),
                 )
             })?;
+            let progress = std::sync::Arc::new(stasis_engine::progress::Progress::default());
             let opts = stasis_engine::CheckpointOptions {
                 signer: Some(signer),
                 before_commit: None,
@@ -615,8 +617,12 @@ fn run(root: &stasis_partition::state::Root, cmd: Cmd) -> Result<(), Failed> {
                 force,
                 compression: compression(compress),
                 workers: workers(w),
+                progress: Some(progress.clone()),
             };
-            let stats = stasis_engine::checkpoint(&opts).map_err(|e| {
+            let shown = spinner::show("checkpoint", &progress, json);
+            let stats = stasis_engine::checkpoint(&opts);
+            drop(shown);
+            let stats = stats.map_err(|e| {
                 let code = checkpoint_code(&e);
                 (
                     code,
@@ -679,6 +685,7 @@ fn run(root: &stasis_partition::state::Root, cmd: Cmd) -> Result<(), Failed> {
             }
             let inherit = parse_inherit(&inherit_fd).map_err(|e| (2, e))?;
             let trust = image::trust_for_restore(&root.path, insecure_unsigned)?;
+            let progress = std::sync::Arc::new(stasis_engine::progress::Progress::default());
             let opts = stasis_engine::RestoreOptions {
                 trust,
                 new_pid_ns: false,
@@ -688,8 +695,12 @@ fn run(root: &stasis_partition::state::Root, cmd: Cmd) -> Result<(), Failed> {
                 inherit,
                 workers: workers(w),
                 pid_wait: std::time::Duration::from_secs(pid_wait),
+                progress: Some(progress.clone()),
             };
-            let stats = stasis_engine::restore(&opts).map_err(|e| {
+            let shown = spinner::show("restore", &progress, json);
+            let stats = stasis_engine::restore(&opts);
+            drop(shown);
+            let stats = stats.map_err(|e| {
                 let code = restore_code(&e);
                 (
                     code,
@@ -703,6 +714,14 @@ fn run(root: &stasis_partition::state::Root, cmd: Cmd) -> Result<(), Failed> {
                 );
             } else {
                 println!("{}", stats.root_pid);
+                for r in &stats.replaced {
+                    eprintln!(
+                        "stasis: note: {} is outside the tree and was not given with --inherit-fd, \
+                         so the restored tree holds {} in its place; to reattach it, pass an fd \
+                         of yours with --inherit-fd '{}=FD'",
+                        r.key, r.now, r.key
+                    );
+                }
             }
             tracing::info!(?stats, "restored");
             Ok(())

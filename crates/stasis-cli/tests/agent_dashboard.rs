@@ -721,3 +721,405 @@ fn dashboard_shows_restart_images_ffdc_and_live_events() {
         ],
     );
 }
+
+// ---------------------------------------------------------------------------
+// loading states and actions
+
+const WL2: &str = "dash2";
+
+/// What the page shows of its loading state, and how many of its API requests have
+/// completed. A fetch gets its Resource Timing entry (`performance.getEntriesByType
+/// ("resource")`) only once its response has ended, so `api_done == 0` proves the snapshot
+/// was taken before any answer of the API reached the page.
+const LOADING_JS: &str = r##"
+const api = performance.getEntriesByType("resource")
+  .filter((e) => new URL(e.name).pathname.startsWith("/v1/"));
+const visible = (el) => !!(el.offsetWidth || el.offsetHeight || el.getClientRects().length);
+return {
+  api_done: api.length,
+  api_done_urls: api.map((e) => e.name),
+  main_shown: !document.querySelector("main").hidden,
+  markers: Array.from(document.querySelectorAll("[data-loading]")).map((e) => ({
+    what: e.dataset.loading, text: e.textContent.trim(), visible: visible(e),
+    failed: e.dataset.failed || null,
+  })),
+  workload_rows: document.querySelectorAll("#workloads tr[data-workload]").length,
+  ready: document.body.dataset.ready || null,
+};
+"##;
+
+/// The row of `name`: its state, its action buttons (verb → enabled) and the action outcome.
+const ACTIONS_JS: &str = r##"
+const esc = CSS.escape(arguments[0]);
+const row = document.querySelector(`#workloads tr[data-workload="${esc}"]`);
+const st = document.querySelector("#action-status");
+const buttons = {};
+if (row) for (const b of row.querySelectorAll("button[data-action]")) buttons[b.dataset.action] = !b.disabled;
+return {
+  row: !!row,
+  state: row ? row.querySelector("td.state").textContent.trim() : null,
+  buttons,
+  outcome: st.hidden ? null : st.dataset.outcome || null,
+  status: st.hidden ? null : st.textContent.trim(),
+};
+"##;
+
+impl Http {
+    /// GET `url` as text (status, body).
+    fn get_text(&self, url: &str) -> (u16, String) {
+        let mut resp = self
+            .0
+            .get(url)
+            .call()
+            .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+        let status = resp.status().as_u16();
+        let body = resp
+            .body_mut()
+            .read_to_string()
+            .unwrap_or_else(|e| panic!("GET {url}: reading the body: {e}"));
+        (status, body)
+    }
+}
+
+impl Browser {
+    /// A Chrome DevTools Protocol command through chromedriver.
+    fn cdp(&self, cmd: &str, params: Value) -> Value {
+        self.cmd(
+            "POST",
+            "/goog/cdp/execute",
+            Some(&json!({ "cmd": cmd, "params": params })),
+        )
+    }
+
+    /// Every request of the page answered `latency_ms` late (0: no emulation).
+    fn latency(&self, latency_ms: u64) {
+        self.cdp("Network.enable", json!({}));
+        self.cdp(
+            "Network.emulateNetworkConditions",
+            json!({
+                "offline": false,
+                "latency": latency_ms,
+                "downloadThroughput": -1,
+                "uploadThroughput": -1,
+            }),
+        );
+    }
+
+    /// Wait for a JavaScript dialog (confirm) and return its text.
+    fn wait_dialog(&self, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let url = format!("{}/alert/text", self.session);
+            if let Ok((200, v)) = self.http.call("GET", &url, None) {
+                return v["value"].as_str().unwrap_or("").to_string();
+            }
+            assert!(Instant::now() < deadline, "no dialog within {timeout:?}");
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// Log in through the page's form with the agent's token and wait for the first load.
+fn log_in(b: &Browser, agent: &AgentProc) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while b.js(
+        "return !document.querySelector('#login').hidden && document.querySelector('main').hidden;",
+        &[],
+    ) != json!(true)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the login form did not show\n{}",
+            agent.stderr()
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    b.type_into("#login-token", &agent.token());
+    b.click("#login-submit");
+    wait_js(
+        b,
+        agent,
+        LOADING_JS,
+        &[],
+        Duration::from_secs(20),
+        "the first load",
+        |s| s["ready"] == "1",
+    );
+}
+
+/// Poll `script` until `pred` holds on its value; panics with the last value otherwise.
+fn wait_js(
+    b: &Browser,
+    agent: &AgentProc,
+    script: &str,
+    args: &[Value],
+    timeout: Duration,
+    what: &str,
+    pred: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let v = b.js(script, args);
+        if pred(&v) {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the dashboard did not show {what} within {timeout:?}: {v}\n{}",
+            agent.stderr()
+        );
+        thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Loading states and actions. The loading state is checked twice, with nothing in the page
+/// made for the test: (1) the markup served at `/` carries the loading markers
+/// (`data-loading=...`, "Loading workloads…") that the script removes once the first answer
+/// is shown, so the browser's first paint shows them; (2) in Chromium, every request is
+/// delayed 1.5 s (DevTools network emulation), the page is loaded, and right after navigation
+/// the DOM (and a screenshot taken then) shows the loading markers while the Resource Timing
+/// API proves no request of the API has completed yet. Then, with the delay lifted, each
+/// action button is clicked and the API must show its effect: checkpoint → one more image,
+/// hibernate → hibernated, resume → running, remove (after its confirm dialog) → gone.
+#[test]
+fn dashboard_shows_loading_first_and_its_actions_work() {
+    let _g = serial();
+    let tmp = tempfile::Builder::new()
+        .prefix("stasis-dash-")
+        .tempdir()
+        .expect("temp dir");
+    let root = tmp.path().join("root");
+    let agent = AgentProc::start(&root, vec![WL2]);
+    let http = Http::with_token(&agent.token());
+
+    // (1) The served markup.
+    let (status, html) = Http::new().get_text(&agent.url("/"));
+    assert_eq!(status, 200, "GET / answered {status}");
+    for marker in [
+        r#"<tr data-loading="workloads"><td colspan="10" class="loading">Loading workloads…</td></tr>"#,
+        r#"data-loading="details">Loading workload details…"#,
+        r#"data-loading="ffdc">Loading FFDC bundles…"#,
+        r#"data-loading="events">Loading events…"#,
+    ] {
+        assert!(
+            html.contains(marker),
+            "GET / lacks the loading marker {marker}"
+        );
+    }
+
+    // A workload without periodic images: its image count changes only by the actions.
+    let out = stasis_at(&root, &["workload", "add", WL2, "--", "sleep", "1000"]);
+    ok_stdout(&out, "stasis workload add");
+    let path = format!("/v1/workloads/{WL2}");
+    wait_api(
+        &http,
+        &agent,
+        &path,
+        "running",
+        Duration::from_secs(30),
+        |v| v["state"] == "running",
+    );
+
+    let driver = Driver::start();
+    let b = Browser::start(&driver);
+    b.goto(&agent.url("/"));
+    log_in(&b, &agent);
+
+    // (2) In the browser, before any answer arrives.
+    b.latency(1500);
+    b.goto(&agent.url("/"));
+    let first = b.js(LOADING_JS, &[]);
+    let shot = b.cmd("GET", "/screenshot", None);
+    let after_shot = b.js(LOADING_JS, &[]);
+    let shown: Vec<&str> = first["markers"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|m| m["visible"] == true && m["failed"].is_null())
+                .filter_map(|m| m["what"].as_str())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(
+        first["api_done"], 0,
+        "the snapshot came too late (an API answer had arrived): {first}"
+    );
+    assert_eq!(
+        after_shot["api_done"], 0,
+        "the screenshot came too late (an API answer had arrived): {after_shot}"
+    );
+    assert!(first["main_shown"] == true, "main is hidden: {first}");
+    for what in ["workloads", "details", "ffdc", "events"] {
+        assert!(
+            shown.contains(&what),
+            "no visible loading state for {what} before the first answer: {first}"
+        );
+    }
+    assert_eq!(first["workload_rows"], 0, "rows before any answer: {first}");
+    assert!(
+        shot.as_str().is_some_and(|s| s.starts_with("iVBORw0KGgo")),
+        "the screenshot is not a PNG"
+    );
+    b.latency(0);
+    wait_js(
+        &b,
+        &agent,
+        LOADING_JS,
+        &[],
+        Duration::from_secs(20),
+        "the workload and no loading marker once loaded",
+        |s| {
+            s["ready"] == "1"
+                && s["workload_rows"] == 1
+                && s["markers"].as_array().is_some_and(Vec::is_empty)
+        },
+    );
+
+    // Actions. Running: checkpoint, hibernate and remove offered, resume not.
+    let row_js = |what: &str, pred: Box<dyn Fn(&Value) -> bool>| {
+        wait_js(
+            &b,
+            &agent,
+            ACTIONS_JS,
+            &[json!(WL2)],
+            Duration::from_secs(60),
+            what,
+            pred,
+        )
+    };
+    row_js(
+        "running with checkpoint/hibernate/remove enabled, resume disabled",
+        Box::new(|s| {
+            s["state"] == "running"
+                && s["buttons"]
+                    == json!({"checkpoint": true, "hibernate": true, "resume": false, "remove": true})
+        }),
+    );
+    let btn = |verb: &str| {
+        format!("#workloads tr[data-workload=\"{WL2}\"] button[data-action=\"{verb}\"]")
+    };
+    let images = |v: &Value| v["images"].as_u64().unwrap_or(0);
+    let before = images(&http.get_ok(&agent.url(&path)).expect("GET the workload"));
+
+    // An error of the API is shown as the API words it: resume on a running workload (the
+    // button is enabled by hand, as a stale page would have it) answers 409.
+    b.js(
+        "document.querySelector(arguments[0]).disabled = false;",
+        &[json!(btn("resume"))],
+    );
+    b.click(&btn("resume"));
+    let s = row_js(
+        "the API's refusal of resume",
+        Box::new(|s| s["outcome"] == "error"),
+    );
+    assert_eq!(
+        s["status"],
+        format!(
+            "Resume {WL2} failed: workload '{WL2}' is running: only a hibernated workload can be resumed"
+        ),
+        "{s}"
+    );
+
+    b.click(&btn("checkpoint"));
+    let s = row_js(
+        "the checkpoint's outcome",
+        Box::new(|s| s["outcome"] == "ok" || s["outcome"] == "error"),
+    );
+    assert_eq!(s["outcome"], "ok", "checkpoint failed in the page: {s}");
+    let status = s["status"].as_str().unwrap_or("").to_string();
+    assert!(
+        status.starts_with(&format!("Checkpointed {WL2}: image ")),
+        "{status}"
+    );
+    wait_api(
+        &http,
+        &agent,
+        &path,
+        "one more image",
+        Duration::from_secs(10),
+        |v| images(v) == before + 1,
+    );
+    let listed = http
+        .get_ok(&agent.url(&format!("{path}/images")))
+        .expect("GET the workload's images");
+    let ids: Vec<&str> = listed["images"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|i| i["id"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(
+        ids.iter().any(|id| status.contains(id)),
+        "the page names an image the API lists ({ids:?}): {status}"
+    );
+
+    b.click(&btn("hibernate"));
+    wait_api(
+        &http,
+        &agent,
+        &path,
+        "hibernated",
+        Duration::from_secs(60),
+        |v| v["state"] == "hibernated",
+    );
+    row_js(
+        "hibernated with only resume and remove enabled",
+        Box::new(|s| {
+            s["outcome"] == "ok"
+                && s["state"] == "hibernated"
+                && s["buttons"]
+                    == json!({"checkpoint": false, "hibernate": false, "resume": true, "remove": true})
+        }),
+    );
+
+    b.click(&btn("resume"));
+    wait_api(
+        &http,
+        &agent,
+        &path,
+        "running again",
+        Duration::from_secs(60),
+        |v| v["state"] == "running" && v["pid"].as_i64().is_some(),
+    );
+    let s = row_js(
+        "running again after resume",
+        Box::new(|s| s["outcome"] == "ok" && s["state"] == "running"),
+    );
+    assert!(
+        s["status"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with(&format!("Resumed {WL2}")),
+        "{s}"
+    );
+
+    // Remove asks first; accepted, the workload is gone from the API and the page.
+    b.click(&btn("remove"));
+    let text = b.wait_dialog(Duration::from_secs(10));
+    assert!(
+        text.contains(&format!("Remove workload {WL2}?")),
+        "dialog: {text}"
+    );
+    b.cmd("POST", "/alert/accept", Some(&json!({})));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (st, _) = http
+            .call("GET", &agent.url(&path), None)
+            .unwrap_or_else(|e| panic!("{e}"));
+        if st == 404 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the workload is still there after remove ({st})\n{}",
+            agent.stderr()
+        );
+        thread::sleep(Duration::from_millis(200));
+    }
+    row_js(
+        "the row gone and the removal reported",
+        Box::new(|s| {
+            s["row"] == false
+                && s["outcome"] == "ok"
+                && s["status"] == format!("Removed {WL2}").as_str()
+        }),
+    );
+}

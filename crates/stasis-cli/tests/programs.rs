@@ -587,7 +587,7 @@ fn outside_stdout_pipe_inherit_fd() {
     const FD: i32 = 5;
     let raw = w_end.as_raw_fd();
     let arg = format!("{key}={FD}");
-    let (pid, _) = common::restore_with(&img, &["--inherit-fd", &arg], |cmd| {
+    let (pid, out) = common::restore_with(&img, &["--inherit-fd", &arg], |cmd| {
         // SAFETY: only dup2/fcntl (async-signal-safe) run in the child between fork and exec.
         unsafe {
             cmd.pre_exec(move || {
@@ -605,6 +605,11 @@ fn outside_stdout_pipe_inherit_fd() {
     });
     w.set_pid(pid);
     drop(w_end); // from now on only the restored program writes to the pipe
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("stasis: note:"),
+        "an inherited pipe is not reported as replaced: {stderr}"
+    );
     for fd in [1, 2] {
         assert_eq!(
             readlink_fd(pid, fd),
@@ -647,7 +652,9 @@ fn outside_stdout_pipe_inherit_fd() {
 /// holds no write end) and receives nothing after it; after restore fds 1 and 2 link to
 /// /dev/null; the program (`--stdout-now-devnull`) checks that fds 1 and 2 are /dev/null, still
 /// write-only with the same O_APPEND/O_NONBLOCK and still one description, that writes to them
-/// succeed, that fd 0 is the same /dev/null, and that sid/pgid did not change.
+/// succeed, that fd 0 is the same /dev/null, and that sid/pgid did not change. `stasis
+/// restore` says so on stderr (stderr is not a terminal here), naming the pipe and the
+/// `--inherit-fd` that would have reattached it.
 #[test]
 fn outside_stdout_pipe_without_inherit_goes_to_devnull() {
     let _g = serial();
@@ -669,8 +676,19 @@ fn outside_stdout_pipe_without_inherit_goes_to_devnull() {
     );
     let before = reader.text();
     assert_external_reader(&img, &key);
-    let (pid, _) = restore(&img);
+    let (pid, out) = restore(&img);
     w.set_pid(pid);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let note = format!(
+        "stasis: note: {key} is outside the tree and was not given with --inherit-fd, so the \
+         restored tree holds /dev/null (what the tree writes there is discarded) in its place; \
+         to reattach it, pass an fd of yours with --inherit-fd '{key}=FD'"
+    );
+    assert_eq!(
+        stderr.matches(&note).count(),
+        1,
+        "restore must say once that {key} became /dev/null:\n{stderr}"
+    );
     for fd in [1, 2] {
         assert_eq!(
             readlink_fd(pid, fd),

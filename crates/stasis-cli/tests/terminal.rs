@@ -305,3 +305,82 @@ fn tmux_server_with_a_session_and_a_running_command() {
         tmux(&sock, &["capture-pane", "-p", "-t", "t"]).contains("Y=kept-42")
     });
 }
+
+/// `cmd` as one `sh -c` line (every word single-quoted).
+fn shell_line(cmd: &Command) -> String {
+    std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|w| format!("'{}'", w.to_string_lossy().replace('\'', r"'\''")))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `stasis checkpoint` and `restore` draw a spinner with the engine's phase on stderr only
+/// when stderr is a terminal: with stderr a pipe (as here, and with `--json`) nothing of it is
+/// written (no carriage return, no escape sequence, no phase text); under `script` (a
+/// pseudo-terminal) the checkpoint's phase is drawn.
+#[test]
+fn checkpoint_and_restore_draw_their_phase_only_on_a_terminal() {
+    let _g = serial();
+    let mut child = Command::new("sleep")
+        .arg("1000")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .expect("spawn sleep");
+    let pid = child.id() as i32;
+    let img = image_dir("spinner");
+    let drawn = |what: &str, stderr: &[u8]| {
+        let s = String::from_utf8_lossy(stderr);
+        assert!(
+            !s.contains('\r') && !s.contains('\x1b') && !s.contains("freezing the tree"),
+            "{what} drew on a stderr that is not a terminal: {s:?}"
+        );
+    };
+
+    // Not a terminal: nothing drawn, with and without --json.
+    let a = img.path().join("a");
+    let out = checkpoint(pid, &a, &["--leave-running"]);
+    assert!(out.status.success(), "checkpoint: {out:?}");
+    drawn("checkpoint", &out.stderr);
+    let b = img.path().join("b");
+    let out = checkpoint(pid, &b, &["--leave-running", "--json"]);
+    assert!(out.status.success(), "checkpoint --json: {out:?}");
+    drawn("checkpoint --json", &out.stderr);
+
+    // A terminal: `script` runs the checkpoint with stdout and stderr a pseudo-terminal.
+    let c = img.path().join("c");
+    let line = shell_line(&common::checkpoint_cmd(pid, &c, &["--leave-running"]));
+    let out = Command::new("script")
+        .args(["-q", "-e", "-c", &line, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run script");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "checkpoint under script: {text}");
+    let phases = [
+        "starting",
+        "freezing the tree",
+        "inspecting the tree",
+        "collecting task state",
+        "writing memory pages",
+        "committing the image",
+        "done",
+    ];
+    assert!(
+        text.contains('\r')
+            && phases
+                .iter()
+                .any(|p| text.contains(&format!("checkpoint: {p}"))),
+        "no spinner with a phase drawn on a terminal: {text:?}"
+    );
+
+    // Restore (the tree is killed first), stderr a pipe: the pid on stdout, nothing drawn.
+    let _ = child.kill();
+    let _ = child.wait();
+    let (rpid, out) = common::restore(&a);
+    drawn("restore", &out.stderr);
+    common::send_signal(rpid, libc::SIGKILL);
+}

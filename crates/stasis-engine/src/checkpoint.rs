@@ -18,6 +18,7 @@ use crate::error::{CheckpointError, Ctx, Failure};
 use crate::files::FileTable;
 use crate::freeze::Frozen;
 use crate::memory::{self, ShmemTable};
+use crate::progress::{self, Phase};
 use crate::remote::{Remote, PARASITE_LEN};
 use crate::{failpoint, journal, task};
 use prost::Message;
@@ -58,6 +59,8 @@ pub struct CheckpointOptions {
     /// Sign the image with this keyring's host key (`signature.img`, written before the
     /// manifest). None: an unsigned image, which restore refuses unless told otherwise.
     pub signer: Option<stasis_image::Keyring>,
+    /// Where to store the phase and the page bytes written, for a caller's display.
+    pub progress: Option<std::sync::Arc<crate::progress::Progress>>,
 }
 
 /// The most page bytes a leave-running checkpoint copies into memory (see
@@ -284,6 +287,9 @@ pub fn checkpoint(opts: &CheckpointOptions) -> Result<CheckpointStats, Checkpoin
     if r.is_err() && created {
         remove_created_dir(&opts.dir);
     }
+    if r.is_ok() {
+        progress::enter(&opts.progress, Phase::Done);
+    }
     r
 }
 
@@ -315,6 +321,7 @@ fn checkpoint_into(
 ) -> Result<CheckpointStats, CheckpointError> {
     let mut stats = CheckpointStats::default();
 
+    progress::enter(&opts.progress, Phase::Freezing);
     let (mut frozen, t_frozen) = freeze_tree(opts)?;
     failpoint::check("seize")?;
     let mut jrnl = journal::Journal::begin(&frozen)
@@ -325,11 +332,13 @@ fn checkpoint_into(
     let mut files = FileTable::default();
     files.journal = Some(jrnl.handle());
     let mut jobs = Vec::new();
+    progress::enter(&opts.progress, Phase::Inspecting);
     let mut procs = inspect_tree(opts, &frozen, &mut files, &mut shmem, &writer, &mut jobs)?;
     files.finish()?;
     failpoint::check("inspect")?;
 
     // Parasite: queries only the tasks can answer.
+    progress::enter(&opts.progress, Phase::Collecting);
     run_parasites(&mut frozen, &mut procs, &mut jrnl)?;
     files.dump_pipes()?;
     failpoint::check("tasks")?;
@@ -352,9 +361,11 @@ fn checkpoint_into(
     }
     let shm_bytes = memory::dump_shmem(&mut shmem, &writer)?;
     stats.memory_bytes = job_bytes + shm_bytes;
+    progress::add(&opts.progress, stats.memory_bytes);
     stats.memory_secs = tm.elapsed().as_secs_f64();
     failpoint::check("memory")?;
 
+    progress::enter(&opts.progress, Phase::Committing);
     let vdso_hash = memory::vdso_hash(opts.pid)?;
     // Declared after `frozen`: on an error path the sockets leave repair mode before the tasks
     // are let go.

@@ -649,6 +649,8 @@ pub struct Opened {
     pub ptys: HashMap<u32, crate::pty::Pair>,
     /// Shmem object id → System V segment id.
     pub sysv: HashMap<u32, i32>,
+    /// Outside objects not given in `inherit`, replaced by a stand-in.
+    pub replaced: Vec<crate::restore::Replaced>,
 }
 
 fn open_with(path: &str, flags: u32) -> std::io::Result<File> {
@@ -685,6 +687,7 @@ impl Opened {
             high_fd: 3,
             ptys: HashMap::new(),
             sysv: HashMap::new(),
+            replaced: Vec::new(),
         };
         for p in &img.processes {
             for fd in &p.fds {
@@ -724,7 +727,15 @@ impl Opened {
                     }
                     file.into()
                 }
-                FileKind::PipeEnd => pipes::open_end(&o, img, f, &what)?,
+                FileKind::PipeEnd => {
+                    let (fd, stand_in) = pipes::open_end(&o, img, f, &what)?;
+                    if let Some(r) = stand_in {
+                        if !o.replaced.contains(&r) {
+                            o.replaced.push(r);
+                        }
+                    }
+                    fd
+                }
                 FileKind::Fifo => pipes::open_fifo(f, &what)?,
                 FileKind::Mqueue => mq_fds.remove(&f.id).ok_or_else(|| {
                     Failure::msg(0, format!("{}: message queue was not opened", what()))

@@ -33,6 +33,7 @@ pub mod memory;
 pub mod mqueue;
 pub mod netlock;
 pub mod nsmap;
+pub mod progress;
 pub mod pty;
 pub mod remote;
 pub mod restore;
@@ -44,5 +45,5 @@ pub use checkpoint::{
     checkpoint, CheckpointOptions, CheckpointStats, FreezeHook, Freezer, WriterHook,
 };
 pub use error::{Cause, CheckpointError, Failure, RestoreError};
-pub use restore::{restore, RestoreOptions, RestoreStats, RootHook, RootStage};
+pub use restore::{restore, Replaced, RestoreOptions, RestoreStats, RootHook, RootStage};
 pub use stasis_image::{Keyring, Trust};

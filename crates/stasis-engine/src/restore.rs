@@ -17,6 +17,7 @@ use crate::error::{Ctx, Failure, RestoreError};
 use crate::files::Opened;
 use crate::freeze::resume_regs;
 use crate::memory::{self, FillJob};
+use crate::progress::{self, Phase};
 use crate::remote::{Remote, PARASITE_LEN};
 use crate::{failpoint, task};
 use prost::Message;
@@ -52,6 +53,8 @@ pub struct RestoreOptions {
     /// Which images may be restored: signed by one of a keyring's keys, or (explicitly)
     /// unsigned. The ownership/mode rule applies either way (see `stasis_image::trust`).
     pub trust: Trust,
+    /// Where to store the phase and the page bytes restored, for a caller's display.
+    pub progress: Option<std::sync::Arc<crate::progress::Progress>>,
 }
 
 /// When the root hook is called.
@@ -102,6 +105,19 @@ pub struct RestoreStats {
     pub memory_secs: f64,
     /// Total seconds.
     pub total_secs: f64,
+    /// Objects outside the tree that were not given with `--inherit-fd` (`inherit`) and were
+    /// replaced by a stand-in.
+    pub replaced: Vec<Replaced>,
+}
+
+/// An object outside the tree replaced by a stand-in at restore (see
+/// [`RestoreStats::replaced`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Replaced {
+    /// The object's key, as `--inherit-fd KEY=FD` takes it (`pipe:[INO]`).
+    pub key: String,
+    /// What the tree holds instead.
+    pub now: String,
 }
 
 const TRACE_OPTS: u32 = ptrace::OPT_TRACESYSGOOD
@@ -731,6 +747,7 @@ fn set_registers(img: &rec::Checkpoint, host: &dyn Fn(i32) -> i32) -> Result<(),
 pub fn restore(opts: &RestoreOptions) -> Result<RestoreStats, RestoreError> {
     let t0 = Instant::now();
     let _span = tracing::info_span!("restore", dir = %opts.dir.display()).entered();
+    progress::enter(&opts.progress, Phase::Loading);
     let (reader, img) = load_checked(opts)?;
     failpoint::check("validate")?;
     crate::sysv::restore(&img)?;
@@ -751,6 +768,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreStats, RestoreError> {
         root: None,
         armed: true,
     };
+    progress::enter(&opts.progress, Phase::CreatingTasks);
     let (root_pid, mut hmap, r, _own_pidfd) =
         create_root(opts, &img, &mut opened, &mut created, gadget)?;
     let mut remotes: HashMap<i32, Remote> = HashMap::new();
@@ -769,11 +787,13 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreStats, RestoreError> {
     let host = |id: i32| hmap.get(&id).copied().unwrap_or(id);
 
     // Memory layout.
+    progress::enter(&opts.progress, Phase::ReadingPages);
     let (fills, fixups) = restore_layouts(&img, gadget, &mut opened, &mut remotes)?;
     failpoint::check("mappings")?;
     let tm = Instant::now();
     let memory_bytes = memory::fill_pages(&reader, &fills, opts.workers)?;
     let memory_secs = tm.elapsed().as_secs_f64();
+    progress::add(&opts.progress, memory_bytes);
     failpoint::check("pages")?;
 
     // Scheduling attributes are set from outside (through /proc for oom_score_adj), before the
@@ -787,6 +807,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreStats, RestoreError> {
         f(RootStage::Filled, root_pid, r)?;
     }
 
+    progress::enter(&opts.progress, Phase::RestoringState);
     restore_process_state(&img, gadget, &mut opened, &mut remotes, &fixups, &hmap)?;
     failpoint::check("state")?;
 
@@ -799,6 +820,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreStats, RestoreError> {
             ptrace::detach(host(t.tid), 0).ctx(t.tid, || "PTRACE_DETACH".into())?;
         }
     }
+    let replaced = std::mem::take(&mut opened.replaced);
     drop(opened);
     // System V segments that had been marked for removal: mark them again, now that the tasks
     // hold their attachments.
@@ -811,6 +833,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreStats, RestoreError> {
             tracing::warn!(id = s.sysv_id, error = %e, "could not mark a System V segment for removal");
         }
     }
+    progress::enter(&opts.progress, Phase::Done);
     Ok(RestoreStats {
         root_pid,
         processes: img.processes.len(),
@@ -818,6 +841,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreStats, RestoreError> {
         memory_bytes,
         memory_secs,
         total_secs: t0.elapsed().as_secs_f64(),
+        replaced,
     })
 }
 

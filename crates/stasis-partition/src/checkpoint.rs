@@ -366,6 +366,7 @@ fn child(
         .map_err(|e| fail(format!("writing {}: {e}", stasis_image::PARTITION_FILE)))
     };
     let eopts = CheckpointOptions {
+        progress: None,
         pid,
         dir: PathBuf::from(format!("/proc/self/fd/{}", dir_fd.as_raw_fd())),
         leave_running: opts.leave_running,

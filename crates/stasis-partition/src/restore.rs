@@ -276,6 +276,7 @@ fn restorer(
     }
     let fd_path = format!("/proc/self/fd/{}", dir_fd.as_raw_fd());
     let opts = RestoreOptions {
+        progress: None,
         dir: PathBuf::from(&fd_path),
         inherit,
         workers,

@@ -13,6 +13,7 @@
 
 use super::{open_with, FileTable, Opened, Probe};
 use crate::error::{Ctx, Failure};
+use crate::restore::Replaced;
 use stasis_image::records::{self as rec, FileKind};
 use stasis_sys::sys;
 use std::collections::HashMap;
@@ -172,12 +173,13 @@ pub(super) fn hold_fifos(img: &rec::Checkpoint) -> Result<HashMap<u32, File>, Fa
 /// Our end of an unnamed pipe for file object `f`: from the pipe created by [`create_all`], or,
 /// when the other side is outside the tree, the descriptor given with `--inherit-fd` (else
 /// `/dev/null` for a writer nobody reads, our own read end for a reader nobody writes to).
+/// A stand-in is returned too, to be reported.
 pub(super) fn open_end(
     o: &Opened,
     img: &rec::Checkpoint,
     f: &rec::FileObject,
     what: &dyn Fn() -> String,
-) -> Result<OwnedFd, Failure> {
+) -> Result<(OwnedFd, Option<Replaced>), Failure> {
     let pipe = img
         .pipes
         .iter()
@@ -189,35 +191,49 @@ pub(super) fn open_end(
         pipe.external_writer
     };
     let key = format!("pipe:[{}]", pipe.ino);
+    let stand_in = |now: &str| {
+        Some(Replaced {
+            key: key.clone(),
+            now: now.to_string(),
+        })
+    };
     Ok(if external {
         if let Some(&ifd) = o.inherit.get(&key) {
             let dup = sys::fcntl(ifd, libc::F_DUPFD_CLOEXEC, 3)
                 .ctx(0, || format!("{key}: duplicating inherited fd {ifd}"))?;
             // SAFETY-free: wrap the fresh descriptor.
-            sys::owned_fd(dup as RawFd)
+            (sys::owned_fd(dup as RawFd), None)
         } else if f.write_end {
             // Nobody in the tree reads it: output goes to /dev/null.
-            open_with("/dev/null", libc::O_WRONLY as u32)
+            let fd = open_with("/dev/null", libc::O_WRONLY as u32)
                 .ctx(0, what)?
-                .into()
+                .into();
+            (
+                fd,
+                stand_in("/dev/null (what the tree writes there is discarded)"),
+            )
         } else {
             let (r, _) = o
                 .pipes
                 .get(&f.pipe_id)
                 .ok_or_else(|| Failure::msg(0, what()))?;
-            r.try_clone().ctx(0, what)?
+            (
+                r.try_clone().ctx(0, what)?,
+                stand_in("an empty pipe nobody writes to (reads see end of file)"),
+            )
         }
     } else {
         let (r, w) = o
             .pipes
             .get(&f.pipe_id)
             .ok_or_else(|| Failure::msg(0, what()))?;
-        if f.write_end {
+        let fd = if f.write_end {
             w.try_clone()
         } else {
             r.try_clone()
         }
-        .ctx(0, what)?
+        .ctx(0, what)?;
+        (fd, None)
     })
 }
 
