@@ -118,7 +118,7 @@ fn verify(root: &Path, dir: &Path, json_out: bool) -> Result<(), Failed> {
                 "dir": dir.display().to_string(),
                 "integrity": match &integrity {
                     Ok(r) => json!({"ok": true, "files": r.files, "chunks": r.chunks}),
-                    Err(e) => json!({"ok": false, "error": crate::inspect_chain(e)}),
+                    Err(e) => json!({"ok": false, "error": stasis_partition::monitor::chain(e)}),
                 },
                 "ownership": match &ownership {
                     Ok(()) => json!({"ok": true}),
@@ -135,7 +135,7 @@ fn verify(root: &Path, dir: &Path, json_out: bool) -> Result<(), Failed> {
                 "integrity: ok ({} record file(s), {} chunk(s))",
                 r.files, r.chunks
             ),
-            Err(e) => println!("integrity: FAILED: {}", crate::inspect_chain(e)),
+            Err(e) => println!("integrity: FAILED: {}", stasis_partition::monitor::chain(e)),
         }
         match &ownership {
             Ok(()) => println!("ownership: ok (only root can write it)"),

@@ -745,15 +745,3 @@ fn run(root: &stasis_partition::state::Root, cmd: Cmd) -> Result<(), Failed> {
         Cmd::BenchWorker { size_mib, ready } => bench::worker(size_mib, ready),
     }
 }
-
-/// An error and its causes on one line.
-pub(crate) fn inspect_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
