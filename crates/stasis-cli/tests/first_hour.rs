@@ -213,6 +213,54 @@ fn a_failed_checkpoint_removes_the_directory_it_created_and_only_that() {
 }
 
 /// `stasis rm -f NAME` when dropped.
+/// The same for a partition checkpoint (the partition layer creates the directory for its
+/// checkpointer): a failed one leaves no directory behind, so trying again needs no --force.
+#[test]
+fn a_failed_partition_checkpoint_removes_the_directory_it_created() {
+    let _g = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let o = cli(
+        &root,
+        &["run", "--name", "fcp1", "--", "/bin/sleep", "1000"],
+    );
+    let _p = Partition(&root, "fcp1");
+    assert!(o.status.success(), "run: {}", text(&o.stderr));
+    let dir = tmp.path().join("img");
+    for _ in 0..2 {
+        let o = run_cmd(
+            Command::new(stasis())
+                .arg("--root")
+                .arg(&root)
+                .args(["checkpoint", "--name", "fcp1", "--leave-running", "--dir"])
+                .arg(&dir)
+                .env("STASIS_FAILPOINTS", "write")
+                .stdin(Stdio::null()),
+        );
+        let err = text(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{err}");
+        assert!(err.contains("failpoint"), "{err}");
+        assert!(
+            !dir.exists(),
+            "the failed checkpoint left {}",
+            dir.display()
+        );
+    }
+    let o = cli(
+        &root,
+        &[
+            "checkpoint",
+            "--name",
+            "fcp1",
+            "--leave-running",
+            "--dir",
+            dir.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(dir.join("manifest.img").exists());
+}
+
 struct Partition<'a>(&'a Path, &'a str);
 impl Drop for Partition<'_> {
     fn drop(&mut self) {

@@ -295,7 +295,8 @@ pub fn checkpoint(opts: &CheckpointOptions) -> Result<CheckpointStats, Checkpoin
 
 /// Removes the image directory a failed checkpoint created (through its parent's descriptor,
 /// links never followed). Failing to is only logged: the checkpoint's own error matters.
-fn remove_created_dir(dir: &std::path::Path) {
+/// (Also used by the partition layer, which creates the directory for its checkpointer.)
+pub fn remove_created_dir(dir: &std::path::Path) {
     let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) else {
         return;
     };

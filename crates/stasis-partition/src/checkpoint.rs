@@ -196,9 +196,12 @@ pub fn checkpoint(opts: &Options) -> Result<CheckpointStats, PartitionCheckpoint
     let signer = stasis_image::Keyring::load_or_create(&opts.root.path).map_err(|e| {
         PartitionCheckpointError::Setup(format!("the root's signing key: {}", chain(&e)))
     })?;
-    // Opened (created 0700 if missing) without following a symlink as its last component.
+    // Opened (created 0700 if missing) without following a symlink as its last component; a
+    // directory created here is removed again if the checkpoint fails.
+    let mut created_dir = false;
     let dir = match stasis_image::safefs::Dir::open(&opts.dir) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            created_dir = true;
             stasis_image::safefs::Dir::create_all(&opts.dir, stasis_image::safefs::PRIVATE_DIR)
         }
         r => r,
@@ -285,6 +288,9 @@ pub fn checkpoint(opts: &Options) -> Result<CheckpointStats, PartitionCheckpoint
             Ok(stats)
         }
         Outcome::Err { cause, message } => {
+            if created_dir {
+                stasis_engine::checkpoint::remove_created_dir(&opts.dir);
+            }
             if !opts.leave_running {
                 if let Ok(mut r) = opts.root.load(&opts.name) {
                     if r.ending == Some(State::Checkpointed) {
