@@ -216,11 +216,16 @@ pub fn checkpoint(opts: &Options) -> Result<CheckpointStats, PartitionCheckpoint
         PartitionCheckpointError::Setup(format!("opening {}: {e}", opts.dir.display()))
     })?;
     drop(dir);
+    // The recovery journal's directory, handed to the checkpointer as a descriptor: created
+    // 0700 without following a symlink as its last component (the engine checks its owner and
+    // mode again before it trusts a journal there).
     let jdir = stasis_engine::journal::journal_dir();
-    std::fs::create_dir_all(&jdir).ok();
-    let jdir_fd: OwnedFd = std::fs::File::open(&jdir)
-        .map_err(|e| PartitionCheckpointError::Setup(format!("opening {}: {e}", jdir.display())))?
-        .into();
+    let jdir_fd: OwnedFd =
+        stasis_image::safefs::Dir::create_all(&jdir, stasis_image::safefs::PRIVATE_DIR)
+            .and_then(|d| d.as_fd().try_clone_to_owned())
+            .map_err(|e| {
+                PartitionCheckpointError::Setup(format!("opening {}: {e}", jdir.display()))
+            })?;
     let root_fd: OwnedFd = std::fs::File::open("/")
         .map_err(|e| PartitionCheckpointError::Setup(format!("opening /: {e}")))?
         .into();
