@@ -1158,18 +1158,7 @@ fn hooks_socket(slot: &Slot, pid: i32) -> Option<std::os::fd::OwnedFd> {
             return None;
         }
     };
-    // openat2 answers EAGAIN when a mount or rename elsewhere raced the scoped lookup (a
-    // partition's restorer may still be settling mounts): try again a few times.
-    let mut opened = safefs::open_beneath(&root, p, safefs::OpenFlags::PATH);
-    for _ in 0..20 {
-        match &opened {
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                std::thread::sleep(std::time::Duration::from_millis(5));
-                opened = safefs::open_beneath(&root, p, safefs::OpenFlags::PATH);
-            }
-            _ => break,
-        }
-    }
+    let opened = safefs::open_beneath(&root, p, safefs::OpenFlags::PATH);
     match opened {
         Ok(fd) => Some(fd),
         // Hooks not enabled by the workload.

@@ -423,15 +423,29 @@ fn regular(fd: &OwnedFd, name: &OsStr) -> io::Result<()> {
 /// workload): absolute paths and `..` stay inside `root`, and any symlink on the way fails
 /// (`openat2` with `RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS`). With
 /// `O_PATH` the result can name a socket (connect through `/proc/self/fd/N`).
+///
+/// A scoped lookup answers EAGAIN when a rename or mount elsewhere raced it (openat2(2) asks
+/// callers to retry): it is tried again a few times before the error is returned.
 pub fn open_beneath(root: &Dir, path: impl AsRef<Path>, flags: OFlags) -> io::Result<OwnedFd> {
-    let fd = rfs::openat2(
-        &root.fd,
-        path.as_ref(),
-        flags | OFlags::CLOEXEC,
-        Mode::empty(),
-        ResolveFlags::IN_ROOT | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
-    )?;
-    Ok(fd)
+    let open = || {
+        rfs::openat2(
+            &root.fd,
+            path.as_ref(),
+            flags | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::IN_ROOT | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+        )
+    };
+    let mut tries = 0;
+    loop {
+        match open() {
+            Err(rustix::io::Errno::AGAIN) if tries < 20 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            r => return Ok(r?),
+        }
+    }
 }
 
 pub use rustix::fs::OFlags as OpenFlags;
