@@ -14,7 +14,7 @@ use syn::{Attribute, Expr, Fields, Item, Lit, Meta, Token};
 /// One generated section: its marker name and the source files it renders, in order.
 const SECTIONS: &[(&str, &[&str])] = &[
     ("manifest", &["crates/stasis-image/src/manifest.rs"]),
-    ("records", &["crates/stasis-image/src/records.rs"]),
+    ("records", &["crates/stasis-image/src/records/mod.rs"]),
     (
         "partition",
         &[
@@ -257,15 +257,30 @@ fn render_items(out: &mut String, items: &[Item], prefix: &str) -> usize {
     rows
 }
 
+/// Render one source file, then the out-of-line modules it declares (`mod pipe;` in
+/// `records/mod.rs` is `records/pipe.rs`), so a new record file is picked up by itself.
+fn render_file(out: &mut String, f: &str) {
+    let path = workspace().join(f);
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    let file = syn::parse_file(&text).unwrap_or_else(|e| panic!("parsing {f}: {e}"));
+    let _ = writeln!(out, "<!-- from {f} -->\n");
+    render_items(out, &file.items, "");
+    let dir = Path::new(f).parent().expect("source file in a directory");
+    for item in &file.items {
+        if let Item::Mod(m) = item {
+            if m.content.is_none() && f.ends_with("mod.rs") {
+                let sub = dir.join(format!("{}.rs", m.ident));
+                render_file(out, sub.to_str().expect("utf-8 path"));
+            }
+        }
+    }
+}
+
 fn render(files: &[&str]) -> String {
     let mut out = String::new();
     for f in files {
-        let path = workspace().join(f);
-        let text = std::fs::read_to_string(&path)
-            .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
-        let file = syn::parse_file(&text).unwrap_or_else(|e| panic!("parsing {f}: {e}"));
-        let _ = writeln!(out, "<!-- from {f} -->\n");
-        render_items(&mut out, &file.items, "");
+        render_file(&mut out, f);
     }
     out
 }

@@ -1,0 +1,80 @@
+//! Event objects: eventfd, epoll, timerfd, signalfd, inotify.
+
+/// eventfd counter and mode.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct EventfdState {
+    #[prost(uint64, tag = "1")]
+    pub count: u64,
+    /// EFD_SEMAPHORE.
+    #[prost(bool, tag = "2")]
+    pub semaphore: bool,
+}
+
+/// One registration in an epoll instance.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct EpollItem {
+    /// Target fd number in the registering process.
+    #[prost(int32, tag = "1")]
+    pub tfd: i32,
+    /// EPOLL* event bits (EPOLLET, EPOLLONESHOT… included).
+    #[prost(uint32, tag = "2")]
+    pub events: u32,
+    /// epoll_data as u64.
+    #[prost(uint64, tag = "3")]
+    pub data: u64,
+    /// Pid whose fd table `tfd` refers to.
+    #[prost(int32, tag = "4")]
+    pub owner_pid: i32,
+}
+
+/// Registrations of an epoll instance (readiness is recomputed by the kernel on restore).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct EpollState {
+    #[prost(message, repeated, tag = "1")]
+    pub items: Vec<EpollItem>,
+}
+
+/// timerfd clock, remaining time, interval, unread expirations.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct TimerfdState {
+    #[prost(int32, tag = "1")]
+    pub clock_id: i32,
+    /// Flags given to the last timerfd_settime (TFD_TIMER_ABSTIME…).
+    #[prost(uint32, tag = "2")]
+    pub settime_flags: u32,
+    /// Time left until the next expiration for a relative timer; the absolute deadline on its
+    /// clock for a TFD_TIMER_ABSTIME one (0: disarmed).
+    #[prost(uint64, tag = "3")]
+    pub value_ns: u64,
+    #[prost(uint64, tag = "4")]
+    pub interval_ns: u64,
+    /// Expirations not read yet.
+    #[prost(uint64, tag = "5")]
+    pub ticks: u64,
+}
+
+/// signalfd mask.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct SignalfdState {
+    #[prost(uint64, tag = "1")]
+    pub mask: u64,
+}
+
+/// One inotify watch.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct InotifyWatch {
+    #[prost(int32, tag = "1")]
+    pub wd: i32,
+    #[prost(uint32, tag = "2")]
+    pub mask: u32,
+    /// Path of the watched object, resolved from its file handle at checkpoint.
+    #[prost(string, tag = "3")]
+    pub path: String,
+}
+
+/// Watches of an inotify instance (queued events are not kept).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct InotifyState {
+    #[prost(message, repeated, tag = "1")]
+    pub watches: Vec<InotifyWatch>,
+}

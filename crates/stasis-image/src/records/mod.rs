@@ -1,0 +1,232 @@
+//! Kernel-object records: the protobuf schema of `objects.img`.
+//!
+//! One [`Checkpoint`] message describes the whole dumped tree: every process with its threads,
+//! memory layout and fd table, and the shared objects they refer to (open file descriptions,
+//! pipes, shared memory objects). Page data is not here: memory records point to chunks by
+//! their blake3 id.
+//!
+//! Evolution rules (see docs/image-format.md): fields are only ever added, with new tags and
+//! defaults that mean "absent"; tags are never reused or retyped.
+
+mod events;
+mod inet;
+mod memory;
+mod mqueue;
+mod pipe;
+mod process;
+mod pty;
+mod sysv;
+mod unix;
+
+pub use events::*;
+pub use inet::*;
+pub use memory::*;
+pub use mqueue::*;
+pub use pipe::*;
+pub use process::*;
+pub use pty::*;
+pub use sysv::*;
+pub use unix::*;
+
+/// The whole tree.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Checkpoint {
+    /// Pid of the root of the dumped tree.
+    #[prost(int32, tag = "1")]
+    pub root_pid: i32,
+    /// Every process, parents before children.
+    #[prost(message, repeated, tag = "2")]
+    pub processes: Vec<Process>,
+    /// Open file descriptions (shared by fds that refer to the same one).
+    #[prost(message, repeated, tag = "3")]
+    pub files: Vec<FileObject>,
+    /// Pipes and FIFOs with their buffered data.
+    #[prost(message, repeated, tag = "4")]
+    pub pipes: Vec<PipeObject>,
+    /// Shared-memory objects (MAP_SHARED anonymous, memfd, deleted shared files).
+    #[prost(message, repeated, tag = "5")]
+    pub shmem: Vec<ShmemObject>,
+    /// Kernel release the image was taken on (`uname -r`).
+    #[prost(string, tag = "6")]
+    pub kernel_release: String,
+    /// blake3 of the `[vdso]` text: restore refuses a different kernel build.
+    #[prost(bytes = "vec", tag = "7")]
+    pub vdso_hash: Vec<u8>,
+    /// Pid namespace inode of the dumped tree (informational).
+    #[prost(uint64, tag = "8")]
+    pub pid_ns: u64,
+    /// nftables table (family inet) that drops the packets of the saved TCP connections until
+    /// restore has them again; restore deletes it. Empty: none.
+    #[prost(string, tag = "9")]
+    pub net_lock: String,
+    /// System V semaphore sets used by the tree.
+    #[prost(message, repeated, tag = "10")]
+    pub sysv_sem: Vec<SysvSem>,
+    /// System V message queues used by the tree.
+    #[prost(message, repeated, tag = "11")]
+    pub sysv_msg: Vec<SysvMsg>,
+}
+
+/// One descriptor in a process's fd table.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Fd {
+    #[prost(int32, tag = "1")]
+    pub fd: i32,
+    #[prost(bool, tag = "2")]
+    pub cloexec: bool,
+    /// Index into `Checkpoint.files`.
+    #[prost(uint32, tag = "3")]
+    pub file_id: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
+#[repr(i32)]
+pub enum FileKind {
+    Regular = 0,
+    Directory = 1,
+    CharDevice = 2,
+    /// Unnamed pipe end (`pipe_id`, `write_end`).
+    PipeEnd = 3,
+    /// Named pipe opened by path (`pipe_id` holds its data).
+    Fifo = 4,
+    /// memfd (`shmem_id`).
+    Memfd = 5,
+    /// eventfd (`eventfd`).
+    Eventfd = 6,
+    /// epoll instance (`epoll`).
+    Epoll = 7,
+    /// timerfd (`timerfd`).
+    Timerfd = 8,
+    /// signalfd (`signalfd`).
+    Signalfd = 9,
+    /// inotify instance (`inotify`).
+    Inotify = 10,
+    /// Unix-domain socket (`unix`).
+    UnixSocket = 11,
+    /// Pseudo-terminal master (`pty` holds the pair's state).
+    PtyMaster = 12,
+    /// Pseudo-terminal slave, /dev/pts/N (`pty.index`).
+    PtySlave = 13,
+    /// IPv4/IPv6 socket (`inet`).
+    InetSocket = 14,
+    /// POSIX message queue descriptor (`mq`).
+    Mqueue = 15,
+}
+
+/// One open file description.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct FileObject {
+    #[prost(uint32, tag = "1")]
+    pub id: u32,
+    #[prost(enumeration = "FileKind", tag = "2")]
+    pub kind: i32,
+    #[prost(string, tag = "3")]
+    pub path: String,
+    /// open(2) flags (access mode, O_APPEND, O_NONBLOCK, …), without O_CLOEXEC.
+    #[prost(uint32, tag = "4")]
+    pub flags: u32,
+    #[prost(uint64, tag = "5")]
+    pub pos: u64,
+    /// Deleted while open: content is in `content`.
+    #[prost(bool, tag = "6")]
+    pub deleted: bool,
+    #[prost(message, repeated, tag = "7")]
+    pub content: Vec<PageRun>,
+    #[prost(uint64, tag = "8")]
+    pub size: u64,
+    #[prost(uint32, tag = "9")]
+    pub pipe_id: u32,
+    #[prost(bool, tag = "10")]
+    pub write_end: bool,
+    #[prost(uint32, tag = "11")]
+    pub shmem_id: u32,
+    /// Device number for character devices.
+    #[prost(uint64, tag = "12")]
+    pub rdev: u64,
+    /// File mode (permission bits) for recreating deleted files.
+    #[prost(uint32, tag = "13")]
+    pub mode: u32,
+    #[prost(message, optional, tag = "14")]
+    pub file_id: Option<FileIdentity>,
+    /// The state of the kinds that have one (at most one is set; its variant says which).
+    #[prost(
+        oneof = "file_object::State",
+        tags = "15, 16, 17, 18, 19, 20, 21, 22, 23"
+    )]
+    pub state: Option<file_object::State>,
+}
+
+/// The `oneof` of [`FileObject`].
+pub mod file_object {
+    /// The kind-specific state of an open file description: one variant per kind of kernel
+    /// object that has state beyond path, flags and position. The tags are those of the
+    /// optional fields this `oneof` replaced (15–23), which encode the same way on the wire, so
+    /// images written before decode unchanged.
+    #[derive(Clone, PartialEq, prost::Oneof)]
+    pub enum State {
+        /// eventfd counter and flags (`FileKind::Eventfd`).
+        #[prost(message, tag = "15")]
+        Eventfd(super::EventfdState),
+        /// epoll interest list (`FileKind::Epoll`).
+        #[prost(message, tag = "16")]
+        Epoll(super::EpollState),
+        /// timerfd clock, flags and setting (`FileKind::Timerfd`).
+        #[prost(message, tag = "17")]
+        Timerfd(super::TimerfdState),
+        /// signalfd mask (`FileKind::Signalfd`).
+        #[prost(message, tag = "18")]
+        Signalfd(super::SignalfdState),
+        /// inotify watches (`FileKind::Inotify`).
+        #[prost(message, tag = "19")]
+        Inotify(super::InotifyState),
+        /// Unix socket (`FileKind::UnixSocket`).
+        #[prost(message, tag = "20")]
+        Unix(super::UnixSocketState),
+        /// Pseudo-terminal side (`FileKind::PtyMaster`, `FileKind::PtySlave`).
+        #[prost(message, tag = "21")]
+        Pty(super::PtyState),
+        /// TCP/UDP socket (`FileKind::InetSocket`).
+        #[prost(message, tag = "22")]
+        Inet(super::InetSocketState),
+        /// POSIX message queue (`FileKind::Mqueue`).
+        #[prost(message, tag = "23")]
+        Mq(super::MqueueState),
+    }
+}
+
+/// Typed access to [`FileObject::state`]: `f.unix()` is the Unix socket state if `f` is one.
+macro_rules! state_accessors {
+    ($($get:ident, $get_mut:ident, $variant:ident, $ty:ident;)*) => {
+        impl FileObject {
+            $(
+                #[doc = concat!("The `", stringify!($variant), "` state, if this is one.")]
+                pub fn $get(&self) -> Option<&$ty> {
+                    match &self.state {
+                        Some(file_object::State::$variant(s)) => Some(s),
+                        _ => None,
+                    }
+                }
+
+                #[doc = concat!("The `", stringify!($variant), "` state, mutable, if this is one.")]
+                pub fn $get_mut(&mut self) -> Option<&mut $ty> {
+                    match &mut self.state {
+                        Some(file_object::State::$variant(s)) => Some(s),
+                        _ => None,
+                    }
+                }
+            )*
+        }
+    };
+}
+
+state_accessors! {
+    eventfd, eventfd_mut, Eventfd, EventfdState;
+    epoll, epoll_mut, Epoll, EpollState;
+    timerfd, timerfd_mut, Timerfd, TimerfdState;
+    signalfd, signalfd_mut, Signalfd, SignalfdState;
+    inotify, inotify_mut, Inotify, InotifyState;
+    unix, unix_mut, Unix, UnixSocketState;
+    pty, pty_mut, Pty, PtyState;
+    inet, inet_mut, Inet, InetSocketState;
+    mq, mq_mut, Mq, MqueueState;
+}
