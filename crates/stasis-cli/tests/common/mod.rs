@@ -22,6 +22,8 @@
 #![allow(unsafe_code)]
 #![allow(clippy::undocumented_unsafe_blocks)]
 
+pub mod partition;
+
 use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io::Write;
@@ -1522,4 +1524,45 @@ pub fn ok_stdout(out: &Output, what: &str) -> String {
         String::from_utf8_lossy(&out.stdout)
     );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// `conformance_tests!(module_name, "workload", &[args]);` — the round trips of one
+/// self-verifying workload as tests `module_name::{kill, leave_running, double, partition}`:
+/// checkpoint→kill→restore, `--leave-running` (original verifies; a second copy killed and
+/// restored), two round trips in a row, and as a partition's first process. Without the
+/// partition test: `conformance_tests!(module_name, "workload", &[args], no_partition);`.
+#[macro_export]
+macro_rules! conformance_tests {
+    ($m:ident, $wl:literal, $args:expr) => {
+        mod $m {
+            $crate::conformance_tests!(@modes $wl, $args);
+            #[test]
+            fn partition() {
+                let _g = $crate::common::serial();
+                $crate::common::partition::roundtrip($wl, $args);
+            }
+        }
+    };
+    ($m:ident, $wl:literal, $args:expr, no_partition) => {
+        mod $m {
+            $crate::conformance_tests!(@modes $wl, $args);
+        }
+    };
+    (@modes $wl:literal, $args:expr) => {
+        #[test]
+        fn kill() {
+            let _g = $crate::common::serial();
+            $crate::common::roundtrip($wl, $args, $crate::common::Mode::Kill);
+        }
+        #[test]
+        fn leave_running() {
+            let _g = $crate::common::serial();
+            $crate::common::roundtrip($wl, $args, $crate::common::Mode::LeaveRunning);
+        }
+        #[test]
+        fn double() {
+            let _g = $crate::common::serial();
+            $crate::common::roundtrip($wl, $args, $crate::common::Mode::Double);
+        }
+    };
 }
