@@ -1,161 +1,12 @@
 //! `stasis inspect`: what an image holds.
 
 use serde_json::json;
-use stasis_image::records::{self as rec, FileKind, VmaKind};
+use stasis_image::records::{self as rec, VmaKind};
 use std::path::Path;
 
 fn kind_name<T: std::fmt::Debug>(k: Result<T, impl Sized>) -> String {
     k.map(|k| format!("{k:?}"))
         .unwrap_or_else(|_| "unknown".into())
-}
-
-fn file_desc(img: &rec::Checkpoint, f: &rec::FileObject) -> String {
-    match FileKind::try_from(f.kind) {
-        Ok(FileKind::PipeEnd) => {
-            let p = img.pipes.get(f.pipe_id as usize);
-            let ino = p.map(|p| p.ino).unwrap_or(0);
-            let ext = p.is_some_and(|p| {
-                if f.write_end {
-                    p.external_reader
-                } else {
-                    p.external_writer
-                }
-            });
-            format!(
-                "pipe:[{ino}] {} end{}",
-                if f.write_end { "write" } else { "read" },
-                if ext {
-                    " (other end outside the tree)"
-                } else {
-                    ""
-                }
-            )
-        }
-        Ok(FileKind::Memfd) => format!("memfd {}", f.path),
-        Ok(FileKind::UnixSocket) => match f.unix() {
-            Some(u) => {
-                let ty = match u.sock_type {
-                    1 => "stream",
-                    2 => "dgram",
-                    5 => "seqpacket",
-                    _ => "?",
-                };
-                let state = match u.state {
-                    1 => "connected",
-                    10 => "listening",
-                    _ => "unconnected",
-                };
-                let name = if u.name.is_empty() {
-                    String::new()
-                } else if u.name[0] == 0 {
-                    format!(" @{}", String::from_utf8_lossy(&u.name[1..]))
-                } else {
-                    format!(" {}", String::from_utf8_lossy(&u.name))
-                };
-                let queued: usize = u.queue.iter().map(|m| m.data.len()).sum();
-                format!(
-                    "unix {ty} socket:[{}] {state}{name}{}{}{}",
-                    u.ino,
-                    if u.peer_ino != 0 {
-                        format!(" peer socket:[{}]", u.peer_ino)
-                    } else {
-                        String::new()
-                    },
-                    if queued > 0 {
-                        format!(", {queued} bytes in {} message(s) queued", u.queue.len())
-                    } else {
-                        String::new()
-                    },
-                    if u.pending_clients.is_empty() {
-                        String::new()
-                    } else {
-                        format!(", {} pending connection(s)", u.pending_clients.len())
-                    },
-                )
-            }
-            None => "unix socket".into(),
-        },
-        Ok(FileKind::InetSocket) => match f.inet() {
-            Some(u) => {
-                let proto = if u.protocol == libc::IPPROTO_TCP {
-                    "tcp"
-                } else {
-                    "udp"
-                };
-                let local = stasis_sys::net::addr_string(&u.local);
-                match (&u.tcp, u.listening) {
-                    (Some(t), _) => format!(
-                        "{proto} {local} ↔ {} established (repair: {} bytes to send, {} received unread)",
-                        stasis_sys::net::addr_string(&u.peer),
-                        t.send_queue.len(),
-                        t.recv_queue.len()
-                    ),
-                    (None, true) => format!("{proto} {local} listening"),
-                    (None, false) if !u.peer.is_empty() => {
-                        format!("{proto} {local} → {}, {} datagram(s) queued", stasis_sys::net::addr_string(&u.peer), u.queue.len())
-                    }
-                    _ => format!("{proto} {local}, {} datagram(s) queued", u.queue.len()),
-                }
-            }
-            None => "inet socket".into(),
-        },
-        Ok(FileKind::PtyMaster) => match f.pty() {
-            Some(p) => format!(
-                "pty master /dev/pts/{} ({} bytes of input, {} of output queued{})",
-                p.index,
-                p.input.len(),
-                p.output.len(),
-                if p.packet_mode { ", packet mode" } else { "" }
-            ),
-            None => "pty master".into(),
-        },
-        Ok(FileKind::PtySlave) => match f.pty() {
-            Some(p) => format!(
-                "pty slave /dev/pts/{}{}",
-                p.index,
-                if p.external {
-                    " (terminal outside the tree)"
-                } else {
-                    ""
-                }
-            ),
-            None => "pty slave".into(),
-        },
-        Ok(FileKind::Mqueue) => match f.mq() {
-            Some(q) => format!(
-                "POSIX message queue {} ({} message(s))",
-                q.name,
-                q.messages.len()
-            ),
-            None => "POSIX message queue".into(),
-        },
-        Ok(FileKind::Eventfd) => {
-            format!("eventfd {:?}", f.eventfd().map(|e| (e.count, e.semaphore)))
-        }
-        Ok(FileKind::Timerfd) => format!("timerfd {:?}", f.timerfd()),
-        Ok(FileKind::Signalfd) => format!(
-            "signalfd mask {:#x}",
-            f.signalfd().map(|s| s.mask).unwrap_or(0)
-        ),
-        Ok(FileKind::Epoll) => format!(
-            "epoll with {} registration(s)",
-            f.epoll().map(|e| e.items.len()).unwrap_or(0)
-        ),
-        Ok(FileKind::Inotify) => format!(
-            "inotify watches {:?}",
-            f.inotify().map(|i| i
-                .watches
-                .iter()
-                .map(|w| (w.wd, w.path.clone()))
-                .collect::<Vec<_>>())
-        ),
-        Ok(k) => format!(
-            "{k:?} {}{}",
-            f.path,
-            if f.deleted { " (deleted)" } else { "" }
-        ),
-        Err(_) => "unknown".into(),
-    }
 }
 
 pub fn run(root: &Path, dir: &Path, json_out: bool, verify: bool) -> Result<(), super::Failed> {
@@ -214,7 +65,7 @@ pub fn run(root: &Path, dir: &Path, json_out: bool, verify: bool) -> Result<(), 
                 "stored_bytes": stored,
                 "fds": p.fds.iter().map(|fd| {
                     let f = &img.files[fd.file_id as usize];
-                    json!({"fd": fd.fd, "cloexec": fd.cloexec, "file": fd.file_id, "what": file_desc(&img, f), "pos": f.pos, "flags": format!("{:#o}", f.flags)})
+                    json!({"fd": fd.fd, "cloexec": fd.cloexec, "file": fd.file_id, "what": stasis_engine::files::describe(&img, f), "pos": f.pos, "flags": format!("{:#o}", f.flags)})
                 }).collect::<Vec<_>>(),
                 "pending_signals": p.shared_pending.len() + p.threads.iter().map(|t| t.pending.len()).sum::<usize>(),
                 "posix_timers": p.posix_timers.len(),
@@ -347,7 +198,7 @@ pub fn run(root: &Path, dir: &Path, json_out: bool, verify: bool) -> Result<(), 
                 "  fd {:>3}{} {} (pos {}, flags {:#o})",
                 fd.fd,
                 if fd.cloexec { " cloexec" } else { "" },
-                file_desc(&img, f),
+                stasis_engine::files::describe(&img, f),
                 f.pos,
                 f.flags
             );

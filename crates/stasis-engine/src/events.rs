@@ -19,9 +19,12 @@
 //! the task, so they are injected (`epoll_ctl(EPOLL_CTL_ADD)`) into the owning task once its fd
 //! table is complete. Not kept: readiness (recomputed by the kernel), queued inotify events.
 
-use crate::error::{Ctx, Failure};
+use crate::error::{CheckpointError, Ctx, Failure};
+use crate::files::kind::{DumpCtx, ObjectKind, RestoreCtx};
+use crate::files::{FileTable, Opened, Probe};
 use crate::remote::Remote;
-use stasis_image::records as rec;
+use crate::unix::InFlight;
+use stasis_image::records::{self as rec, FileKind};
 use stasis_sys::proc::FdInfo;
 use stasis_sys::sys;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -343,4 +346,88 @@ pub fn restore_epoll_items(
         }
     }
     Ok(())
+}
+
+/// The event objects: eventfd, epoll, timerfd, signalfd, inotify (anonymous-inode files whose
+/// state fdinfo shows).
+pub(crate) struct EventKind;
+
+impl ObjectKind for EventKind {
+    fn name(&self) -> &'static str {
+        "eventfd, epoll, timerfd, signalfd, inotify"
+    }
+
+    fn kinds(&self) -> &'static [FileKind] {
+        &[
+            FileKind::Eventfd,
+            FileKind::Epoll,
+            FileKind::Timerfd,
+            FileKind::Signalfd,
+            FileKind::Inotify,
+        ]
+    }
+
+    fn recognise(&self, _: &FileTable, p: &Probe) -> bool {
+        p.anon_kind.is_some()
+    }
+
+    fn dump(
+        &self,
+        _: &mut FileTable,
+        p: &Probe,
+        fo: &mut rec::FileObject,
+        _: &mut DumpCtx<'_>,
+    ) -> Result<InFlight, CheckpointError> {
+        use rec::file_object::State;
+        let kind = p
+            .anon_kind
+            .expect("recognised as an anonymous-inode object");
+        let (pid, fd, info) = (p.pid, p.fd, &p.info);
+        fo.kind = kind as i32;
+        fo.file_id = None;
+        fo.state = Some(match kind {
+            FileKind::Eventfd => State::Eventfd(dump_eventfd(pid, fd, info)?),
+            FileKind::Epoll => State::Epoll(dump_epoll(pid, fd, info)?),
+            FileKind::Timerfd => State::Timerfd(dump_timerfd(pid, fd, info)?),
+            FileKind::Signalfd => State::Signalfd(dump_signalfd(pid, fd, info)?),
+            _ => State::Inotify(dump_inotify(pid, fd, info)?),
+        });
+        Ok(Vec::new())
+    }
+
+    fn open(
+        &self,
+        f: &rec::FileObject,
+        _: &mut Opened,
+        _: &mut RestoreCtx<'_>,
+    ) -> Result<OwnedFd, Failure> {
+        let kind = FileKind::try_from(f.kind)
+            .map_err(|_| Failure::msg(0, "unknown file kind in image"))?;
+        create(f, kind)
+    }
+
+    fn describe(&self, _: &rec::Checkpoint, f: &rec::FileObject) -> String {
+        match FileKind::try_from(f.kind) {
+            Ok(FileKind::Eventfd) => {
+                format!("eventfd {:?}", f.eventfd().map(|e| (e.count, e.semaphore)))
+            }
+            Ok(FileKind::Timerfd) => format!("timerfd {:?}", f.timerfd()),
+            Ok(FileKind::Signalfd) => format!(
+                "signalfd mask {:#x}",
+                f.signalfd().map(|s| s.mask).unwrap_or(0)
+            ),
+            Ok(FileKind::Epoll) => format!(
+                "epoll with {} registration(s)",
+                f.epoll().map(|e| e.items.len()).unwrap_or(0)
+            ),
+            _ => format!(
+                "inotify watches {:?}",
+                f.inotify().map(|i| i
+                    .watches
+                    .iter()
+                    .map(|w| (w.wd, w.path.clone()))
+                    .collect::<Vec<_>>())
+            ),
+        }
+    }
 }

@@ -20,7 +20,7 @@
 //! saved flag is applied again by `dup3`.
 
 use crate::error::{CheckpointError, Ctx, Failure};
-use crate::memory::{dump_file_content, FdSource, ShmemTable};
+use crate::memory::{FdSource, ShmemTable};
 use crate::remote::Remote;
 use stasis_image::records::{self as rec, FileKind, ShmemKind};
 use stasis_image::{ImageReader, ImageWriter};
@@ -30,7 +30,12 @@ use std::fs::File;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 
+pub(crate) mod kind;
+mod memfd;
 mod pipes;
+mod regular;
+
+use kind::{DumpCtx, RestoreCtx, KINDS};
 
 const O_CLOEXEC: u32 = libc::O_CLOEXEC as u32;
 
@@ -52,9 +57,9 @@ pub struct FileTable {
     /// Pipe id → a /proc path to open it for reading its buffer.
     pipe_src: HashMap<u32, String>,
     /// Unix sockets of the namespace (loaded at the first socket).
-    unix: Option<crate::unix::UnixTable>,
+    pub(crate) unix: Option<crate::unix::UnixTable>,
     /// File object id → first (pid, fd) holding it, for messages.
-    holders: HashMap<u32, (i32, i32)>,
+    pub(crate) holders: HashMap<u32, (i32, i32)>,
     /// pidfds of the tasks whose fds we borrowed.
     pidfds: HashMap<i32, OwnedFd>,
     /// Our copies of files in flight in unix sockets (kept open while the dump runs).
@@ -62,12 +67,12 @@ pub struct FileTable {
     /// Established TCP connections in repair mode, and their network lock.
     pub tcp: Option<crate::inet::TcpRepair>,
     /// Inodes of the message queues whose messages are saved already.
-    mq_seen: std::collections::HashSet<u64>,
+    pub(crate) mq_seen: std::collections::HashSet<u64>,
     /// The checkpoint's recovery journal (sockets are recorded before they enter repair mode).
     pub journal: Option<crate::journal::JournalHandle>,
 }
 
-fn is_tty(md: &std::fs::Metadata) -> bool {
+pub(crate) fn is_tty(md: &std::fs::Metadata) -> bool {
     let major = libc::major(md.rdev());
     md.file_type().is_char_device()
         && (major == 136 || major == 4 || major == 5 || (128..=143).contains(&major))
@@ -75,24 +80,24 @@ fn is_tty(md: &std::fs::Metadata) -> bool {
 
 /// What `/proc` tells about one fd of a task: the facts every kind's dump starts from.
 pub(crate) struct Probe {
-    pid: i32,
-    fd: i32,
+    pub(crate) pid: i32,
+    pub(crate) fd: i32,
     /// The `/proc/PID/fd/N` link target (`/path`, `pipe:[INO]`, `socket:[INO]`, …).
-    link: String,
-    info: proc::FdInfo,
+    pub(crate) link: String,
+    pub(crate) info: proc::FdInfo,
     /// `/proc/PID/fd/N`, to open the description again.
-    proc_path: String,
-    md: std::fs::Metadata,
+    pub(crate) proc_path: String,
+    pub(crate) md: std::fs::Metadata,
     /// Inode of a socket.
-    sock_ino: Option<u64>,
+    pub(crate) sock_ino: Option<u64>,
     /// Kind of an anonymous-inode object the engine knows.
-    anon_kind: Option<FileKind>,
+    pub(crate) anon_kind: Option<FileKind>,
     /// On the mqueue file system.
-    mqueue: bool,
+    pub(crate) mqueue: bool,
 }
 
 impl Probe {
-    fn unsupported(&self, kind: &str) -> CheckpointError {
+    pub(crate) fn unsupported(&self, kind: &str) -> CheckpointError {
         CheckpointError::Unsupported {
             pid: self.pid,
             what: format!(
@@ -102,120 +107,13 @@ impl Probe {
         }
     }
 
-    fn char_major_minor(&self) -> Option<(u32, u32)> {
+    pub(crate) fn char_major_minor(&self) -> Option<(u32, u32)> {
         self.md
             .file_type()
             .is_char_device()
             .then(|| (libc::major(self.md.rdev()), libc::minor(self.md.rdev())))
     }
 }
-
-/// What the dump of one kind needs beside the probe.
-struct DumpCtx<'a> {
-    shmem: &'a mut ShmemTable,
-    writer: &'a ImageWriter,
-    /// 0 for the tree's own fds, 1 for files in flight in a unix socket.
-    depth: u32,
-}
-
-/// A kind of open file description the checkpoint knows: how to recognise it from its probe,
-/// and how to fill its record (returning the files in flight it carries, for unix sockets).
-struct FdKind {
-    name: &'static str,
-    recognise: fn(&FileTable, &Probe) -> bool,
-    dump: fn(
-        &mut FileTable,
-        &Probe,
-        &mut rec::FileObject,
-        &mut DumpCtx<'_>,
-    ) -> Result<crate::unix::InFlight, CheckpointError>,
-}
-
-/// The registry of kinds, tried in this order (the first that recognises an fd dumps it). A new
-/// kind of kernel object is one line here plus its module.
-const FD_KINDS: &[FdKind] = &[
-    FdKind {
-        name: "POSIX message queue",
-        recognise: |_, p| p.mqueue,
-        dump: FileTable::dump_mqueue,
-    },
-    FdKind {
-        name: "inet socket",
-        recognise: |t, p| p.sock_ino.is_some_and(|ino| !t.is_unix(ino)),
-        dump: FileTable::dump_inet,
-    },
-    FdKind {
-        name: "unix socket",
-        recognise: |_, p| p.sock_ino.is_some(),
-        dump: FileTable::dump_unix,
-    },
-    FdKind {
-        name: "eventfd, epoll, timerfd, signalfd, inotify",
-        recognise: |_, p| p.anon_kind.is_some(),
-        dump: FileTable::dump_event,
-    },
-    FdKind {
-        name: "pipe or FIFO",
-        recognise: |_, p| p.link.starts_with("pipe:") || p.md.file_type().is_fifo(),
-        dump: |t, p, fo, _| {
-            t.dump_pipe_end(p, fo);
-            Ok(Vec::new())
-        },
-    },
-    FdKind {
-        name: "memfd",
-        recognise: |_, p| p.link.starts_with("/memfd:"),
-        dump: FileTable::dump_memfd,
-    },
-    FdKind {
-        name: "regular file",
-        recognise: |_, p| p.md.file_type().is_file(),
-        dump: FileTable::dump_regular,
-    },
-    FdKind {
-        name: "directory",
-        recognise: |_, p| p.md.file_type().is_dir(),
-        dump: |_, _, fo, _| {
-            fo.kind = FileKind::Directory as i32;
-            Ok(Vec::new())
-        },
-    },
-    FdKind {
-        name: "pty master",
-        recognise: |_, p| p.char_major_minor() == Some((5, 2)),
-        dump: FileTable::dump_pty_master,
-    },
-    FdKind {
-        name: "pty slave",
-        recognise: |_, p| {
-            p.char_major_minor()
-                .is_some_and(|(major, _)| crate::pty::is_pts_major(major))
-        },
-        dump: |_, p, fo, _| {
-            fo.kind = FileKind::PtySlave as i32;
-            fo.state = Some(rec::file_object::State::Pty(rec::PtyState {
-                index: crate::pty::pts_index(p.md.rdev()),
-                ..Default::default()
-            }));
-            Ok(Vec::new())
-        },
-    },
-    FdKind {
-        name: "other terminal (refused)",
-        recognise: |_, p| is_tty(&p.md),
-        dump: |_, p, _, _| {
-            Err(p.unsupported("a terminal other than a pseudo-terminal (console, /dev/tty*)"))
-        },
-    },
-    FdKind {
-        name: "character device",
-        recognise: |_, p| p.md.file_type().is_char_device(),
-        dump: |_, _, fo, _| {
-            fo.kind = FileKind::CharDevice as i32;
-            Ok(Vec::new())
-        },
-    },
-];
 
 impl FileTable {
     /// Dump the fd table of one process.
@@ -334,12 +232,12 @@ impl FileTable {
         Ok(None)
     }
 
-    fn is_unix(&self, ino: u64) -> bool {
+    pub(crate) fn is_unix(&self, ino: u64) -> bool {
         self.unix.as_ref().is_some_and(|t| t.is_unix(ino))
     }
 
     /// Record a new open file description: the fields every kind has, then its kind's dump
-    /// (the first entry of [`FD_KINDS`] that recognises it), then the files in flight it
+    /// (the first entry of [`KINDS`] that recognises it), then the files in flight it
     /// carries.
     fn dump_description(
         &mut self,
@@ -370,12 +268,12 @@ impl FileTable {
             }),
             ..Default::default()
         };
-        let kind = FD_KINDS
+        let kind = KINDS
             .iter()
-            .find(|k| (k.recognise)(self, p))
+            .find(|k| k.recognise(self, p))
             .ok_or_else(|| p.unsupported("an object of an unknown kind"))?;
-        tracing::trace!(pid = p.pid, fd = p.fd, kind = kind.name, "dumping fd");
-        let inflight = (kind.dump)(self, p, &mut fo, cx)?;
+        tracing::trace!(pid = p.pid, fd = p.fd, kind = kind.name(), "dumping fd");
+        let inflight = kind.dump(self, p, &mut fo, cx)?;
         self.files.push(fo);
         self.dump_inflight(p, id, inflight, cx)?;
         Ok(id)
@@ -407,197 +305,10 @@ impl FileTable {
         Ok(())
     }
 
-    fn dump_mqueue(
-        &mut self,
-        p: &Probe,
-        fo: &mut rec::FileObject,
-        _: &mut DumpCtx<'_>,
-    ) -> Result<crate::unix::InFlight, CheckpointError> {
-        let first = self.mq_seen.insert(p.md.ino());
-        let q = self.borrow(p.pid, p.fd)?;
-        fo.kind = FileKind::Mqueue as i32;
-        fo.file_id = None;
-        fo.state = Some(rec::file_object::State::Mq(crate::mqueue::dump(
-            p.pid, p.fd, &p.link, &q, first,
-        )?));
-        Ok(Vec::new())
-    }
-
-    fn dump_inet(
-        &mut self,
-        p: &Probe,
-        fo: &mut rec::FileObject,
-        _: &mut DumpCtx<'_>,
-    ) -> Result<crate::unix::InFlight, CheckpointError> {
-        let sock = self.borrow(p.pid, p.fd)?;
-        let repair = self.tcp.get_or_insert_with(|| {
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0);
-            crate::inet::TcpRepair::new(&format!("{:x}_{:x}", sys::getpid(), nanos & 0xffff_ffff))
-        });
-        match crate::inet::dump(p.pid, p.fd, &sock, repair, self.journal.as_ref())? {
-            Some(st) => {
-                fo.kind = FileKind::InetSocket as i32;
-                fo.file_id = None;
-                fo.state = Some(rec::file_object::State::Inet(st));
-                Ok(Vec::new())
-            }
-            None => {
-                Err(p.unsupported("a socket of a family not supported yet (netlink, packet, …)"))
-            }
-        }
-    }
-
-    fn dump_unix(
-        &mut self,
-        p: &Probe,
-        fo: &mut rec::FileObject,
-        cx: &mut DumpCtx<'_>,
-    ) -> Result<crate::unix::InFlight, CheckpointError> {
-        let ino = p.sock_ino.expect("recognised as a socket");
-        fo.kind = FileKind::UnixSocket as i32;
-        fo.file_id = None;
-        let (st, inflight) = {
-            let sock = self.borrow(p.pid, p.fd)?;
-            self.unix
-                .as_mut()
-                .expect("loaded")
-                .dump(p.pid, p.fd, ino, &sock)?
-        };
-        if !inflight.is_empty() && cx.depth > 0 {
-            return Err(p.unsupported(
-                "carries a unix socket that itself has files in flight; not supported",
-            ));
-        }
-        fo.state = Some(rec::file_object::State::Unix(st));
-        Ok(inflight)
-    }
-
-    fn dump_event(
-        &mut self,
-        p: &Probe,
-        fo: &mut rec::FileObject,
-        _: &mut DumpCtx<'_>,
-    ) -> Result<crate::unix::InFlight, CheckpointError> {
-        use crate::events;
-        use rec::file_object::State;
-        let kind = p
-            .anon_kind
-            .expect("recognised as an anonymous-inode object");
-        let (pid, fd, info) = (p.pid, p.fd, &p.info);
-        fo.kind = kind as i32;
-        fo.file_id = None;
-        fo.state = Some(match kind {
-            FileKind::Eventfd => State::Eventfd(events::dump_eventfd(pid, fd, info)?),
-            FileKind::Epoll => State::Epoll(events::dump_epoll(pid, fd, info)?),
-            FileKind::Timerfd => State::Timerfd(events::dump_timerfd(pid, fd, info)?),
-            FileKind::Signalfd => State::Signalfd(events::dump_signalfd(pid, fd, info)?),
-            _ => State::Inotify(events::dump_inotify(pid, fd, info)?),
-        });
-        Ok(Vec::new())
-    }
-
-    fn dump_memfd(
-        &mut self,
-        p: &Probe,
-        fo: &mut rec::FileObject,
-        cx: &mut DumpCtx<'_>,
-    ) -> Result<crate::unix::InFlight, CheckpointError> {
-        let name = p
-            .link
-            .strip_prefix("/memfd:")
-            .expect("recognised as a memfd");
-        let name = name.trim_end_matches(" (deleted)").to_string();
-        fo.kind = FileKind::Memfd as i32;
-        fo.shmem_id = cx.shmem.intern(
-            (p.md.dev(), p.md.ino()),
-            ShmemKind::Memfd,
-            name,
-            p.md.size(),
-            p.proc_path.clone(),
-        );
-        Ok(Vec::new())
-    }
-
-    /// A regular file: its path is enough, unless it was deleted (then its content is saved).
-    fn dump_regular(
-        &mut self,
-        p: &Probe,
-        fo: &mut rec::FileObject,
-        cx: &mut DumpCtx<'_>,
-    ) -> Result<crate::unix::InFlight, CheckpointError> {
-        if let Some(path) = p.link.strip_suffix(" (deleted)") {
-            let (pid, fd) = (p.pid, p.fd);
-            fo.deleted = true;
-            fo.path = path.to_string();
-            let f = File::open(&p.proc_path)
-                .ctx(pid, || format!("fd {fd}: opening deleted file {path}"))?;
-            dump_file_content(&f, p.md.size(), cx.writer, &mut fo.content).ctx(pid, || {
-                format!("fd {fd}: saving content of deleted file {path}")
-            })?;
-        }
-        Ok(Vec::new())
-    }
-
-    fn dump_pty_master(
-        &mut self,
-        p: &Probe,
-        fo: &mut rec::FileObject,
-        _: &mut DumpCtx<'_>,
-    ) -> Result<crate::unix::InFlight, CheckpointError> {
-        let index: u32 = p
-            .info
-            .extra_value("tty-index")
-            .and_then(|v| v.trim().parse().ok())
-            .ok_or_else(|| {
-                Failure::msg(p.pid, format!("fd {}: pty master without tty-index", p.fd))
-            })?;
-        let master = self.borrow(p.pid, p.fd)?;
-        fo.kind = FileKind::PtyMaster as i32;
-        fo.state = Some(rec::file_object::State::Pty(crate::pty::dump_master(
-            p.pid, p.fd, &master, index,
-        )?));
-        Ok(Vec::new())
-    }
-
-    /// Checks that need every fd table: unix peers must be inside the tree; a pty slave whose
-    /// master is not in the tree is marked external.
+    /// Checks that need every fd table, kind by kind (see [`ObjectKind::dump_finish`]).
     pub fn finish(&mut self) -> Result<(), CheckpointError> {
-        if let Some(t) = &self.unix {
-            t.check_peers(&self.files, &self.holders)?;
-        }
-        // A TCP connection whose peer already shut down for writing can only be rebuilt when
-        // that peer is in the tree too (it sends its FIN again after restore).
-        for f in &self.files {
-            let Some(u) = f.inet() else { continue };
-            let Some(t) = &u.tcp else { continue };
-            let peer_inside = crate::inet::peer_inside(&self.files, u);
-            if t.fin_received && !peer_inside && u.family != libc::AF_INET {
-                let (pid, fd) = self.holders.get(&f.id).copied().unwrap_or((0, -1));
-                return Err(CheckpointError::Unsupported {
-                    pid,
-                    what: format!(
-                        "fd {fd} ({}) is an IPv6 TCP connection whose peer {} outside the tree has shut down its side; not supported yet",
-                        stasis_sys::net::addr_string(&u.local),
-                        stasis_sys::net::addr_string(&u.peer)
-                    ),
-                });
-            }
-        }
-        let masters: std::collections::HashSet<u32> = self
-            .files
-            .iter()
-            .filter(|f| f.kind == FileKind::PtyMaster as i32)
-            .filter_map(|f| f.pty().map(|p| p.index))
-            .collect();
-        for f in &mut self.files {
-            if f.kind == FileKind::PtySlave as i32 {
-                if let Some(p) = f.pty_mut() {
-                    p.external = !masters.contains(&p.index);
-                }
-            }
+        for k in KINDS {
+            k.dump_finish(self)?;
         }
         Ok(())
     }
@@ -612,7 +323,7 @@ impl FileTable {
     }
 
     /// A copy of a task's fd in our process (same open file description).
-    fn borrow(&mut self, pid: i32, fd: i32) -> Result<OwnedFd, Failure> {
+    pub(crate) fn borrow(&mut self, pid: i32, fd: i32) -> Result<OwnedFd, Failure> {
         let pidfd = match self.pidfds.entry(pid) {
             std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
             std::collections::hash_map::Entry::Vacant(v) => {
@@ -653,7 +364,7 @@ pub struct Opened {
     pub replaced: Vec<crate::restore::Replaced>,
 }
 
-fn open_with(path: &str, flags: u32) -> std::io::Result<File> {
+pub(crate) fn open_with(path: &str, flags: u32) -> std::io::Result<File> {
     let acc = flags & libc::O_ACCMODE as u32;
     let mut o = std::fs::OpenOptions::new();
     o.read(acc == libc::O_RDONLY as u32 || acc == libc::O_RDWR as u32);
@@ -669,8 +380,43 @@ fn open_with(path: &str, flags: u32) -> std::io::Result<File> {
     o.open(path)
 }
 
+/// The status flags that belong to the description (`O_APPEND`, `O_NONBLOCK`), as saved —
+/// whatever the kind's `open` left them at.
+fn set_status_flags(fd: &OwnedFd, f: &rec::FileObject) -> Result<(), Failure> {
+    let what = || format!("open file description #{} ({}): status flags", f.id, f.path);
+    let mask = (libc::O_APPEND | libc::O_NONBLOCK) as u32;
+    let cur = sys::fcntl(fd.as_raw_fd(), libc::F_GETFL, 0).ctx(0, what)? as u32;
+    let newfl = (cur & !mask) | (f.flags & mask);
+    if newfl != cur {
+        sys::fcntl(fd.as_raw_fd(), libc::F_SETFL, newfl as i64).ctx(0, what)?;
+    }
+    Ok(())
+}
+
+/// Seek a reopened file to its saved offset.
+fn seek_to_saved(file: &File, f: &rec::FileObject) -> Result<(), Failure> {
+    if f.pos != 0 {
+        sys::lseek(file.as_raw_fd(), f.pos as i64, libc::SEEK_SET).ctx(0, || {
+            format!(
+                "open file description #{} ({}): seek to {}",
+                f.id, f.path, f.pos
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// One line describing an open file description of an image, by its kind (`stasis inspect`).
+pub fn describe(img: &rec::Checkpoint, f: &rec::FileObject) -> String {
+    match kind::for_record(f.kind) {
+        Some(k) => k.describe(img, f),
+        None => format!("unknown kind {} ({})", f.kind, f.path),
+    }
+}
+
 impl Opened {
-    /// Create every shared object the image needs, in the restorer.
+    /// Create every shared object the image needs, in the restorer: shared memory, then each
+    /// kind's descriptions in the three phases of [`ObjectKind`].
     pub fn prepare(
         img: &rec::Checkpoint,
         reader: &ImageReader,
@@ -702,116 +448,32 @@ impl Opened {
             let fd = create_shmem(s, reader)?;
             o.shmem.insert(s.id, fd);
         }
-        o.pipes = pipes::create_all(img)?;
-        let fifo_holders = pipes::hold_fifos(img)?;
-        let mut unix_fds = crate::unix::create_all(img)?;
-        let pairs = crate::pty::create_pairs(img)?;
-        let mut inet_fds = crate::inet::create_all(img)?;
-        let mut mq_fds = crate::mqueue::open_all(img)?;
+        let mut cx = RestoreCtx {
+            img,
+            reader,
+            made: HashMap::new(),
+            held: Vec::new(),
+        };
+        for k in KINDS {
+            k.create(&mut o, &mut cx)?;
+        }
         for f in &img.files {
-            let kind = FileKind::try_from(f.kind)
-                .map_err(|_| Failure::msg(0, "unknown file kind in image"))?;
-            let what = || format!("open file description #{} ({})", f.id, f.path);
-            let fd: OwnedFd = match kind {
-                FileKind::Regular if f.deleted => recreate_deleted(f, reader)?.into(),
-                FileKind::Regular | FileKind::Directory | FileKind::CharDevice => {
-                    let file = open_with(&f.path, f.flags).ctx(0, what)?;
-                    if kind == FileKind::CharDevice {
-                        let md = file.metadata().ctx(0, what)?;
-                        if md.rdev() != f.rdev {
-                            return Err(Failure::msg(
-                                0,
-                                format!("{}: device number changed", what()),
-                            ));
-                        }
-                    }
-                    file.into()
-                }
-                FileKind::PipeEnd => {
-                    let (fd, stand_in) = pipes::open_end(&o, img, f, &what)?;
-                    if let Some(r) = stand_in {
-                        if !o.replaced.contains(&r) {
-                            o.replaced.push(r);
-                        }
-                    }
-                    fd
-                }
-                FileKind::Fifo => pipes::open_fifo(f, &what)?,
-                FileKind::Mqueue => mq_fds.remove(&f.id).ok_or_else(|| {
-                    Failure::msg(0, format!("{}: message queue was not opened", what()))
-                })?,
-                FileKind::InetSocket => inet_fds.remove(&f.id).ok_or_else(|| {
-                    Failure::msg(0, format!("{}: socket was not recreated", what()))
-                })?,
-                FileKind::PtyMaster => {
-                    let idx = f.pty().map(|p| p.index).unwrap_or(u32::MAX);
-                    let pair = pairs.get(&idx).ok_or_else(|| {
-                        Failure::msg(0, format!("{}: pty {idx} was not recreated", what()))
-                    })?;
-                    pair.master.try_clone().ctx(0, what)?
-                }
-                FileKind::PtySlave => {
-                    let st = f
-                        .pty()
-                        .ok_or_else(|| Failure::msg(0, format!("{}: pty state missing", what())))?;
-                    if st.external {
-                        crate::pty::external_slave(st.index, &o.inherit)?
-                    } else {
-                        open_with(
-                            &format!("/dev/pts/{}", st.index),
-                            f.flags | libc::O_NOCTTY as u32,
-                        )
-                        .ctx(0, what)?
-                        .into()
-                    }
-                }
-                FileKind::UnixSocket => unix_fds.remove(&f.id).ok_or_else(|| {
-                    Failure::msg(0, format!("{}: socket was not recreated", what()))
-                })?,
-                FileKind::Eventfd
-                | FileKind::Epoll
-                | FileKind::Timerfd
-                | FileKind::Signalfd
-                | FileKind::Inotify => crate::events::create(f, kind)?,
-                FileKind::Memfd => {
-                    let s = o
-                        .shmem
-                        .get(&f.shmem_id)
-                        .ok_or_else(|| Failure::msg(0, format!("{}: memfd missing", what())))?;
-                    open_with(&format!("/proc/self/fd/{}", s.as_raw_fd()), f.flags)
-                        .ctx(0, what)?
-                        .into()
-                }
-            };
-            // Status flags (O_NONBLOCK, O_APPEND…) belong to the description.
-            let want = f.flags
-                & (libc::O_APPEND
-                    | libc::O_NONBLOCK
-                    | libc::O_ASYNC
-                    | libc::O_DIRECT
-                    | libc::O_NOATIME) as u32;
-            if matches!(kind, FileKind::PipeEnd | FileKind::Fifo) || want != 0 {
-                let cur = sys::fcntl(fd.as_raw_fd(), libc::F_GETFL, 0).ctx(0, what)? as u32;
-                let mask = (libc::O_APPEND | libc::O_NONBLOCK) as u32;
-                let newfl = (cur & !mask) | (want & mask);
-                if newfl != cur {
-                    sys::fcntl(fd.as_raw_fd(), libc::F_SETFL, newfl as i64).ctx(0, what)?;
-                }
-            }
-            if matches!(
-                kind,
-                FileKind::Regular | FileKind::Memfd | FileKind::Directory
-            ) && f.pos != 0
-            {
-                sys::lseek(fd.as_raw_fd(), f.pos as i64, libc::SEEK_SET)
-                    .ctx(0, || format!("{}: seek to {}", what(), f.pos))?;
-            }
+            let kind = kind::for_record(f.kind).ok_or_else(|| {
+                Failure::msg(
+                    0,
+                    format!(
+                        "open file description #{} ({}): unknown kind {} in image",
+                        f.id, f.path, f.kind
+                    ),
+                )
+            })?;
+            let fd = kind.open(f, &mut o, &mut cx)?;
+            set_status_flags(&fd, f)?;
             o.files.insert(f.id, fd);
         }
-        drop(fifo_holders);
-        crate::unix::requeue_all(img, &o.files)?;
-        crate::pty::finish_pairs(img, &pairs)?;
-        o.ptys = pairs;
+        for k in KINDS {
+            k.finish(&mut o, &mut cx)?;
+        }
         Ok(o)
     }
 
@@ -985,29 +647,4 @@ fn create_shmem(s: &rec::ShmemObject, reader: &ImageReader) -> Result<OwnedFd, F
             .ctx(0, || format!("memfd {}: adding seals", s.name))?;
     }
     Ok(file.into())
-}
-
-fn recreate_deleted(f: &rec::FileObject, reader: &ImageReader) -> Result<File, Failure> {
-    let path = std::path::Path::new(&f.path);
-    let dir = path.parent().unwrap_or(std::path::Path::new("/"));
-    let name = if path.exists() {
-        dir.join(format!(".stasis-ghost-{}-{}", sys::getpid(), f.id))
-    } else {
-        path.to_path_buf()
-    };
-    let what = || format!("recreating deleted file {}", f.path);
-    let w = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .mode(if f.mode == 0 { 0o600 } else { f.mode })
-        .open(&name)
-        .ctx(0, what)?;
-    let res = (|| {
-        crate::memory::fill_file(reader, &w, &f.content, f.size)?;
-        let file = open_with(&name.to_string_lossy(), f.flags).ctx(0, what)?;
-        Ok(file)
-    })();
-    let _ = std::fs::remove_file(&name);
-    res
 }

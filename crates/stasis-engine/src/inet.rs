@@ -15,7 +15,10 @@
 //! (the sender is kept), otherwise from a temporary socket (the sender's port is not kept).
 
 use crate::error::{CheckpointError, Ctx, Failure};
-use stasis_image::records as rec;
+use crate::files::kind::{DumpCtx, ObjectKind, RestoreCtx};
+use crate::files::{FileTable, Opened, Probe};
+use crate::unix::InFlight;
+use stasis_image::records::{self as rec, FileKind};
 use stasis_sys::net;
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -668,5 +671,118 @@ pub fn inject_peer_fin(
             ));
         }
         std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
+
+/// IPv4/IPv6 sockets (UDP, TCP listeners and connections).
+pub(crate) struct InetKind;
+
+impl ObjectKind for InetKind {
+    fn name(&self) -> &'static str {
+        "inet socket"
+    }
+
+    fn kinds(&self) -> &'static [FileKind] {
+        &[FileKind::InetSocket]
+    }
+
+    /// Before the unix kind in the registry: any socket that is not a unix one.
+    fn recognise(&self, t: &FileTable, p: &Probe) -> bool {
+        p.sock_ino.is_some_and(|ino| !t.is_unix(ino))
+    }
+
+    fn dump(
+        &self,
+        t: &mut FileTable,
+        p: &Probe,
+        fo: &mut rec::FileObject,
+        _: &mut DumpCtx<'_>,
+    ) -> Result<InFlight, CheckpointError> {
+        let sock = t.borrow(p.pid, p.fd)?;
+        let repair = t.tcp.get_or_insert_with(|| {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0);
+            TcpRepair::new(&format!(
+                "{:x}_{:x}",
+                stasis_sys::sys::getpid(),
+                nanos & 0xffff_ffff
+            ))
+        });
+        match dump(p.pid, p.fd, &sock, repair, t.journal.as_ref())? {
+            Some(st) => {
+                fo.kind = FileKind::InetSocket as i32;
+                fo.file_id = None;
+                fo.state = Some(rec::file_object::State::Inet(st));
+                Ok(Vec::new())
+            }
+            None => {
+                Err(p.unsupported("a socket of a family not supported yet (netlink, packet, …)"))
+            }
+        }
+    }
+
+    /// A TCP connection whose peer already shut down for writing can only be rebuilt when
+    /// that peer is in the tree too (it sends its FIN again after restore).
+    fn dump_finish(&self, t: &mut FileTable) -> Result<(), CheckpointError> {
+        for f in &t.files {
+            let Some(u) = f.inet() else { continue };
+            let Some(tcp) = &u.tcp else { continue };
+            if tcp.fin_received && !peer_inside(&t.files, u) && u.family != libc::AF_INET {
+                let (pid, fd) = t.holders.get(&f.id).copied().unwrap_or((0, -1));
+                return Err(CheckpointError::Unsupported {
+                    pid,
+                    what: format!(
+                        "fd {fd} ({}) is an IPv6 TCP connection whose peer {} outside the tree has shut down its side; not supported yet",
+                        net::addr_string(&u.local),
+                        net::addr_string(&u.peer)
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn create(&self, _: &mut Opened, cx: &mut RestoreCtx<'_>) -> Result<(), Failure> {
+        let made = create_all(cx.img)?;
+        cx.made.extend(made);
+        Ok(())
+    }
+
+    fn open(
+        &self,
+        f: &rec::FileObject,
+        _: &mut Opened,
+        cx: &mut RestoreCtx<'_>,
+    ) -> Result<OwnedFd, Failure> {
+        cx.take_made(f, "socket was not recreated")
+    }
+
+    fn describe(&self, _: &rec::Checkpoint, f: &rec::FileObject) -> String {
+        let Some(u) = f.inet() else {
+            return "inet socket".into();
+        };
+        let proto = if u.protocol == libc::IPPROTO_TCP {
+            "tcp"
+        } else {
+            "udp"
+        };
+        let local = net::addr_string(&u.local);
+        match (&u.tcp, u.listening) {
+            (Some(t), _) => format!(
+                "{proto} {local} ↔ {} established (repair: {} bytes to send, {} received unread)",
+                net::addr_string(&u.peer),
+                t.send_queue.len(),
+                t.recv_queue.len()
+            ),
+            (None, true) => format!("{proto} {local} listening"),
+            (None, false) if !u.peer.is_empty() => format!(
+                "{proto} {local} → {}, {} datagram(s) queued",
+                net::addr_string(&u.peer),
+                u.queue.len()
+            ),
+            _ => format!("{proto} {local}, {} datagram(s) queued", u.queue.len()),
+        }
     }
 }

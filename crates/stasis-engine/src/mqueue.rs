@@ -12,8 +12,11 @@
 //! whoever else uses it — its limits must match, or restore fails naming it. Each description
 //! is then opened by name with its saved flags. Not kept: `mq_notify` registrations.
 
-use crate::error::{Ctx, Failure};
-use stasis_image::records as rec;
+use crate::error::{CheckpointError, Ctx, Failure};
+use crate::files::kind::{DumpCtx, ObjectKind, RestoreCtx};
+use crate::files::{FileTable, Opened, Probe};
+use crate::unix::InFlight;
+use stasis_image::records::{self as rec, FileKind};
 use stasis_sys::sys;
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -117,4 +120,64 @@ pub fn open_all(img: &rec::Checkpoint) -> Result<HashMap<u32, OwnedFd>, Failure>
         out.insert(f.id, fd);
     }
     Ok(out)
+}
+
+/// POSIX message queue descriptions.
+pub(crate) struct MqueueKind;
+
+impl ObjectKind for MqueueKind {
+    fn name(&self) -> &'static str {
+        "POSIX message queue"
+    }
+
+    fn kinds(&self) -> &'static [FileKind] {
+        &[FileKind::Mqueue]
+    }
+
+    fn recognise(&self, _: &FileTable, p: &Probe) -> bool {
+        p.mqueue
+    }
+
+    fn dump(
+        &self,
+        t: &mut FileTable,
+        p: &Probe,
+        fo: &mut rec::FileObject,
+        _: &mut DumpCtx<'_>,
+    ) -> Result<InFlight, CheckpointError> {
+        let first = t.mq_seen.insert(p.md.ino());
+        let q = t.borrow(p.pid, p.fd)?;
+        fo.kind = FileKind::Mqueue as i32;
+        fo.file_id = None;
+        fo.state = Some(rec::file_object::State::Mq(dump(
+            p.pid, p.fd, &p.link, &q, first,
+        )?));
+        Ok(Vec::new())
+    }
+
+    fn create(&self, _: &mut Opened, cx: &mut RestoreCtx<'_>) -> Result<(), Failure> {
+        let opened = open_all(cx.img)?;
+        cx.made.extend(opened);
+        Ok(())
+    }
+
+    fn open(
+        &self,
+        f: &rec::FileObject,
+        _: &mut Opened,
+        cx: &mut RestoreCtx<'_>,
+    ) -> Result<OwnedFd, Failure> {
+        cx.take_made(f, "message queue was not opened")
+    }
+
+    fn describe(&self, _: &rec::Checkpoint, f: &rec::FileObject) -> String {
+        match f.mq() {
+            Some(q) => format!(
+                "POSIX message queue {} ({} message(s))",
+                q.name,
+                q.messages.len()
+            ),
+            None => "POSIX message queue".into(),
+        }
+    }
 }

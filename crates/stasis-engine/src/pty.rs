@@ -21,9 +21,12 @@
 //! the shell-job rule: it is reattached to `--inherit-fd tty:[INDEX]=FD`, or to the restorer's
 //! own standard input when that is a terminal; otherwise restore fails naming the fd.
 
-use crate::error::{Ctx, Failure};
+use crate::error::{CheckpointError, Ctx, Failure};
+use crate::files::kind::{DumpCtx, ObjectKind, RestoreCtx};
+use crate::files::{FileTable, Opened, Probe};
 use crate::remote::Remote;
-use stasis_image::records as rec;
+use crate::unix::InFlight;
+use stasis_image::records::{self as rec, FileKind};
 use stasis_sys::sys;
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -452,4 +455,163 @@ pub fn external_slave(index: u32, inherit: &HashMap<String, RawFd>) -> Result<Ow
     let dup = sys::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3)
         .ctx(0, || format!("{key}: duplicating fd {fd}"))?;
     Ok(sys::owned_fd(dup as RawFd))
+}
+
+/// The master side of a pseudo-terminal pair (`/dev/ptmx`).
+pub(crate) struct PtyMasterKind;
+
+impl ObjectKind for PtyMasterKind {
+    fn name(&self) -> &'static str {
+        "pty master"
+    }
+
+    fn kinds(&self) -> &'static [FileKind] {
+        &[FileKind::PtyMaster]
+    }
+
+    fn recognise(&self, _: &FileTable, p: &Probe) -> bool {
+        p.char_major_minor() == Some((5, 2))
+    }
+
+    fn dump(
+        &self,
+        t: &mut FileTable,
+        p: &Probe,
+        fo: &mut rec::FileObject,
+        _: &mut DumpCtx<'_>,
+    ) -> Result<InFlight, CheckpointError> {
+        let index: u32 = p
+            .info
+            .extra_value("tty-index")
+            .and_then(|v| v.trim().parse().ok())
+            .ok_or_else(|| {
+                Failure::msg(p.pid, format!("fd {}: pty master without tty-index", p.fd))
+            })?;
+        let master = t.borrow(p.pid, p.fd)?;
+        fo.kind = FileKind::PtyMaster as i32;
+        fo.state = Some(rec::file_object::State::Pty(dump_master(
+            p.pid, p.fd, &master, index,
+        )?));
+        Ok(Vec::new())
+    }
+
+    /// A slave whose master is not in the tree is marked external (its terminal is outside).
+    fn dump_finish(&self, t: &mut FileTable) -> Result<(), CheckpointError> {
+        let masters: std::collections::HashSet<u32> = t.pty_masters().into_iter().collect();
+        for f in &mut t.files {
+            if f.kind == FileKind::PtySlave as i32 {
+                if let Some(p) = f.pty_mut() {
+                    p.external = !masters.contains(&p.index);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn create(&self, o: &mut Opened, cx: &mut RestoreCtx<'_>) -> Result<(), Failure> {
+        o.ptys = create_pairs(cx.img)?;
+        Ok(())
+    }
+
+    fn open(
+        &self,
+        f: &rec::FileObject,
+        o: &mut Opened,
+        _: &mut RestoreCtx<'_>,
+    ) -> Result<OwnedFd, Failure> {
+        let idx = f.pty().map(|p| p.index).unwrap_or(u32::MAX);
+        let what = || format!("open file description #{} ({})", f.id, f.path);
+        let pair = o
+            .ptys
+            .get(&idx)
+            .ok_or_else(|| Failure::msg(0, format!("{}: pty {idx} was not recreated", what())))?;
+        pair.master.try_clone().ctx(0, what)
+    }
+
+    /// Pairs that were locked are locked again once every slave description is open.
+    fn finish(&self, o: &mut Opened, cx: &mut RestoreCtx<'_>) -> Result<(), Failure> {
+        finish_pairs(cx.img, &o.ptys)
+    }
+
+    fn describe(&self, _: &rec::Checkpoint, f: &rec::FileObject) -> String {
+        match f.pty() {
+            Some(p) => format!(
+                "pty master /dev/pts/{} ({} bytes of input, {} of output queued{})",
+                p.index,
+                p.input.len(),
+                p.output.len(),
+                if p.packet_mode { ", packet mode" } else { "" }
+            ),
+            None => "pty master".into(),
+        }
+    }
+}
+
+/// The slave side (`/dev/pts/N`): of a pair in the tree, or of a terminal outside it.
+pub(crate) struct PtySlaveKind;
+
+impl ObjectKind for PtySlaveKind {
+    fn name(&self) -> &'static str {
+        "pty slave"
+    }
+
+    fn kinds(&self) -> &'static [FileKind] {
+        &[FileKind::PtySlave]
+    }
+
+    fn recognise(&self, _: &FileTable, p: &Probe) -> bool {
+        p.char_major_minor()
+            .is_some_and(|(major, _)| is_pts_major(major))
+    }
+
+    fn dump(
+        &self,
+        _: &mut FileTable,
+        p: &Probe,
+        fo: &mut rec::FileObject,
+        _: &mut DumpCtx<'_>,
+    ) -> Result<InFlight, CheckpointError> {
+        fo.kind = FileKind::PtySlave as i32;
+        fo.state = Some(rec::file_object::State::Pty(rec::PtyState {
+            index: pts_index(p.md.rdev()),
+            ..Default::default()
+        }));
+        Ok(Vec::new())
+    }
+
+    fn open(
+        &self,
+        f: &rec::FileObject,
+        o: &mut Opened,
+        _: &mut RestoreCtx<'_>,
+    ) -> Result<OwnedFd, Failure> {
+        let what = || format!("open file description #{} ({})", f.id, f.path);
+        let st = f
+            .pty()
+            .ok_or_else(|| Failure::msg(0, format!("{}: pty state missing", what())))?;
+        if st.external {
+            return external_slave(st.index, &o.inherit);
+        }
+        Ok(crate::files::open_with(
+            &format!("/dev/pts/{}", st.index),
+            f.flags | libc::O_NOCTTY as u32,
+        )
+        .ctx(0, what)?
+        .into())
+    }
+
+    fn describe(&self, _: &rec::Checkpoint, f: &rec::FileObject) -> String {
+        match f.pty() {
+            Some(p) => format!(
+                "pty slave /dev/pts/{}{}",
+                p.index,
+                if p.external {
+                    " (terminal outside the tree)"
+                } else {
+                    ""
+                }
+            ),
+            None => "pty slave".into(),
+        }
+    }
 }

@@ -23,7 +23,9 @@
 //! data.
 
 use crate::error::{CheckpointError, Ctx, Failure};
-use stasis_image::records as rec;
+use crate::files::kind::{DumpCtx, ObjectKind, RestoreCtx};
+use crate::files::{FileTable, Opened, Probe};
+use stasis_image::records::{self as rec, FileKind};
 use stasis_sys::diag::UnixDiag;
 use stasis_sys::net;
 use std::collections::HashMap;
@@ -427,4 +429,120 @@ fn set_opts(s: RawFd, u: &rec::UnixSocketState) -> std::io::Result<()> {
         net::setsockopt_timeval(s, libc::SO_SNDTIMEO, u.sndtimeo_us)?;
     }
     Ok(())
+}
+
+/// Unix-domain sockets.
+pub(crate) struct UnixKind;
+
+impl ObjectKind for UnixKind {
+    fn name(&self) -> &'static str {
+        "unix socket"
+    }
+
+    fn kinds(&self) -> &'static [FileKind] {
+        &[FileKind::UnixSocket]
+    }
+
+    /// After the inet kind in the registry: the sockets left are unix ones.
+    fn recognise(&self, _: &FileTable, p: &Probe) -> bool {
+        p.sock_ino.is_some()
+    }
+
+    fn dump(
+        &self,
+        t: &mut FileTable,
+        p: &Probe,
+        fo: &mut rec::FileObject,
+        cx: &mut DumpCtx<'_>,
+    ) -> Result<InFlight, CheckpointError> {
+        let ino = p.sock_ino.expect("recognised as a socket");
+        fo.kind = FileKind::UnixSocket as i32;
+        fo.file_id = None;
+        let (st, inflight) = {
+            let sock = t.borrow(p.pid, p.fd)?;
+            t.unix
+                .as_mut()
+                .expect("loaded at the first socket")
+                .dump(p.pid, p.fd, ino, &sock)?
+        };
+        if !inflight.is_empty() && cx.depth > 0 {
+            return Err(p.unsupported(
+                "carries a unix socket that itself has files in flight; not supported",
+            ));
+        }
+        fo.state = Some(rec::file_object::State::Unix(st));
+        Ok(inflight)
+    }
+
+    /// Every peer must be inside the tree.
+    fn dump_finish(&self, t: &mut FileTable) -> Result<(), CheckpointError> {
+        match &t.unix {
+            Some(u) => u.check_peers(&t.files, &t.holders),
+            None => Ok(()),
+        }
+    }
+
+    fn create(&self, _: &mut Opened, cx: &mut RestoreCtx<'_>) -> Result<(), Failure> {
+        let made = create_all(cx.img)?;
+        cx.made.extend(made);
+        Ok(())
+    }
+
+    fn open(
+        &self,
+        f: &rec::FileObject,
+        _: &mut Opened,
+        cx: &mut RestoreCtx<'_>,
+    ) -> Result<OwnedFd, Failure> {
+        cx.take_made(f, "socket was not recreated")
+    }
+
+    /// Queued messages are sent again once every description is open (they may carry any).
+    fn finish(&self, o: &mut Opened, cx: &mut RestoreCtx<'_>) -> Result<(), Failure> {
+        requeue_all(cx.img, &o.files)
+    }
+
+    fn describe(&self, _: &rec::Checkpoint, f: &rec::FileObject) -> String {
+        let Some(u) = f.unix() else {
+            return "unix socket".into();
+        };
+        let ty = match u.sock_type {
+            libc::SOCK_STREAM => "stream",
+            libc::SOCK_DGRAM => "dgram",
+            libc::SOCK_SEQPACKET => "seqpacket",
+            _ => "?",
+        };
+        let state = match u.state {
+            1 => "connected",
+            10 => "listening",
+            _ => "unconnected",
+        };
+        let name = if u.name.is_empty() {
+            String::new()
+        } else if u.name[0] == 0 {
+            format!(" @{}", String::from_utf8_lossy(&u.name[1..]))
+        } else {
+            format!(" {}", String::from_utf8_lossy(&u.name))
+        };
+        let peer = if u.peer_ino != 0 {
+            format!(" peer socket:[{}]", u.peer_ino)
+        } else {
+            String::new()
+        };
+        let queued: usize = u.queue.iter().map(|m| m.data.len()).sum();
+        let queued = if queued > 0 {
+            format!(", {queued} bytes in {} message(s) queued", u.queue.len())
+        } else {
+            String::new()
+        };
+        let pending = if u.pending_clients.is_empty() {
+            String::new()
+        } else {
+            format!(", {} pending connection(s)", u.pending_clients.len())
+        };
+        format!(
+            "unix {ty} socket:[{}] {state}{name}{peer}{queued}{pending}",
+            u.ino
+        )
+    }
 }

@@ -11,15 +11,17 @@
 //! open read-write (so no other open blocks) while it is refilled and its ends are opened by
 //! path.
 
+use super::kind::{DumpCtx, ObjectKind, RestoreCtx};
 use super::{open_with, FileTable, Opened, Probe};
-use crate::error::{Ctx, Failure};
+use crate::error::{CheckpointError, Ctx, Failure};
 use crate::restore::Replaced;
+use crate::unix::InFlight;
 use stasis_image::records::{self as rec, FileKind};
 use stasis_sys::sys;
 use std::collections::HashMap;
 use std::fs::File;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 
 impl FileTable {
     /// The id of the pipe with this inode, recorded at its first end.
@@ -245,4 +247,83 @@ pub(super) fn open_fifo(
     Ok(open_with(&f.path, f.flags | libc::O_NONBLOCK as u32)
         .ctx(0, what)?
         .into())
+}
+
+/// Pipe ends and FIFO ends.
+pub(crate) struct PipeKind;
+
+impl ObjectKind for PipeKind {
+    fn name(&self) -> &'static str {
+        "pipe or FIFO"
+    }
+
+    fn kinds(&self) -> &'static [FileKind] {
+        &[FileKind::PipeEnd, FileKind::Fifo]
+    }
+
+    fn recognise(&self, _: &FileTable, p: &Probe) -> bool {
+        p.link.starts_with("pipe:") || p.md.file_type().is_fifo()
+    }
+
+    fn dump(
+        &self,
+        t: &mut FileTable,
+        p: &Probe,
+        fo: &mut rec::FileObject,
+        _: &mut DumpCtx<'_>,
+    ) -> Result<InFlight, CheckpointError> {
+        t.dump_pipe_end(p, fo);
+        Ok(Vec::new())
+    }
+
+    /// Unnamed pipes created and refilled; FIFOs held open read-write and refilled.
+    fn create(&self, o: &mut Opened, cx: &mut RestoreCtx<'_>) -> Result<(), Failure> {
+        o.pipes = create_all(cx.img)?;
+        cx.held
+            .extend(hold_fifos(cx.img)?.into_values().map(OwnedFd::from));
+        Ok(())
+    }
+
+    fn open(
+        &self,
+        f: &rec::FileObject,
+        o: &mut Opened,
+        cx: &mut RestoreCtx<'_>,
+    ) -> Result<OwnedFd, Failure> {
+        let what = || format!("open file description #{} ({})", f.id, f.path);
+        if f.kind == FileKind::Fifo as i32 {
+            return open_fifo(f, &what);
+        }
+        let (fd, stand_in) = open_end(o, cx.img, f, &what)?;
+        if let Some(r) = stand_in {
+            if !o.replaced.contains(&r) {
+                o.replaced.push(r);
+            }
+        }
+        Ok(fd)
+    }
+
+    fn describe(&self, img: &rec::Checkpoint, f: &rec::FileObject) -> String {
+        let p = img.pipes.get(f.pipe_id as usize);
+        let end = if f.write_end { "write" } else { "read" };
+        if f.kind == FileKind::Fifo as i32 {
+            return format!("FIFO {} {end} end", f.path);
+        }
+        let ino = p.map(|p| p.ino).unwrap_or(0);
+        let ext = p.is_some_and(|p| {
+            if f.write_end {
+                p.external_reader
+            } else {
+                p.external_writer
+            }
+        });
+        format!(
+            "pipe:[{ino}] {end} end{}",
+            if ext {
+                " (other end outside the tree)"
+            } else {
+                ""
+            }
+        )
+    }
 }
