@@ -178,146 +178,191 @@ pub fn dump(
     if family != libc::AF_INET && family != libc::AF_INET6 {
         return Ok(None);
     }
-    let sock_type = opt(s, libc::SOL_SOCKET, libc::SO_TYPE).ctx(pid, || what("SO_TYPE"))?;
-    let protocol = opt(s, libc::SOL_SOCKET, SO_PROTOCOL).ctx(pid, || what("SO_PROTOCOL"))?;
-    let local = net::sock_name(s).ctx(pid, || what("getsockname"))?;
-    let unsupported = |w: String| CheckpointError::Unsupported {
+    let mut st = dump_common(pid, fd, s, family)?;
+    match (st.sock_type, st.protocol) {
+        (libc::SOCK_DGRAM, libc::IPPROTO_UDP) => dump_udp_queue(pid, fd, s, &mut st)?,
+        (libc::SOCK_STREAM, libc::IPPROTO_TCP) => {
+            dump_tcp(pid, fd, sock, &mut st, repair, journal)?
+        }
+        (ty, proto) => {
+            return Err(unsupported(
+                pid,
+                fd,
+                &st,
+                format!("is an inet socket of type {ty} protocol {proto}"),
+            ))
+        }
+    }
+    Ok(Some(st))
+}
+
+fn unsupported(pid: i32, fd: i32, st: &rec::InetSocketState, w: String) -> CheckpointError {
+    CheckpointError::Unsupported {
         pid,
         what: format!(
             "fd {fd} ({}) {w}; not supported yet",
-            net::addr_string(&local)
+            net::addr_string(&st.local)
         ),
-    };
+    }
+}
+
+/// Type, addresses and the socket options every inet socket has.
+fn dump_common(pid: i32, fd: i32, s: RawFd, family: i32) -> Result<rec::InetSocketState, Failure> {
+    let what = |w: &str| format!("fd {fd}: {w}");
+    let int = |level: i32, o: i32, name: &str| opt(s, level, o).ctx(pid, || what(name));
     let mut st = rec::InetSocketState {
         family,
-        sock_type,
-        protocol,
-        listening: false,
-        local: local.clone(),
+        sock_type: int(libc::SOL_SOCKET, libc::SO_TYPE, "SO_TYPE")?,
+        protocol: int(libc::SOL_SOCKET, SO_PROTOCOL, "SO_PROTOCOL")?,
+        local: net::sock_name(s).ctx(pid, || what("getsockname"))?,
         peer: net::peer_name(s)
             .ctx(pid, || what("getpeername"))?
             .unwrap_or_default(),
-        backlog: 0,
-        queue: Vec::new(),
-        reuseaddr: opt(s, libc::SOL_SOCKET, libc::SO_REUSEADDR)
-            .ctx(pid, || what("SO_REUSEADDR"))?
-            != 0,
-        reuseport: opt(s, libc::SOL_SOCKET, libc::SO_REUSEPORT)
-            .ctx(pid, || what("SO_REUSEPORT"))?
-            != 0,
-        broadcast: opt(s, libc::SOL_SOCKET, libc::SO_BROADCAST)
-            .ctx(pid, || what("SO_BROADCAST"))?
-            != 0,
-        keepalive: opt(s, libc::SOL_SOCKET, libc::SO_KEEPALIVE)
-            .ctx(pid, || what("SO_KEEPALIVE"))?
-            != 0,
-        nodelay: false,
-        rcvbuf: opt(s, libc::SOL_SOCKET, libc::SO_RCVBUF).ctx(pid, || what("SO_RCVBUF"))?,
-        sndbuf: opt(s, libc::SOL_SOCKET, libc::SO_SNDBUF).ctx(pid, || what("SO_SNDBUF"))?,
+        reuseaddr: int(libc::SOL_SOCKET, libc::SO_REUSEADDR, "SO_REUSEADDR")? != 0,
+        reuseport: int(libc::SOL_SOCKET, libc::SO_REUSEPORT, "SO_REUSEPORT")? != 0,
+        broadcast: int(libc::SOL_SOCKET, libc::SO_BROADCAST, "SO_BROADCAST")? != 0,
+        keepalive: int(libc::SOL_SOCKET, libc::SO_KEEPALIVE, "SO_KEEPALIVE")? != 0,
+        rcvbuf: int(libc::SOL_SOCKET, libc::SO_RCVBUF, "SO_RCVBUF")?,
+        sndbuf: int(libc::SOL_SOCKET, libc::SO_SNDBUF, "SO_SNDBUF")?,
         rcvtimeo_us: net::getsockopt_timeval(s, libc::SO_RCVTIMEO)
             .ctx(pid, || what("SO_RCVTIMEO"))?,
         sndtimeo_us: net::getsockopt_timeval(s, libc::SO_SNDTIMEO)
             .ctx(pid, || what("SO_SNDTIMEO"))?,
         peek_off: opt(s, libc::SOL_SOCKET, libc::SO_PEEK_OFF).unwrap_or(-1),
         v6only: family == libc::AF_INET6
-            && opt(s, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY).ctx(pid, || what("IPV6_V6ONLY"))? != 0,
-        ttl: 0,
-        tos: 0,
-        linger_on: false,
-        linger_secs: 0,
-        tcp: None,
+            && int(libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, "IPV6_V6ONLY")? != 0,
+        ..Default::default()
     };
     let (ttl_opt, tos_opt) = ip_opts(family);
-    st.ttl = opt(s, ttl_opt.0, ttl_opt.1).ctx(pid, || what("IP_TTL"))?;
-    st.tos = opt(s, tos_opt.0, tos_opt.1).ctx(pid, || what("IP_TOS"))?;
+    st.ttl = int(ttl_opt.0, ttl_opt.1, "IP_TTL")?;
+    st.tos = int(tos_opt.0, tos_opt.1, "IP_TOS")?;
     let mut lb = [0u8; 8];
     net::getsockopt_bytes(s, libc::SOL_SOCKET, libc::SO_LINGER, &mut lb)
         .ctx(pid, || what("SO_LINGER"))?;
     st.linger_on = i32::from_ne_bytes(lb[0..4].try_into().expect("4")) != 0;
     st.linger_secs = i32::from_ne_bytes(lb[4..8].try_into().expect("4"));
-    match (sock_type, protocol) {
-        (libc::SOCK_DGRAM, libc::IPPROTO_UDP) => {
-            net::setsockopt_int(s, libc::SOL_SOCKET, libc::SO_PEEK_OFF, 0)
-                .ctx(pid, || what("SO_PEEK_OFF"))?;
-            let res = (|| -> Result<(), Failure> {
-                while let Some((data, from)) =
-                    net::peek_datagram(s, 65536).ctx(pid, || what("peeking queued datagrams"))?
-                {
-                    st.queue.push(rec::InetDatagram { data, from });
-                }
-                Ok(())
-            })();
-            let _ = net::setsockopt_int(s, libc::SOL_SOCKET, libc::SO_PEEK_OFF, st.peek_off);
-            res?;
+    Ok(st)
+}
+
+/// The datagrams queued on a UDP socket, copied without consuming them (peek offset 0, then
+/// put back).
+fn dump_udp_queue(
+    pid: i32,
+    fd: i32,
+    s: RawFd,
+    st: &mut rec::InetSocketState,
+) -> Result<(), Failure> {
+    let what = |w: &str| format!("fd {fd}: {w}");
+    net::setsockopt_int(s, libc::SOL_SOCKET, libc::SO_PEEK_OFF, 0)
+        .ctx(pid, || what("SO_PEEK_OFF"))?;
+    let res = (|| -> Result<(), Failure> {
+        while let Some((data, from)) =
+            net::peek_datagram(s, 65536).ctx(pid, || what("peeking queued datagrams"))?
+        {
+            st.queue.push(rec::InetDatagram { data, from });
         }
-        (libc::SOCK_STREAM, libc::IPPROTO_TCP) => {
-            st.nodelay =
-                opt(s, libc::IPPROTO_TCP, libc::TCP_NODELAY).ctx(pid, || what("TCP_NODELAY"))? != 0;
-            let info = tcp_info(s).ctx(pid, || what("TCP_INFO"))?;
-            let state = info[0];
-            // ESTABLISHED, FIN_WAIT1, FIN_WAIT2, CLOSE_WAIT, LAST_ACK, CLOSING.
-            if matches!(state, 1 | 4 | 5 | 8 | 9 | 11) {
-                // Established: lock, repair, read.
-                let (lip, lport) = ip_port(&st.local)
-                    .ok_or_else(|| Failure::msg(pid, what("bad local address")))?;
-                let (rip, rport) =
-                    ip_port(&st.peer).ok_or_else(|| Failure::msg(pid, what("bad peer address")))?;
-                let conn = crate::netlock::Conn {
-                    family,
-                    local: lip,
-                    lport,
-                    remote: rip,
-                    rport,
-                };
-                if let Some(j) = journal {
-                    j.tcp_repair(pid, fd, &repair.lock.table)
-                        .ctx(pid, || what("recovery journal"))?;
-                }
-                repair
-                    .lock
-                    .add(&conn)
-                    .ctx(pid, || what("network lock (nftables)"))?;
-                net::setsockopt_int(s, libc::IPPROTO_TCP, TCP_REPAIR, 1)
-                    .ctx(pid, || what("TCP_REPAIR (needs CAP_NET_ADMIN)"))?;
-                repair.socks.push((
-                    sock.try_clone().ctx(pid, || what("dup"))?,
-                    st.reuseaddr as i32,
-                ));
-                let mut t = dump_tcp_conn(s, &info)
-                    .ctx(pid, || what("reading the connection in repair mode"))?;
-                t.fin_sent = matches!(state, 4 | 5 | 9 | 11);
-                t.fin_received = matches!(state, 8 | 9 | 11);
-                st.tcp = Some(t);
-                return Ok(Some(st));
-            }
-            if state != TCP_INFO_STATE_LISTEN {
-                if st.peer.is_empty() && state == 7 {
-                    // A TCP socket never connected nor listening: only its address matters.
-                    return Ok(Some(st));
-                }
-                return Err(unsupported(format!(
-                    "is a TCP connection to {} in state {state} (half-closed or closing)",
-                    net::addr_string(&st.peer)
-                )));
-            }
-            // For a listener, tcpi_unacked is the accept-queue length, tcpi_sacked the backlog.
-            let unacked = u32::from_ne_bytes(info[24..28].try_into().expect("4 bytes"));
-            let sacked = u32::from_ne_bytes(info[28..32].try_into().expect("4 bytes"));
-            if unacked > 0 {
-                return Err(unsupported(format!(
-                    "is a TCP listener with {unacked} connection(s) waiting to be accepted"
-                )));
-            }
-            st.listening = true;
-            st.backlog = sacked;
-        }
-        _ => {
-            return Err(unsupported(format!(
-                "is an inet socket of type {sock_type} protocol {protocol}"
-            )));
-        }
+        Ok(())
+    })();
+    let _ = net::setsockopt_int(s, libc::SOL_SOCKET, libc::SO_PEEK_OFF, st.peek_off);
+    res
+}
+
+/// A TCP socket: a connection (repaired), a listener with an empty accept queue, or a socket
+/// never connected.
+fn dump_tcp(
+    pid: i32,
+    fd: i32,
+    sock: &OwnedFd,
+    st: &mut rec::InetSocketState,
+    repair: &mut TcpRepair,
+    journal: Option<&crate::journal::JournalHandle>,
+) -> Result<(), CheckpointError> {
+    let s = sock.as_raw_fd();
+    let what = |w: &str| format!("fd {fd}: {w}");
+    st.nodelay =
+        opt(s, libc::IPPROTO_TCP, libc::TCP_NODELAY).ctx(pid, || what("TCP_NODELAY"))? != 0;
+    let info = tcp_info(s).ctx(pid, || what("TCP_INFO"))?;
+    let state = info[0];
+    // ESTABLISHED, FIN_WAIT1, FIN_WAIT2, CLOSE_WAIT, LAST_ACK, CLOSING.
+    if matches!(state, 1 | 4 | 5 | 8 | 9 | 11) {
+        return repair_connection(pid, fd, sock, st, &info, repair, journal);
     }
-    Ok(Some(st))
+    if state != TCP_INFO_STATE_LISTEN {
+        if st.peer.is_empty() && state == 7 {
+            // A TCP socket never connected nor listening: only its address matters.
+            return Ok(());
+        }
+        return Err(unsupported(
+            pid,
+            fd,
+            st,
+            format!(
+                "is a TCP connection to {} in state {state} (half-closed or closing)",
+                net::addr_string(&st.peer)
+            ),
+        ));
+    }
+    // For a listener, tcpi_unacked is the accept-queue length, tcpi_sacked the backlog.
+    let unacked = u32::from_ne_bytes(info[24..28].try_into().expect("4 bytes"));
+    let sacked = u32::from_ne_bytes(info[28..32].try_into().expect("4 bytes"));
+    if unacked > 0 {
+        return Err(unsupported(
+            pid,
+            fd,
+            st,
+            format!("is a TCP listener with {unacked} connection(s) waiting to be accepted"),
+        ));
+    }
+    st.listening = true;
+    st.backlog = sacked;
+    Ok(())
+}
+
+/// An established (or closing) connection: journaled, locked in the network lock, put in
+/// repair mode (kept in `repair`, which undoes all of it if the checkpoint fails), then read.
+fn repair_connection(
+    pid: i32,
+    fd: i32,
+    sock: &OwnedFd,
+    st: &mut rec::InetSocketState,
+    info: &[u8],
+    repair: &mut TcpRepair,
+    journal: Option<&crate::journal::JournalHandle>,
+) -> Result<(), CheckpointError> {
+    let s = sock.as_raw_fd();
+    let what = |w: &str| format!("fd {fd}: {w}");
+    let state = info[0];
+    let (lip, lport) =
+        ip_port(&st.local).ok_or_else(|| Failure::msg(pid, what("bad local address")))?;
+    let (rip, rport) =
+        ip_port(&st.peer).ok_or_else(|| Failure::msg(pid, what("bad peer address")))?;
+    let conn = crate::netlock::Conn {
+        family: st.family,
+        local: lip,
+        lport,
+        remote: rip,
+        rport,
+    };
+    if let Some(j) = journal {
+        j.tcp_repair(pid, fd, &repair.lock.table)
+            .ctx(pid, || what("recovery journal"))?;
+    }
+    repair
+        .lock
+        .add(&conn)
+        .ctx(pid, || what("network lock (nftables)"))?;
+    net::setsockopt_int(s, libc::IPPROTO_TCP, TCP_REPAIR, 1)
+        .ctx(pid, || what("TCP_REPAIR (needs CAP_NET_ADMIN)"))?;
+    repair.socks.push((
+        sock.try_clone().ctx(pid, || what("dup"))?,
+        st.reuseaddr as i32,
+    ));
+    let mut t =
+        dump_tcp_conn(s, info).ctx(pid, || what("reading the connection in repair mode"))?;
+    t.fin_sent = matches!(state, 4 | 5 | 9 | 11);
+    t.fin_received = matches!(state, 8 | 9 | 11);
+    st.tcp = Some(t);
+    Ok(())
 }
 
 /// (level, option) of the TTL/hop limit and TOS/traffic class for a family.
