@@ -30,6 +30,7 @@ use std::fs::File;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 
+pub(crate) mod ghost_dirs;
 pub(crate) mod kind;
 mod memfd;
 mod pipes;

@@ -560,6 +560,18 @@ pub fn dump_file_content(
     writer: &ImageWriter,
     out: &mut Vec<PageRun>,
 ) -> std::io::Result<u64> {
+    dump_file_extents(f, size, writer, out, true)
+}
+
+/// As [`dump_file_content`]; with `skip_zero` false, zero pages inside data extents are stored
+/// too, so that the file made again has exactly the same holes (deleted files).
+pub fn dump_file_extents(
+    f: &File,
+    size: u64,
+    writer: &ImageWriter,
+    out: &mut Vec<PageRun>,
+    skip_zero: bool,
+) -> std::io::Result<u64> {
     use std::os::fd::AsRawFd;
     let fd = f.as_raw_fd();
     let mut off = 0u64;
@@ -591,7 +603,9 @@ pub fn dump_file_content(
             buf[got..].fill(0);
             total += n as u64;
             let addrs: Vec<u64> = (0..n as u64 / PAGE).map(|i| pos + i * PAGE).collect();
-            out.extend(store_pages(writer, &addrs, &mut buf, true).map_err(std::io::Error::other)?);
+            out.extend(
+                store_pages(writer, &addrs, &mut buf, skip_zero).map_err(std::io::Error::other)?,
+            );
             pos += n as u64;
         }
         off = end.max(hole);

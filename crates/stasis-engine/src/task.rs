@@ -213,7 +213,7 @@ pub fn dump_process_proc(pid: i32) -> Result<rec::Process, Failure> {
     let personality =
         u32::from_str_radix(personality.trim(), 16).ctx(pid, || "parsing personality".into())?;
     let s = |p: std::path::PathBuf| p.to_string_lossy().into_owned();
-    Ok(rec::Process {
+    let mut p = rec::Process {
         pid,
         ppid: stat.ppid,
         pgid: stat.pgrp,
@@ -275,7 +275,10 @@ pub fn dump_process_proc(pid: i32) -> Result<rec::Process, Failure> {
             .trim()
             .parse()
             .unwrap_or(0),
-    })
+        ..Default::default()
+    };
+    crate::files::ghost_dirs::dump(&mut p)?;
+    Ok(p)
 }
 
 /// Shared (process-wide) pending signals, read through any thread.
@@ -342,12 +345,7 @@ pub fn restore_mm(r: &mut Remote, mm: &rec::MmState, exe_fd: u64) -> Result<(), 
 
 /// Process-wide attributes: cwd, root, umask, personality, limits, timers, prctl values.
 pub fn restore_process_misc(r: &mut Remote, p: &rec::Process) -> Result<(), Failure> {
-    let cwd = r.put_str(0, &p.cwd)?;
-    r.call(&format!("chdir({})", p.cwd), libc::SYS_chdir, &[cwd])?;
-    if p.root != "/" {
-        let root = r.put_str(0, &p.root)?;
-        r.call(&format!("chroot({})", p.root), libc::SYS_chroot, &[root])?;
-    }
+    crate::files::ghost_dirs::restore_cwd_root(r, p)?;
     r.call("umask", libc::SYS_umask, &[p.umask as u64])?;
     r.call(
         "personality",

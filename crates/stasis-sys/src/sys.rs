@@ -299,6 +299,14 @@ pub fn spawn_blank(spec: BlankSpec) -> io::Result<i32> {
     Ok(r as i32)
 }
 
+/// `mkfifo(path, mode)` (the mode is subject to the umask).
+pub fn mkfifo(path: &str, mode: u32) -> io::Result<()> {
+    let c = CString::new(path).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: `c` is a valid NUL-terminated string that outlives the call.
+    let r = unsafe { libc::mkfifo(c.as_ptr(), mode as libc::mode_t) };
+    check(r as libc::c_long).map(|_| ())
+}
+
 /// Read a symlink under /proc as a string (lossy).
 pub fn readlink(path: &str) -> io::Result<String> {
     Ok(std::fs::read_link(path)?.to_string_lossy().into_owned())

@@ -46,11 +46,20 @@ impl FileTable {
     /// One end of a pipe or FIFO: which pipe, which end; the pipe's data comes later
     /// ([`FileTable::dump_pipes`]).
     pub(super) fn dump_pipe_end(&mut self, p: &Probe, fo: &mut rec::FileObject) {
+        let deleted = p
+            .link
+            .strip_suffix(" (deleted)")
+            .filter(|_| p.md.nlink() == 0);
         let fifo = if p.link.starts_with("pipe:") {
             ""
         } else {
-            p.link.as_str()
+            deleted.unwrap_or(p.link.as_str())
         };
+        if let Some(path) = deleted {
+            fo.deleted = true;
+            fo.path = path.to_string();
+            fo.ghost = Some(super::regular::ghost_attrs(&p.md));
+        }
         let id = self.pipe_id(p.md.ino(), fifo);
         fo.kind = if fifo.is_empty() {
             FileKind::PipeEnd
@@ -152,7 +161,7 @@ pub(super) fn create_all(
 pub(super) fn hold_fifos(img: &rec::Checkpoint) -> Result<HashMap<u32, File>, Failure> {
     let mut fifo_holders: HashMap<u32, File> = HashMap::new();
     for p in &img.pipes {
-        if p.fifo_path.is_empty() {
+        if p.fifo_path.is_empty() || deleted_fifo(img, p.id).is_some() {
             continue;
         }
         let f = std::fs::OpenOptions::new()
@@ -170,6 +179,60 @@ pub(super) fn hold_fifos(img: &rec::Checkpoint) -> Result<HashMap<u32, File>, Fa
         fifo_holders.insert(p.id, f);
     }
     Ok(fifo_holders)
+}
+
+/// The first end of pipe `id` that was opened by a path since removed.
+fn deleted_fifo(img: &rec::Checkpoint, id: u32) -> Option<&rec::FileObject> {
+    img.files
+        .iter()
+        .find(|f| f.kind == FileKind::Fifo as i32 && f.pipe_id == id && f.deleted)
+}
+
+/// FIFOs removed while open: each made again (under a name of our own when its path is taken
+/// by now) with its mode, owner and times, refilled, every end the tree held opened
+/// (file object id → fd, plus the read-write holder), and removed again.
+fn recreate_deleted_fifos(
+    img: &rec::Checkpoint,
+) -> Result<(HashMap<u32, OwnedFd>, Vec<OwnedFd>), Failure> {
+    let mut ends = HashMap::new();
+    let mut holders = Vec::new();
+    for p in &img.pipes {
+        let Some(first) = deleted_fifo(img, p.id) else {
+            continue;
+        };
+        let what = || format!("recreating deleted FIFO {}", first.path);
+        let path = std::path::Path::new(&first.path);
+        let name = if path.symlink_metadata().is_ok() {
+            let dir = path.parent().unwrap_or(std::path::Path::new("/"));
+            dir.join(format!(".stasis-ghost-fifo-{}-{}", sys::getpid(), p.id))
+        } else {
+            path.to_path_buf()
+        };
+        let name = name.to_string_lossy().into_owned();
+        sys::mkfifo(&name, 0o600).ctx(0, what)?;
+        let res = (|| {
+            let h = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(&name)
+                .ctx(0, what)?;
+            super::regular::set_ghost_attrs(&h, first).ctx(0, what)?;
+            if !p.data.is_empty() {
+                use std::io::Write;
+                (&h).write_all(&p.data).ctx(0, what)?;
+            }
+            for f in img.files.iter().filter(|f| f.pipe_id == p.id && f.kind == FileKind::Fifo as i32) {
+                let fd = open_with(&name, f.flags | libc::O_NONBLOCK as u32).ctx(0, what)?;
+                ends.insert(f.id, OwnedFd::from(fd));
+            }
+            holders.push(OwnedFd::from(h));
+            Ok(())
+        })();
+        let _ = std::fs::remove_file(&name);
+        res?;
+    }
+    Ok((ends, holders))
 }
 
 /// Our end of an unnamed pipe for file object `f`: from the pipe created by [`create_all`], or,
@@ -279,6 +342,9 @@ impl ObjectKind for PipeKind {
     /// Unnamed pipes created and refilled; FIFOs held open read-write and refilled.
     fn create(&self, o: &mut Opened, cx: &mut RestoreCtx<'_>) -> Result<(), Failure> {
         o.pipes = create_all(cx.img)?;
+        let (ends, holders) = recreate_deleted_fifos(cx.img)?;
+        cx.made.extend(ends);
+        cx.held.extend(holders);
         cx.held
             .extend(hold_fifos(cx.img)?.into_values().map(OwnedFd::from));
         Ok(())
@@ -291,6 +357,9 @@ impl ObjectKind for PipeKind {
         cx: &mut RestoreCtx<'_>,
     ) -> Result<OwnedFd, Failure> {
         let what = || format!("open file description #{} ({})", f.id, f.path);
+        if f.kind == FileKind::Fifo as i32 && f.deleted {
+            return cx.take_made(f, "deleted FIFO end not recreated");
+        }
         if f.kind == FileKind::Fifo as i32 {
             return open_fifo(f, &what);
         }
@@ -307,7 +376,8 @@ impl ObjectKind for PipeKind {
         let p = img.pipes.get(f.pipe_id as usize);
         let end = if f.write_end { "write" } else { "read" };
         if f.kind == FileKind::Fifo as i32 {
-            return format!("FIFO {} {end} end", f.path);
+            let del = if f.deleted { " (deleted)" } else { "" };
+            return format!("FIFO {}{del} {end} end", f.path);
         }
         let ino = p.map(|p| p.ino).unwrap_or(0);
         let ext = p.is_some_and(|p| {

@@ -5,13 +5,13 @@
 use super::kind::{DumpCtx, ObjectKind, RestoreCtx};
 use super::{open_with, seek_to_saved, FileTable, Opened, Probe};
 use crate::error::{CheckpointError, Ctx, Failure};
-use crate::memory::dump_file_content;
+use crate::memory::dump_file_extents;
 use crate::unix::InFlight;
 use stasis_image::records::{self as rec, FileKind};
 use stasis_image::ImageReader;
 use stasis_sys::sys;
 use std::fs::File;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 
 /// A regular file: its path is enough, unless it was deleted (then its content is saved).
@@ -42,12 +42,19 @@ impl ObjectKind for RegularKind {
             let (pid, fd) = (p.pid, p.fd);
             fo.deleted = true;
             fo.path = path.to_string();
-            let f = File::open(&p.proc_path)
+            fo.ghost = Some(ghost_attrs(&p.md));
+            // O_NOATIME: reading the content must not change the access time we keep.
+            let f = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOATIME)
+                .open(&p.proc_path)
                 .ctx(pid, || format!("fd {fd}: opening deleted file {path}"))?;
-            dump_file_content(&f, p.md.size(), cx.writer, &mut fo.content).ctx(pid, || {
-                format!("fd {fd}: saving content of deleted file {path}")
-            })?;
+            dump_file_extents(&f, p.md.size(), cx.writer, &mut fo.content, false).ctx(
+                pid,
+                || format!("fd {fd}: saving content of deleted file {path}"),
+            )?;
         }
+        fo.inode_flags = read_inode_flags(p);
         Ok(Vec::new())
     }
 
@@ -60,8 +67,9 @@ impl ObjectKind for RegularKind {
         let file = if f.deleted {
             recreate_deleted(f, cx.reader)?
         } else {
-            open_with(&f.path, f.flags).ctx(0, || what(f))?
+            open_flagged(f)?
         };
+        restore_inode_flags(&file, f)?;
         seek_to_saved(&file, f)?;
         Ok(file.into())
     }
@@ -99,11 +107,112 @@ fn recreate_deleted(f: &rec::FileObject, reader: &ImageReader) -> Result<File, F
         .ctx(0, what)?;
     let res = (|| {
         crate::memory::fill_file(reader, &w, &f.content, f.size)?;
-        let file = open_with(&name.to_string_lossy(), f.flags).ctx(0, what)?;
+        set_ghost_attrs(&w, f).ctx(0, what)?;
+        let file = open_with(&name.to_string_lossy(), f.flags | libc::O_NOATIME as u32)
+            .ctx(0, what)?;
         Ok(file)
     })();
     let _ = std::fs::remove_file(&name);
     res
+}
+
+/// Owner and times of a file (saved for a deleted one).
+pub(crate) fn ghost_attrs(md: &std::fs::Metadata) -> rec::GhostAttrs {
+    rec::GhostAttrs {
+        uid: md.uid(),
+        gid: md.gid(),
+        atime_ns: md.atime() * 1_000_000_000 + md.atime_nsec(),
+        mtime_ns: md.mtime() * 1_000_000_000 + md.mtime_nsec(),
+    }
+}
+
+fn system_time(ns: i64) -> std::time::SystemTime {
+    let d = std::time::Duration::from_nanos(ns.unsigned_abs());
+    if ns >= 0 {
+        std::time::UNIX_EPOCH + d
+    } else {
+        std::time::UNIX_EPOCH - d
+    }
+}
+
+/// Owner, mode and times of a recreated deleted file, as saved (times last: the writes and the
+/// ownership change touch them).
+pub(crate) fn set_ghost_attrs(w: &File, f: &rec::FileObject) -> std::io::Result<()> {
+    let Some(g) = &f.ghost else {
+        return Ok(());
+    };
+    std::os::unix::fs::fchown(w, Some(g.uid), Some(g.gid))?;
+    use std::os::unix::fs::PermissionsExt;
+    w.set_permissions(std::fs::Permissions::from_mode(f.mode))?;
+    w.set_times(
+        std::fs::FileTimes::new()
+            .set_accessed(system_time(g.atime_ns))
+            .set_modified(system_time(g.mtime_ns)),
+    )
+}
+
+/// `FS_IOC_GETFLAGS` of an fd of the tree (`None` where the file system has no such flags).
+pub(crate) fn read_inode_flags(p: &Probe) -> Option<u32> {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOATIME | libc::O_NONBLOCK)
+        .open(&p.proc_path)
+        .ok()?;
+    let v = sys::ioctl_get_int(f.as_raw_fd(), FS_IOC_GETFLAGS).ok()? as u32;
+    (v & SETTABLE != 0).then_some(v)
+}
+
+const FS_IOC_GETFLAGS: libc::c_ulong = 0x8008_6601;
+const FS_IOC_SETFLAGS: libc::c_ulong = 0x4008_6602;
+/// The flags `chattr` sets that the restore puts back (append-only, immutable, noatime, sync,
+/// nodump, dirsync, no copy-on-write, project inherit, compression, secure/undelete
+/// deletion); the others are the file system's own.
+const SETTABLE: u32 = 0x0000_0001 // FS_SECRM_FL
+    | 0x0000_0002 // FS_UNRM_FL
+    | 0x0000_0004 // FS_COMPR_FL
+    | 0x0000_0008 // FS_SYNC_FL
+    | 0x0000_0010 // FS_IMMUTABLE_FL
+    | 0x0000_0020 // FS_APPEND_FL
+    | 0x0000_0040 // FS_NODUMP_FL
+    | 0x0000_0080 // FS_NOATIME_FL
+    | 0x0001_0000 // FS_DIRSYNC_FL
+    | 0x0080_0000 // FS_NOCOW_FL
+    | 0x2000_0000; // FS_PROJINHERIT_FL
+
+/// Set the saved inode flags of `file` again if they differ (through the restorer's fd).
+pub(crate) fn restore_inode_flags(file: &File, f: &rec::FileObject) -> Result<(), Failure> {
+    let Some(want) = f.inode_flags else {
+        return Ok(());
+    };
+    let what = || format!("{}: inode flags {want:#x}", what(f));
+    let cur = sys::ioctl_get_int(file.as_raw_fd(), FS_IOC_GETFLAGS).ctx(0, what)? as u32;
+    if cur & SETTABLE == want & SETTABLE {
+        return Ok(());
+    }
+    let new = (cur & !SETTABLE) | (want & SETTABLE);
+    sys::ioctl_set_int(file.as_raw_fd(), FS_IOC_SETFLAGS, new as i32).ctx(0, what)
+}
+
+/// Open a file by path with its saved flags. A file the task opened for writing before it was
+/// made immutable or append-only (the open description keeps its access) cannot be opened so
+/// again: its flags are lifted for the open and put back.
+fn open_flagged(f: &rec::FileObject) -> Result<File, Failure> {
+    const LOCKING: u32 = 0x10 | 0x20; // FS_IMMUTABLE_FL | FS_APPEND_FL
+    match open_with(&f.path, f.flags) {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => {}
+        r => return r.ctx(0, || what(f)),
+    }
+    let what = || format!("{}: lifting immutable/append-only to open it", what(f));
+    let ro = open_with(&f.path, (libc::O_RDONLY | libc::O_NOATIME | libc::O_NONBLOCK) as u32)
+        .ctx(0, what)?;
+    let cur = sys::ioctl_get_int(ro.as_raw_fd(), FS_IOC_GETFLAGS).ctx(0, what)? as u32;
+    if cur & LOCKING == 0 {
+        return open_with(&f.path, f.flags).ctx(0, || what());
+    }
+    sys::ioctl_set_int(ro.as_raw_fd(), FS_IOC_SETFLAGS, (cur & !LOCKING) as i32).ctx(0, what)?;
+    let file = open_with(&f.path, f.flags);
+    sys::ioctl_set_int(ro.as_raw_fd(), FS_IOC_SETFLAGS, cur as i32).ctx(0, what)?;
+    file.ctx(0, what)
 }
 
 /// A directory, reopened by path at its offset.
@@ -125,11 +234,12 @@ impl ObjectKind for DirectoryKind {
     fn dump(
         &self,
         _: &mut FileTable,
-        _: &Probe,
+        p: &Probe,
         fo: &mut rec::FileObject,
         _: &mut DumpCtx<'_>,
     ) -> Result<InFlight, CheckpointError> {
         fo.kind = FileKind::Directory as i32;
+        fo.inode_flags = read_inode_flags(p);
         Ok(Vec::new())
     }
 
@@ -140,6 +250,7 @@ impl ObjectKind for DirectoryKind {
         _: &mut RestoreCtx<'_>,
     ) -> Result<OwnedFd, Failure> {
         let file = open_with(&f.path, f.flags).ctx(0, || what(f))?;
+        restore_inode_flags(&file, f)?;
         seek_to_saved(&file, f)?;
         Ok(file.into())
     }

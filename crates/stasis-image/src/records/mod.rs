@@ -111,6 +111,9 @@ pub enum FileKind {
     InetSocket = 14,
     /// POSIX message queue descriptor (`mq`).
     Mqueue = 15,
+    /// A `/proc/PID` directory of a task that had exited: restored as such a directory of
+    /// another dead task (reads fail with ESRCH or ENOENT as before).
+    ProcDeadTask = 25,
 }
 
 /// One open file description.
@@ -154,6 +157,34 @@ pub struct FileObject {
         tags = "15, 16, 17, 18, 19, 20, 21, 22, 23"
     )]
     pub state: Option<file_object::State>,
+    /// Owner and times of a deleted file or FIFO, set again on the recreated one. Absent: not
+    /// recorded (images of earlier builds).
+    #[prost(message, optional, tag = "35")]
+    pub ghost: Option<GhostAttrs>,
+    /// Inode flags (`FS_IOC_GETFLAGS`: append-only, immutable, noatime…) of a file or
+    /// directory the tree holds open; restore sets them again if they differ. Absent: not
+    /// read (not supported by its file system, or an earlier build).
+    #[prost(uint32, optional, tag = "36")]
+    pub inode_flags: Option<u32>,
+    /// A file under `/proc` of a task of the tree (`/proc/PID/...`, `path` as the task saw
+    /// it): opened at restore once every task exists, through the task's root.
+    #[prost(bool, tag = "37")]
+    pub in_proc: bool,
+}
+
+/// Owner and times of a deleted file.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct GhostAttrs {
+    #[prost(uint32, tag = "1")]
+    pub uid: u32,
+    #[prost(uint32, tag = "2")]
+    pub gid: u32,
+    /// Last access, nanoseconds since the epoch.
+    #[prost(int64, tag = "3")]
+    pub atime_ns: i64,
+    /// Last modification, nanoseconds since the epoch.
+    #[prost(int64, tag = "4")]
+    pub mtime_ns: i64,
 }
 
 /// The `oneof` of [`FileObject`].

@@ -68,6 +68,25 @@ pub struct Process {
     /// Controlling terminal, recorded on the session leader.
     #[prost(message, optional, tag = "26")]
     pub ctty: Option<Ctty>,
+    /// The current directory had been removed (`cwd` without its " (deleted)"): recreated
+    /// for the `chdir` and removed again. Absent: it existed.
+    #[prost(message, optional, tag = "53")]
+    pub cwd_deleted: Option<DeletedDir>,
+    /// The root directory had been removed (as `cwd_deleted`, for `root`).
+    #[prost(message, optional, tag = "54")]
+    pub root_deleted: Option<DeletedDir>,
+}
+
+/// Mode and owner of a removed directory still in use as a task's cwd or root.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct DeletedDir {
+    /// Permission bits.
+    #[prost(uint32, tag = "1")]
+    pub mode: u32,
+    #[prost(uint32, tag = "2")]
+    pub uid: u32,
+    #[prost(uint32, tag = "3")]
+    pub gid: u32,
 }
 
 /// One thread.
