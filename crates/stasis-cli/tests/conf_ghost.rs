@@ -37,3 +37,5 @@ fn chattr_set_back_after_change() {
         panic!("chattr [flags cleared while down]: verification failed:\n{e}");
     }
 }
+conformance_tests!(unix_mode, "unix_mode", &[]);
+conformance_tests!(procfiles, "procfiles", &[]);

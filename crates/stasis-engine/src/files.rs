@@ -34,6 +34,7 @@ pub(crate) mod ghost_dirs;
 pub(crate) mod kind;
 mod memfd;
 mod pipes;
+mod procfs;
 mod regular;
 
 use kind::{DumpCtx, RestoreCtx, KINDS};
@@ -363,6 +364,8 @@ pub struct Opened {
     pub sysv: HashMap<u32, i32>,
     /// Outside objects not given in `inherit`, replaced by a stand-in.
     pub replaced: Vec<crate::restore::Replaced>,
+    /// Files under a task's `/proc`, opened once the tasks exist (by `restore_fds`).
+    in_proc: HashMap<u32, rec::FileObject>,
 }
 
 pub(crate) fn open_with(path: &str, flags: u32) -> std::io::Result<File> {
@@ -435,6 +438,7 @@ impl Opened {
             ptys: HashMap::new(),
             sysv: HashMap::new(),
             replaced: Vec::new(),
+            in_proc: HashMap::new(),
         };
         for p in &img.processes {
             for fd in &p.fds {
@@ -459,6 +463,10 @@ impl Opened {
             k.create(&mut o, &mut cx)?;
         }
         for f in &img.files {
+            if f.in_proc {
+                o.in_proc.insert(f.id, f.clone());
+                continue;
+            }
             let kind = kind::for_record(f.kind).ok_or_else(|| {
                 Failure::msg(
                     0,
@@ -481,6 +489,11 @@ impl Opened {
     /// Install all fds of one process.
     pub fn restore_fds(&mut self, r: &mut Remote, p: &rec::Process) -> Result<(), Failure> {
         for fd in &p.fds {
+            if let Some(f) = self.in_proc.remove(&fd.file_id) {
+                let file = procfs::open_in_task(r, &f)?;
+                set_status_flags(&file, &f)?;
+                self.files.insert(f.id, file);
+            }
             let ours = self
                 .files
                 .get(&fd.file_id)

@@ -110,6 +110,7 @@ impl UnixTable {
             sndtimeo_us: net::getsockopt_timeval(s, libc::SO_SNDTIMEO)
                 .ctx(pid, || "SO_SNDTIMEO".into())?,
             peek_off: opt(libc::SO_PEEK_OFF)?,
+            path_attrs: socket_file_attrs(&d),
         };
         if d.state == TCP_LISTEN {
             st.pending_clients = d.icons.clone();
@@ -192,6 +193,38 @@ impl UnixTable {
         }
         Ok(())
     }
+}
+
+/// Mode and owner of the file a socket is bound to, if that file is still its own (same
+/// inode as `sock_diag` reports for the bound name).
+fn socket_file_attrs(d: &stasis_sys::diag::UnixDiag) -> Option<rec::SocketFileAttrs> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let name = d.name.as_deref().filter(|n| n.first().is_some_and(|&b| b != 0))?;
+    let (vfs_ino, _) = d.vfs?; // (udiag_vfs_ino, udiag_vfs_dev)
+    let p = std::path::Path::new(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(
+        name,
+    ));
+    let md = std::fs::symlink_metadata(p).ok()?;
+    (md.file_type().is_socket() && md.ino() == vfs_ino as u64).then(|| rec::SocketFileAttrs {
+        mode: md.mode() & 0o7777,
+        uid: md.uid(),
+        gid: md.gid(),
+    })
+}
+
+/// Set the saved mode and owner of the socket files bound again.
+fn restore_socket_files(socks: &[Sock<'_>]) -> Result<(), Failure> {
+    for (_, u) in socks {
+        let Some(a) = &u.path_attrs else { continue };
+        let p = std::path::Path::new(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(
+            &u.name,
+        ));
+        let what = || format!("unix socket socket:[{}]: mode and owner of {}", u.ino, p.display());
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(a.mode)).ctx(0, what)?;
+        std::os::unix::fs::lchown(p, Some(a.uid), Some(a.gid)).ctx(0, what)?;
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -318,6 +351,7 @@ pub fn create_all(img: &rec::Checkpoint) -> Result<HashMap<u32, OwnedFd>, Failur
         let s = out[&f.id].as_raw_fd();
         set_opts(s, u).ctx(0, || format!("{}: socket options", what(u)))?;
     }
+    restore_socket_files(&socks)?;
     Ok(out)
 }
 

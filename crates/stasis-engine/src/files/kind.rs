@@ -108,6 +108,7 @@ pub(crate) static KINDS: &[&dyn ObjectKind] = &[
     &crate::events::EventKind,
     &super::pipes::PipeKind,
     &super::memfd::MemfdKind,
+    &super::procfs::ProcKind,
     &super::regular::RegularKind,
     &super::regular::DirectoryKind,
     &crate::pty::PtyMasterKind,

@@ -59,4 +59,19 @@ pub struct UnixSocketState {
     /// SO_PEEK_OFF (-1: disabled).
     #[prost(int32, tag = "15")]
     pub peek_off: i32,
+    /// Mode and owner of the socket file of a socket bound to a path (set again after the
+    /// bind). Absent: not bound to a path, the file is gone, or an earlier build.
+    #[prost(message, optional, tag = "23")]
+    pub path_attrs: Option<SocketFileAttrs>,
+}
+
+/// Permission bits and owner of a bound unix socket's file.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct SocketFileAttrs {
+    #[prost(uint32, tag = "1")]
+    pub mode: u32,
+    #[prost(uint32, tag = "2")]
+    pub uid: u32,
+    #[prost(uint32, tag = "3")]
+    pub gid: u32,
 }
