@@ -39,3 +39,34 @@ fn chattr_set_back_after_change() {
 }
 conformance_tests!(unix_mode, "unix_mode", &[]);
 conformance_tests!(procfiles, "procfiles", &[]);
+conformance_tests!(inotify_deleted, "inotify_deleted", &[]);
+conformance_tests!(fanotify, "fanotify", &[]);
+
+/// A fanotify mark on a file that is gone (deleted, held only by a queued event) is the one
+/// refusal the issue accepts for fanotify: the checkpoint refuses naming the group's fd and
+/// the object, leaves no image, and the tree keeps running (its group still works).
+#[test]
+fn fanotify_mark_on_gone_object_refused() {
+    let _g = common::serial();
+    let w = common::Workload::start("fanotify", &["gone"]);
+    let fd: i32 = std::fs::read_to_string(w.ctl_path().join("fd"))
+        .expect("fd file")
+        .trim()
+        .parse()
+        .expect("fd number");
+    let img = common::image_dir("fanotify-gone");
+    let out = common::checkpoint(w.pid, &img.path().join("img"), &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "expected refusal: {stderr}");
+    for needle in [
+        format!("pid {}", w.pid),
+        format!("fd {fd} (fanotify)"),
+        "fan_gone (deleted)".to_string(),
+        "objects that are gone".to_string(),
+    ] {
+        assert!(stderr.contains(&needle), "message lacks {needle:?}: {stderr}");
+    }
+    assert!(!img.path().join("img/manifest.img").exists());
+    w.verify()
+        .expect("workload must keep running correctly after the refused checkpoint");
+}

@@ -147,7 +147,7 @@ pub fn dump_signalfd(pid: i32, fd: i32, info: &FdInfo) -> Result<rec::SignalfdSt
 
 /// Mount point of the filesystem with kernel device number `sdev` (as fdinfo prints it:
 /// major << 20 | minor).
-fn mount_for_sdev(sdev: u64) -> Option<String> {
+pub(crate) fn mount_for_sdev(sdev: u64) -> Option<String> {
     let (major, minor) = ((sdev >> 20) as u32, (sdev & 0xfffff) as u32);
     let mounts = stasis_sys::proc::read_mountinfo(sys::getpid()).ok()?;
     mounts
@@ -198,13 +198,23 @@ pub fn dump_inotify(pid: i32, fd: i32, info: &FdInfo) -> Result<rec::InotifyStat
         })?;
         let path = sys::readlink(&format!("/proc/self/fd/{}", obj.as_raw_fd()))
             .ctx(pid, || format!("fd {fd}: inotify watch {wd}: path"))?;
-        if path.ends_with(" (deleted)") {
-            return Err(Failure::msg(
-                pid,
-                format!("fd {fd}: inotify watch {wd} is on a deleted object {path}; not supported"),
-            ));
+        let mut w = rec::InotifyWatch {
+            wd,
+            mask,
+            path,
+            ..Default::default()
+        };
+        if let Some(p) = w.path.strip_suffix(" (deleted)") {
+            // Checked against the tree's deleted files once every fd is dumped.
+            use std::os::unix::fs::MetadataExt;
+            let md = std::fs::File::from(obj)
+                .metadata()
+                .ctx(pid, || format!("fd {fd}: inotify watch {wd}: stat"))?;
+            w.path = p.to_string();
+            w.deleted = true;
+            (w.ino, w.dev) = (md.ino(), md.dev());
         }
-        watches.push(rec::InotifyWatch { wd, mask, path });
+        watches.push(w);
     }
     watches.sort_by_key(|w| w.wd);
     Ok(rec::InotifyState { watches })
@@ -348,6 +358,44 @@ pub fn restore_epoll_items(
     Ok(())
 }
 
+/// The deleted regular file of the image that a watch on a deleted object is on.
+fn ghost_holding<'a>(
+    files: &'a [rec::FileObject],
+    w: &rec::InotifyWatch,
+) -> Option<&'a rec::FileObject> {
+    files.iter().find(|g| {
+        g.kind == FileKind::Regular as i32
+            && g.deleted
+            && g
+                .file_id
+                .as_ref()
+                .is_some_and(|i| i.ino == w.ino && i.dev == w.dev)
+    })
+}
+
+/// Where to watch a deleted object at restore: the deleted file recreated in phase 1, through
+/// our `/proc/self/fd`.
+fn deleted_watch_path(
+    w: &rec::InotifyWatch,
+    o: &Opened,
+    cx: &RestoreCtx<'_>,
+) -> Result<String, Failure> {
+    let missing = || {
+        Failure::msg(
+            0,
+            format!("inotify watch {} on {} (deleted): the deleted file is not in the image", w.wd, w.path),
+        )
+    };
+    let g = ghost_holding(&cx.img.files, w).ok_or_else(missing)?;
+    // Still in `made`, or opened already (then in `o.files`).
+    let fd = cx
+        .made
+        .get(&g.id)
+        .or_else(|| o.files.get(&g.id))
+        .ok_or_else(missing)?;
+    Ok(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+}
+
 /// The event objects: eventfd, epoll, timerfd, signalfd, inotify (anonymous-inode files whose
 /// state fdinfo shows).
 pub(crate) struct EventKind;
@@ -398,12 +446,42 @@ impl ObjectKind for EventKind {
     fn open(
         &self,
         f: &rec::FileObject,
-        _: &mut Opened,
-        _: &mut RestoreCtx<'_>,
+        o: &mut Opened,
+        cx: &mut RestoreCtx<'_>,
     ) -> Result<OwnedFd, Failure> {
         let kind = FileKind::try_from(f.kind)
             .map_err(|_| Failure::msg(0, "unknown file kind in image"))?;
+        if f.inotify().is_some_and(|i| i.watches.iter().any(|w| w.deleted)) {
+            let mut f = f.clone();
+            for w in f.inotify_mut().into_iter().flat_map(|i| i.watches.iter_mut()) {
+                if w.deleted {
+                    w.path = deleted_watch_path(w, o, cx)?;
+                    w.mask &= !libc::IN_DONT_FOLLOW;
+                }
+            }
+            return create(&f, kind);
+        }
         create(f, kind)
+    }
+
+    /// Every watch on a deleted object must be on a deleted file the tree holds open (which
+    /// the restore recreates); a watch on anything else deleted is refused.
+    fn dump_finish(&self, t: &mut FileTable) -> Result<(), CheckpointError> {
+        for f in &t.files {
+            for w in f.inotify().into_iter().flat_map(|i| &i.watches) {
+                if w.deleted && ghost_holding(&t.files, w).is_none() {
+                    let (pid, fd) = t.holders.get(&f.id).copied().unwrap_or((0, -1));
+                    return Err(CheckpointError::Unsupported {
+                        pid,
+                        what: format!(
+                            "fd {fd} (inotify): watch {} is on {} (deleted), which the tree does not hold open; not supported",
+                            w.wd, w.path
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(())
     }
 
     fn describe(&self, _: &rec::Checkpoint, f: &rec::FileObject) -> String {

@@ -30,6 +30,7 @@ use std::fs::File;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 
+mod fanotify;
 pub(crate) mod ghost_dirs;
 pub(crate) mod kind;
 mod memfd;
@@ -191,6 +192,7 @@ impl FileTable {
             Some("[timerfd]") => Some(FileKind::Timerfd),
             Some("[signalfd]") => Some(FileKind::Signalfd),
             Some("inotify") => Some(FileKind::Inotify),
+            Some("[fanotify]") => Some(FileKind::Fanotify),
             Some(k) => {
                 return Err(CheckpointError::Unsupported {
                     pid,

@@ -307,6 +307,21 @@ pub fn mkfifo(path: &str, mode: u32) -> io::Result<()> {
     check(r as libc::c_long).map(|_| ())
 }
 
+/// `fanotify_init(flags, event_f_flags)`.
+pub fn fanotify_init(flags: u32, event_f_flags: u32) -> io::Result<OwnedFd> {
+    // SAFETY: integer arguments only; the result is a new fd we own.
+    let r = unsafe { libc::fanotify_init(flags, event_f_flags) };
+    Ok(owned_fd(check(r as libc::c_long)? as RawFd))
+}
+
+/// `fanotify_mark(fd, flags, mask, AT_FDCWD, path)`.
+pub fn fanotify_mark(fd: RawFd, flags: u32, mask: u64, path: &str) -> io::Result<()> {
+    let c = CString::new(path).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: `c` is a valid NUL-terminated string that outlives the call.
+    let r = unsafe { libc::fanotify_mark(fd, flags, mask, libc::AT_FDCWD, c.as_ptr()) };
+    check(r as libc::c_long).map(|_| ())
+}
+
 /// Read a symlink under /proc as a string (lossy).
 pub fn readlink(path: &str) -> io::Result<String> {
     Ok(std::fs::read_link(path)?.to_string_lossy().into_owned())

@@ -105,6 +105,7 @@ pub(crate) static KINDS: &[&dyn ObjectKind] = &[
     &crate::mqueue::MqueueKind,
     &crate::inet::InetKind,
     &crate::unix::UnixKind,
+    &super::fanotify::FanotifyKind,
     &crate::events::EventKind,
     &super::pipes::PipeKind,
     &super::memfd::MemfdKind,

@@ -32,7 +32,7 @@ impl ObjectKind for RegularKind {
 
     fn dump(
         &self,
-        _: &mut FileTable,
+        t: &mut FileTable,
         p: &Probe,
         fo: &mut rec::FileObject,
         cx: &mut DumpCtx<'_>,
@@ -54,8 +54,20 @@ impl ObjectKind for RegularKind {
                 || format!("fd {fd}: saving content of deleted file {path}"),
             )?;
         }
-        fo.inode_flags = read_inode_flags(p);
+        fo.inode_flags = read_inode_flags(t, p);
         Ok(Vec::new())
+    }
+
+    /// Deleted files are made again first, so that other kinds (inotify watches on them) find
+    /// them in [`RestoreCtx::made`] when they open.
+    fn create(&self, _: &mut Opened, cx: &mut RestoreCtx<'_>) -> Result<(), Failure> {
+        for f in cx.img.files.iter() {
+            if f.kind == FileKind::Regular as i32 && f.deleted && !f.in_proc {
+                let file = recreate_deleted(f, cx.reader)?;
+                cx.made.insert(f.id, file.into());
+            }
+        }
+        Ok(())
     }
 
     fn open(
@@ -65,7 +77,7 @@ impl ObjectKind for RegularKind {
         cx: &mut RestoreCtx<'_>,
     ) -> Result<OwnedFd, Failure> {
         let file = if f.deleted {
-            recreate_deleted(f, cx.reader)?
+            File::from(cx.take_made(f, "deleted file not recreated")?)
         } else {
             open_flagged(f)?
         };
@@ -151,13 +163,11 @@ pub(crate) fn set_ghost_attrs(w: &File, f: &rec::FileObject) -> std::io::Result<
     )
 }
 
-/// `FS_IOC_GETFLAGS` of an fd of the tree (`None` where the file system has no such flags).
-pub(crate) fn read_inode_flags(p: &Probe) -> Option<u32> {
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOATIME | libc::O_NONBLOCK)
-        .open(&p.proc_path)
-        .ok()?;
+/// `FS_IOC_GETFLAGS` of an fd of the tree (`None` where the file system has no such flags or
+/// none of those restore sets is set), through a copy of the fd: opening the file again would
+/// show watchers (inotify, fanotify) an open they never saw before.
+pub(crate) fn read_inode_flags(t: &mut FileTable, p: &Probe) -> Option<u32> {
+    let f = t.borrow(p.pid, p.fd).ok()?;
     let v = sys::ioctl_get_int(f.as_raw_fd(), FS_IOC_GETFLAGS).ok()? as u32;
     (v & SETTABLE != 0).then_some(v)
 }
@@ -233,13 +243,13 @@ impl ObjectKind for DirectoryKind {
 
     fn dump(
         &self,
-        _: &mut FileTable,
+        t: &mut FileTable,
         p: &Probe,
         fo: &mut rec::FileObject,
         _: &mut DumpCtx<'_>,
     ) -> Result<InFlight, CheckpointError> {
         fo.kind = FileKind::Directory as i32;
-        fo.inode_flags = read_inode_flags(p);
+        fo.inode_flags = read_inode_flags(t, p);
         Ok(Vec::new())
     }
 

@@ -70,6 +70,16 @@ pub struct InotifyWatch {
     /// Path of the watched object, resolved from its file handle at checkpoint.
     #[prost(string, tag = "3")]
     pub path: String,
+    /// The watched object had been deleted (`path` is where it was): the watch goes on the
+    /// deleted file the tree holds open (same `dev`/`ino`), recreated at restore.
+    #[prost(bool, tag = "4")]
+    pub deleted: bool,
+    /// Inode of the watched object (set for a deleted one).
+    #[prost(uint64, tag = "5")]
+    pub ino: u64,
+    /// Device of the watched object (set for a deleted one).
+    #[prost(uint64, tag = "6")]
+    pub dev: u64,
 }
 
 /// Watches of an inotify instance (queued events are not kept).
@@ -77,4 +87,37 @@ pub struct InotifyWatch {
 pub struct InotifyState {
     #[prost(message, repeated, tag = "1")]
     pub watches: Vec<InotifyWatch>,
+}
+
+/// A fanotify group: its `fanotify_init` flags and marks (queued events, and the answers
+/// permission events wait for, are not kept).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct FanotifyState {
+    /// `fanotify_init` flags (class, reporting, FAN_NONBLOCK, FAN_CLOEXEC …).
+    #[prost(uint32, tag = "1")]
+    pub flags: u32,
+    /// `fanotify_init` event_f_flags (open flags of the event fds).
+    #[prost(uint32, tag = "2")]
+    pub event_flags: u32,
+    #[prost(message, repeated, tag = "3")]
+    pub marks: Vec<FanotifyMark>,
+}
+
+/// One fanotify mark.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct FanotifyMark {
+    /// 0: an inode, 1: a mount (`FAN_MARK_MOUNT`), 2: a file system (`FAN_MARK_FILESYSTEM`).
+    #[prost(uint32, tag = "1")]
+    pub target: u32,
+    /// Path of the marked inode, mount point, or a mount point of the file system.
+    #[prost(string, tag = "2")]
+    pub path: String,
+    /// User-visible mark flags (`FAN_MARK_IGNORED_SURV_MODIFY`, `FAN_MARK_EVICTABLE`,
+    /// `FAN_MARK_IGNORE`).
+    #[prost(uint32, tag = "3")]
+    pub mflags: u32,
+    #[prost(uint64, tag = "4")]
+    pub mask: u64,
+    #[prost(uint64, tag = "5")]
+    pub ignored_mask: u64,
 }

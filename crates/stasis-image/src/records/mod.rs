@@ -111,6 +111,8 @@ pub enum FileKind {
     InetSocket = 14,
     /// POSIX message queue descriptor (`mq`).
     Mqueue = 15,
+    /// fanotify group (`fanotify`).
+    Fanotify = 20,
     /// A `/proc/PID` directory of a task that had exited: restored as such a directory of
     /// another dead task (reads fail with ESRCH or ENOENT as before).
     ProcDeadTask = 25,
@@ -154,7 +156,7 @@ pub struct FileObject {
     /// The state of the kinds that have one (at most one is set; its variant says which).
     #[prost(
         oneof = "file_object::State",
-        tags = "15, 16, 17, 18, 19, 20, 21, 22, 23"
+        tags = "15, 16, 17, 18, 19, 20, 21, 22, 23, 38"
     )]
     pub state: Option<file_object::State>,
     /// Owner and times of a deleted file or FIFO, set again on the recreated one. Absent: not
@@ -222,6 +224,9 @@ pub mod file_object {
         /// POSIX message queue (`FileKind::Mqueue`).
         #[prost(message, tag = "23")]
         Mq(super::MqueueState),
+        /// fanotify group (`FileKind::Fanotify`).
+        #[prost(message, tag = "38")]
+        Fanotify(super::FanotifyState),
     }
 }
 
@@ -260,4 +265,5 @@ state_accessors! {
     pty, pty_mut, Pty, PtyState;
     inet, inet_mut, Inet, InetSocketState;
     mq, mq_mut, Mq, MqueueState;
+    fanotify, fanotify_mut, Fanotify, FanotifyState;
 }
