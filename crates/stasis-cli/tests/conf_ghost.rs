@@ -64,7 +64,10 @@ fn fanotify_mark_on_gone_object_refused() {
         "fan_gone (deleted)".to_string(),
         "objects that are gone".to_string(),
     ] {
-        assert!(stderr.contains(&needle), "message lacks {needle:?}: {stderr}");
+        assert!(
+            stderr.contains(&needle),
+            "message lacks {needle:?}: {stderr}"
+        );
     }
     assert!(!img.path().join("img/manifest.img").exists());
     w.verify()

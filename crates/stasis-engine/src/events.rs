@@ -366,8 +366,7 @@ fn ghost_holding<'a>(
     files.iter().find(|g| {
         g.kind == FileKind::Regular as i32
             && g.deleted
-            && g
-                .file_id
+            && g.file_id
                 .as_ref()
                 .is_some_and(|i| i.ino == w.ino && i.dev == w.dev)
     })
@@ -383,7 +382,10 @@ fn deleted_watch_path(
     let missing = || {
         Failure::msg(
             0,
-            format!("inotify watch {} on {} (deleted): the deleted file is not in the image", w.wd, w.path),
+            format!(
+                "inotify watch {} on {} (deleted): the deleted file is not in the image",
+                w.wd, w.path
+            ),
         )
     };
     let g = ghost_holding(&cx.img.files, w).ok_or_else(missing)?;
@@ -451,9 +453,15 @@ impl ObjectKind for EventKind {
     ) -> Result<OwnedFd, Failure> {
         let kind = FileKind::try_from(f.kind)
             .map_err(|_| Failure::msg(0, "unknown file kind in image"))?;
-        if f.inotify().is_some_and(|i| i.watches.iter().any(|w| w.deleted)) {
+        if f.inotify()
+            .is_some_and(|i| i.watches.iter().any(|w| w.deleted))
+        {
             let mut f = f.clone();
-            for w in f.inotify_mut().into_iter().flat_map(|i| i.watches.iter_mut()) {
+            for w in f
+                .inotify_mut()
+                .into_iter()
+                .flat_map(|i| i.watches.iter_mut())
+            {
                 if w.deleted {
                     w.path = deleted_watch_path(w, o, cx)?;
                     w.mask &= !libc::IN_DONT_FOLLOW;

@@ -199,11 +199,13 @@ impl UnixTable {
 /// inode as `sock_diag` reports for the bound name).
 fn socket_file_attrs(d: &stasis_sys::diag::UnixDiag) -> Option<rec::SocketFileAttrs> {
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
-    let name = d.name.as_deref().filter(|n| n.first().is_some_and(|&b| b != 0))?;
+    let name = d
+        .name
+        .as_deref()
+        .filter(|n| n.first().is_some_and(|&b| b != 0))?;
     let (vfs_ino, _) = d.vfs?; // (udiag_vfs_ino, udiag_vfs_dev)
-    let p = std::path::Path::new(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(
-        name,
-    ));
+    let p =
+        std::path::Path::new(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(name));
     let md = std::fs::symlink_metadata(p).ok()?;
     (md.file_type().is_socket() && md.ino() == vfs_ino as u64).then(|| rec::SocketFileAttrs {
         mode: md.mode() & 0o7777,
@@ -216,10 +218,16 @@ fn socket_file_attrs(d: &stasis_sys::diag::UnixDiag) -> Option<rec::SocketFileAt
 fn restore_socket_files(socks: &[Sock<'_>]) -> Result<(), Failure> {
     for (_, u) in socks {
         let Some(a) = &u.path_attrs else { continue };
-        let p = std::path::Path::new(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(
-            &u.name,
-        ));
-        let what = || format!("unix socket socket:[{}]: mode and owner of {}", u.ino, p.display());
+        let p = std::path::Path::new(
+            <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&u.name),
+        );
+        let what = || {
+            format!(
+                "unix socket socket:[{}]: mode and owner of {}",
+                u.ino,
+                p.display()
+            )
+        };
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(p, std::fs::Permissions::from_mode(a.mode)).ctx(0, what)?;
         std::os::unix::fs::lchown(p, Some(a.uid), Some(a.gid)).ctx(0, what)?;

@@ -51,7 +51,10 @@ fn mark_path(m: &HashMap<&str, &str>) -> Result<(u32, String), String> {
     let sdev = sdev.ok_or("a mark without a device")?;
     let mnt = crate::events::mount_for_sdev(sdev)
         .ok_or_else(|| format!("an object on device {sdev:#x}, which has no mount"))?;
-    let Some(htype) = m.get("fhandle-type").and_then(|v| i32::from_str_radix(v, 16).ok()) else {
+    let Some(htype) = m
+        .get("fhandle-type")
+        .and_then(|v| i32::from_str_radix(v, 16).ok())
+    else {
         return Ok((2, mnt));
     };
     let ino = hex(m, "ino").unwrap_or(0);
@@ -62,8 +65,8 @@ fn mark_path(m: &HashMap<&str, &str>) -> Result<(u32, String), String> {
     let gone = || format!("inode {ino} on {mnt}, which is gone (deleted)");
     let mfd = std::fs::File::open(&mnt).map_err(|e| format!("{mnt}: {e}"))?;
     let obj = sys::open_by_handle(mfd.as_raw_fd(), htype, &handle).map_err(|_| gone())?;
-    let path = sys::readlink(&format!("/proc/self/fd/{}", obj.as_raw_fd()))
-        .map_err(|e| e.to_string())?;
+    let path =
+        sys::readlink(&format!("/proc/self/fd/{}", obj.as_raw_fd())).map_err(|e| e.to_string())?;
     if path.ends_with(" (deleted)") {
         return Err(format!("{path}: inode {ino}, which is gone"));
     }
@@ -159,8 +162,7 @@ impl ObjectKind for FanotifyKind {
                 } else {
                     base | FAN_MARK_IGNORED_MASK
                 };
-                sys::fanotify_mark(fd.as_raw_fd(), flags, m.ignored_mask, &m.path)
-                    .ctx(0, mwhat)?;
+                sys::fanotify_mark(fd.as_raw_fd(), flags, m.ignored_mask, &m.path).ctx(0, mwhat)?;
             }
         }
         Ok(fd)

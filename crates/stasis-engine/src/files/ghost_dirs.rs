@@ -51,7 +51,12 @@ struct Made {
 }
 
 /// Make `path` again (and its missing parents); returns the name used for it.
-fn make(r: &mut Remote, path: &str, d: &rec::DeletedDir, made: &mut Made) -> Result<String, Failure> {
+fn make(
+    r: &mut Remote,
+    path: &str,
+    d: &rec::DeletedDir,
+    made: &mut Made,
+) -> Result<String, Failure> {
     if let Some(m) = made.dirs.iter().find(|m| m.as_str() == path) {
         // cwd and root are the same removed directory.
         return Ok(m.clone());
@@ -82,7 +87,11 @@ fn make(r: &mut Remote, path: &str, d: &rec::DeletedDir, made: &mut Made) -> Res
         }
     }
     let a = r.put_str(0, &cur)?;
-    r.call(&format!("chmod({cur})"), libc::SYS_chmod, &[a, d.mode as u64])?;
+    r.call(
+        &format!("chmod({cur})"),
+        libc::SYS_chmod,
+        &[a, d.mode as u64],
+    )?;
     r.call(
         &format!("chown({cur})"),
         libc::SYS_chown,
@@ -119,7 +128,10 @@ fn enter(r: &mut Remote, p: &rec::Process, made: &mut Made) -> Result<u64, Failu
     let old_root = r.call(
         "open(/, O_PATH)",
         libc::SYS_open,
-        &[slash, (libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) as u64],
+        &[
+            slash,
+            (libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) as u64,
+        ],
     )?;
     let cwd = match &p.cwd_deleted {
         Some(d) => make(r, &p.cwd, d, made)?,

@@ -222,7 +222,11 @@ fn recreate_deleted_fifos(
                 use std::io::Write;
                 (&h).write_all(&p.data).ctx(0, what)?;
             }
-            for f in img.files.iter().filter(|f| f.pipe_id == p.id && f.kind == FileKind::Fifo as i32) {
+            for f in img
+                .files
+                .iter()
+                .filter(|f| f.pipe_id == p.id && f.kind == FileKind::Fifo as i32)
+            {
                 let fd = open_with(&name, f.flags | libc::O_NONBLOCK as u32).ctx(0, what)?;
                 ends.insert(f.id, OwnedFd::from(fd));
             }

@@ -15,8 +15,8 @@
 
 use super::kind::{DumpCtx, ObjectKind, RestoreCtx};
 use super::{open_with, FileTable, Opened, Probe};
-use crate::remote::Remote;
 use crate::error::{CheckpointError, Ctx, Failure};
+use crate::remote::Remote;
 use crate::unix::InFlight;
 use stasis_image::records::{self as rec, FileKind};
 use stasis_sys::sys;
@@ -90,7 +90,9 @@ impl ObjectKind for ProcKind {
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
-            .ctx(0, || format!("{}: starting a process to stand for the exited one", what()))?;
+            .ctx(0, || {
+                format!("{}: starting a process to stand for the exited one", what())
+            })?;
         // Until it is reaped, the child's /proc directory exists (as a zombie at worst).
         let opened = open_with(&format!("/proc/{}{tail}", child.id()), f.flags);
         child.wait().ctx(0, what)?;
@@ -106,9 +108,11 @@ impl ObjectKind for ProcKind {
 /// `/proc`), at the saved offset, and we take the description (so that other fds sharing it
 /// get the same one).
 pub(crate) fn open_in_task(r: &mut Remote, f: &rec::FileObject) -> Result<OwnedFd, Failure> {
-    let what = format!("open file description #{} ({}): opening it again", f.id, f.path);
-    let flags = f.flags
-        & !(libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL | libc::O_NOCTTY) as u32
+    let what = format!(
+        "open file description #{} ({}): opening it again",
+        f.id, f.path
+    );
+    let flags = f.flags & !(libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL | libc::O_NOCTTY) as u32
         | libc::O_CLOEXEC as u32;
     let a = r.put_str(0, &f.path)?;
     let rfd = r.call(

@@ -49,10 +49,10 @@ impl ObjectKind for RegularKind {
                 .custom_flags(libc::O_NOATIME)
                 .open(&p.proc_path)
                 .ctx(pid, || format!("fd {fd}: opening deleted file {path}"))?;
-            dump_file_extents(&f, p.md.size(), cx.writer, &mut fo.content, false).ctx(
-                pid,
-                || format!("fd {fd}: saving content of deleted file {path}"),
-            )?;
+            dump_file_extents(&f, p.md.size(), cx.writer, &mut fo.content, false)
+                .ctx(pid, || {
+                    format!("fd {fd}: saving content of deleted file {path}")
+                })?;
         }
         fo.inode_flags = read_inode_flags(t, p);
         Ok(Vec::new())
@@ -120,8 +120,8 @@ fn recreate_deleted(f: &rec::FileObject, reader: &ImageReader) -> Result<File, F
     let res = (|| {
         crate::memory::fill_file(reader, &w, &f.content, f.size)?;
         set_ghost_attrs(&w, f).ctx(0, what)?;
-        let file = open_with(&name.to_string_lossy(), f.flags | libc::O_NOATIME as u32)
-            .ctx(0, what)?;
+        let file =
+            open_with(&name.to_string_lossy(), f.flags | libc::O_NOATIME as u32).ctx(0, what)?;
         Ok(file)
     })();
     let _ = std::fs::remove_file(&name);
@@ -213,11 +213,14 @@ fn open_flagged(f: &rec::FileObject) -> Result<File, Failure> {
         r => return r.ctx(0, || what(f)),
     }
     let what = || format!("{}: lifting immutable/append-only to open it", what(f));
-    let ro = open_with(&f.path, (libc::O_RDONLY | libc::O_NOATIME | libc::O_NONBLOCK) as u32)
-        .ctx(0, what)?;
+    let ro = open_with(
+        &f.path,
+        (libc::O_RDONLY | libc::O_NOATIME | libc::O_NONBLOCK) as u32,
+    )
+    .ctx(0, what)?;
     let cur = sys::ioctl_get_int(ro.as_raw_fd(), FS_IOC_GETFLAGS).ctx(0, what)? as u32;
     if cur & LOCKING == 0 {
-        return open_with(&f.path, f.flags).ctx(0, || what());
+        return open_with(&f.path, f.flags).ctx(0, what);
     }
     sys::ioctl_set_int(ro.as_raw_fd(), FS_IOC_SETFLAGS, (cur & !LOCKING) as i32).ctx(0, what)?;
     let file = open_with(&f.path, f.flags);

@@ -168,8 +168,9 @@ pub struct FileObject {
     /// read (not supported by its file system, or an earlier build).
     #[prost(uint32, optional, tag = "36")]
     pub inode_flags: Option<u32>,
-    /// A file under `/proc` of a task of the tree (`/proc/PID/...`, `path` as the task saw
-    /// it): opened at restore once every task exists, through the task's root.
+    /// A file under `/proc` (`/proc/PID/...`, `path` as the task saw it, in its own `/proc`):
+    /// opened at restore by the task itself (its root, its pid namespace) once every task
+    /// exists.
     #[prost(bool, tag = "37")]
     pub in_proc: bool,
 }
