@@ -73,3 +73,4 @@ fn fanotify_mark_on_gone_object_refused() {
     w.verify()
         .expect("workload must keep running correctly after the refused checkpoint");
 }
+conformance_tests!(ghost_mapped, "ghost_mapped", &[]);

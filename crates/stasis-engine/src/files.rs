@@ -648,6 +648,13 @@ fn create_shmem(s: &rec::ShmemObject, reader: &ImageReader) -> Result<OwnedFd, F
                 "System V segments are not files (internal error)",
             ))
         }
+        ShmemKind::DeletedFile
+            if std::path::Path::new(&s.name)
+                .parent()
+                .is_some_and(|d| d.is_dir()) =>
+        {
+            regular::recreate_mapped_deleted(s)?
+        }
         ShmemKind::SharedAnon | ShmemKind::DeletedFile => {
             // A MAP_SHARED|MAP_ANONYMOUS object of our own, reached through map_files so
             // that the tasks' mappings show "/dev/zero (deleted)" as before.

@@ -136,6 +136,12 @@ pub fn dump_layout(
         };
         let mut vma = base_vma(s, kind);
         match kind {
+            // A deleted file mapped privately: its content is saved once like a shared object.
+            VmaKind::FilePrivate if m.deleted() && m.inode != 0 => {
+                intern_shmem(pid, m, shmem, &mut vma)?;
+                vma.path = m.file_path().unwrap_or(&m.path).to_string();
+                vma.deleted_file = true;
+            }
             VmaKind::FilePrivate | VmaKind::FileShared => identify_file(pid, m, &mut vma)?,
             VmaKind::Shmem => intern_shmem(pid, m, shmem, &mut vma)?,
             _ => {}
@@ -201,14 +207,6 @@ fn classify(pid: i32, s: &SmapsEntry) -> Result<Option<VmaKind>, crate::error::C
         }
         _ => VmaKind::FileShared,
     };
-    if kind == VmaKind::FilePrivate && m.deleted() {
-        return Err(unsupported(format!(
-            "mapping {:#x}-{:#x} maps deleted file {} privately; not supported yet",
-            m.start,
-            m.end,
-            m.file_path().unwrap_or(&m.path)
-        )));
-    }
     Ok(Some(kind))
 }
 
@@ -243,6 +241,7 @@ fn base_vma(s: &SmapsEntry, kind: VmaKind) -> rec::Vma {
             .collect(),
         pages: Vec::new(),
         file_id: None,
+        deleted_file: false,
     }
 }
 
@@ -294,7 +293,15 @@ fn intern_shmem(
     let src = format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end);
     let size = std::fs::metadata(&src).map(|md| md.size()).unwrap_or(0);
     let size = size.max(m.offset + (m.end - m.start));
+    let owner = std::fs::metadata(&src).map(|md| (md.mode() & 0o7777, md.uid(), md.gid()));
     vma.shmem_id = shmem.intern((dev_of(m), m.inode), skind, name, size, src);
+    if skind == ShmemKind::DeletedFile {
+        // Mode and owner of the deleted file, for the file made again.
+        let o = &mut shmem.objects[vma.shmem_id as usize];
+        if let Ok((mode, uid, gid)) = owner {
+            (o.mode, o.uid, o.gid) = (mode, uid, gid);
+        }
+    }
     if skind == ShmemKind::SysvShm {
         let o = &mut shmem.objects[vma.shmem_id as usize];
         if o.sysv_id == 0 && o.sysv_key == 0 {
@@ -783,8 +790,12 @@ pub fn restore_mappings(
                 let write = kind == VmaKind::FileShared
                     && (v.prot & libc::PROT_WRITE as u32 != 0
                         || v.vm_flags.iter().any(|f| f == "mw"));
-                let fd = src.file_fd(&v.path, write)?;
-                if let Some(id) = &v.file_id {
+                let fd = if v.deleted_file {
+                    src.shmem_fd(v.shmem_id)?
+                } else {
+                    src.file_fd(&v.path, write)?
+                };
+                if let Some(id) = v.file_id.as_ref().filter(|_| !v.deleted_file) {
                     check_identity(pid, fd, &v.path, id)?;
                 }
                 let rfd = src.install(r, fd)?;

@@ -60,12 +60,30 @@ impl ObjectKind for RegularKind {
 
     /// Deleted files are made again first, so that other kinds (inotify watches on them) find
     /// them in [`RestoreCtx::made`] when they open.
-    fn create(&self, _: &mut Opened, cx: &mut RestoreCtx<'_>) -> Result<(), Failure> {
+    /// A deleted file that is also mapped shared is the shared-memory object made already:
+    /// opened again through it, so that fd and mappings stay on one inode.
+    fn create(&self, o: &mut Opened, cx: &mut RestoreCtx<'_>) -> Result<(), Failure> {
         for f in cx.img.files.iter() {
-            if f.kind == FileKind::Regular as i32 && f.deleted && !f.in_proc {
-                let file = recreate_deleted(f, cx.reader)?;
-                cx.made.insert(f.id, file.into());
+            if f.kind != FileKind::Regular as i32 || !f.deleted || f.in_proc {
+                continue;
             }
+            let mapped = cx
+                .img
+                .shmem
+                .iter()
+                .find(|s| s.kind == rec::ShmemKind::DeletedFile as i32 && s.name == f.path)
+                .and_then(|s| o.shmem.get(&s.id));
+            let file = match mapped {
+                Some(m) => {
+                    let p = format!("/proc/self/fd/{}", m.as_raw_fd());
+                    let file = open_with(&p, f.flags | libc::O_NOATIME as u32)
+                        .ctx(0, || format!("reopening deleted file {}", f.path))?;
+                    set_ghost_attrs(&file, f).ctx(0, || what(f))?;
+                    file
+                }
+                None => recreate_deleted(f, cx.reader)?,
+            };
+            cx.made.insert(f.id, file.into());
         }
         Ok(())
     }
@@ -226,6 +244,38 @@ fn open_flagged(f: &rec::FileObject) -> Result<File, Failure> {
     let file = open_with(&f.path, f.flags);
     sys::ioctl_set_int(ro.as_raw_fd(), FS_IOC_SETFLAGS, cur as i32).ctx(0, what)?;
     file.ctx(0, what)
+}
+
+/// A deleted file that the tree only maps (shared or private): made again at its path (or a
+/// name of our own beside it when the path is taken) with its mode and owner, and unlinked;
+/// the caller fills it. Its mappings then show the same `path (deleted)`.
+pub(crate) fn recreate_mapped_deleted(s: &rec::ShmemObject) -> Result<File, Failure> {
+    let path = std::path::Path::new(&s.name);
+    let name = if path.symlink_metadata().is_ok() {
+        let dir = path.parent().unwrap_or(std::path::Path::new("/"));
+        dir.join(format!(".stasis-ghost-map-{}-{}", sys::getpid(), s.id))
+    } else {
+        path.to_path_buf()
+    };
+    let what = || format!("recreating deleted mapped file {}", s.name);
+    let w = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&name)
+        .ctx(0, what)?;
+    let res = (|| -> std::io::Result<()> {
+        if s.mode != 0 || s.uid != 0 || s.gid != 0 {
+            std::os::unix::fs::fchown(&w, Some(s.uid), Some(s.gid))?;
+            use std::os::unix::fs::PermissionsExt;
+            w.set_permissions(std::fs::Permissions::from_mode(s.mode))?;
+        }
+        Ok(())
+    })();
+    let _ = std::fs::remove_file(&name);
+    res.ctx(0, what)?;
+    Ok(w)
 }
 
 /// A directory, reopened by path at its offset.

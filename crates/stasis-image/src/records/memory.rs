@@ -81,6 +81,10 @@ pub struct Vma {
     /// File identity at checkpoint (device, inode, size, mtime ns) for file mappings.
     #[prost(message, optional, tag = "11")]
     pub file_id: Option<FileIdentity>,
+    /// A private mapping (`FilePrivate`) of a file deleted since: the file's content is the
+    /// shared-memory object `shmem_id` (kind `DeletedFile`), recreated at restore.
+    #[prost(bool, tag = "17")]
+    pub deleted_file: bool,
 }
 
 /// Pages stored in one chunk: `count` pages from `addr` are at `chunk_offset` in the chunk.
