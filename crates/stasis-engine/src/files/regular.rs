@@ -76,7 +76,7 @@ impl ObjectKind for RegularKind {
             let file = match mapped {
                 Some(m) => {
                     let p = format!("/proc/self/fd/{}", m.as_raw_fd());
-                    let file = open_with(&p, f.flags | libc::O_NOATIME as u32)
+                    let file = open_with(&p, f.flags)
                         .ctx(0, || format!("reopening deleted file {}", f.path))?;
                     set_ghost_attrs(&file, f).ctx(0, || what(f))?;
                     file
@@ -138,8 +138,7 @@ fn recreate_deleted(f: &rec::FileObject, reader: &ImageReader) -> Result<File, F
     let res = (|| {
         crate::memory::fill_file(reader, &w, &f.content, f.size)?;
         set_ghost_attrs(&w, f).ctx(0, what)?;
-        let file =
-            open_with(&name.to_string_lossy(), f.flags | libc::O_NOATIME as u32).ctx(0, what)?;
+        let file = open_with(&name.to_string_lossy(), f.flags).ctx(0, what)?;
         Ok(file)
     })();
     let _ = std::fs::remove_file(&name);
