@@ -48,6 +48,8 @@ pub(crate) fn dump(p: &mut rec::Process) -> Result<(), Failure> {
 /// first), to remove once it is in them.
 struct Made {
     dirs: Vec<String>,
+    /// (path, name used instead) for paths taken by now.
+    aliases: Vec<(String, String)>,
 }
 
 /// Make `path` again (and its missing parents); returns the name used for it.
@@ -57,16 +59,21 @@ fn make(
     d: &rec::DeletedDir,
     made: &mut Made,
 ) -> Result<String, Failure> {
-    if let Some(m) = made.dirs.iter().find(|m| m.as_str() == path) {
-        // cwd and root are the same removed directory.
-        return Ok(m.clone());
-    }
     let mut cur = String::new();
     let parts: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
     for (i, c) in parts.iter().enumerate() {
         cur.push('/');
         cur.push_str(c);
         let last = i + 1 == parts.len();
+        if let Some((_, to)) = made.aliases.iter().find(|(from, _)| *from == cur) {
+            cur = to.clone();
+            continue;
+        }
+        if made.dirs.contains(&cur) {
+            // Made already: cwd and root are the same removed directory, or one is in the
+            // other.
+            continue;
+        }
         let a = r.put_str(0, &cur)?;
         let mode = if last { d.mode } else { 0o755 };
         let rc = r.call_raw(&format!("mkdir({cur})"), libc::SYS_mkdir, &[a, mode as u64])?;
@@ -74,7 +81,9 @@ fn make(
             made.dirs.push(cur.clone());
         } else if rc == -(libc::EEXIST as i64) && last {
             // Taken by now: a name of our own beside it.
+            let taken = cur.clone();
             cur = format!("{cur}.stasis-ghost-dir-{}", r.pid);
+            made.aliases.push((taken, cur.clone()));
             let a = r.put_str(0, &cur)?;
             r.call(&format!("mkdir({cur})"), libc::SYS_mkdir, &[a, mode as u64])?;
             made.dirs.push(cur.clone());
@@ -111,7 +120,10 @@ pub(crate) fn restore_cwd_root(r: &mut Remote, p: &rec::Process) -> Result<(), F
         }
         return Ok(());
     }
-    let mut made = Made { dirs: Vec::new() };
+    let mut made = Made {
+        dirs: Vec::new(),
+        aliases: Vec::new(),
+    };
     let res = enter(r, p, &mut made);
     // Remove what we made, through a descriptor of the former root (the chroot may have
     // moved ours), deepest first; a failure here leaves a directory behind but no task in a
