@@ -14,6 +14,9 @@
  * directory openat fails with ESRCH and getdents with ENOENT, and its link
  * ends in "(deleted)".  The child, told through a pipe: its fd describes its
  * parent ("Pid:\t<getppid()>"); it exits 0 when so.
+ *
+ * With argument "outside": the root also holds /proc/1/comm (init, outside
+ * the tree; its fd number in CTL_DIR/fd), which a checkpoint must refuse.
  */
 #define _GNU_SOURCE
 #include "common.h"
@@ -100,6 +103,17 @@ int main(int argc, char **argv)
     }
     if (fdd < 0 || comm < 0)
         wl_fail("setup: /proc/self/fd or %s", p);
+
+    if (argc > 2 && strcmp(argv[2], "outside") == 0) {
+        int o = open("/proc/1/comm", O_RDONLY);
+        char fdp[4200];
+        snprintf(fdp, sizeof fdp, "%s/fd", wl_ctl_dir());
+        FILE *f = fopen(fdp, "w");
+        if (o < 0 || !f)
+            wl_fail("setup: /proc/1/comm: %s", strerror(errno));
+        fprintf(f, "%d\n", o);
+        fclose(f);
+    }
 
     wl_ready();
     while (!wl_verify_requested())

@@ -74,3 +74,34 @@ fn fanotify_mark_on_gone_object_refused() {
         .expect("workload must keep running correctly after the refused checkpoint");
 }
 conformance_tests!(ghost_mapped, "ghost_mapped", &[]);
+
+/// A file under /proc of a process outside the tree (`/proc/1/comm`) is refused: at restore
+/// that pid would be some other process. The message names the fd and the process; the tree
+/// keeps running. (Not as a partition: there pid 1 is the tree's own root.)
+#[test]
+fn proc_file_of_outside_process_refused() {
+    let _g = common::serial();
+    let w = common::Workload::start("procfiles", &["outside"]);
+    let fd: i32 = std::fs::read_to_string(w.ctl_path().join("fd"))
+        .expect("fd file")
+        .trim()
+        .parse()
+        .expect("fd number");
+    let img = common::image_dir("procfiles-outside");
+    let out = common::checkpoint(w.pid, &img.path().join("img"), &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "expected refusal: {stderr}");
+    for needle in [
+        format!("pid {}", w.pid),
+        format!("fd {fd} (/proc/1/comm)"),
+        "process 1, which is not in the tree".to_string(),
+    ] {
+        assert!(
+            stderr.contains(&needle),
+            "message lacks {needle:?}: {stderr}"
+        );
+    }
+    assert!(!img.path().join("img/manifest.img").exists());
+    w.verify()
+        .expect("workload must keep running correctly after the refused checkpoint");
+}

@@ -68,6 +68,9 @@ impl ObjectKind for ProcKind {
             fo.path = path.to_string();
             return Ok(Vec::new());
         }
+        if let Some((pid, _)) = split(&p.link) {
+            check_task_in_tree(p, pid)?;
+        }
         fo.kind = if p.md.is_dir() {
             FileKind::Directory
         } else {
@@ -102,6 +105,31 @@ impl ObjectKind for ProcKind {
     fn describe(&self, _: &rec::Checkpoint, f: &rec::FileObject) -> String {
         format!("directory {} of an exited task", f.path)
     }
+}
+
+/// A `/proc/PID/...` file must be of a task of the tree, which the restore recreates with the
+/// same pid: another process's would be some other process at restore. On the host's procfs
+/// the tasks of the tree are those we trace; a procfs of the tree's own pid namespace (a
+/// partition's) shows only tasks of the tree.
+fn check_task_in_tree(p: &Probe, pid: i32) -> Result<(), CheckpointError> {
+    use std::os::unix::fs::MetadataExt;
+    let host_proc = std::fs::metadata("/proc").map(|m| m.dev()).ok() == Some(p.md.dev());
+    if !host_proc {
+        return Ok(());
+    }
+    let tracer = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("TracerPid:"))
+                .and_then(|v| v.trim().parse::<i32>().ok())
+        });
+    if tracer == Some(sys::getpid()) {
+        return Ok(());
+    }
+    Err(p.unsupported(&format!(
+        "a file under /proc of process {pid}, which is not in the tree (or has exited)"
+    )))
 }
 
 /// Open the `in_proc` file `f` for task `r`: the task opens it itself (its root, its
