@@ -9,7 +9,9 @@
  *    mtime 1200000000.5 (set with utimensat), then unlinked;
  *  - CTL_DIR/ghost_fifo: a FIFO (mode 0620, owner 4321:8765) opened read
  *    (O_RDONLY|O_NONBLOCK) and write (O_WRONLY), 12 bytes buffered, then
- *    unlinked.
+ *    unlinked;
+ *  - CTL_DIR/gone_sub/inner: "inner-data", O_RDWR, unlinked, and its
+ *    directory removed too.
  * Verify: the sparse file's data/hole map (SEEK_DATA/SEEK_HOLE from 0 to the
  * end) is the one recorded at setup, its size, owner, mode, nlink 0, atime
  * and mtime (ns) are the same, its content is the patterns (zeros in the
@@ -139,6 +141,18 @@ int main(int argc, char **argv)
     char flink0[4096];
     snprintf(flink0, sizeof flink0, "%s", proc_link(fr));
 
+    /* deleted file in a removed directory */
+    char sub[4096], inner[4200];
+    snprintf(sub, sizeof sub, "%s/gone_sub", wl_ctl_dir());
+    snprintf(inner, sizeof inner, "%s/inner", sub);
+    if (mkdir(sub, 0755) < 0)
+        wl_fail("setup: mkdir %s: %s", sub, strerror(errno));
+    int fi = open(inner, O_RDWR | O_CREAT, 0644);
+    if (fi < 0 || write(fi, "inner-data", 10) != 10 || unlink(inner) < 0 || rmdir(sub) < 0)
+        wl_fail("setup: %s: %s", inner, strerror(errno));
+    char ilink0[4096];
+    snprintf(ilink0, sizeof ilink0, "%s", proc_link(fi));
+
     wl_ready();
     while (!wl_verify_requested())
         wl_sleep_ms(50);
@@ -169,6 +183,15 @@ int main(int argc, char **argv)
         WL_CHECK(all[i] == want[i], "byte %ld is %d, want %d", i, all[i], want[i]);
     WL_CHECK(write(fd, "new", 3) == 3, "write: %s", strerror(errno));
     WL_CHECK(pread(fd, all, 3, 777) == 3 && memcmp(all, "new", 3) == 0, "read back");
+
+    /* file in a removed directory */
+    WL_CHECK(strcmp(ilink0, proc_link(fi)) == 0, "inner link was %s, now %s", ilink0,
+             proc_link(fi));
+    char ib[16] = {0};
+    WL_CHECK(pread(fi, ib, 10, 0) == 10 && memcmp(ib, "inner-data", 10) == 0, "inner reads '%s'",
+             ib);
+    WL_CHECK(lseek(fi, 0, SEEK_CUR) == 10, "inner offset %ld", (long)lseek(fi, 0, SEEK_CUR));
+    WL_CHECK(access(sub, F_OK) < 0 && errno == ENOENT, "%s exists again", sub);
 
     /* FIFO */
     struct stat sr, sw;

@@ -648,13 +648,14 @@ fn create_shmem(s: &rec::ShmemObject, reader: &ImageReader) -> Result<OwnedFd, F
                 "System V segments are not files (internal error)",
             ))
         }
-        ShmemKind::DeletedFile
-            if std::path::Path::new(&s.name)
-                .parent()
-                .is_some_and(|d| d.is_dir()) =>
-        {
-            regular::recreate_mapped_deleted(s)?
-        }
+        // A deleted file made again at its path (a path from another mount namespace that
+        // cannot be made here becomes a shared anonymous object, as before).
+        ShmemKind::DeletedFile if s.name.starts_with('/') => regular::recreate_mapped_deleted(s)
+            .or_else(|_| {
+                sys::shared_anon_object(s.size).ctx(0, || {
+                    format!("creating shared object for deleted file {}", s.name)
+                })
+            })?,
         ShmemKind::SharedAnon | ShmemKind::DeletedFile => {
             // A MAP_SHARED|MAP_ANONYMOUS object of our own, reached through map_files so
             // that the tasks' mappings show "/dev/zero (deleted)" as before.

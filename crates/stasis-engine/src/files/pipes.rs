@@ -209,7 +209,11 @@ fn recreate_deleted_fifos(
             path.to_path_buf()
         };
         let name = name.to_string_lossy().into_owned();
-        sys::mkfifo(&name, 0o600).ctx(0, what)?;
+        let parents = super::regular::make_parents(path).ctx(0, what)?;
+        if let Err(e) = sys::mkfifo(&name, 0o600) {
+            super::regular::remove_parents(&parents);
+            return Err(e).ctx(0, what);
+        }
         let res = (|| {
             let h = std::fs::OpenOptions::new()
                 .read(true)
@@ -234,6 +238,7 @@ fn recreate_deleted_fifos(
             Ok(())
         })();
         let _ = std::fs::remove_file(&name);
+        super::regular::remove_parents(&parents);
         res?;
     }
     Ok((ends, holders))

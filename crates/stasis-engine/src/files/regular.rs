@@ -12,7 +12,7 @@ use stasis_image::ImageReader;
 use stasis_sys::sys;
 use std::fs::File;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 
 /// A regular file: its path is enough, unless it was deleted (then its content is saved).
 pub(crate) struct RegularKind;
@@ -117,9 +117,45 @@ fn what(f: &rec::FileObject) -> String {
     format!("open file description #{} ({})", f.id, f.path)
 }
 
-/// A deleted file: created again (under a temporary name when its path is taken), filled,
-/// opened with the saved flags, and unlinked.
+/// The missing directories above `path`, made (mode 0700) so that a deleted file whose
+/// directory was removed too can be made again at its path; returned parents first, to be
+/// removed with [`remove_parents`].
+pub(crate) fn make_parents(path: &std::path::Path) -> std::io::Result<Vec<std::path::PathBuf>> {
+    let mut missing: Vec<&std::path::Path> = path
+        .ancestors()
+        .skip(1)
+        .take_while(|d| !d.as_os_str().is_empty() && d.symlink_metadata().is_err())
+        .collect();
+    missing.reverse();
+    let mut made = Vec::new();
+    for d in missing {
+        if let Err(e) = std::fs::DirBuilder::new().mode(0o700).create(d) {
+            remove_parents(&made);
+            return Err(e);
+        }
+        made.push(d.to_path_buf());
+    }
+    Ok(made)
+}
+
+/// Remove what [`make_parents`] made, deepest first.
+pub(crate) fn remove_parents(made: &[std::path::PathBuf]) {
+    for d in made.iter().rev() {
+        let _ = std::fs::remove_dir(d);
+    }
+}
+
+/// A deleted file: created again (under a temporary name when its path is taken; its removed
+/// directories made for the time), filled, opened with the saved flags, and unlinked.
 fn recreate_deleted(f: &rec::FileObject, reader: &ImageReader) -> Result<File, Failure> {
+    let path = std::path::Path::new(&f.path);
+    let parents = make_parents(path).ctx(0, || format!("recreating deleted file {}", f.path))?;
+    let res = recreate_deleted_in(f, reader);
+    remove_parents(&parents);
+    res
+}
+
+fn recreate_deleted_in(f: &rec::FileObject, reader: &ImageReader) -> Result<File, Failure> {
     let path = std::path::Path::new(&f.path);
     let dir = path.parent().unwrap_or(std::path::Path::new("/"));
     let name = if path.exists() {
@@ -257,24 +293,27 @@ pub(crate) fn recreate_mapped_deleted(s: &rec::ShmemObject) -> Result<File, Fail
         path.to_path_buf()
     };
     let what = || format!("recreating deleted mapped file {}", s.name);
-    let w = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&name)
-        .ctx(0, what)?;
-    let res = (|| -> std::io::Result<()> {
-        if s.mode != 0 || s.uid != 0 || s.gid != 0 {
-            std::os::unix::fs::fchown(&w, Some(s.uid), Some(s.gid))?;
-            use std::os::unix::fs::PermissionsExt;
-            w.set_permissions(std::fs::Permissions::from_mode(s.mode))?;
-        }
-        Ok(())
+    let parents = make_parents(path).ctx(0, what)?;
+    let res = (|| -> std::io::Result<File> {
+        let w = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&name)?;
+        let attrs = (|| -> std::io::Result<()> {
+            if s.mode != 0 || s.uid != 0 || s.gid != 0 {
+                std::os::unix::fs::fchown(&w, Some(s.uid), Some(s.gid))?;
+                use std::os::unix::fs::PermissionsExt;
+                w.set_permissions(std::fs::Permissions::from_mode(s.mode))?;
+            }
+            Ok(())
+        })();
+        let _ = std::fs::remove_file(&name);
+        attrs.map(|_| w)
     })();
-    let _ = std::fs::remove_file(&name);
-    res.ctx(0, what)?;
-    Ok(w)
+    remove_parents(&parents);
+    res.ctx(0, what)
 }
 
 /// A directory, reopened by path at its offset.
