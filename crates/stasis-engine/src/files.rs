@@ -492,7 +492,21 @@ impl FileTable {
         fo.state = Some(match kind {
             FileKind::Eventfd => State::Eventfd(events::dump_eventfd(pid, fd, info)?),
             FileKind::Epoll => State::Epoll(events::dump_epoll(pid, fd, info)?),
-            FileKind::Timerfd => State::Timerfd(events::dump_timerfd(pid, fd, info)?),
+            FileKind::Timerfd => {
+                let fresh = if events::timerfd_awaits_rearm(info) {
+                    // A periodic timer that expired and was not read: re-arm it the way the
+                    // next read would (its tick count kept), so fdinfo shows the next expiry.
+                    let own = self.borrow(pid, fd)?;
+                    events::rearm_expired_timerfd(pid, fd, own)?
+                } else {
+                    None
+                };
+                State::Timerfd(events::dump_timerfd(
+                    pid,
+                    fd,
+                    fresh.as_ref().unwrap_or(info),
+                )?)
+            }
             FileKind::Signalfd => State::Signalfd(events::dump_signalfd(pid, fd, info)?),
             _ => State::Inotify(events::dump_inotify(pid, fd, info)?),
         });
