@@ -945,7 +945,9 @@ fn ensure_sysv(s: &rec::ShmemObject, reader: &ImageReader) -> Result<i32, Failur
         )
     };
     if let Ok((key, size, ..)) = sys::shm_stat(id) {
-        if key == s.sysv_key && size == s.size {
+        // Images written before shm_segsz was kept exactly hold the mapped (page-rounded) size.
+        let page = |n: u64| n.div_ceil(4096) * 4096;
+        if key == s.sysv_key && (size == s.size || (s.size % 4096 == 0 && page(size) == s.size)) {
             return Ok(id);
         }
         return Err(Failure::msg(
