@@ -180,11 +180,16 @@ pub fn dump_timerfd(pid: i32, fd: i32, info: &FdInfo) -> Result<rec::TimerfdStat
         // Not re-armed (a CANCEL_ON_SET timer): its next expiry is at most one interval away.
         left = interval_ns;
     }
-    // An absolute timer keeps its deadline however long the tree is down: store the deadline.
+    // An absolute timer keeps its deadline however long the tree is down: store the deadline,
+    // on the task's clock (its time namespace's offset added: the tree may be restored into a
+    // time namespace with other offsets).
     let value_ns = if settime_flags & libc::TFD_TIMER_ABSTIME as u32 != 0 && left != 0 {
-        sys::clock_ns(read_clock(clock_id))
-            .ctx(pid, || format!("fd {fd}: clock_gettime({clock_id})"))?
-            + left
+        let now = sys::clock_ns(read_clock(clock_id))
+            .ctx(pid, || format!("fd {fd}: clock_gettime({clock_id})"))?;
+        let off = stasis_sys::ns::timens_offsets(Some(pid))
+            .ctx(pid, || format!("fd {fd}: timens_offsets"))?
+            .of_clock(clock_id);
+        (now as i128 + left as i128 + off as i128).max(1) as u64
     } else {
         left
     };
@@ -295,8 +300,15 @@ fn nonblock(flags: u32) -> i32 {
 fn create_timerfd(s: &rec::TimerfdState, flags: i32) -> std::io::Result<OwnedFd> {
     let fd = sys::timerfd_create(s.clock_id, flags)?;
     let (mut value, mut ticks) = (s.value_ns, s.ticks);
-    if s.settime_flags & libc::TFD_TIMER_ABSTIME as u32 != 0 && value != 0 {
-        let now = sys::clock_ns(read_clock(s.clock_id))?;
+    let abs = s.settime_flags & libc::TFD_TIMER_ABSTIME as u32 != 0;
+    // The deadline is on the tasks' clock: the time namespace our children get (the tree's).
+    let shift = if abs {
+        stasis_sys::ns::timens_offsets(None)?.of_clock(s.clock_id)
+    } else {
+        0
+    };
+    if abs && value != 0 {
+        let now = (sys::clock_ns(read_clock(s.clock_id))? as i64 + shift) as u64;
         if value <= now {
             let missed = if s.interval_ns == 0 {
                 1
@@ -310,6 +322,10 @@ fn create_timerfd(s: &rec::TimerfdState, flags: i32) -> std::io::Result<OwnedFd>
                 value + missed * s.interval_ns
             };
         }
+    }
+    if value != 0 {
+        // Back on our own clock (a deadline before our zero is long past: 1 ns).
+        value = (value as i64 - shift).max(1) as u64;
     }
     if value != 0 || s.settime_flags != 0 {
         sys::timerfd_settime(fd.as_raw_fd(), s.settime_flags as i32, s.interval_ns, value)?;
