@@ -201,6 +201,14 @@ const FD_KINDS: &[FdKind] = &[
         },
     },
     FdKind {
+        name: "/dev/tty",
+        recognise: |_, p| p.char_major_minor() == Some(crate::devtty::MAJOR_MINOR),
+        dump: |_, _, fo, _| {
+            fo.kind = FileKind::DevTty as i32;
+            Ok(Vec::new())
+        },
+    },
+    FdKind {
         name: "other terminal (refused)",
         recognise: |_, p| is_tty(&p.md),
         dump: |_, p, _, _| {
@@ -665,6 +673,8 @@ pub struct Opened {
     pub sysv: HashMap<u32, i32>,
     /// Outside objects not given in `inherit`, replaced by a stand-in.
     pub replaced: Vec<crate::restore::Replaced>,
+    /// `/dev/tty` descriptions (id → status flags), opened by their first holder.
+    pub dev_tty: HashMap<u32, u32>,
 }
 
 fn open_with(path: &str, flags: u32) -> std::io::Result<File> {
@@ -702,6 +712,7 @@ impl Opened {
             ptys: HashMap::new(),
             sysv: HashMap::new(),
             replaced: Vec::new(),
+            dev_tty: HashMap::new(),
         };
         for p in &img.processes {
             for fd in &p.fds {
@@ -727,6 +738,10 @@ impl Opened {
                 .map_err(|_| Failure::msg(0, "unknown file kind in image"))?;
             let what = || format!("open file description #{} ({})", f.id, f.path);
             let fd: OwnedFd = match kind {
+                FileKind::DevTty => {
+                    o.dev_tty.insert(f.id, f.flags);
+                    continue;
+                }
                 FileKind::Regular if f.deleted => recreate_deleted(f, reader)?.into(),
                 FileKind::Regular | FileKind::Directory | FileKind::CharDevice => {
                     let file = open_with(&f.path, f.flags).ctx(0, what)?;
@@ -832,6 +847,12 @@ impl Opened {
     /// Install all fds of one process.
     pub fn restore_fds(&mut self, r: &mut Remote, p: &rec::Process) -> Result<(), Failure> {
         for fd in &p.fds {
+            if let Some(&flags) = self.dev_tty.get(&fd.file_id) {
+                if !self.files.contains_key(&fd.file_id) {
+                    let f = crate::devtty::open_in_task(r, fd.fd, flags)?;
+                    self.files.insert(fd.file_id, f);
+                }
+            }
             let ours = self
                 .files
                 .get(&fd.file_id)
