@@ -453,3 +453,60 @@ pub fn external_slave(index: u32, inherit: &HashMap<String, RawFd>) -> Result<Ow
         .ctx(0, || format!("{key}: duplicating fd {fd}"))?;
     Ok(sys::owned_fd(dup as RawFd))
 }
+
+/// A new pseudo-terminal given to the tree in place of a terminal outside it
+/// (`stasis restore --new-tty`): the slave goes to the tree as `tty:[INDEX]`, the master to
+/// the caller.
+pub struct NewTty {
+    /// The outside terminal it replaces, `tty:[INDEX]`.
+    pub key: String,
+    /// The new slave's path, `/dev/pts/M`.
+    pub path: String,
+    /// The new pair's master.
+    pub master: OwnedFd,
+    /// The new pair's slave (ours, `O_NOCTTY`), handed to the tree.
+    pub slave: OwnedFd,
+}
+
+/// A new pty pair for every terminal outside the tree that the image holds (its slaves are
+/// marked `external`), in index order.
+pub fn new_terminals(img: &rec::Checkpoint) -> Result<Vec<NewTty>, Failure> {
+    let mut indexes: Vec<u32> = img
+        .files
+        .iter()
+        .filter(|f| f.kind == rec::FileKind::PtySlave as i32)
+        .filter_map(|f| f.pty().filter(|p| p.external).map(|p| p.index))
+        .collect();
+    indexes.sort_unstable();
+    indexes.dedup();
+    let mut out = Vec::new();
+    for index in indexes {
+        let master: OwnedFd = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOCTTY | libc::O_CLOEXEC)
+            .open("/dev/ptmx")
+            .ctx(0, || {
+                format!("tty:[{index}]: opening /dev/ptmx for a new terminal")
+            })?
+            .into();
+        let m = master.as_raw_fd();
+        sys::ioctl_set_int(m, TIOCSPTLCK, 0).ctx(0, || "new terminal: unlock".into())?;
+        let n = sys::ioctl_get_int(m, TIOCGPTN).ctx(0, || "new terminal: TIOCGPTN".into())?;
+        let path = format!("/dev/pts/{n}");
+        let slave: OwnedFd = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOCTTY | libc::O_CLOEXEC)
+            .open(&path)
+            .ctx(0, || format!("new terminal: opening {path}"))?
+            .into();
+        out.push(NewTty {
+            key: format!("tty:[{index}]"),
+            path,
+            master,
+            slave,
+        });
+    }
+    Ok(out)
+}
