@@ -310,11 +310,7 @@ fn create_timerfd(s: &rec::TimerfdState, flags: i32) -> std::io::Result<OwnedFd>
     if abs && value != 0 {
         let now = (sys::clock_ns(read_clock(s.clock_id))? as i64 + shift) as u64;
         if value <= now {
-            let missed = if s.interval_ns == 0 {
-                1
-            } else {
-                1 + (now - value) / s.interval_ns
-            };
+            let missed = 1 + (now - value).checked_div(s.interval_ns).unwrap_or(0);
             ticks += missed;
             value = if s.interval_ns == 0 {
                 0

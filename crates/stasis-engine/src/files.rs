@@ -848,9 +848,8 @@ impl Opened {
     pub fn restore_fds(&mut self, r: &mut Remote, p: &rec::Process) -> Result<(), Failure> {
         for fd in &p.fds {
             if let Some(&flags) = self.dev_tty.get(&fd.file_id) {
-                if !self.files.contains_key(&fd.file_id) {
-                    let f = crate::devtty::open_in_task(r, fd.fd, flags)?;
-                    self.files.insert(fd.file_id, f);
+                if let std::collections::hash_map::Entry::Vacant(v) = self.files.entry(fd.file_id) {
+                    v.insert(crate::devtty::open_in_task(r, fd.fd, flags)?);
                 }
             }
             let ours = self
@@ -968,7 +967,9 @@ fn ensure_sysv(s: &rec::ShmemObject, reader: &ImageReader) -> Result<i32, Failur
     if let Ok((key, size, ..)) = sys::shm_stat(id) {
         // Images written before shm_segsz was kept exactly hold the mapped (page-rounded) size.
         let page = |n: u64| n.div_ceil(4096) * 4096;
-        if key == s.sysv_key && (size == s.size || (s.size % 4096 == 0 && page(size) == s.size)) {
+        if key == s.sysv_key
+            && (size == s.size || (s.size.is_multiple_of(4096) && page(size) == s.size))
+        {
             return Ok(id);
         }
         return Err(Failure::msg(
