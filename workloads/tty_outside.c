@@ -8,7 +8,8 @@
  * Verify: fds 0-2 are terminals and one description (kcmp); the terminal
  * on fd 0 is the controlling terminal of this session (tcgetsid), /dev/tty
  * opens and names this session (TIOCGSID); this process group is its
- * foreground group; then "tty-ok" is written through /dev/tty, a line read
+ * foreground group; the window size is 40x120 (set by the test on the
+ * terminal it started from, given to the new one); then "tty-ok" is written through /dev/tty, a line read
  * from stdin (within 10 s) and "pong:<line>" written to stdout.
  */
 #define _GNU_SOURCE
@@ -42,6 +43,10 @@ static void check_terminal(const char *when) {
     WL_CHECK(ioctl(t, TIOCGSID, &sid) == 0 && sid == me,
              "%s: /dev/tty's session %d, expected %d", when, (int)sid, (int)me);
     close(t);
+    struct winsize ws;
+    WL_CHECK(ioctl(0, TIOCGWINSZ, &ws) == 0 && ws.ws_row == 40 && ws.ws_col == 120,
+             "%s: window size %ux%u, expected 40x120", when, ws.ws_row,
+             ws.ws_col);
     WL_CHECK(tcgetpgrp(0) == getpgrp(), "%s: foreground group %d, ours %d",
              when, (int)tcgetpgrp(0), (int)getpgrp());
 }

@@ -8,7 +8,7 @@ conformance_tests!(devtty, "devtty", &[]);
 
 /// A session leader whose controlling terminal is a pty the test holds (outside the tree) is
 /// checkpointed and restored with `--new-tty SOCKET`: the tree gets a new terminal (its
-/// controlling terminal again, on fds 0-2), the master arrives on the socket with its path,
+/// controlling terminal again, on fds 0-2, with the old one's window size), the master arrives on the socket with its path,
 /// and the workload talks through it.
 #[test]
 #[allow(unsafe_code)]
@@ -28,6 +28,13 @@ fn outside_terminal_replaced_by_a_new_pty() {
         let p = std::ffi::CStr::from_ptr(buf.as_ptr())
             .to_string_lossy()
             .into_owned();
+        let ws = libc::winsize {
+            ws_row: 40,
+            ws_col: 120,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        assert_eq!(libc::ioctl(m, libc::TIOCSWINSZ, &ws), 0);
         (OwnedFd::from_raw_fd(m), p)
     };
     let ctl = tempfile::Builder::new()

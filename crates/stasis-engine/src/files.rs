@@ -191,12 +191,16 @@ const FD_KINDS: &[FdKind] = &[
             p.char_major_minor()
                 .is_some_and(|(major, _)| crate::pty::is_pts_major(major))
         },
-        dump: |_, p, fo, _| {
+        dump: |t, p, fo, _| {
             fo.kind = FileKind::PtySlave as i32;
-            fo.state = Some(rec::file_object::State::Pty(rec::PtyState {
+            let mut st = rec::PtyState {
                 index: crate::pty::pts_index(p.md.rdev()),
                 ..Default::default()
-            }));
+            };
+            if let Ok(own) = t.borrow(p.pid, p.fd) {
+                crate::pty::slave_settings(&own, &mut st);
+            }
+            fo.state = Some(rec::file_object::State::Pty(st));
             Ok(Vec::new())
         },
     },

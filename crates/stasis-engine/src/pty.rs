@@ -180,6 +180,17 @@ pub fn dump_master(
     Ok(st)
 }
 
+/// A slave's termios and window size, on its record (best effort: a terminal outside the
+/// tree that `restore --new-tty` replaces gets them).
+pub fn slave_settings(slave: &OwnedFd, st: &mut rec::PtyState) {
+    if let Ok(t) = sys::tcgets2(slave.as_raw_fd()) {
+        st.termios = t;
+    }
+    if let Ok(w) = sys::get_winsize(slave.as_raw_fd()) {
+        st.winsize = w.iter().map(|&v| v as u32).collect();
+    }
+}
+
 /// Bytes of `input` that form complete canonical lines (up to the last line end).
 fn complete_lines(t: &[u8], input: &[u8]) -> usize {
     let cc = &t[17..36];
@@ -501,6 +512,27 @@ pub fn new_terminals(img: &rec::Checkpoint) -> Result<Vec<NewTty>, Failure> {
             .open(&path)
             .ctx(0, || format!("new terminal: opening {path}"))?
             .into();
+        // The settings the outside terminal had (raw mode, window size…).
+        let saved = img
+            .files
+            .iter()
+            .filter(|f| f.kind == rec::FileKind::PtySlave as i32)
+            .filter_map(|f| f.pty())
+            .find(|p| p.index == index && !p.termios.is_empty());
+        if let Some(p) = saved {
+            sys::tcsets2(slave.as_raw_fd(), &p.termios).ctx(0, || {
+                format!("new terminal {path}: termios of tty:[{index}]")
+            })?;
+            if p.winsize.len() == 4 {
+                let w = [
+                    p.winsize[0] as u16,
+                    p.winsize[1] as u16,
+                    p.winsize[2] as u16,
+                    p.winsize[3] as u16,
+                ];
+                sys::set_winsize(m, w).ctx(0, || format!("new terminal {path}: window size"))?;
+            }
+        }
         out.push(NewTty {
             key: format!("tty:[{index}]"),
             path,
