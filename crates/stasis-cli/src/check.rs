@@ -212,6 +212,14 @@ pub fn probe() -> Vec<Item> {
             cgroup_freeze(),
         ),
         item(
+            "time namespace",
+            false,
+            "partitions (CLONE_NEWTIME: their clocks go on across restores; 5.6)",
+            std::fs::metadata("/proc/self/timens_offsets")
+                .map(|_| "/proc/self/timens_offsets".into())
+                .map_err(|e| format!("no time namespaces (CONFIG_TIME_NS): {e}")),
+        ),
+        item(
             "timer ids",
             false,
             "POSIX timers (PR_TIMER_CREATE_RESTORE_IDS, 6.16)",

@@ -7,7 +7,9 @@
 //!   registering process);
 //! - timerfd: `clockid`, `ticks` (unread expirations), `settime flags`, `it_value` (time left)
 //!   and `it_interval` (an absolute timer is saved with its deadline, a relative one with the
-//!   time it had left);
+//!   time it had left). A periodic timer that expired and was not read shows `it_value: (0, 0)`
+//!   (the kernel re-arms it only on read): it is read once and its count given back
+//!   (`TFD_IOC_SET_TICKS`), which re-arms it as the task's own read would;
 //! - signalfd: `sigmask`;
 //! - inotify: one `inotify wd:… mask:… fhandle-type:… f_handle:…` line per watch; the watched
 //!   object is found again with `open_by_handle_at` on its filesystem, which gives its path.
@@ -91,6 +93,66 @@ fn paren_pair(v: &str) -> Option<(u64, u64)> {
     Some((a.trim().parse().ok()?, b.trim().parse().ok()?))
 }
 
+/// The clock `clock_gettime` reads for a timer clock (the alarm clocks have no reading of
+/// their own).
+fn read_clock(clock: i32) -> i32 {
+    match clock {
+        libc::CLOCK_REALTIME_ALARM => libc::CLOCK_REALTIME,
+        libc::CLOCK_BOOTTIME_ALARM => libc::CLOCK_BOOTTIME,
+        c => c,
+    }
+}
+
+fn timerfd_field(info: &FdInfo, key: &str) -> Option<(u64, u64)> {
+    info.extra_value(key).and_then(paren_pair)
+}
+
+/// A periodic timerfd that expired and has not been read: the kernel re-arms it only on read,
+/// so until then fdinfo shows `it_value: (0, 0)` with its interval and at least one tick.
+pub fn timerfd_awaits_rearm(info: &FdInfo) -> bool {
+    let ticks: u64 = info
+        .extra_value("ticks")
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    timerfd_field(info, "it_value") == Some((0, 0))
+        && timerfd_field(info, "it_interval").is_some_and(|i| i != (0, 0))
+        && ticks != 0
+}
+
+fn cancel_on_set(info: &FdInfo) -> bool {
+    info.extra_value("settime flags")
+        .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+        .is_some_and(|f| f & libc::TFD_TIMER_CANCEL_ON_SET as u32 != 0)
+}
+
+/// Re-arm a periodic timerfd that awaits its re-arm ([`timerfd_awaits_rearm`]) as the task's
+/// next read would — read it (the kernel forwards the timer to its next expiry and counts the
+/// missed periods), then give the count back with `TFD_IOC_SET_TICKS` — and return its fdinfo,
+/// which now shows the time left until the next expiry. The task reads the same count as it
+/// would have. A `TFD_TIMER_CANCEL_ON_SET` timer is left alone (a read would consume a pending
+/// `ECANCELED`): `None`, and [`dump_timerfd`] saves it to expire one interval later.
+pub fn rearm_expired_timerfd(pid: i32, fd: i32, own: OwnedFd) -> Result<Option<FdInfo>, Failure> {
+    use std::io::Read;
+    let info = stasis_sys::proc::read_fdinfo(pid, fd)
+        .map_err(|e| Failure::msg(pid, format!("fd {fd}: timerfd fdinfo: {e}")))?;
+    if !timerfd_awaits_rearm(&info) || cancel_on_set(&info) {
+        return Ok(None);
+    }
+    let mut file = std::fs::File::from(own);
+    let mut buf = [0u8; 8];
+    // Ticks are pending, so the read does not block (the tree is frozen: nobody else reads).
+    file.read_exact(&mut buf).ctx(pid, || {
+        format!("fd {fd}: read of an expired periodic timerfd")
+    })?;
+    let ticks = u64::from_ne_bytes(buf);
+    sys::timerfd_set_ticks(file.as_raw_fd(), ticks).ctx(pid, || {
+        format!("fd {fd}: timerfd TFD_IOC_SET_TICKS({ticks})")
+    })?;
+    stasis_sys::proc::read_fdinfo(pid, fd)
+        .map(Some)
+        .map_err(|e| Failure::msg(pid, format!("fd {fd}: timerfd fdinfo: {e}")))
+}
+
 /// timerfd state from fdinfo.
 pub fn dump_timerfd(pid: i32, fd: i32, info: &FdInfo) -> Result<rec::TimerfdState, Failure> {
     let miss =
@@ -115,10 +177,22 @@ pub fn dump_timerfd(pid: i32, fd: i32, info: &FdInfo) -> Result<rec::TimerfdStat
         .extra_value("it_interval")
         .and_then(paren_pair)
         .ok_or_else(|| miss("it_interval"))?;
-    let left = vs * 1_000_000_000 + vn;
-    // An absolute timer keeps its deadline however long the tree is down: store the deadline.
+    let interval_ns = is * 1_000_000_000 + inn;
+    let mut left = vs * 1_000_000_000 + vn;
+    if timerfd_awaits_rearm(info) {
+        // Not re-armed (a CANCEL_ON_SET timer): its next expiry is at most one interval away.
+        left = interval_ns;
+    }
+    // An absolute timer keeps its deadline however long the tree is down: store the deadline,
+    // on the task's clock (its time namespace's offset added: the tree may be restored into a
+    // time namespace with other offsets).
     let value_ns = if settime_flags & libc::TFD_TIMER_ABSTIME as u32 != 0 && left != 0 {
-        sys::clock_ns(clock_id).ctx(pid, || format!("fd {fd}: clock_gettime({clock_id})"))? + left
+        let now = sys::clock_ns(read_clock(clock_id))
+            .ctx(pid, || format!("fd {fd}: clock_gettime({clock_id})"))?;
+        let off = stasis_sys::ns::timens_offsets(Some(pid))
+            .ctx(pid, || format!("fd {fd}: timens_offsets"))?
+            .of_clock(clock_id);
+        (now as i128 + left as i128 + off as i128).max(1) as u64
     } else {
         left
     };
@@ -126,7 +200,7 @@ pub fn dump_timerfd(pid: i32, fd: i32, info: &FdInfo) -> Result<rec::TimerfdStat
         clock_id,
         settime_flags,
         value_ns,
-        interval_ns: is * 1_000_000_000 + inn,
+        interval_ns,
         ticks,
     })
 }
@@ -221,6 +295,47 @@ fn nonblock(flags: u32) -> i32 {
     }
 }
 
+/// A timerfd as saved: its clock, settime flags (CANCEL_ON_SET needs them even disarmed),
+/// the time left or its absolute deadline, interval and unread ticks. An absolute deadline that
+/// passed while the tree was down counts its expirations and moves on to the next one (or
+/// leaves a one-shot timer disarmed), so the task reads every expiry and the period keeps its
+/// phase.
+fn create_timerfd(s: &rec::TimerfdState, flags: i32) -> std::io::Result<OwnedFd> {
+    let fd = sys::timerfd_create(s.clock_id, flags)?;
+    let (mut value, mut ticks) = (s.value_ns, s.ticks);
+    let abs = s.settime_flags & libc::TFD_TIMER_ABSTIME as u32 != 0;
+    // The deadline is on the tasks' clock: the time namespace our children get (the tree's).
+    let shift = if abs {
+        stasis_sys::ns::timens_offsets(None)?.of_clock(s.clock_id)
+    } else {
+        0
+    };
+    if abs && value != 0 {
+        let now = (sys::clock_ns(read_clock(s.clock_id))? as i64 + shift) as u64;
+        if value <= now {
+            let missed = 1 + (now - value).checked_div(s.interval_ns).unwrap_or(0);
+            ticks += missed;
+            value = if s.interval_ns == 0 {
+                0
+            } else {
+                value + missed * s.interval_ns
+            };
+        }
+    }
+    if value != 0 {
+        // Back on our own clock (a deadline before our zero is long past: 1 ns).
+        value = (value as i64 - shift).max(1) as u64;
+    }
+    if value != 0 || s.settime_flags != 0 {
+        sys::timerfd_settime(fd.as_raw_fd(), s.settime_flags as i32, s.interval_ns, value)?;
+    }
+    if ticks != 0 {
+        sys::timerfd_set_ticks(fd.as_raw_fd(), ticks)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("TFD_IOC_SET_TICKS: {e}")))?;
+    }
+    Ok(fd)
+}
+
 /// Create an eventfd, timerfd, signalfd, inotify or epoll object in the restorer.
 pub fn create(f: &rec::FileObject, kind: rec::FileKind) -> Result<OwnedFd, Failure> {
     let what = || format!("open file description #{} ({kind:?})", f.id);
@@ -236,22 +351,7 @@ pub fn create(f: &rec::FileObject, kind: rec::FileKind) -> Result<OwnedFd, Failu
         }
         rec::FileKind::Timerfd => {
             let s = f.timerfd().ok_or_else(missing)?;
-            let fd = sys::timerfd_create(s.clock_id, nonblock(f.flags)).ctx(0, what)?;
-            if s.value_ns != 0 {
-                // An absolute timer gets its deadline back, a relative one the time it had left.
-                sys::timerfd_settime(
-                    fd.as_raw_fd(),
-                    s.settime_flags as i32,
-                    s.interval_ns,
-                    s.value_ns,
-                )
-                .ctx(0, what)?;
-            }
-            if s.ticks != 0 {
-                sys::timerfd_set_ticks(fd.as_raw_fd(), s.ticks)
-                    .ctx(0, || format!("{}: TFD_IOC_SET_TICKS", what()))?;
-            }
-            Ok(fd)
+            create_timerfd(s, nonblock(f.flags)).ctx(0, what)
         }
         rec::FileKind::Signalfd => {
             let s = f.signalfd().ok_or_else(missing)?;
@@ -373,7 +473,7 @@ impl ObjectKind for EventKind {
 
     fn dump(
         &self,
-        _: &mut FileTable,
+        t: &mut FileTable,
         p: &Probe,
         fo: &mut rec::FileObject,
         _: &mut DumpCtx<'_>,
@@ -388,7 +488,17 @@ impl ObjectKind for EventKind {
         fo.state = Some(match kind {
             FileKind::Eventfd => State::Eventfd(dump_eventfd(pid, fd, info)?),
             FileKind::Epoll => State::Epoll(dump_epoll(pid, fd, info)?),
-            FileKind::Timerfd => State::Timerfd(dump_timerfd(pid, fd, info)?),
+            FileKind::Timerfd => {
+                let fresh = if timerfd_awaits_rearm(info) {
+                    // A periodic timer that expired and was not read: re-arm it the way the
+                    // next read would (its tick count kept), so fdinfo shows the next expiry.
+                    let own = t.borrow(pid, fd)?;
+                    rearm_expired_timerfd(pid, fd, own)?
+                } else {
+                    None
+                };
+                State::Timerfd(dump_timerfd(pid, fd, fresh.as_ref().unwrap_or(info))?)
+            }
             FileKind::Signalfd => State::Signalfd(dump_signalfd(pid, fd, info)?),
             _ => State::Inotify(dump_inotify(pid, fd, info)?),
         });

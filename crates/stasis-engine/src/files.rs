@@ -35,7 +35,7 @@ mod memfd;
 mod pipes;
 mod regular;
 
-use kind::{DumpCtx, RestoreCtx, KINDS};
+use kind::{DumpCtx, ObjectKind, RestoreCtx, KINDS};
 
 const O_CLOEXEC: u32 = libc::O_CLOEXEC as u32;
 
@@ -362,6 +362,9 @@ pub struct Opened {
     pub sysv: HashMap<u32, i32>,
     /// Outside objects not given in `inherit`, replaced by a stand-in.
     pub replaced: Vec<crate::restore::Replaced>,
+    /// Descriptions only a task can open (`/dev/tty`), by id: opened by their first holder
+    /// when its fds are installed ([`ObjectKind::opened_by_task`]).
+    pub(crate) by_task: HashMap<u32, (&'static dyn ObjectKind, rec::FileObject)>,
 }
 
 pub(crate) fn open_with(path: &str, flags: u32) -> std::io::Result<File> {
@@ -434,6 +437,7 @@ impl Opened {
             ptys: HashMap::new(),
             sysv: HashMap::new(),
             replaced: Vec::new(),
+            by_task: HashMap::new(),
         };
         for p in &img.processes {
             for fd in &p.fds {
@@ -467,6 +471,10 @@ impl Opened {
                     ),
                 )
             })?;
+            if kind.opened_by_task() {
+                o.by_task.insert(f.id, (kind, f.clone()));
+                continue;
+            }
             let fd = kind.open(f, &mut o, &mut cx)?;
             set_status_flags(&fd, f)?;
             o.files.insert(f.id, fd);
@@ -480,6 +488,11 @@ impl Opened {
     /// Install all fds of one process.
     pub fn restore_fds(&mut self, r: &mut Remote, p: &rec::Process) -> Result<(), Failure> {
         for fd in &p.fds {
+            if let Some((kind, f)) = self.by_task.get(&fd.file_id) {
+                if let std::collections::hash_map::Entry::Vacant(v) = self.files.entry(fd.file_id) {
+                    v.insert(kind.open_in_task(r, fd.fd, f)?);
+                }
+            }
             let ours = self
                 .files
                 .get(&fd.file_id)
@@ -593,7 +606,11 @@ fn ensure_sysv(s: &rec::ShmemObject, reader: &ImageReader) -> Result<i32, Failur
         )
     };
     if let Ok((key, size, ..)) = sys::shm_stat(id) {
-        if key == s.sysv_key && size == s.size {
+        // Images written before shm_segsz was kept exactly hold the mapped (page-rounded) size.
+        let page = |n: u64| n.div_ceil(4096) * 4096;
+        if key == s.sysv_key
+            && (size == s.size || (s.size.is_multiple_of(4096) && page(size) == s.size))
+        {
             return Ok(id);
         }
         return Err(Failure::msg(

@@ -22,6 +22,7 @@
 //! - [`error`]: one error enum per operation.
 
 pub mod checkpoint;
+pub mod devtty;
 pub mod error;
 pub mod events;
 pub mod failpoint;

@@ -293,14 +293,22 @@ fn intern_shmem(
     };
     let src = format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end);
     let size = std::fs::metadata(&src).map(|md| md.size()).unwrap_or(0);
-    let size = size.max(m.offset + (m.end - m.start));
+    let mut size = size.max(m.offset + (m.end - m.start));
+    let sysv = if skind == ShmemKind::SysvShm {
+        let id = m.inode as i32;
+        let st = stasis_sys::sys::shm_stat(id)
+            .ctx(pid, || format!("System V segment {id}: IPC_STAT"))?;
+        // A segment's size is its shm_segsz, not its mapping: the kernel maps whole pages
+        // (a 56-byte segment is mapped as 4096 bytes).
+        size = st.1;
+        Some((id, st))
+    } else {
+        None
+    };
     vma.shmem_id = shmem.intern((dev_of(m), m.inode), skind, name, size, src);
-    if skind == ShmemKind::SysvShm {
+    if let Some((id, (key, segsz, mode, uid, gid))) = sysv {
         let o = &mut shmem.objects[vma.shmem_id as usize];
         if o.sysv_id == 0 && o.sysv_key == 0 {
-            let id = m.inode as i32;
-            let (key, segsz, mode, uid, gid) = stasis_sys::sys::shm_stat(id)
-                .ctx(pid, || format!("System V segment {id}: IPC_STAT"))?;
             o.sysv_id = id;
             o.sysv_key = key;
             o.size = segsz;

@@ -111,6 +111,9 @@ pub enum FileKind {
     InetSocket = 14,
     /// POSIX message queue descriptor (`mq`).
     Mqueue = 15,
+    /// `/dev/tty` (5,0), the alias of the opener's controlling terminal: opened again by the
+    /// task itself once it has its controlling terminal back.
+    DevTty = 17,
 }
 
 /// One open file description.
