@@ -11,3 +11,5 @@ conformance_tests!(filter, "seccomp_filter", &[]);
 // no_new_privs unset and every capability dropped after the filters went in: restore must
 // install them before the credentials.
 conformance_tests!(filter_nonnp, "seccomp_filter", &["nonnp"]);
+// Strict mode in a child process and in one thread of the root.
+conformance_tests!(strict, "seccomp_strict", &[]);
