@@ -2,7 +2,7 @@
  * seccomp_filter.c - seccomp filters: stacked, shared between threads (TSYNC),
  * inherited across fork, per thread.
  *
- * Usage: seccomp_filter CTL_DIR [nonnp]
+ * Usage: seccomp_filter CTL_DIR [nonnp|notif]
  *
  * Filters (x86_64 syscall numbers; anything else is allowed):
  *   F1 (main, TSYNC: every thread): getpriority -> ERRNO(EPERM);
@@ -24,6 +24,10 @@
  *            0): a task that could not install a filter any more, as a
  *            container without no_new_privs.  Restore must install the
  *            filters before it sets the credentials.
+ *   notif:   main also installs a filter answering acct() with
+ *            SECCOMP_RET_USER_NOTIF (its listener fd closed at once): checkpoint
+ *            must refuse it (a restored filter cannot get a listener again),
+ *            and the workload then verifies as usual.
  *
  * Verify (after any number of checkpoints/restores):
  *   - each thread and C call their syscalls and check result and errno;
@@ -59,7 +63,7 @@
 #include <time.h>
 #include <unistd.h>
 
-static int nonnp;
+static int nonnp, notif;
 static pid_t t_tid[2];
 static volatile int step[2], done[2], go, fin;
 static char terr[2][400];
@@ -207,7 +211,7 @@ static void child_main(int req, int resp)
     expect(err, n, "C", "sched_getscheduler", SYS_sched_getscheduler, ENOTTY);
     expect(err, n, "C", "sched_get_priority_max", SYS_sched_get_priority_max, EACCES);
     expect(err, n, "C", "sched_getparam", SYS_sched_getparam, 0);
-    check_status(err, n, "C", 4);
+    check_status(err, n, "C", notif ? 5 : 4);
     if (!err[0])
         strcpy(err, "ok");
     ssize_t w = write(resp, err, strlen(err));
@@ -240,6 +244,7 @@ int main(int argc, char **argv)
 {
     wl_init(argc, argv);
     nonnp = argc > 2 && strcmp(argv[2], "nonnp") == 0;
+    notif = argc > 2 && strcmp(argv[2], "notif") == 0;
     if (!nonnp && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
         wl_fail("PR_SET_NO_NEW_PRIVS: %m");
     pthread_t th[2];
@@ -258,6 +263,14 @@ int main(int argc, char **argv)
     unsigned a2 = SECCOMP_RET_ERRNO | ENOTTY;
     if (install(0, 1, &nr2, &a2) != 0)
         wl_fail("installing F2: %m");
+    if (notif) {
+        int nrn = SYS_acct;
+        unsigned an = SECCOMP_RET_USER_NOTIF;
+        long fd = install(SECCOMP_FILTER_FLAG_NEW_LISTENER, 1, &nrn, &an);
+        if (fd < 0)
+            wl_fail("installing a USER_NOTIF filter: %m");
+        close((int)fd);
+    }
     step[1] = 1;
     while (!done[1])
         nap();
@@ -291,7 +304,7 @@ int main(int argc, char **argv)
     expect(err, sizeof err, "main", "getpriority", SYS_getpriority, EPERM);
     expect(err, sizeof err, "main", "sched_getscheduler", SYS_sched_getscheduler, ENOTTY);
     expect(err, sizeof err, "main", "sched_getparam", SYS_sched_getparam, 0);
-    check_status(err, sizeof err, "main", 2);
+    check_status(err, sizeof err, "main", notif ? 3 : 2);
     if (err[0])
         wl_fail("%s", err);
     go = 1;

@@ -224,7 +224,7 @@ fn inspect_tree(
             .map(task::dump_thread_regs)
             .collect::<Result<_, _>>()?;
         for (t, st) in p.threads.iter_mut().zip(&sp.threads) {
-            seccomp.dump_thread(t, st.seccomp)?;
+            seccomp.dump_thread(pid, t, st.seccomp)?;
         }
         p.shared_pending = task::dump_shared_pending(pid)?;
         procs.push(p);

@@ -24,7 +24,7 @@
 //! credentials. A child made by fork gets its own copy of the filters it had inherited (same
 //! programs, same behaviour; the kernel objects are no longer shared across processes).
 
-use crate::error::{Ctx, Failure};
+use crate::error::{CheckpointError, Ctx, Failure};
 use crate::remote::Remote;
 use stasis_image::records as rec;
 use stasis_sys::{proc, ptrace};
@@ -88,14 +88,20 @@ impl FilterTable {
         r
     }
 
-    /// Record the seccomp state of a stopped thread whose mode is `mode` (from the seize).
-    pub fn dump_thread(&mut self, t: &mut rec::Thread, mode: u32) -> Result<(), Failure> {
+    /// Record the seccomp state of a stopped thread of process `pid` whose mode is `mode` (from
+    /// the seize). A filter that hands calls to a supervisor is refused (see [`user_notif`]).
+    pub fn dump_thread(
+        &mut self,
+        pid: i32,
+        t: &mut rec::Thread,
+        mode: u32,
+    ) -> Result<(), CheckpointError> {
         let tid = t.tid;
         t.seccomp_mode = match mode {
             0 => rec::SeccompMode::Disabled,
             1 => rec::SeccompMode::Strict,
             2 => rec::SeccompMode::Filter,
-            m => return Err(Failure::msg(tid, format!("unknown seccomp mode {m}"))),
+            m => return Err(Failure::msg(tid, format!("unknown seccomp mode {m}")).into()),
         } as i32;
         t.seccomp_filter = 0;
         if mode != 2 {
@@ -115,19 +121,29 @@ impl FilterTable {
                 }
                 Err(e) if e.raw_os_error() == Some(libc::ENOENT) => break,
                 Err(e) => {
-                    return Err(Failure::new(
+                    return Err(CheckpointError::from(Failure::new(
                         tid,
                         format!(
                             "seccomp filter {i}: PTRACE_SECCOMP_GET_FILTER (needs CAP_SYS_ADMIN \
                              and a stasis that is not itself under seccomp)"
                         ),
                         e,
-                    ))
+                    )))
                 }
             }
         }
         if chain.is_empty() {
-            return Err(Failure::msg(tid, "in seccomp filter mode without a filter"));
+            return Err(Failure::msg(tid, "in seccomp filter mode without a filter").into());
+        }
+        if let Some(i) = chain.iter().position(|(prog, _)| user_notif(prog)) {
+            return Err(CheckpointError::Unsupported {
+                pid,
+                what: format!(
+                    "thread {tid}: seccomp filter {i} hands system calls to a supervisor \
+                     (SECCOMP_RET_USER_NOTIF); its listener cannot be attached to a restored \
+                     filter, so those calls would fail with ENOSYS instead"
+                ),
+            });
         }
         let mut parent = 0;
         for (prog, flags) in chain {
@@ -136,6 +152,19 @@ impl FilterTable {
         t.seccomp_filter = parent;
         Ok(())
     }
+}
+
+/// Whether a cBPF program can return `SECCOMP_RET_USER_NOTIF` (a `ret #k` with that action).
+/// Such a filter forwards calls to whoever holds its listener fd; no interface gives a
+/// restored filter a listener again, and none tells whether one still exists.
+pub fn user_notif(program: &[u8]) -> bool {
+    const BPF_RET_K: u16 = 0x06;
+    const RET_USER_NOTIF: u32 = 0x7fc0_0000;
+    program.chunks_exact(ptrace::SOCK_FILTER_LEN).any(|insn| {
+        let code = u16::from_le_bytes([insn[0], insn[1]]);
+        let k = u32::from_le_bytes([insn[4], insn[5], insn[6], insn[7]]);
+        code == BPF_RET_K && k & 0xffff_0000 == RET_USER_NOTIF
+    })
 }
 
 /// Structural checks: references in range and always to an earlier filter, programs of whole
@@ -322,6 +351,19 @@ mod tests {
         assert_eq!((a, b, c, d), (1, 2, 3, 4));
         assert_eq!(chain(&t.filters, c), vec![1, 2, 3]);
         assert_eq!(chain(&t.filters, 0), Vec::<u32>::new());
+    }
+
+    #[test]
+    fn user_notif_returns_are_found() {
+        let ret = |k: u32| {
+            let mut i = vec![0x06, 0, 0, 0];
+            i.extend_from_slice(&k.to_le_bytes());
+            i
+        };
+        assert!(!user_notif(&[ret(0x7fff_0000), ret(0x0005_0001)].concat()));
+        assert!(user_notif(&[ret(0x7fff_0000), ret(0x7fc0_0000)].concat()));
+        // A load of that constant is not a return.
+        assert!(!user_notif(&[0x00, 0, 0, 0, 0, 0, 0xc0, 0x7f]));
     }
 
     #[test]
