@@ -2,7 +2,7 @@
  * seccomp_filter.c - seccomp filters: stacked, shared between threads (TSYNC),
  * inherited across fork, per thread.
  *
- * Usage: seccomp_filter CTL_DIR [nonnp|notif]
+ * Usage: seccomp_filter CTL_DIR [nonnp|nonroot|notif]
  *
  * Filters (x86_64 syscall numbers; anything else is allowed):
  *   F1 (main, TSYNC: every thread): getpriority -> ERRNO(EPERM);
@@ -24,6 +24,10 @@
  *            0): a task that could not install a filter any more, as a
  *            container without no_new_privs.  Restore must install the
  *            filters before it sets the credentials.
+ *   nonroot: as nonnp, but every thread (and C) drops to uid/gid 65534 with
+ *            raw setresgid/setresuid (credentials are per thread) instead
+ *            of capset: a container's unprivileged user (CTL_DIR is made
+ *            0777 first so it can still report).
  *   notif:   main also installs a filter answering acct() with
  *            SECCOMP_RET_USER_NOTIF (its listener fd closed at once): checkpoint
  *            must refuse it (a restored filter cannot get a listener again),
@@ -57,13 +61,15 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/time.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
-static int nonnp, notif;
+static int nonnp, nonroot, notif;
+#define NOBODY 65534
 static pid_t t_tid[2];
 static volatile int step[2], done[2], go, fin;
 static char terr[2][400];
@@ -98,6 +104,11 @@ static long install(unsigned flags, int n, const int *nrs, const unsigned *acts)
 
 static int drop_caps(void)
 {
+    if (nonroot)
+        return syscall(SYS_setresgid, NOBODY, NOBODY, NOBODY) != 0 ||
+                       syscall(SYS_setresuid, NOBODY, NOBODY, NOBODY) != 0
+                   ? -1
+                   : 0;
     struct __user_cap_header_struct h = {_LINUX_CAPABILITY_VERSION_3, 0};
     struct __user_cap_data_struct d[2];
     memset(d, 0, sizeof d);
@@ -159,6 +170,9 @@ static void check_status(char *out, size_t n, const char *who, long filters)
         snprintf(out, n, "%s: NoNewPrivs %lld, expected %d", who, nnp, nonnp ? 0 : 1);
     else if (nonnp && eff != 0)
         snprintf(out, n, "%s: CapEff %llx, expected 0 (capabilities dropped)", who, eff);
+    else if (nonroot && (syscall(SYS_getuid) != NOBODY || syscall(SYS_getgid) != NOBODY))
+        snprintf(out, n, "%s: uid %ld gid %ld, expected %d", who, syscall(SYS_getuid),
+                 syscall(SYS_getgid), NOBODY);
 }
 
 static void *thread_main(void *arg)
@@ -243,7 +257,10 @@ static void check_kill(void)
 int main(int argc, char **argv)
 {
     wl_init(argc, argv);
-    nonnp = argc > 2 && strcmp(argv[2], "nonnp") == 0;
+    nonroot = argc > 2 && strcmp(argv[2], "nonroot") == 0;
+    nonnp = nonroot || (argc > 2 && strcmp(argv[2], "nonnp") == 0);
+    if (nonroot && chmod(wl_ctl_dir(), 0777) != 0)
+        wl_fail("chmod CTL_DIR: %m");
     notif = argc > 2 && strcmp(argv[2], "notif") == 0;
     if (!nonnp && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
         wl_fail("PR_SET_NO_NEW_PRIVS: %m");

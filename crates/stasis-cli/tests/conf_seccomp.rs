@@ -11,6 +11,8 @@ conformance_tests!(filter, "seccomp_filter", &[]);
 // no_new_privs unset and every capability dropped after the filters went in: restore must
 // install them before the credentials.
 conformance_tests!(filter_nonnp, "seccomp_filter", &["nonnp"]);
+// The same as an unprivileged user (uid/gid 65534 in every thread), as a container's.
+conformance_tests!(filter_nonroot, "seccomp_filter", &["nonroot"]);
 // Strict mode in a child process and in one thread of the root.
 conformance_tests!(strict, "seccomp_strict", &[]);
 
@@ -44,6 +46,7 @@ fn failed_checkpoint_leaves_seccomp_as_it_was() {
     for (wl, args) in [
         ("seccomp_filter", &[][..]),
         ("seccomp_filter", &["nonnp"][..]),
+        ("seccomp_filter", &["nonroot"][..]),
         ("seccomp_strict", &[][..]),
     ] {
         let w = Workload::start(wl, args);
