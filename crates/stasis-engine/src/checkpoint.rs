@@ -223,8 +223,8 @@ fn inspect_tree(
             .iter()
             .map(task::dump_thread_regs)
             .collect::<Result<_, _>>()?;
-        for (t, st) in p.threads.iter_mut().zip(&sp.threads) {
-            seccomp.dump_thread(pid, t, st.seccomp)?;
+        for t in &mut p.threads {
+            seccomp.dump_thread(pid, t)?;
         }
         p.shared_pending = task::dump_shared_pending(pid)?;
         procs.push(p);

@@ -31,9 +31,6 @@ pub struct SeizedThread {
     pub sigmask: u64,
     /// We changed the signal mask (blocked everything while injecting).
     pub mask_changed: bool,
-    /// Seccomp mode (0 none, 1 strict, 2 filter); when set, the thread is traced with seccomp
-    /// suspended (see [`crate::seccomp`]).
-    pub seccomp: u32,
 }
 
 /// One stopped process.
@@ -168,7 +165,6 @@ fn seize_one(tid: i32, slow: &mut dyn FnMut()) -> Result<Option<SeizedThread>, C
             Err(e) => return Err(Failure::new(tid, "waitpid", e).into()),
         }
     }
-    let seccomp = crate::seccomp::suspend_if_confined(tid, ptrace::OPT_TRACESYSGOOD)?;
     let regs = ptrace::get_regs(tid).map_err(|e| Failure::new(tid, "PTRACE_GETREGS", e))?;
     let sigmask =
         ptrace::get_sigmask(tid).map_err(|e| Failure::new(tid, "PTRACE_GETSIGMASK", e))?;
@@ -177,7 +173,6 @@ fn seize_one(tid: i32, slow: &mut dyn FnMut()) -> Result<Option<SeizedThread>, C
         regs,
         sigmask,
         mask_changed: false,
-        seccomp,
     }))
 }
 

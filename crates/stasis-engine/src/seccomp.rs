@@ -2,9 +2,10 @@
 //!
 //! **While traced.** A task under seccomp could have any call we inject blocked, answered with
 //! an error, or killed (strict mode allows only read, write, exit and sigreturn). Every such
-//! thread is traced with `PTRACE_O_SUSPEND_SECCOMP` (set as soon as it is stopped at
-//! checkpoint, at seize time for the whole restored tree): the kernel skips seccomp for it
-//! until we detach, and detaching clears the option, so the filters apply again exactly as
+//! thread is traced with `PTRACE_O_SUSPEND_SECCOMP` (at checkpoint once the whole tree is
+//! stopped, before anything is injected; at restore from the seize of the root, inherited by
+//! every task): the kernel skips seccomp for it until we detach, and detaching clears the
+//! option, so the filters apply again exactly as
 //! before (a checkpoint never changes them).
 //!
 //! **Dump.** Each thread's mode comes from its `/proc/PID/task/TID/status`; in filter mode its
@@ -34,8 +35,8 @@ use std::collections::HashMap;
 const MAX_INSNS: usize = 4096;
 
 /// Seccomp mode of a stopped thread (0 when it has none or is gone). In filter or strict
-/// mode, the thread is given `PTRACE_O_SUSPEND_SECCOMP` so that our injected calls get
-/// through.
+/// mode, the thread is given `PTRACE_O_SUSPEND_SECCOMP` (on top of `options`, the ones it was
+/// seized with) so that our injected calls get through.
 pub fn suspend_if_confined(tid: i32, options: u32) -> Result<u32, Failure> {
     let mode = match proc::read_status(tid) {
         Ok(st) => st.seccomp,
@@ -88,15 +89,13 @@ impl FilterTable {
         r
     }
 
-    /// Record the seccomp state of a stopped thread of process `pid` whose mode is `mode` (from
-    /// the seize). A filter that hands calls to a supervisor is refused (see [`user_notif`]).
-    pub fn dump_thread(
-        &mut self,
-        pid: i32,
-        t: &mut rec::Thread,
-        mode: u32,
-    ) -> Result<(), CheckpointError> {
+    /// Record the seccomp state of a stopped thread of process `pid`, and suspend seccomp for
+    /// it if it is confined. Called once the whole tree is stopped (a thread still running
+    /// could have given it a filter with `TSYNC`), before anything is injected. A filter that
+    /// hands calls to a supervisor is refused (see [`user_notif`]).
+    pub fn dump_thread(&mut self, pid: i32, t: &mut rec::Thread) -> Result<(), CheckpointError> {
         let tid = t.tid;
+        let mode = suspend_if_confined(tid, ptrace::OPT_TRACESYSGOOD)?;
         t.seccomp_mode = match mode {
             0 => rec::SeccompMode::Disabled,
             1 => rec::SeccompMode::Strict,
