@@ -36,7 +36,8 @@
  * Verify (after any number of checkpoints/restores):
  *   - each thread and C call their syscalls and check result and errno;
  *   - /proc/thread-self/status: Seccomp 2, Seccomp_filters as above,
- *     NoNewPrivs 1 (0 in nonnp), CapEff 0 in nonnp;
+ *     NoNewPrivs 1 (in nonnp/nonroot 0, but 1 in T2, which sets it alone:
+ *     it is per thread), CapEff 0 in nonnp/nonroot;
  *   - a grandchild forked at verify time calls getitimer and must die of
  *     SIGSYS (the KILL_PROCESS action is in force again);
  *   - default mode: main installs an allow-all filter with TSYNC, which must
@@ -156,8 +157,8 @@ static void expect(char *out, size_t n, const char *who, const char *name, long 
                  got, strerror(got), want);
 }
 
-/* Status checks of the calling thread. */
-static void check_status(char *out, size_t n, const char *who, long filters)
+/* Status checks of the calling thread (want_nnp: its NoNewPrivs). */
+static void check_status(char *out, size_t n, const char *who, long filters, int want_nnp)
 {
     long long mode = field("Seccomp"), nf = field("Seccomp_filters"), nnp = field("NoNewPrivs");
     long long eff = field("CapEff");
@@ -166,8 +167,8 @@ static void check_status(char *out, size_t n, const char *who, long filters)
     if (mode != 2 || nf != filters)
         snprintf(out, n, "%s: Seccomp %lld Seccomp_filters %lld, expected 2 and %ld", who, mode,
                  nf, filters);
-    else if (nnp != (nonnp ? 0 : 1))
-        snprintf(out, n, "%s: NoNewPrivs %lld, expected %d", who, nnp, nonnp ? 0 : 1);
+    else if (nnp != want_nnp)
+        snprintf(out, n, "%s: NoNewPrivs %lld, expected %d", who, nnp, want_nnp);
     else if (nonnp && eff != 0)
         snprintf(out, n, "%s: CapEff %llx, expected 0 (capabilities dropped)", who, eff);
     else if (nonroot && (syscall(SYS_getuid) != NOBODY || syscall(SYS_getgid) != NOBODY))
@@ -183,6 +184,9 @@ static void *thread_main(void *arg)
     while (step[i] == 0)
         nap();
     if (i == 1) {
+        /* no_new_privs is per thread: in the nonnp modes T2 alone sets it. */
+        if (nonnp && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
+            snprintf(terr[i], sizeof terr[i], "T2: PR_SET_NO_NEW_PRIVS: %s", strerror(errno));
         int nr = SYS_sched_getparam;
         unsigned act = SECCOMP_RET_ERRNO | EXDEV;
         if (install(0, 1, &nr, &act) != 0)
@@ -198,7 +202,7 @@ static void *thread_main(void *arg)
     expect(e, n, who, "getpriority", SYS_getpriority, EPERM);
     expect(e, n, who, "sched_getscheduler", SYS_sched_getscheduler, 0);
     expect(e, n, who, "sched_getparam", SYS_sched_getparam, i == 1 ? EXDEV : 0);
-    check_status(e, n, who, i == 1 ? 2 : 1);
+    check_status(e, n, who, i == 1 ? 2 : 1, !nonnp || i == 1);
     done[i] = 2;
     while (!fin) /* stay until main's TSYNC probe has seen us */
         nap();
@@ -225,7 +229,7 @@ static void child_main(int req, int resp)
     expect(err, n, "C", "sched_getscheduler", SYS_sched_getscheduler, ENOTTY);
     expect(err, n, "C", "sched_get_priority_max", SYS_sched_get_priority_max, EACCES);
     expect(err, n, "C", "sched_getparam", SYS_sched_getparam, 0);
-    check_status(err, n, "C", notif ? 5 : 4);
+    check_status(err, n, "C", notif ? 5 : 4, !nonnp);
     if (!err[0])
         strcpy(err, "ok");
     ssize_t w = write(resp, err, strlen(err));
@@ -321,7 +325,7 @@ int main(int argc, char **argv)
     expect(err, sizeof err, "main", "getpriority", SYS_getpriority, EPERM);
     expect(err, sizeof err, "main", "sched_getscheduler", SYS_sched_getscheduler, ENOTTY);
     expect(err, sizeof err, "main", "sched_getparam", SYS_sched_getparam, 0);
-    check_status(err, sizeof err, "main", notif ? 3 : 2);
+    check_status(err, sizeof err, "main", notif ? 3 : 2, !nonnp);
     if (err[0])
         wl_fail("%s", err);
     go = 1;

@@ -733,7 +733,9 @@ fn restore_process_state(
         let creds = p.creds.as_ref().expect("validated");
         for t in &p.threads {
             let mut tr = Remote::new(host(p.pid), host(t.tid), gadget, regs_of(host(t.tid))?);
-            task::restore_creds(&mut tr, creds)?;
+            let mut c = creds.clone();
+            c.no_new_privs = t.no_new_privs.unwrap_or(c.no_new_privs);
+            task::restore_creds(&mut tr, &c)?;
         }
         task::restore_dumpable(r, p)?;
         crate::seccomp::restore_strict(p, &mut remote)?;

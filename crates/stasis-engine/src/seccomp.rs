@@ -34,26 +34,26 @@ use std::collections::HashMap;
 /// Longest cBPF program the kernel accepts (`BPF_MAXINSNS`).
 const MAX_INSNS: usize = 4096;
 
-/// Seccomp mode of a stopped thread (0 when it has none or is gone). In filter or strict
-/// mode, the thread is given `PTRACE_O_SUSPEND_SECCOMP` (on top of `options`, the ones it was
-/// seized with) so that our injected calls get through.
-pub fn suspend_if_confined(tid: i32, options: u32) -> Result<u32, Failure> {
-    let mode = match proc::read_status(tid) {
-        Ok(st) => st.seccomp,
-        Err(e) if e.is_not_found() => return Ok(0),
+/// The status of a stopped thread (None when it is gone); in filter or strict mode, the thread
+/// is given `PTRACE_O_SUSPEND_SECCOMP` (on top of `options`, the ones it was seized with) so
+/// that our injected calls get through.
+pub fn suspend_if_confined(tid: i32, options: u32) -> Result<Option<proc::Status>, Failure> {
+    let st = match proc::read_status(tid) {
+        Ok(st) => st,
+        Err(e) if e.is_not_found() => return Ok(None),
         Err(e) => return Err(Failure::new(tid, "reading status", e)),
     };
-    if mode != 0 {
+    if st.seccomp != 0 {
         ptrace::set_options(tid, options | ptrace::OPT_SUSPEND_SECCOMP).ctx(tid, || {
             format!(
                 "thread runs under seccomp ({}): suspending it while traced \
                  (PTRACE_O_SUSPEND_SECCOMP) needs CAP_SYS_ADMIN and a stasis that is not \
                  itself under seccomp",
-                mode_name(mode)
+                mode_name(st.seccomp)
             )
         })?;
     }
-    Ok(mode)
+    Ok(Some(st))
 }
 
 fn mode_name(mode: u32) -> &'static str {
@@ -89,13 +89,17 @@ impl FilterTable {
         r
     }
 
-    /// Record the seccomp state of a stopped thread of process `pid`, and suspend seccomp for
+    /// Record the seccomp state and no_new_privs of a stopped thread of process `pid`, and
+    /// suspend seccomp for
     /// it if it is confined. Called once the whole tree is stopped (a thread still running
     /// could have given it a filter with `TSYNC`), before anything is injected. A filter that
     /// hands calls to a supervisor is refused (see [`user_notif`]).
     pub fn dump_thread(&mut self, pid: i32, t: &mut rec::Thread) -> Result<(), CheckpointError> {
         let tid = t.tid;
-        let mode = suspend_if_confined(tid, ptrace::OPT_TRACESYSGOOD)?;
+        let st = suspend_if_confined(tid, ptrace::OPT_TRACESYSGOOD)?;
+        // no_new_privs is per task too (a thread may have set it alone).
+        t.no_new_privs = st.as_ref().map(|s| s.no_new_privs);
+        let mode = st.map_or(0, |s| s.seccomp);
         t.seccomp_mode = match mode {
             0 => rec::SeccompMode::Disabled,
             1 => rec::SeccompMode::Strict,

@@ -67,6 +67,7 @@ pub fn dump_thread_regs(t: &SeizedThread) -> Result<rec::Thread, Failure> {
             .collect(),
         seccomp_mode: 0,
         seccomp_filter: 0,
+        no_new_privs: None,
     })
 }
 

@@ -110,6 +110,10 @@ pub struct Thread {
     /// one (0: none); the rest of its chain follows the filters' `parent` links.
     #[prost(uint32, tag = "21")]
     pub seccomp_filter: u32,
+    /// no_new_privs of this thread (the kernel keeps it per thread); absent: the process's
+    /// `Creds.no_new_privs`.
+    #[prost(bool, optional, tag = "22")]
+    pub no_new_privs: Option<bool>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
