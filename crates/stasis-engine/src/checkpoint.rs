@@ -206,6 +206,7 @@ fn inspect_tree(
     shmem: &mut ShmemTable,
     writer: &ImageWriter,
     jobs: &mut Vec<memory::DumpJob>,
+    seccomp: &mut crate::seccomp::FilterTable,
 ) -> Result<Vec<rec::Process>, CheckpointError> {
     let mut procs = Vec::new();
     for (i, sp) in frozen.procs.iter().enumerate() {
@@ -222,6 +223,9 @@ fn inspect_tree(
             .iter()
             .map(task::dump_thread_regs)
             .collect::<Result<_, _>>()?;
+        for t in &mut p.threads {
+            seccomp.dump_thread(pid, t)?;
+        }
         p.shared_pending = task::dump_shared_pending(pid)?;
         procs.push(p);
     }
@@ -333,8 +337,17 @@ fn checkpoint_into(
     let mut files = FileTable::default();
     files.journal = Some(jrnl.handle());
     let mut jobs = Vec::new();
+    let mut seccomp = crate::seccomp::FilterTable::default();
     progress::enter(&opts.progress, Phase::Inspecting);
-    let mut procs = inspect_tree(opts, &frozen, &mut files, &mut shmem, &writer, &mut jobs)?;
+    let mut procs = inspect_tree(
+        opts,
+        &frozen,
+        &mut files,
+        &mut shmem,
+        &writer,
+        &mut jobs,
+        &mut seccomp,
+    )?;
     files.finish()?;
     failpoint::check("inspect")?;
 
@@ -382,6 +395,7 @@ fn checkpoint_into(
         vdso_hash: vdso_hash.clone(),
         sysv_sem,
         sysv_msg,
+        seccomp_filters: seccomp.filters,
         net_lock: match (&tcp, opts.leave_running) {
             (Some(t), false) if t.lock.active() => t.lock.table.clone(),
             _ => String::new(),

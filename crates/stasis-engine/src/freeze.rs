@@ -199,12 +199,6 @@ fn refuse_state(pid: i32) -> Result<(), CheckpointError> {
             st.name, st.tracer_pid
         ));
     }
-    if st.seccomp != 0 {
-        return unsupported(format!(
-            "process '{}' runs under seccomp (mode {}); seccomp is not supported yet",
-            st.name, st.seccomp
-        ));
-    }
     Ok(())
 }
 

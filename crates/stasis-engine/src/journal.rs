@@ -321,6 +321,7 @@ fn recover_proc(p: &JProc) -> Result<(), crate::error::Failure> {
                 }
             }
             seized.push(t);
+            crate::seccomp::suspend_if_confined(t.tid, ptrace::OPT_TRACESYSGOOD)?;
         }
         let in_parasite = |rip: u64| {
             p.parasite

@@ -15,6 +15,7 @@
 //! - [`pty`]: pseudo-terminals and controlling terminals.
 //! - [`mqueue`]: POSIX message queues.
 //! - [`sysv`]: System V semaphore sets and message queues (shared memory is in [`memory`]).
+//! - [`seccomp`]: seccomp strict mode and filter chains.
 //! - [`task`]: registers, threads, signals, timers, credentials, limits.
 //! - [`remote`]: syscall injection with a scratch area in the tracee.
 //! - [`journal`]: recovery after a killed checkpoint.
@@ -38,6 +39,7 @@ pub mod progress;
 pub mod pty;
 pub mod remote;
 pub mod restore;
+pub mod seccomp;
 pub mod sysv;
 pub mod task;
 pub mod unix;

@@ -304,7 +304,7 @@ pub fn validate(img: &rec::Checkpoint) -> Result<(), String> {
             return Err("shared objects out of order".into());
         }
     }
-    Ok(())
+    crate::seccomp::validate(img)
 }
 
 fn root_pid_of(img: &rec::Checkpoint) -> i32 {
@@ -541,7 +541,11 @@ fn create_root(
         }
         std::thread::sleep(Duration::from_micros(200));
     }
-    ptrace::seize(root_pid, TRACE_OPTS).ctx(root_pid, || "PTRACE_SEIZE".into())?;
+    // Children and threads inherit the options (seccomp suspended when the tree uses it).
+    let opts_seize = TRACE_OPTS | crate::seccomp::restore_trace_opts(img);
+    ptrace::seize(root_pid, opts_seize).ctx(root_pid, || {
+        format!("PTRACE_SEIZE (options {opts_seize:#x}; suspending seccomp needs CAP_SYS_ADMIN)")
+    })?;
     ptrace::interrupt(root_pid).ctx(root_pid, || "PTRACE_INTERRUPT".into())?;
     wait_stopped(root_pid)?;
     ptrace::set_sigmask(root_pid, !0).ctx(root_pid, || "blocking signals".into())?;
@@ -716,12 +720,25 @@ fn restore_process_state(
             task::restore_pending(&mut tr, p.pid, t.tid, &t.pending, false)?;
         }
         task::restore_pending(r, p.pid, p.pid, &p.shared_pending, true)?;
+        let mut remote = |tid: i32| {
+            Ok(Remote::new(
+                host(p.pid),
+                host(tid),
+                gadget,
+                regs_of(host(tid))?,
+            ))
+        };
+        // Filters before credentials: installing one needs CAP_SYS_ADMIN or no_new_privs.
+        crate::seccomp::restore_filters(p, &img.seccomp_filters, &mut remote)?;
         let creds = p.creds.as_ref().expect("validated");
         for t in &p.threads {
             let mut tr = Remote::new(host(p.pid), host(t.tid), gadget, regs_of(host(t.tid))?);
-            task::restore_creds(&mut tr, creds)?;
+            let mut c = creds.clone();
+            c.no_new_privs = t.no_new_privs.unwrap_or(c.no_new_privs);
+            task::restore_creds(&mut tr, &c)?;
         }
         task::restore_dumpable(r, p)?;
+        crate::seccomp::restore_strict(p, &mut remote)?;
         r.call("munmap gadget", libc::SYS_munmap, &[gadget, PARASITE_LEN])?;
     }
     Ok(())

@@ -65,6 +65,9 @@ pub fn dump_thread_regs(t: &SeizedThread) -> Result<rec::Thread, Failure> {
             .into_iter()
             .map(|c| c as u32)
             .collect(),
+        seccomp_mode: 0,
+        seccomp_filter: 0,
+        no_new_privs: None,
     })
 }
 

@@ -15,6 +15,7 @@ mod mqueue;
 mod pipe;
 mod process;
 mod pty;
+mod seccomp;
 mod sysv;
 mod unix;
 
@@ -25,6 +26,7 @@ pub use mqueue::*;
 pub use pipe::*;
 pub use process::*;
 pub use pty::*;
+pub use seccomp::*;
 pub use sysv::*;
 pub use unix::*;
 
@@ -65,6 +67,10 @@ pub struct Checkpoint {
     /// System V message queues used by the tree.
     #[prost(message, repeated, tag = "11")]
     pub sysv_msg: Vec<SysvMsg>,
+    /// Every distinct seccomp filter of the tree's tasks, each after the one it was installed
+    /// on (see the `seccomp` records).
+    #[prost(message, repeated, tag = "15")]
+    pub seccomp_filters: Vec<SeccompFilter>,
 }
 
 /// One descriptor in a process's fd table.

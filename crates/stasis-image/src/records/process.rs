@@ -103,6 +103,17 @@ pub struct Thread {
     /// CPUs the thread may run on (empty: not recorded).
     #[prost(uint32, repeated, tag = "13")]
     pub affinity: Vec<u32>,
+    /// Seccomp mode (a `SeccompMode`; seccomp is per thread).
+    #[prost(enumeration = "SeccompMode", tag = "20")]
+    pub seccomp_mode: i32,
+    /// The thread's most recent seccomp filter: its index in `Checkpoint.seccomp_filters` plus
+    /// one (0: none); the rest of its chain follows the filters' `parent` links.
+    #[prost(uint32, tag = "21")]
+    pub seccomp_filter: u32,
+    /// no_new_privs of this thread (the kernel keeps it per thread); absent: the process's
+    /// `Creds.no_new_privs`.
+    #[prost(bool, optional, tag = "22")]
+    pub no_new_privs: Option<bool>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
