@@ -223,7 +223,18 @@ fn inspect_tree(
             .map(task::dump_thread_regs)
             .collect::<Result<_, _>>()?;
         p.shared_pending = task::dump_shared_pending(pid)?;
+        if sp.stopped {
+            p.stop_signal = match sp.threads[0].stop_sig {
+                s @ (libc::SIGSTOP | libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU) => s,
+                // Continued between the look at its state and the seize: running.
+                _ => 0,
+            };
+        }
         procs.push(p);
+    }
+    // Zombies last: each has its parent before it, and no child.
+    for z in &frozen.zombies {
+        procs.push(task::dump_zombie(z.pid)?);
     }
     Ok(procs)
 }
@@ -256,6 +267,18 @@ fn run_parasites(
         r.use_base(base);
         failpoint::check("parasite")?;
         task::dump_process_injected(&mut r, &mut procs[i])?;
+        // Stopped children: has this parent collected their stop yet?
+        for j in 0..frozen.procs.len() {
+            if frozen.procs[j].ppid == pid && procs[j].stop_signal != 0 {
+                let seen_as = proc::read_status(frozen.procs[j].pid)
+                    .ctx(pid, || "reading a child's status".into())?
+                    .ns_pid
+                    .last()
+                    .copied()
+                    .unwrap_or(frozen.procs[j].pid);
+                procs[j].stop_reported = !task::stop_unreported(&mut r, seen_as)?;
+            }
+        }
         for (ti, t) in frozen.procs[i].threads.iter().enumerate() {
             let mut tr = Remote::new(pid, t.tid, base, t.regs);
             task::dump_thread_injected(&mut tr, &mut procs[i].threads[ti], pid)?;

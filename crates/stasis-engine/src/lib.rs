@@ -33,6 +33,7 @@ pub mod memory;
 pub mod mqueue;
 pub mod netlock;
 pub mod nsmap;
+pub mod process;
 pub mod progress;
 pub mod pty;
 pub mod remote;

@@ -247,6 +247,19 @@ pub fn validate(img: &rec::Checkpoint) -> Result<(), String> {
         if p.threads.first().map(|t| t.tid) != Some(p.pid) {
             return Err(format!("pid {}: leader thread missing", p.pid));
         }
+        if p.zombie {
+            if i == 0 || p.threads.len() != 1 || !p.vmas.is_empty() || !p.fds.is_empty() {
+                return Err(format!("pid {}: bad zombie record", p.pid));
+            }
+            if img
+                .processes
+                .iter()
+                .any(|q| q.ppid == p.pid && q.pid != p.pid)
+            {
+                return Err(format!("pid {}: a zombie with children", p.pid));
+            }
+            continue;
+        }
         if p.mm.is_none() || p.creds.is_none() || p.sigactions.len() != 64 {
             return Err(format!("pid {}: incomplete process record", p.pid));
         }
@@ -305,6 +318,11 @@ pub fn validate(img: &rec::Checkpoint) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// The processes that run (every one but the zombies).
+fn live(img: &rec::Checkpoint) -> impl Iterator<Item = &rec::Process> {
+    img.processes.iter().filter(|p| !p.zombie)
 }
 
 fn root_pid_of(img: &rec::Checkpoint) -> i32 {
@@ -652,6 +670,14 @@ fn create_tasks(
             hmap.insert(t.tid, tid);
         }
     }
+    // Zombies, now that their groups and sessions are in place.
+    for p in img.processes.iter().filter(|p| p.zombie) {
+        let r = remotes.remove(&p.pid).expect("created");
+        let parent = remotes
+            .get_mut(&p.ppid)
+            .ok_or_else(|| Failure::msg(p.pid, "parent not restored"))?;
+        crate::process::make_zombie(r, parent, p)?;
+    }
     Ok(())
 }
 
@@ -666,7 +692,7 @@ fn restore_layouts(
 ) -> Result<(Vec<FillJob>, HashMap<i32, Vec<memory::Fixup>>), Failure> {
     let mut fills: Vec<FillJob> = Vec::new();
     let mut fixups: HashMap<i32, Vec<memory::Fixup>> = HashMap::new();
-    for p in &img.processes {
+    for p in live(img) {
         let r = remotes.get_mut(&p.pid).expect("created");
         memory::restore_vdso(r, &p.vmas, gadget + PARASITE_LEN + (1 << 20))?;
         // mm fields and exe first: the kernel refuses a new exe file while the old one is
@@ -696,7 +722,8 @@ fn restore_process_state(
     hmap: &HashMap<i32, i32>,
 ) -> Result<(), Failure> {
     let host = |id: i32| hmap.get(&id).copied().unwrap_or(id);
-    for p in &img.processes {
+    let loginuid = task::own_loginuid();
+    for p in live(img) {
         let r = remotes.get_mut(&p.pid).expect("created");
         for &(start, len, prot) in &fixups[&p.pid] {
             r.call(
@@ -706,6 +733,10 @@ fn restore_process_state(
             )?;
         }
         opened.restore_fds(r, p)?;
+        for t in &p.threads {
+            let mut tr = Remote::new(host(p.pid), host(t.tid), gadget, regs_of(host(t.tid))?);
+            task::restore_loginuid(&mut tr, p, loginuid)?;
+        }
         crate::events::restore_epoll_items(r, p, img)?;
         task::restore_process_misc(r, p)?;
         task::restore_sigactions(r, p)?;
@@ -713,6 +744,7 @@ fn restore_process_state(
         for t in &p.threads {
             let mut tr = Remote::new(host(p.pid), host(t.tid), gadget, regs_of(host(t.tid))?);
             task::restore_thread(&mut tr, t)?;
+            task::drain_pending(&mut tr)?;
             task::restore_pending(&mut tr, p.pid, t.tid, &t.pending, false)?;
         }
         task::restore_pending(r, p.pid, p.pid, &p.shared_pending, true)?;
@@ -729,7 +761,7 @@ fn restore_process_state(
 
 /// Every thread's saved registers (resuming where it was stopped), XSAVE area and signal mask.
 fn set_registers(img: &rec::Checkpoint, host: &dyn Fn(i32) -> i32) -> Result<(), Failure> {
-    for p in &img.processes {
+    for p in live(img) {
         for t in &p.threads {
             let saved = ptrace::regs_from_slice(&t.regs).expect("validated");
             let tid = host(t.tid);
@@ -798,7 +830,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreStats, RestoreError> {
 
     // Scheduling attributes are set from outside (through /proc for oom_score_adj), before the
     // root hook may put another /proc in place.
-    for p in &img.processes {
+    for p in live(&img) {
         task::restore_sched(p, &host)?;
     }
     if let Some(h) = &opts.on_root {
@@ -807,6 +839,8 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreStats, RestoreError> {
         f(RootStage::Filled, root_pid, r)?;
     }
 
+    // Processes stopped by job control stop again (their parents notified, as before).
+    crate::process::restop_all(&img, &mut remotes, &host)?;
     progress::enter(&opts.progress, Phase::RestoringState);
     restore_process_state(&img, gadget, &mut opened, &mut remotes, &fixups, &hmap)?;
     failpoint::check("state")?;
@@ -815,7 +849,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreStats, RestoreError> {
     set_registers(&img, &host)?;
     failpoint::check("detach")?;
     created.armed = false;
-    for p in &img.processes {
+    for p in live(&img) {
         for t in &p.threads {
             ptrace::detach(host(t.tid), 0).ctx(t.tid, || "PTRACE_DETACH".into())?;
         }
