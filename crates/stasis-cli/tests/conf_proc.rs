@@ -7,3 +7,4 @@
 mod common;
 
 conformance_tests!(zombie, "zombie", &[]);
+conformance_tests!(stopped, "stopped", &[]);
