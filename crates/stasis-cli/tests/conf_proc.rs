@@ -8,3 +8,4 @@ mod common;
 
 conformance_tests!(zombie, "zombie", &[]);
 conformance_tests!(stopped, "stopped", &[]);
+conformance_tests!(proc_misc, "proc_misc", &[]);
