@@ -121,6 +121,14 @@ fn file_desc(img: &rec::Checkpoint, f: &rec::FileObject) -> String {
             ),
             None => "pty slave".into(),
         },
+        Ok(FileKind::Pidfd) => match f.pidfd() {
+            Some(p) if p.exited && p.exit_known => {
+                format!("pidfd of an exited process (wait status {:#x})", p.exit_status)
+            }
+            Some(p) if p.exited => "pidfd of an exited process".into(),
+            Some(p) => format!("pidfd of pid {}", p.pid),
+            None => "pidfd".into(),
+        },
         Ok(FileKind::Mqueue) => match f.mq() {
             Some(q) => format!(
                 "POSIX message queue {} ({} message(s))",

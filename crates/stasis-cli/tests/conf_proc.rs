@@ -9,3 +9,4 @@ mod common;
 conformance_tests!(zombie, "zombie", &[]);
 conformance_tests!(stopped, "stopped", &[]);
 conformance_tests!(proc_misc, "proc_misc", &[]);
+conformance_tests!(pidfd, "pidfd", &[]);

@@ -413,6 +413,7 @@ fn checkpoint_into(
             .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
             .unwrap_or(0),
     };
+    crate::pidfd::check_targets(&img)?;
     if opts.pid_ns {
         crate::nsmap::to_namespace(&mut img)?;
     }

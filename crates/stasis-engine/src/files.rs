@@ -150,6 +150,18 @@ const FD_KINDS: &[FdKind] = &[
         dump: FileTable::dump_unix,
     },
     FdKind {
+        name: "pidfd",
+        recognise: |_, p| p.anon_kind == Some(FileKind::Pidfd),
+        dump: |_, p, fo, _| {
+            fo.kind = FileKind::Pidfd as i32;
+            fo.file_id = None;
+            fo.state = Some(rec::file_object::State::Pidfd(crate::pidfd::dump(
+                p.pid, p.fd,
+            )?));
+            Ok(Vec::new())
+        },
+    },
+    FdKind {
         name: "eventfd, epoll, timerfd, signalfd, inotify",
         recognise: |_, p| p.anon_kind.is_some(),
         dump: FileTable::dump_event,
@@ -291,6 +303,7 @@ impl FileTable {
             Some("[timerfd]") => Some(FileKind::Timerfd),
             Some("[signalfd]") => Some(FileKind::Signalfd),
             Some("inotify") => Some(FileKind::Inotify),
+            Some("[pidfd]") => Some(FileKind::Pidfd),
             Some(k) => {
                 return Err(CheckpointError::Unsupported {
                     pid,
@@ -773,6 +786,7 @@ impl Opened {
                 | FileKind::Timerfd
                 | FileKind::Signalfd
                 | FileKind::Inotify => crate::events::create(f, kind)?,
+                FileKind::Pidfd => crate::pidfd::open_early(f)?,
                 FileKind::Memfd => {
                     let s = o
                         .shmem

@@ -33,6 +33,7 @@ pub mod memory;
 pub mod mqueue;
 pub mod netlock;
 pub mod nsmap;
+pub mod pidfd;
 pub mod process;
 pub mod progress;
 pub mod pty;

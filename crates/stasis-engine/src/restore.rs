@@ -817,6 +817,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreStats, RestoreError> {
     )?;
     failpoint::check("tasks")?;
     let host = |id: i32| hmap.get(&id).copied().unwrap_or(id);
+    crate::pidfd::open_targets(&img, &mut opened, &host)?;
 
     // Memory layout.
     progress::enter(&opts.progress, Phase::ReadingPages);

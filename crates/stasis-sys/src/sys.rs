@@ -44,6 +44,96 @@ pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
+/// `pidfd_open(pid, flags)` (`PIDFD_NONBLOCK` = `O_NONBLOCK`, `PIDFD_THREAD` = `O_EXCL`).
+pub fn pidfd_open_flags(pid: i32, flags: u32) -> io::Result<OwnedFd> {
+    // SAFETY: integer arguments; on success the kernel returns a new fd that we own.
+    let fd = check(unsafe { libc::syscall(libc::SYS_pidfd_open, pid, flags) })?;
+    // SAFETY: fd is a freshly created descriptor owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// `PIDFD_GET_INFO` = `_IOWR(0xFF, 11, struct pidfd_info)` (64 bytes, version 0).
+const PIDFD_GET_INFO: libc::c_ulong = 0xC040_FF0B;
+/// `PIDFD_INFO_EXIT`.
+const PIDFD_INFO_EXIT: u64 = 1 << 3;
+
+/// The wait status of the process a pidfd refers to, once it has exited and been reaped
+/// (`PIDFD_GET_INFO` with `PIDFD_INFO_EXIT`, Linux 6.15). None: not known (still running, or
+/// a kernel without it).
+pub fn pidfd_exit_status(fd: RawFd) -> io::Result<Option<i32>> {
+    let mut info = [0u64; 8];
+    info[0] = PIDFD_INFO_EXIT;
+    // SAFETY: `info` is a 64-byte, 8-aligned buffer the kernel fills (struct pidfd_info v0).
+    let r = unsafe { libc::ioctl(fd, PIDFD_GET_INFO as _, info.as_mut_ptr()) };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        return match e.raw_os_error() {
+            Some(libc::ENOTTY) | Some(libc::EINVAL) | Some(libc::ESRCH) => Ok(None),
+            _ => Err(e),
+        };
+    }
+    // exit_code is the last 4 bytes (offset 60).
+    Ok((info[0] & PIDFD_INFO_EXIT != 0).then_some((info[7] >> 32) as i32))
+}
+
+/// A pidfd (opened with `flags`) of a process that has exited with wait status `status` and
+/// been reaped: a short-lived child of ours, opened while it is a zombie, then reaped.
+pub fn exited_pidfd(status: i32, flags: u32) -> io::Result<OwnedFd> {
+    // SAFETY: a plain fork (clone with only the exit signal); the child makes raw system calls
+    // and never returns.
+    let pid = check(unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            libc::SIGCHLD as libc::c_long,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    })? as i32;
+    if pid == 0 {
+        exit_as(status);
+    }
+    let opened = (|| {
+        // SAFETY: zeroed siginfo is a valid out-buffer for waitid.
+        let mut si: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: waits for our own child without reaping it; `si` is a valid buffer.
+        check(unsafe {
+            libc::waitid(
+                libc::P_PID,
+                pid as libc::id_t,
+                &mut si,
+                libc::WEXITED | libc::WNOWAIT,
+            )
+        } as libc::c_long)?;
+        pidfd_open_flags(pid, flags)
+    })();
+    let mut st = 0;
+    // SAFETY: reaps our own child; `st` is a valid out-pointer.
+    unsafe { libc::waitpid(pid, &mut st, 0) };
+    opened
+}
+
+/// In the child of [`exited_pidfd`]: end with wait status `status` (a signal death without a
+/// core).
+fn exit_as(status: i32) -> ! {
+    let sig = status & 0x7f;
+    if sig != 0 {
+        let act = [0u64; 4];
+        let none = 0u64;
+        // SAFETY: raw system calls with valid pointers to our own stack; only async-signal-safe
+        // calls in the child of a fork.
+        unsafe {
+            libc::syscall(libc::SYS_prctl, libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+            libc::syscall(libc::SYS_rt_sigaction, sig, act.as_ptr(), 0usize, 8usize);
+            libc::syscall(libc::SYS_rt_sigprocmask, libc::SIG_SETMASK, &none, 0usize, 8usize);
+            libc::syscall(libc::SYS_kill, libc::syscall(libc::SYS_getpid), sig);
+        }
+    }
+    // SAFETY: ends this process.
+    unsafe { libc::_exit((status >> 8) & 0xff) }
+}
+
 /// `pidfd_getfd(pidfd, targetfd, 0)`: duplicate another process's fd into ours.
 pub fn pidfd_getfd(pidfd: &OwnedFd, target_fd: i32) -> io::Result<OwnedFd> {
     // SAFETY: integer arguments; on success the kernel returns a new fd that we own.

@@ -12,6 +12,7 @@ mod events;
 mod inet;
 mod memory;
 mod mqueue;
+mod pidfd;
 mod pipe;
 mod process;
 mod pty;
@@ -22,6 +23,7 @@ pub use events::*;
 pub use inet::*;
 pub use memory::*;
 pub use mqueue::*;
+pub use pidfd::*;
 pub use pipe::*;
 pub use process::*;
 pub use pty::*;
@@ -111,6 +113,8 @@ pub enum FileKind {
     InetSocket = 14,
     /// POSIX message queue descriptor (`mq`).
     Mqueue = 15,
+    /// Pidfd of a process or thread (`pidfd`).
+    Pidfd = 16,
 }
 
 /// One open file description.
@@ -151,7 +155,7 @@ pub struct FileObject {
     /// The state of the kinds that have one (at most one is set; its variant says which).
     #[prost(
         oneof = "file_object::State",
-        tags = "15, 16, 17, 18, 19, 20, 21, 22, 23"
+        tags = "15, 16, 17, 18, 19, 20, 21, 22, 23, 24"
     )]
     pub state: Option<file_object::State>,
 }
@@ -191,6 +195,9 @@ pub mod file_object {
         /// POSIX message queue (`FileKind::Mqueue`).
         #[prost(message, tag = "23")]
         Mq(super::MqueueState),
+        /// Pidfd target (`FileKind::Pidfd`).
+        #[prost(message, tag = "24")]
+        Pidfd(super::PidfdState),
     }
 }
 
@@ -229,4 +236,5 @@ state_accessors! {
     pty, pty_mut, Pty, PtyState;
     inet, inet_mut, Inet, InetSocketState;
     mq, mq_mut, Mq, MqueueState;
+    pidfd, pidfd_mut, Pidfd, PidfdState;
 }
