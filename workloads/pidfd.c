@@ -15,6 +15,9 @@
  * reaped). Then the pidfds are used: a signal through the thread pidfd runs in that thread, the
  * live child checks its pidfd of the root, is SIGKILLed through its pidfd and reaped with
  * waitid(P_PIDFD), and the zombie is reaped through its pidfd with its status.
+ *
+ * `pidfd CTL outside`: holds only a pidfd of its parent, outside the tree (its number in
+ * CTL_DIR/fd): checkpoint must refuse; verify checks the pidfd still names the parent.
  */
 #define _GNU_SOURCE
 #include "common.h"
@@ -160,9 +163,30 @@ static void check_exited(const char *what, int fd, int status)
              info.exit_code, status);
 }
 
+static void outside(void)
+{
+    pid_t parent = getppid();
+    int fd = pidfd_open(parent, 0);
+    if (fd < 0)
+        wl_fail("setup: pidfd_open(parent): %s", strerror(errno));
+    FILE *f = fopen("fd", "w");
+    if (!f)
+        wl_fail("setup: writing fd: %s", strerror(errno));
+    fprintf(f, "%d\n", fd);
+    fclose(f);
+    wl_ready();
+    while (!wl_verify_requested())
+        wl_sleep_ms(20);
+    WL_CHECK(fdinfo_pid(fd) == parent, "pidfd of the parent: Pid %ld, want %d", fdinfo_pid(fd),
+             parent);
+    wl_report(1, "ok");
+}
+
 int main(int argc, char **argv)
 {
     wl_init(argc, argv);
+    if (argc > 2 && strcmp(argv[2], "outside") == 0)
+        outside();
     sigset_t s;
     sigemptyset(&s);
     sigaddset(&s, SIGUSR2);

@@ -123,7 +123,10 @@ fn file_desc(img: &rec::Checkpoint, f: &rec::FileObject) -> String {
         },
         Ok(FileKind::Pidfd) => match f.pidfd() {
             Some(p) if p.exited && p.exit_known => {
-                format!("pidfd of an exited process (wait status {:#x})", p.exit_status)
+                format!(
+                    "pidfd of an exited process (wait status {:#x})",
+                    p.exit_status
+                )
             }
             Some(p) if p.exited => "pidfd of an exited process".into(),
             Some(p) => format!("pidfd of pid {}", p.pid),

@@ -6,17 +6,21 @@
 //! zombie child): a pidfd of a task outside is refused. For a reaped target the exit status is
 //! read with `PIDFD_GET_INFO` on a copy of the fd (Linux 6.15 keeps it).
 //!
-//! Restore: a pidfd of a reaped task is a pidfd of a short-lived child of the restorer that
-//! exited with the same status, opened while it was a zombie and then reaped: the tree sees a
-//! pidfd that polls readable, whose `waitid` answers ECHILD, whose fdinfo says `Pid: -1`, and
-//! whose `PIDFD_GET_INFO` gives the same exit status, as before. A pidfd of a task of the tree
-//! is opened (`pidfd_open` with the same flags) once every task exists, zombies included
-//! ([`open_targets`]); [`open_early`] only holds its place until then.
+//! Restore, once every task exists, zombies included ([`open_targets`]; [`open_early`] only
+//! holds the place until then): a pidfd of a task of the tree is opened with `pidfd_open` and
+//! the same flags. A pidfd of a reaped task is a pidfd of a short-lived child of the restored
+//! root (so its pid lives in the tree's pid namespace, which `pidfd_send_signal` checks) that
+//! exited with the same status, opened while it was a zombie, then reaped by the root: the tree
+//! sees a pidfd that polls readable, whose `waitid` answers ECHILD, whose fdinfo says
+//! `Pid: -1`, whose `pidfd_send_signal` answers ESRCH, and whose `PIDFD_GET_INFO` gives the same
+//! exit status, as before. (The SIGCHLD it sends the root is dropped with the other signals
+//! raised while restoring.)
 
 use crate::error::{CheckpointError, Ctx, Failure};
 use crate::files::Opened;
+use crate::remote::Remote;
 use stasis_image::records as rec;
-use stasis_sys::sys;
+use stasis_sys::{ptrace, sys};
 use std::collections::HashSet;
 use std::os::fd::{AsRawFd, OwnedFd};
 
@@ -48,8 +52,8 @@ pub fn dump(pid: i32, fd: i32) -> Result<rec::PidfdState, CheckpointError> {
     }
     let holder = sys::pidfd_open(pid).ctx(pid, || "pidfd_open".into())?;
     let copy = sys::pidfd_getfd(&holder, fd).ctx(pid, || format!("fd {fd}: pidfd_getfd"))?;
-    let status = sys::pidfd_exit_status(copy.as_raw_fd())
-        .ctx(pid, || format!("fd {fd}: PIDFD_GET_INFO"))?;
+    let status =
+        sys::pidfd_exit_status(copy.as_raw_fd()).ctx(pid, || format!("fd {fd}: PIDFD_GET_INFO"))?;
     Ok(rec::PidfdState {
         pid: 0,
         exited: true,
@@ -84,36 +88,84 @@ pub fn check_targets(img: &rec::Checkpoint) -> Result<(), CheckpointError> {
     Ok(())
 }
 
-/// At `Opened::prepare`: the pidfd of a reaped task, or a stand-in for a pidfd of a task of
-/// the tree (replaced by [`open_targets`] once the tasks exist).
+/// At `Opened::prepare`: a stand-in, replaced by [`open_targets`] once the tasks exist.
 pub fn open_early(f: &rec::FileObject) -> Result<OwnedFd, Failure> {
-    let st = f
-        .pidfd()
+    f.pidfd()
         .ok_or_else(|| Failure::msg(0, format!("pidfd #{}: state missing", f.id)))?;
-    if st.exited {
-        return sys::exited_pidfd(st.exit_status, f.flags & PIDFD_FLAGS)
-            .ctx(0, || format!("pidfd #{}: a pidfd of an exited process", f.id));
-    }
     Ok(std::fs::File::open("/dev/null")
         .ctx(0, || "opening /dev/null".into())?
         .into())
 }
 
-/// Open the pidfds of the tree's own tasks, now that they exist (`host` maps image pids to
-/// ours).
+/// Open the pidfds, now that the tasks exist (`host` maps image pids to ours; `root` injects
+/// into the restored root).
 pub fn open_targets(
     img: &rec::Checkpoint,
     opened: &mut Opened,
     host: &dyn Fn(i32) -> i32,
+    root: &mut Remote,
 ) -> Result<(), Failure> {
     for f in &img.files {
         let Some(st) = f.pidfd() else { continue };
-        if st.exited {
-            continue;
-        }
-        let fd = sys::pidfd_open_flags(host(st.pid), f.flags & PIDFD_FLAGS)
-            .ctx(st.pid, || format!("pidfd_open for pidfd #{}", f.id))?;
+        let flags = f.flags & PIDFD_FLAGS;
+        let fd = if st.exited {
+            exited_pidfd(root, st.exit_status, flags).map_err(|e| {
+                Failure::msg(0, format!("pidfd #{} of an exited process: {e}", f.id))
+            })?
+        } else {
+            sys::pidfd_open_flags(host(st.pid), flags)
+                .ctx(st.pid, || format!("pidfd_open for pidfd #{}", f.id))?
+        };
         opened.files.insert(f.id, fd);
     }
     Ok(())
+}
+
+/// A pidfd (with `flags`) of a child of the root made to exit with `status`, then reaped.
+fn exited_pidfd(root: &mut Remote, status: i32, flags: u32) -> Result<OwnedFd, Failure> {
+    let args = sys::encode_clone_args(0, libc::SIGCHLD as u64, 0, 0);
+    let a = root.put(0, &args)?;
+    let seen_as = root.call(
+        "clone3 (a child to exit, for a pidfd of an exited process)",
+        libc::SYS_clone3,
+        &[a, args.len() as u64],
+    )? as i32;
+    let host = root
+        .clone_events()
+        .last()
+        .map(|e| e.child)
+        .ok_or_else(|| Failure::msg(seen_as, "clone3 reported no fork event"))?;
+    let reap = |root: &mut Remote| -> Result<(), Failure> {
+        let si = root.put(0, &[0u8; 128])?;
+        root.call(
+            &format!("waitid(P_PID, {seen_as}, WEXITED) for the exited helper"),
+            libc::SYS_waitid,
+            &[
+                libc::P_PID as u64,
+                seen_as as u64,
+                si,
+                libc::WEXITED as u64 | 0x4000_0000,
+                0,
+            ],
+        )?;
+        Ok(())
+    };
+    let res = (|| {
+        crate::restore::wait_new_task(host)?;
+        let regs = ptrace::get_regs(host).ctx(host, || "PTRACE_GETREGS".into())?;
+        let child = Remote::new(host, host, root.base, regs);
+        let rec = rec::Process {
+            pid: seen_as,
+            exit_status: status,
+            ..Default::default()
+        };
+        crate::process::make_zombie(child, root, &rec)?;
+        sys::pidfd_open_flags(host, flags).ctx(host, || "pidfd_open of the exited helper".into())
+    })();
+    if res.is_err() {
+        let _ = sys::kill(host, libc::SIGKILL);
+        crate::freeze::reap_tracees(&[host], std::time::Duration::from_secs(5));
+    }
+    reap(root)?;
+    res
 }

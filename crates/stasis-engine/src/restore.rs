@@ -371,6 +371,11 @@ fn pick_gadget(img: &rec::Checkpoint) -> Result<u64, Failure> {
     ))
 }
 
+/// Wait until a task just created by an injected clone is in its first stop.
+pub(crate) fn wait_new_task(tid: i32) -> Result<(), Failure> {
+    wait_stopped(tid)
+}
+
 fn wait_stopped(tid: i32) -> Result<(), Failure> {
     loop {
         match ptrace::wait(tid).ctx(tid, || "waiting for a new task to stop".into())? {
@@ -817,7 +822,8 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreStats, RestoreError> {
     )?;
     failpoint::check("tasks")?;
     let host = |id: i32| hmap.get(&id).copied().unwrap_or(id);
-    crate::pidfd::open_targets(&img, &mut opened, &host)?;
+    let r = remotes.get_mut(&root.pid).expect("created");
+    crate::pidfd::open_targets(&img, &mut opened, &host, r)?;
 
     // Memory layout.
     progress::enter(&opts.progress, Phase::ReadingPages);

@@ -76,64 +76,6 @@ pub fn pidfd_exit_status(fd: RawFd) -> io::Result<Option<i32>> {
     Ok((info[0] & PIDFD_INFO_EXIT != 0).then_some((info[7] >> 32) as i32))
 }
 
-/// A pidfd (opened with `flags`) of a process that has exited with wait status `status` and
-/// been reaped: a short-lived child of ours, opened while it is a zombie, then reaped.
-pub fn exited_pidfd(status: i32, flags: u32) -> io::Result<OwnedFd> {
-    // SAFETY: a plain fork (clone with only the exit signal); the child makes raw system calls
-    // and never returns.
-    let pid = check(unsafe {
-        libc::syscall(
-            libc::SYS_clone,
-            libc::SIGCHLD as libc::c_long,
-            0usize,
-            0usize,
-            0usize,
-            0usize,
-        )
-    })? as i32;
-    if pid == 0 {
-        exit_as(status);
-    }
-    let opened = (|| {
-        // SAFETY: zeroed siginfo is a valid out-buffer for waitid.
-        let mut si: libc::siginfo_t = unsafe { std::mem::zeroed() };
-        // SAFETY: waits for our own child without reaping it; `si` is a valid buffer.
-        check(unsafe {
-            libc::waitid(
-                libc::P_PID,
-                pid as libc::id_t,
-                &mut si,
-                libc::WEXITED | libc::WNOWAIT,
-            )
-        } as libc::c_long)?;
-        pidfd_open_flags(pid, flags)
-    })();
-    let mut st = 0;
-    // SAFETY: reaps our own child; `st` is a valid out-pointer.
-    unsafe { libc::waitpid(pid, &mut st, 0) };
-    opened
-}
-
-/// In the child of [`exited_pidfd`]: end with wait status `status` (a signal death without a
-/// core).
-fn exit_as(status: i32) -> ! {
-    let sig = status & 0x7f;
-    if sig != 0 {
-        let act = [0u64; 4];
-        let none = 0u64;
-        // SAFETY: raw system calls with valid pointers to our own stack; only async-signal-safe
-        // calls in the child of a fork.
-        unsafe {
-            libc::syscall(libc::SYS_prctl, libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
-            libc::syscall(libc::SYS_rt_sigaction, sig, act.as_ptr(), 0usize, 8usize);
-            libc::syscall(libc::SYS_rt_sigprocmask, libc::SIG_SETMASK, &none, 0usize, 8usize);
-            libc::syscall(libc::SYS_kill, libc::syscall(libc::SYS_getpid), sig);
-        }
-    }
-    // SAFETY: ends this process.
-    unsafe { libc::_exit((status >> 8) & 0xff) }
-}
-
 /// `pidfd_getfd(pidfd, targetfd, 0)`: duplicate another process's fd into ours.
 pub fn pidfd_getfd(pidfd: &OwnedFd, target_fd: i32) -> io::Result<OwnedFd> {
     // SAFETY: integer arguments; on success the kernel returns a new fd that we own.
