@@ -8,6 +8,7 @@ mod common;
 
 conformance_tests!(zombie, "zombie", &[]);
 conformance_tests!(stopped, "stopped", &[]);
+conformance_tests!(sig_pending, "sig_pending", &[]);
 conformance_tests!(proc_misc, "proc_misc", &[]);
 conformance_tests!(pidfd, "pidfd", &[]);
 
