@@ -174,7 +174,7 @@ fn freeze_tree(opts: &CheckpointOptions) -> Result<(Frozen, Instant), Checkpoint
     }
     let t_frozen = Instant::now();
     let frozen = match &opts.freezer {
-        // A zombie's parent must run to reap it: thaw between attempts.
+        // A task caught while exiting must run to become a zombie: thaw between attempts.
         Some(f) => Frozen::seize_with(
             opts.pid,
             &mut |attempt| {

@@ -257,7 +257,7 @@ impl Frozen {
     }
 
     /// Like [`Frozen::seize`], with `pause(attempt)` between attempts (a partition thaws its
-    /// cgroup there, so the parent of a zombie can run and reap it, and freezes it again), and
+    /// cgroup there, so a task caught while exiting can become a zombie, and freezes it again), and
     /// `slow()` called when a thread takes long to stop (a partition thaws its cgroup: the
     /// thread may wait for a frozen task; the walk still converges without the freezer).
     pub fn seize_with(
