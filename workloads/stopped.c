@@ -7,11 +7,14 @@
  *          SIGTSTP; the root collects the stop (waitpid WUNTRACED) before it is ready
  *   stop   stopped by SIGSTOP; the stop is left uncollected
  *   ttin   own process group, two threads, stopped by SIGTTIN; left uncollected
+ *   cont   stopped by SIGSTOP (collected), then continued by SIGCONT; the continue is left
+ *          uncollected
  * Setup drains the SIGCHLDs. Verify: no SIGCHLD pending; every child is in state T and its
  * counter does not move; waitid(WSTOPPED|WNOHANG) reports nothing for tstp (already
  * collected) and the stop signal for stop and ttin (then collected with waitpid WUNTRACED);
  * then SIGCONT: waitpid(WCONTINUED) reports each as continued, the counters move again (both
- * threads of ttin), and each child is killed and reaped.
+ * threads of ttin), and each child is killed and reaped. cont runs (counter moves, not T), and
+ * waitid(WCONTINUED|WNOWAIT) then waitpid(WCONTINUED) report its continue once.
  */
 #define _GNU_SOURCE
 #include "common.h"
@@ -31,7 +34,8 @@ enum { TSTP, STOP, TTIN, NC };
 static const char *names[NC] = {"tstp", "stop", "ttin"};
 static const int sigs[NC] = {SIGTSTP, SIGSTOP, SIGTTIN};
 static pid_t kid[NC];
-/* counters[i] for child i's main thread, counters[NC] for ttin's second thread */
+/* counters[i] for child i's main thread, counters[NC] for ttin's second thread,
+ * counters[NC + 1] for cont */
 static volatile uint64_t *counters;
 
 static void *spin2(void *arg)
@@ -86,6 +90,50 @@ static void wait_moving(int idx, const char *what)
     wl_fail("%s: counter does not move", what);
 }
 
+static pid_t cont;
+
+static void setup_cont(void)
+{
+    cont = fork();
+    if (cont < 0)
+        wl_fail("fork: %s", strerror(errno));
+    if (cont == 0)
+        for (;;)
+            counters[NC + 1]++;
+    int ws;
+    kill(cont, SIGSTOP);
+    WL_CHECK(waitpid(cont, &ws, WUNTRACED) == cont && WIFSTOPPED(ws), "setup: cont stop");
+    kill(cont, SIGCONT);
+    siginfo_t si;
+    memset(&si, 0, sizeof si);
+    for (int n = 0; n < 1000 && si.si_pid != cont; n++) {
+        waitid(P_PID, cont, &si, WCONTINUED | WNOWAIT | WNOHANG);
+        if (si.si_pid != cont)
+            wl_sleep_ms(2);
+    }
+    WL_CHECK(si.si_code == CLD_CONTINUED, "setup: cont not reported continued");
+}
+
+static void verify_cont(void)
+{
+    char st = state_of(cont);
+    WL_CHECK(st != 'T' && st != '?', "cont (%d): state %c, want running", cont, st);
+    wait_moving(NC + 1, "cont");
+    siginfo_t si;
+    memset(&si, 0, sizeof si);
+    WL_CHECK(waitid(P_PID, cont, &si, WCONTINUED | WNOWAIT | WNOHANG) == 0 && si.si_pid == cont &&
+                 si.si_code == CLD_CONTINUED && si.si_status == SIGCONT,
+             "cont: waitid(WCONTINUED) pid %d code %d status %d, want its continue", si.si_pid,
+             si.si_code, si.si_status);
+    int ws = 0;
+    WL_CHECK(waitpid(cont, &ws, WCONTINUED | WNOHANG) == cont && WIFCONTINUED(ws),
+             "cont: waitpid(WCONTINUED) status %#x", ws);
+    WL_CHECK(waitpid(cont, &ws, WCONTINUED | WUNTRACED | WNOHANG) == 0,
+             "cont: reported twice (status %#x)", ws);
+    kill(cont, SIGKILL);
+    WL_CHECK(waitpid(cont, &ws, 0) == cont && WIFSIGNALED(ws), "reaping cont");
+}
+
 int main(int argc, char **argv)
 {
     wl_init(argc, argv);
@@ -108,6 +156,7 @@ int main(int argc, char **argv)
         wait_moving(i, names[i]);
     }
     wait_moving(NC, "ttin thread 2");
+    setup_cont();
     for (int i = 0; i < NC; i++) {
         kill(kid[i], sigs[i]);
         siginfo_t si;
@@ -133,6 +182,7 @@ int main(int argc, char **argv)
         wl_sleep_ms(20);
 
     WL_CHECK(!sigchld_pending(), "a SIGCHLD is pending that was not before");
+    verify_cont();
     uint64_t before[NC + 1];
     for (int i = 0; i <= NC; i++)
         before[i] = counters[i];

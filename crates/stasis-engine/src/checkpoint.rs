@@ -267,16 +267,21 @@ fn run_parasites(
         r.use_base(base);
         failpoint::check("parasite")?;
         task::dump_process_injected(&mut r, &mut procs[i])?;
-        // Stopped children: has this parent collected their stop yet?
+        // Children: has this parent collected their stop (or their continue) yet?
         for j in 0..frozen.procs.len() {
-            if frozen.procs[j].ppid == pid && procs[j].stop_signal != 0 {
-                let seen_as = proc::read_status(frozen.procs[j].pid)
-                    .ctx(pid, || "reading a child's status".into())?
-                    .ns_pid
-                    .last()
-                    .copied()
-                    .unwrap_or(frozen.procs[j].pid);
-                procs[j].stop_reported = !task::stop_unreported(&mut r, seen_as)?;
+            if frozen.procs[j].ppid != pid {
+                continue;
+            }
+            let seen_as = proc::read_status(frozen.procs[j].pid)
+                .ctx(pid, || "reading a child's status".into())?
+                .ns_pid
+                .last()
+                .copied()
+                .unwrap_or(frozen.procs[j].pid);
+            if procs[j].stop_signal != 0 {
+                procs[j].stop_reported = !task::report_pending(&mut r, seen_as, libc::WSTOPPED)?;
+            } else {
+                procs[j].continued = task::report_pending(&mut r, seen_as, libc::WCONTINUED)?;
             }
         }
         for (ti, t) in frozen.procs[i].threads.iter().enumerate() {

@@ -13,7 +13,9 @@
 //! goes through a real group stop (its parent notified, as the kernel does); a stop that the
 //! parent had collected is collected again by an injected `waitid(WSTOPPED)`. The SIGCHLD these
 //! raise in the parent is dropped before its saved pending signals are queued again
-//! (`task::drain_pending`). Detaching leaves a stopped process stopped.
+//! (`task::drain_pending`). Detaching leaves a stopped process stopped. A process continued
+//! (SIGCONT) whose parent has not collected the continue yet is stopped and continued again
+//! while traced, so its parent's `waitpid(WCONTINUED)` reports it once, as before.
 //!
 //! Not kept: the core-dump bit of a zombie's status (no core is written at restore), its
 //! resource usage (`wait4`'s rusage, the parent's `cutime`/`cstime`).
@@ -121,10 +123,16 @@ pub fn restop_all(
     for p in img
         .processes
         .iter()
-        .filter(|p| !p.zombie && p.stop_signal != 0)
+        .filter(|p| !p.zombie && (p.stop_signal != 0 || p.continued))
     {
         let r = remotes.get_mut(&p.pid).expect("created");
-        restop(r, p, host)?;
+        if p.stop_signal == 0 {
+            // Continued, not yet collected: a stop and a SIGCONT make the same report.
+            restop(r, p, libc::SIGSTOP, host)?;
+            continue_traced(r, p, host)?;
+            continue;
+        }
+        restop(r, p, p.stop_signal, host)?;
         if p.stop_reported {
             if let Some(parent) = remotes.get_mut(&p.ppid) {
                 collect_stop(parent, p.pid)?;
@@ -134,12 +142,60 @@ pub fn restop_all(
     Ok(())
 }
 
+/// SIGCONT to a process stopped by [`restop`]: the kernel marks it continued (to be reported
+/// to its parent) when the signal is sent; the leader then goes once through signal handling
+/// (where the parent is notified, and the SIGCONT is dequeued: we discard it) and a harmless
+/// `getpid` at our gadget, so nothing is left to do once it runs.
+fn continue_traced(
+    r: &mut Remote,
+    p: &rec::Process,
+    host: &dyn Fn(i32) -> i32,
+) -> Result<(), Failure> {
+    let leader = host(p.pid);
+    let saved = ptrace::get_regs(leader).ctx(p.pid, || "PTRACE_GETREGS".into())?;
+    let mut park = saved;
+    park.rip = r.base;
+    park.rax = libc::SYS_getpid as u64;
+    park.orig_rax = u64::MAX;
+    ptrace::set_regs(leader, &park).ctx(p.pid, || "PTRACE_SETREGS".into())?;
+    ptrace::set_sigmask(leader, !(1u64 << (libc::SIGCONT - 1)))
+        .ctx(p.pid, || "PTRACE_SETSIGMASK".into())?;
+    stasis_sys::sys::tgkill(leader, leader, libc::SIGCONT)
+        .ctx(p.pid, || "sending SIGCONT".into())?;
+    let mut syscall_stops = 0;
+    for _ in 0..16 {
+        ptrace::syscall(leader, 0).ctx(p.pid, || "PTRACE_SYSCALL".into())?;
+        match ptrace::wait(leader).ctx(p.pid, || "waiting after SIGCONT".into())? {
+            Stop::Syscall => syscall_stops += 1,
+            // The SIGCONT itself (discarded: its effect is done) and the trap that tells a
+            // seized tracee about the end of the group stop.
+            Stop::Signal(libc::SIGCONT) | Stop::Event(ptrace::EVENT_STOP, _) => {}
+            other => {
+                return Err(Failure::msg(
+                    p.pid,
+                    format!("continuing it again: unexpected {other:?}"),
+                ))
+            }
+        }
+        if syscall_stops == 2 {
+            ptrace::set_regs(leader, &saved).ctx(p.pid, || "PTRACE_SETREGS".into())?;
+            ptrace::set_sigmask(leader, !0).ctx(p.pid, || "PTRACE_SETSIGMASK".into())?;
+            return Ok(());
+        }
+    }
+    Err(Failure::msg(p.pid, "continuing it again: it never ran"))
+}
+
 /// Send the stop signal to the traced process and let every thread go through the group stop
 /// (no instruction of its own runs: the signal and the stop are handled on the way out of the
 /// kernel). Each thread is parked on a harmless `getpid` at our gadget meanwhile: a signal that
 /// the kernel drops (a TSTP-like signal in an orphaned process group) shows as a system call.
-fn restop(r: &mut Remote, p: &rec::Process, host: &dyn Fn(i32) -> i32) -> Result<(), Failure> {
-    let sig = p.stop_signal;
+fn restop(
+    r: &mut Remote,
+    p: &rec::Process,
+    sig: i32,
+    host: &dyn Fn(i32) -> i32,
+) -> Result<(), Failure> {
     if !matches!(
         sig,
         libc::SIGSTOP | libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU

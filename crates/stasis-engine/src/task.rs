@@ -230,19 +230,19 @@ pub fn dump_process_injected(r: &mut Remote, p: &mut rec::Process) -> Result<(),
     Ok(())
 }
 
-/// Whether the stop of `child` (its pid as its parent sees it) is still to be reported to its
-/// parent (behind `r`): `waitid(P_PID, child, WSTOPPED | WNOWAIT | WNOHANG)` answers without
-/// consuming it.
-pub fn stop_unreported(r: &mut Remote, child: i32) -> Result<bool, Failure> {
+/// Whether a stop (`libc::WSTOPPED`) or a continue (`libc::WCONTINUED`) of `child` (its pid as
+/// its parent sees it) is still to be reported to its parent (behind `r`):
+/// `waitid(P_PID, child, what | WNOWAIT | WNOHANG)` answers without consuming it.
+pub fn report_pending(r: &mut Remote, child: i32, what: i32) -> Result<bool, Failure> {
     let si = r.put(0, &[0u8; 128])?;
     r.call(
-        &format!("waitid(P_PID, {child}, WSTOPPED|WNOWAIT) for its stop"),
+        &format!("waitid(P_PID, {child}, {what:#x}|WNOWAIT) for its stop or continue"),
         libc::SYS_waitid,
         &[
             libc::P_PID as u64,
             child as u64,
             si,
-            (libc::WSTOPPED | libc::WNOWAIT | libc::WNOHANG) as u64,
+            (what | libc::WNOWAIT | libc::WNOHANG) as u64 | 0x4000_0000,
             0,
         ],
     )?;
@@ -361,6 +361,7 @@ pub fn dump_process_proc(pid: i32) -> Result<rec::Process, Failure> {
         thp_disable: 0,
         loginuid: read_loginuid(pid)?,
         membarrier: 0,
+        continued: false,
     })
 }
 

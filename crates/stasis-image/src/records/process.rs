@@ -96,6 +96,10 @@ pub struct Process {
     /// `MEMBARRIER_CMD_GET_REGISTRATIONS` returned (0 before Linux 6.3).
     #[prost(uint32, tag = "33")]
     pub membarrier: u32,
+    /// Continued (SIGCONT) after a job-control stop, and the parent has not collected that
+    /// yet (`waitpid(WCONTINUED)` would report it).
+    #[prost(bool, tag = "34")]
+    pub continued: bool,
 }
 
 /// One thread.
