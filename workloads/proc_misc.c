@@ -7,7 +7,8 @@
  *        in a second thread.
  * Child: loginuid 777 (changed again: the workload runs with CAP_AUDIT_CONTROL), THP disabled
  *        except where advised (PR_THP_DISABLE_EXCEPT_ADVISED, Linux 6.18), no membarrier
- *        registration (they are not inherited), timer slack 55555 ns.
+ *        registration (they are not inherited), timer slack 55555 ns; then it drops to uid/gid
+ *        65534 (so a restore must set its loginuid before its credentials).
  * Verify (each process, each thread): the same values read back through /proc/thread-self/
  * loginuid, PR_GET_THP_DISABLE, MEMBARRIER_CMD_GET_REGISTRATIONS (and a private expedited
  * barrier that works or fails with EPERM as before), PR_GET_TIMERSLACK and
@@ -25,6 +26,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
+#include <grp.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -139,12 +141,17 @@ int main(int argc, char **argv)
             wl_fail("setup: child PR_SET_THP_DISABLE except advised: %s", strerror(errno));
         if (prctl(PR_SET_TIMERSLACK, kid.slack, 0, 0, 0) != 0)
             wl_fail("setup: child timer slack: %s", strerror(errno));
+        if (setgroups(0, NULL) || setresgid(65534, 65534, 65534) ||
+            setresuid(65534, 65534, 65534))
+            wl_fail("setup: child dropping to 65534: %s", strerror(errno));
+        prctl(PR_SET_DUMPABLE, 1);
         if (write(res[1], "r", 1) != 1)
             _exit(2);
         char ch;
         while (read(go[0], &ch, 1) < 0 && errno == EINTR)
             ;
         check(&kid, 0);
+        WL_CHECK(getuid() == 65534 && geteuid() == 65534, "child: uid %d/%d", getuid(), geteuid());
         _exit(0);
     }
     char ch;
