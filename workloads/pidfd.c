@@ -5,6 +5,7 @@
  *   self     itself
  *   live     a running child (twice: blocking and PIDFD_NONBLOCK)
  *   thread   its second thread (PIDFD_THREAD)
+ *   gone     a third thread that has exited (PIDFD_THREAD)
  *   zombie   a child that exited 5 and is not reaped (opened while it ran)
  *   exited   a child that exited 17, reaped
  *   killed   a child killed by SIGUSR1, reaped
@@ -105,6 +106,18 @@ static void *t2_main(void *arg)
     pthread_sigmask(SIG_UNBLOCK, &s, NULL);
     while (!t2_stop)
         wl_sleep_ms(10);
+    return NULL;
+}
+
+static volatile pid_t t3_tid;
+static volatile int t3_stop;
+
+static void *t3_main(void *arg)
+{
+    (void)arg;
+    t3_tid = (pid_t)syscall(SYS_gettid);
+    while (!t3_stop)
+        wl_sleep_ms(1);
     return NULL;
 }
 
@@ -214,6 +227,14 @@ int main(int argc, char **argv)
     while (!t2_tid)
         wl_sleep_ms(1);
     int thread_fd = pidfd_open(t2_tid, PIDFD_THREAD);
+    /* A thread that has exited. */
+    pthread_t t3;
+    pthread_create(&t3, NULL, t3_main, NULL);
+    while (!t3_tid)
+        wl_sleep_ms(1);
+    int gone_fd = pidfd_open(t3_tid, PIDFD_THREAD);
+    t3_stop = 1;
+    pthread_join(t3, NULL);
 
     pid_t z = spawn_exit(5, 0);
     int zombie_fd = pidfd_open(z, 0);
@@ -225,7 +246,7 @@ int main(int argc, char **argv)
             pause();
     }
     int killed_fd = pidfd_open(k, 0);
-    if (self < 0 || live_fd < 0 || live_nb < 0 || thread_fd < 0 || zombie_fd < 0 ||
+    if (self < 0 || gone_fd < 0 || live_fd < 0 || live_nb < 0 || thread_fd < 0 || zombie_fd < 0 ||
         exited_fd < 0 || killed_fd < 0)
         wl_fail("setup: pidfd_open: %s", strerror(errno));
     pidfd_signal(killed_fd, SIGUSR1);
@@ -255,6 +276,19 @@ int main(int argc, char **argv)
              "a pidfd of a running task is readable");
     WL_CHECK(readable(zombie_fd), "zombie: not readable");
     check_exited("exited", exited_fd, 17 << 8);
+    for (int i = 0; i < 200 && fdinfo_pid(gone_fd) != -1; i++)
+        wl_sleep_ms(1);
+    WL_CHECK(fdinfo_pid(gone_fd) == -1 && readable(gone_fd) &&
+                 (fcntl(gone_fd, F_GETFL) & O_EXCL),
+             "exited thread: Pid %ld readable %d flags %#x", fdinfo_pid(gone_fd),
+             readable(gone_fd), fcntl(gone_fd, F_GETFL));
+    struct pidfd_info_v0 ti;
+    memset(&ti, 0, sizeof ti);
+    ti.mask = PIDFD_INFO_EXIT;
+    WL_CHECK(ioctl(gone_fd, PIDFD_GET_INFO, &ti) == 0 && (ti.mask & PIDFD_INFO_EXIT) &&
+                 ti.exit_code == 0,
+             "exited thread: exit info mask %#llx code %#x", (unsigned long long)ti.mask,
+             ti.exit_code);
     check_exited("killed", killed_fd, SIGUSR1);
 
     /* Use them. */
