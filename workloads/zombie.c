@@ -8,6 +8,8 @@
  *   abrt    killed by SIGABRT, not dumpable (so no core, no core bit)
  *   grp     setpgid(0, 0), then _exit(7): a zombie leading its own process group
  *   sess    setsid(), then _exit(9): a zombie leading its own session
+ *   clone   a "clone" child (exit signal SIGUSR1, ignored), _exit(11): only waits with
+ *           __WALL see it
  *   live    a running child with a zombie child of its own (_exit(3)), which it checks
  *           itself when the root tells it (a pipe) at verify (waitid WNOWAIT, then waitpid)
  *           and reports through its exit code
@@ -28,12 +30,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
-enum { EXIT42, TERM, KILL, ABRT, GRP, SESS, NZ };
-static const char *names[NZ] = {"exit42", "term", "kill", "abrt", "grp", "sess"};
+enum { EXIT42, TERM, KILL, ABRT, GRP, SESS, CLONE, NZ };
+static const char *names[NZ] = {"exit42", "term", "kill", "abrt", "grp", "sess", "clone"};
 static pid_t zpid[NZ], zpgid[NZ], zsid[NZ];
 static int zcode[NZ], zstatus[NZ];
 
@@ -50,6 +53,7 @@ static void child(int i)
         break;
     case GRP: setpgid(0, 0); _exit(7);
     case SESS: setsid(); _exit(9);
+    case CLONE: _exit(11);
     }
     for (;;)
         pause();
@@ -59,7 +63,7 @@ static void child(int i)
 static int peek(pid_t pid, siginfo_t *si)
 {
     memset(si, 0, sizeof *si);
-    if (waitid(P_PID, pid, si, WEXITED | WNOWAIT | WNOHANG) != 0)
+    if (waitid(P_PID, pid, si, WEXITED | WNOWAIT | WNOHANG | __WALL) != 0)
         return -1;
     return si->si_pid == pid;
 }
@@ -139,7 +143,13 @@ static void verify_zombie(int i)
              "%s: waitid reports code %d status %d, was code %d status %d", names[i],
              si.si_code, si.si_status, zcode[i], zstatus[i]);
     int ws;
-    WL_CHECK(waitpid(pid, &ws, WNOHANG) == pid, "%s: waitpid did not reap it", names[i]);
+    if (i == CLONE) {
+        errno = 0;
+        WL_CHECK(waitpid(pid, &ws, WNOHANG) == -1 && errno == ECHILD,
+                 "clone: a wait without __WALL sees it (its exit signal changed?)");
+    }
+    WL_CHECK(waitpid(pid, &ws, WNOHANG | __WALL) == pid, "%s: waitpid did not reap it",
+             names[i]);
     if (zcode[i] == CLD_EXITED)
         WL_CHECK(WIFEXITED(ws) && WEXITSTATUS(ws) == zstatus[i], "%s: status %#x", names[i], ws);
     else
@@ -155,8 +165,9 @@ int main(int argc, char **argv)
     sigaddset(&chld, SIGCHLD);
     sigprocmask(SIG_BLOCK, &chld, NULL);
 
+    signal(SIGUSR1, SIG_IGN);
     for (int i = 0; i < NZ; i++) {
-        pid_t p = fork();
+        pid_t p = i == CLONE ? (pid_t)syscall(SYS_clone, SIGUSR1, 0, 0, 0, 0) : fork();
         if (p < 0)
             wl_fail("fork: %s", strerror(errno));
         if (p == 0)
@@ -209,7 +220,7 @@ int main(int argc, char **argv)
     WL_CHECK(r == live && WIFEXITED(ws) && WEXITSTATUS(ws) == 0,
              "live child %d: waitpid %d status %#x", live, r, ws);
     errno = 0;
-    r = waitpid(-1, &ws, WNOHANG);
+    r = waitpid(-1, &ws, WNOHANG | __WALL);
     WL_CHECK(r == -1 && errno == ECHILD, "an unexpected child is left: waitpid gave %d", r);
     wl_report(1, "ok");
 }
