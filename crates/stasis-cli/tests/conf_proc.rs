@@ -1,7 +1,8 @@
-//! Conformance, processes (issue 13, item 1): zombies, processes stopped by job control, and
-//! per-process kernel state (loginuid, THP disable, membarrier registrations, timer slack),
-//! each through checkpoint→kill→restore, `--leave-running`, a double round trip and as a
-//! partition.
+//! Conformance, processes (issue 13, item 1; seccomp is elsewhere): zombies, processes stopped
+//! by job control, pending signals with their siginfo, pidfds, and per-process kernel state
+//! (loginuid, THP disable, membarrier registrations, timer slack), each workload through
+//! checkpoint→kill→restore, `--leave-running`, a double round trip and as a partition; a pidfd
+//! of a process outside the tree is refused.
 #![cfg(target_os = "linux")]
 
 mod common;
