@@ -174,7 +174,7 @@ fn freeze_tree(opts: &CheckpointOptions) -> Result<(Frozen, Instant), Checkpoint
     }
     let t_frozen = Instant::now();
     let frozen = match &opts.freezer {
-        // A zombie's parent must run to reap it: thaw between attempts.
+        // A task caught while exiting must run to become a zombie: thaw between attempts.
         Some(f) => Frozen::seize_with(
             opts.pid,
             &mut |attempt| {
@@ -227,7 +227,18 @@ fn inspect_tree(
             seccomp.dump_thread(pid, t)?;
         }
         p.shared_pending = task::dump_shared_pending(pid)?;
+        if sp.stopped {
+            p.stop_signal = match sp.threads[0].stop_sig {
+                s @ (libc::SIGSTOP | libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU) => s,
+                // Continued between the look at its state and the seize: running.
+                _ => 0,
+            };
+        }
         procs.push(p);
+    }
+    // Zombies last: each has its parent before it, and no child.
+    for z in &frozen.zombies {
+        procs.push(task::dump_zombie(z.pid)?);
     }
     Ok(procs)
 }
@@ -260,6 +271,23 @@ fn run_parasites(
         r.use_base(base);
         failpoint::check("parasite")?;
         task::dump_process_injected(&mut r, &mut procs[i])?;
+        // Children: has this parent collected their stop (or their continue) yet?
+        for j in 0..frozen.procs.len() {
+            if frozen.procs[j].ppid != pid {
+                continue;
+            }
+            let seen_as = proc::read_status(frozen.procs[j].pid)
+                .ctx(pid, || "reading a child's status".into())?
+                .ns_pid
+                .last()
+                .copied()
+                .unwrap_or(frozen.procs[j].pid);
+            if procs[j].stop_signal != 0 {
+                procs[j].stop_reported = !task::report_pending(&mut r, seen_as, libc::WSTOPPED)?;
+            } else {
+                procs[j].continued = task::report_pending(&mut r, seen_as, libc::WCONTINUED)?;
+            }
+        }
         for (ti, t) in frozen.procs[i].threads.iter().enumerate() {
             let mut tr = Remote::new(pid, t.tid, base, t.regs);
             task::dump_thread_injected(&mut tr, &mut procs[i].threads[ti], pid)?;
@@ -404,6 +432,7 @@ fn checkpoint_into(
             .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
             .unwrap_or(0),
     };
+    crate::pidfd::check_targets(&img)?;
     if opts.pid_ns {
         crate::nsmap::to_namespace(&mut img)?;
     }

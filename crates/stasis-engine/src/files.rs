@@ -189,6 +189,7 @@ impl FileTable {
             Some("[timerfd]") => Some(FileKind::Timerfd),
             Some("[signalfd]") => Some(FileKind::Signalfd),
             Some("inotify") => Some(FileKind::Inotify),
+            Some("[pidfd]") => Some(FileKind::Pidfd),
             Some(k) => {
                 return Err(CheckpointError::Unsupported {
                     pid,

@@ -35,6 +35,8 @@ pub mod memory;
 pub mod mqueue;
 pub mod netlock;
 pub mod nsmap;
+pub mod pidfd;
+pub mod process;
 pub mod progress;
 pub mod pty;
 pub mod remote;

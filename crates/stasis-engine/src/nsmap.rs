@@ -66,6 +66,9 @@ pub fn to_namespace(img: &mut rec::Checkpoint) -> Result<(), Failure> {
         p.pid = map[&p.pid];
     }
     for f in &mut img.files {
+        if let Some(pf) = f.pidfd_mut().filter(|pf| !pf.exited) {
+            pf.pid = tr("pidfd target", pf.pid, pf.pid)?;
+        }
         if let Some(ep) = f.epoll_mut() {
             for it in &mut ep.items {
                 it.owner_pid = tr("epoll owner", it.owner_pid, it.owner_pid)?;

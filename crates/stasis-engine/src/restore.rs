@@ -247,6 +247,19 @@ pub fn validate(img: &rec::Checkpoint) -> Result<(), String> {
         if p.threads.first().map(|t| t.tid) != Some(p.pid) {
             return Err(format!("pid {}: leader thread missing", p.pid));
         }
+        if p.zombie {
+            if i == 0 || p.threads.len() != 1 || !p.vmas.is_empty() || !p.fds.is_empty() {
+                return Err(format!("pid {}: bad zombie record", p.pid));
+            }
+            if img
+                .processes
+                .iter()
+                .any(|q| q.ppid == p.pid && q.pid != p.pid)
+            {
+                return Err(format!("pid {}: a zombie with children", p.pid));
+            }
+            continue;
+        }
         if p.mm.is_none() || p.creds.is_none() || p.sigactions.len() != 64 {
             return Err(format!("pid {}: incomplete process record", p.pid));
         }
@@ -307,6 +320,11 @@ pub fn validate(img: &rec::Checkpoint) -> Result<(), String> {
     crate::seccomp::validate(img)
 }
 
+/// The processes that run (every one but the zombies).
+fn live(img: &rec::Checkpoint) -> impl Iterator<Item = &rec::Process> {
+    img.processes.iter().filter(|p| !p.zombie)
+}
+
 fn root_pid_of(img: &rec::Checkpoint) -> i32 {
     img.root_pid
 }
@@ -351,6 +369,11 @@ fn pick_gadget(img: &rec::Checkpoint) -> Result<u64, Failure> {
         0,
         "no free address range for the restore gadget",
     ))
+}
+
+/// Wait until a task just created by an injected clone is in its first stop.
+pub(crate) fn wait_new_task(tid: i32) -> Result<(), Failure> {
+    wait_stopped(tid)
 }
 
 fn wait_stopped(tid: i32) -> Result<(), Failure> {
@@ -656,6 +679,14 @@ fn create_tasks(
             hmap.insert(t.tid, tid);
         }
     }
+    // Zombies, now that their groups and sessions are in place.
+    for p in img.processes.iter().filter(|p| p.zombie) {
+        let r = remotes.remove(&p.pid).expect("created");
+        let parent = remotes
+            .get_mut(&p.ppid)
+            .ok_or_else(|| Failure::msg(p.pid, "parent not restored"))?;
+        crate::process::make_zombie(r, parent, p)?;
+    }
     Ok(())
 }
 
@@ -670,7 +701,7 @@ fn restore_layouts(
 ) -> Result<(Vec<FillJob>, HashMap<i32, Vec<memory::Fixup>>), Failure> {
     let mut fills: Vec<FillJob> = Vec::new();
     let mut fixups: HashMap<i32, Vec<memory::Fixup>> = HashMap::new();
-    for p in &img.processes {
+    for p in live(img) {
         let r = remotes.get_mut(&p.pid).expect("created");
         memory::restore_vdso(r, &p.vmas, gadget + PARASITE_LEN + (1 << 20))?;
         // mm fields and exe first: the kernel refuses a new exe file while the old one is
@@ -700,7 +731,8 @@ fn restore_process_state(
     hmap: &HashMap<i32, i32>,
 ) -> Result<(), Failure> {
     let host = |id: i32| hmap.get(&id).copied().unwrap_or(id);
-    for p in &img.processes {
+    let loginuid = task::own_loginuid();
+    for p in live(img) {
         let r = remotes.get_mut(&p.pid).expect("created");
         for &(start, len, prot) in &fixups[&p.pid] {
             r.call(
@@ -710,6 +742,10 @@ fn restore_process_state(
             )?;
         }
         opened.restore_fds(r, p)?;
+        for t in &p.threads {
+            let mut tr = Remote::new(host(p.pid), host(t.tid), gadget, regs_of(host(t.tid))?);
+            task::restore_loginuid(&mut tr, p, loginuid)?;
+        }
         crate::events::restore_epoll_items(r, p, img)?;
         task::restore_process_misc(r, p)?;
         task::restore_sigactions(r, p)?;
@@ -717,6 +753,7 @@ fn restore_process_state(
         for t in &p.threads {
             let mut tr = Remote::new(host(p.pid), host(t.tid), gadget, regs_of(host(t.tid))?);
             task::restore_thread(&mut tr, t)?;
+            task::drain_pending(&mut tr)?;
             task::restore_pending(&mut tr, p.pid, t.tid, &t.pending, false)?;
         }
         task::restore_pending(r, p.pid, p.pid, &p.shared_pending, true)?;
@@ -746,7 +783,7 @@ fn restore_process_state(
 
 /// Every thread's saved registers (resuming where it was stopped), XSAVE area and signal mask.
 fn set_registers(img: &rec::Checkpoint, host: &dyn Fn(i32) -> i32) -> Result<(), Failure> {
-    for p in &img.processes {
+    for p in live(img) {
         for t in &p.threads {
             let saved = ptrace::regs_from_slice(&t.regs).expect("validated");
             let tid = host(t.tid);
@@ -802,6 +839,8 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreStats, RestoreError> {
     )?;
     failpoint::check("tasks")?;
     let host = |id: i32| hmap.get(&id).copied().unwrap_or(id);
+    let r = remotes.get_mut(&root.pid).expect("created");
+    crate::pidfd::open_targets(&img, &mut opened, &host, r)?;
 
     // Memory layout.
     progress::enter(&opts.progress, Phase::ReadingPages);
@@ -815,7 +854,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreStats, RestoreError> {
 
     // Scheduling attributes are set from outside (through /proc for oom_score_adj), before the
     // root hook may put another /proc in place.
-    for p in &img.processes {
+    for p in live(&img) {
         task::restore_sched(p, &host)?;
     }
     if let Some(h) = &opts.on_root {
@@ -824,6 +863,8 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreStats, RestoreError> {
         f(RootStage::Filled, root_pid, r)?;
     }
 
+    // Processes stopped by job control stop again (their parents notified, as before).
+    crate::process::restop_all(&img, &mut remotes, &host)?;
     progress::enter(&opts.progress, Phase::RestoringState);
     restore_process_state(&img, gadget, &mut opened, &mut remotes, &fixups, &hmap)?;
     failpoint::check("state")?;
@@ -832,7 +873,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreStats, RestoreError> {
     set_registers(&img, &host)?;
     failpoint::check("detach")?;
     created.armed = false;
-    for p in &img.processes {
+    for p in live(&img) {
         for t in &p.threads {
             ptrace::detach(host(t.tid), 0).ctx(t.tid, || "PTRACE_DETACH".into())?;
         }

@@ -44,6 +44,38 @@ pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
+/// `pidfd_open(pid, flags)` (`PIDFD_NONBLOCK` = `O_NONBLOCK`, `PIDFD_THREAD` = `O_EXCL`).
+pub fn pidfd_open_flags(pid: i32, flags: u32) -> io::Result<OwnedFd> {
+    // SAFETY: integer arguments; on success the kernel returns a new fd that we own.
+    let fd = check(unsafe { libc::syscall(libc::SYS_pidfd_open, pid, flags) })?;
+    // SAFETY: fd is a freshly created descriptor owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// `PIDFD_GET_INFO` = `_IOWR(0xFF, 11, struct pidfd_info)` (64 bytes, version 0).
+const PIDFD_GET_INFO: libc::c_ulong = 0xC040_FF0B;
+/// `PIDFD_INFO_EXIT`.
+const PIDFD_INFO_EXIT: u64 = 1 << 3;
+
+/// The wait status of the process a pidfd refers to, once it has exited and been reaped
+/// (`PIDFD_GET_INFO` with `PIDFD_INFO_EXIT`, Linux 6.15). None: not known (still running, or
+/// a kernel without it).
+pub fn pidfd_exit_status(fd: RawFd) -> io::Result<Option<i32>> {
+    let mut info = [0u64; 8];
+    info[0] = PIDFD_INFO_EXIT;
+    // SAFETY: `info` is a 64-byte, 8-aligned buffer the kernel fills (struct pidfd_info v0).
+    let r = unsafe { libc::ioctl(fd, PIDFD_GET_INFO as _, info.as_mut_ptr()) };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        return match e.raw_os_error() {
+            Some(libc::ENOTTY) | Some(libc::EINVAL) | Some(libc::ESRCH) => Ok(None),
+            _ => Err(e),
+        };
+    }
+    // exit_code is the last 4 bytes (offset 60).
+    Ok((info[0] & PIDFD_INFO_EXIT != 0).then_some((info[7] >> 32) as i32))
+}
+
 /// `pidfd_getfd(pidfd, targetfd, 0)`: duplicate another process's fd into ours.
 pub fn pidfd_getfd(pidfd: &OwnedFd, target_fd: i32) -> io::Result<OwnedFd> {
     // SAFETY: integer arguments; on success the kernel returns a new fd that we own.

@@ -125,6 +125,7 @@ pub(crate) static KINDS: &[&dyn ObjectKind] = &[
     &crate::mqueue::MqueueKind,
     &crate::inet::InetKind,
     &crate::unix::UnixKind,
+    &crate::pidfd::PidfdKind,
     &crate::events::EventKind,
     &super::pipes::PipeKind,
     &super::memfd::MemfdKind,

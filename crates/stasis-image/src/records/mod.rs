@@ -12,6 +12,7 @@ mod events;
 mod inet;
 mod memory;
 mod mqueue;
+mod pidfd;
 mod pipe;
 mod process;
 mod pty;
@@ -23,6 +24,7 @@ pub use events::*;
 pub use inet::*;
 pub use memory::*;
 pub use mqueue::*;
+pub use pidfd::*;
 pub use pipe::*;
 pub use process::*;
 pub use pty::*;
@@ -120,6 +122,8 @@ pub enum FileKind {
     /// `/dev/tty` (5,0), the alias of the opener's controlling terminal: opened again by the
     /// task itself once it has its controlling terminal back.
     DevTty = 17,
+    /// Pidfd of a process or thread (`pidfd`).
+    Pidfd = 16,
 }
 
 /// One open file description.
@@ -160,7 +164,7 @@ pub struct FileObject {
     /// The state of the kinds that have one (at most one is set; its variant says which).
     #[prost(
         oneof = "file_object::State",
-        tags = "15, 16, 17, 18, 19, 20, 21, 22, 23"
+        tags = "15, 16, 17, 18, 19, 20, 21, 22, 23, 24"
     )]
     pub state: Option<file_object::State>,
 }
@@ -200,6 +204,9 @@ pub mod file_object {
         /// POSIX message queue (`FileKind::Mqueue`).
         #[prost(message, tag = "23")]
         Mq(super::MqueueState),
+        /// Pidfd target (`FileKind::Pidfd`).
+        #[prost(message, tag = "24")]
+        Pidfd(super::PidfdState),
     }
 }
 
@@ -238,4 +245,5 @@ state_accessors! {
     pty, pty_mut, Pty, PtyState;
     inet, inet_mut, Inet, InetSocketState;
     mq, mq_mut, Mq, MqueueState;
+    pidfd, pidfd_mut, Pidfd, PidfdState;
 }
