@@ -217,6 +217,8 @@ fn inspect_tree(
         let smaps = proc::read_smaps(pid).ctx(pid, || "reading smaps".into())?;
         p.vmas = memory::dump_layout(pid, i, &smaps, shmem, jobs)?;
         p.fds = files.dump_process(pid, shmem, writer)?;
+        p.fd_table_of = files.shared_fd_table(pid, p.ppid)?;
+        p.locks = files.take_locks(pid);
         p.threads = sp
             .threads
             .iter()

@@ -30,8 +30,12 @@ use std::fs::File;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 
+mod fdtable;
 pub(crate) mod kind;
+pub(crate) mod locks;
 mod memfd;
+mod opath;
+pub(crate) use fdtable::shares_parent_table;
 mod pipes;
 mod regular;
 
@@ -70,6 +74,10 @@ pub struct FileTable {
     pub(crate) mq_seen: std::collections::HashSet<u64>,
     /// The checkpoint's recovery journal (sockets are recorded before they enter repair mode).
     pub journal: Option<crate::journal::JournalHandle>,
+    /// Locks seen in fdinfo (see [`locks`]).
+    locks: locks::LockTable,
+    /// Pids whose fd tables are dumped (for `kcmp(KCMP_FILES)`).
+    tables: Vec<i32>,
 }
 
 pub(crate) fn is_tty(md: &std::fs::Metadata) -> bool {
@@ -153,7 +161,10 @@ impl FileTable {
         };
         let key = (p.md.dev(), p.md.ino());
         let file_id = match self.same_description(&p, key)? {
-            Some(id) => id,
+            Some(id) => {
+                self.dump_locks(&p, None)?;
+                id
+            }
             None => {
                 let mut cx = DumpCtx {
                     shmem,
@@ -274,6 +285,8 @@ impl FileTable {
             .ok_or_else(|| p.unsupported("an object of an unknown kind"))?;
         tracing::trace!(pid = p.pid, fd = p.fd, kind = kind.name(), "dumping fd");
         let inflight = kind.dump(self, p, &mut fo, cx)?;
+        self.dump_locks(p, Some(&mut fo))?;
+        fo.owner = self.dump_owner(p)?;
         self.files.push(fo);
         self.dump_inflight(p, id, inflight, cx)?;
         Ok(id)
@@ -469,6 +482,7 @@ impl Opened {
             })?;
             let fd = kind.open(f, &mut o, &mut cx)?;
             set_status_flags(&fd, f)?;
+            locks::take_description_locks(&fd, f)?;
             o.files.insert(f.id, fd);
         }
         for k in KINDS {

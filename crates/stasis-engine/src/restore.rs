@@ -610,7 +610,12 @@ fn create_tasks(
         let parent = remotes
             .get_mut(&p.ppid)
             .ok_or_else(|| Failure::msg(p.pid, "parent not restored"))?;
-        let pid = inject_clone(parent, 0, p.exit_signal.max(0) as u64, p.pid)?;
+        let flags = if crate::files::shares_parent_table(p) {
+            libc::CLONE_FILES as u64
+        } else {
+            0
+        };
+        let pid = inject_clone(parent, flags, p.exit_signal.max(0) as u64, p.pid)?;
         created.tasks.push((pid, pid));
         hmap.insert(p.pid, pid);
         let mut r = Remote::new(pid, pid, gadget, regs_of(pid)?);
@@ -705,8 +710,11 @@ fn restore_process_state(
                 &[start, len, prot as u64],
             )?;
         }
-        opened.restore_fds(r, p)?;
+        if !crate::files::shares_parent_table(p) {
+            opened.restore_fds(r, p)?;
+        }
         crate::events::restore_epoll_items(r, p, img)?;
+        crate::files::locks::restore_in_task(r, p, img)?;
         task::restore_process_misc(r, p)?;
         task::restore_sigactions(r, p)?;
         opened.finish_last(r)?;

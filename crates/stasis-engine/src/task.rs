@@ -275,6 +275,7 @@ pub fn dump_process_proc(pid: i32) -> Result<rec::Process, Failure> {
             .trim()
             .parse()
             .unwrap_or(0),
+        ..Default::default()
     })
 }
 

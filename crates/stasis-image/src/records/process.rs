@@ -68,6 +68,14 @@ pub struct Process {
     /// Controlling terminal, recorded on the session leader.
     #[prost(message, optional, tag = "26")]
     pub ctty: Option<Ctty>,
+    /// Locks this process takes again through one of its fds: POSIX record locks (owned by
+    /// the process) and leases (owned by a description, set by the process that held it).
+    #[prost(message, repeated, tag = "48")]
+    pub locks: Vec<FileLock>,
+    /// This process shares its fd table with process `fd_table_of` (`CLONE_FILES`), its
+    /// parent: it is created with `CLONE_FILES` and its fds are not installed again. 0: own table.
+    #[prost(int32, tag = "49")]
+    pub fd_table_of: i32,
 }
 
 /// One thread.

@@ -1,0 +1,138 @@
+//! Conformance, files (issue 13, item 3): file locks of every kind with their owners, owners and
+//! signals of descriptions, status flags on every kind, fd tables shared by processes, `O_PATH`
+//! descriptors. Each workload verifies its own state after the round trips.
+
+mod common;
+
+conformance_tests!(locks, "locks", &[]);
+
+// ---------------------------------------------------------------------------------------------
+// A real SQLite writer (the motivating case of item 3): its EXCLUSIVE transaction holds POSIX
+// locks on the database file; after a restore another process must still be refused.
+
+use common::{checkpoint, checkpoint_kill, image_dir, restore, serial, Workload};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn python3() -> PathBuf {
+    let p = Path::new("/usr/bin/python3");
+    assert!(
+        p.is_file(),
+        "python3 not found (Debian: apt-get install python3)"
+    );
+    p.to_path_buf()
+}
+
+fn start_sqlite_writer() -> Workload {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/programs/sqlite_writer.py");
+    Workload::start_program(
+        "sqlite_writer",
+        &python3(),
+        &[
+            std::ffi::OsStr::new("-u"),
+            std::ffi::OsStr::new("-I"),
+            script.as_os_str(),
+        ],
+        &[],
+        None,
+        None,
+    )
+}
+
+/// Another process (python3's sqlite3 module, no busy timeout) tries to write and to read the
+/// database: both must fail with "database is locked" while the writer holds EXCLUSIVE.
+fn assert_refused(w: &Workload, when: &str) {
+    let db = std::fs::canonicalize(w.ctl.path())
+        .unwrap()
+        .join("db.sqlite");
+    let code = "import sqlite3,sys\n\
+        c=sqlite3.connect(sys.argv[1],timeout=0,isolation_level=None)\n\
+        for q in ('BEGIN IMMEDIATE','SELECT count(*) FROM t'):\n\
+        \x20   try:\n\
+        \x20       c.execute(q).fetchall(); print('GRANTED', q)\n\
+        \x20   except sqlite3.OperationalError as e: print('REFUSED', q, e)\n";
+    let out = Command::new(python3())
+        .args(["-I", "-c", code])
+        .arg(&db)
+        .output()
+        .expect("run python3");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines().count() == 2
+            && text
+                .lines()
+                .all(|l| l.contains("REFUSED") && l.contains("locked")),
+        "sqlite {when}: another process must be refused the database, got:\n{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Rows committed, as the sqlite3 CLI (if installed) or python3 reads them after the writer ended.
+fn committed_rows(w: &Workload) -> String {
+    let db = std::fs::canonicalize(w.ctl.path())
+        .unwrap()
+        .join("db.sqlite");
+    let out = if Path::new("/usr/bin/sqlite3").is_file() {
+        Command::new("/usr/bin/sqlite3").arg(&db).arg("SELECT count(*) FROM t").output()
+    } else {
+        Command::new(python3())
+            .args(["-I", "-c", "import sqlite3,sys;print(sqlite3.connect(sys.argv[1]).execute('SELECT count(*) FROM t').fetchone()[0])"])
+            .arg(&db)
+            .output()
+    }
+    .expect("read the database");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn sqlite_roundtrip(double: bool, leave_running: bool) {
+    let _g = serial();
+    let mut w = start_sqlite_writer();
+    assert_refused(&w, "before checkpoint");
+    let img = image_dir("sqlite");
+    let dir = img.path().join("img");
+    if leave_running {
+        let out = checkpoint(w.pid, &dir, &["--leave-running"]);
+        assert!(
+            out.status.success(),
+            "checkpoint --leave-running: {}",
+            common::show_output(&out)
+        );
+        assert_refused(&w, "after checkpoint --leave-running");
+        checkpoint_kill(&w, &img.path().join("img2"));
+    } else {
+        checkpoint_kill(&w, &dir);
+    }
+    let (pid, _) = restore(&dir);
+    w.set_pid(pid);
+    assert_refused(&w, "after restore");
+    if double {
+        let dir2 = img.path().join("img3");
+        checkpoint_kill(&w, &dir2);
+        let (pid, _) = restore(&dir2);
+        w.set_pid(pid);
+        assert_refused(&w, "after the second restore");
+    }
+    if let Err(e) = w.verify() {
+        panic!("sqlite writer: verification failed:\n{e}");
+    }
+    assert_eq!(
+        committed_rows(&w),
+        "150",
+        "rows committed after the restored writer's COMMIT"
+    );
+}
+
+#[test]
+fn sqlite_writer_kill() {
+    sqlite_roundtrip(false, false);
+}
+
+#[test]
+fn sqlite_writer_leave_running() {
+    sqlite_roundtrip(false, true);
+}
+
+#[test]
+fn sqlite_writer_double() {
+    sqlite_roundtrip(true, false);
+}
