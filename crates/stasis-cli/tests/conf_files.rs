@@ -136,3 +136,5 @@ fn sqlite_writer_leave_running() {
 fn sqlite_writer_double() {
     sqlite_roundtrip(true, false);
 }
+
+conformance_tests!(status_flags, "status_flags", &[]);

@@ -393,11 +393,12 @@ pub(crate) fn open_with(path: &str, flags: u32) -> std::io::Result<File> {
     o.open(path)
 }
 
-/// The status flags that belong to the description (`O_APPEND`, `O_NONBLOCK`), as saved —
-/// whatever the kind's `open` left them at.
+/// The status flags that belong to the description (`O_APPEND`, `O_NONBLOCK`, `O_DIRECT` —
+/// packet mode on a pipe's write end —, `O_NOATIME`), as saved — whatever the kind's `open`
+/// left them at. `O_ASYNC` is set later by the task itself (see [`locks`]).
 fn set_status_flags(fd: &OwnedFd, f: &rec::FileObject) -> Result<(), Failure> {
     let what = || format!("open file description #{} ({}): status flags", f.id, f.path);
-    let mask = (libc::O_APPEND | libc::O_NONBLOCK) as u32;
+    let mask = (libc::O_APPEND | libc::O_NONBLOCK | libc::O_DIRECT | libc::O_NOATIME) as u32;
     let cur = sys::fcntl(fd.as_raw_fd(), libc::F_GETFL, 0).ctx(0, what)? as u32;
     let newfl = (cur & !mask) | (f.flags & mask);
     if newfl != cur {
