@@ -138,3 +138,7 @@ fn sqlite_writer_double() {
 }
 
 conformance_tests!(status_flags, "status_flags", &[]);
+
+conformance_tests!(opath, "opath", &[]);
+
+conformance_tests!(shared_fdtable, "shared_fdtable", &[]);

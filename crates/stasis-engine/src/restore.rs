@@ -717,7 +717,12 @@ fn restore_process_state(
         crate::files::locks::restore_in_task(r, p, img)?;
         task::restore_process_misc(r, p)?;
         task::restore_sigactions(r, p)?;
-        opened.finish_last(r)?;
+        if crate::files::shares_parent_table(p) {
+            // The table (and the inherited pidfd in it) is the parent's, closed there.
+            opened.finish(r)?;
+        } else {
+            opened.finish_last(r)?;
+        }
         for t in &p.threads {
             let mut tr = Remote::new(host(p.pid), host(t.tid), gadget, regs_of(host(t.tid))?);
             task::restore_thread(&mut tr, t)?;
