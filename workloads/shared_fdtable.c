@@ -6,6 +6,10 @@
  * (its own memory); before the checkpoint the root opens "before.dat" and
  * the child opens "child.dat" (both visible to both). The two talk through a
  * MAP_SHARED anonymous page.
+ * With the argument "sibling" the same pair is two children of the root: the
+ * root forks A, and A clones B with CLONE_FILES|CLONE_PARENT (B is A's
+ * sibling, sharing A's table; the root's own table is separate); A plays the
+ * root's part below and reports to the root through the shared page.
  * Verify: kcmp(KCMP_FILES) says the tables are one; both fds are there for
  * both processes with their content; a file the root opens after the restore
  * is visible in the child (same number, same content), and an fd the child
@@ -33,6 +37,8 @@ struct shared {
     volatile int child_fd; /* child.dat, opened by the child */
     volatile int new_fd;   /* opened by the root after restore */
     volatile int answer;   /* 0 ok, else a check number */
+    volatile int go;       /* sibling mode: 1 = A set up, 2 = verify, 3 = A done */
+    char msg[512];         /* sibling mode: A's verdict, empty if it passed */
 };
 
 static struct shared *sh;
@@ -71,45 +77,106 @@ static int child_main(void *arg)
     return 0;
 }
 
-int main(int argc, char **argv)
+static int sibling_mode;
+
+#define CHECK(cond, ...)                                                      \
+    do {                                                                      \
+        if (!(cond)) {                                                        \
+            snprintf(sh->msg, sizeof sh->msg, __VA_ARGS__);                   \
+            return 0;                                                         \
+        }                                                                     \
+    } while (0)
+
+/* Set up the pair: the caller ("leader") and a child sharing its table. */
+static pid_t setup(void)
 {
-    wl_init(argc, argv);
-    sh = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    if (sh == MAP_FAILED)
-        wl_fail("mmap: %s", strerror(errno));
     int before = make("before.dat", "from the root");
     if (before < 0)
         wl_fail("before.dat: %s", strerror(errno));
     size_t stack_size = 256 * 1024;
     char *stack = mmap(NULL, stack_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    pid_t child = clone(child_main, stack + stack_size, CLONE_FILES | SIGCHLD, (void *)(long)before);
+    int flags = CLONE_FILES | (sibling_mode ? CLONE_PARENT : SIGCHLD);
+    pid_t child = clone(child_main, stack + stack_size, flags, (void *)(long)before);
     if (child < 0)
         wl_fail("clone(CLONE_FILES): %s", strerror(errno));
     for (int i = 0; i < 500 && sh->cmd != 1; i++)
         wl_sleep_ms(10);
     if (sh->cmd != 1 || sh->child_fd < 0)
         wl_fail("the child did not open child.dat");
+    return child;
+}
+
+/* The leader's checks; 1 if all passed, else 0 with sh->msg set. */
+static int check(pid_t child)
+{
+    CHECK(syscall(SYS_kcmp, getpid(), child, KCMP_FILES, 0, 0) == 0,
+          "kcmp(KCMP_FILES): %d and child %d no longer share one fd table", getpid(), child);
+    int before = 3;
+    while (before < 64 && !content_is(before, "from the root"))
+        before++;
+    CHECK(before < 64, "before.dat is no longer open");
+    CHECK(content_is(sh->child_fd, "from the child"), "child.dat through the child's fd %d",
+          sh->child_fd);
+    sh->new_fd = make("after.dat", "opened after restore");
+    CHECK(sh->new_fd >= 0, "after.dat: %s", strerror(errno));
+    sh->cmd = 2;
+    for (int i = 0; i < 500 && sh->cmd != 3; i++)
+        wl_sleep_ms(10);
+    CHECK(sh->cmd == 3, "the child did not answer");
+    CHECK(sh->answer == 0, "the child's check %d failed (1: before.dat, 2: the fd the leader "
+          "opened after restore, 3: closing child.dat)", sh->answer);
+    CHECK(fcntl(sh->child_fd, F_GETFD) < 0 && errno == EBADF,
+          "fd %d closed by the child is still open in the leader", sh->child_fd);
+    return 1;
+}
+
+int main(int argc, char **argv)
+{
+    wl_init(argc, argv);
+    sibling_mode = argc > 2 && strcmp(argv[2], "sibling") == 0;
+    sh = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (sh == MAP_FAILED)
+        wl_fail("mmap: %s", strerror(errno));
+    pid_t child = 0, leader = 0;
+    if (sibling_mode) {
+        leader = fork();
+        if (leader == 0) {
+            child = setup();
+            sh->go = 1;
+            while (sh->go != 2)
+                usleep(10000);
+            if (check(child))
+                sh->msg[0] = 0;
+            sh->go = 3;
+            _exit(0);
+        }
+        for (int i = 0; i < 500 && sh->go != 1; i++)
+            wl_sleep_ms(10);
+        if (sh->go != 1)
+            wl_fail("process A did not set up");
+    } else {
+        child = setup();
+    }
 
     wl_ready();
     while (!wl_verify_requested())
         wl_sleep_ms(50);
 
-    WL_CHECK(syscall(SYS_kcmp, getpid(), child, KCMP_FILES, 0, 0) == 0,
-             "kcmp(KCMP_FILES): the root and child %d no longer share one fd table", child);
-    WL_CHECK(content_is(before, "from the root"), "before.dat through fd %d", before);
-    WL_CHECK(content_is(sh->child_fd, "from the child"), "child.dat through the child's fd %d",
-             sh->child_fd);
-    sh->new_fd = make("after.dat", "opened after restore");
-    WL_CHECK(sh->new_fd >= 0, "after.dat: %s", strerror(errno));
-    sh->cmd = 2;
-    for (int i = 0; i < 500 && sh->cmd != 3; i++)
-        wl_sleep_ms(10);
-    WL_CHECK(sh->cmd == 3, "the child did not answer");
-    WL_CHECK(sh->answer == 0, "the child's check %d failed (1: before.dat, 2: the fd the root "
-             "opened after restore, 3: closing child.dat)", sh->answer);
-    WL_CHECK(fcntl(sh->child_fd, F_GETFD) < 0 && errno == EBADF,
-             "fd %d closed by the child is still open in the root", sh->child_fd);
     int st;
+    if (sibling_mode) {
+        sh->go = 2;
+        for (int i = 0; i < 1000 && sh->go != 3; i++)
+            wl_sleep_ms(10);
+        WL_CHECK(sh->go == 3, "process A did not finish its checks");
+        WL_CHECK(sh->msg[0] == 0, "process A: %s", sh->msg);
+        WL_CHECK(waitpid(leader, &st, 0) == leader && WIFEXITED(st) && WEXITSTATUS(st) == 0,
+                 "process A exit status %#x", st);
+        /* B's parent is the root (CLONE_PARENT). */
+        WL_CHECK(waitpid(-1, &st, 0) > 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0,
+                 "child B exit status %#x", st);
+        wl_report(1, "ok");
+    }
+    WL_CHECK(check(child), "%s", sh->msg);
     WL_CHECK(waitpid(child, &st, 0) == child && WIFEXITED(st) && WEXITSTATUS(st) == 0,
              "child exit status %#x", st);
     wl_report(1, "ok");

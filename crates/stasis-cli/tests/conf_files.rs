@@ -142,3 +142,5 @@ conformance_tests!(status_flags, "status_flags", &[]);
 conformance_tests!(opath, "opath", &[]);
 
 conformance_tests!(shared_fdtable, "shared_fdtable", &[]);
+
+conformance_tests!(shared_fdtable_sibling, "shared_fdtable", &["sibling"]);

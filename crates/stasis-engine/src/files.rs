@@ -35,7 +35,7 @@ pub(crate) mod kind;
 pub(crate) mod locks;
 mod memfd;
 mod opath;
-pub(crate) use fdtable::shares_parent_table;
+pub(crate) use fdtable::{creator, shares_fd_table};
 mod pipes;
 mod regular;
 
@@ -76,8 +76,8 @@ pub struct FileTable {
     pub journal: Option<crate::journal::JournalHandle>,
     /// Locks seen in fdinfo (see [`locks`]).
     locks: locks::LockTable,
-    /// Pids whose fd tables are dumped (for `kcmp(KCMP_FILES)`).
-    tables: Vec<i32>,
+    /// (pid, parent) of the processes whose fd tables are dumped (for `kcmp(KCMP_FILES)`).
+    tables: Vec<(i32, i32)>,
 }
 
 pub(crate) fn is_tty(md: &std::fs::Metadata) -> bool {

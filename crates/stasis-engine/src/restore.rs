@@ -607,15 +607,17 @@ fn create_tasks(
 ) -> Result<(), Failure> {
     // Processes, parents first.
     for p in &img.processes[1..] {
+        let (by, flags) = crate::files::creator(p);
         let parent = remotes
-            .get_mut(&p.ppid)
-            .ok_or_else(|| Failure::msg(p.pid, "parent not restored"))?;
-        let flags = if crate::files::shares_parent_table(p) {
-            libc::CLONE_FILES as u64
-        } else {
+            .get_mut(&by)
+            .ok_or_else(|| Failure::msg(p.pid, format!("its creator {by} is not restored")))?;
+        // clone3 refuses an exit signal with CLONE_PARENT: the creator's own is used.
+        let exit_signal = if flags & libc::CLONE_PARENT as u64 != 0 {
             0
+        } else {
+            p.exit_signal.max(0) as u64
         };
-        let pid = inject_clone(parent, flags, p.exit_signal.max(0) as u64, p.pid)?;
+        let pid = inject_clone(parent, flags, exit_signal, p.pid)?;
         created.tasks.push((pid, pid));
         hmap.insert(p.pid, pid);
         let mut r = Remote::new(pid, pid, gadget, regs_of(pid)?);
@@ -710,15 +712,15 @@ fn restore_process_state(
                 &[start, len, prot as u64],
             )?;
         }
-        if !crate::files::shares_parent_table(p) {
+        if !crate::files::shares_fd_table(p) {
             opened.restore_fds(r, p)?;
         }
         crate::events::restore_epoll_items(r, p, img)?;
         crate::files::locks::restore_in_task(r, p, img)?;
         task::restore_process_misc(r, p)?;
         task::restore_sigactions(r, p)?;
-        if crate::files::shares_parent_table(p) {
-            // The table (and the inherited pidfd in it) is the parent's, closed there.
+        if crate::files::shares_fd_table(p) {
+            // The table (and the inherited pidfd in it) is an earlier process's, closed there.
             opened.finish(r)?;
         } else {
             opened.finish_last(r)?;
