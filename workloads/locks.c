@@ -11,7 +11,8 @@
  *  - flock_sh.dat: flock LOCK_SH;
  *  - ofd.dat: open file description locks (write 3..6, read 20..EOF);
  *  - lease.dat: a read lease (F_SETLEASE F_RDLCK), F_SETSIG SIGRTMIN+1, a
- *    SA_SIGINFO handler;
+ *    SA_SIGINFO handler; wlease.dat: a write lease (F_WRLCK), F_SETSIG
+ *    SIGRTMIN+4;
  *  - two waiters: child W1 blocked in F_SETLKW on posix.dat 10..19, child W2
  *    blocked in flock(LOCK_EX) on its own description of flock.dat.
  * Verify: a fresh checker process finds each lock with F_GETLK (type and
@@ -33,13 +34,15 @@
 #include <time.h>
 #include <unistd.h>
 
-static volatile sig_atomic_t lease_sig_fd = -1;
+static volatile sig_atomic_t lease_sig_fd = -1, wlease_sig_fd = -1;
 
 static void on_lease(int sig, siginfo_t *si, void *uc)
 {
-    (void)sig;
     (void)uc;
-    lease_sig_fd = si->si_fd;
+    if (sig == SIGRTMIN + 1)
+        lease_sig_fd = si->si_fd;
+    else
+        wlease_sig_fd = si->si_fd;
 }
 
 static int make_file(const char *name, int flags)
@@ -142,6 +145,10 @@ static int check_locks(pid_t root, pid_t holder)
     if (lfd >= 0 || errno != EWOULDBLOCK)
         return dprintf(2, "lease.dat: opening for write expected EWOULDBLOCK (read lease), "
                           "got fd %d errno %d\n", lfd, errno), 1;
+    lfd = open("wlease.dat", O_RDONLY | O_NONBLOCK);
+    if (lfd >= 0 || errno != EWOULDBLOCK)
+        return dprintf(2, "wlease.dat: opening for read expected EWOULDBLOCK (write lease), "
+                          "got fd %d errno %d\n", lfd, errno), 1;
     return 0;
 }
 
@@ -160,12 +167,14 @@ int main(int argc, char **argv)
     wl_init(argc, argv);
     struct sigaction sa = {.sa_sigaction = on_lease, .sa_flags = SA_SIGINFO | SA_RESTART};
     sigaction(SIGRTMIN + 1, &sa, NULL);
+    sigaction(SIGRTMIN + 4, &sa, NULL);
 
     int pfd = make_file("posix.dat", O_RDWR);
     int ffd = make_file("flock.dat", O_RDWR);
     int sfd = make_file("flock_sh.dat", O_RDWR);
     int ofd = make_file("ofd.dat", O_RDWR);
     int lfd = make_file("lease.dat", O_RDONLY);
+    int wlfd = make_file("wlease.dat", O_RDWR);
     if (posix_lock(pfd, F_SETLK, F_WRLCK, 10, 10) < 0 || posix_lock(pfd, F_SETLK, F_RDLCK, 50, 0) < 0)
         wl_fail("posix locks: %s", strerror(errno));
     if (flock(ffd, LOCK_EX | LOCK_NB) < 0 || flock(sfd, LOCK_SH | LOCK_NB) < 0)
@@ -174,6 +183,8 @@ int main(int argc, char **argv)
         wl_fail("OFD locks: %s", strerror(errno));
     if (fcntl(lfd, F_SETSIG, SIGRTMIN + 1) < 0 || fcntl(lfd, F_SETLEASE, F_RDLCK) < 0)
         wl_fail("lease: %s", strerror(errno));
+    if (fcntl(wlfd, F_SETSIG, SIGRTMIN + 4) < 0 || fcntl(wlfd, F_SETLEASE, F_WRLCK) < 0)
+        wl_fail("write lease: %s", strerror(errno));
 
     int hp[2];
     if (pipe(hp) < 0)
@@ -206,6 +217,8 @@ int main(int argc, char **argv)
     char msg[256] = "";
     if (fcntl(lfd, F_GETLEASE) != F_RDLCK)
         snprintf(msg, sizeof msg, "F_GETLEASE: expected F_RDLCK, found %d", fcntl(lfd, F_GETLEASE)), ok = 0;
+    if (ok && fcntl(wlfd, F_GETLEASE) != F_WRLCK)
+        snprintf(msg, sizeof msg, "write lease: expected F_WRLCK, found %d", fcntl(wlfd, F_GETLEASE)), ok = 0;
     if (ok && fcntl(lfd, F_GETSIG) != SIGRTMIN + 1)
         snprintf(msg, sizeof msg, "F_GETSIG: expected %d, found %d", SIGRTMIN + 1, fcntl(lfd, F_GETSIG)), ok = 0;
     if (ok && fcntl(lfd, F_GETOWN) != getpid())
@@ -225,7 +238,12 @@ int main(int argc, char **argv)
         wl_sleep_ms(10);
     if (ok && lease_sig_fd != lfd)
         snprintf(msg, sizeof msg, "lease break signal: expected si_fd %d, got %d", lfd, (int)lease_sig_fd), ok = 0;
+    for (int i = 0; ok && i < 300 && wlease_sig_fd < 0; i++)
+        wl_sleep_ms(10);
+    if (ok && wlease_sig_fd != wlfd)
+        snprintf(msg, sizeof msg, "write lease break signal: expected si_fd %d, got %d", wlfd, (int)wlease_sig_fd), ok = 0;
     fcntl(lfd, F_SETLEASE, F_UNLCK);
+    fcntl(wlfd, F_SETLEASE, F_UNLCK);
     if (ok) {
         posix_lock(pfd, F_SETLK, F_UNLCK, 10, 10);
         flock(ffd, LOCK_UN);
