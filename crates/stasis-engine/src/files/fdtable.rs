@@ -65,6 +65,9 @@ pub(crate) fn creator(p: &rec::Process) -> (i32, u64) {
     } else if p.fd_table_of == p.ppid {
         (p.ppid, libc::CLONE_FILES as u64)
     } else {
-        (p.fd_table_of, (libc::CLONE_FILES | libc::CLONE_PARENT) as u64)
+        (
+            p.fd_table_of,
+            (libc::CLONE_FILES | libc::CLONE_PARENT) as u64,
+        )
     }
 }
