@@ -144,3 +144,58 @@ conformance_tests!(opath, "opath", &[]);
 conformance_tests!(shared_fdtable, "shared_fdtable", &[]);
 
 conformance_tests!(shared_fdtable_sibling, "shared_fdtable", &["sibling"]);
+
+// ---------------------------------------------------------------------------------------------
+// A lock that another process holds when the image is restored: the restore must fail naming
+// the file and the lock (never a restore without it), leave nothing running, and the holder
+// keeps its locks.
+
+#[test]
+fn restore_refused_while_another_process_holds_the_lock() {
+    use common::partition::{image, Ctl, Parts, T_RESTORE};
+    let _g = serial();
+    let parts = Parts::new("hf-locks");
+    let ctl = Ctl::new("locks");
+    let bin = common::workload_bin("locks");
+    let bin = bin.to_string_lossy().into_owned();
+    let res = (|| -> Result<(), String> {
+        parts.run("hf-locks", &[], &[&bin, &ctl.arg()])?;
+        ctl.wait_ready(&parts, "hf-locks")?;
+        let (_t, img) = image("hf-locks");
+        let out = parts.checkpoint("hf-locks", &img, &["--leave-running"]);
+        if !out.ok() {
+            return Err(format!("checkpoint --leave-running: {}", out.show()));
+        }
+        // The copy opens the same files in CTL_DIR: the original still holds their locks.
+        parts.track("hf-locks2");
+        let d = img.to_string_lossy().into_owned();
+        let out = parts.exec(&["restore", "--dir", &d, "--name", "hf-locks2"], T_RESTORE);
+        if out.ok() {
+            return Err(format!(
+                "the restore beside the lock holder succeeded: {}",
+                out.show()
+            ));
+        }
+        let ok_msg = out.stderr.contains(&ctl.arg())
+            && out.stderr.contains("lock again")
+            && out
+                .stderr
+                .contains("another process holds a conflicting lock");
+        if !ok_msg {
+            return Err(format!(
+                "the error must name the file, the lock and why: {}",
+                out.show()
+            ));
+        }
+        eprintln!("refused as expected: {}", out.stderr.trim());
+        if parts.running_pid("hf-locks2").is_some() {
+            return Err("the failed restore left hf-locks2 running".into());
+        }
+        ctl.verify(&parts, "hf-locks")
+    })();
+    let _ = parts.rm_f("hf-locks2");
+    let _ = parts.rm_f("hf-locks");
+    if let Err(e) = res {
+        panic!("locks held elsewhere at restore: {e}");
+    }
+}

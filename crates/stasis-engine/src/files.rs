@@ -422,10 +422,14 @@ fn seek_to_saved(file: &File, f: &rec::FileObject) -> Result<(), Failure> {
 
 /// One line describing an open file description of an image, by its kind (`stasis inspect`).
 pub fn describe(img: &rec::Checkpoint, f: &rec::FileObject) -> String {
-    match kind::for_record(f.kind) {
+    let mut line = match kind::for_record(f.kind) {
         Some(k) => k.describe(img, f),
         None => format!("unknown kind {} ({})", f.kind, f.path),
+    };
+    for l in &f.locks {
+        line.push_str(&format!(", {}", locks::describe_lock(l)));
     }
+    line
 }
 
 impl Opened {

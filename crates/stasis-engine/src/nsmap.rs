@@ -68,7 +68,8 @@ pub fn to_namespace(img: &mut rec::Checkpoint) -> Result<(), Failure> {
     }
     for f in &mut img.files {
         if let Some(o) = f.owner.as_mut() {
-            o.pid = tr("owner of a file", o.pid, o.pid)?;
+            // An owner outside the namespace reads as 0 from inside it (no owner).
+            o.pid = map.get(&o.pid).copied().unwrap_or(0);
         }
         if let Some(ep) = f.epoll_mut() {
             for it in &mut ep.items {

@@ -151,7 +151,8 @@ impl FileTable {
     }
 }
 
-fn describe_lock(l: &rec::FileLock) -> String {
+/// `flock write lock`, `POSIX read lock on bytes 5..=14`, …
+pub(crate) fn describe_lock(l: &rec::FileLock) -> String {
     let kind = match LockKind::try_from(l.kind) {
         Ok(LockKind::Posix) => "POSIX",
         Ok(LockKind::Flock) => "flock",
