@@ -10,7 +10,11 @@
  * root forks A, and A clones B with CLONE_FILES|CLONE_PARENT (B is A's
  * sibling, sharing A's table; the root's own table is separate); A plays the
  * root's part below and reports to the root through the shared page.
- * Verify: kcmp(KCMP_FILES) says the tables are one; both fds are there for
+ * The child takes a POSIX write lock on child.dat (bytes 0..3) and the leader
+ * one on before.dat (byte 0): locks owned by the shared table, each showing
+ * the pid that set it.
+ * Verify: kcmp(KCMP_FILES) says the tables are one; a checker process finds
+ * each lock with F_GETLK and the pid of its setter; both fds are there for
  * both processes with their content; a file the root opens after the restore
  * is visible in the child (same number, same content), and an fd the child
  * closes is gone for the root; the child exits 0 and the root reaps it.
@@ -62,6 +66,9 @@ static int child_main(void *arg)
 {
     int before = (int)(long)arg;
     sh->child_fd = make("child.dat", "from the child");
+    struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 4};
+    if (sh->child_fd >= 0 && fcntl(sh->child_fd, F_SETLK, &fl) < 0)
+        sh->child_fd = -1;
     sh->cmd = 1;
     while (sh->cmd != 2)
         usleep(10000);
@@ -91,7 +98,8 @@ static int sibling_mode;
 static pid_t setup(void)
 {
     int before = make("before.dat", "from the root");
-    if (before < 0)
+    struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 1};
+    if (before < 0 || fcntl(before, F_SETLK, &fl) < 0)
         wl_fail("before.dat: %s", strerror(errno));
     size_t stack_size = 256 * 1024;
     char *stack = mmap(NULL, stack_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -106,6 +114,27 @@ static pid_t setup(void)
     return child;
 }
 
+/* The pid of the POSIX lock that blocks a write lock on name's [start, start+len). */
+static pid_t lock_pid(const char *name, off_t start, off_t len)
+{
+    int fd = open(name, O_RDWR);
+    struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = start, .l_len = len};
+    if (fd < 0 || fcntl(fd, F_GETLK, &fl) < 0)
+        return -2;
+    close(fd);
+    return fl.l_type == F_UNLCK ? 0 : fl.l_pid;
+}
+
+/* A process outside the table asks who holds the two locks: 0 if as expected. */
+static int check_lock_pids(pid_t leader, pid_t child)
+{
+    pid_t chk = fork();
+    if (chk == 0)
+        _exit(lock_pid("before.dat", 0, 1) == leader && lock_pid("child.dat", 0, 4) == child ? 0 : 1);
+    int st;
+    return waitpid(chk, &st, 0) == chk && WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : 1;
+}
+
 /* The leader's checks; 1 if all passed, else 0 with sh->msg set. */
 static int check(pid_t child)
 {
@@ -115,6 +144,9 @@ static int check(pid_t child)
     while (before < 64 && !content_is(before, "from the root"))
         before++;
     CHECK(before < 64, "before.dat is no longer open");
+    CHECK(check_lock_pids(getpid(), child) == 0,
+          "POSIX locks: expected before.dat byte 0 held by %d and child.dat 0..3 by %d",
+          getpid(), child);
     CHECK(content_is(sh->child_fd, "from the child"), "child.dat through the child's fd %d",
           sh->child_fd);
     sh->new_fd = make("after.dat", "opened after restore");

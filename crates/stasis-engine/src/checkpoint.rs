@@ -218,7 +218,6 @@ fn inspect_tree(
         p.vmas = memory::dump_layout(pid, i, &smaps, shmem, jobs)?;
         p.fds = files.dump_process(pid, shmem, writer)?;
         p.fd_table_of = files.shared_fd_table(pid, p.ppid)?;
-        p.locks = files.take_locks(pid);
         p.threads = sp
             .threads
             .iter()
@@ -227,6 +226,7 @@ fn inspect_tree(
         p.shared_pending = task::dump_shared_pending(pid)?;
         procs.push(p);
     }
+    files.assign_locks(&mut procs);
     Ok(procs)
 }
 

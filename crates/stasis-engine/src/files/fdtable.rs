@@ -4,8 +4,8 @@
 //! of its parent, or of a sibling (created with `CLONE_FILES|CLONE_PARENT`), is recorded with
 //! [`rec::Process::fd_table_of`]: restore creates it with `CLONE_FILES` from that process (and
 //! `CLONE_PARENT` for a sibling) and installs the fds once, through the process that was
-//! created first (the POSIX locks are that one's too: the owner of a POSIX lock is the
-//! table). A table shared with another relative is refused.
+//! created first. The owner of a POSIX lock is the table: each is taken again by the process
+//! that set it (the pid fdinfo shows), through the shared fd. A table shared with another relative is refused.
 
 use super::FileTable;
 use crate::error::{CheckpointError, Ctx};
@@ -45,9 +45,6 @@ impl FileTable {
             }
         }
         self.tables.push((pid, ppid));
-        if shared != 0 {
-            self.locks_drop(pid);
-        }
         Ok(shared)
     }
 }

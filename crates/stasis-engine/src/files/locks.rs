@@ -34,11 +34,10 @@ use std::os::fd::{AsRawFd, OwnedFd};
 /// Dump-side lock bookkeeping of a [`FileTable`].
 #[derive(Default)]
 pub(crate) struct LockTable {
-    /// Pid → the POSIX locks and leases it takes again.
-    by_process: HashMap<i32, Vec<rec::FileLock>>,
-    /// (pid, `maj:min:ino`, start, end) of POSIX locks already recorded (several fds of a
-    /// process may show the same lock).
-    seen: HashSet<(i32, String, u64, u64)>,
+    /// (setter, holder, lock): the POSIX locks and leases to take again, with the pid that
+    /// fdinfo names (for a POSIX lock, the process that set it, which may be another process
+    /// sharing the fd table) and the process whose fd shows it.
+    found: Vec<(i32, i32, String, rec::FileLock)>,
 }
 
 /// One `lock:` line of fdinfo: `1: POSIX  ADVISORY  WRITE 1864 fe:00:10010753 5 EOF`.
@@ -47,6 +46,7 @@ struct LockLine<'a> {
     kind: &'a str,
     state: &'a str,
     access: &'a str,
+    pid: i32,
     object: &'a str,
     start: u64,
     end: u64,
@@ -66,6 +66,7 @@ fn parse_line(v: &str) -> Option<LockLine<'_>> {
         kind: t[1],
         state: t[2],
         access: t[3],
+        pid: t[4].parse().ok()?,
         object: t[5],
         start: t[6].parse().ok()?,
         end,
@@ -97,18 +98,17 @@ impl FileTable {
             let bad_access = !matches!(l.access, "READ" | "WRITE");
             match l.kind {
                 "POSIX" if !bad_access => {
-                    let key = (p.pid, l.object.to_string(), l.start, l.end);
-                    if self.locks.seen.insert(key) {
-                        let lk = lock_of(LockKind::Posix, &l, p.fd);
-                        self.locks.by_process.entry(p.pid).or_default().push(lk);
-                    }
+                    let lk = lock_of(LockKind::Posix, &l, p.fd);
+                    self.locks
+                        .found
+                        .push((l.pid, p.pid, l.object.to_string(), lk));
                 }
                 "FLOCK" if !bad_access => desc.push(lock_of(LockKind::Flock, &l, 0)),
                 "OFDLCK" if !bad_access => desc.push(lock_of(LockKind::Ofd, &l, 0)),
                 "LEASE" if l.state == "ACTIVE" && !bad_access => {
                     if fo.is_some() {
                         let lk = lock_of(LockKind::Lease, &l, p.fd);
-                        self.locks.by_process.entry(p.pid).or_default().push(lk);
+                        self.locks.found.push((p.pid, p.pid, String::new(), lk));
                     }
                 }
                 _ => {
@@ -125,16 +125,42 @@ impl FileTable {
         Ok(())
     }
 
-    /// The POSIX locks and leases process `pid` takes again at restore.
-    pub fn take_locks(&mut self, pid: i32) -> Vec<rec::FileLock> {
-        self.locks.by_process.remove(&pid).unwrap_or_default()
-    }
-
-    /// Forget the POSIX locks recorded for `pid` (a process sharing its parent's fd table:
-    /// they are the parent's).
-    pub(super) fn locks_drop(&mut self, pid: i32) {
-        if let Some(v) = self.locks.by_process.get_mut(&pid) {
-            v.retain(|l| l.kind != LockKind::Posix as i32);
+    /// Give every process of the tree the POSIX locks and leases it takes again at restore: a
+    /// POSIX lock goes to the process that set it when that one is in the tree and uses the
+    /// same fd table (else to the process whose fd shows it), once.
+    pub fn assign_locks(&mut self, procs: &mut [rec::Process]) {
+        let index: HashMap<i32, usize> =
+            procs.iter().enumerate().map(|(i, p)| (p.pid, i)).collect();
+        let tables: HashMap<i32, i32> = procs
+            .iter()
+            .map(|p| {
+                (
+                    p.pid,
+                    if p.fd_table_of != 0 {
+                        p.fd_table_of
+                    } else {
+                        p.pid
+                    },
+                )
+            })
+            .collect();
+        // (fd table, `maj:min:ino`, start, end): several fds of a process, or processes
+        // sharing one table, show the same POSIX lock.
+        let mut seen: HashSet<(i32, String, u64, u64)> = HashSet::new();
+        for (setter, holder, object, lk) in std::mem::take(&mut self.locks.found) {
+            let Some(&table) = tables.get(&holder) else {
+                continue; // a file in flight, held by us
+            };
+            let owner = if tables.get(&setter) == Some(&table) {
+                setter
+            } else {
+                holder
+            };
+            let key = (table, object, lk.start, lk.end);
+            if lk.kind == LockKind::Posix as i32 && !seen.insert(key) {
+                continue;
+            }
+            procs[index[&owner]].locks.push(lk);
         }
     }
 
