@@ -23,7 +23,7 @@ fn python3() -> PathBuf {
     p.to_path_buf()
 }
 
-fn start_sqlite_writer() -> Workload {
+fn start_sqlite_writer(wal: bool) -> Workload {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/programs/sqlite_writer.py");
     Workload::start_program(
         "sqlite_writer",
@@ -33,15 +33,16 @@ fn start_sqlite_writer() -> Workload {
             std::ffi::OsStr::new("-I"),
             script.as_os_str(),
         ],
-        &[],
+        if wal { &["wal"] } else { &[] },
         None,
         None,
     )
 }
 
 /// Another process (python3's sqlite3 module, no busy timeout) tries to write and to read the
-/// database: both must fail with "database is locked" while the writer holds EXCLUSIVE.
-fn assert_refused(w: &Workload, when: &str) {
+/// database: both must fail with "database is locked" while the writer holds EXCLUSIVE. In WAL
+/// mode readers go on: the read must see the 100 committed rows, and only the write is refused.
+fn assert_refused(w: &Workload, when: &str, wal: bool) {
     let db = std::fs::canonicalize(w.ctl.path())
         .unwrap()
         .join("db.sqlite");
@@ -49,7 +50,7 @@ fn assert_refused(w: &Workload, when: &str) {
         c=sqlite3.connect(sys.argv[1],timeout=0,isolation_level=None)\n\
         for q in ('BEGIN IMMEDIATE','SELECT count(*) FROM t'):\n\
         \x20   try:\n\
-        \x20       c.execute(q).fetchall(); print('GRANTED', q)\n\
+        \x20       print('GRANTED', q, c.execute(q).fetchall())\n\
         \x20   except sqlite3.OperationalError as e: print('REFUSED', q, e)\n";
     let out = Command::new(python3())
         .args(["-I", "-c", code])
@@ -57,12 +58,17 @@ fn assert_refused(w: &Workload, when: &str) {
         .output()
         .expect("run python3");
     let text = String::from_utf8_lossy(&out.stdout);
+    let refused = |l: &str| l.contains("REFUSED") && l.contains("locked");
+    let lines: Vec<&str> = text.lines().collect();
+    let ok = match (wal, lines.as_slice()) {
+        (false, [a, b]) => refused(a) && refused(b),
+        (true, [a, b]) => refused(a) && b.contains("GRANTED") && b.contains("[(100,)]"),
+        _ => false,
+    };
     assert!(
-        text.lines().count() == 2
-            && text
-                .lines()
-                .all(|l| l.contains("REFUSED") && l.contains("locked")),
-        "sqlite {when}: another process must be refused the database, got:\n{text}{}",
+        ok,
+        "sqlite {when}: another process must be refused the database{}, got:\n{text}{}",
+        if wal { " for writing (WAL)" } else { "" },
         String::from_utf8_lossy(&out.stderr)
     );
 }
@@ -81,12 +87,17 @@ fn committed_rows(w: &Workload) -> String {
             .output()
     }
     .expect("read the database");
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout).trim(),
+        String::from_utf8_lossy(&out.stderr).trim()
+    )
 }
 
-fn sqlite_roundtrip(double: bool, leave_running: bool) {
+fn sqlite_roundtrip(double: bool, leave_running: bool, wal: bool) {
     let _g = serial();
-    let mut w = start_sqlite_writer();
+    let mut w = start_sqlite_writer(wal);
+    let assert_refused = |w: &Workload, when: &str| assert_refused(w, when, wal);
     assert_refused(&w, "before checkpoint");
     let img = image_dir("sqlite");
     let dir = img.path().join("img");
@@ -115,6 +126,12 @@ fn sqlite_roundtrip(double: bool, leave_running: bool) {
     if let Err(e) = w.verify() {
         panic!("sqlite writer: verification failed:\n{e}");
     }
+    // The writer closes its connection as it exits (in WAL mode a last checkpoint, under lock).
+    let left = common::wait_gone(&[w.pid], std::time::Duration::from_secs(10));
+    assert!(
+        left.is_empty(),
+        "the sqlite writer did not exit after verifying"
+    );
     assert_eq!(
         committed_rows(&w),
         "150",
@@ -124,17 +141,27 @@ fn sqlite_roundtrip(double: bool, leave_running: bool) {
 
 #[test]
 fn sqlite_writer_kill() {
-    sqlite_roundtrip(false, false);
+    sqlite_roundtrip(false, false, false);
 }
 
 #[test]
 fn sqlite_writer_leave_running() {
-    sqlite_roundtrip(false, true);
+    sqlite_roundtrip(false, true, false);
 }
 
 #[test]
 fn sqlite_writer_double() {
-    sqlite_roundtrip(true, false);
+    sqlite_roundtrip(true, false, false);
+}
+
+#[test]
+fn sqlite_writer_wal_kill() {
+    sqlite_roundtrip(false, false, true);
+}
+
+#[test]
+fn sqlite_writer_wal_double() {
+    sqlite_roundtrip(true, false, true);
 }
 
 conformance_tests!(status_flags, "status_flags", &[]);

@@ -1,7 +1,8 @@
 """sqlite_writer.py - a SQLite writer holding its lock across checkpoint/restore (Stasis test
 program; the workload protocol of workloads/common.h).
 
-Run as `python3 sqlite_writer.py CTL_DIR`: creates CTL_DIR/db.sqlite (rollback journal) with
+Run as `python3 sqlite_writer.py CTL_DIR [wal]`: creates CTL_DIR/db.sqlite (rollback journal,
+or write-ahead log with `wal`: then the database's -shm index is mapped shared) with
 100 committed rows, then opens `BEGIN EXCLUSIVE` and inserts 50 more rows without committing:
 SQLite holds POSIX record locks on the database file (the EXCLUSIVE lock) and the hot journal
 exists. Then writes CTL_DIR/ready and waits for CTL_DIR/verify.
@@ -33,7 +34,10 @@ def report(ok, msg):
 
 
 db = sqlite3.connect("db.sqlite", isolation_level=None, timeout=0)
-db.execute("PRAGMA journal_mode=DELETE")
+MODE = "WAL" if sys.argv[2:] == ["wal"] else "DELETE"
+got = db.execute("PRAGMA journal_mode=%s" % MODE).fetchone()[0]
+if got.upper() != MODE:
+    report(False, "journal_mode %s: got %s" % (MODE, got))
 db.execute("CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT)")
 db.executemany("INSERT INTO t VALUES (?, ?)", [(i, "row%d" % i) for i in range(100)])
 db.execute("BEGIN EXCLUSIVE")
