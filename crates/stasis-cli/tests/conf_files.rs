@@ -52,11 +52,8 @@ fn assert_refused(w: &Workload, when: &str, wal: bool) {
         \x20   try:\n\
         \x20       print('GRANTED', q, c.execute(q).fetchall())\n\
         \x20   except sqlite3.OperationalError as e: print('REFUSED', q, e)\n";
-    let out = Command::new(python3())
-        .args(["-I", "-c", code])
-        .arg(&db)
-        .output()
-        .expect("run python3");
+    // (run_cmd: the harness's reaper must not take the command's exit status)
+    let out = common::run_cmd(Command::new(python3()).args(["-I", "-c", code]).arg(&db));
     let text = String::from_utf8_lossy(&out.stdout);
     let refused = |l: &str| l.contains("REFUSED") && l.contains("locked");
     let lines: Vec<&str> = text.lines().collect();
@@ -79,14 +76,16 @@ fn committed_rows(w: &Workload) -> String {
         .unwrap()
         .join("db.sqlite");
     let out = if Path::new("/usr/bin/sqlite3").is_file() {
-        Command::new("/usr/bin/sqlite3").arg(&db).arg("SELECT count(*) FROM t").output()
+        common::run_cmd(
+            Command::new("/usr/bin/sqlite3")
+                .arg(&db)
+                .arg("SELECT count(*) FROM t"),
+        )
     } else {
-        Command::new(python3())
-            .args(["-I", "-c", "import sqlite3,sys;print(sqlite3.connect(sys.argv[1]).execute('SELECT count(*) FROM t').fetchone()[0])"])
-            .arg(&db)
-            .output()
-    }
-    .expect("read the database");
+        let code = "import sqlite3,sys\n\
+            print(sqlite3.connect(sys.argv[1]).execute('SELECT count(*) FROM t').fetchone()[0])";
+        common::run_cmd(Command::new(python3()).args(["-I", "-c", code]).arg(&db))
+    };
     format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout).trim(),
