@@ -286,7 +286,7 @@ impl FileTable {
         tracing::trace!(pid = p.pid, fd = p.fd, kind = kind.name(), "dumping fd");
         let inflight = kind.dump(self, p, &mut fo, cx)?;
         self.dump_locks(p, Some(&mut fo))?;
-        fo.owner = self.dump_owner(p)?;
+        fo.owner = self.dump_owner(p, cx.depth)?;
         self.files.push(fo);
         self.dump_inflight(p, id, inflight, cx)?;
         Ok(id)

@@ -164,8 +164,14 @@ impl FileTable {
         }
     }
 
-    /// The owner (`F_GETOWN_EX`) and signal (`F_GETSIG`) of the description of fd `p`.
-    pub(super) fn dump_owner(&mut self, p: &Probe) -> Result<Option<rec::FileOwner>, Failure> {
+    /// The owner (`F_GETOWN_EX`) and signal (`F_GETSIG`) of the description of fd `p`. A file
+    /// in flight (`depth` > 0) is restored by no task: one with an owner, `O_ASYNC` or a lease
+    /// is refused rather than restored without them.
+    pub(super) fn dump_owner(
+        &mut self,
+        p: &Probe,
+        depth: u32,
+    ) -> Result<Option<rec::FileOwner>, CheckpointError> {
         if p.info.flags & libc::O_PATH as u32 != 0 {
             return Ok(None);
         }
@@ -173,7 +179,18 @@ impl FileTable {
         let what = || format!("fd {} ({}): reading its owner", p.fd, p.link);
         let (kind, pid) = sys::get_owner_ex(fd.as_raw_fd()).ctx(p.pid, what)?;
         let signal = sys::fcntl(fd.as_raw_fd(), sys::F_GETSIG, 0).ctx(p.pid, what)? as i32;
-        Ok((pid != 0 || signal != 0).then_some(rec::FileOwner { kind, pid, signal }))
+        let owner = (pid != 0 || signal != 0).then_some(rec::FileOwner { kind, pid, signal });
+        let leased = p
+            .info
+            .extra
+            .iter()
+            .any(|(k, v)| k == "lock" && v.contains("LEASE"));
+        if depth > 0 && (owner.is_some() || p.info.flags & libc::O_ASYNC as u32 != 0 || leased) {
+            return Err(p.unsupported(
+                "a file in flight in a unix socket with an owner, O_ASYNC or a lease",
+            ));
+        }
+        Ok(owner)
     }
 }
 
