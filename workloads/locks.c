@@ -13,8 +13,9 @@
  *  - lease.dat: a read lease (F_SETLEASE F_RDLCK), F_SETSIG SIGRTMIN+1, a
  *    SA_SIGINFO handler; wlease.dat: a write lease (F_WRLCK), F_SETSIG
  *    SIGRTMIN+4;
- *  - two waiters: child W1 blocked in F_SETLKW on posix.dat 10..19, child W2
- *    blocked in flock(LOCK_EX) on its own description of flock.dat.
+ *  - three waiters: child W1 blocked in F_SETLKW on posix.dat 10..19, child W2
+ *    blocked in flock(LOCK_EX) on its own description of flock.dat, child W3
+ *    blocked in F_OFD_SETLKW on its own description of ofd.dat 3..6.
  * Verify: a fresh checker process finds each lock with F_GETLK (type and
  * owner pid), F_OFD_GETLK (type, pid -1) and flock(LOCK_NB) (EWOULDBLOCK
  * where held, success where shared); F_GETLEASE is F_RDLCK; the checker's
@@ -73,17 +74,20 @@ static void getlk(int fd, int cmd, short want, off_t start, off_t len, short *ty
     *pid = fl.l_pid;
 }
 
-static pid_t waiter(int report, int posix)
+static pid_t waiter(int report, char kind)
 {
     pid_t pid = fork();
     if (pid < 0)
         wl_fail("fork: %s", strerror(errno));
     if (pid == 0) {
         int r;
-        char c = posix ? 'P' : 'F';
-        if (posix) {
+        char c = kind;
+        if (kind == 'P') {
             int fd = open("posix.dat", O_RDWR);
             r = posix_lock(fd, F_SETLKW, F_WRLCK, 10, 10);
+        } else if (kind == 'O') {
+            int fd = open("ofd.dat", O_RDWR);
+            r = posix_lock(fd, F_OFD_SETLKW, F_WRLCK, 3, 4);
         } else {
             int fd = open("flock.dat", O_RDWR);
             r = flock(fd, LOCK_EX);
@@ -203,8 +207,9 @@ int main(int argc, char **argv)
     int wp[2];
     if (pipe2(wp, O_NONBLOCK) < 0)
         wl_fail("pipe");
-    pid_t w1 = waiter(wp[1], 1);
-    pid_t w2 = waiter(wp[1], 0);
+    pid_t w1 = waiter(wp[1], 'P');
+    pid_t w2 = waiter(wp[1], 'F');
+    pid_t w3 = waiter(wp[1], 'O');
     wl_sleep_ms(200);
     if (read(wp[0], &c, 1) == 1)
         wl_fail("a waiter got its lock at setup (%c)", c);
@@ -247,19 +252,22 @@ int main(int argc, char **argv)
     if (ok) {
         posix_lock(pfd, F_SETLK, F_UNLCK, 10, 10);
         flock(ffd, LOCK_UN);
-        char got[2] = {0, 0};
+        posix_lock(ofd, F_OFD_SETLK, F_UNLCK, 3, 4);
+        char got[4] = {0, 0, 0, 0};
         int n = 0;
-        for (; n < 2 && read_report(wp[0], 3000, &got[n]); n++)
+        for (; n < 3 && read_report(wp[0], 3000, &got[n]); n++)
             ;
-        if (n != 2 || got[0] == 'E' || got[1] == 'E' || got[0] == got[1])
-            snprintf(msg, sizeof msg, "waiters after release: expected P and F, got %d: %.2s", n, got), ok = 0;
+        if (n != 3 || !strchr(got, 'P') || !strchr(got, 'F') || !strchr(got, 'O'))
+            snprintf(msg, sizeof msg, "waiters after release: expected P, F and O, got %d: %.3s", n, got), ok = 0;
     }
     kill(holder, SIGKILL);
     kill(w1, SIGKILL);
     kill(w2, SIGKILL);
+    kill(w3, SIGKILL);
     waitpid(holder, NULL, 0);
     waitpid(w1, NULL, 0);
     waitpid(w2, NULL, 0);
+    waitpid(w3, NULL, 0);
     if (!ok)
         wl_fail("%s", msg);
     wl_report(1, "ok");
