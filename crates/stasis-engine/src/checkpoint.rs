@@ -218,6 +218,7 @@ fn inspect_tree(
         let smaps = proc::read_smaps(pid).ctx(pid, || "reading smaps".into())?;
         p.vmas = memory::dump_layout(pid, i, &smaps, shmem, jobs)?;
         p.fds = files.dump_process(pid, shmem, writer)?;
+        p.fd_table_of = files.shared_fd_table(pid, p.ppid)?;
         p.threads = sp
             .threads
             .iter()
@@ -240,6 +241,7 @@ fn inspect_tree(
     for z in &frozen.zombies {
         procs.push(task::dump_zombie(z.pid)?);
     }
+    files.assign_locks(&mut procs);
     Ok(procs)
 }
 

@@ -30,8 +30,12 @@ use std::fs::File;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 
+mod fdtable;
 pub(crate) mod kind;
+pub(crate) mod locks;
 mod memfd;
+mod opath;
+pub(crate) use fdtable::{creator, shares_fd_table};
 mod pipes;
 mod regular;
 
@@ -70,6 +74,10 @@ pub struct FileTable {
     pub(crate) mq_seen: std::collections::HashSet<u64>,
     /// The checkpoint's recovery journal (sockets are recorded before they enter repair mode).
     pub journal: Option<crate::journal::JournalHandle>,
+    /// Locks seen in fdinfo (see [`locks`]).
+    locks: locks::LockTable,
+    /// (pid, parent) of the processes whose fd tables are dumped (for `kcmp(KCMP_FILES)`).
+    tables: Vec<(i32, i32)>,
 }
 
 pub(crate) fn is_tty(md: &std::fs::Metadata) -> bool {
@@ -153,7 +161,10 @@ impl FileTable {
         };
         let key = (p.md.dev(), p.md.ino());
         let file_id = match self.same_description(&p, key)? {
-            Some(id) => id,
+            Some(id) => {
+                self.dump_locks(&p, None)?;
+                id
+            }
             None => {
                 let mut cx = DumpCtx {
                     shmem,
@@ -275,6 +286,8 @@ impl FileTable {
             .ok_or_else(|| p.unsupported("an object of an unknown kind"))?;
         tracing::trace!(pid = p.pid, fd = p.fd, kind = kind.name(), "dumping fd");
         let inflight = kind.dump(self, p, &mut fo, cx)?;
+        self.dump_locks(p, Some(&mut fo))?;
+        fo.owner = self.dump_owner(p, cx.depth)?;
         self.files.push(fo);
         self.dump_inflight(p, id, inflight, cx)?;
         Ok(id)
@@ -384,11 +397,12 @@ pub(crate) fn open_with(path: &str, flags: u32) -> std::io::Result<File> {
     o.open(path)
 }
 
-/// The status flags that belong to the description (`O_APPEND`, `O_NONBLOCK`), as saved —
-/// whatever the kind's `open` left them at.
+/// The status flags that belong to the description (`O_APPEND`, `O_NONBLOCK`, `O_DIRECT` —
+/// packet mode on a pipe's write end —, `O_NOATIME`), as saved — whatever the kind's `open`
+/// left them at. `O_ASYNC` is set later by the task itself (see [`locks`]).
 fn set_status_flags(fd: &OwnedFd, f: &rec::FileObject) -> Result<(), Failure> {
     let what = || format!("open file description #{} ({}): status flags", f.id, f.path);
-    let mask = (libc::O_APPEND | libc::O_NONBLOCK) as u32;
+    let mask = (libc::O_APPEND | libc::O_NONBLOCK | libc::O_DIRECT | libc::O_NOATIME) as u32;
     let cur = sys::fcntl(fd.as_raw_fd(), libc::F_GETFL, 0).ctx(0, what)? as u32;
     let newfl = (cur & !mask) | (f.flags & mask);
     if newfl != cur {
@@ -412,10 +426,14 @@ fn seek_to_saved(file: &File, f: &rec::FileObject) -> Result<(), Failure> {
 
 /// One line describing an open file description of an image, by its kind (`stasis inspect`).
 pub fn describe(img: &rec::Checkpoint, f: &rec::FileObject) -> String {
-    match kind::for_record(f.kind) {
+    let mut line = match kind::for_record(f.kind) {
         Some(k) => k.describe(img, f),
         None => format!("unknown kind {} ({})", f.kind, f.path),
+    };
+    for l in &f.locks {
+        line.push_str(&format!(", {}", locks::describe_lock(l)));
     }
+    line
 }
 
 impl Opened {
@@ -478,6 +496,7 @@ impl Opened {
             }
             let fd = kind.open(f, &mut o, &mut cx)?;
             set_status_flags(&fd, f)?;
+            locks::take_description_locks(&fd, f)?;
             o.files.insert(f.id, fd);
         }
         for k in KINDS {

@@ -634,10 +634,17 @@ fn create_tasks(
 ) -> Result<(), Failure> {
     // Processes, parents first.
     for p in &img.processes[1..] {
+        let (by, flags) = crate::files::creator(p);
         let parent = remotes
-            .get_mut(&p.ppid)
-            .ok_or_else(|| Failure::msg(p.pid, "parent not restored"))?;
-        let pid = inject_clone(parent, 0, p.exit_signal.max(0) as u64, p.pid)?;
+            .get_mut(&by)
+            .ok_or_else(|| Failure::msg(p.pid, format!("its creator {by} is not restored")))?;
+        // clone3 refuses an exit signal with CLONE_PARENT: the creator's own is used.
+        let exit_signal = if flags & libc::CLONE_PARENT as u64 != 0 {
+            0
+        } else {
+            p.exit_signal.max(0) as u64
+        };
+        let pid = inject_clone(parent, flags, exit_signal, p.pid)?;
         created.tasks.push((pid, pid));
         hmap.insert(p.pid, pid);
         let mut r = Remote::new(pid, pid, gadget, regs_of(pid)?);
@@ -741,15 +748,23 @@ fn restore_process_state(
                 &[start, len, prot as u64],
             )?;
         }
-        opened.restore_fds(r, p)?;
+        if !crate::files::shares_fd_table(p) {
+            opened.restore_fds(r, p)?;
+        }
         for t in &p.threads {
             let mut tr = Remote::new(host(p.pid), host(t.tid), gadget, regs_of(host(t.tid))?);
             task::restore_loginuid(&mut tr, p, loginuid)?;
         }
         crate::events::restore_epoll_items(r, p, img)?;
+        crate::files::locks::restore_in_task(r, p, img)?;
         task::restore_process_misc(r, p)?;
         task::restore_sigactions(r, p)?;
-        opened.finish_last(r)?;
+        if crate::files::shares_fd_table(p) {
+            // The table (and the inherited pidfd in it) is an earlier process's, closed there.
+            opened.finish(r)?;
+        } else {
+            opened.finish_last(r)?;
+        }
         for t in &p.threads {
             let mut tr = Remote::new(host(p.pid), host(t.tid), gadget, regs_of(host(t.tid))?);
             task::restore_thread(&mut tr, t)?;

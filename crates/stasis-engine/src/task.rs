@@ -357,14 +357,8 @@ pub fn dump_process_proc(pid: i32) -> Result<rec::Process, Failure> {
             .trim()
             .parse()
             .unwrap_or(0),
-        zombie: false,
-        exit_status: 0,
-        stop_signal: 0,
-        stop_reported: false,
-        thp_disable: 0,
         loginuid: read_loginuid(pid)?,
-        membarrier: 0,
-        continued: false,
+        ..Default::default()
     })
 }
 

@@ -1015,3 +1015,56 @@ pub fn group_gid(name: &str) -> io::Result<Option<u32>> {
         });
     }
 }
+
+/// `kcmp` type for comparing fd tables (`CLONE_FILES` sharing).
+pub const KCMP_FILES: i32 = 2;
+
+/// `flock(fd, op)` on a descriptor (`LOCK_SH`/`LOCK_EX`, with `LOCK_NB` to not wait).
+pub fn flock_fd(fd: RawFd, op: i32) -> io::Result<()> {
+    // SAFETY: integer arguments only.
+    check(unsafe { libc::flock(fd, op) } as libc::c_long).map(|_| ())
+}
+
+/// `fcntl(fd, cmd, &struct flock)` for the record-lock commands (`F_SETLK`, `F_OFD_SETLK`,
+/// `F_GETLK`, `F_OFD_GETLK`): `l_type`, `l_start`, `l_len` (whence `SEEK_SET`); returns the
+/// struct as the kernel left it (`l_type`, `l_start`, `l_len`, `l_pid`).
+pub fn fcntl_lock(
+    fd: RawFd,
+    cmd: i32,
+    l_type: i16,
+    start: i64,
+    len: i64,
+) -> io::Result<(i16, i64, i64, i32)> {
+    // SAFETY: a zeroed `struct flock` is valid; the fields set below are plain integers.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = l_type;
+    fl.l_whence = libc::SEEK_SET as i16;
+    fl.l_start = start;
+    fl.l_len = len;
+    // SAFETY: the kernel reads and writes one `struct flock` in our local for these commands.
+    check(unsafe { libc::fcntl(fd, cmd, &mut fl as *mut libc::flock) } as libc::c_long)?;
+    Ok((fl.l_type, fl.l_start, fl.l_len, fl.l_pid))
+}
+
+/// `fcntl` commands of the owner of a description (not in `libc` for this target).
+pub const F_SETSIG: i32 = 10;
+/// See [`F_SETSIG`].
+pub const F_GETSIG: i32 = 11;
+/// See [`F_SETSIG`].
+pub const F_SETOWN_EX: i32 = 15;
+/// See [`F_SETSIG`].
+pub const F_GETOWN_EX: i32 = 16;
+
+#[repr(C)]
+struct FOwnerEx {
+    kind: i32,
+    pid: i32,
+}
+
+/// `fcntl(fd, F_GETOWN_EX)`: (owner type, pid) as the caller's pid namespace sees it.
+pub fn get_owner_ex(fd: RawFd) -> io::Result<(i32, i32)> {
+    let mut o = FOwnerEx { kind: 0, pid: 0 };
+    // SAFETY: the kernel writes one `struct f_owner_ex` (two ints) into our local.
+    check(unsafe { libc::fcntl(fd, F_GETOWN_EX, &mut o as *mut FOwnerEx) } as libc::c_long)?;
+    Ok((o.kind, o.pid))
+}

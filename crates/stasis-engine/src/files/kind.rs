@@ -122,6 +122,7 @@ pub(crate) trait ObjectKind: Sync {
 /// The registry, in the order the checkpoint tries the kinds (more specific first: a message
 /// queue or a socket before a regular file, pseudo-terminals before other character devices).
 pub(crate) static KINDS: &[&dyn ObjectKind] = &[
+    &super::opath::PathKind,
     &crate::mqueue::MqueueKind,
     &crate::inet::InetKind,
     &crate::unix::UnixKind,

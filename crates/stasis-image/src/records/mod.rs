@@ -9,6 +9,7 @@
 //! defaults that mean "absent"; tags are never reused or retyped.
 
 mod events;
+mod filelock;
 mod inet;
 mod memory;
 mod mqueue;
@@ -21,6 +22,7 @@ mod sysv;
 mod unix;
 
 pub use events::*;
+pub use filelock::*;
 pub use inet::*;
 pub use memory::*;
 pub use mqueue::*;
@@ -124,6 +126,8 @@ pub enum FileKind {
     DevTty = 17,
     /// Pidfd of a process or thread (`pidfd`).
     Pidfd = 16,
+    /// Descriptor opened with `O_PATH` (of any file type, symlinks with `O_NOFOLLOW`; `st_mode`).
+    Path = 18,
 }
 
 /// One open file description.
@@ -167,6 +171,16 @@ pub struct FileObject {
         tags = "15, 16, 17, 18, 19, 20, 21, 22, 23, 24"
     )]
     pub state: Option<file_object::State>,
+    /// Locks owned by this description (flock, OFD locks), taken again on it at restore.
+    #[prost(message, repeated, tag = "30")]
+    pub locks: Vec<FileLock>,
+    /// `F_SETOWN_EX`/`F_SETSIG` owner; absent: no owner and no signal set.
+    #[prost(message, optional, tag = "31")]
+    pub owner: Option<FileOwner>,
+    /// The full `st_mode` of what an `O_PATH` descriptor refers to (`FileKind::Path`): restore
+    /// checks the path still names an object of that type.
+    #[prost(uint32, tag = "32")]
+    pub st_mode: u32,
 }
 
 /// The `oneof` of [`FileObject`].

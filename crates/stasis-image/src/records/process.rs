@@ -100,6 +100,14 @@ pub struct Process {
     /// yet (`waitpid(WCONTINUED)` would report it).
     #[prost(bool, tag = "34")]
     pub continued: bool,
+    /// Locks this process takes again through one of its fds: POSIX record locks (owned by
+    /// the process) and leases (owned by a description, set by the process that held it).
+    #[prost(message, repeated, tag = "48")]
+    pub locks: Vec<FileLock>,
+    /// This process shares its fd table with process `fd_table_of` (`CLONE_FILES`), its
+    /// parent: it is created with `CLONE_FILES` and its fds are not installed again. 0: own table.
+    #[prost(int32, tag = "49")]
+    pub fd_table_of: i32,
 }
 
 /// One thread.
