@@ -118,13 +118,15 @@ pub struct DumpJob {
     pub swapped: bool,
 }
 
-/// Classify the mappings of one process and plan the page windows to read.
+/// Classify the mappings of one process and plan the page windows to read. With its `parent`
+/// in the tree, the pages it still shares with it are not read (see [`crate::cow`]).
 pub fn dump_layout(
     pid: i32,
     proc_idx: usize,
     smaps: &[SmapsEntry],
     shmem: &mut ShmemTable,
     jobs: &mut Vec<DumpJob>,
+    parent: Option<&crate::cow::ParentView>,
 ) -> Result<Vec<rec::Vma>, crate::error::CheckpointError> {
     let mut vmas = Vec::new();
     let pagemap = proc::Pagemap::open(pid).ctx(pid, || "opening pagemap".into())?;
@@ -145,6 +147,9 @@ pub fn dump_layout(
             pagemap.read(m.start, npages, &mut entries).ctx(pid, || {
                 format!("reading pagemap of {:#x}-{:#x}", m.start, m.end)
             })?;
+            if let Some(parent) = parent {
+                crate::cow::share(&mut vma, &mut entries[..npages], parent)?;
+            }
             jobs.extend(plan_windows(
                 pid,
                 (proc_idx, vmas.len()),
@@ -243,6 +248,7 @@ fn base_vma(s: &SmapsEntry, kind: VmaKind) -> rec::Vma {
             .collect(),
         pages: Vec::new(),
         file_id: None,
+        ..Default::default()
     }
 }
 
@@ -721,17 +727,23 @@ pub trait FdSource {
     fn install(&mut self, r: &mut Remote, fd: std::os::fd::RawFd) -> Result<u64, Failure>;
 }
 
-/// Create every mapping of a process. Returns (page fill job, mprotect fixups).
+/// Create the mappings of a process that `select` (given each one's index) picks; parts
+/// inherited from the parent ([`crate::cow`]) are already there and only get their discarded
+/// pages dropped. Returns (page fill job, mprotect fixups).
 pub fn restore_mappings(
     r: &mut Remote,
     p: &rec::Process,
     src: &mut dyn FdSource,
+    select: &dyn Fn(usize) -> bool,
 ) -> Result<(FillJob, Vec<Fixup>), Failure> {
     // The task as this pid namespace sees it (the image may hold a partition's pids).
     let pid = r.pid;
     let mut fixups = Vec::new();
     let mut runs = Vec::new();
-    for v in &p.vmas {
+    for (i, v) in p.vmas.iter().enumerate() {
+        if !select(i) {
+            continue;
+        }
         let kind = VmaKind::try_from(v.kind)
             .map_err(|_| Failure::msg(pid, "unknown mapping kind in image"))?;
         if matches!(kind, VmaKind::Vdso | VmaKind::Vvar | VmaKind::VvarVclock) {
@@ -740,11 +752,16 @@ pub fn restore_mappings(
         let len = v.end - v.start;
         let needs_fill = !v.pages.is_empty();
         let mut prot = v.prot as u64;
+        let inherited = !v.inherit.is_empty();
+        let pieces = crate::cow::fresh_pieces(v);
         if needs_fill
             && (v.prot & (libc::PROT_WRITE | libc::PROT_READ) as u32)
                 != (libc::PROT_WRITE | libc::PROT_READ) as u32
         {
             prot |= (libc::PROT_READ | libc::PROT_WRITE) as u64;
+            fixups.push((v.start, len, v.prot));
+        } else if inherited {
+            // Inherited parts come with the parent's protection.
             fixups.push((v.start, len, v.prot));
         }
         let mut flags = (v.flags as i32 | libc::MAP_FIXED_NOREPLACE) as u64;
@@ -765,6 +782,7 @@ pub fn restore_mappings(
                 flags |= libc::MAP_ANONYMOUS as u64;
                 (None, u64::MAX)
             }
+            VmaKind::FilePrivate if pieces.is_empty() => (None, u64::MAX),
             VmaKind::FilePrivate | VmaKind::FileShared => {
                 let write = kind == VmaKind::FileShared
                     && (v.prot & libc::PROT_WRITE as u32 != 0
@@ -813,19 +831,25 @@ pub fn restore_mappings(
             }
             _ => unreachable!(),
         };
-        let got = r.call(
-            &what(),
-            libc::SYS_mmap,
-            &[v.start, len, prot, flags, remote_fd, v.offset],
-        )?;
+        for &(start, end) in &pieces {
+            let off = v.offset + (start - v.start);
+            let got = r.call(
+                &what(),
+                libc::SYS_mmap,
+                &[start, end - start, prot, flags, remote_fd, off],
+            )?;
+            if got != start {
+                return Err(Failure::msg(
+                    pid,
+                    format!("{}: kernel placed it at {got:#x}", what()),
+                ));
+            }
+        }
         if fd.is_some() {
             r.call("close", libc::SYS_close, &[remote_fd])?;
         }
-        if got != v.start {
-            return Err(Failure::msg(
-                pid,
-                format!("{}: kernel placed it at {got:#x}", what()),
-            ));
+        if inherited {
+            crate::cow::finish_inherited(r, v, prot)?;
         }
         for f in &v.vm_flags {
             let advice = match f.as_str() {

@@ -81,6 +81,27 @@ pub struct Vma {
     /// File identity at checkpoint (device, inode, size, mtime ns) for file mappings.
     #[prost(message, optional, tag = "11")]
     pub file_id: Option<FileIdentity>,
+    /// Parts of this mapping the process inherits from its parent at restore, copy-on-write
+    /// through fork as the tree was built: at the checkpoint its pages there were (at least in
+    /// part) the same physical pages as the parent's at the same addresses, and the parent had a
+    /// compatible mapping there. Pages of these parts absent from `pages` come from the parent.
+    /// Empty: the whole mapping is created anew (also every image from before this field).
+    #[prost(message, repeated, tag = "12")]
+    pub inherit: Vec<AddrRange>,
+    /// Parts of `inherit` to drop (`MADV_DONTNEED`) right after inheriting them, before `pages`
+    /// are written: there the parent has pages of its own and this process does not share them
+    /// (its content is empty — zero, or the file's — or written from `pages`).
+    #[prost(message, repeated, tag = "13")]
+    pub discard: Vec<AddrRange>,
+}
+
+/// An address range `[start, end)`, page-aligned.
+#[derive(Clone, Copy, PartialEq, Eq, prost::Message)]
+pub struct AddrRange {
+    #[prost(uint64, tag = "1")]
+    pub start: u64,
+    #[prost(uint64, tag = "2")]
+    pub end: u64,
 }
 
 /// Pages stored in one chunk: `count` pages from `addr` are at `chunk_offset` in the chunk.

@@ -1,0 +1,165 @@
+//! Copy-on-write sharing between forked processes kept across a restore (issue 13, item 2):
+//! the `cow_fork` workload through every round trip, and the memory a pre-fork tree uses after a
+//! restore (256 MiB in a parent and 8 children that never write it: about 256 MiB, not 2.3 GiB),
+//! as a plain tree (summed PSS) and as a partition (its memory cgroup).
+
+mod common;
+
+use common::partition::{self as part, Ctl, Parts};
+use std::path::Path;
+use std::time::Duration;
+
+// 16 MiB, 2 readers, a writer, an unmapper with a grandchild, parent writes after fork.
+crate::conformance_tests!(cow_fork, "cow_fork", &[]);
+
+const MIB: u64 = 1 << 20;
+const SHARED_MIB: u64 = 256;
+const CHILDREN: &str = "8";
+
+/// Sums of `/proc/PID/smaps_rollup` fields (kB) over `pids`.
+fn rollup(pids: &[i32]) -> std::collections::BTreeMap<String, u64> {
+    let mut sums = std::collections::BTreeMap::new();
+    for p in pids {
+        let text = std::fs::read_to_string(format!("/proc/{p}/smaps_rollup"))
+            .unwrap_or_else(|e| panic!("read smaps_rollup of {p}: {e}"));
+        for line in text.lines().skip(1) {
+            let mut it = line.split_whitespace();
+            let (Some(k), Some(v)) = (it.next(), it.next()) else {
+                continue;
+            };
+            if let Ok(v) = v.parse::<u64>() {
+                *sums.entry(k.trim_end_matches(':').to_string()).or_insert(0) += v;
+            }
+        }
+    }
+    sums
+}
+
+fn show(sums: &std::collections::BTreeMap<String, u64>) -> String {
+    [
+        "Rss",
+        "Pss",
+        "Pss_Anon",
+        "Shared_Clean",
+        "Shared_Dirty",
+        "Private_Dirty",
+        "Anonymous",
+    ]
+    .iter()
+    .map(|k| format!("{k} {} MiB", sums.get(*k).copied().unwrap_or(0) / 1024))
+    .collect::<Vec<_>>()
+    .join(", ")
+}
+
+/// A parent with 256 MiB of private data and 8 children that never write it, restored as a
+/// plain tree: the anonymous memory of the tree, summed as PSS (each shared page counted once
+/// overall), stays about 256 MiB.
+#[test]
+fn prefork_tree_memory_not_multiplied() {
+    let _g = common::serial();
+    let size = SHARED_MIB.to_string();
+    let mut w = common::Workload::start("cow_fork", &[&size, CHILDREN, "plain"]);
+    let pids = w.tree_pids();
+    assert_eq!(pids.len(), 9, "the tree: {pids:?}");
+    let before = rollup(&pids);
+    eprintln!(
+        "before the checkpoint, {} processes: {}",
+        pids.len(),
+        show(&before)
+    );
+    let img = common::image_dir("hc-cow-mem");
+    let dir = img.path().join("img");
+    common::checkpoint_kill(&w, &dir);
+    let (pid, _) = common::restore(&dir);
+    w.set_pid(pid);
+    let pids = w.tree_pids();
+    assert_eq!(pids.len(), 9, "the restored tree: {pids:?}");
+    let after = rollup(&pids);
+    eprintln!(
+        "after the restore, {} processes: {}",
+        pids.len(),
+        show(&after)
+    );
+    let anon = after["Pss_Anon"] * 1024;
+    let rss_anon = after.get("Anonymous").copied().unwrap_or(0) * 1024;
+    eprintln!(
+        "anonymous memory after restore: {} MiB (PSS), mapped {} MiB in all (RSS)",
+        anon / MIB,
+        rss_anon / MIB
+    );
+    assert!(
+        anon < 2 * SHARED_MIB * MIB,
+        "the restored tree uses {} MiB of anonymous memory (PSS); sharing kept would be about {SHARED_MIB} MiB",
+        anon / MIB
+    );
+    assert!(
+        rss_anon >= 9 * (SHARED_MIB - 8) * MIB,
+        "every process should still map its {SHARED_MIB} MiB ({} MiB mapped in all)",
+        rss_anon / MIB
+    );
+    if let Err(e) = w.verify() {
+        panic!("cow_fork after restore: {e}");
+    }
+}
+
+/// `anon` of the partition's memory cgroup: v2 `memory.stat` `anon` when the unified hierarchy
+/// has the memory controller, else v1 `total_rss` (the same count, named otherwise).
+fn cgroup_anon(name: &str) -> u64 {
+    let v2 = Path::new(part::CG_V2).join(name).join("memory.stat");
+    let v1 = Path::new("/sys/fs/cgroup/memory/stasis")
+        .join(name)
+        .join("memory.stat");
+    for (file, key) in [(v2, "anon"), (v1, "total_rss")] {
+        let Ok(text) = std::fs::read_to_string(&file) else {
+            continue;
+        };
+        let found = text.lines().find_map(|l| {
+            let (k, v) = l.split_once(' ')?;
+            (k == key).then(|| v.trim().parse::<u64>().ok()).flatten()
+        });
+        if let Some(v) = found {
+            eprintln!("{}: {key} {} MiB", file.display(), v / MIB);
+            return v;
+        }
+    }
+    panic!("partition {name}: no memory cgroup with anon or total_rss in memory.stat");
+}
+
+/// The same tree as a partition, measured from its memory cgroup.
+#[test]
+fn prefork_partition_memory_not_multiplied() {
+    let _g = common::serial();
+    let parts = Parts::new("hc-cow");
+    let name = "hc-cow-mem";
+    let ctl = Ctl::new("hc-cow-mem");
+    let bin = common::workload_bin("cow_fork");
+    let (bin, arg) = (bin.to_string_lossy().into_owned(), ctl.arg());
+    let size = SHARED_MIB.to_string();
+    let res = (|| -> Result<(), String> {
+        parts.run(name, &[], &[&bin, &arg, &size, CHILDREN, "plain"])?;
+        ctl.wait_ready(&parts, name)?;
+        std::thread::sleep(Duration::from_millis(200));
+        let before = cgroup_anon(name);
+        eprintln!("before the checkpoint: anon {} MiB", before / MIB);
+        let (_t, img) = part::image("hc-cow-mem");
+        parts.checkpoint_kill(name, &img)?;
+        parts.restore(&img, None)?;
+        let after = cgroup_anon(name);
+        eprintln!(
+            "after the restore: anon {} MiB (before the checkpoint {} MiB)",
+            after / MIB,
+            before / MIB
+        );
+        if after >= 2 * SHARED_MIB * MIB {
+            return Err(format!(
+                "the restored partition uses {} MiB of anonymous memory; sharing kept would be about {SHARED_MIB} MiB",
+                after / MIB
+            ));
+        }
+        ctl.verify(&parts, name)
+    })();
+    let _ = parts.rm_f(name);
+    if let Err(e) = res {
+        panic!("{e}");
+    }
+}
