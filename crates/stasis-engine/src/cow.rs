@@ -360,6 +360,18 @@ impl<'a> PreFork<'a> {
         img: &rec::Checkpoint,
         p: &rec::Process,
         r: &mut Remote,
+        opened: &mut crate::files::Opened,
+    ) -> Result<(), Failure> {
+        self.run(img, p, r, opened)?;
+        // Our pidfd in the task goes before its children copy its fd table.
+        opened.finish(r)
+    }
+
+    fn run(
+        &mut self,
+        img: &rec::Checkpoint,
+        p: &rec::Process,
+        r: &mut Remote,
         src: &mut dyn crate::memory::FdSource,
     ) -> Result<(), Failure> {
         let parent = img.processes[1..]
