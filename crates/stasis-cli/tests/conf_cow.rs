@@ -163,3 +163,36 @@ fn prefork_partition_memory_not_multiplied() {
         panic!("{e}");
     }
 }
+
+/// A restore of a copy-on-write tree that fails once the root holds the memory its children
+/// inherit ("root"), once every process exists with its inherited memory ("tasks"), or after
+/// the pages ("pages") leaves no task behind; the same image then restores and verifies.
+#[test]
+fn failed_restore_leaves_nothing() {
+    let _g = common::serial();
+    let mut w = common::Workload::start("cow_fork", &[]);
+    let pids = w.tree_pids();
+    let img = common::image_dir("hc-cow-fail");
+    let dir = img.path().join("img");
+    common::checkpoint_kill(&w, &dir);
+    for step in ["root", "tasks", "pages"] {
+        let out = common::run_cmd(common::restore_cmd(&dir).env("STASIS_FAILPOINTS", step));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains(&format!("failpoint {step}")),
+            "restore with failpoint {step}: {}\n{stderr}",
+            out.status
+        );
+        assert!(out.stdout.is_empty(), "a failed restore printed a pid");
+        let left = common::wait_gone(&pids, Duration::from_secs(5));
+        assert!(
+            left.is_empty(),
+            "failpoint {step}: tasks of the image left behind: {left:?}"
+        );
+    }
+    let (pid, _) = common::restore(&dir);
+    w.set_pid(pid);
+    if let Err(e) = w.verify() {
+        panic!("cow_fork after failed restores then a good one: {e}");
+    }
+}
