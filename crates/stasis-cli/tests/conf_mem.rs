@@ -8,3 +8,5 @@ mod common;
 crate::conformance_tests!(mem_madvise, "mem_madvise", &[]);
 // mprotect of parts of private and shared file mappings; a private mapping of /dev/zero.
 crate::conformance_tests!(mem_fileprot, "mem_fileprot", &[]);
+// Private mappings of deleted files (and of a closed memfd), shared copy-on-write with a child.
+crate::conformance_tests!(mem_deleted, "mem_deleted", &[]);

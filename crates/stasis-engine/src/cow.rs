@@ -71,6 +71,7 @@ fn compatible(v: &rec::Vma, q: &rec::Vma) -> bool {
     v.kind == VmaKind::Anon as i32
         || (v.path == q.path
             && v.file_id == q.file_id
+            && (v.from_shmem, v.shmem_id) == (q.from_shmem, q.shmem_id)
             && v.offset.wrapping_sub(v.start) == q.offset.wrapping_sub(q.start))
 }
 

@@ -15,6 +15,11 @@
 //! or through `/proc/PID/mem` for mappings that are not readable (PROT_NONE holding data). Each
 //! window's kept pages form one content-addressed chunk. Windows are spread over worker threads.
 //!
+//! A private mapping of a file that is no longer at its path (deleted, or a memfd) has its file
+//! dumped once as a shared memory object (`Vma.from_shmem`); restore recreates a deleted file at
+//! its path, maps it and unlinks it again. Pages a child still shares with its parent are left
+//! to [`crate::cow`].
+//!
 //! A shared memory object is dumped once, whichever processes and mappings use it: it is
 //! identified by (device, inode) and read through `/proc/PID/map_files/START-END` with
 //! `SEEK_DATA`/`SEEK_HOLE`, since a page touched by one process is absent from another's pagemap.
@@ -138,6 +143,7 @@ pub fn dump_layout(
         };
         let mut vma = base_vma(s, kind);
         match kind {
+            VmaKind::FilePrivate if m.deleted() => intern_private(pid, m, shmem, &mut vma)?,
             VmaKind::FilePrivate | VmaKind::FileShared => identify_file(pid, m, &mut vma)?,
             VmaKind::Shmem => intern_shmem(pid, m, shmem, &mut vma)?,
             _ => {}
@@ -206,14 +212,6 @@ fn classify(pid: i32, s: &SmapsEntry) -> Result<Option<VmaKind>, crate::error::C
         }
         _ => VmaKind::FileShared,
     };
-    if kind == VmaKind::FilePrivate && m.deleted() {
-        return Err(unsupported(format!(
-            "mapping {:#x}-{:#x} maps deleted file {} privately; not supported yet",
-            m.start,
-            m.end,
-            m.file_path().unwrap_or(&m.path)
-        )));
-    }
     Ok(Some(kind))
 }
 
@@ -268,6 +266,33 @@ fn identify_file(
         size: md.size(),
         mtime_ns: md.mtime() * 1_000_000_000 + md.mtime_nsec(),
     });
+    Ok(())
+}
+
+/// A private mapping of a file that is gone from its path (a memfd, or a deleted file): the
+/// file is dumped once, as a shared-memory object, and restored from the image.
+fn intern_private(
+    pid: i32,
+    m: &proc::MapEntry,
+    shmem: &mut ShmemTable,
+    vma: &mut rec::Vma,
+) -> Result<(), crate::error::CheckpointError> {
+    let src = format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end);
+    let md = std::fs::metadata(&src).ctx(pid, || format!("stat of mapped file {}", m.path))?;
+    let known = shmem.by_key.contains_key(&(dev_of(m), m.inode));
+    intern_shmem(pid, m, shmem, vma)?;
+    vma.from_shmem = true;
+    let o = &mut shmem.objects[vma.shmem_id as usize];
+    if o.kind == ShmemKind::DeletedFile as i32 {
+        if !known {
+            // Its own size: pages past the end of the file stay out of reach (SIGBUS).
+            o.size = md.size();
+        }
+        o.private_file = true;
+        o.mode = md.mode() & 0o7777;
+        o.uid = md.uid();
+        o.gid = md.gid();
+    }
     Ok(())
 }
 
@@ -783,6 +808,11 @@ pub fn restore_mappings(
                 (None, u64::MAX)
             }
             VmaKind::FilePrivate if pieces.is_empty() => (None, u64::MAX),
+            VmaKind::FilePrivate if v.from_shmem => {
+                let fd = src.shmem_fd(v.shmem_id)?;
+                let rfd = src.install(r, fd)?;
+                (Some(fd), rfd)
+            }
             VmaKind::FilePrivate | VmaKind::FileShared => {
                 let write = kind == VmaKind::FileShared
                     && (v.prot & libc::PROT_WRITE as u32 != 0
@@ -1026,6 +1056,45 @@ pub fn for_each_object_run(
         }
     }
     Ok(())
+}
+
+/// A deleted file mapped privately ([`rec::ShmemObject::private_file`]): created again at its
+/// path (or under a hidden name beside it if the path exists again) with its mode, owner and
+/// content, opened, and unlinked, so that the tasks' mappings show "PATH (deleted)".
+pub fn recreate_private_file(
+    s: &rec::ShmemObject,
+    reader: &ImageReader,
+) -> Result<std::os::fd::OwnedFd, Failure> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = std::path::Path::new(&s.name);
+    let name = if path.exists() {
+        let dir = path.parent().unwrap_or(std::path::Path::new("/"));
+        dir.join(format!(
+            ".stasis-deleted-{}-{}",
+            stasis_sys::sys::getpid(),
+            s.id
+        ))
+    } else {
+        path.to_path_buf()
+    };
+    let what = || format!("recreating deleted mapped file {}", s.name);
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+        .mode(0o600)
+        .open(&name)
+        .ctx(0, what)?;
+    let res = (|| {
+        fill_file(reader, &f, &s.pages, s.size)?;
+        std::os::unix::fs::fchown(&f, Some(s.uid), Some(s.gid)).ctx(0, what)?;
+        f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(s.mode))
+            .ctx(0, what)
+    })();
+    let _ = std::fs::remove_file(&name);
+    res?;
+    Ok(f.into())
 }
 
 /// Write the content of a shmem object (or deleted file) into a restorer-side fd.

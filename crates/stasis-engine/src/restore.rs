@@ -267,7 +267,9 @@ pub fn validate(img: &rec::Checkpoint) -> Result<(), String> {
                     p.pid, v.start, v.end
                 ));
             }
-            if v.kind == rec::VmaKind::Shmem as i32 && v.shmem_id as usize >= img.shmem.len() {
+            if (v.kind == rec::VmaKind::Shmem as i32 || v.from_shmem)
+                && v.shmem_id as usize >= img.shmem.len()
+            {
                 return Err(format!(
                     "pid {}: mapping refers to a missing shared object",
                     p.pid

@@ -93,6 +93,11 @@ pub struct Vma {
     /// (its content is empty — zero, or the file's — or written from `pages`).
     #[prost(message, repeated, tag = "13")]
     pub discard: Vec<AddrRange>,
+    /// A private mapping (`FilePrivate`) whose file is shared-memory object `shmem_id` — a
+    /// memfd, or a file deleted since it was mapped — restored from the image rather than
+    /// opened by path.
+    #[prost(bool, tag = "14")]
+    pub from_shmem: bool,
 }
 
 /// An address range `[start, end)`, page-aligned.
@@ -163,6 +168,11 @@ pub struct ShmemObject {
     pub gid: u32,
     #[prost(bool, tag = "13")]
     pub destroyed: bool,
+    /// A deleted file (`DeletedFile`) that is mapped privately: restored as a regular file
+    /// created at its path (`name`, or a hidden name beside it if that exists again), filled,
+    /// then unlinked, so that its mappings show the path as before. `mode` holds its mode.
+    #[prost(bool, tag = "17")]
+    pub private_file: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
