@@ -861,44 +861,63 @@ pub fn restore_mappings(
             }
             _ => unreachable!(),
         };
-        for &(start, end) in &pieces {
-            let off = v.offset + (start - v.start);
-            let got = r.call(
-                &what(),
-                libc::SYS_mmap,
-                &[start, end - start, prot, flags, remote_fd, off],
-            )?;
-            if got != start {
-                return Err(Failure::msg(
-                    pid,
-                    format!("{}: kernel placed it at {got:#x}", what()),
-                ));
-            }
-        }
+        map_pieces(r, v, &pieces, [prot, flags, remote_fd], &what())?;
         if fd.is_some() {
             r.call("close", libc::SYS_close, &[remote_fd])?;
         }
         if inherited {
             crate::cow::finish_inherited(r, v, prot)?;
         }
-        for f in &v.vm_flags {
-            let advice = match f.as_str() {
-                "dd" => libc::MADV_DONTDUMP,
-                "dc" => libc::MADV_DONTFORK,
-                "wf" => libc::MADV_WIPEONFORK,
-                "hg" => libc::MADV_HUGEPAGE,
-                "nh" => libc::MADV_NOHUGEPAGE,
-                _ => continue,
-            };
-            r.call(
-                &format!("madvise {f} on {}", what()),
-                libc::SYS_madvise,
-                &[v.start, len, advice as u64],
-            )?;
-        }
+        apply_advice(r, v, &what())?;
         runs.extend(v.pages.iter().cloned());
     }
     Ok((FillJob { pid, runs }, fixups))
+}
+
+/// Map `pieces` of mapping `v` (all of it unless parts are inherited) with `[prot, flags, fd]`,
+/// each at its address and file offset.
+fn map_pieces(
+    r: &mut Remote,
+    v: &rec::Vma,
+    pieces: &[(u64, u64)],
+    [prot, flags, fd]: [u64; 3],
+    what: &str,
+) -> Result<(), Failure> {
+    for &(start, end) in pieces {
+        let off = v.offset + (start - v.start);
+        let got = r.call(
+            what,
+            libc::SYS_mmap,
+            &[start, end - start, prot, flags, fd, off],
+        )?;
+        if got != start {
+            return Err(Failure::msg(
+                r.pid,
+                format!("{what}: kernel placed it at {got:#x}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The madvise flags of mapping `v` (VmFlags dd, dc, wf, hg, nh).
+fn apply_advice(r: &mut Remote, v: &rec::Vma, what: &str) -> Result<(), Failure> {
+    for f in &v.vm_flags {
+        let advice = match f.as_str() {
+            "dd" => libc::MADV_DONTDUMP,
+            "dc" => libc::MADV_DONTFORK,
+            "wf" => libc::MADV_WIPEONFORK,
+            "hg" => libc::MADV_HUGEPAGE,
+            "nh" => libc::MADV_NOHUGEPAGE,
+            _ => continue,
+        };
+        r.call(
+            &format!("madvise {f} on {what}"),
+            libc::SYS_madvise,
+            &[v.start, v.end - v.start, advice as u64],
+        )?;
+    }
+    Ok(())
 }
 
 /// Refuse a mapped file that changed since the checkpoint: its unmodified pages come from the
