@@ -412,6 +412,85 @@ impl<'a> PreFork<'a> {
 mod tests {
     use super::*;
 
+    fn vma(start: u64, end: u64, inherit: &[(u64, u64)], discard: &[(u64, u64)]) -> rec::Vma {
+        let r = |v: &[(u64, u64)]| {
+            v.iter()
+                .map(|&(start, end)| AddrRange { start, end })
+                .collect()
+        };
+        rec::Vma {
+            start,
+            end,
+            kind: VmaKind::Anon as i32,
+            inherit: r(inherit),
+            discard: r(discard),
+            ..Default::default()
+        }
+    }
+
+    fn image(parent: Vec<rec::Vma>, child: Vec<rec::Vma>) -> rec::Checkpoint {
+        rec::Checkpoint {
+            root_pid: 10,
+            processes: vec![
+                rec::Process {
+                    pid: 10,
+                    vmas: parent,
+                    ..Default::default()
+                },
+                rec::Process {
+                    pid: 11,
+                    ppid: 10,
+                    vmas: child,
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn parent_mappings_a_child_inherits_from_are_marked() {
+        const P: u64 = PAGE;
+        // The child's mapping spans two of the parent's and grew past them.
+        let img = image(
+            vec![
+                vma(0, 4 * P, &[], &[]),
+                vma(4 * P, 8 * P, &[], &[]),
+                vma(20 * P, 21 * P, &[], &[]),
+            ],
+            vec![vma(2 * P, 12 * P, &[(2 * P, 8 * P)], &[(3 * P, 4 * P)])],
+        );
+        assert_eq!(validate(&img), Ok(()));
+        assert_eq!(prefork_marks(&img)[&10], vec![true, true, false]);
+        assert!(!prefork_marks(&img).contains_key(&11));
+        let child = &img.processes[1].vmas[0];
+        assert_eq!(fresh_pieces(child), vec![(8 * P, 12 * P)]);
+    }
+
+    #[test]
+    fn validate_refuses_what_restore_cannot_honour() {
+        const P: u64 = PAGE;
+        let parent = || vec![vma(0, 4 * P, &[], &[])];
+        // Inherited where the parent has nothing.
+        let img = image(parent(), vec![vma(0, 8 * P, &[(0, 8 * P)], &[])]);
+        assert!(validate(&img).unwrap_err().contains("not mapped alike"));
+        // Dropped outside the inherited part.
+        let img = image(
+            parent(),
+            vec![vma(0, 8 * P, &[(0, 4 * P)], &[(4 * P, 5 * P)])],
+        );
+        assert!(validate(&img).unwrap_err().contains("outside"));
+        // Unaligned, or outside its own mapping.
+        let img = image(parent(), vec![vma(0, 4 * P, &[(1, 4 * P)], &[])]);
+        assert!(validate(&img).is_err());
+        let img = image(parent(), vec![vma(P, 2 * P, &[(0, 2 * P)], &[])]);
+        assert!(validate(&img).is_err());
+        // The root has no parent to inherit from.
+        let mut img = image(parent(), vec![]);
+        img.processes[0].vmas[0].inherit = vec![AddrRange { start: 0, end: P }];
+        assert!(validate(&img).unwrap_err().contains("no parent"));
+    }
+
     #[test]
     fn subtract_leaves_the_gaps() {
         assert_eq!(
