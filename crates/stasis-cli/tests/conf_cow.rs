@@ -196,3 +196,53 @@ fn failed_restore_leaves_nothing() {
         panic!("cow_fork after failed restores then a good one: {e}");
     }
 }
+
+/// A pre-fork server in CPython (`tests/programs/prefork.py`): 128 MiB of data loaded by the
+/// parent, 4 workers forked that only read it. After a checkpoint and restore every process
+/// finds its data intact and the tree still shares it (summed PSS well under 5 copies).
+#[test]
+fn python_prefork_server_keeps_sharing() {
+    let _g = common::serial();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/programs/prefork.py");
+    let python = Path::new("/usr/bin/python3");
+    assert!(
+        python.is_file(),
+        "python3 is needed (Debian: apt-get install python3)"
+    );
+    let mut w = common::Workload::start_program(
+        "prefork",
+        python,
+        &[
+            std::ffi::OsStr::new("-u"),
+            std::ffi::OsStr::new("-I"),
+            script.as_os_str(),
+        ],
+        &["128", "4"],
+        None,
+        None,
+    );
+    w.register_tree();
+    let pids = w.tree_pids();
+    assert_eq!(pids.len(), 5, "the tree: {pids:?}");
+    let before = rollup(&pids);
+    eprintln!("python before the checkpoint: {}", show(&before));
+    let img = common::image_dir("hc-cow-py");
+    let dir = img.path().join("img");
+    common::checkpoint_kill(&w, &dir);
+    let (pid, _) = common::restore(&dir);
+    w.set_pid(pid);
+    let pids = w.tree_pids();
+    assert_eq!(pids.len(), 5, "the restored tree: {pids:?}");
+    let after = rollup(&pids);
+    eprintln!("python after the restore: {}", show(&after));
+    let pss = after["Pss_Anon"] * 1024;
+    assert!(
+        pss < 2 * 128 * MIB + 64 * MIB,
+        "the restored Python tree uses {} MiB of anonymous memory (PSS); sharing kept would be \
+         about 128 MiB plus the interpreters' own",
+        pss / MIB
+    );
+    if let Err(e) = w.verify() {
+        panic!("prefork.py after restore: {e}");
+    }
+}
