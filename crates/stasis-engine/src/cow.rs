@@ -12,7 +12,7 @@
 //! physical page (same PFN, anonymous in both; PFNs are visible to CAP_SYS_ADMIN only, without
 //! it nothing is shared) or the same swap slot. Where the parent has a compatible mapping (same
 //! kind, flags, madvise flags, same file at the same offset; never `MADV_DONTFORK` or
-//! `MADV_WIPEONFORK`) holding at least one shared page, the overlap is recorded as *inherited*
+//! `MADV_WIPEONFORK`) holding more shared pages than ranges to drop, the overlap is recorded as *inherited*
 //! (`Vma.inherit`) and its shared pages are not stored for the child; the pages there that are
 //! not shared but hold something in the parent are recorded to be dropped (`Vma.discard`).
 //!
@@ -120,12 +120,14 @@ pub fn share(
             .zip(&pentries)
             .map(|(&c, &p)| same_page(PagemapEntry(c), PagemapEntry(p)))
             .collect();
-        if !shared.contains(&true) {
+        let drop = (0..n).map(|i| !shared[i] && parent_has_content(PagemapEntry(pentries[i])));
+        let drops = ranges_of(lo, drop);
+        // Each dropped range costs a system call at restore, each shared page saves one.
+        if shared.iter().filter(|&&s| s).count() <= drops.len() {
             continue;
         }
         v.inherit.push(AddrRange { start: lo, end: hi });
-        let drop = (0..n).map(|i| !shared[i] && parent_has_content(PagemapEntry(pentries[i])));
-        v.discard.extend(ranges_of(lo, drop));
+        v.discard.extend(drops);
         for (e, s) in ours.iter_mut().zip(&shared) {
             if *s {
                 *e = 0;
