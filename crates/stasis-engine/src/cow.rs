@@ -12,9 +12,10 @@
 //! physical page (same PFN, anonymous in both; PFNs are visible to CAP_SYS_ADMIN only, without
 //! it nothing is shared) or the same swap slot. Where the parent has a compatible mapping (same
 //! kind, flags, madvise flags, same file at the same offset; never `MADV_DONTFORK` or
-//! `MADV_WIPEONFORK`) holding more shared pages than ranges to drop, the overlap is recorded as *inherited*
-//! (`Vma.inherit`) and its shared pages are not stored for the child; the pages there that are
-//! not shared but hold something in the parent are recorded to be dropped (`Vma.discard`).
+//! `MADV_WIPEONFORK`), the overlap is recorded as *inherited* (`Vma.inherit`) and its shared
+//! pages are not stored for the child; the pages there that are not shared but hold something
+//! in the parent are recorded to be dropped (`Vma.discard`) — when there are more shared pages
+//! than ranges to drop (each drop is a system call at restore).
 //!
 //! ## Restore
 //! A parent's mappings that a child inherits from ([`prefork_marks`]) are created and filled
