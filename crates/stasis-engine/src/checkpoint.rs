@@ -216,7 +216,8 @@ fn inspect_tree(
             return Err(Failure::msg(pid, "tree walk order").into());
         }
         let smaps = proc::read_smaps(pid).ctx(pid, || "reading smaps".into())?;
-        p.vmas = memory::dump_layout(pid, i, &smaps, shmem, jobs)?;
+        let parent = crate::cow::ParentView::find(&procs, &p)?;
+        p.vmas = memory::dump_layout(pid, i, &smaps, shmem, jobs, parent.as_ref())?;
         p.fds = files.dump_process(pid, shmem, writer)?;
         p.fd_table_of = files.shared_fd_table(pid, p.ppid)?;
         p.threads = sp

@@ -655,6 +655,9 @@ fn ensure_sysv(s: &rec::ShmemObject, reader: &ImageReader) -> Result<i32, Failur
 }
 
 fn create_shmem(s: &rec::ShmemObject, reader: &ImageReader) -> Result<OwnedFd, Failure> {
+    if s.private_file && s.kind == ShmemKind::DeletedFile as i32 {
+        return crate::memory::recreate_private_file(s, reader);
+    }
     let kind =
         ShmemKind::try_from(s.kind).map_err(|_| Failure::msg(0, "unknown shared memory kind"))?;
     let file: File = match kind {

@@ -8,6 +8,7 @@
 //! - [`checkpoint`], [`restore`]: orchestration of the two operations.
 //! - [`freeze`]: seizing a tree and putting it back (the guard of every checkpoint).
 //! - [`memory`]: mappings, pages and shared memory objects — dump and restore side by side.
+//! - [`cow`]: copy-on-write sharing between forked processes kept across a restore.
 //! - [`files`]: fd tables, open file descriptions, pipes and FIFOs.
 //! - [`events`]: eventfd, epoll, timerfd, signalfd, inotify.
 //! - [`unix`]: unix-domain sockets.
@@ -23,6 +24,7 @@
 //! - [`error`]: one error enum per operation.
 
 pub mod checkpoint;
+pub mod cow;
 pub mod devtty;
 pub mod error;
 pub mod events;

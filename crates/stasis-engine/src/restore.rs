@@ -280,7 +280,9 @@ pub fn validate(img: &rec::Checkpoint) -> Result<(), String> {
                     p.pid, v.start, v.end
                 ));
             }
-            if v.kind == rec::VmaKind::Shmem as i32 && v.shmem_id as usize >= img.shmem.len() {
+            if (v.kind == rec::VmaKind::Shmem as i32 || v.from_shmem)
+                && v.shmem_id as usize >= img.shmem.len()
+            {
                 return Err(format!(
                     "pid {}: mapping refers to a missing shared object",
                     p.pid
@@ -317,7 +319,8 @@ pub fn validate(img: &rec::Checkpoint) -> Result<(), String> {
             return Err("shared objects out of order".into());
         }
     }
-    crate::seccomp::validate(img)
+    crate::seccomp::validate(img)?;
+    crate::cow::validate(img)
 }
 
 /// The processes that run (every one but the zombies).
@@ -622,8 +625,9 @@ fn create_root(
     Ok((root_pid, hmap, r, own_pidfd))
 }
 
-/// The other processes (parents first, each cloned by its parent with its pid), their process
-/// groups and foreground groups, then every thread.
+/// The other processes (parents first, each cloned by its parent with its pid, after the
+/// memory it inherits is in the parent: see [`crate::cow`]), their process groups and
+/// foreground groups, then every thread.
 fn create_tasks(
     img: &rec::Checkpoint,
     gadget: u64,
@@ -631,6 +635,7 @@ fn create_tasks(
     created: &mut Created,
     hmap: &mut HashMap<i32, i32>,
     remotes: &mut HashMap<i32, Remote>,
+    prefork: &mut crate::cow::PreFork,
 ) -> Result<(), Failure> {
     // Processes, parents first.
     for p in &img.processes[1..] {
@@ -651,6 +656,10 @@ fn create_tasks(
         if p.sid == p.pid {
             r.call("setsid", libc::SYS_setsid, &[])?;
             crate::pty::acquire_ctty(&mut r, p, img, opened)?;
+        }
+        if !p.zombie {
+            // (a zombie-to-be gets no memory: it exits once its group and session are set)
+            prefork.process(img, p, &mut r, opened)?;
         }
         remotes.insert(p.pid, r);
     }
@@ -697,31 +706,23 @@ fn create_tasks(
     Ok(())
 }
 
-/// Every process's memory layout (vdso, mm fields and exe, mappings), without the pages:
-/// returns the page fills to run and the protections to apply once they are in.
+/// Every process's mappings not created before its children (vdso, mm fields and exe are set by
+/// then), without the pages: returns the page fills to run and the protections to apply once
+/// they are in (with those of the mappings created before).
 #[allow(clippy::type_complexity)]
 fn restore_layouts(
     img: &rec::Checkpoint,
-    gadget: u64,
     opened: &mut Opened,
     remotes: &mut HashMap<i32, Remote>,
+    prefork: &mut crate::cow::PreFork,
 ) -> Result<(Vec<FillJob>, HashMap<i32, Vec<memory::Fixup>>), Failure> {
     let mut fills: Vec<FillJob> = Vec::new();
-    let mut fixups: HashMap<i32, Vec<memory::Fixup>> = HashMap::new();
+    let mut fixups = std::mem::take(&mut prefork.fixups);
     for p in live(img) {
         let r = remotes.get_mut(&p.pid).expect("created");
-        memory::restore_vdso(r, &p.vmas, gadget + PARASITE_LEN + (1 << 20))?;
-        // mm fields and exe first: the kernel refuses a new exe file while the old one is
-        // still mapped, and the image may map the same binary as ours.
-        let mm = p.mm.as_ref().expect("validated");
-        let exe = crate::memory::FdSource::file_fd(opened, &p.exe, false)
-            .map_err(|e| Failure::msg(p.pid, format!("executable {}: {e}", p.exe)))?;
-        let rexe = crate::memory::FdSource::install(opened, r, exe)?;
-        task::restore_mm(r, mm, rexe)?;
-        r.call("close", libc::SYS_close, &[rexe])?;
-        let (fill, fix) = memory::restore_mappings(r, p, opened)?;
+        let (fill, fix) = memory::restore_mappings(r, p, opened, &|i| !prefork.done(p.pid, i))?;
         fills.push(fill);
-        fixups.insert(p.pid, fix);
+        fixups.entry(p.pid).or_default().extend(fix);
     }
     Ok((fills, fixups))
 }
@@ -838,8 +839,10 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreStats, RestoreError> {
         armed: true,
     };
     progress::enter(&opts.progress, Phase::CreatingTasks);
-    let (root_pid, mut hmap, r, _own_pidfd) =
+    let (root_pid, mut hmap, mut r, _own_pidfd) =
         create_root(opts, &img, &mut opened, &mut created, gadget)?;
+    let mut prefork = crate::cow::PreFork::new(&img, &reader, opts.workers, gadget);
+    prefork.process(&img, root, &mut r, &mut opened)?;
     let mut remotes: HashMap<i32, Remote> = HashMap::new();
     remotes.insert(root.pid, r);
     failpoint::check("root")?;
@@ -851,6 +854,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreStats, RestoreError> {
         &mut created,
         &mut hmap,
         &mut remotes,
+        &mut prefork,
     )?;
     failpoint::check("tasks")?;
     let host = |id: i32| hmap.get(&id).copied().unwrap_or(id);
@@ -859,10 +863,10 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreStats, RestoreError> {
 
     // Memory layout.
     progress::enter(&opts.progress, Phase::ReadingPages);
-    let (fills, fixups) = restore_layouts(&img, gadget, &mut opened, &mut remotes)?;
+    let (fills, fixups) = restore_layouts(&img, &mut opened, &mut remotes, &mut prefork)?;
     failpoint::check("mappings")?;
     let tm = Instant::now();
-    let memory_bytes = memory::fill_pages(&reader, &fills, opts.workers)?;
+    let memory_bytes = prefork.bytes + memory::fill_pages(&reader, &fills, opts.workers)?;
     let memory_secs = tm.elapsed().as_secs_f64();
     progress::add(&opts.progress, memory_bytes);
     failpoint::check("pages")?;
