@@ -73,6 +73,7 @@ pub fn dump_epoll(pid: i32, fd: i32, info: &FdInfo) -> Result<rec::EpollState, F
                 events,
                 data,
                 owner_pid: pid,
+                target: None,
             }),
             _ => {
                 return Err(Failure::msg(
@@ -316,11 +317,57 @@ fn tempdir_for_dummies() -> Result<std::path::PathBuf, Failure> {
     Ok(p)
 }
 
-/// Register the epoll items owned by process `p` (after its fds are installed).
-pub fn restore_epoll_items(
+/// Which open file description each epoll registration targets (`kcmp(KCMP_EPOLL_TFD)`
+/// against one holder of every description of the image, files in flight included): the
+/// registration belongs to the description, its `tfd` is only the number it had when it was
+/// registered. Runs once every fd table is dumped; the tasks are still frozen.
+pub(crate) fn resolve_epoll_targets(t: &mut FileTable) -> Result<(), CheckpointError> {
+    let mut holders: Vec<(u32, (i32, i32))> = t.holders.iter().map(|(&k, &v)| (k, v)).collect();
+    holders.sort_unstable();
+    for id in 0..t.files.len() {
+        let Some(&(pid, efd)) = t.holders.get(&(id as u32)) else {
+            continue;
+        };
+        let Some(ep) = t.files[id].epoll_mut() else {
+            continue;
+        };
+        for i in 0..ep.items.len() {
+            let tfd = ep.items[i].tfd;
+            let toff = ep.items[..i].iter().filter(|it| it.tfd == tfd).count() as u32;
+            let mut found = None;
+            for &(fid, (hp, hfd)) in &holders {
+                if sys::kcmp_epoll_tfd(hp, hfd, pid, efd, tfd, toff).ctx(pid, || {
+                    format!("epoll fd {efd}: kcmp(KCMP_EPOLL_TFD) of registration {tfd}")
+                })? == 0
+                {
+                    found = Some(fid);
+                    break;
+                }
+            }
+            let Some(fid) = found else {
+                return Err(CheckpointError::Unsupported {
+                    pid,
+                    what: format!(
+                        "epoll fd {efd}: the registration of fd {tfd} targets a file that no fd \
+                         of the tree (nor a message in flight) holds; not supported"
+                    ),
+                });
+            };
+            ep.items[i].target = Some(fid);
+        }
+    }
+    Ok(())
+}
+
+/// Register the epoll items owned by process `p` (after its fds are installed), each with the
+/// fd number it was registered under and on the description it targets: when that number is
+/// closed or holds another file now, the target is put at the number for the registration and
+/// the number is given back (closed, or its file put back with its close-on-exec flag).
+pub(crate) fn restore_epoll_items(
     r: &mut Remote,
     p: &rec::Process,
     img: &rec::Checkpoint,
+    opened: &mut Opened,
 ) -> Result<(), Failure> {
     for fd in &p.fds {
         let f = &img.files[fd.file_id as usize];
@@ -338,11 +385,59 @@ pub fn restore_epoll_items(
             .concat();
             // struct epoll_event is packed on x86_64: u32 events + u64 data = 12 bytes.
             let a = r.put(0, &ev)?;
-            r.call(
-                &format!("epoll fd {}: EPOLL_CTL_ADD of fd {}", fd.fd, it.tfd),
-                libc::SYS_epoll_ctl,
-                &[fd.fd as u64, libc::EPOLL_CTL_ADD as u64, it.tfd as u64, a],
-            )?;
+            let at_number = p.fds.iter().find(|x| x.fd == it.tfd);
+            let direct = match it.target {
+                None => true,
+                Some(t) => at_number.is_some_and(|x| x.file_id == t),
+            };
+            let what = format!("epoll fd {}: EPOLL_CTL_ADD of fd {}", fd.fd, it.tfd);
+            let add = [fd.fd as u64, libc::EPOLL_CTL_ADD as u64, it.tfd as u64, a];
+            if direct {
+                r.call(&what, libc::SYS_epoll_ctl, &add)?;
+                continue;
+            }
+            let target = it.target.expect("not direct");
+            let tfd = it.tfd as u64;
+            // The target in the task: an fd of its own, or a copy of the restorer's.
+            let (src, temp) = match p.fds.iter().find(|x| x.file_id == target) {
+                Some(x) => (x.fd as u64, false),
+                None => {
+                    let ours = opened.files.get(&target).ok_or_else(|| {
+                        Failure::msg(p.pid, format!("{what}: target file missing from image"))
+                    })?;
+                    let raw = ours.as_raw_fd();
+                    (crate::memory::FdSource::install(opened, r, raw)?, true)
+                }
+            };
+            // The file now at the number, set aside.
+            let saved = match at_number {
+                Some(x) => Some((
+                    r.call(
+                        &format!("{what}: set fd {} aside", it.tfd),
+                        libc::SYS_fcntl,
+                        &[tfd, libc::F_DUPFD_CLOEXEC as u64, opened.high_fd + 32],
+                    )?,
+                    x.cloexec,
+                )),
+                None => None,
+            };
+            if src != tfd {
+                r.call(&what, libc::SYS_dup3, &[src, tfd, 0])?;
+            }
+            r.call(&what, libc::SYS_epoll_ctl, &add)?;
+            match saved {
+                Some((s, cloexec)) => {
+                    let fl = if cloexec { libc::O_CLOEXEC } else { 0 };
+                    r.call(&what, libc::SYS_dup3, &[s, tfd, fl as u64])?;
+                    r.call(&what, libc::SYS_close, &[s])?;
+                }
+                None => {
+                    r.call(&what, libc::SYS_close, &[tfd])?;
+                }
+            }
+            if temp && src != tfd {
+                r.call(&what, libc::SYS_close, &[src])?;
+            }
         }
     }
     Ok(())
@@ -393,6 +488,11 @@ impl ObjectKind for EventKind {
             _ => State::Inotify(dump_inotify(pid, fd, info)?),
         });
         Ok(Vec::new())
+    }
+
+    /// Epoll registrations: which description each targets.
+    fn dump_finish(&self, t: &mut FileTable) -> Result<(), CheckpointError> {
+        resolve_epoll_targets(t)
     }
 
     fn open(

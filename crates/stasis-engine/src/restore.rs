@@ -706,7 +706,7 @@ fn restore_process_state(
             )?;
         }
         opened.restore_fds(r, p)?;
-        crate::events::restore_epoll_items(r, p, img)?;
+        crate::events::restore_epoll_items(r, p, img, opened)?;
         task::restore_process_misc(r, p)?;
         task::restore_sigactions(r, p)?;
         opened.finish_last(r)?;

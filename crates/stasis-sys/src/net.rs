@@ -673,6 +673,19 @@ pub fn send_raw_v4(packet: &[u8], dst: std::net::Ipv4Addr) -> io::Result<()> {
     check(n as libc::c_long).map(|_| ())
 }
 
+/// The events `poll` reports for `fd` right now (timeout 0), without reading anything: for a
+/// unix socket `POLLERR` shows a pending error (`sk_err`) that `SO_ERROR` would clear.
+pub fn poll_now(fd: RawFd, events: i16) -> io::Result<i16> {
+    let mut p = libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    };
+    // SAFETY: one pollfd of ours, count 1.
+    check(unsafe { libc::poll(&mut p, 1, 0) } as libc::c_long)?;
+    Ok(p.revents)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
