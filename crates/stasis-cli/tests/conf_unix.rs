@@ -7,3 +7,4 @@ mod common;
 conformance_tests!(unix_states, "unix_states", &[]);
 conformance_tests!(epoll_reuse, "epoll_reuse", &[]);
 conformance_tests!(scm_epoll, "scm_epoll", &[]);
+conformance_tests!(unix_listen_data, "unix_listen_data", &[]);

@@ -22,6 +22,10 @@
 //! messages. Refused: fds in flight, peers outside the tree, pending connections with unread
 //! data.
 
+mod pending;
+
+pub(crate) use pending::dump_pending_connections;
+
 use crate::error::{CheckpointError, Ctx, Failure};
 use crate::files::kind::{DumpCtx, ObjectKind, RestoreCtx};
 use crate::files::{FileTable, Opened, Probe};
@@ -42,9 +46,59 @@ const MAX_INFLIGHT_DEPTH: u32 = 8;
 /// Files in flight found in a socket's queue: (message index, our copies of the files).
 pub type InFlight = Vec<(usize, Vec<OwnedFd>)>;
 
+/// The messages queued on socket `s` (its peek offset set to 0 first), read with `MSG_PEEK`
+/// up to `limit` bytes when given, and the files in flight they carry.
+fn peek_queue(
+    s: RawFd,
+    sock_type: i32,
+    limit: Option<usize>,
+) -> std::io::Result<(Vec<rec::UnixMessage>, InFlight)> {
+    net::setsockopt_int(s, libc::SOL_SOCKET, libc::SO_PEEK_OFF, 0)?;
+    let stream = sock_type == libc::SOCK_STREAM;
+    let mut queue = Vec::new();
+    let mut inflight: InFlight = Vec::new();
+    let mut all = Vec::new();
+    let mut seen = 0usize;
+    while limit.is_none_or(|l| seen < l) {
+        let Some(m) = net::peek_next(s, 256 * 1024, stream)? else {
+            break;
+        };
+        seen += m.data.len();
+        // Stream bytes merge into one message, except where files ride along: they travel
+        // with the first byte of their chunk, which must stay a message start.
+        if stream && m.fds.is_empty() {
+            all.extend_from_slice(&m.data);
+            continue;
+        }
+        if stream && !all.is_empty() {
+            queue.push(rec::UnixMessage {
+                data: std::mem::take(&mut all),
+                ..Default::default()
+            });
+        }
+        if !m.fds.is_empty() {
+            inflight.push((queue.len(), m.fds));
+        }
+        queue.push(rec::UnixMessage {
+            data: m.data,
+            from: m.from,
+            fds: Vec::new(),
+        });
+    }
+    if stream && !all.is_empty() {
+        queue.push(rec::UnixMessage {
+            data: all,
+            ..Default::default()
+        });
+    }
+    Ok((queue, inflight))
+}
+
 /// The namespace's unix sockets, by inode (read once per checkpoint).
 pub struct UnixTable {
     by_ino: HashMap<u32, UnixDiag>,
+    /// Listeners whose pending connections hold data: (inode, a holder's pid and fd).
+    pending_with_data: Vec<(u32, i32, i32)>,
 }
 
 impl UnixTable {
@@ -54,6 +108,7 @@ impl UnixTable {
             stasis_sys::diag::unix_sockets().ctx(0, || "sock_diag dump of unix sockets".into())?;
         Ok(Self {
             by_ino: all.into_iter().map(|d| (d.ino, d)).collect(),
+            pending_with_data: Vec::new(),
         })
     }
 
@@ -126,15 +181,14 @@ impl UnixTable {
         if d.state == TCP_LISTEN {
             // UNIX_DIAG_ICONS lists the *client* sockets of the pending connections. What a
             // client sent is queued in the not-yet-accepted server socket, which no fd reaches:
-            // a client with bytes in flight (write queue) cannot be saved without accepting.
-            for client in &d.icons {
-                if let Some(c) = self.by_ino.get(client) {
-                    if c.rqlen.is_some_and(|(_, w)| w > 0) {
-                        return Err(unsupported(format!(
-                            "has a pending connection (client socket:[{client}]) with unread data; not supported yet"
-                        )));
-                    }
-                }
+            // it is read once the tasks can be injected into (`dump_pending_connections`).
+            let with_data = d.icons.iter().any(|c| {
+                self.by_ino
+                    .get(c)
+                    .is_some_and(|c| c.rqlen.is_some_and(|(_, w)| w > 0))
+            });
+            if with_data {
+                self.pending_with_data.push((d.ino, pid, fd));
             }
         }
         let s = sock.as_raw_fd();
@@ -181,55 +235,17 @@ impl UnixTable {
         // Queued data, without consuming it.
         net::setsockopt_int(s, libc::SOL_SOCKET, libc::SO_PEEK_OFF, 0)
             .ctx(pid, || format!("fd {fd}: SO_PEEK_OFF"))?;
-        let mut inflight: InFlight = Vec::new();
-        let res = (|| -> Result<(), CheckpointError> {
-            let stream = d.sock_type as i32 == libc::SOCK_STREAM;
-            let mut all = Vec::new();
-            // A stream or seqpacket socket is peeked up to the bytes `sock_diag` counts, never
-            // past them: past the end a peek reports (and clears) a pending ECONNRESET, and a
-            // seqpacket socket whose peer closed reads end-of-file forever.
-            let limit = stream_like
-                .then_some(d.rqlen.map(|(r, _)| r as usize))
-                .flatten();
-            let mut seen = 0usize;
-            while limit.is_none_or(|l| seen < l) {
-                let Some(m) = net::peek_next(s, 256 * 1024, stream)
-                    .ctx(pid, || format!("fd {fd}: peeking queued data"))?
-                else {
-                    break;
-                };
-                seen += m.data.len();
-                // Stream bytes merge into one message, except where files ride along: they
-                // travel with the first byte of their chunk, which must stay a message start.
-                if stream && m.fds.is_empty() {
-                    all.extend_from_slice(&m.data);
-                    continue;
-                }
-                if stream && !all.is_empty() {
-                    st.queue.push(rec::UnixMessage {
-                        data: std::mem::take(&mut all),
-                        ..Default::default()
-                    });
-                }
-                if !m.fds.is_empty() {
-                    inflight.push((st.queue.len(), m.fds));
-                }
-                st.queue.push(rec::UnixMessage {
-                    data: m.data,
-                    from: m.from,
-                    fds: Vec::new(),
-                });
-            }
-            if stream && !all.is_empty() {
-                st.queue.push(rec::UnixMessage {
-                    data: all,
-                    ..Default::default()
-                });
-            }
-            Ok(())
-        })();
+        // A stream or seqpacket socket is peeked up to the bytes `sock_diag` counts, never
+        // past them: past the end a peek reports (and clears) a pending ECONNRESET, and a
+        // seqpacket socket whose peer closed reads end-of-file forever.
+        let limit = stream_like
+            .then_some(d.rqlen.map(|(r, _)| r as usize))
+            .flatten();
+        let res = peek_queue(s, d.sock_type as i32, limit)
+            .ctx(pid, || format!("fd {fd}: peeking queued data"));
         let _ = net::setsockopt_int(s, libc::SOL_SOCKET, libc::SO_PEEK_OFF, st.peek_off);
-        res?;
+        let (queue, inflight) = res?;
+        st.queue = queue;
         let _ = unsupported;
         Ok((st, inflight))
     }

@@ -67,6 +67,21 @@ pub fn unix_connect(fd: RawFd, name: &[u8]) -> io::Result<()> {
     .map(|_| ())
 }
 
+/// `accept4(fd, SOCK_CLOEXEC | SOCK_NONBLOCK)`: the next pending connection (`EAGAIN` if none).
+pub fn accept(fd: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: no address is asked for (null pointers); integer flags.
+    let r = unsafe {
+        libc::accept4(
+            fd,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+        )
+    };
+    check(r as libc::c_long)?;
+    Ok(owned_fd(r))
+}
+
 /// `listen(fd, backlog)`.
 pub fn listen(fd: RawFd, backlog: i32) -> io::Result<()> {
     // SAFETY: integer arguments.
