@@ -13,6 +13,9 @@
  *       then EOF;
  *     - seqpacket pair pq: pq[1] wrote records of 10 and 2000 bytes and
  *       closed: pq[0] reads both records (boundaries kept) then EOF;
+ *     - datagram pair pd: pd[1] sent "d1" and "d22" and closed: pd[0] receives
+ *       both, then nothing (EAGAIN); its first send fails with ECONNREFUSED,
+ *       the next with ENOTCONN (it is disconnected);
  *  3. bound to a path since deleted: a datagram socket bound to hu-del.sock
  *     (file unlinked) holding one queued datagram from an unbound sender; a
  *     listener bound to hu-dir/l.sock whose directory was removed. Both keep
@@ -187,9 +190,9 @@ int main(int argc, char **argv)
     int ub_s = sock(SOCK_STREAM), ub_d = sock(SOCK_DGRAM);
 
     /* 2. peers closed with data queued */
-    int pe[2], pr[2], pq[2];
+    int pe[2], pr[2], pq[2], pd[2];
     if (socketpair(AF_UNIX, SOCK_STREAM, 0, pe) || socketpair(AF_UNIX, SOCK_STREAM, 0, pr) ||
-        socketpair(AF_UNIX, SOCK_SEQPACKET, 0, pq))
+        socketpair(AF_UNIX, SOCK_SEQPACKET, 0, pq) || socketpair(AF_UNIX, SOCK_DGRAM, 0, pd))
         wl_fail("setup: socketpair: %s", strerror(errno));
     wl_fill_pattern(buf, PE_LEN, SEED_PE);
     send_to(pe[1], buf, PE_LEN, NULL, "pe");
@@ -202,6 +205,9 @@ int main(int argc, char **argv)
     send_to(pq[1], buf, 10, NULL, "pq 10");
     send_to(pq[1], buf, 2000, NULL, "pq 2000");
     close(pq[1]);
+    send_to(pd[1], "d1", 2, NULL, "pd d1");
+    send_to(pd[1], "d22", 3, NULL, "pd d22");
+    close(pd[1]);
 
     /* 3. deleted paths */
     struct addr a_del, a_dir, a_mode, a_rcv, a_s1, a_s2, a_s4;
@@ -299,6 +305,20 @@ int main(int argc, char **argv)
     r = recv(pq[0], buf, sizeof buf, MSG_DONTWAIT);
     WL_CHECK(r == 0, "pq: expected EOF after the records, got %zd (%s)", r,
              r < 0 ? strerror(errno) : "data");
+    r = recv(pd[0], buf, sizeof buf, MSG_DONTWAIT);
+    WL_CHECK(r == 2 && memcmp(buf, "d1", 2) == 0, "pd: first datagram expected 'd1', got %zd", r);
+    r = recv(pd[0], buf, sizeof buf, MSG_DONTWAIT);
+    WL_CHECK(r == 3 && memcmp(buf, "d22", 3) == 0, "pd: second datagram expected 'd22', got %zd",
+             r);
+    r = recv(pd[0], buf, sizeof buf, MSG_DONTWAIT);
+    WL_CHECK(r < 0 && errno == EAGAIN, "pd: expected nothing more (EAGAIN), got %zd (%s)", r,
+             r < 0 ? strerror(errno) : "data");
+    r = send(pd[0], "x", 1, MSG_DONTWAIT);
+    WL_CHECK(r < 0 && errno == ECONNREFUSED, "pd: first send expected ECONNREFUSED, got %zd (%s)",
+             r, r < 0 ? strerror(errno) : "sent");
+    r = send(pd[0], "x", 1, MSG_DONTWAIT);
+    WL_CHECK(r < 0 && errno == ENOTCONN, "pd: second send expected ENOTCONN, got %zd (%s)", r,
+             r < 0 ? strerror(errno) : "sent");
     /* 3 */
     struct stat st;
     check_name(del, &a_del, "hu-del.sock socket");

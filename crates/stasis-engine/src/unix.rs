@@ -226,11 +226,15 @@ impl UnixTable {
             // Unconnected stream or seqpacket socket: nothing can be queued (recvmsg: EINVAL).
             return Ok((st, Vec::new()));
         }
-        if stream_like && d.peer == 0 && !self.is_pending_client(d.ino) {
+        // Connected, yet no peer: the peer was closed (a datagram socket stays connected to the
+        // dead peer until its next send fails with ECONNREFUSED).
+        if d.state == TCP_ESTABLISHED && d.peer == 0 && !self.is_pending_client(d.ino) {
             st.peer_closed = true;
-            let ev = net::poll_now(s, libc::POLLIN)
-                .ctx(pid, || format!("fd {fd}: poll for a pending error"))?;
-            st.peer_reset = ev & libc::POLLERR != 0;
+            if stream_like {
+                let ev = net::poll_now(s, libc::POLLIN)
+                    .ctx(pid, || format!("fd {fd}: poll for a pending error"))?;
+                st.peer_reset = ev & libc::POLLERR != 0;
+            }
         }
         // Queued data, without consuming it.
         net::setsockopt_int(s, libc::SOL_SOCKET, libc::SO_PEEK_OFF, 0)
