@@ -30,7 +30,11 @@
  *     hu-s4.sock, closed and unlinked since), s1 again. recvfrom must return
  *     each datagram with its sender's address; s2's abstract name is free
  *     again after restore (nothing of ours holds it), hu-s4.sock does not
- *     exist; s1 still sends with its address.
+ *     exist; s1 still sends with its address;
+ *  6. a datagram socket bound to the relative name "hu-rel.sock" (cwd is
+ *     CTL_DIR): getsockname still gives the relative name, the file is
+ *     CTL_DIR/hu-rel.sock with mode 0640, and a datagram sent to that path
+ *     arrives.
  */
 #define _GNU_SOURCE
 #include "common.h"
@@ -254,6 +258,17 @@ int main(int argc, char **argv)
     close(s4);
     unlink(a_s4.sa.sun_path);
 
+    /* 6. relative name */
+    struct addr a_rel;
+    memset(&a_rel, 0, sizeof a_rel);
+    a_rel.sa.sun_family = AF_UNIX;
+    strcpy(a_rel.sa.sun_path, "hu-rel.sock");
+    a_rel.len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + strlen("hu-rel.sock") + 1);
+    int rel = sock(SOCK_DGRAM);
+    bind_to(rel, &a_rel, "hu-rel.sock");
+    if (chmod("hu-rel.sock", 0640) < 0)
+        wl_fail("setup: chmod hu-rel.sock: %s", strerror(errno));
+
     wl_ready();
     while (!wl_verify_requested())
         wl_sleep_ms(5);
@@ -382,6 +397,21 @@ int main(int argc, char **argv)
     WL_CHECK(r == 3 && same_addr(&sa, len, &a_s1),
              "hu-rcv.sock: new datagram from s1 expected 3 bytes from %s, got %zd from %s",
              a_s1.sa.sun_path, r, show(&sa, len));
+    /* 6 */
+    check_name(rel, &a_rel, "relative hu-rel.sock");
+    struct addr a_relabs;
+    path_addr(&a_relabs, "hu-rel.sock");
+    WL_CHECK(stat(a_relabs.sa.sun_path, &st) == 0 && S_ISSOCK(st.st_mode) &&
+                 (st.st_mode & 07777) == 0640,
+             "%s: expected a socket file of mode 0640 (%s, mode %04o)", a_relabs.sa.sun_path,
+             strerror(errno), (unsigned)(st.st_mode & 07777));
+    probe = socket(AF_UNIX, SOCK_DGRAM, 0);
+    WL_CHECK(sendto(probe, "rel", 3, 0, (const struct sockaddr *)&a_relabs.sa, a_relabs.len) == 3,
+             "sending to %s: %s", a_relabs.sa.sun_path, strerror(errno));
+    close(probe);
+    r = recv(rel, buf, sizeof buf, MSG_DONTWAIT);
+    WL_CHECK(r == 3 && memcmp(buf, "rel", 3) == 0,
+             "relative hu-rel.sock: the datagram sent to its path did not arrive (%zd)", r);
     /* the unbound sockets still work */
     struct addr a_new;
     path_addr(&a_new, "hu-new.sock");
