@@ -17,7 +17,10 @@
 //! mask, inotify with the same watch descriptors — dummy watches fill gaps in the numbering and
 //! are removed again) and hands it to the tasks like any file. Epoll registrations name fds of
 //! the task, so they are injected (`epoll_ctl(EPOLL_CTL_ADD)`) into the owning task once its fd
-//! table is complete. Not kept: readiness (recomputed by the kernel), queued inotify events.
+//! table is complete. A registration belongs to an open file description, and its number is
+//! only the one it had when registered: the checkpoint finds the description with
+//! `kcmp(KCMP_EPOLL_TFD)`, and when the number is closed or holds another file at restore, the
+//! description is put at the number for the call and the number given back afterwards. Not kept: readiness (recomputed by the kernel), queued inotify events.
 
 use crate::error::{CheckpointError, Ctx, Failure};
 use crate::files::kind::{DumpCtx, ObjectKind, RestoreCtx};

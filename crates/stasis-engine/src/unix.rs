@@ -5,22 +5,34 @@
 //! name, peer inode and a listener's pending connections. The socket itself is borrowed with
 //! `pidfd_getfd` (same socket, same queues) to read its options and the data queued for reading:
 //! `SO_PEEK_OFF` is set to 0 and `recvmsg(MSG_PEEK)` called until the queue is exhausted — each
-//! datagram or seqpacket record comes separately, so boundaries are kept — then the original
-//! peek offset is put back. A message carrying file descriptors (`SCM_RIGHTS`) makes the
-//! checkpoint refuse, as does a socket connected to a peer outside the tree.
+//! datagram or seqpacket record comes separately, so boundaries are kept; a stream or seqpacket
+//! queue is peeked only up to the bytes `sock_diag` counts (past them a peek would consume a
+//! pending ECONNRESET) — then the original peek offset is put back. Files in flight
+//! (`SCM_RIGHTS`) come as copies and are dumped like fds of ours (sockets among them too,
+//! nested up to [`MAX_INFLIGHT_DEPTH`]).
+//!
+//! A connected socket without a peer had its peer closed (`peer_closed`; a pending error, seen
+//! as `POLLERR` without consuming it, is `peer_reset`). A path name is checked against the
+//! socket file (`UNIX_DIAG_VFS` inode): still there, its mode and owner are saved (and for a
+//! relative name the directory); gone, the name is marked `name_gone`. The data a pending
+//! connection holds is read after the parasites are in place ([`pending`]).
 //!
 //! ## Restore
 //! Listeners are bound (a stale socket file left at the path is removed) and listen again; each
 //! pending connection is made again by its client socket connecting to the listener, in queue
-//! order. Connected pairs become `socketpair`s; unconnected sockets are bound to their names;
-//! a datagram socket connected one way is connected to its peer's name. Queued data is sent
-//! again from the peer (datagrams one by one; for an unconnected bound datagram socket from a
-//! temporary socket, so the sender address is not kept). Then shutdown state and options.
+//! order, and sending what the server socket held. Connected pairs become `socketpair`s; a
+//! socket whose peer closed is paired with a temporary peer that sends its queue (and, for a
+//! reset, is left a byte unread) and is closed; unconnected sockets are bound to their names;
+//! a datagram socket connected one way is connected to its peer's name. A name whose file was
+//! gone is bound by a thread of its own (`unshare(CLONE_FS)`) chrooted into a scratch directory,
+//! removed once the queues are refilled; a relative name from its directory; a socket file gets
+//! its mode and owner back. Queued data is sent again from the peer (datagrams one by one, each
+//! from its sender's name: the socket of the image bound to it, or a temporary socket bound to
+//! it). Then shutdown state and options.
 //!
-//! Not kept: the local name of an accepted connection (it shares the listener's path), sender
-//! addresses of datagrams queued on unconnected sockets, credentials attached to queued
-//! messages. Refused: fds in flight, peers outside the tree, pending connections with unread
-//! data.
+//! Not kept: the local name of an accepted connection (it shares the listener's path), the name
+//! of a peer that closed, credentials attached to queued messages. Refused: peers outside the
+//! tree, and the pending-connection cases listed in [`pending`].
 
 mod pending;
 
