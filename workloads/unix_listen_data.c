@@ -11,6 +11,8 @@
  * a byte written by c2 now arrives), then c3's ("third" + 300 bytes, then EOF); each client
  * still talks to its accepted socket both ways; c1 is still O_NONBLOCK; the seqpacket
  * connection keeps its record boundaries; nothing else is pending.
+ * With the argument "epoll", c1 is also registered in an epoll instance: the engine refuses
+ * that case (before accepting anything), and the workload must verify unchanged.
  */
 #define _GNU_SOURCE
 #include "common.h"
@@ -22,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -104,6 +107,12 @@ int main(int argc, char **argv)
     wl_fill_pattern(buf, C1_LEN, 41);
     send_n(c1, buf, C1_LEN, "c1");
     fcntl(c1, F_SETFL, O_NONBLOCK);
+    if (argc > 2 && strcmp(argv[2], "epoll") == 0) {
+        int ep = epoll_create1(0);
+        struct epoll_event ev = {.events = EPOLLIN, .data.u64 = 1};
+        if (ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, c1, &ev) < 0)
+            wl_fail("setup: epoll: %s", strerror(errno));
+    }
     int c2 = client(SOCK_STREAM, &la, la_len);
     int c3 = client(SOCK_STREAM, &la, la_len);
     send_n(c3, "third", 5, "c3");
