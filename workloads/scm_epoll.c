@@ -10,11 +10,13 @@
  *    "nested" (read end closed here); y[0] sent over c (message "Y") and closed: a socket in
  *    flight carrying a file in flight;
  *  - a datagram socketpair z: z[1] sent z[0] a datagram "S" carrying socket w[0] of a socketpair
- *    w (w[1] wrote "deep" to w[0]), and z[0] sent over c ("Z"): three levels.
+ *    w (w[1] wrote "deep" to w[0]), and z[0] sent over c ("Z"): three levels;
+ *  - a stream socketpair q: q[1] sent q[0] the message "SELF" carrying q[0] itself.
  * Verify: epoll reports 0xab (x[0] readable) before anything is received; fdinfo of ep names
  * the fd number x[0] had; receiving "X" gives a socket reading "ping", and new data written to
  * x[1] makes 0xab ready again; "Y" gives a socket whose message "P" carries a pipe reading
- * "nested"; "Z" gives a socket whose datagram "S" carries a socket reading "deep".
+ * "nested"; "Z" gives a socket whose datagram "S" carries a socket reading "deep"; q[0]
+ * receives a socket that is q[0] itself (same inode), which still reads what q[1] sends.
  */
 #define _GNU_SOURCE
 #include "common.h"
@@ -28,6 +30,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static void send_fd(int s, const char *data, int fd, const char *what)
@@ -120,6 +123,10 @@ int main(int argc, char **argv)
     close(w[0]);
     send_fd(c[0], "Z", z[0], "Z");
     close(z[0]);
+    int q[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM, 0, q))
+        wl_fail("setup: socketpair: %s", strerror(errno));
+    send_fd(q[1], "SELF", q[0], "SELF");
 
     wl_ready();
     while (!wl_verify_requested())
@@ -158,5 +165,12 @@ int main(int argc, char **argv)
     expect_read(rw, "deep", "socket carried by Z");
     WL_CHECK(write(w[1], "again", 5) == 5, "write w[1]: %s", strerror(errno));
     expect_read(rw, "again", "socket carried by Z (new data)");
+    int rq = recv_fd(q[0], "SELF", "socket q[0]");
+    struct stat s1, s2;
+    WL_CHECK(fstat(rq, &s1) == 0 && fstat(q[0], &s2) == 0 && s1.st_ino == s2.st_ino,
+             "q[0] carried itself: received inode %lu, q[0] is %lu", (unsigned long)s1.st_ino,
+             (unsigned long)s2.st_ino);
+    WL_CHECK(write(q[1], "self", 4) == 4, "q[1]: write: %s", strerror(errno));
+    expect_read(rq, "self", "q[0] received from itself");
     wl_report(1, "ok");
 }

@@ -153,8 +153,16 @@ impl FileTable {
         };
         let key = (p.md.dev(), p.md.ino());
         let file_id = match self.same_description(&p, key)? {
-            Some(id) => id,
+            Some(id) => {
+                self.seen.entry(key).or_default().push((pid, fd, id));
+                id
+            }
             None => {
+                // Known before the files in flight it carries are dumped: a socket that
+                // carries itself (or a socket carrying it) is found again, not dumped twice.
+                let id = self.files.len() as u32;
+                self.seen.entry(key).or_default().push((pid, fd, id));
+                self.holders.entry(id).or_insert((pid, fd));
                 let mut cx = DumpCtx {
                     shmem,
                     writer,
@@ -163,7 +171,6 @@ impl FileTable {
                 self.dump_description(&p, &mut cx)?
             }
         };
-        self.seen.entry(key).or_default().push((pid, fd, file_id));
         self.holders.entry(file_id).or_insert((pid, fd));
         Ok(Some((file_id, p.info.flags & O_CLOEXEC != 0)))
     }
