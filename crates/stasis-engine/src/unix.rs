@@ -239,8 +239,13 @@ impl UnixTable {
             return Ok((st, Vec::new()));
         }
         // Connected, yet no peer: the peer was closed (a datagram socket stays connected to the
-        // dead peer until its next send fails with ECONNREFUSED).
-        if d.state == TCP_ESTABLISHED && d.peer == 0 && !self.is_pending_client(d.ino) {
+        // dead peer until its next send fails with ECONNREFUSED). A datagram socket that others
+        // connected to shows the same state and no peer, but getpeername tells it has none.
+        if d.state == TCP_ESTABLISHED
+            && d.peer == 0
+            && !self.is_pending_client(d.ino)
+            && (stream_like || matches!(net::peer_name(s), Ok(Some(_))))
+        {
             st.peer_closed = true;
             if stream_like {
                 let ev = net::poll_now(s, libc::POLLIN)
