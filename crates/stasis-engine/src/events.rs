@@ -485,7 +485,16 @@ impl ObjectKind for EventKind {
         fo.file_id = None;
         fo.state = Some(match kind {
             FileKind::Eventfd => State::Eventfd(dump_eventfd(pid, fd, info)?),
-            FileKind::Epoll => State::Epoll(dump_epoll(pid, fd, info)?),
+            FileKind::Epoll => {
+                let ep = dump_epoll(pid, fd, info)?;
+                // An epoll only in flight has no task to register its items in at restore.
+                if pid == sys::getpid() && !ep.items.is_empty() {
+                    return Err(p.unsupported(
+                        "an epoll instance with registrations in flight in a unix socket",
+                    ));
+                }
+                State::Epoll(ep)
+            }
             FileKind::Timerfd => State::Timerfd(dump_timerfd(pid, fd, info)?),
             FileKind::Signalfd => State::Signalfd(dump_signalfd(pid, fd, info)?),
             _ => State::Inotify(dump_inotify(pid, fd, info)?),

@@ -834,6 +834,8 @@ impl ObjectKind for UnixKind {
             _ => "?",
         };
         let state = match u.state {
+            1 if u.peer_reset => "connected, peer closed (reset)",
+            1 if u.peer_closed => "connected, peer closed",
             1 => "connected",
             10 => "listening",
             _ => "unconnected",
@@ -843,7 +845,13 @@ impl ObjectKind for UnixKind {
         } else if u.name[0] == 0 {
             format!(" @{}", String::from_utf8_lossy(&u.name[1..]))
         } else {
-            format!(" {}", String::from_utf8_lossy(&u.name))
+            let gone = if u.name_gone { " (file gone)" } else { "" };
+            let mode = if u.file_mode != 0 {
+                format!(" mode {:o}", u.file_mode)
+            } else {
+                String::new()
+            };
+            format!(" {}{gone}{mode}", String::from_utf8_lossy(&u.name))
         };
         let peer = if u.peer_ino != 0 {
             format!(" peer socket:[{}]", u.peer_ino)
