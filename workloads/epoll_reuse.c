@@ -13,11 +13,14 @@
  *    registrations with the number 110, for different descriptions;
  *  - a child process holds eventfd D only at fd 120 (its parent's copy of fd 120 was closed);
  *    the parent registered D (data 0x120) before closing its fd 120: the registration targets a
- *    description only the child holds.
+ *    description only the child holds;
+ *  - nested: epoll `outer` watches epoll `inner` (data 0x77), which watches eventfd E (count 1,
+ *    data 0x88).
  * Verify: fd 100 and 120 are closed; epoll_wait reports exactly A (0x100) and C (0x1103);
  * fdinfo of ep lists tfd 100, 110, 110, 120; writing B through fd 111 makes 0x110 ready, and D
  * through the child makes 0x120 ready; EPOLL_CTL_ADD of fd 101 succeeds (A is registered under
- * the number 100, not 101), EPOLL_CTL_DEL of fd 110 removes C's registration only.
+ * the number 100, not 101), EPOLL_CTL_DEL of fd 110 removes C's registration only; outer
+ * reports inner (0x77) ready and inner reports E (0x88).
  */
 #define _GNU_SOURCE
 #include "common.h"
@@ -97,6 +100,13 @@ int main(int argc, char **argv)
     efd_at(7, 110);
     reg(ep, 110, 0x1103);
 
+    int outer = epoll_create1(0), inner = epoll_create1(0);
+    int e = eventfd(1, EFD_NONBLOCK);
+    if (outer < 0 || inner < 0 || e < 0)
+        wl_fail("setup: nested epoll: %s", strerror(errno));
+    reg(inner, e, 0x88);
+    reg(outer, inner, 0x77);
+
     efd_at(0, 120);
     reg(ep, 120, 0x120);
     int go[2];
@@ -167,6 +177,9 @@ int main(int argc, char **argv)
              strerror(errno));
     const uint64_t w3[] = {0x100, 0x101, 0x110, 0x120};
     expect_ready(ep, w3, 4, "after adding 101 and removing 110");
+    const uint64_t w_outer[] = {0x77}, w_inner[] = {0x88};
+    expect_ready(outer, w_outer, 1, "outer epoll (watching the inner one)");
+    expect_ready(inner, w_inner, 1, "inner epoll");
     kill(child, SIGKILL);
     waitpid(child, NULL, 0);
     wl_report(1, "ok");
