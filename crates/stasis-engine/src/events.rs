@@ -327,6 +327,7 @@ fn tempdir_for_dummies() -> Result<std::path::PathBuf, Failure> {
 pub(crate) fn resolve_epoll_targets(t: &mut FileTable) -> Result<(), CheckpointError> {
     let mut holders: Vec<(u32, (i32, i32))> = t.holders.iter().map(|(&k, &v)| (k, v)).collect();
     holders.sort_unstable();
+    let fd_ids = t.fd_ids();
     for id in 0..t.files.len() {
         let Some(&(pid, efd)) = t.holders.get(&(id as u32)) else {
             continue;
@@ -337,8 +338,12 @@ pub(crate) fn resolve_epoll_targets(t: &mut FileTable) -> Result<(), CheckpointE
         for i in 0..ep.items.len() {
             let tfd = ep.items[i].tfd;
             let toff = ep.items[..i].iter().filter(|it| it.tfd == tfd).count() as u32;
-            let mut found = None;
-            for &(fid, (hp, hfd)) in &holders {
+            // Most registrations still target what their number holds: try that first.
+            let mut found = fd_ids
+                .get(&(pid, tfd))
+                .copied()
+                .filter(|_| sys::kcmp_epoll_tfd(pid, tfd, pid, efd, tfd, toff).ok() == Some(0));
+            for &(fid, (hp, hfd)) in holders.iter().filter(|_| found.is_none()) {
                 if sys::kcmp_epoll_tfd(hp, hfd, pid, efd, tfd, toff).ctx(pid, || {
                     format!("epoll fd {efd}: kcmp(KCMP_EPOLL_TFD) of registration {tfd}")
                 })? == 0

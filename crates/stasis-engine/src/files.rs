@@ -239,6 +239,15 @@ impl FileTable {
         Ok(None)
     }
 
+    /// Every fd seen so far with its open file description: (pid, fd) → file object id.
+    pub(crate) fn fd_ids(&self) -> HashMap<(i32, i32), u32> {
+        self.seen
+            .values()
+            .flatten()
+            .map(|&(pid, fd, id)| ((pid, fd), id))
+            .collect()
+    }
+
     pub(crate) fn is_unix(&self, ino: u64) -> bool {
         self.unix.as_ref().is_some_and(|t| t.is_unix(ino))
     }
