@@ -6,7 +6,9 @@
  *   c1 sent 5000 pattern bytes, c2 sent nothing, c3 sent "third" then 300 pattern bytes and
  *   shut down its sending side (SHUT_WR); c1 is non-blocking;
  * and a SOCK_SEQPACKET listener on the abstract name @hu-ldq-<pid> with one pending
- * connection whose client sent records of 3 and 1000 bytes.
+ * connection whose client sent records of 3 and 1000 bytes; and a SOCK_STREAM listener bound
+ * to CTL_DIR/hu-ldg.sock, whose file was then deleted, with one pending connection whose client
+ * sent "ghost".
  * Verify: accept returns c1's connection first (its 5000 bytes), then c2's (nothing queued:
  * a byte written by c2 now arrives), then c3's ("third" + 300 bytes, then EOF); each client
  * still talks to its accepted socket both ways; c1 is still O_NONBLOCK; the seqpacket
@@ -26,6 +28,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -124,6 +127,18 @@ int main(int argc, char **argv)
     memset(buf, 'z', 1000);
     send_n(cq, buf, 1000, "cq 1000");
 
+    struct sockaddr_un ga;
+    memset(&ga, 0, sizeof ga);
+    ga.sun_family = AF_UNIX;
+    snprintf(ga.sun_path, sizeof ga.sun_path, "%s/hu-ldg.sock", wl_ctl_dir());
+    socklen_t ga_len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + strlen(ga.sun_path) + 1);
+    int lg = socket(AF_UNIX, SOCK_STREAM, 0);
+    if (lg < 0 || bind(lg, (struct sockaddr *)&ga, ga_len) < 0 || listen(lg, 4) < 0)
+        wl_fail("setup: ghost listener: %s", strerror(errno));
+    int cg = client(SOCK_STREAM, &ga, ga_len);
+    send_n(cg, "ghost", 5, "cg");
+    unlink(ga.sun_path);
+
     wl_ready();
     while (!wl_verify_requested())
         wl_sleep_ms(5);
@@ -165,5 +180,13 @@ int main(int argc, char **argv)
     r = recv(aq, buf, sizeof buf, MSG_DONTWAIT);
     WL_CHECK(r == 1000, "seqpacket: second record expected 1000 bytes, got %zd", r);
     both_ways(aq, cq, "seqpacket");
+    int ag = accept_one(lg, "connection to the deleted listener");
+    r = read_n(ag, buf, 5);
+    WL_CHECK(r == 5 && memcmp(buf, "ghost", 5) == 0,
+             "deleted listener: expected 'ghost' from its pending connection, read %zd", r);
+    both_ways(ag, cg, "deleted listener");
+    struct stat gst;
+    WL_CHECK(stat(ga.sun_path, &gst) < 0 && errno == ENOENT,
+             "deleted listener: its path exists again");
     wl_report(1, "ok");
 }

@@ -82,6 +82,16 @@ pub fn accept(fd: RawFd) -> io::Result<OwnedFd> {
     Ok(owned_fd(r))
 }
 
+/// `ioctl(SIOCUNIXFILE)`: an `O_PATH` descriptor of the socket file a unix socket is bound
+/// to, even when that file was deleted since (connecting to `/proc/self/fd/N` reaches it).
+pub fn unix_file(fd: RawFd) -> io::Result<OwnedFd> {
+    const SIOCUNIXFILE: libc::c_ulong = 0x89E0;
+    // SAFETY: the ioctl takes no argument and returns a new descriptor.
+    let r = unsafe { libc::ioctl(fd, SIOCUNIXFILE) };
+    check(r as libc::c_long)?;
+    Ok(owned_fd(r))
+}
+
 /// `listen(fd, backlog)`.
 pub fn listen(fd: RawFd, backlog: i32) -> io::Result<()> {
     // SAFETY: integer arguments.

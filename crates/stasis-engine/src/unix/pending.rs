@@ -12,8 +12,10 @@
 //! same state as before; the image records what the server sockets held (`embryo_queue`) and
 //! the restore makes the clients send it again.
 //!
-//! Refused (before anything is accepted): a listener whose name no longer reaches it, a client
-//! outside the tree, in flight or watched by an epoll. Files in flight inside such a queue are
+//! The listener is reached through its socket file (`SIOCUNIXFILE`, which works even when the
+//! file was deleted since) or its abstract name. Refused (before anything is accepted): a
+//! client outside the tree, in flight or watched by an epoll. If stasis is killed between
+//! accepting and putting back, those connections are lost. Files in flight inside such a queue are
 //! put back with their messages, then refused.
 
 use crate::error::{CheckpointError, Ctx, Failure};
@@ -137,15 +139,23 @@ fn one_listener(
     else {
         return Ok(());
     };
-    let (lf, lu) = (&t.files[li], t.files[li].unix().expect("a unix socket"));
-    if lu.name.is_empty() || lu.name_gone {
-        return Err(unsupported(
-            "is a listener no name reaches any more, with pending connections holding data; not supported".into(),
-        ));
-    }
-    let reach = super::reach_name(lf, lu);
+    let lu = t.files[li].unix().expect("a unix socket");
+    let name = lu.name.clone();
     let clients = clients_of(procs, t, li, &unsupported)?;
     let listener = t.borrow(pid, fd)?;
+    // The listener is reached again through its socket file (even deleted: SIOCUNIXFILE gives
+    // it, and /proc/self/fd/N leads to it), or by its abstract name.
+    let file = if name.first().is_some_and(|&b| b != 0) {
+        Some(net::unix_file(listener.as_raw_fd()).ctx(pid, || {
+            format!("fd {fd}: SIOCUNIXFILE (the listener's socket file)")
+        })?)
+    } else {
+        None
+    };
+    let reach: Vec<u8> = match &file {
+        Some(f) => format!("/proc/self/fd/{}", f.as_raw_fd()).into_bytes(),
+        None => name,
+    };
     // From here the tree's listener changes: every connection taken is put back.
     let mut err: Option<CheckpointError> = None;
     let mut taken = Vec::new();
