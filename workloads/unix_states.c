@@ -34,7 +34,8 @@
  *  6. a datagram socket bound to the relative name "hu-rel.sock" (cwd is
  *     CTL_DIR): getsockname still gives the relative name, the file is
  *     CTL_DIR/hu-rel.sock with mode 0640, and a datagram sent to that path
- *     arrives.
+ *     arrives; another bound to "r.sock" from the directory CTL_DIR/hu-sub, then
+ *     the process went back to CTL_DIR: its file is CTL_DIR/hu-sub/r.sock.
  */
 #define _GNU_SOURCE
 #include "common.h"
@@ -268,6 +269,17 @@ int main(int argc, char **argv)
     bind_to(rel, &a_rel, "hu-rel.sock");
     if (chmod("hu-rel.sock", 0640) < 0)
         wl_fail("setup: chmod hu-rel.sock: %s", strerror(errno));
+    struct addr a_sub;
+    memset(&a_sub, 0, sizeof a_sub);
+    a_sub.sa.sun_family = AF_UNIX;
+    strcpy(a_sub.sa.sun_path, "r.sock");
+    a_sub.len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + strlen("r.sock") + 1);
+    if (mkdir("hu-sub", 0755) < 0 || chdir("hu-sub") < 0)
+        wl_fail("setup: hu-sub: %s", strerror(errno));
+    int sub = sock(SOCK_DGRAM);
+    bind_to(sub, &a_sub, "hu-sub/r.sock");
+    if (chdir(wl_ctl_dir()) < 0)
+        wl_fail("setup: chdir back: %s", strerror(errno));
 
     wl_ready();
     while (!wl_verify_requested())
@@ -412,6 +424,20 @@ int main(int argc, char **argv)
     r = recv(rel, buf, sizeof buf, MSG_DONTWAIT);
     WL_CHECK(r == 3 && memcmp(buf, "rel", 3) == 0,
              "relative hu-rel.sock: the datagram sent to its path did not arrive (%zd)", r);
+    check_name(sub, &a_sub, "relative r.sock bound in hu-sub");
+    struct addr a_subabs;
+    path_addr(&a_subabs, "hu-sub/r.sock");
+    WL_CHECK(stat(a_subabs.sa.sun_path, &st) == 0 && S_ISSOCK(st.st_mode),
+             "%s: expected the socket file (%s)", a_subabs.sa.sun_path, strerror(errno));
+    WL_CHECK(stat("r.sock", &st) < 0 && errno == ENOENT,
+             "r.sock appeared in CTL_DIR (bound from the wrong directory)");
+    probe = socket(AF_UNIX, SOCK_DGRAM, 0);
+    WL_CHECK(sendto(probe, "sub", 3, 0, (const struct sockaddr *)&a_subabs.sa, a_subabs.len) == 3,
+             "sending to %s: %s", a_subabs.sa.sun_path, strerror(errno));
+    close(probe);
+    r = recv(sub, buf, sizeof buf, MSG_DONTWAIT);
+    WL_CHECK(r == 3 && memcmp(buf, "sub", 3) == 0,
+             "relative r.sock: the datagram sent to its path did not arrive (%zd)", r);
     /* the unbound sockets still work */
     struct addr a_new;
     path_addr(&a_new, "hu-new.sock");

@@ -136,10 +136,13 @@ impl UnixTable {
             .any(|l| l.state == TCP_LISTEN && l.icons.contains(&ino))
     }
 
-    /// The socket file of a path name: its mode and owner if it is still this socket's
-    /// (same inode as `UNIX_DIAG_VFS`), otherwise the name is marked gone. A relative name is
-    /// looked up from the holder's current directory.
-    fn dump_file(&self, pid: i32, d: &UnixDiag, st: &mut rec::UnixSocketState) {
+    /// The socket file of a path name: its mode and owner if it is still this socket's,
+    /// otherwise the name is marked gone; for a relative name, the directory it was bound in.
+    /// The file is found from the socket itself (`SIOCUNIXFILE`: its path as the kernel knows
+    /// it, even after the process changed directory, and whether it was deleted); on kernels
+    /// without it, by the name (from the holder's current directory when relative) and the
+    /// `UNIX_DIAG_VFS` inode.
+    fn dump_file(&self, pid: i32, d: &UnixDiag, sock: RawFd, st: &mut rec::UnixSocketState) {
         use std::os::unix::fs::MetadataExt;
         let Some(name) = d
             .name
@@ -148,28 +151,48 @@ impl UnixTable {
         else {
             return;
         };
-        let name = <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(name);
-        let path = if name.as_encoded_bytes().first() == Some(&b'/') {
-            std::path::PathBuf::from(name)
-        } else {
-            std::path::Path::new(&format!("/proc/{pid}/cwd")).join(name)
-        };
-        let same = std::fs::symlink_metadata(&path)
-            .ok()
-            .filter(|md| d.vfs.is_some_and(|(ino, _)| md.ino() == ino as u64));
-        match same {
-            Some(md) => {
-                st.file_mode = md.mode() & 0o7777;
-                st.file_owner = (md.uid() as u64) << 32 | md.gid() as u64;
-                if name.as_encoded_bytes().first() == Some(&b'/') {
-                    return;
-                }
-                // A relative name: the directory it was bound in, as the holder sees it.
-                if let Ok(cwd) = std::fs::read_link(format!("/proc/{pid}/cwd")) {
-                    st.bind_dir = cwd.to_string_lossy().into_owned();
+        let name = os(name);
+        let relative = !name.is_absolute();
+        // (path of the file now, its metadata) if this socket's file still has `name`.
+        let found = match net::unix_file(sock) {
+            Ok(f) => {
+                let link = format!("/proc/self/fd/{}", f.as_raw_fd());
+                let now = std::fs::read_link(&link).ok();
+                let md = std::fs::metadata(&link).ok();
+                match (now, md) {
+                    (Some(now), Some(md)) if md.nlink() > 0 && now.ends_with(name) => {
+                        Some((now, md))
+                    }
+                    _ => None,
                 }
             }
-            None => st.name_gone = true,
+            Err(_) => {
+                let path = if relative {
+                    Path::new(&format!("/proc/{pid}/cwd")).join(name)
+                } else {
+                    name.to_path_buf()
+                };
+                let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap_or_default();
+                std::fs::symlink_metadata(&path)
+                    .ok()
+                    .filter(|md| d.vfs.is_some_and(|(ino, _)| md.ino() == ino as u64))
+                    .map(|md| (if relative { cwd.join(name) } else { path }, md))
+            }
+        };
+        let Some((now, md)) = found else {
+            st.name_gone = true;
+            return;
+        };
+        st.file_mode = md.mode() & 0o7777;
+        st.file_owner = (md.uid() as u64) << 32 | md.gid() as u64;
+        if relative {
+            // The directory the relative name was resolved from.
+            let n = name.components().count();
+            let dir: PathBuf = now
+                .components()
+                .take(now.components().count().saturating_sub(n))
+                .collect();
+            st.bind_dir = dir.to_string_lossy().into_owned();
         }
     }
 
@@ -228,7 +251,7 @@ impl UnixTable {
             peek_off: opt(libc::SO_PEEK_OFF)?,
             ..Default::default()
         };
-        self.dump_file(pid, &d, &mut st);
+        self.dump_file(pid, &d, s, &mut st);
         if d.state == TCP_LISTEN {
             st.pending_clients = d.icons.clone();
             return Ok((st, Vec::new()));
