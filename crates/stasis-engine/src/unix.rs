@@ -13,8 +13,9 @@
 //!
 //! A connected socket without a peer had its peer closed (`peer_closed`; a pending error, seen
 //! as `POLLERR` without consuming it, is `peer_reset`). A path name is checked against the
-//! socket file (`UNIX_DIAG_VFS` inode): still there, its mode and owner are saved (and for a
-//! relative name the directory); gone, the name is marked `name_gone`. The data a pending
+//! socket file, found from the socket (`SIOCUNIXFILE`; by name and `UNIX_DIAG_VFS` inode on
+//! older kernels): still there, its mode and owner are saved (and for a relative name the
+//! directory it was bound in); deleted or moved, the name is marked `name_gone`. The data a pending
 //! connection holds is read after the parasites are in place ([`pending`]).
 //!
 //! ## Restore
