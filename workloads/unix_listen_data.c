@@ -13,8 +13,10 @@
  * a byte written by c2 now arrives), then c3's ("third" + 300 bytes, then EOF); each client
  * still talks to its accepted socket both ways; c1 is still O_NONBLOCK; the seqpacket
  * connection keeps its record boundaries; nothing else is pending.
- * With the argument "epoll", c1 is also registered in an epoll instance: the engine refuses
- * that case (before accepting anything), and the workload must verify unchanged.
+ * With the argument "epoll", c1 is also registered in an epoll instance (data 1): after
+ * restore, a byte the server sends makes it ready. With "inflight", a copy of c1 is also in
+ * flight in a socketpair's queue: the engine refuses that case (before accepting anything), and
+ * the workload must verify unchanged.
  */
 #define _GNU_SOURCE
 #include "common.h"
@@ -110,11 +112,30 @@ int main(int argc, char **argv)
     wl_fill_pattern(buf, C1_LEN, 41);
     send_n(c1, buf, C1_LEN, "c1");
     fcntl(c1, F_SETFL, O_NONBLOCK);
+    int ep = -1;
     if (argc > 2 && strcmp(argv[2], "epoll") == 0) {
-        int ep = epoll_create1(0);
+        ep = epoll_create1(0);
         struct epoll_event ev = {.events = EPOLLIN, .data.u64 = 1};
         if (ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, c1, &ev) < 0)
             wl_fail("setup: epoll: %s", strerror(errno));
+    }
+    if (argc > 2 && strcmp(argv[2], "inflight") == 0) {
+        int sp[2];
+        union {
+            char b[CMSG_SPACE(sizeof(int))];
+            struct cmsghdr align;
+        } cb;
+        memset(&cb, 0, sizeof cb);
+        struct iovec iov = {.iov_base = "c", .iov_len = 1};
+        struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cb.b,
+                            .msg_controllen = sizeof cb.b};
+        struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+        cm->cmsg_level = SOL_SOCKET;
+        cm->cmsg_type = SCM_RIGHTS;
+        cm->cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(cm), &c1, sizeof(int));
+        if (socketpair(AF_UNIX, SOCK_STREAM, 0, sp) < 0 || sendmsg(sp[0], &mh, 0) != 1)
+            wl_fail("setup: c1 in flight: %s", strerror(errno));
     }
     int c2 = client(SOCK_STREAM, &la, la_len);
     int c3 = client(SOCK_STREAM, &la, la_len);
@@ -150,6 +171,15 @@ int main(int argc, char **argv)
     WL_CHECK(r == C1_LEN && memcmp(buf, want, C1_LEN) == 0,
              "first accepted connection: expected c1's %d bytes, read %zd", C1_LEN, r);
     WL_CHECK(fcntl(c1, F_GETFL) & O_NONBLOCK, "c1 lost O_NONBLOCK");
+    if (ep >= 0) {
+        struct epoll_event ev;
+        WL_CHECK(epoll_wait(ep, &ev, 1, 0) == 0, "epoll: c1 ready before the server wrote");
+        WL_CHECK(send(a1, "E", 1, 0) == 1, "server send E: %s", strerror(errno));
+        WL_CHECK(epoll_wait(ep, &ev, 1, 2000) == 1 && ev.data.u64 == 1,
+                 "epoll: c1 (data 1) not reported ready after the server wrote to it");
+        char e;
+        WL_CHECK(recv(c1, &e, 1, MSG_DONTWAIT) == 1 && e == 'E', "c1: did not read 'E'");
+    }
     both_ways(a1, c1, "c1");
     int a2 = accept_one(l, "second connection");
     r = recv(a2, buf, sizeof buf, MSG_DONTWAIT);

@@ -8,6 +8,7 @@ conformance_tests!(unix_states, "unix_states", &[]);
 conformance_tests!(epoll_reuse, "epoll_reuse", &[]);
 conformance_tests!(scm_epoll, "scm_epoll", &[]);
 conformance_tests!(unix_listen_data, "unix_listen_data", &[]);
+conformance_tests!(unix_listen_data_epoll, "unix_listen_data", &["epoll"]);
 
 use common::{checkpoint_cmd, describe_output, image_dir, run_cmd, serial, Workload};
 use std::thread;
@@ -42,13 +43,13 @@ fn failed_checkpoint_leaves_pending_connections() {
     }
 }
 
-/// A pending connection holding data whose client is watched by an epoll is refused (its
-/// client could not be replaced without losing the registration), naming the listener and
-/// why, before anything is accepted: the tree runs on unchanged.
+/// A pending connection holding data whose client is also in flight in a unix socket is
+/// refused (the copy in flight could not be replaced), naming the listener and why, before
+/// anything is accepted: the tree runs on unchanged.
 #[test]
-fn refuses_pending_client_watched_by_epoll() {
+fn refuses_pending_client_in_flight() {
     let _g = serial();
-    let w = Workload::start("unix_listen_data", &["epoll"]);
+    let w = Workload::start("unix_listen_data", &["inflight"]);
     thread::sleep(SETTLE);
     let img = image_dir("unix_listen_data");
     let out = common::checkpoint(w.pid, &img.path().join("img"), &[]);
@@ -57,8 +58,8 @@ fn refuses_pending_client_watched_by_epoll() {
         !out.status.success()
             && err.contains("socket:[")
             && err.contains("pending connection holding data")
-            && err.contains("watched by an epoll"),
-        "expected a refusal naming the listener and the epoll\n{}",
+            && err.contains("in flight"),
+        "expected a refusal naming the listener and the client in flight\n{}",
         describe_output(&out)
     );
     if let Err(e) = w.verify() {

@@ -13,8 +13,9 @@
 //! the restore makes the clients send it again.
 //!
 //! The listener is reached through its socket file (`SIOCUNIXFILE`, which works even when the
-//! file was deleted since) or its abstract name. Refused (before anything is accepted): a
-//! client outside the tree, in flight or watched by an epoll. If stasis is killed between
+//! file was deleted since) or its abstract name; an epoll registration of an old client is made
+//! again on the new one. Refused (before anything is accepted): a client outside the tree or in
+//! flight, or watched under a number that no longer holds it. If stasis is killed between
 //! accepting and putting back, those connections are lost. Files in flight inside such a queue are
 //! put back with their messages, then refused.
 
@@ -34,6 +35,8 @@ struct Client {
     holders: Vec<(i32, i32, bool)>,
     /// Status flags of its open file description.
     flags: i64,
+    /// Its epoll registrations: (owner pid, epoll fd there, registration).
+    watches: Vec<(i32, i32, rec::EpollItem)>,
 }
 
 /// Read the queues of the pending connections that hold data, putting every connection back.
@@ -92,19 +95,36 @@ fn clients_of(
             .iter()
             .filter_map(|f| f.unix())
             .any(|u| u.queue.iter().any(|m| m.fds.contains(&id)));
-        let watched = t
-            .files
-            .iter()
-            .filter_map(|f| f.epoll())
-            .any(|e| e.items.iter().any(|it| it.target == Some(id)));
-        if holders.is_empty() || in_flight || watched {
-            let how = if watched {
-                "watched by an epoll"
-            } else {
-                "in flight"
-            };
+        // Epoll registrations of the client: registered again on the new client, by the
+        // owner of the epoll, under the same number (which must hold the client).
+        let mut watches = Vec::new();
+        for (efid, f) in t.files.iter().enumerate() {
+            let Some(ep) = f.epoll() else { continue };
+            for it in ep.items.iter().filter(|it| it.target == Some(id)) {
+                let efd = procs
+                    .iter()
+                    .find(|p| p.pid == it.owner_pid)
+                    .and_then(|p| p.fds.iter().find(|x| x.file_id == efid as u32))
+                    .map(|x| x.fd);
+                match efd {
+                    Some(efd)
+                        if holders
+                            .iter()
+                            .any(|&(hp, hfd, _)| hp == it.owner_pid && hfd == it.tfd) =>
+                    {
+                        watches.push((it.owner_pid, efd, it.clone()))
+                    }
+                    _ => {
+                        return Err(unsupported(format!(
+                            "has a pending connection holding data whose client socket:[{c}] is watched by an epoll under a number that no longer holds it; not supported"
+                        )))
+                    }
+                }
+            }
+        }
+        if holders.is_empty() || in_flight {
             return Err(unsupported(format!(
-                "has a pending connection holding data whose client socket:[{c}] is {how}; not supported"
+                "has a pending connection holding data whose client socket:[{c}] is in flight; not supported"
             )));
         }
         let (hp, hfd, _) = holders[0];
@@ -115,6 +135,7 @@ fn clients_of(
             index,
             holders,
             flags,
+            watches,
         });
     }
     Ok(clients)
@@ -209,8 +230,10 @@ fn one_listener(
             u.embryo_queue = queue;
         }
     }
-    // Every holder of an old client takes its new socket.
+    // Every holder of an old client takes its new socket; its epoll registrations are made
+    // again on it.
     let mut per_pid: HashMap<i32, Vec<(i32, bool, RawFd)>> = HashMap::new();
+    let mut watches: HashMap<i32, Vec<(i32, rec::EpollItem)>> = HashMap::new();
     for (c, s) in clients.iter().zip(&fresh) {
         for &(hp, hfd, cloexec) in &c.holders {
             per_pid
@@ -218,9 +241,13 @@ fn one_listener(
                 .or_default()
                 .push((hfd, cloexec, s.as_raw_fd()));
         }
+        for (owner, efd, it) in &c.watches {
+            watches.entry(*owner).or_default().push((*efd, it.clone()));
+        }
     }
     for (hp, list) in per_pid {
-        if let Err(e) = swap_in(frozen, hp, &list) {
+        let w = watches.remove(&hp).unwrap_or_default();
+        if let Err(e) = swap_in(frozen, hp, &list, &w) {
             err.get_or_insert(e.into());
         }
     }
@@ -270,7 +297,12 @@ fn put_back(
 
 /// Put our sockets at fds of task `pid` (each `(fd, close-on-exec, ours)`): the task connects a
 /// socket to a listener of ours, receives each one (`SCM_RIGHTS`) and `dup3`s it into place.
-fn swap_in(frozen: &Frozen, pid: i32, list: &[(i32, bool, RawFd)]) -> Result<(), Failure> {
+fn swap_in(
+    frozen: &Frozen,
+    pid: i32,
+    list: &[(i32, bool, RawFd)],
+    watches: &[(i32, rec::EpollItem)],
+) -> Result<(), Failure> {
     let sp = frozen
         .procs
         .iter()
@@ -281,7 +313,25 @@ fn swap_in(frozen: &Frozen, pid: i32, list: &[(i32, bool, RawFd)]) -> Result<(),
         .ok_or_else(|| Failure::msg(pid, "no parasite to put a pending client back"))?;
     let leader = &sp.threads[0];
     let mut r = Remote::new(pid, leader.tid, base, leader.regs);
-    let res = swap_calls(&mut r, pid, list);
+    let res = swap_calls(&mut r, pid, list).and_then(|()| {
+        for (efd, it) in watches {
+            let ev = [
+                it.events.to_le_bytes().to_vec(),
+                it.data.to_le_bytes().to_vec(),
+            ]
+            .concat();
+            let a = r.put(0, &ev)?;
+            r.call(
+                &format!(
+                    "epoll fd {efd}: EPOLL_CTL_ADD of the new pending client at fd {}",
+                    it.tfd
+                ),
+                libc::SYS_epoll_ctl,
+                &[*efd as u64, libc::EPOLL_CTL_ADD as u64, it.tfd as u64, a],
+            )?;
+        }
+        Ok(())
+    });
     ptrace::set_regs(leader.tid, &leader.regs).ctx(pid, || "restoring registers".into())?;
     res
 }
