@@ -11,12 +11,15 @@
  *    flight carrying a file in flight;
  *  - a datagram socketpair z: z[1] sent z[0] a datagram "S" carrying socket w[0] of a socketpair
  *    w (w[1] wrote "deep" to w[0]), and z[0] sent over c ("Z"): three levels;
- *  - a stream socketpair q: q[1] sent q[0] the message "SELF" carrying q[0] itself.
+ *  - a stream socketpair q: q[1] sent q[0] the message "SELF" carrying q[0] itself;
+ *  - an epoll instance watching an eventfd (count 3, data 0x55), sent over c ("E") and closed:
+ *    an epoll only in flight.
  * Verify: epoll reports 0xab (x[0] readable) before anything is received; fdinfo of ep names
  * the fd number x[0] had; receiving "X" gives a socket reading "ping", and new data written to
  * x[1] makes 0xab ready again; "Y" gives a socket whose message "P" carries a pipe reading
  * "nested"; "Z" gives a socket whose datagram "S" carries a socket reading "deep"; q[0]
- * receives a socket that is q[0] itself (same inode), which still reads what q[1] sends.
+ * receives a socket that is q[0] itself (same inode), which still reads what q[1] sends; "E"
+ * gives an epoll reporting 0x55 ready.
  */
 #define _GNU_SOURCE
 #include "common.h"
@@ -29,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -127,6 +131,12 @@ int main(int argc, char **argv)
     if (socketpair(AF_UNIX, SOCK_STREAM, 0, q))
         wl_fail("setup: socketpair: %s", strerror(errno));
     send_fd(q[1], "SELF", q[0], "SELF");
+    int ep2 = epoll_create1(0), e3 = eventfd(3, 0);
+    struct epoll_event ev2 = {.events = EPOLLIN, .data.u64 = 0x55};
+    if (ep2 < 0 || e3 < 0 || epoll_ctl(ep2, EPOLL_CTL_ADD, e3, &ev2) < 0)
+        wl_fail("setup: epoll in flight: %s", strerror(errno));
+    send_fd(c[0], "E", ep2, "E");
+    close(ep2);
 
     wl_ready();
     while (!wl_verify_requested())
@@ -172,5 +182,9 @@ int main(int argc, char **argv)
              (unsigned long)s2.st_ino);
     WL_CHECK(write(q[1], "self", 4) == 4, "q[1]: write: %s", strerror(errno));
     expect_read(rq, "self", "q[0] received from itself");
+    int rep = recv_fd(c[1], "E", "carrier E");
+    n = epoll_ready(rep, &d);
+    WL_CHECK(n == 1 && d == 0x55, "epoll received in flight: expected 0x55 ready, found %d (%#llx)",
+             n, (unsigned long long)d);
     wl_report(1, "ok");
 }

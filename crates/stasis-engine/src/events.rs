@@ -385,7 +385,57 @@ pub(crate) fn restore_epoll_items(
         if first != Some(fd.fd) {
             continue;
         }
-        for it in ep.items.iter().filter(|it| it.owner_pid == p.pid) {
+        let items: Vec<&rec::EpollItem> =
+            ep.items.iter().filter(|it| it.owner_pid == p.pid).collect();
+        register_items(r, p, opened, fd.fd, &items)?;
+    }
+    // An epoll only in flight in a unix socket (no task holds it): its registrations are made
+    // by the root, through a temporary fd of it.
+    if img.processes.first().map(|x| x.pid) != Some(p.pid) {
+        return Ok(());
+    }
+    for f in &img.files {
+        let Some(ep) = f.epoll() else { continue };
+        if ep.items.is_empty()
+            || img
+                .processes
+                .iter()
+                .any(|q| q.fds.iter().any(|x| x.file_id == f.id))
+        {
+            continue;
+        }
+        let ours = opened
+            .files
+            .get(&f.id)
+            .map(|o| o.as_raw_fd())
+            .ok_or_else(|| Failure::msg(p.pid, format!("epoll #{}: missing from image", f.id)))?;
+        let got = crate::memory::FdSource::install(opened, r, ours)?;
+        // Above every number a registration may need.
+        let efd = r.call(
+            "epoll in flight: F_DUPFD_CLOEXEC",
+            libc::SYS_fcntl,
+            &[got, libc::F_DUPFD_CLOEXEC as u64, opened.high_fd + 48],
+        );
+        r.call("close", libc::SYS_close, &[got])?;
+        let efd = efd?;
+        let items: Vec<&rec::EpollItem> = ep.items.iter().collect();
+        let res = register_items(r, p, opened, efd as i32, &items);
+        r.call("close (epoll in flight)", libc::SYS_close, &[efd])?;
+        res?;
+    }
+    Ok(())
+}
+
+/// Register `items` in the epoll at fd `efd` of task `p` (see [`restore_epoll_items`]).
+fn register_items(
+    r: &mut Remote,
+    p: &rec::Process,
+    opened: &mut Opened,
+    efd: i32,
+    items: &[&rec::EpollItem],
+) -> Result<(), Failure> {
+    {
+        for it in items.iter().copied() {
             let ev = [
                 it.events.to_le_bytes().to_vec(),
                 it.data.to_le_bytes().to_vec(),
@@ -398,8 +448,8 @@ pub(crate) fn restore_epoll_items(
                 None => true,
                 Some(t) => at_number.is_some_and(|x| x.file_id == t),
             };
-            let what = format!("epoll fd {}: EPOLL_CTL_ADD of fd {}", fd.fd, it.tfd);
-            let add = [fd.fd as u64, libc::EPOLL_CTL_ADD as u64, it.tfd as u64, a];
+            let what = format!("epoll fd {efd}: EPOLL_CTL_ADD of fd {}", it.tfd);
+            let add = [efd as u64, libc::EPOLL_CTL_ADD as u64, it.tfd as u64, a];
             if direct {
                 r.call(&what, libc::SYS_epoll_ctl, &add)?;
                 continue;
@@ -491,12 +541,10 @@ impl ObjectKind for EventKind {
         fo.state = Some(match kind {
             FileKind::Eventfd => State::Eventfd(dump_eventfd(pid, fd, info)?),
             FileKind::Epoll => {
-                let ep = dump_epoll(pid, fd, info)?;
-                // An epoll only in flight has no task to register its items in at restore.
-                if pid == sys::getpid() && !ep.items.is_empty() {
-                    return Err(p.unsupported(
-                        "an epoll instance with registrations in flight in a unix socket",
-                    ));
+                let mut ep = dump_epoll(pid, fd, info)?;
+                // Only in flight (our copy): no task of the tree registered these.
+                if pid == sys::getpid() {
+                    ep.items.iter_mut().for_each(|it| it.owner_pid = 0);
                 }
                 State::Epoll(ep)
             }

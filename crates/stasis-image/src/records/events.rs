@@ -22,7 +22,8 @@ pub struct EpollItem {
     /// epoll_data as u64.
     #[prost(uint64, tag = "3")]
     pub data: u64,
-    /// Pid whose fd table `tfd` refers to.
+    /// Pid whose fd table `tfd` refers to (0: the epoll was only in flight in a unix socket;
+    /// the root registers it at restore).
     #[prost(int32, tag = "4")]
     pub owner_pid: i32,
     /// The open file description registered (a `Checkpoint.files` index), found with
