@@ -386,6 +386,7 @@ fn checkpoint_into(
     progress::enter(&opts.progress, Phase::Collecting);
     run_parasites(&mut frozen, &mut procs, &mut jrnl)?;
     files.dump_pipes()?;
+    crate::unix::dump_pending_connections(&frozen, &procs, &mut files)?;
     failpoint::check("tasks")?;
 
     // Memory: resident pages first, then swapped ones. A tree that goes on running

@@ -19,7 +19,10 @@
 //! mask, inotify with the same watch descriptors — dummy watches fill gaps in the numbering and
 //! are removed again) and hands it to the tasks like any file. Epoll registrations name fds of
 //! the task, so they are injected (`epoll_ctl(EPOLL_CTL_ADD)`) into the owning task once its fd
-//! table is complete. Not kept: readiness (recomputed by the kernel), queued inotify events.
+//! table is complete. A registration belongs to an open file description, and its number is
+//! only the one it had when registered: the checkpoint finds the description with
+//! `kcmp(KCMP_EPOLL_TFD)`, and when the number is closed or holds another file at restore, the
+//! description is put at the number for the call and the number given back afterwards. Not kept: readiness (recomputed by the kernel), queued inotify events.
 
 use crate::error::{CheckpointError, Ctx, Failure};
 use crate::files::kind::{DumpCtx, ObjectKind, RestoreCtx};
@@ -75,6 +78,7 @@ pub fn dump_epoll(pid: i32, fd: i32, info: &FdInfo) -> Result<rec::EpollState, F
                 events,
                 data,
                 owner_pid: pid,
+                target: None,
             }),
             _ => {
                 return Err(Failure::msg(
@@ -416,11 +420,62 @@ fn tempdir_for_dummies() -> Result<std::path::PathBuf, Failure> {
     Ok(p)
 }
 
-/// Register the epoll items owned by process `p` (after its fds are installed).
-pub fn restore_epoll_items(
+/// Which open file description each epoll registration targets (`kcmp(KCMP_EPOLL_TFD)`
+/// against one holder of every description of the image, files in flight included): the
+/// registration belongs to the description, its `tfd` is only the number it had when it was
+/// registered. Runs once every fd table is dumped; the tasks are still frozen.
+pub(crate) fn resolve_epoll_targets(t: &mut FileTable) -> Result<(), CheckpointError> {
+    let mut holders: Vec<(u32, (i32, i32))> = t.holders.iter().map(|(&k, &v)| (k, v)).collect();
+    holders.sort_unstable();
+    let fd_ids = t.fd_ids();
+    for id in 0..t.files.len() {
+        let Some(&(pid, efd)) = t.holders.get(&(id as u32)) else {
+            continue;
+        };
+        let Some(ep) = t.files[id].epoll_mut() else {
+            continue;
+        };
+        for i in 0..ep.items.len() {
+            let tfd = ep.items[i].tfd;
+            let toff = ep.items[..i].iter().filter(|it| it.tfd == tfd).count() as u32;
+            // Most registrations still target what their number holds: try that first.
+            let mut found = fd_ids
+                .get(&(pid, tfd))
+                .copied()
+                .filter(|_| sys::kcmp_epoll_tfd(pid, tfd, pid, efd, tfd, toff).ok() == Some(0));
+            for &(fid, (hp, hfd)) in holders.iter().filter(|_| found.is_none()) {
+                if sys::kcmp_epoll_tfd(hp, hfd, pid, efd, tfd, toff).ctx(pid, || {
+                    format!("epoll fd {efd}: kcmp(KCMP_EPOLL_TFD) of registration {tfd}")
+                })? == 0
+                {
+                    found = Some(fid);
+                    break;
+                }
+            }
+            let Some(fid) = found else {
+                return Err(CheckpointError::Unsupported {
+                    pid,
+                    what: format!(
+                        "epoll fd {efd}: the registration of fd {tfd} targets a file that no fd \
+                         of the tree (nor a message in flight) holds; not supported"
+                    ),
+                });
+            };
+            ep.items[i].target = Some(fid);
+        }
+    }
+    Ok(())
+}
+
+/// Register the epoll items owned by process `p` (after its fds are installed), each with the
+/// fd number it was registered under and on the description it targets: when that number is
+/// closed or holds another file now, the target is put at the number for the registration and
+/// the number is given back (closed, or its file put back with its close-on-exec flag).
+pub(crate) fn restore_epoll_items(
     r: &mut Remote,
     p: &rec::Process,
     img: &rec::Checkpoint,
+    opened: &mut Opened,
 ) -> Result<(), Failure> {
     for fd in &p.fds {
         let f = &img.files[fd.file_id as usize];
@@ -430,7 +485,57 @@ pub fn restore_epoll_items(
         if first != Some(fd.fd) {
             continue;
         }
-        for it in ep.items.iter().filter(|it| it.owner_pid == p.pid) {
+        let items: Vec<&rec::EpollItem> =
+            ep.items.iter().filter(|it| it.owner_pid == p.pid).collect();
+        register_items(r, p, opened, fd.fd, &items)?;
+    }
+    // An epoll only in flight in a unix socket (no task holds it): its registrations are made
+    // by the root, through a temporary fd of it.
+    if img.processes.first().map(|x| x.pid) != Some(p.pid) {
+        return Ok(());
+    }
+    for f in &img.files {
+        let Some(ep) = f.epoll() else { continue };
+        if ep.items.is_empty()
+            || img
+                .processes
+                .iter()
+                .any(|q| q.fds.iter().any(|x| x.file_id == f.id))
+        {
+            continue;
+        }
+        let ours = opened
+            .files
+            .get(&f.id)
+            .map(|o| o.as_raw_fd())
+            .ok_or_else(|| Failure::msg(p.pid, format!("epoll #{}: missing from image", f.id)))?;
+        let got = crate::memory::FdSource::install(opened, r, ours)?;
+        // Above every number a registration may need.
+        let efd = r.call(
+            "epoll in flight: F_DUPFD_CLOEXEC",
+            libc::SYS_fcntl,
+            &[got, libc::F_DUPFD_CLOEXEC as u64, opened.high_fd + 48],
+        );
+        r.call("close", libc::SYS_close, &[got])?;
+        let efd = efd?;
+        let items: Vec<&rec::EpollItem> = ep.items.iter().collect();
+        let res = register_items(r, p, opened, efd as i32, &items);
+        r.call("close (epoll in flight)", libc::SYS_close, &[efd])?;
+        res?;
+    }
+    Ok(())
+}
+
+/// Register `items` in the epoll at fd `efd` of task `p` (see [`restore_epoll_items`]).
+fn register_items(
+    r: &mut Remote,
+    p: &rec::Process,
+    opened: &mut Opened,
+    efd: i32,
+    items: &[&rec::EpollItem],
+) -> Result<(), Failure> {
+    {
+        for it in items.iter().copied() {
             let ev = [
                 it.events.to_le_bytes().to_vec(),
                 it.data.to_le_bytes().to_vec(),
@@ -438,11 +543,59 @@ pub fn restore_epoll_items(
             .concat();
             // struct epoll_event is packed on x86_64: u32 events + u64 data = 12 bytes.
             let a = r.put(0, &ev)?;
-            r.call(
-                &format!("epoll fd {}: EPOLL_CTL_ADD of fd {}", fd.fd, it.tfd),
-                libc::SYS_epoll_ctl,
-                &[fd.fd as u64, libc::EPOLL_CTL_ADD as u64, it.tfd as u64, a],
-            )?;
+            let at_number = p.fds.iter().find(|x| x.fd == it.tfd);
+            let direct = match it.target {
+                None => true,
+                Some(t) => at_number.is_some_and(|x| x.file_id == t),
+            };
+            let what = format!("epoll fd {efd}: EPOLL_CTL_ADD of fd {}", it.tfd);
+            let add = [efd as u64, libc::EPOLL_CTL_ADD as u64, it.tfd as u64, a];
+            if direct {
+                r.call(&what, libc::SYS_epoll_ctl, &add)?;
+                continue;
+            }
+            let target = it.target.expect("not direct");
+            let tfd = it.tfd as u64;
+            // The target in the task: an fd of its own, or a copy of the restorer's.
+            let (src, temp) = match p.fds.iter().find(|x| x.file_id == target) {
+                Some(x) => (x.fd as u64, false),
+                None => {
+                    let ours = opened.files.get(&target).ok_or_else(|| {
+                        Failure::msg(p.pid, format!("{what}: target file missing from image"))
+                    })?;
+                    let raw = ours.as_raw_fd();
+                    (crate::memory::FdSource::install(opened, r, raw)?, true)
+                }
+            };
+            // The file now at the number, set aside.
+            let saved = match at_number {
+                Some(x) => Some((
+                    r.call(
+                        &format!("{what}: set fd {} aside", it.tfd),
+                        libc::SYS_fcntl,
+                        &[tfd, libc::F_DUPFD_CLOEXEC as u64, opened.high_fd + 32],
+                    )?,
+                    x.cloexec,
+                )),
+                None => None,
+            };
+            if src != tfd {
+                r.call(&what, libc::SYS_dup3, &[src, tfd, 0])?;
+            }
+            r.call(&what, libc::SYS_epoll_ctl, &add)?;
+            match saved {
+                Some((s, cloexec)) => {
+                    let fl = if cloexec { libc::O_CLOEXEC } else { 0 };
+                    r.call(&what, libc::SYS_dup3, &[s, tfd, fl as u64])?;
+                    r.call(&what, libc::SYS_close, &[s])?;
+                }
+                None => {
+                    r.call(&what, libc::SYS_close, &[tfd])?;
+                }
+            }
+            if temp && src != tfd {
+                r.call(&what, libc::SYS_close, &[src])?;
+            }
         }
     }
     Ok(())
@@ -487,7 +640,14 @@ impl ObjectKind for EventKind {
         fo.file_id = None;
         fo.state = Some(match kind {
             FileKind::Eventfd => State::Eventfd(dump_eventfd(pid, fd, info)?),
-            FileKind::Epoll => State::Epoll(dump_epoll(pid, fd, info)?),
+            FileKind::Epoll => {
+                let mut ep = dump_epoll(pid, fd, info)?;
+                // Only in flight (our copy): no task of the tree registered these.
+                if pid == sys::getpid() {
+                    ep.items.iter_mut().for_each(|it| it.owner_pid = 0);
+                }
+                State::Epoll(ep)
+            }
             FileKind::Timerfd => {
                 let fresh = if timerfd_awaits_rearm(info) {
                     // A periodic timer that expired and was not read: re-arm it the way the
@@ -503,6 +663,11 @@ impl ObjectKind for EventKind {
             _ => State::Inotify(dump_inotify(pid, fd, info)?),
         });
         Ok(Vec::new())
+    }
+
+    /// Epoll registrations: which description each targets.
+    fn dump_finish(&self, t: &mut FileTable) -> Result<(), CheckpointError> {
+        resolve_epoll_targets(t)
     }
 
     fn open(

@@ -163,9 +163,15 @@ impl FileTable {
         let file_id = match self.same_description(&p, key)? {
             Some(id) => {
                 self.dump_locks(&p, None)?;
+                self.seen.entry(key).or_default().push((pid, fd, id));
                 id
             }
             None => {
+                // Known before the files in flight it carries are dumped: a socket that
+                // carries itself (or a socket carrying it) is found again, not dumped twice.
+                let id = self.files.len() as u32;
+                self.seen.entry(key).or_default().push((pid, fd, id));
+                self.holders.entry(id).or_insert((pid, fd));
                 let mut cx = DumpCtx {
                     shmem,
                     writer,
@@ -174,7 +180,6 @@ impl FileTable {
                 self.dump_description(&p, &mut cx)?
             }
         };
-        self.seen.entry(key).or_default().push((pid, fd, file_id));
         self.holders.entry(file_id).or_insert((pid, fd));
         Ok(Some((file_id, p.info.flags & O_CLOEXEC != 0)))
     }
@@ -242,6 +247,15 @@ impl FileTable {
             }
         }
         Ok(None)
+    }
+
+    /// Every fd seen so far with its open file description: (pid, fd) → file object id.
+    pub(crate) fn fd_ids(&self) -> HashMap<(i32, i32), u32> {
+        self.seen
+            .values()
+            .flatten()
+            .map(|&(pid, fd, id)| ((pid, fd), id))
+            .collect()
     }
 
     pub(crate) fn is_unix(&self, ino: u64) -> bool {

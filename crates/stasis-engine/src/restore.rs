@@ -756,7 +756,7 @@ fn restore_process_state(
             let mut tr = Remote::new(host(p.pid), host(t.tid), gadget, regs_of(host(t.tid))?);
             task::restore_loginuid(&mut tr, p, loginuid)?;
         }
-        crate::events::restore_epoll_items(r, p, img)?;
+        crate::events::restore_epoll_items(r, p, img, opened)?;
         crate::files::locks::restore_in_task(r, p, img)?;
         task::restore_process_misc(r, p)?;
         task::restore_sigactions(r, p)?;

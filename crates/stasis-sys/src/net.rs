@@ -67,6 +67,31 @@ pub fn unix_connect(fd: RawFd, name: &[u8]) -> io::Result<()> {
     .map(|_| ())
 }
 
+/// `accept4(fd, SOCK_CLOEXEC | SOCK_NONBLOCK)`: the next pending connection (`EAGAIN` if none).
+pub fn accept(fd: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: no address is asked for (null pointers); integer flags.
+    let r = unsafe {
+        libc::accept4(
+            fd,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+        )
+    };
+    check(r as libc::c_long)?;
+    Ok(owned_fd(r))
+}
+
+/// `ioctl(SIOCUNIXFILE)`: an `O_PATH` descriptor of the socket file a unix socket is bound
+/// to, even when that file was deleted since (connecting to `/proc/self/fd/N` reaches it).
+pub fn unix_file(fd: RawFd) -> io::Result<OwnedFd> {
+    const SIOCUNIXFILE: libc::c_ulong = 0x89E0;
+    // SAFETY: the ioctl takes no argument and returns a new descriptor.
+    let r = unsafe { libc::ioctl(fd, SIOCUNIXFILE) };
+    check(r as libc::c_long)?;
+    Ok(owned_fd(r))
+}
+
 /// `listen(fd, backlog)`.
 pub fn listen(fd: RawFd, backlog: i32) -> io::Result<()> {
     // SAFETY: integer arguments.
@@ -671,6 +696,19 @@ pub fn send_raw_v4(packet: &[u8], dst: std::net::Ipv4Addr) -> io::Result<()> {
         )
     };
     check(n as libc::c_long).map(|_| ())
+}
+
+/// The events `poll` reports for `fd` right now (timeout 0), without reading anything: for a
+/// unix socket `POLLERR` shows a pending error (`sk_err`) that `SO_ERROR` would clear.
+pub fn poll_now(fd: RawFd, events: i16) -> io::Result<i16> {
+    let mut p = libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    };
+    // SAFETY: one pollfd of ours, count 1.
+    check(unsafe { libc::poll(&mut p, 1, 0) } as libc::c_long)?;
+    Ok(p.revents)
 }
 
 #[cfg(test)]

@@ -97,6 +97,34 @@ pub fn kcmp(pid1: i32, pid2: i32, kind: i32, idx1: u64, idx2: u64) -> io::Result
     Ok(r as i32)
 }
 
+/// `kcmp(pid1, pid2, KCMP_EPOLL_TFD, fd1, {efd, tfd, toff})`: compares the file at `fd1` of
+/// `pid1` with the target of the `toff`-th registration numbered `tfd` in the epoll instance
+/// at `efd` of `pid2`: 0 equal, 1/2 ordered; `ENOENT` if no such registration.
+pub fn kcmp_epoll_tfd(
+    pid1: i32,
+    fd1: i32,
+    pid2: i32,
+    efd: i32,
+    tfd: i32,
+    toff: u32,
+) -> io::Result<i32> {
+    const KCMP_EPOLL_TFD: i32 = 7;
+    let slot: [u32; 3] = [efd as u32, tfd as u32, toff];
+    // SAFETY: the kernel reads the three u32 of `slot` (struct kcmp_epoll_slot), which lives
+    // across the call; the other arguments are integers.
+    let r = check(unsafe {
+        libc::syscall(
+            libc::SYS_kcmp,
+            pid1,
+            pid2,
+            KCMP_EPOLL_TFD,
+            fd1 as u64,
+            slot.as_ptr() as u64,
+        )
+    })?;
+    Ok(r as i32)
+}
+
 /// `get_robust_list(tid)`: (head address, length).
 pub fn get_robust_list(tid: i32) -> io::Result<(u64, u64)> {
     let mut head: u64 = 0;
