@@ -179,10 +179,18 @@ pub fn dump(
         return Ok(None);
     }
     let mut st = dump_common(pid, fd, s, family)?;
+    dump_options(pid, fd, s, &mut st)?;
     match (st.sock_type, st.protocol) {
-        (libc::SOCK_DGRAM, libc::IPPROTO_UDP) => dump_udp_queue(pid, fd, s, &mut st)?,
+        (libc::SOCK_DGRAM, libc::IPPROTO_UDP | libc::IPPROTO_UDPLITE) => {
+            dump_udp_queue(pid, fd, s, &mut st)?;
+            dump_shutdown(pid, fd, s, &mut st)?;
+        }
         (libc::SOCK_STREAM, libc::IPPROTO_TCP) => {
             dump_tcp(pid, fd, sock, &mut st, repair, journal)?
+        }
+        (libc::SOCK_RAW, _)
+        | (libc::SOCK_DGRAM, libc::IPPROTO_ICMP | libc::IPPROTO_ICMPV6) => {
+            dump_raw(pid, fd, s, &mut st)?
         }
         (ty, proto) => {
             return Err(unsupported(
@@ -195,6 +203,146 @@ pub fn dump(
     }
     Ok(Some(st))
 }
+
+/// Options beyond the common ones (see [`opt_defs`]), the attached classic BPF filter and its
+/// lock.
+fn dump_options(
+    pid: i32,
+    fd: i32,
+    s: RawFd,
+    st: &mut rec::InetSocketState,
+) -> Result<(), Failure> {
+    crate::sockopt::read(s, crate::sockopt::SOCKET, &mut st.options);
+    crate::sockopt::read(s, &opt_defs(st), &mut st.options);
+    st.filter = net::get_filter(s).ctx(pid, || format!("fd {fd}: SO_GET_FILTER"))?;
+    st.filter_locked = opt(s, libc::SOL_SOCKET, SO_LOCK_FILTER).unwrap_or(0) != 0;
+    Ok(())
+}
+
+/// A raw or ICMP ("ping") socket: address, options; nothing may be waiting to be read (its
+/// packets cannot be put back as they came).
+fn dump_raw(pid: i32, fd: i32, s: RawFd, st: &mut rec::InetSocketState) -> Result<(), CheckpointError> {
+    let queued = rmem_alloc(s).ctx(pid, || format!("fd {fd}: SO_MEMINFO"))?;
+    if queued > 0 {
+        return Err(unsupported(
+            pid,
+            fd,
+            st,
+            format!(
+                "is a raw or ICMP socket (protocol {}) with packets waiting to be read",
+                st.protocol
+            ),
+        ));
+    }
+    if st.sock_type == libc::SOCK_RAW {
+        dump_shutdown(pid, fd, s, st)?;
+    }
+    Ok(())
+}
+
+/// Bytes in a socket's receive queue (`SO_MEMINFO`, `SK_MEMINFO_RMEM_ALLOC`).
+pub(crate) fn rmem_alloc(s: RawFd) -> std::io::Result<u32> {
+    let mut m = [0u8; 36];
+    net::getsockopt_bytes(s, libc::SOL_SOCKET, SO_MEMINFO, &mut m)?;
+    Ok(u32::from_ne_bytes(m[0..4].try_into().expect("4")))
+}
+
+/// Shutdown of a datagram or raw socket, which only `inet_diag` tells.
+fn dump_shutdown(pid: i32, fd: i32, s: RawFd, st: &mut rec::InetSocketState) -> Result<(), Failure> {
+    let what = || format!("fd {fd}: inet_diag (shutdown state)");
+    let ino = std::fs::metadata(format!("/proc/self/fd/{s}"))
+        .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+        .ctx(pid, what)?;
+    let (proto, raw) = if st.sock_type == libc::SOCK_RAW {
+        (libc::IPPROTO_RAW, Some(st.protocol))
+    } else {
+        (st.protocol, None)
+    };
+    // A socket of another network namespace than ours is not listed: it cannot tell.
+    if let Some(d) = stasis_sys::diag::inet_socket(st.family, proto, raw, ino).ctx(pid, what)? {
+        st.shutdown = d.shutdown as u32;
+    }
+    Ok(())
+}
+
+/// The options read back from an inet socket, by family, type and protocol.
+fn opt_defs(st: &rec::InetSocketState) -> Vec<crate::sockopt::Def> {
+    let mut d: Vec<crate::sockopt::Def> = Vec::new();
+    let raw = st.sock_type == libc::SOCK_RAW;
+    // Multicast options mean nothing on a stream socket (an accepted one reads the SYN's TTL
+    // as its multicast TTL, which cannot be set back).
+    let stream = st.sock_type == libc::SOCK_STREAM;
+    if st.family == libc::AF_INET || !raw {
+        d.extend(
+            IP_OPTS
+                .iter()
+                .filter(|n| !(stream && IP_MULTICAST.contains(n)))
+                .map(|&n| (libc::IPPROTO_IP, n, 0)),
+        );
+    }
+    if st.family == libc::AF_INET6 {
+        d.extend(
+            IPV6_OPTS
+                .iter()
+                .filter(|n| !(stream && IPV6_MULTICAST.contains(n)))
+                .map(|&n| (libc::IPPROTO_IPV6, n, 0)),
+        );
+    }
+    match st.protocol {
+        libc::IPPROTO_TCP => {
+            d.extend(TCP_OPTS.iter().map(|&n| (libc::IPPROTO_TCP, n, 0)));
+            d.push((libc::IPPROTO_TCP, libc::TCP_CONGESTION, 16));
+        }
+        libc::IPPROTO_UDP | libc::IPPROTO_UDPLITE if !raw => {
+            d.extend(UDP_OPTS.iter().map(|&n| (libc::IPPROTO_UDP, n, 0)));
+            if st.protocol == libc::IPPROTO_UDPLITE {
+                d.push((libc::IPPROTO_UDPLITE, UDPLITE_SEND_CSCOV, 0));
+                d.push((libc::IPPROTO_UDPLITE, UDPLITE_RECV_CSCOV, 0));
+            }
+        }
+        libc::IPPROTO_ICMP if raw => d.push((SOL_RAW, ICMP_FILTER, 0)),
+        libc::IPPROTO_ICMPV6 if raw => d.push((libc::IPPROTO_ICMPV6, ICMP6_FILTER, 32)),
+        _ => {}
+    }
+    d
+}
+
+const SO_LOCK_FILTER: i32 = 44;
+const SO_MEMINFO: i32 = 55;
+const SOL_RAW: i32 = 255;
+const ICMP_FILTER: i32 = 1;
+const ICMP6_FILTER: i32 = 1;
+const UDPLITE_SEND_CSCOV: i32 = 10;
+const UDPLITE_RECV_CSCOV: i32 = 11;
+
+/// IP-level options: IP_HDRINCL, IP_RECVOPTS, IP_RETOPTS, IP_PKTINFO, IP_MTU_DISCOVER,
+/// IP_RECVERR, IP_RECVTTL, IP_RECVTOS, IP_FREEBIND, IP_TRANSPARENT, IP_RECVORIGDSTADDR,
+/// IP_MINTTL, IP_NODEFRAG, IP_CHECKSUM, IP_BIND_ADDRESS_NO_PORT, IP_RECVFRAGSIZE,
+/// IP_RECVERR_RFC4884, IP_MULTICAST_IF, IP_MULTICAST_TTL, IP_MULTICAST_LOOP, IP_MULTICAST_ALL.
+const IP_OPTS: &[i32] = &[
+    3, 6, 7, 8, 10, 11, 12, 13, 15, 19, 20, 21, 22, 23, 24, 25, 26, 32, 33, 34, 49,
+];
+/// IP_MULTICAST_IF, _TTL, _LOOP, _ALL.
+const IP_MULTICAST: &[i32] = &[32, 33, 34, 49];
+/// IPV6_MULTICAST_IF, _HOPS, _LOOP, _ALL.
+const IPV6_MULTICAST: &[i32] = &[17, 18, 19, 29];
+/// IPv6-level options: IPV6_CHECKSUM, IPV6_MULTICAST_IF, _HOPS, _LOOP, IPV6_MTU_DISCOVER,
+/// IPV6_RECVERR, IPV6_MULTICAST_ALL, IPV6_RECVERR_RFC4884, IPV6_RECVPKTINFO,
+/// IPV6_RECVHOPLIMIT, IPV6_RECVHOPOPTS, IPV6_RECVRTHDR, IPV6_RECVDSTOPTS, IPV6_RECVPATHMTU,
+/// IPV6_DONTFRAG, IPV6_RECVTCLASS, IPV6_AUTOFLOWLABEL, IPV6_ADDR_PREFERENCES,
+/// IPV6_MINHOPCOUNT, IPV6_RECVORIGDSTADDR, IPV6_TRANSPARENT, IPV6_RECVFRAGSIZE,
+/// IPV6_FREEBIND.
+const IPV6_OPTS: &[i32] = &[
+    7, 17, 18, 19, 23, 25, 29, 31, 49, 51, 53, 56, 58, 60, 62, 66, 70, 72, 73, 74, 75, 77, 78,
+];
+/// TCP options: TCP_CORK, TCP_KEEPIDLE, _KEEPINTVL, _KEEPCNT, TCP_SYNCNT, TCP_LINGER2,
+/// TCP_DEFER_ACCEPT, TCP_THIN_LINEAR_TIMEOUTS, TCP_USER_TIMEOUT, TCP_FASTOPEN,
+/// TCP_NOTSENT_LOWAT, TCP_SAVE_SYN, TCP_FASTOPEN_CONNECT, TCP_FASTOPEN_NO_COOKIE, TCP_INQ,
+/// TCP_TX_DELAY. TCP_MAXSEG and TCP_WINDOW_CLAMP are added for sockets without a connection
+/// (on a connection they read what the kernel computed).
+const TCP_OPTS: &[i32] = &[3, 4, 5, 6, 7, 8, 9, 16, 18, 23, 25, 27, 30, 34, 36, 37];
+/// UDP options: UDP_CORK, UDP_NO_CHECK6_TX, UDP_NO_CHECK6_RX, UDP_SEGMENT, UDP_GRO.
+const UDP_OPTS: &[i32] = &[1, 101, 102, 103, 104];
 
 fn unsupported(pid: i32, fd: i32, st: &rec::InetSocketState, w: String) -> CheckpointError {
     CheckpointError::Unsupported {
@@ -287,6 +435,15 @@ fn dump_tcp(
     if matches!(state, 1 | 4 | 5 | 8 | 9 | 11) {
         return repair_connection(pid, fd, sock, st, &info, repair, journal);
     }
+    // The MSS and window clamp a user set (on a connection they read what the kernel chose).
+    crate::sockopt::read(
+        s,
+        &[
+            (libc::IPPROTO_TCP, libc::TCP_MAXSEG, 0),
+            (libc::IPPROTO_TCP, libc::TCP_WINDOW_CLAMP, 0),
+        ],
+        &mut st.options,
+    );
     if state != TCP_INFO_STATE_LISTEN {
         if st.peer.is_empty() && state == 7 {
             // A TCP socket never connected nor listening: only its address matters.
@@ -396,7 +553,7 @@ fn tcp_info(s: RawFd) -> std::io::Result<Vec<u8>> {
 /// Run `op` again while it fails with EADDRINUSE, for up to [`IN_USE_WAIT`]: the sockets of a
 /// tree killed by its checkpoint are torn down by the kernel as its processes exit, and a
 /// restore right after may find their address not yet released.
-fn retry_in_use(mut op: impl FnMut() -> std::io::Result<()>) -> std::io::Result<()> {
+pub(crate) fn retry_in_use(mut op: impl FnMut() -> std::io::Result<()>) -> std::io::Result<()> {
     let deadline = std::time::Instant::now() + IN_USE_WAIT;
     loop {
         match op() {
@@ -518,7 +675,7 @@ pub fn create_all(img: &rec::Checkpoint) -> Result<HashMap<u32, OwnedFd>, Failur
                 f.id
             )
         };
-        let s = net::socket(u.family, u.sock_type, u.protocol).ctx(0, what)?;
+        let s = new_socket(u).ctx(0, what)?;
         let fd = s.as_raw_fd();
         (|| -> std::io::Result<()> {
             if u.reuseaddr {
@@ -561,7 +718,7 @@ pub fn create_all(img: &rec::Checkpoint) -> Result<HashMap<u32, OwnedFd>, Failur
             if u.sndtimeo_us != 0 {
                 net::setsockopt_timeval(fd, libc::SO_SNDTIMEO, u.sndtimeo_us)?;
             }
-            Ok(())
+            crate::sockopt::apply(fd, &u.options)
         })()
         .ctx(0, || format!("{}: socket options", what()))?;
         if let Some(t) = &u.tcp {
@@ -575,8 +732,7 @@ pub fn create_all(img: &rec::Checkpoint) -> Result<HashMap<u32, OwnedFd>, Failur
             out.insert(f.id, s);
             continue;
         }
-        let bound = u.local.len() >= 4 && u.local[2..4] != [0, 0];
-        if bound {
+        if is_bound(u) {
             retry_in_use(|| net::bind_raw(fd, &u.local))
                 .ctx(0, || format!("{}: bind (is the port free?)", what()))?;
         }
@@ -602,7 +758,7 @@ pub fn create_all(img: &rec::Checkpoint) -> Result<HashMap<u32, OwnedFd>, Failur
             let res = match sender {
                 Some(s) => net::sendto_raw(s.as_raw_fd(), &d.data, &u.local),
                 None => {
-                    let tmp = net::socket(u.family, libc::SOCK_DGRAM, libc::IPPROTO_UDP)
+                    let tmp = net::socket(u.family, libc::SOCK_DGRAM, u.protocol)
                         .ctx(0, || "temporary socket".into())?;
                     net::sendto_raw(tmp.as_raw_fd(), &d.data, &u.local)
                 }
@@ -620,8 +776,77 @@ pub fn create_all(img: &rec::Checkpoint) -> Result<HashMap<u32, OwnedFd>, Failur
             net::setsockopt_int(s, libc::SOL_SOCKET, libc::SO_PEEK_OFF, u.peek_off)
                 .ctx(0, || "SO_PEEK_OFF".into())?;
         }
+        finish_socket(out[&f.id].as_raw_fd(), u).ctx(0, || {
+            format!(
+                "socket {} (open file description #{}): filter or shutdown",
+                net::addr_string(&u.local),
+                f.id
+            )
+        })?;
     }
     Ok(out)
+}
+
+/// What comes once the queue is refilled: the filter (which could have refused a datagram
+/// put back), its lock, and the shutdown of a datagram socket.
+fn finish_socket(s: RawFd, u: &rec::InetSocketState) -> std::io::Result<()> {
+    if !u.filter.is_empty() {
+        net::attach_filter(s, &u.filter)?;
+    }
+    if u.filter_locked {
+        set_int(s, libc::SOL_SOCKET, SO_LOCK_FILTER, 1)?;
+    }
+    if u.shutdown != 0 && u.tcp.is_none() {
+        let how = match u.shutdown & 3 {
+            1 => libc::SHUT_RD,
+            2 => libc::SHUT_WR,
+            _ => libc::SHUT_RDWR,
+        };
+        // An unconnected datagram socket answers ENOTCONN but is shut down all the same.
+        match net::shutdown(s, how) {
+            Err(e) if e.raw_os_error() != Some(libc::ENOTCONN) => return Err(e),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Whether the socket had an address of its own: a port (a raw socket's "port" is its
+/// protocol) or an address.
+fn is_bound(u: &rec::InetSocketState) -> bool {
+    let port = u.local.len() >= 4 && u.local[2..4] != [0, 0];
+    let addr = match u.family {
+        libc::AF_INET => u.local.get(4..8),
+        _ => u.local.get(8..24),
+    };
+    let addr = addr.is_some_and(|a| a.iter().any(|&b| b != 0));
+    if u.sock_type == libc::SOCK_RAW {
+        addr
+    } else {
+        port || addr
+    }
+}
+
+/// A new socket like `u`. An ICMP ("ping") socket may only be made by a group within
+/// `net.ipv4.ping_group_range`: if ours is not, the range is widened to our group for the
+/// call and put back.
+fn new_socket(u: &rec::InetSocketState) -> std::io::Result<OwnedFd> {
+    let ping = u.sock_type == libc::SOCK_DGRAM
+        && matches!(u.protocol, libc::IPPROTO_ICMP | libc::IPPROTO_ICMPV6);
+    match net::socket(u.family, u.sock_type, u.protocol) {
+        Err(e) if ping && e.raw_os_error() == Some(libc::EACCES) => {
+            const RANGE: &str = "/proc/sys/net/ipv4/ping_group_range";
+            let old = std::fs::read_to_string(RANGE)?;
+            let gid = stasis_sys::sys::getegid();
+            std::fs::write(RANGE, format!("{gid} {gid}"))?;
+            let r = net::socket(u.family, u.sock_type, u.protocol);
+            let put_back = std::fs::write(RANGE, old.trim());
+            let s = r?;
+            put_back?;
+            Ok(s)
+        }
+        r => r,
+    }
 }
 
 fn v4(addr: &[u8]) -> Option<std::net::SocketAddrV4> {
@@ -808,10 +1033,12 @@ impl ObjectKind for InetKind {
         let Some(u) = f.inet() else {
             return "inet socket".into();
         };
-        let proto = if u.protocol == libc::IPPROTO_TCP {
-            "tcp"
-        } else {
-            "udp"
+        let proto = match (u.sock_type, u.protocol) {
+            (libc::SOCK_RAW, p) => format!("raw (protocol {p})"),
+            (_, libc::IPPROTO_TCP) => "tcp".into(),
+            (_, libc::IPPROTO_UDPLITE) => "udplite".into(),
+            (_, libc::IPPROTO_ICMP | libc::IPPROTO_ICMPV6) => "icmp (ping)".into(),
+            _ => "udp".into(),
         };
         let local = net::addr_string(&u.local);
         match (&u.tcp, u.listening) {

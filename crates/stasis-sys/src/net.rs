@@ -699,3 +699,113 @@ mod tests {
         assert_eq!(csum(&p[20..], partial), 0, "TCP checksum");
     }
 }
+
+/// The classic BPF program attached to a socket (`SO_GET_FILTER`): its instructions, 8 bytes
+/// each (`struct sock_filter`); empty if none (or if the filter is an eBPF program, which the
+/// kernel does not hand back).
+pub fn get_filter(fd: RawFd) -> io::Result<Vec<u8>> {
+    // With a length of 0 the kernel answers the number of instructions (in the length).
+    let mut len: libc::socklen_t = 0;
+    // SAFETY: a zero length: the kernel writes only `len`.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_FILTER,
+            std::ptr::null_mut(),
+            &mut len,
+        )
+    };
+    check(r as libc::c_long)?;
+    if len == 0 {
+        return Ok(Vec::new());
+    }
+    let n = len as usize;
+    let mut buf = vec![0u8; n * 8];
+    // The length is in instructions here, not bytes.
+    let mut len = n as libc::socklen_t;
+    // SAFETY: the kernel writes `len` instructions of 8 bytes into `buf`, which holds `n`.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_FILTER,
+            buf.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    check(r as libc::c_long)?;
+    buf.truncate(len as usize * 8);
+    Ok(buf)
+}
+
+/// Attach a classic BPF program (`SO_ATTACH_FILTER`) given as its instructions (8 bytes each).
+pub fn attach_filter(fd: RawFd, insns: &[u8]) -> io::Result<()> {
+    if insns.is_empty() || insns.len() % 8 != 0 || insns.len() / 8 > u16::MAX as usize {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    // Copied into properly aligned instructions.
+    let prog: Vec<libc::sock_filter> = insns
+        .chunks_exact(8)
+        .map(|c| libc::sock_filter {
+            code: u16::from_ne_bytes([c[0], c[1]]),
+            jt: c[2],
+            jf: c[3],
+            k: u32::from_ne_bytes([c[4], c[5], c[6], c[7]]),
+        })
+        .collect();
+    let fprog = libc::sock_fprog {
+        len: prog.len() as u16,
+        filter: prog.as_ptr() as *mut libc::sock_filter,
+    };
+    // SAFETY: `fprog` points to `prog`, alive for the call; the kernel copies it.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_FILTER,
+            (&fprog as *const libc::sock_fprog).cast(),
+            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    check(r as libc::c_long).map(|_| ())
+}
+
+/// The protocol name of the socket behind `path` (a `/proc/PID/fd/N` link, followed):
+/// `system.sockprotoname` — "NETLINK", "PACKET", "TCP", "UDPv6", "RAW", "UNIX", ….
+pub fn sock_proto_name(path: &str) -> io::Result<String> {
+    let p = std::ffi::CString::new(path).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let mut buf = [0u8; 64];
+    // SAFETY: `p` and the attribute name are NUL-terminated; the kernel writes at most
+    // `buf.len()` bytes into `buf`.
+    let r = unsafe {
+        libc::getxattr(
+            p.as_ptr(),
+            c"system.sockprotoname".as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    let n = check(r as libc::c_long)? as usize;
+    let v = &buf[..n.min(buf.len())];
+    let end = v.iter().position(|&b| b == 0).unwrap_or(v.len());
+    Ok(String::from_utf8_lossy(&v[..end]).into_owned())
+}
+
+/// `getsockopt` into a byte buffer, also handing back the length the kernel answered (which
+/// may exceed the buffer: some options say so to ask for a larger one). Returns the bytes
+/// written.
+pub fn getsockopt_bytes_len(
+    fd: RawFd,
+    level: i32,
+    opt: i32,
+    buf: &mut [u8],
+    len: &mut libc::socklen_t,
+) -> io::Result<usize> {
+    *len = (*len).min(buf.len() as libc::socklen_t);
+    let given = *len as usize;
+    // SAFETY: the kernel writes at most `len` (≤ `buf.len()`) bytes into `buf`.
+    let r = unsafe { libc::getsockopt(fd, level, opt, buf.as_mut_ptr().cast(), len) };
+    check(r as libc::c_long)?;
+    Ok((*len as usize).min(given))
+}

@@ -103,6 +103,8 @@ pub(crate) trait ObjectKind: Sync {
 /// queue or a socket before a regular file, pseudo-terminals before other character devices).
 pub(crate) static KINDS: &[&dyn ObjectKind] = &[
     &crate::mqueue::MqueueKind,
+    &crate::netlink::NetlinkKind,
+    &crate::packet::PacketKind,
     &crate::inet::InetKind,
     &crate::unix::UnixKind,
     &crate::events::EventKind,

@@ -12,6 +12,8 @@ mod events;
 mod inet;
 mod memory;
 mod mqueue;
+mod netlink;
+mod packet;
 mod pipe;
 mod process;
 mod pty;
@@ -22,6 +24,8 @@ pub use events::*;
 pub use inet::*;
 pub use memory::*;
 pub use mqueue::*;
+pub use netlink::*;
+pub use packet::*;
 pub use pipe::*;
 pub use process::*;
 pub use pty::*;
@@ -111,6 +115,10 @@ pub enum FileKind {
     InetSocket = 14,
     /// POSIX message queue descriptor (`mq`).
     Mqueue = 15,
+    /// Netlink socket (`netlink`).
+    NetlinkSocket = 21,
+    /// Packet socket (`packet`).
+    PacketSocket = 22,
 }
 
 /// One open file description.
@@ -151,7 +159,7 @@ pub struct FileObject {
     /// The state of the kinds that have one (at most one is set; its variant says which).
     #[prost(
         oneof = "file_object::State",
-        tags = "15, 16, 17, 18, 19, 20, 21, 22, 23"
+        tags = "15, 16, 17, 18, 19, 20, 21, 22, 23, 42, 43"
     )]
     pub state: Option<file_object::State>,
 }
@@ -191,6 +199,12 @@ pub mod file_object {
         /// POSIX message queue (`FileKind::Mqueue`).
         #[prost(message, tag = "23")]
         Mq(super::MqueueState),
+        /// Netlink socket (`FileKind::NetlinkSocket`).
+        #[prost(message, tag = "42")]
+        Netlink(super::NetlinkSocketState),
+        /// Packet socket (`FileKind::PacketSocket`).
+        #[prost(message, tag = "43")]
+        Packet(super::PacketSocketState),
     }
 }
 
@@ -229,4 +243,6 @@ state_accessors! {
     pty, pty_mut, Pty, PtyState;
     inet, inet_mut, Inet, InetSocketState;
     mq, mq_mut, Mq, MqueueState;
+    netlink, netlink_mut, Netlink, NetlinkSocketState;
+    packet, packet_mut, Packet, PacketSocketState;
 }
