@@ -1,9 +1,9 @@
 /*
  * unsupported: holds one kernel object the engine does not support yet, chosen by argv[2]:
- * "socket" (a netlink socket), "userfaultfd", "tty" (/dev/console, a terminal
+ * "socket" (an AF_VSOCK socket, a family the engine does not handle), "userfaultfd", "tty" (/dev/console, a terminal
  * that is not a pseudo-terminal). A checkpoint must
  * refuse it with a message naming pid, fd and kind, and leave this process running: on verify
- * it checks that the object still works (the netlink socket is still there)
+ * it checks that the object still works (the socket is still there)
  * and that its memory counter kept going.
  */
 #define _GNU_SOURCE
@@ -16,7 +16,7 @@
 #include <sys/socket.h>
 #include <netinet/in.h>
 #include <arpa/inet.h>
-#include <linux/netlink.h>
+#include <linux/vm_sockets.h>
 #include <unistd.h>
 
 int main(int argc, char **argv)
@@ -25,10 +25,10 @@ int main(int argc, char **argv)
     const char *kind = argc > 2 ? argv[2] : "socket";
     int fds[2] = {-1, -1};
     if (!strcmp(kind, "socket")) {
-        /* a netlink socket (routing), a family the engine does not handle */
-        fds[0] = socket(AF_NETLINK, SOCK_RAW, 0);
+        /* a vsock socket, a family the engine does not handle */
+        fds[0] = socket(AF_VSOCK, SOCK_STREAM, 0);
         if (fds[0] < 0)
-            wl_fail("netlink socket: %m");
+            wl_fail("vsock socket: %m");
     } else if (!strcmp(kind, "userfaultfd")) {
         fds[0] = syscall(SYS_userfaultfd, O_CLOEXEC);
         if (fds[0] < 0)
@@ -58,8 +58,8 @@ int main(int argc, char **argv)
     if (!strcmp(kind, "socket")) {
         int v = 0;
         socklen_t l = sizeof v;
-        WL_CHECK(getsockopt(fds[0], SOL_SOCKET, SO_DOMAIN, &v, &l) == 0 && v == AF_NETLINK,
-                 "netlink socket lost");
+        WL_CHECK(getsockopt(fds[0], SOL_SOCKET, SO_DOMAIN, &v, &l) == 0 && v == AF_VSOCK,
+                 "vsock socket lost");
     } else if (!strcmp(kind, "userfaultfd")) {
         WL_CHECK(fcntl(fds[0], F_GETFD) >= 0, "userfaultfd closed");
     } else {

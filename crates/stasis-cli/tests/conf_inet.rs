@@ -7,3 +7,5 @@
 mod common;
 
 conformance_tests!(sockopts, "sockopts", &[]);
+conformance_tests!(netlink_sock, "netlink_sock", &[]);
+conformance_tests!(packet_sock, "packet_sock", &[]);

@@ -188,8 +188,7 @@ pub fn dump(
         (libc::SOCK_STREAM, libc::IPPROTO_TCP) => {
             dump_tcp(pid, fd, sock, &mut st, repair, journal)?
         }
-        (libc::SOCK_RAW, _)
-        | (libc::SOCK_DGRAM, libc::IPPROTO_ICMP | libc::IPPROTO_ICMPV6) => {
+        (libc::SOCK_RAW, _) | (libc::SOCK_DGRAM, libc::IPPROTO_ICMP | libc::IPPROTO_ICMPV6) => {
             dump_raw(pid, fd, s, &mut st)?
         }
         (ty, proto) => {
@@ -206,12 +205,7 @@ pub fn dump(
 
 /// Options beyond the common ones (see [`opt_defs`]), the attached classic BPF filter and its
 /// lock.
-fn dump_options(
-    pid: i32,
-    fd: i32,
-    s: RawFd,
-    st: &mut rec::InetSocketState,
-) -> Result<(), Failure> {
+fn dump_options(pid: i32, fd: i32, s: RawFd, st: &mut rec::InetSocketState) -> Result<(), Failure> {
     crate::sockopt::read(s, crate::sockopt::SOCKET, &mut st.options);
     crate::sockopt::read(s, &opt_defs(st), &mut st.options);
     st.filter = net::get_filter(s).ctx(pid, || format!("fd {fd}: SO_GET_FILTER"))?;
@@ -221,7 +215,12 @@ fn dump_options(
 
 /// A raw or ICMP ("ping") socket: address, options; nothing may be waiting to be read (its
 /// packets cannot be put back as they came).
-fn dump_raw(pid: i32, fd: i32, s: RawFd, st: &mut rec::InetSocketState) -> Result<(), CheckpointError> {
+fn dump_raw(
+    pid: i32,
+    fd: i32,
+    s: RawFd,
+    st: &mut rec::InetSocketState,
+) -> Result<(), CheckpointError> {
     let queued = rmem_alloc(s).ctx(pid, || format!("fd {fd}: SO_MEMINFO"))?;
     if queued > 0 {
         return Err(unsupported(
@@ -248,7 +247,12 @@ pub(crate) fn rmem_alloc(s: RawFd) -> std::io::Result<u32> {
 }
 
 /// Shutdown of a datagram or raw socket, which only `inet_diag` tells.
-fn dump_shutdown(pid: i32, fd: i32, s: RawFd, st: &mut rec::InetSocketState) -> Result<(), Failure> {
+fn dump_shutdown(
+    pid: i32,
+    fd: i32,
+    s: RawFd,
+    st: &mut rec::InetSocketState,
+) -> Result<(), Failure> {
     let what = || format!("fd {fd}: inet_diag (shutdown state)");
     let ino = std::fs::metadata(format!("/proc/self/fd/{s}"))
         .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
@@ -987,9 +991,9 @@ impl ObjectKind for InetKind {
                 fo.state = Some(rec::file_object::State::Inet(st));
                 Ok(Vec::new())
             }
-            None => {
-                Err(p.unsupported("a socket of a family not supported yet (netlink, packet, …)"))
-            }
+            None => Err(p.unsupported(
+                "a socket of a family not supported yet (not unix, IPv4/IPv6, netlink nor packet)",
+            )),
         }
     }
 

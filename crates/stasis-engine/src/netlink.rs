@@ -62,7 +62,13 @@ fn memberships(s: RawFd) -> std::io::Result<Vec<u32>> {
     let mut buf = vec![0u8; 256];
     loop {
         let mut len = buf.len() as libc::socklen_t;
-        let n = net::getsockopt_bytes_len(s, SOL_NETLINK, NETLINK_LIST_MEMBERSHIPS, &mut buf, &mut len)?;
+        let n = net::getsockopt_bytes_len(
+            s,
+            SOL_NETLINK,
+            NETLINK_LIST_MEMBERSHIPS,
+            &mut buf,
+            &mut len,
+        )?;
         if len as usize > buf.len() {
             buf = vec![0u8; len as usize];
             continue;
@@ -94,8 +100,11 @@ pub fn dump(pid: i32, fd: i32, sock: &OwnedFd) -> Result<rec::NetlinkSocketState
             ),
         });
     }
-    let (dst_portid, dst_mask) =
-        nl_addr(&net::peer_name(s).ctx(pid, || what("getpeername"))?.unwrap_or_default());
+    let (dst_portid, dst_mask) = nl_addr(
+        &net::peer_name(s)
+            .ctx(pid, || what("getpeername"))?
+            .unwrap_or_default(),
+    );
     let mut st = rec::NetlinkSocketState {
         sock_type: int(libc::SO_TYPE, "SO_TYPE")?,
         protocol,
@@ -183,9 +192,12 @@ impl ObjectKind for NetlinkKind {
         _: &mut Opened,
         _: &mut RestoreCtx<'_>,
     ) -> Result<OwnedFd, Failure> {
-        let st = f
-            .netlink()
-            .ok_or_else(|| Failure::msg(0, format!("open file description #{}: no netlink state", f.id)))?;
+        let st = f.netlink().ok_or_else(|| {
+            Failure::msg(
+                0,
+                format!("open file description #{}: no netlink state", f.id),
+            )
+        })?;
         create(st).ctx(0, || {
             format!(
                 "netlink socket (protocol {}, port {}, open file description #{})",

@@ -44,7 +44,10 @@ const OPTS: &[crate::sockopt::Def] = &[
 
 /// (protocol in network order, interface index) of a `sockaddr_ll`.
 fn ll_addr(a: &[u8]) -> (u16, i32) {
-    let proto = a.get(2..4).map(|b| u16::from_ne_bytes([b[0], b[1]])).unwrap_or(0);
+    let proto = a
+        .get(2..4)
+        .map(|b| u16::from_ne_bytes([b[0], b[1]]))
+        .unwrap_or(0);
     let ifindex = a
         .get(4..8)
         .map(|b| i32::from_ne_bytes(b.try_into().expect("4")))
@@ -63,7 +66,10 @@ pub fn dump(pid: i32, fd: i32, sock: &OwnedFd) -> Result<rec::PacketSocketState,
     let diag = stasis_sys::diag::packet_socket(ino)
         .ctx(pid, || what("packet_diag"))?
         .ok_or_else(|| {
-            Failure::msg(pid, what("not listed by packet_diag (another network namespace?)"))
+            Failure::msg(
+                pid,
+                what("not listed by packet_diag (another network namespace?)"),
+            )
         })?;
     let local = net::sock_name(s).ctx(pid, || what("getsockname"))?;
     let (proto, ifindex) = ll_addr(&local);
@@ -175,9 +181,12 @@ impl ObjectKind for PacketKind {
         _: &mut Opened,
         _: &mut RestoreCtx<'_>,
     ) -> Result<OwnedFd, Failure> {
-        let st = f
-            .packet()
-            .ok_or_else(|| Failure::msg(0, format!("open file description #{}: no packet state", f.id)))?;
+        let st = f.packet().ok_or_else(|| {
+            Failure::msg(
+                0,
+                format!("open file description #{}: no packet state", f.id),
+            )
+        })?;
         create(st).ctx(0, || {
             let (proto, ifindex) = ll_addr(&st.local);
             format!(
@@ -195,7 +204,11 @@ impl ObjectKind for PacketKind {
         let (proto, ifindex) = ll_addr(&st.local);
         format!(
             "packet {} protocol 0x{:04x} interface {ifindex}, {} membership(s){}",
-            if st.sock_type == libc::SOCK_DGRAM { "dgram" } else { "raw" },
+            if st.sock_type == libc::SOCK_DGRAM {
+                "dgram"
+            } else {
+                "raw"
+            },
             u16::from_be(proto),
             st.memberships.len(),
             if st.dropped > 0 {
