@@ -9,3 +9,4 @@ mod common;
 conformance_tests!(sockopts, "sockopts", &[]);
 conformance_tests!(netlink_sock, "netlink_sock", &[]);
 conformance_tests!(packet_sock, "packet_sock", &[]);
+conformance_tests!(udplite, "udplite", &[]);
