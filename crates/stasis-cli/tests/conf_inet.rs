@@ -10,3 +10,81 @@ conformance_tests!(sockopts, "sockopts", &[]);
 conformance_tests!(netlink_sock, "netlink_sock", &[]);
 conformance_tests!(packet_sock, "packet_sock", &[]);
 conformance_tests!(udplite, "udplite", &[]);
+conformance_tests!(raw_sock, "raw_sock", &[]);
+
+/// `net.ipv4.ping_group_range` opened to every group while it lives (the workload's network
+/// namespace is the host's, partitions included), put back as it was afterwards.
+struct PingRange(String);
+
+const PING_RANGE: &str = "/proc/sys/net/ipv4/ping_group_range";
+
+impl PingRange {
+    fn open() -> PingRange {
+        let old = std::fs::read_to_string(PING_RANGE).expect("read ping_group_range");
+        std::fs::write(PING_RANGE, "0 2147483647").expect("set ping_group_range");
+        PingRange(old.trim().to_string())
+    }
+}
+
+impl Drop for PingRange {
+    fn drop(&mut self) {
+        let _ = std::fs::write(PING_RANGE, &self.0);
+    }
+}
+
+mod ping_sock {
+    use super::{common, PingRange};
+
+    #[test]
+    fn kill() {
+        let _g = common::serial();
+        let _r = PingRange::open();
+        common::roundtrip("ping_sock", &[], common::Mode::Kill);
+    }
+
+    #[test]
+    fn leave_running() {
+        let _g = common::serial();
+        let _r = PingRange::open();
+        common::roundtrip("ping_sock", &[], common::Mode::LeaveRunning);
+    }
+
+    #[test]
+    fn double() {
+        let _g = common::serial();
+        let _r = PingRange::open();
+        common::roundtrip("ping_sock", &[], common::Mode::Double);
+    }
+
+    #[test]
+    fn partition() {
+        let _g = common::serial();
+        let _r = PingRange::open();
+        common::partition::roundtrip("ping_sock", &[]);
+    }
+
+    /// Restore where the range no longer admits the restorer's group (the default "1 0"):
+    /// stasis widens it for the socket() call alone and puts it back.
+    #[test]
+    fn restore_with_closed_range() {
+        let _g = common::serial();
+        let r = PingRange::open();
+        let mut w = common::Workload::start("ping_sock", &[]);
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let img = common::image_dir("ping_sock");
+        common::checkpoint_kill(&w, &img.path().join("img"));
+        std::fs::write(super::PING_RANGE, "1 0").unwrap();
+        common::restore_into(&mut w, &img.path().join("img"));
+        let now = std::fs::read_to_string(super::PING_RANGE).unwrap();
+        assert_eq!(
+            now.split_whitespace().collect::<Vec<_>>(),
+            ["1", "0"],
+            "restore did not put ping_group_range back"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        if let Err(e) = w.verify() {
+            panic!("ping_sock [closed range]: verification after restore failed:\n{e}");
+        }
+        drop(r);
+    }
+}

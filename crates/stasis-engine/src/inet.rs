@@ -697,7 +697,11 @@ pub fn create_all(img: &rec::Checkpoint) -> Result<HashMap<u32, OwnedFd>, Failur
             if u.nodelay {
                 set_int(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)?;
             }
-            if u.family == libc::AF_INET6 {
+            // (Only when it differs: a raw socket, bound to its protocol, refuses any change.)
+            if u.family == libc::AF_INET6
+                && net::getsockopt_int(fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY)?
+                    != u.v6only as i32
+            {
                 set_int(fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, u.v6only as i32)?;
             }
             if u.rcvbuf > 0 {
