@@ -88,3 +88,6 @@ mod ping_sock {
         drop(r);
     }
 }
+conformance_tests!(tcp_halfclosed_v4, "tcp_halfclosed", &["v4"]);
+conformance_tests!(tcp_halfclosed_v6, "tcp_halfclosed", &["v6"]);
+conformance_tests!(tcp_halfclosed_mapped, "tcp_halfclosed", &["mapped"]);

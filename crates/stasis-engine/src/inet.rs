@@ -123,11 +123,16 @@ fn ip_port(addr: &[u8]) -> Option<(std::net::IpAddr, u16)> {
 
 fn dump_tcp_conn(s: RawFd, info: &[u8]) -> std::io::Result<rec::TcpConnState> {
     let tcp = |o: i32| net::getsockopt_int(s, libc::IPPROTO_TCP, o);
+    // FIN_WAIT1, LAST_ACK, CLOSING: our FIN is not acknowledged yet, so it is the last
+    // sequence number of the send queue (the queue sizes count it, the data does not hold it);
+    // while it waits behind unsent data, the unsent count holds it too.
+    let fin_unacked = matches!(info[0], 4 | 9 | 11) as usize;
     net::setsockopt_int(s, libc::IPPROTO_TCP, TCP_REPAIR_QUEUE, TCP_SEND_QUEUE)?;
     let snd_seq = tcp(TCP_QUEUE_SEQ)? as u32;
     let outq = stasis_sys::sys::ioctl_get_int(s, SIOCOUTQ)?.max(0) as usize;
-    let unsent = stasis_sys::sys::ioctl_get_int(s, SIOCOUTQNSD)?.max(0) as u32;
-    let send_queue = net::peek_bytes(s, outq)?;
+    let unsent = stasis_sys::sys::ioctl_get_int(s, SIOCOUTQNSD)?.max(0) as usize;
+    let unsent = unsent.saturating_sub(fin_unacked.min(unsent)) as u32;
+    let send_queue = net::peek_bytes(s, outq.saturating_sub(fin_unacked))?;
     net::setsockopt_int(s, libc::IPPROTO_TCP, TCP_REPAIR_QUEUE, TCP_RECV_QUEUE)?;
     let rcv_seq = tcp(TCP_QUEUE_SEQ)? as u32;
     let inq = stasis_sys::sys::fionread(s)?;
@@ -588,6 +593,10 @@ fn restore_tcp_conn(
     let set = |o: i32, v: i32| net::setsockopt_int(fd, libc::IPPROTO_TCP, o, v);
     set(TCP_REPAIR, 1)?;
     set_int(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
+    // Room for the send queue whatever the saved buffer size (a side that filled its buffer
+    // would otherwise block on its own unsent bytes); the saved size is set again at the end.
+    let room = t.send_queue.len() as i32 * 4 + (1 << 20);
+    set_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, room)?;
     // A FIN takes a sequence number: the connection is rebuilt as established, then this
     // side's FIN is sent again (after restore) and the peer's comes from the peer (in the tree).
     let snd_end = t.snd_seq.wrapping_sub(t.fin_sent as u32);
@@ -649,6 +658,10 @@ fn restore_tcp_conn(
     if t.unsent > 0 {
         net::send_all_stream(fd, &t.send_queue[sent..])?;
     }
+    if u.sndbuf > 0 {
+        set_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUF, u.sndbuf / 2)?;
+    }
+
     set_int(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, u.reuseaddr as i32)?;
     if t.keepalive.len() == 3 {
         set(libc::TCP_KEEPIDLE, t.keepalive[0])?;
