@@ -91,3 +91,79 @@ mod ping_sock {
 conformance_tests!(tcp_halfclosed_v4, "tcp_halfclosed", &["v4"]);
 conformance_tests!(tcp_halfclosed_v6, "tcp_halfclosed", &["v6"]);
 conformance_tests!(tcp_halfclosed_mapped, "tcp_halfclosed", &["mapped"]);
+
+/// A TCP connection whose peer outside the tree shut down its side (the peer's FIN is replayed
+/// into the restored socket through a raw socket), over IPv6 and over IPv4-mapped IPv6.
+mod peer_closed {
+    use super::common;
+    use std::io::{Read, Write};
+    use std::sync::{Arc, Mutex};
+
+    /// A server on `bind` that sends "hello\n", shuts down its side and collects what it gets.
+    fn closing_server(bind: &str) -> Arc<Mutex<Vec<Vec<u8>>>> {
+        let l = std::net::TcpListener::bind(bind).expect("bind the closing server");
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let g = got.clone();
+        std::thread::spawn(move || {
+            for c in l.incoming() {
+                let Ok(mut c) = c else { continue };
+                let g = g.clone();
+                std::thread::spawn(move || {
+                    let _ = c.write_all(b"hello\n");
+                    let _ = c.shutdown(std::net::Shutdown::Write);
+                    let mut all = Vec::new();
+                    let _ = c.read_to_end(&mut all);
+                    g.lock().unwrap().push(all);
+                });
+            }
+        });
+        got
+    }
+
+    fn wait_for_bye(got: &Arc<Mutex<Vec<Vec<u8>>>>) {
+        let start = std::time::Instant::now();
+        while !got.lock().unwrap().iter().any(|d| d == b"bye\n") {
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(10),
+                "the server never got the bytes sent after restore: {:?}",
+                got.lock().unwrap()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    fn run(bind: &str, connect: &str, mode: common::Mode) {
+        let _g = common::serial();
+        let got = closing_server(bind);
+        common::roundtrip("tcp_peer_closed", &[connect], mode);
+        wait_for_bye(&got);
+    }
+
+    #[test]
+    fn v6_kill() {
+        run("[::1]:42161", "[::1]:42161", common::Mode::Kill);
+    }
+
+    #[test]
+    fn v6_double() {
+        run("[::1]:42162", "[::1]:42162", common::Mode::Double);
+    }
+
+    #[test]
+    fn mapped_kill() {
+        run(
+            "127.0.0.1:42163",
+            "[::ffff:127.0.0.1]:42163",
+            common::Mode::Kill,
+        );
+    }
+
+    #[test]
+    fn mapped_double() {
+        run(
+            "127.0.0.1:42164",
+            "[::ffff:127.0.0.1]:42164",
+            common::Mode::Double,
+        );
+    }
+}

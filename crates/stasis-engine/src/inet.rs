@@ -870,13 +870,6 @@ fn new_socket(u: &rec::InetSocketState) -> std::io::Result<OwnedFd> {
     }
 }
 
-fn v4(addr: &[u8]) -> Option<std::net::SocketAddrV4> {
-    match ip_port(addr)? {
-        (std::net::IpAddr::V4(ip), port) => Some(std::net::SocketAddrV4::new(ip, port)),
-        _ => None,
-    }
-}
-
 /// Whether the peer of connection `u` is a socket of the tree too (among `files`).
 pub fn peer_inside(files: &[rec::FileObject], u: &rec::InetSocketState) -> bool {
     files.iter().any(|g| {
@@ -932,11 +925,8 @@ pub fn inject_peer_fin(
             net::addr_string(&u.peer)
         )
     };
-    let (Some(local), Some(peer)) = (v4(&u.local), v4(&u.peer)) else {
-        return Err(Failure::msg(
-            0,
-            format!("{}: only IPv4 is supported", what()),
-        ));
+    let (Some((lip, lport)), Some((pip, pport))) = (ip_port(&u.local), ip_port(&u.peer)) else {
+        return Err(Failure::msg(0, format!("{}: bad addresses", what())));
     };
     let rcv_end = t.rcv_seq.wrapping_sub(1);
     let snd_end = t.snd_seq.wrapping_sub(t.fin_sent as u32);
@@ -947,8 +937,31 @@ pub fn inject_peer_fin(
         .get(1)
         .map(|w| (w >> t.snd_wscale.min(14)).min(0xffff) as u16)
         .unwrap_or(0xffff);
-    let pkt = net::tcp_segment_v4(peer, local, rcv_end, ack, 0x11, window);
-    net::send_raw_v4(&pkt, *local.ip()).ctx(0, what)?;
+    // An IPv6 socket with IPv4-mapped addresses talks IPv4 on the wire.
+    let as_v4 = |ip: std::net::IpAddr| match ip {
+        std::net::IpAddr::V4(a) => Some(a),
+        std::net::IpAddr::V6(a) => a.to_ipv4_mapped(),
+    };
+    match (as_v4(lip), as_v4(pip), lip, pip) {
+        (Some(l4), Some(p4), ..) => {
+            let local = std::net::SocketAddrV4::new(l4, lport);
+            let peer = std::net::SocketAddrV4::new(p4, pport);
+            let pkt = net::tcp_segment_v4(peer, local, rcv_end, ack, 0x11, window);
+            net::send_raw_v4(&pkt, l4).ctx(0, what)?;
+        }
+        (_, _, std::net::IpAddr::V6(l6), std::net::IpAddr::V6(p6)) => {
+            let local = std::net::SocketAddrV6::new(l6, lport, 0, 0);
+            let peer = std::net::SocketAddrV6::new(p6, pport, 0, 0);
+            let pkt = net::tcp_segment_v6(peer, local, rcv_end, ack, 0x11, window);
+            net::send_raw_v6(&pkt, l6).ctx(0, what)?;
+        }
+        _ => {
+            return Err(Failure::msg(
+                0,
+                format!("{}: mixed address families", what()),
+            ))
+        }
+    }
     let start = std::time::Instant::now();
     loop {
         let info = tcp_info(sock).ctx(0, what)?;
@@ -1012,27 +1025,6 @@ impl ObjectKind for InetKind {
                 "a socket of a family not supported yet (not unix, IPv4/IPv6, netlink nor packet)",
             )),
         }
-    }
-
-    /// A TCP connection whose peer already shut down for writing can only be rebuilt when
-    /// that peer is in the tree too (it sends its FIN again after restore).
-    fn dump_finish(&self, t: &mut FileTable) -> Result<(), CheckpointError> {
-        for f in &t.files {
-            let Some(u) = f.inet() else { continue };
-            let Some(tcp) = &u.tcp else { continue };
-            if tcp.fin_received && !peer_inside(&t.files, u) && u.family != libc::AF_INET {
-                let (pid, fd) = t.holders.get(&f.id).copied().unwrap_or((0, -1));
-                return Err(CheckpointError::Unsupported {
-                    pid,
-                    what: format!(
-                        "fd {fd} ({}) is an IPv6 TCP connection whose peer {} outside the tree has shut down its side; not supported yet",
-                        net::addr_string(&u.local),
-                        net::addr_string(&u.peer)
-                    ),
-                });
-            }
-        }
-        Ok(())
     }
 
     fn create(&self, _: &mut Opened, cx: &mut RestoreCtx<'_>) -> Result<(), Failure> {

@@ -648,6 +648,72 @@ pub fn tcp_segment_v4(
     ip
 }
 
+/// Build an IPv6 TCP segment without payload (header only), checksum filled in.
+pub fn tcp_segment_v6(
+    src: std::net::SocketAddrV6,
+    dst: std::net::SocketAddrV6,
+    seq: u32,
+    ack: u32,
+    flags: u8,
+    window: u16,
+) -> Vec<u8> {
+    let mut tcp = vec![0u8; 20];
+    tcp[0..2].copy_from_slice(&src.port().to_be_bytes());
+    tcp[2..4].copy_from_slice(&dst.port().to_be_bytes());
+    tcp[4..8].copy_from_slice(&seq.to_be_bytes());
+    tcp[8..12].copy_from_slice(&ack.to_be_bytes());
+    tcp[12] = 5 << 4;
+    tcp[13] = flags;
+    tcp[14..16].copy_from_slice(&window.to_be_bytes());
+    // Pseudo-header: source, destination, upper-layer length (32 bits), next header.
+    let mut pseudo = Vec::with_capacity(40);
+    pseudo.extend_from_slice(&src.ip().octets());
+    pseudo.extend_from_slice(&dst.ip().octets());
+    pseudo.extend_from_slice(&[0, 0, 0, 20, 0, 0, 0, 6]);
+    let partial: u32 = pseudo
+        .chunks(2)
+        .map(|c| u16::from_be_bytes([c[0], c[1]]) as u32)
+        .sum();
+    let c = csum(&tcp, partial);
+    tcp[16..18].copy_from_slice(&c.to_be_bytes());
+    let mut ip = vec![0u8; 40];
+    ip[0] = 0x60;
+    ip[4..6].copy_from_slice(&20u16.to_be_bytes());
+    ip[6] = 6; // next header: TCP
+    ip[7] = 64; // hop limit
+    ip[8..24].copy_from_slice(&src.ip().octets());
+    ip[24..40].copy_from_slice(&dst.ip().octets());
+    ip.extend_from_slice(&tcp);
+    ip
+}
+
+/// Send a complete IPv6 packet through a raw socket (`IPPROTO_RAW`: the header is ours; needs
+/// CAP_NET_RAW).
+pub fn send_raw_v6(packet: &[u8], dst: std::net::Ipv6Addr) -> io::Result<()> {
+    let s = socket(libc::AF_INET6, libc::SOCK_RAW, libc::IPPROTO_RAW)?;
+    let addr = libc::sockaddr_in6 {
+        sin6_family: libc::AF_INET6 as libc::sa_family_t,
+        sin6_port: 0,
+        sin6_flowinfo: 0,
+        sin6_addr: libc::in6_addr {
+            s6_addr: dst.octets(),
+        },
+        sin6_scope_id: 0,
+    };
+    // SAFETY: sends `packet.len()` bytes to a valid sockaddr_in6.
+    let n = unsafe {
+        libc::sendto(
+            std::os::fd::AsRawFd::as_raw_fd(&s),
+            packet.as_ptr().cast(),
+            packet.len(),
+            0,
+            (&addr as *const libc::sockaddr_in6).cast(),
+            std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+        )
+    };
+    check(n as libc::c_long).map(|_| ())
+}
+
 /// Send a complete IPv4 packet through a raw socket (needs CAP_NET_RAW).
 pub fn send_raw_v4(packet: &[u8], dst: std::net::Ipv4Addr) -> io::Result<()> {
     let s = socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW)?;
