@@ -739,33 +739,6 @@ pub fn send_raw_v4(packet: &[u8], dst: std::net::Ipv4Addr) -> io::Result<()> {
     check(n as libc::c_long).map(|_| ())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn segment_checksums_verify() {
-        let p = tcp_segment_v4(
-            "127.0.0.1:80".parse().unwrap(),
-            "127.0.0.1:5000".parse().unwrap(),
-            1,
-            2,
-            0x11,
-            512,
-        );
-        assert_eq!(p.len(), 40);
-        assert_eq!(csum(&p[..20], 0), 0, "IP header checksum");
-        let mut pseudo = Vec::new();
-        pseudo.extend_from_slice(&p[12..20]);
-        pseudo.extend_from_slice(&[0, 6, 0, 20]);
-        let partial: u32 = pseudo
-            .chunks(2)
-            .map(|c| u16::from_be_bytes([c[0], c[1]]) as u32)
-            .sum();
-        assert_eq!(csum(&p[20..], partial), 0, "TCP checksum");
-    }
-}
-
 /// The classic BPF program attached to a socket (`SO_GET_FILTER`): its instructions, 8 bytes
 /// each (`struct sock_filter`); empty if none (or if the filter is an eBPF program, which the
 /// kernel does not hand back).
@@ -807,7 +780,7 @@ pub fn get_filter(fd: RawFd) -> io::Result<Vec<u8>> {
 
 /// Attach a classic BPF program (`SO_ATTACH_FILTER`) given as its instructions (8 bytes each).
 pub fn attach_filter(fd: RawFd, insns: &[u8]) -> io::Result<()> {
-    if insns.is_empty() || insns.len() % 8 != 0 || insns.len() / 8 > u16::MAX as usize {
+    if insns.is_empty() || !insns.len().is_multiple_of(8) || insns.len() / 8 > u16::MAX as usize {
         return Err(io::Error::from_raw_os_error(libc::EINVAL));
     }
     // Copied into properly aligned instructions.
@@ -874,4 +847,53 @@ pub fn getsockopt_bytes_len(
     let r = unsafe { libc::getsockopt(fd, level, opt, buf.as_mut_ptr().cast(), len) };
     check(r as libc::c_long)?;
     Ok((*len as usize).min(given))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segment_checksums_verify() {
+        let p = tcp_segment_v4(
+            "127.0.0.1:80".parse().unwrap(),
+            "127.0.0.1:5000".parse().unwrap(),
+            1,
+            2,
+            0x11,
+            512,
+        );
+        assert_eq!(p.len(), 40);
+        assert_eq!(csum(&p[..20], 0), 0, "IP header checksum");
+        let mut pseudo = Vec::new();
+        pseudo.extend_from_slice(&p[12..20]);
+        pseudo.extend_from_slice(&[0, 6, 0, 20]);
+        let partial: u32 = pseudo
+            .chunks(2)
+            .map(|c| u16::from_be_bytes([c[0], c[1]]) as u32)
+            .sum();
+        assert_eq!(csum(&p[20..], partial), 0, "TCP checksum");
+    }
+
+    #[test]
+    fn v6_segment_checksum_verifies() {
+        let p = tcp_segment_v6(
+            "[::1]:80".parse().unwrap(),
+            "[::1]:5000".parse().unwrap(),
+            7,
+            9,
+            0x11,
+            512,
+        );
+        assert_eq!(p.len(), 60);
+        assert_eq!(p[0] >> 4, 6);
+        let mut pseudo = Vec::new();
+        pseudo.extend_from_slice(&p[8..40]);
+        pseudo.extend_from_slice(&[0, 0, 0, 20, 0, 0, 0, 6]);
+        let partial: u32 = pseudo
+            .chunks(2)
+            .map(|c| u16::from_be_bytes([c[0], c[1]]) as u32)
+            .sum();
+        assert_eq!(csum(&p[40..], partial), 0, "TCP checksum");
+    }
 }
