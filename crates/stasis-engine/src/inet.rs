@@ -1,18 +1,23 @@
-//! IPv4/IPv6 sockets: UDP sockets and listening TCP sockets.
+//! IPv4/IPv6 sockets: TCP (listeners, connections through TCP_REPAIR, closing states), UDP and
+//! UDP-Lite, raw and ICMP ("ping") sockets.
 //!
 //! ## Dump
 //! The socket is borrowed with `pidfd_getfd`; `SO_DOMAIN`, `SO_TYPE`, `SO_PROTOCOL`,
-//! `SO_ACCEPTCONN`, `getsockname`/`getpeername` and the options users set are read from it. UDP
-//! datagrams queued for reading are copied without being consumed (`SO_PEEK_OFF` = 0, then
-//! `recvfrom(MSG_PEEK)` until empty, then the offset is put back), each with its sender. A TCP
-//! listener whose accept queue is empty is kept; an established TCP connection or a listener
-//! with connections waiting to be accepted is refused for now (TCP_REPAIR comes next).
+//! `getsockname`/`getpeername`, the common options, a table of further options (`sockopt.rs`)
+//! and the classic BPF filter are read from it. UDP datagrams queued for reading are copied
+//! without being consumed (`SO_PEEK_OFF` = 0, then `recvfrom(MSG_PEEK)` until empty, then the
+//! offset is put back), each with its sender; the shutdown of a datagram or raw socket comes
+//! from `inet_diag`. A TCP listener whose accept queue is empty is kept; a connection is locked
+//! (`netlock.rs`), put in repair mode and read (sequence numbers, queues, window, options). A
+//! raw or ping socket with packets waiting, or a listener with connections waiting to be
+//! accepted, is refused.
 //!
 //! ## Restore
 //! The socket is created with the same family, type and protocol, its options set, bound to its
-//! address (`SO_REUSEADDR` as saved) and connected (UDP) or made to listen (TCP) again. Queued
-//! datagrams are sent again to it: by the image's own socket bound to the sender's address
-//! (the sender is kept), otherwise from a temporary socket (the sender's port is not kept).
+//! address (`SO_REUSEADDR` as saved) and connected (UDP), made to listen (TCP) or rebuilt in
+//! repair mode (a connection). Queued datagrams are sent again to it: by the image's own socket
+//! bound to the sender's address (the sender is kept), otherwise from a temporary socket (the
+//! sender's port is not kept). Then the filter, its lock and the shutdown.
 
 use crate::error::{CheckpointError, Ctx, Failure};
 use crate::files::kind::{DumpCtx, ObjectKind, RestoreCtx};
