@@ -165,6 +165,7 @@ fn dump_tcp_conn(s: RawFd, info: &[u8]) -> std::io::Result<rec::TcpConnState> {
         window,
         fin_sent: false,
         fin_received: false,
+        state: info[0] as u32,
         keepalive: vec![
             tcp(libc::TCP_KEEPIDLE)?,
             tcp(libc::TCP_KEEPINTVL)?,
@@ -888,31 +889,47 @@ pub fn peer_inside(files: &[rec::FileObject], u: &rec::InetSocketState) -> bool 
 /// down for writing each side that had (the peer in the tree gets that FIN now; a peer outside
 /// sees a duplicate and acknowledges it). `files`: open file description id → our socket.
 pub fn replay_fins(img: &rec::Checkpoint, files: &HashMap<u32, OwnedFd>) -> Result<(), Failure> {
-    for f in &img.files {
-        let Some(u) = f.inet() else { continue };
-        let Some(t) = u.tcp.as_ref().filter(|t| t.fin_received) else {
-            continue;
-        };
-        if let (false, Some(s)) = (peer_inside(&img.files, u), files.get(&f.id)) {
-            inject_peer_fin(s.as_raw_fd(), u, t)?;
-        }
-    }
-    for f in &img.files {
-        if f.inet()
-            .and_then(|u| u.tcp.as_ref())
-            .is_some_and(|t| t.fin_sent)
-        {
-            if let Some(s) = files.get(&f.id) {
+    // The FINs go out in the order they went at first: sides that shut down before their peer
+    // did (FIN_WAIT1 and CLOSING first: a CLOSING side's FIN must be on its way before its
+    // peer's arrives; then FIN_WAIT2), then the FINs of peers outside the tree, then the sides
+    // that shut down after their peer (LAST_ACK).
+    let conns: Vec<(u32, &rec::InetSocketState, &rec::TcpConnState)> = img
+        .files
+        .iter()
+        .filter_map(|f| f.inet().and_then(|u| u.tcp.as_ref().map(|t| (f.id, u, t))))
+        .collect();
+    let shut = |phase: u8| -> Result<(), Failure> {
+        for &(id, _, t) in &conns {
+            let p = match t.state {
+                4 | 11 => 0,
+                0 if !t.fin_received => 1,
+                5 => 1,
+                _ => 3,
+            };
+            if !t.fin_sent || p != phase {
+                continue;
+            }
+            if let Some(s) = files.get(&id) {
                 net::shutdown(s.as_raw_fd(), libc::SHUT_WR).ctx(0, || {
                     format!(
-                        "open file description #{}: shutdown(SHUT_WR) of a half-closed connection",
-                        f.id
+                        "open file description #{id}: shutdown(SHUT_WR) of a half-closed connection"
                     )
                 })?;
             }
         }
+        Ok(())
+    };
+    shut(0)?;
+    shut(1)?;
+    for &(id, u, t) in &conns {
+        if !t.fin_received || peer_inside(&img.files, u) {
+            continue;
+        }
+        if let Some(s) = files.get(&id) {
+            inject_peer_fin(s.as_raw_fd(), u, t)?;
+        }
     }
-    Ok(())
+    shut(3)
 }
 
 /// Give a restored connection the FIN its peer outside the tree had sent: a FIN+ACK segment

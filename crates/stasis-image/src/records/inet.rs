@@ -152,4 +152,9 @@ pub struct TcpConnState {
     /// The peer shut down for writing (its FIN is counted in `rcv_seq`).
     #[prost(bool, tag = "15")]
     pub fin_received: bool,
+    /// TCP state at checkpoint (`tcpi_state`: 1 ESTABLISHED, 4 FIN_WAIT1, 5 FIN_WAIT2,
+    /// 8 CLOSE_WAIT, 9 LAST_ACK, 11 CLOSING); 0: not recorded (older images). Restore uses it to
+    /// send the FINs again in the order they were sent.
+    #[prost(uint32, tag = "16")]
+    pub state: u32,
 }
