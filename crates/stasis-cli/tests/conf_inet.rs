@@ -167,3 +167,124 @@ mod peer_closed {
         );
     }
 }
+
+/// A connection to a server outside the tree in FIN_WAIT1, LAST_ACK or CLOSING, its data and
+/// FIN unacknowledged (the server does not read): checkpoint→kill→restore, then the server
+/// reads every byte (pattern-checked) and end of file, and the connection finishes closing.
+mod closing_out {
+    use super::common;
+    use std::io::Read;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    /// Byte `i` of the workloads' pattern `seed` (`wl_fill_pattern` in workloads/common.c).
+    fn pattern_byte(seed: u64, i: usize) -> u8 {
+        let mut z = seed
+            .wrapping_mul(0x9e3779b97f4a7c15)
+            .wrapping_add(((i >> 3) as u64).wrapping_mul(0xbf58476d1ce4e5b9))
+            .wrapping_add(0x94d049bb133111eb);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58476d1ce4e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d049bb133111eb);
+        ((z ^ (z >> 31)) >> ((i & 7) * 8)) as u8
+    }
+
+    type Got = Arc<Mutex<Option<Vec<u8>>>>;
+
+    /// Accepts one connection; shuts down its side at once (`last_ack`) or after 1.5 s
+    /// (`closing`); reads nothing until `go`, then everything, then shuts down.
+    fn server(bind: &str, mode: &'static str) -> (Arc<AtomicBool>, Got) {
+        let l = std::net::TcpListener::bind(bind).expect("bind");
+        let go = Arc::new(AtomicBool::new(false));
+        let got: Got = Arc::new(Mutex::new(None));
+        let (g, r) = (go.clone(), got.clone());
+        std::thread::spawn(move || {
+            let Ok((mut c, _)) = l.accept() else { return };
+            if mode == "last_ack" {
+                let _ = c.shutdown(std::net::Shutdown::Write);
+            }
+            if mode == "closing" {
+                std::thread::sleep(Duration::from_millis(1500));
+                let _ = c.shutdown(std::net::Shutdown::Write);
+            }
+            while !g.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let mut all = Vec::new();
+            let _ = c.read_to_end(&mut all);
+            let _ = c.shutdown(std::net::Shutdown::Write);
+            *r.lock().unwrap() = Some(all);
+        });
+        (go, got)
+    }
+
+    fn run(bind: &str, connect: &str, mode: &'static str) {
+        let _g = common::serial();
+        let (go, got) = server(bind, mode);
+        let mut w = common::Workload::start("tcp_closing_out", &[connect, mode]);
+        let sent: usize = std::fs::read_to_string(w.ctl_path().join("sent"))
+            .expect("sent")
+            .trim()
+            .parse()
+            .unwrap();
+        let img = common::image_dir("tcp_closing_out");
+        common::checkpoint_kill(&w, &img.path().join("img"));
+        std::thread::sleep(Duration::from_millis(500));
+        common::restore_into(&mut w, &img.path().join("img"));
+        std::thread::sleep(Duration::from_millis(300));
+        go.store(true, Ordering::SeqCst);
+        if let Err(e) = w.verify() {
+            panic!("tcp_closing_out {mode}: verification after restore failed:\n{e}");
+        }
+        let start = std::time::Instant::now();
+        let all = loop {
+            if let Some(a) = got.lock().unwrap().take() {
+                break a;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "server never finished"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert_eq!(
+            all.len(),
+            sent,
+            "the server got {} of {sent} bytes",
+            all.len()
+        );
+        if let Some(i) = (0..sent).find(|&i| all[i] != pattern_byte(21, i)) {
+            panic!("the server's bytes differ from what was written, first at {i}");
+        }
+    }
+
+    #[test]
+    fn fin_wait1_v4() {
+        run("127.0.0.1:42171", "127.0.0.1:42171", "fin_wait1");
+    }
+
+    #[test]
+    fn last_ack_v4() {
+        run("127.0.0.1:42172", "127.0.0.1:42172", "last_ack");
+    }
+
+    #[test]
+    fn closing_v4() {
+        run("127.0.0.1:42173", "127.0.0.1:42173", "closing");
+    }
+
+    #[test]
+    fn fin_wait1_v6() {
+        run("[::1]:42174", "[::1]:42174", "fin_wait1");
+    }
+
+    #[test]
+    fn last_ack_v6() {
+        run("[::1]:42175", "[::1]:42175", "last_ack");
+    }
+
+    #[test]
+    fn closing_mapped() {
+        run("127.0.0.1:42176", "[::ffff:127.0.0.1]:42176", "closing");
+    }
+}
