@@ -1,6 +1,7 @@
 /*
  * unsupported: holds one kernel object the engine does not support yet, chosen by argv[2]:
- * "socket" (an AF_VSOCK socket, a family the engine does not handle), "userfaultfd", "tty" (/dev/console, a terminal
+ * "socket" (an AF_VSOCK socket, a family the engine does not handle), "udpcork" (a UDP
+ * socket holding corked bytes), "userfaultfd", "tty" (/dev/console, a terminal
  * that is not a pseudo-terminal). A checkpoint must
  * refuse it with a message naming pid, fd and kind, and leave this process running: on verify
  * it checks that the object still works (the socket is still there)
@@ -18,6 +19,8 @@
 #include <arpa/inet.h>
 #include <linux/vm_sockets.h>
 #include <unistd.h>
+#include <sys/ioctl.h>
+#include <linux/sockios.h>
 
 int main(int argc, char **argv)
 {
@@ -29,6 +32,16 @@ int main(int argc, char **argv)
         fds[0] = socket(AF_VSOCK, SOCK_STREAM, 0);
         if (fds[0] < 0)
             wl_fail("vsock socket: %m");
+    } else if (!strcmp(kind, "udpcork")) {
+        /* a UDP socket holding corked bytes not sent yet (UDP_CORK) */
+        fds[0] = socket(AF_INET, SOCK_DGRAM, 0);
+        struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(42181),
+                                .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        int one = 1;
+        if (fds[0] < 0 || connect(fds[0], (struct sockaddr *)&a, sizeof a) < 0 ||
+            setsockopt(fds[0], IPPROTO_UDP, 1 /* UDP_CORK */, &one, sizeof one) < 0 ||
+            send(fds[0], "corked", 6, 0) != 6)
+            wl_fail("corked UDP socket: %m");
     } else if (!strcmp(kind, "userfaultfd")) {
         fds[0] = syscall(SYS_userfaultfd, O_CLOEXEC);
         if (fds[0] < 0)
@@ -60,6 +73,9 @@ int main(int argc, char **argv)
         socklen_t l = sizeof v;
         WL_CHECK(getsockopt(fds[0], SOL_SOCKET, SO_DOMAIN, &v, &l) == 0 && v == AF_VSOCK,
                  "vsock socket lost");
+    } else if (!strcmp(kind, "udpcork")) {
+        int v = 0;
+        WL_CHECK(ioctl(fds[0], SIOCOUTQ, &v) == 0 && v > 0, "the corked bytes are gone");
     } else if (!strcmp(kind, "userfaultfd")) {
         WL_CHECK(fcntl(fds[0], F_GETFD) >= 0, "userfaultfd closed");
     } else {

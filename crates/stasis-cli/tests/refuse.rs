@@ -76,6 +76,12 @@ fn refuses_packet_socket_with_mmap_ring() {
     );
 }
 
+/// Bytes held under UDP_CORK sit in no queue that can be read without sending them.
+#[test]
+fn refuses_udp_socket_with_corked_data() {
+    refuses("udpcork", &["UDP_CORK", "corked data"]);
+}
+
 #[test]
 fn refuses_userfaultfd() {
     refuses("userfaultfd", &["userfaultfd", "not supported"]);

@@ -193,6 +193,16 @@ pub fn dump(
     dump_options(pid, fd, s, &mut st)?;
     match (st.sock_type, st.protocol) {
         (libc::SOCK_DGRAM, libc::IPPROTO_UDP | libc::IPPROTO_UDPLITE) => {
+            // Bytes appended under UDP_CORK and not sent yet sit in no queue we can read.
+            let corked = net::getsockopt_int(s, libc::IPPROTO_UDP, libc::UDP_CORK).unwrap_or(0);
+            if corked != 0 && stasis_sys::sys::ioctl_get_int(s, SIOCOUTQ).unwrap_or(0) > 0 {
+                return Err(unsupported(
+                    pid,
+                    fd,
+                    &st,
+                    "is a UDP socket holding corked data not sent yet (UDP_CORK)".into(),
+                ));
+            }
             dump_udp_queue(pid, fd, s, &mut st)?;
             dump_shutdown(pid, fd, s, &mut st)?;
         }
