@@ -288,3 +288,4 @@ mod closing_out {
         run("127.0.0.1:42176", "[::ffff:127.0.0.1]:42176", "closing");
     }
 }
+conformance_tests!(tcp_closed, "tcp_closed", &[]);

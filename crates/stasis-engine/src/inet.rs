@@ -460,18 +460,25 @@ fn dump_tcp(
     if matches!(state, 1 | 4 | 5 | 8 | 9 | 11) {
         return repair_connection(pid, fd, sock, st, &info, repair, journal);
     }
-    // The MSS and window clamp a user set (on a connection they read what the kernel chose).
-    crate::sockopt::read(
-        s,
-        &[
-            (libc::IPPROTO_TCP, libc::TCP_MAXSEG, 0),
-            (libc::IPPROTO_TCP, libc::TCP_WINDOW_CLAMP, 0),
-        ],
-        &mut st.options,
-    );
     if state != TCP_INFO_STATE_LISTEN {
         if st.peer.is_empty() && state == 7 {
-            // A TCP socket never connected nor listening: only its address matters.
+            // Never connected nor listening (only its address matters), or a connection that
+            // is over: then it was shut down both ways (the kernel says so on poll).
+            let ev = net::poll_now(s, libc::POLLRDHUP as i16).ctx(pid, || what("poll"))?;
+            if ev & libc::POLLRDHUP as i16 != 0 {
+                let unread = stasis_sys::sys::fionread(s).ctx(pid, || what("FIONREAD"))?;
+                if unread > 0 {
+                    return Err(unsupported(
+                        pid,
+                        fd,
+                        st,
+                        format!("is a closed TCP connection with {unread} bytes never read"),
+                    ));
+                }
+                st.tcp_closed = true;
+            } else {
+                user_mss(s, st);
+            }
             return Ok(());
         }
         return Err(unsupported(
@@ -479,7 +486,7 @@ fn dump_tcp(
             fd,
             st,
             format!(
-                "is a TCP connection to {} in state {state} (half-closed or closing)",
+                "is a TCP connection to {} in state {state} (being opened, or in TIME_WAIT)",
                 net::addr_string(&st.peer)
             ),
         ));
@@ -497,7 +504,21 @@ fn dump_tcp(
     }
     st.listening = true;
     st.backlog = sacked;
+    user_mss(s, st);
     Ok(())
+}
+
+/// The MSS and window clamp a user set on a socket without a connection (on one that had a
+/// connection they read what the kernel chose, which cannot always be set back).
+fn user_mss(s: RawFd, st: &mut rec::InetSocketState) {
+    crate::sockopt::read(
+        s,
+        &[
+            (libc::IPPROTO_TCP, libc::TCP_MAXSEG, 0),
+            (libc::IPPROTO_TCP, libc::TCP_WINDOW_CLAMP, 0),
+        ],
+        &mut st.options,
+    );
 }
 
 /// An established (or closing) connection: journaled, locked in the network lock, put in
@@ -769,6 +790,11 @@ pub fn create_all(img: &rec::Checkpoint) -> Result<HashMap<u32, OwnedFd>, Failur
             out.insert(f.id, s);
             continue;
         }
+        if u.tcp_closed {
+            restore_closed(fd, u).ctx(0, || format!("{}: closed connection", what()))?;
+            out.insert(f.id, s);
+            continue;
+        }
         if is_bound(u) {
             retry_in_use(|| net::bind_raw(fd, &u.local))
                 .ctx(0, || format!("{}: bind (is the port free?)", what()))?;
@@ -822,6 +848,24 @@ pub fn create_all(img: &rec::Checkpoint) -> Result<HashMap<u32, OwnedFd>, Failur
         })?;
     }
     Ok(out)
+}
+
+/// A TCP socket whose connection is over: bound to its address in repair mode (its port may
+/// still be held by the peer's TIME_WAIT, which a closed socket does not conflict with), then
+/// shut down both ways — on a socket in state CLOSE the kernel answers ENOTCONN but sets the
+/// shutdown, so reads give end of file and writes EPIPE, as before.
+fn restore_closed(fd: RawFd, u: &rec::InetSocketState) -> std::io::Result<()> {
+    if is_bound(u) {
+        net::setsockopt_int(fd, libc::IPPROTO_TCP, TCP_REPAIR, 1)?;
+        let bound = retry_in_use(|| net::bind_raw(fd, &u.local));
+        net::setsockopt_int(fd, libc::IPPROTO_TCP, TCP_REPAIR, 0)?;
+        bound?;
+        set_int(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, u.reuseaddr as i32)?;
+    }
+    match net::shutdown(fd, libc::SHUT_RDWR) {
+        Err(e) if e.raw_os_error() != Some(libc::ENOTCONN) => Err(e),
+        _ => Ok(()),
+    }
 }
 
 /// What comes once the queue is refilled: the filter (which could have refused a datagram

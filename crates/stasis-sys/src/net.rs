@@ -849,6 +849,20 @@ pub fn getsockopt_bytes_len(
     Ok((*len as usize).min(given))
 }
 
+/// `poll` of one fd with no wait: the events among `events` that are ready (POLLHUP, POLLERR
+/// and POLLNVAL come whether asked or not).
+pub fn poll_now(fd: RawFd, events: i16) -> io::Result<i16> {
+    let mut p = libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    };
+    // SAFETY: one live pollfd, no timeout.
+    let r = unsafe { libc::poll(&mut p, 1, 0) };
+    check(r as libc::c_long)?;
+    Ok(p.revents)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

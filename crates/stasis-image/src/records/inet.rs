@@ -89,6 +89,10 @@ pub struct InetSocketState {
     /// Shutdown of a datagram socket (1: SHUT_RD, 2: SHUT_WR, 3: both), from `inet_diag`.
     #[prost(uint32, tag = "28")]
     pub shutdown: u32,
+    /// A TCP socket whose connection is over (both FINs exchanged, state CLOSE): restored
+    /// bound to its address and shut down both ways (reads give end of file, writes EPIPE).
+    #[prost(bool, tag = "29")]
+    pub tcp_closed: bool,
 }
 
 /// One socket option with the value read back from the socket.
