@@ -464,8 +464,8 @@ fn dump_tcp(
         if st.peer.is_empty() && state == 7 {
             // Never connected nor listening (only its address matters), or a connection that
             // is over: then it was shut down both ways (the kernel says so on poll).
-            let ev = net::poll_now(s, libc::POLLRDHUP as i16).ctx(pid, || what("poll"))?;
-            if ev & libc::POLLRDHUP as i16 != 0 {
+            let ev = net::poll_now(s, libc::POLLRDHUP).ctx(pid, || what("poll"))?;
+            if ev & libc::POLLRDHUP != 0 {
                 let unread = stasis_sys::sys::fionread(s).ctx(pid, || what("FIONREAD"))?;
                 if unread > 0 {
                     return Err(unsupported(
