@@ -1138,6 +1138,7 @@ impl ObjectKind for InetKind {
                 t.recv_queue.len()
             ),
             (None, true) => format!("{proto} {local} listening"),
+            (None, false) if u.tcp_closed => format!("{proto} {local} closed (connection over)"),
             (None, false) if !u.peer.is_empty() => format!(
                 "{proto} {local} → {}, {} datagram(s) queued",
                 net::addr_string(&u.peer),
