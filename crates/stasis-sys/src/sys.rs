@@ -12,6 +12,12 @@ pub fn getpid() -> i32 {
     unsafe { libc::getpid() }
 }
 
+/// `getegid()`.
+pub fn getegid() -> u32 {
+    // SAFETY: getegid has no preconditions.
+    unsafe { libc::getegid() }
+}
+
 /// `geteuid()`.
 pub fn geteuid() -> u32 {
     // SAFETY: geteuid has no preconditions.

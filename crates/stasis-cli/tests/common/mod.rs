@@ -817,7 +817,8 @@ fn checkpoint_leave(w: &Workload, dir: &Path) {
     );
 }
 
-fn restore_into(w: &mut Workload, dir: &Path) {
+/// Restore the image in `dir` and follow the workload's new root pid.
+pub fn restore_into(w: &mut Workload, dir: &Path) {
     let (pid, _out) = restore(dir);
     w.set_pid(pid);
 }

@@ -124,6 +124,8 @@ pub(crate) trait ObjectKind: Sync {
 pub(crate) static KINDS: &[&dyn ObjectKind] = &[
     &super::opath::PathKind,
     &crate::mqueue::MqueueKind,
+    &crate::netlink::NetlinkKind,
+    &crate::packet::PacketKind,
     &crate::inet::InetKind,
     &crate::unix::UnixKind,
     &crate::pidfd::PidfdKind,

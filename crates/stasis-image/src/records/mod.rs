@@ -13,6 +13,8 @@ mod filelock;
 mod inet;
 mod memory;
 mod mqueue;
+mod netlink;
+mod packet;
 mod pidfd;
 mod pipe;
 mod process;
@@ -26,6 +28,8 @@ pub use filelock::*;
 pub use inet::*;
 pub use memory::*;
 pub use mqueue::*;
+pub use netlink::*;
+pub use packet::*;
 pub use pidfd::*;
 pub use pipe::*;
 pub use process::*;
@@ -128,6 +132,10 @@ pub enum FileKind {
     Pidfd = 16,
     /// Descriptor opened with `O_PATH` (of any file type, symlinks with `O_NOFOLLOW`; `st_mode`).
     Path = 18,
+    /// Netlink socket (`netlink`).
+    NetlinkSocket = 21,
+    /// Packet socket (`packet`).
+    PacketSocket = 22,
 }
 
 /// One open file description.
@@ -168,7 +176,7 @@ pub struct FileObject {
     /// The state of the kinds that have one (at most one is set; its variant says which).
     #[prost(
         oneof = "file_object::State",
-        tags = "15, 16, 17, 18, 19, 20, 21, 22, 23, 24"
+        tags = "15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 42, 43"
     )]
     pub state: Option<file_object::State>,
     /// Locks owned by this description (flock, OFD locks), taken again on it at restore.
@@ -221,6 +229,12 @@ pub mod file_object {
         /// Pidfd target (`FileKind::Pidfd`).
         #[prost(message, tag = "24")]
         Pidfd(super::PidfdState),
+        /// Netlink socket (`FileKind::NetlinkSocket`).
+        #[prost(message, tag = "42")]
+        Netlink(super::NetlinkSocketState),
+        /// Packet socket (`FileKind::PacketSocket`).
+        #[prost(message, tag = "43")]
+        Packet(super::PacketSocketState),
     }
 }
 
@@ -260,4 +274,6 @@ state_accessors! {
     inet, inet_mut, Inet, InetSocketState;
     mq, mq_mut, Mq, MqueueState;
     pidfd, pidfd_mut, Pidfd, PidfdState;
+    netlink, netlink_mut, Netlink, NetlinkSocketState;
+    packet, packet_mut, Packet, PacketSocketState;
 }
