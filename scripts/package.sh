@@ -15,4 +15,7 @@ echo "building stasis (release)…" >&2
 cargo build --release -p stasis-cli >&2
 rm -rf "$target/release/pkg"
 "$target/release/stasis" __gen-docs "$target/release/pkg" >&2
+# Debian policy: man pages are installed compressed (gzip -n: no name or time stamp, so the
+# package is reproducible).
+gzip -9nf "$target/release/pkg/man/"*.1
 cargo deb -p stasis-cli --no-build --strip "$@" | tail -n 1

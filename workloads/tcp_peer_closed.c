@@ -1,6 +1,6 @@
 /*
  * tcp_peer_closed: a TCP connection whose peer, outside the tree, has shut down its side.
- * `tcp_peer_closed CTL_DIR HOST:PORT`: connects to the test's server, which sends "hello\n"
+ * `tcp_peer_closed CTL_DIR HOST:PORT` (or `[V6HOST]:PORT`, IPv4-mapped included): connects to the test's server, which sends "hello\n"
  * and shuts down for writing. Setup waits until those 6 bytes and the FIN have arrived, unread
  * (the socket is in CLOSE_WAIT). Verify: still CLOSE_WAIT, reads "hello\n" then end of stream,
  * and can still send "bye\n" (the test's server checks it arrives).
@@ -34,12 +34,18 @@ int main(int argc, char **argv)
         wl_fail("usage: tcp_peer_closed CTL_DIR HOST:PORT");
     char host[64];
     int port = 0;
-    if (sscanf(argv[2], "%63[^:]:%d", host, &port) != 2)
+    /* HOST:PORT (IPv4) or [HOST]:PORT (IPv6, IPv4-mapped included). */
+    int v6 = argv[2][0] == '[';
+    if (v6 ? sscanf(argv[2], "[%63[^]]]:%d", host, &port) != 2
+           : sscanf(argv[2], "%63[^:]:%d", host, &port) != 2)
         wl_fail("bad address %s", argv[2]);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
-    inet_pton(AF_INET, host, &a.sin_addr);
-    int s = socket(AF_INET, SOCK_STREAM, 0);
-    if (s < 0 || connect(s, (struct sockaddr *)&a, sizeof a) < 0)
+    struct sockaddr_in6 a6 = {.sin6_family = AF_INET6, .sin6_port = htons(port)};
+    if (v6 ? inet_pton(AF_INET6, host, &a6.sin6_addr) != 1 : inet_pton(AF_INET, host, &a.sin_addr) != 1)
+        wl_fail("bad address %s", argv[2]);
+    int s = socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM, 0);
+    if (s < 0 || (v6 ? connect(s, (struct sockaddr *)&a6, sizeof a6)
+                     : connect(s, (struct sockaddr *)&a, sizeof a)) < 0)
         wl_fail("connect to %s: %m", argv[2]);
     for (int i = 0;; i++) {
         int n = 0;

@@ -1,9 +1,10 @@
 /*
  * unsupported: holds one kernel object the engine does not support yet, chosen by argv[2]:
- * "socket" (a netlink socket), "userfaultfd", "tty" (/dev/console, a terminal
+ * "socket" (an AF_VSOCK socket, a family the engine does not handle), "udpcork" (a UDP
+ * socket holding corked bytes), "userfaultfd", "tty" (/dev/console, a terminal
  * that is not a pseudo-terminal). A checkpoint must
  * refuse it with a message naming pid, fd and kind, and leave this process running: on verify
- * it checks that the object still works (the netlink socket is still there)
+ * it checks that the object still works (the socket is still there)
  * and that its memory counter kept going.
  */
 #define _GNU_SOURCE
@@ -16,8 +17,10 @@
 #include <sys/socket.h>
 #include <netinet/in.h>
 #include <arpa/inet.h>
-#include <linux/netlink.h>
+#include <linux/vm_sockets.h>
 #include <unistd.h>
+#include <sys/ioctl.h>
+#include <linux/sockios.h>
 
 int main(int argc, char **argv)
 {
@@ -25,10 +28,20 @@ int main(int argc, char **argv)
     const char *kind = argc > 2 ? argv[2] : "socket";
     int fds[2] = {-1, -1};
     if (!strcmp(kind, "socket")) {
-        /* a netlink socket (routing), a family the engine does not handle */
-        fds[0] = socket(AF_NETLINK, SOCK_RAW, 0);
+        /* a vsock socket, a family the engine does not handle */
+        fds[0] = socket(AF_VSOCK, SOCK_STREAM, 0);
         if (fds[0] < 0)
-            wl_fail("netlink socket: %m");
+            wl_fail("vsock socket: %m");
+    } else if (!strcmp(kind, "udpcork")) {
+        /* a UDP socket holding corked bytes not sent yet (UDP_CORK) */
+        fds[0] = socket(AF_INET, SOCK_DGRAM, 0);
+        struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(42181),
+                                .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        int one = 1;
+        if (fds[0] < 0 || connect(fds[0], (struct sockaddr *)&a, sizeof a) < 0 ||
+            setsockopt(fds[0], IPPROTO_UDP, 1 /* UDP_CORK */, &one, sizeof one) < 0 ||
+            send(fds[0], "corked", 6, 0) != 6)
+            wl_fail("corked UDP socket: %m");
     } else if (!strcmp(kind, "userfaultfd")) {
         fds[0] = syscall(SYS_userfaultfd, O_CLOEXEC);
         if (fds[0] < 0)
@@ -58,8 +71,11 @@ int main(int argc, char **argv)
     if (!strcmp(kind, "socket")) {
         int v = 0;
         socklen_t l = sizeof v;
-        WL_CHECK(getsockopt(fds[0], SOL_SOCKET, SO_DOMAIN, &v, &l) == 0 && v == AF_NETLINK,
-                 "netlink socket lost");
+        WL_CHECK(getsockopt(fds[0], SOL_SOCKET, SO_DOMAIN, &v, &l) == 0 && v == AF_VSOCK,
+                 "vsock socket lost");
+    } else if (!strcmp(kind, "udpcork")) {
+        int v = 0;
+        WL_CHECK(ioctl(fds[0], SIOCOUTQ, &v) == 0 && v > 0, "the corked bytes are gone");
     } else if (!strcmp(kind, "userfaultfd")) {
         WL_CHECK(fcntl(fds[0], F_GETFD) >= 0, "userfaultfd closed");
     } else {

@@ -316,16 +316,6 @@ pub fn token(root: &Path, rotate: bool) -> Result<(), Failed> {
     }
 }
 
-/// Run `f` under a spinner on stderr saying `what` (drawn only on a terminal).
-fn busy<T>(what: String, f: impl FnOnce() -> T) -> T {
-    let pb = indicatif::ProgressBar::new_spinner();
-    pb.set_message(what);
-    pb.enable_steady_tick(Duration::from_millis(100));
-    let r = f();
-    pb.finish_and_clear();
-    r
-}
-
 fn print_json(v: &Value) {
     println!("{}", serde_json::to_string_pretty(v).expect("serializable"));
 }
@@ -441,7 +431,7 @@ pub fn workload(root: &Path, conn: &ClientArgs, cmd: WorkloadCmd) -> Result<(), 
         }
         WorkloadCmd::Rm { name, json } => {
             let c = conn.client(root)?;
-            let v = busy(format!("removing {name}…"), || {
+            let v = crate::spinner::busy(format!("removing {name}…"), json, || {
                 c.delete(&format!("/v1/workloads/{name}"))
             })
             .map_err(client_err)?;
@@ -454,7 +444,7 @@ pub fn workload(root: &Path, conn: &ClientArgs, cmd: WorkloadCmd) -> Result<(), 
         }
         WorkloadCmd::Checkpoint { name, json } => {
             let c = conn.client(root)?;
-            let v = busy(format!("checkpointing {name}…"), || {
+            let v = crate::spinner::busy(format!("checkpointing {name}…"), json, || {
                 c.post(&format!("/v1/workloads/{name}/checkpoint"), None)
             })
             .map_err(client_err)?;
@@ -507,7 +497,7 @@ fn add(root: &Path, conn: &ClientArgs, a: AddArgs) -> Result<(), Failed> {
         .map_err(|e| fail(2, format!("bad workload spec: {e}")))?;
     let body = serde_json::to_value(&spec).expect("serializable");
     let c = conn.client(root)?;
-    let v = busy(format!("starting {}…", a.name), || {
+    let v = crate::spinner::busy(format!("starting {}…", a.name), a.json, || {
         c.post("/v1/workloads", Some(&body))
     })
     .map_err(client_err)?;
@@ -534,8 +524,9 @@ pub fn hibernate_or_resume(
 ) -> Result<(), Failed> {
     let verb = if resume { "resume" } else { "hibernate" };
     let c = conn.client(root)?;
-    let v = busy(
+    let v = crate::spinner::busy(
         format!("{}ing {name}…", verb.trim_end_matches('e')),
+        json,
         || c.post(&format!("/v1/workloads/{name}/{verb}"), None),
     )
     .map_err(client_err)?;

@@ -663,6 +663,124 @@ fn agent_bench(
     Ok(())
 }
 
+/// The physical limits a checkpoint and a restore of the same memory are bounded by, measured
+/// in the same run: `process_vm_readv`/`process_vm_writev` of the workload's anonymous memory
+/// (with as many threads as the engine uses), and the image file system's write and read speed
+/// for as many bytes.
+struct Limits {
+    readv_gbps: f64,
+    writev_gbps: f64,
+    fs_write_gbps: f64,
+    fs_read_gbps: f64,
+}
+
+/// The workload's private anonymous writable mappings of at least 1 MiB, as 4 MiB pieces.
+fn worker_ranges(pid: i32) -> anyhow::Result<Vec<stasis_sys::mem::RemoteRange>> {
+    let maps = stasis_sys::proc::read_maps(pid).context("reading the workload's maps")?;
+    let mut out = Vec::new();
+    for m in maps
+        .iter()
+        .filter(|m| m.write && !m.shared && m.inode == 0 && m.end - m.start >= 1 << 20)
+    {
+        let mut a = m.start;
+        while a < m.end {
+            let len = (m.end - a).min(4 << 20);
+            out.push(stasis_sys::mem::RemoteRange {
+                addr: a,
+                len: len as usize,
+            });
+            a += len;
+        }
+    }
+    Ok(out)
+}
+
+/// A memory transfer of one 4 MiB piece: untimed preparation, then the timed operation.
+type Piece<'a> =
+    &'a (dyn Fn(&stasis_sys::mem::RemoteRange, &mut [u8]) -> std::io::Result<usize> + Sync);
+
+/// Bytes per second of `op` run on `workers` threads over the pieces of `ranges` (each thread
+/// takes every `workers`-th piece; `prep` runs before each `op`, untimed): all bytes over the
+/// longest time a thread spent in `op`.
+fn threaded_rate(
+    ranges: &[stasis_sys::mem::RemoteRange],
+    workers: usize,
+    prep: Piece<'_>,
+    op: Piece<'_>,
+) -> anyhow::Result<f64> {
+    let workers = workers.max(1);
+    let total: usize = ranges.iter().map(|r| r.len).sum();
+    let longest = std::thread::scope(|sc| -> anyhow::Result<Duration> {
+        let handles: Vec<_> = (0..workers)
+            .map(|w| {
+                sc.spawn(move || -> std::io::Result<Duration> {
+                    let mut buf = vec![0u8; 4 << 20];
+                    let mut spent = Duration::ZERO;
+                    for r in ranges.iter().skip(w).step_by(workers) {
+                        prep(r, &mut buf[..r.len])?;
+                        let t = Instant::now();
+                        op(r, &mut buf[..r.len])?;
+                        spent += t.elapsed();
+                    }
+                    Ok(spent)
+                })
+            })
+            .collect();
+        let mut longest = Duration::ZERO;
+        for h in handles {
+            let spent = h
+                .join()
+                .map_err(|_| anyhow::anyhow!("a measuring thread panicked"))??;
+            longest = longest.max(spent);
+        }
+        Ok(longest)
+    })?;
+    Ok(total as f64 / longest.as_secs_f64().max(1e-9))
+}
+
+fn measure_limits(pid: i32, dir: &Path, bytes: u64, workers: usize) -> anyhow::Result<Limits> {
+    use std::io::{Read, Write};
+    let ranges = worker_ranges(pid)?;
+    let none = |_: &stasis_sys::mem::RemoteRange, _: &mut [u8]| Ok(0);
+    let read = |r: &stasis_sys::mem::RemoteRange, buf: &mut [u8]| {
+        stasis_sys::mem::read_ranges(pid, std::slice::from_ref(r), buf)
+    };
+    let write = |r: &stasis_sys::mem::RemoteRange, buf: &mut [u8]| {
+        stasis_sys::mem::write_ranges(pid, std::slice::from_ref(r), buf)
+    };
+    let readv = threaded_rate(&ranges, workers, &none, &read)?;
+    // Writes back what it has just read: the workload's memory is unchanged.
+    let writev = threaded_rate(&ranges, workers, &read, &write)?;
+    let path = dir.join("limit-probe.tmp");
+    let block = vec![0x5au8; 4 << 20];
+    let t = Instant::now();
+    {
+        let mut f = std::fs::File::create(&path).context("creating the write-speed probe")?;
+        let mut left = bytes;
+        while left > 0 {
+            let n = left.min(block.len() as u64) as usize;
+            f.write_all(&block[..n])?;
+            left -= n as u64;
+        }
+        f.sync_all()?;
+    }
+    let fs_write = bytes as f64 / t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    {
+        let mut f = std::fs::File::open(&path)?;
+        let mut buf = vec![0u8; 4 << 20];
+        while f.read(&mut buf)? > 0 {}
+    }
+    let fs_read = bytes as f64 / t.elapsed().as_secs_f64();
+    let _ = std::fs::remove_file(&path);
+    Ok(Limits {
+        readv_gbps: readv / 1e9,
+        writev_gbps: writev / 1e9,
+        fs_write_gbps: fs_write / 1e9,
+        fs_read_gbps: fs_read / 1e9,
+    })
+}
+
 pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
     if let BenchCmd::Agent {
         size_mib,
@@ -726,6 +844,14 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
             .map(|n| n.get())
             .unwrap_or(2)
     });
+    let limits = match measure_limits(pid, &base, size_mib << 20, workers) {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(e.context("measuring the physical limits"));
+        }
+    };
     // The benchmark signs with a key of its own, kept in memory only.
     let keyring = stasis_engine::Keyring::ephemeral()?;
     let cs = stasis_engine::checkpoint(&stasis_engine::CheckpointOptions {
@@ -773,6 +899,10 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
     }
     let _ = std::fs::remove_dir_all(&base);
     let gb = |b: u64, s: f64| if s > 0.0 { b as f64 / s / 1e9 } else { 0.0 };
+    // Pages are read from the tree and written to the image (checkpoint), read from the image
+    // and written into the tasks (restore): each is bounded by the slower of its two sides.
+    let ck_bound = limits.readv_gbps.min(limits.fs_write_gbps);
+    let rs_bound = limits.writev_gbps.min(limits.fs_read_gbps);
     let out = serde_json::json!({
         "size_mib": size_mib,
         "workers": workers,
@@ -788,6 +918,16 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
         "restore_total_gb_per_s": gb(rs.memory_bytes, rs.total_secs),
         "image_bytes": image_bytes,
         "memory_bytes": cs.memory_bytes,
+        "limits": {
+            "process_vm_readv_gb_per_s": limits.readv_gbps,
+            "process_vm_writev_gb_per_s": limits.writev_gbps,
+            "image_fs_write_gb_per_s": limits.fs_write_gbps,
+            "image_fs_read_gb_per_s": limits.fs_read_gbps,
+            "checkpoint_bound_gb_per_s": ck_bound,
+            "restore_bound_gb_per_s": rs_bound,
+        },
+        "checkpoint_fraction_of_bound": gb(cs.memory_bytes, cs.memory_secs) / ck_bound,
+        "restore_fraction_of_bound": gb(rs.memory_bytes, rs.memory_secs) / rs_bound,
     });
     if json {
         println!("{}", serde_json::to_string_pretty(&out)?);
@@ -805,6 +945,17 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
         );
         println!("restore:    total {:.3} s until every page is resident; pages {:.2} GB/s ({:.2} GB/s end to end)", rs.total_secs, gb(rs.memory_bytes, rs.memory_secs), gb(rs.memory_bytes, rs.total_secs));
         println!("image:      {:.1} MiB", image_bytes as f64 / 1048576.0);
+        println!(
+            "limits:     process_vm_readv {:.2} GB/s, image fs write {:.2} GB/s; process_vm_writev {:.2} GB/s, image fs read {:.2} GB/s",
+            limits.readv_gbps, limits.fs_write_gbps, limits.writev_gbps, limits.fs_read_gbps
+        );
+        println!(
+            "ratio:      checkpoint pages {:.0}% of min(readv, fs write) = {:.2} GB/s; restore pages {:.0}% of min(writev, fs read) = {:.2} GB/s",
+            100.0 * gb(cs.memory_bytes, cs.memory_secs) / ck_bound,
+            ck_bound,
+            100.0 * gb(rs.memory_bytes, rs.memory_secs) / rs_bound,
+            rs_bound
+        );
     }
     Ok(())
 }

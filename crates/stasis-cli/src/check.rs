@@ -114,6 +114,23 @@ fn ptrace() -> Result<String, String> {
     })
 }
 
+/// PTRACE_SEIZE of a child of ours with seccomp suspended (CONFIG_CHECKPOINT_RESTORE, which
+/// PTRACE_SECCOMP_GET_FILTER needs too; CAP_SYS_ADMIN; stasis itself not under seccomp).
+fn seccomp_suspend() -> Result<String, String> {
+    let mut child = Command::new("/bin/sleep")
+        .arg("10")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start a child to seize: {e}"))?;
+    let r = stasis_sys::ptrace::seize(child.id() as i32, stasis_sys::ptrace::OPT_SUSPEND_SECCOMP);
+    let _ = child.kill();
+    let _ = child.wait();
+    r.map_err(|e| format!("PTRACE_O_SUSPEND_SECCOMP: {e}"))?;
+    Ok("PTRACE_O_SUSPEND_SECCOMP".into())
+}
+
 fn pidfd_getfd() -> Result<String, String> {
     let pidfd = stasis_sys::sys::pidfd_open(stasis_sys::sys::getpid())
         .map_err(|e| format!("pidfd_open: {e}"))?;
@@ -212,12 +229,26 @@ pub fn probe() -> Vec<Item> {
             cgroup_freeze(),
         ),
         item(
+            "time namespace",
+            false,
+            "partitions (CLONE_NEWTIME: their clocks go on across restores; 5.6)",
+            std::fs::metadata("/proc/self/timens_offsets")
+                .map(|_| "/proc/self/timens_offsets".into())
+                .map_err(|e| format!("no time namespaces (CONFIG_TIME_NS): {e}")),
+        ),
+        item(
             "timer ids",
             false,
             "POSIX timers (PR_TIMER_CREATE_RESTORE_IDS, 6.16)",
             stasis_sys::probe::timer_create_restore_ids()
                 .map(|()| "PR_TIMER_CREATE_RESTORE_IDS".into())
                 .map_err(|e| format!("PR_TIMER_CREATE_RESTORE_IDS: {e}")),
+        ),
+        item(
+            "seccomp suspend",
+            false,
+            "processes under seccomp (containers): strict mode and filters",
+            seccomp_suspend(),
         ),
         item(
             "TCP_REPAIR",

@@ -173,6 +173,21 @@ pub fn run(root: &Path, dir: &Path, json_out: bool, verify: bool) -> Result<(), 
         for t in &p.threads {
             println!("  thread {} '{}'", t.tid, t.comm);
         }
+        if p.zombie {
+            println!("  zombie: exited, wait status {:#x}", p.exit_status);
+        } else if p.stop_signal != 0 {
+            let seen = if p.stop_reported {
+                "collected"
+            } else {
+                "not collected"
+            };
+            println!(
+                "  stopped by signal {} ({seen} by its parent)",
+                p.stop_signal
+            );
+        } else if p.continued {
+            println!("  continued (not collected by its parent)");
+        }
         for v in &p.vmas {
             let n: u64 = v.pages.iter().map(|r| r.count as u64).sum();
             println!(

@@ -16,6 +16,7 @@ mod gendocs;
 mod image;
 mod inspect;
 mod logs;
+mod newtty;
 mod partition;
 mod spinner;
 
@@ -100,6 +101,11 @@ enum Cmd {
         /// (see `stasis inspect` for keys). Repeatable.
         #[arg(long = "inherit-fd", value_name = "KEY=FD")]
         inherit_fd: Vec<String>,
+        /// Give each terminal outside the tree (tty:[N], not given with --inherit-fd) a new
+        /// pseudo-terminal instead of failing or taking ours; each master is sent (SCM_RIGHTS,
+        /// text "tty:[N] /dev/pts/M") to the unix socket listening at SOCKET once the tree runs.
+        #[arg(long = "new-tty", value_name = "SOCKET")]
+        new_tty: Option<PathBuf>,
         /// Worker threads for page I/O.
         #[arg(long)]
         workers: Option<usize>,
@@ -645,15 +651,16 @@ fn run(root: &stasis_partition::state::Root, cmd: Cmd) -> Result<(), Failed> {
             dir,
             name,
             inherit_fd,
+            new_tty,
             workers: w,
             pid_wait: _,
             json,
             insecure_unsigned,
         } if partition::is_partition_image(&dir) => {
-            if !inherit_fd.is_empty() {
+            if !inherit_fd.is_empty() || new_tty.is_some() {
                 return Err((
                     2,
-                    anyhow::anyhow!("--inherit-fd does not apply to a partition image: its output goes to its log"),
+                    anyhow::anyhow!("--inherit-fd and --new-tty do not apply to a partition image: its output goes to its log"),
                 ));
             }
             partition::restore(
@@ -669,6 +676,7 @@ fn run(root: &stasis_partition::state::Root, cmd: Cmd) -> Result<(), Failed> {
             dir,
             name,
             inherit_fd,
+            new_tty,
             workers: w,
             pid_wait,
             json,
@@ -683,8 +691,16 @@ fn run(root: &stasis_partition::state::Root, cmd: Cmd) -> Result<(), Failed> {
                     ),
                 ));
             }
-            let inherit = parse_inherit(&inherit_fd).map_err(|e| (2, e))?;
+            let mut inherit = parse_inherit(&inherit_fd).map_err(|e| (2, e))?;
             let trust = image::trust_for_restore(&root.path, insecure_unsigned)?;
+            let given = match &new_tty {
+                Some(sock) => {
+                    let g = newtty::prepare(&dir, &trust, sock, &inherit).map_err(|e| (1, e))?;
+                    g.inherit(&mut inherit);
+                    Some(g)
+                }
+                None => None,
+            };
             let progress = std::sync::Arc::new(stasis_engine::progress::Progress::default());
             let opts = stasis_engine::RestoreOptions {
                 trust,
@@ -707,6 +723,9 @@ fn run(root: &stasis_partition::state::Root, cmd: Cmd) -> Result<(), Failed> {
                     anyhow::Error::new(e).context(format!("restore from {} failed", dir.display())),
                 )
             })?;
+            if let Some(g) = given {
+                g.hand_over().map_err(|e| (1, e))?;
+            }
             if json {
                 println!(
                     "{}",

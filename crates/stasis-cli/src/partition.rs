@@ -309,7 +309,10 @@ pub fn stats(root: &Root, name: Option<&str>, json: bool) -> Result<(), Failed> 
 pub fn checkpoint(opts: stasis_partition::checkpoint::Options, json: bool) -> Result<(), Failed> {
     let name = opts.name.clone();
     let dir = opts.dir.clone();
-    let stats = stasis_partition::checkpoint::checkpoint(&opts).map_err(|e| {
+    let stats = crate::spinner::note(format!("checkpoint of partition {name}"), json, || {
+        stasis_partition::checkpoint::checkpoint(&opts)
+    })
+    .map_err(|e| {
         (
             match &e {
                 stasis_partition::checkpoint::PartitionCheckpointError::Engine {
@@ -344,7 +347,11 @@ pub fn restore(
     if insecure_unsigned {
         eprintln!("{}", crate::image::INSECURE_WARNING);
     }
-    let pid = ops::restore_with(root, dir, name, workers, insecure_unsigned).map_err(ops_err)?;
+    let what = format!("restore of {}", dir.display());
+    let pid = crate::spinner::note(what, json, || {
+        ops::restore_with(root, dir, name, workers, insecure_unsigned)
+    })
+    .map_err(ops_err)?;
     let name = match name {
         Some(n) => n.to_string(),
         None => stasis_image::ImageReader::open(dir)

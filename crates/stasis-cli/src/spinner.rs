@@ -74,6 +74,37 @@ impl Drop for Spinner {
     }
 }
 
+/// Run `f` under a spinner on stderr saying `what` with the elapsed time, for work whose
+/// phases we cannot see (it runs in another process): drawn only on a terminal and without
+/// `--json`.
+pub fn busy<T>(what: String, json: bool, f: impl FnOnce() -> T) -> T {
+    if json || !std::io::stderr().is_terminal() {
+        return f();
+    }
+    let pb = indicatif::ProgressBar::new_spinner();
+    if let Ok(style) = indicatif::ProgressStyle::with_template("{spinner} {msg} [{elapsed}]") {
+        pb.set_style(style);
+    }
+    pb.set_message(what);
+    pb.enable_steady_tick(Duration::from_millis(100));
+    let r = f();
+    pb.finish_and_clear();
+    r
+}
+
+/// Like [`busy`] for work that forks and so needs this process single-threaded (a partition's
+/// checkpointer and restorer): no spinner thread, one line on the terminal while `f` runs,
+/// cleared after it.
+pub fn note<T>(what: String, json: bool, f: impl FnOnce() -> T) -> T {
+    if json || !std::io::stderr().is_terminal() {
+        return f();
+    }
+    eprint!("{what}…");
+    let r = f();
+    eprint!("\r\x1b[2K");
+    r
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

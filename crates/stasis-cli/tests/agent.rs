@@ -751,21 +751,13 @@ fn hibernate_and_resume_keep_state() {
     cli_ok(&root, &["workload", "rm", "hib1"]);
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn the_api_answers_bad_requests_with_4xx_and_serves_its_document() {
     let _g = serial();
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("root");
     let _c = Cleanup(root.clone(), vec!["api1", "api2"]);
-    let port = free_port();
+    let port = common::free_port();
     let listen = format!("127.0.0.1:{port}");
     let _agent = Agent::start(&root, &["--listen", &listen]);
     let url = format!("http://{listen}");
@@ -929,7 +921,7 @@ fn http_get(port: u16) -> Option<String> {
 fn a_python_server_under_the_agent_keeps_its_state_across_a_kill() {
     let env = Env::new(vec!["py1"]);
     let root = env.root.clone();
-    let port = free_port();
+    let port = common::free_port();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/programs/counter_server.py");
     let probe = format!("http://127.0.0.1:{port}/");
     cli_ok(

@@ -13,7 +13,6 @@ mod common;
 
 use common::{ok_stdout, pid_alive, reap_comm, send_signal, serial, stasis, stasis_at, Background};
 use serde_json::{json, Value};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::thread;
@@ -22,13 +21,6 @@ use std::time::{Duration, Instant};
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const WL: &str = "dash1";
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind a free port on 127.0.0.1")
-        .port()
-}
 
 /// Tail of a (possibly long) text, for failure messages.
 fn tail(s: &str, max: usize) -> &str {
@@ -106,7 +98,7 @@ struct AgentProc {
 
 impl AgentProc {
     fn start(root: &Path, workloads: Vec<&'static str>) -> AgentProc {
-        let port = free_port();
+        let port = common::free_port();
         let mut cmd = Command::new(stasis());
         cmd.arg("agent")
             .arg("--root")
@@ -207,7 +199,7 @@ impl Driver {
         // Browser helpers left behind become our children (we are a subreaper): reap them.
         reap_comm("chromium");
         reap_comm("chrome_crashpad_handler");
-        let port = free_port();
+        let port = common::free_port();
         let mut cmd = Command::new(CHROMEDRIVER);
         cmd.arg(format!("--port={port}"));
         let driver = Driver {

@@ -103,14 +103,6 @@ impl Drop for Agent {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn cli(root: &Path, args: &[&str]) -> Output {
     run_cmd(Command::new(stasis()).arg("--root").arg(root).args(args))
 }
@@ -193,7 +185,7 @@ fn tcp_needs_the_token_checks_host_and_origin_and_limits_bodies() {
     let _g = serial();
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("root");
-    let port = free_port();
+    let port = common::free_port();
     let listen = format!("127.0.0.1:{port}");
     let agent = Agent::start(&root, &["--listen", &listen], vec!["auth1", "auth2"]);
     let token = agent.token();
@@ -708,7 +700,7 @@ fn a_non_loopback_listener_needs_tls_and_clients_pin_the_certificate() {
         "{log}"
     );
 
-    let port = free_port();
+    let port = common::free_port();
     let listen = format!("127.0.0.1:{port}");
     let agent = Agent::start(&root, &["--listen", &listen, "--tls"], vec![]);
     let paths = AgentPaths::new(&root);

@@ -375,6 +375,7 @@ fn check_probes_the_kernel_and_says_what_needs_each_feature() {
         "pidfd_getfd",
         "vdso",
         "cgroup freeze",
+        "seccomp suspend",
         "TCP_REPAIR",
         "nft",
         "ip",

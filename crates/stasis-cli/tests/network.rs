@@ -195,12 +195,6 @@ fn http_get(c: &mut std::net::TcpStream, path: &str) -> String {
     String::from_utf8_lossy(&body).into_owned()
 }
 
-/// A free TCP port on 127.0.0.1.
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
-    l.local_addr().expect("addr").port()
-}
-
 /// A client connection to 127.0.0.1:`port` with a 10 s read timeout.
 fn client(port: u16) -> std::net::TcpStream {
     let c = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
@@ -284,7 +278,7 @@ fn python_http_server_keeps_its_keepalive_client() {
         "hello from the checkpointed server\n",
     )
     .unwrap();
-    let port = free_port();
+    let port = common::free_port();
     let mut cmd = std::process::Command::new("/usr/bin/python3");
     cmd.args([
         "-m",
@@ -353,7 +347,7 @@ fn redis_keeps_its_data_and_its_client() {
     baseline();
     common::reap_comm("redis-server");
     let dir = tempfile::tempdir().expect("tempdir");
-    let port = free_port();
+    let port = common::free_port();
     let mut cmd = std::process::Command::new("redis-server");
     cmd.args([
         "--port",

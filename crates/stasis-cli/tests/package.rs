@@ -81,9 +81,9 @@ fn the_package_installs_a_working_system_tool() {
     let contents = text(&run(Command::new("dpkg-deb").arg("-c").arg(&deb)).stdout);
     for f in [
         "./usr/bin/stasis",
-        "./usr/share/man/man1/stasis.1",
-        "./usr/share/man/man1/stasis-checkpoint.1",
-        "./usr/share/man/man1/stasis-logs.1",
+        "./usr/share/man/man1/stasis.1.gz",
+        "./usr/share/man/man1/stasis-checkpoint.1.gz",
+        "./usr/share/man/man1/stasis-logs.1.gz",
         "./usr/share/bash-completion/completions/stasis",
         "./usr/share/zsh/vendor-completions/_stasis",
         "./usr/share/fish/vendor_completions.d/stasis.fish",

@@ -94,12 +94,6 @@ fn lock_tables() -> std::collections::BTreeSet<String> {
         .collect()
 }
 
-/// A free TCP port on 127.0.0.1.
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
-    l.local_addr().expect("addr").port()
-}
-
 /// A `stasis --root ROOT ARGS...` command. Only stdio reaches it (and so the partition's
 /// monitor and processes it starts): not whatever else the test runner inherited.
 fn stasis(root: &Path, args: &[&str]) -> Command {
@@ -183,7 +177,7 @@ impl Pg {
         assert!(out.status.success(), "initdb failed\n{}", show_output(&out));
 
         let name = format!("pgtest-{}", std::process::id());
-        let port = free_port();
+        let port = common::free_port();
         let (data_s, sock_s, base_s) = (
             data.to_str().expect("utf-8 path").to_string(),
             sock.to_str().expect("utf-8 path").to_string(),

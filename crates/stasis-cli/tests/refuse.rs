@@ -1,5 +1,7 @@
 //! Objects the engine does not support yet make `stasis checkpoint` refuse (exit code 3) with
 //! a message naming the pid, the fd and its kind — and the tree keeps running untouched.
+//! Some are refusals issue 13 allows for good (netlink sockets with messages waiting, packet
+//! sockets with an mmap ring).
 #![cfg(target_os = "linux")]
 
 mod common;
@@ -50,8 +52,34 @@ fn refuses_in(workload: &str, kind: &str, words: &[&str]) {
 }
 
 #[test]
-fn refuses_netlink_socket() {
+fn refuses_socket_of_other_family() {
     refuses("socket", &["family not supported"]);
+}
+
+/// Allowed refusal (issue 13): a netlink socket with messages waiting to be read.
+#[test]
+fn refuses_netlink_socket_with_pending_messages() {
+    refuses_in(
+        "netlink_sock",
+        "--pending",
+        &["netlink socket", "waiting to be read", "cannot be read"],
+    );
+}
+
+/// Allowed refusal (issue 13): a packet socket with an mmap ring.
+#[test]
+fn refuses_packet_socket_with_mmap_ring() {
+    refuses_in(
+        "packet_sock",
+        "--ring",
+        &["packet socket", "mmap ring", "refused"],
+    );
+}
+
+/// Bytes held under UDP_CORK sit in no queue that can be read without sending them.
+#[test]
+fn refuses_udp_socket_with_corked_data() {
+    refuses("udpcork", &["UDP_CORK", "corked data"]);
 }
 
 #[test]

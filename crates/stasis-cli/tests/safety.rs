@@ -580,7 +580,13 @@ fn sigkill_case(wl: &str) -> Result<(), String> {
 fn checkpoint_sigkill_then_recover() {
     let _g = serial();
     let mut failures = Vec::new();
-    for wl in ["signals", "threads", "multiproc"] {
+    for wl in [
+        "signals",
+        "threads",
+        "multiproc",
+        "seccomp_strict",
+        "seccomp_filter",
+    ] {
         if let Err(e) = sigkill_case(wl) {
             failures.push(e);
         }

@@ -384,3 +384,45 @@ fn checkpoint_and_restore_draw_their_phase_only_on_a_terminal() {
     drawn("restore", &out.stderr);
     common::send_signal(rpid, libc::SIGKILL);
 }
+
+/// A partition's checkpoint and restore (their engine runs in another process) draw a line
+/// naming the operation on a terminal (one line, cleared after: the checkpointer forks, so no
+/// spinner thread), and nothing on a pipe.
+#[test]
+fn partition_checkpoint_and_restore_spin_only_on_a_terminal() {
+    let _g = serial();
+    let parts = common::partition::Parts::new("spin");
+    parts
+        .run("spin", &[], &["/bin/sleep", "1000"])
+        .expect("run a partition");
+    let img = image_dir("pspinner");
+    let a = img.path().join("a");
+    let out = parts.checkpoint("spin", &a, &["--leave-running"]);
+    assert!(out.ok(), "checkpoint --name: {}", out.show());
+    assert!(
+        !out.stderr.contains('\r') && !out.stderr.contains('\x1b'),
+        "checkpoint --name drew on a pipe: {:?}",
+        out.stderr
+    );
+    let b = img.path().join("b");
+    let b_arg = b.to_string_lossy().into_owned();
+    let line = shell_line(&parts.cmd(&[
+        "checkpoint",
+        "--name",
+        "spin",
+        "--dir",
+        &b_arg,
+        "--leave-running",
+    ]));
+    let out = Command::new("script")
+        .args(["-q", "-e", "-c", &line, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run script");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "checkpoint under script: {text}");
+    assert!(
+        text.contains("checkpoint of partition spin…\r"),
+        "no spinner drawn on a terminal: {text:?}"
+    );
+}

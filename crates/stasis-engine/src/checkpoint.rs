@@ -174,7 +174,7 @@ fn freeze_tree(opts: &CheckpointOptions) -> Result<(Frozen, Instant), Checkpoint
     }
     let t_frozen = Instant::now();
     let frozen = match &opts.freezer {
-        // A zombie's parent must run to reap it: thaw between attempts.
+        // A task caught while exiting must run to become a zombie: thaw between attempts.
         Some(f) => Frozen::seize_with(
             opts.pid,
             &mut |attempt| {
@@ -206,6 +206,7 @@ fn inspect_tree(
     shmem: &mut ShmemTable,
     writer: &ImageWriter,
     jobs: &mut Vec<memory::DumpJob>,
+    seccomp: &mut crate::seccomp::FilterTable,
 ) -> Result<Vec<rec::Process>, CheckpointError> {
     let mut procs = Vec::new();
     for (i, sp) in frozen.procs.iter().enumerate() {
@@ -215,16 +216,33 @@ fn inspect_tree(
             return Err(Failure::msg(pid, "tree walk order").into());
         }
         let smaps = proc::read_smaps(pid).ctx(pid, || "reading smaps".into())?;
-        p.vmas = memory::dump_layout(pid, i, &smaps, shmem, jobs)?;
+        let parent = crate::cow::ParentView::find(&procs, &p)?;
+        p.vmas = memory::dump_layout(pid, i, &smaps, shmem, jobs, parent.as_ref())?;
         p.fds = files.dump_process(pid, shmem, writer)?;
+        p.fd_table_of = files.shared_fd_table(pid, p.ppid)?;
         p.threads = sp
             .threads
             .iter()
             .map(task::dump_thread_regs)
             .collect::<Result<_, _>>()?;
+        for t in &mut p.threads {
+            seccomp.dump_thread(pid, t)?;
+        }
         p.shared_pending = task::dump_shared_pending(pid)?;
+        if sp.stopped {
+            p.stop_signal = match sp.threads[0].stop_sig {
+                s @ (libc::SIGSTOP | libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU) => s,
+                // Continued between the look at its state and the seize: running.
+                _ => 0,
+            };
+        }
         procs.push(p);
     }
+    // Zombies last: each has its parent before it, and no child.
+    for z in &frozen.zombies {
+        procs.push(task::dump_zombie(z.pid)?);
+    }
+    files.assign_locks(&mut procs);
     Ok(procs)
 }
 
@@ -256,6 +274,23 @@ fn run_parasites(
         r.use_base(base);
         failpoint::check("parasite")?;
         task::dump_process_injected(&mut r, &mut procs[i])?;
+        // Children: has this parent collected their stop (or their continue) yet?
+        for j in 0..frozen.procs.len() {
+            if frozen.procs[j].ppid != pid {
+                continue;
+            }
+            let seen_as = proc::read_status(frozen.procs[j].pid)
+                .ctx(pid, || "reading a child's status".into())?
+                .ns_pid
+                .last()
+                .copied()
+                .unwrap_or(frozen.procs[j].pid);
+            if procs[j].stop_signal != 0 {
+                procs[j].stop_reported = !task::report_pending(&mut r, seen_as, libc::WSTOPPED)?;
+            } else {
+                procs[j].continued = task::report_pending(&mut r, seen_as, libc::WCONTINUED)?;
+            }
+        }
         for (ti, t) in frozen.procs[i].threads.iter().enumerate() {
             let mut tr = Remote::new(pid, t.tid, base, t.regs);
             task::dump_thread_injected(&mut tr, &mut procs[i].threads[ti], pid)?;
@@ -333,8 +368,17 @@ fn checkpoint_into(
     let mut files = FileTable::default();
     files.journal = Some(jrnl.handle());
     let mut jobs = Vec::new();
+    let mut seccomp = crate::seccomp::FilterTable::default();
     progress::enter(&opts.progress, Phase::Inspecting);
-    let mut procs = inspect_tree(opts, &frozen, &mut files, &mut shmem, &writer, &mut jobs)?;
+    let mut procs = inspect_tree(
+        opts,
+        &frozen,
+        &mut files,
+        &mut shmem,
+        &writer,
+        &mut jobs,
+        &mut seccomp,
+    )?;
     files.finish()?;
     failpoint::check("inspect")?;
 
@@ -342,6 +386,7 @@ fn checkpoint_into(
     progress::enter(&opts.progress, Phase::Collecting);
     run_parasites(&mut frozen, &mut procs, &mut jrnl)?;
     files.dump_pipes()?;
+    crate::unix::dump_pending_connections(&frozen, &procs, &mut files)?;
     failpoint::check("tasks")?;
 
     // Memory: resident pages first, then swapped ones. A tree that goes on running
@@ -382,6 +427,7 @@ fn checkpoint_into(
         vdso_hash: vdso_hash.clone(),
         sysv_sem,
         sysv_msg,
+        seccomp_filters: seccomp.filters,
         net_lock: match (&tcp, opts.leave_running) {
             (Some(t), false) if t.lock.active() => t.lock.table.clone(),
             _ => String::new(),
@@ -390,6 +436,7 @@ fn checkpoint_into(
             .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
             .unwrap_or(0),
     };
+    crate::pidfd::check_targets(&img)?;
     if opts.pid_ns {
         crate::nsmap::to_namespace(&mut img)?;
     }

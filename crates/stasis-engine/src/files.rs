@@ -31,14 +31,18 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 
 mod fanotify;
+mod fdtable;
 pub(crate) mod ghost_dirs;
 pub(crate) mod kind;
+pub(crate) mod locks;
 mod memfd;
+mod opath;
+pub(crate) use fdtable::{creator, shares_fd_table};
 mod pipes;
 mod procfs;
 mod regular;
 
-use kind::{DumpCtx, RestoreCtx, KINDS};
+use kind::{DumpCtx, ObjectKind, RestoreCtx, KINDS};
 
 const O_CLOEXEC: u32 = libc::O_CLOEXEC as u32;
 
@@ -73,6 +77,10 @@ pub struct FileTable {
     pub(crate) mq_seen: std::collections::HashSet<u64>,
     /// The checkpoint's recovery journal (sockets are recorded before they enter repair mode).
     pub journal: Option<crate::journal::JournalHandle>,
+    /// Locks seen in fdinfo (see [`locks`]).
+    locks: locks::LockTable,
+    /// (pid, parent) of the processes whose fd tables are dumped (for `kcmp(KCMP_FILES)`).
+    tables: Vec<(i32, i32)>,
 }
 
 pub(crate) fn is_tty(md: &std::fs::Metadata) -> bool {
@@ -156,8 +164,17 @@ impl FileTable {
         };
         let key = (p.md.dev(), p.md.ino());
         let file_id = match self.same_description(&p, key)? {
-            Some(id) => id,
+            Some(id) => {
+                self.dump_locks(&p, None)?;
+                self.seen.entry(key).or_default().push((pid, fd, id));
+                id
+            }
             None => {
+                // Known before the files in flight it carries are dumped: a socket that
+                // carries itself (or a socket carrying it) is found again, not dumped twice.
+                let id = self.files.len() as u32;
+                self.seen.entry(key).or_default().push((pid, fd, id));
+                self.holders.entry(id).or_insert((pid, fd));
                 let mut cx = DumpCtx {
                     shmem,
                     writer,
@@ -166,7 +183,6 @@ impl FileTable {
                 self.dump_description(&p, &mut cx)?
             }
         };
-        self.seen.entry(key).or_default().push((pid, fd, file_id));
         self.holders.entry(file_id).or_insert((pid, fd));
         Ok(Some((file_id, p.info.flags & O_CLOEXEC != 0)))
     }
@@ -193,6 +209,7 @@ impl FileTable {
             Some("[signalfd]") => Some(FileKind::Signalfd),
             Some("inotify") => Some(FileKind::Inotify),
             Some("[fanotify]") => Some(FileKind::Fanotify),
+            Some("[pidfd]") => Some(FileKind::Pidfd),
             Some(k) => {
                 return Err(CheckpointError::Unsupported {
                     pid,
@@ -234,6 +251,15 @@ impl FileTable {
             }
         }
         Ok(None)
+    }
+
+    /// Every fd seen so far with its open file description: (pid, fd) → file object id.
+    pub(crate) fn fd_ids(&self) -> HashMap<(i32, i32), u32> {
+        self.seen
+            .values()
+            .flatten()
+            .map(|&(pid, fd, id)| ((pid, fd), id))
+            .collect()
     }
 
     pub(crate) fn is_unix(&self, ino: u64) -> bool {
@@ -278,6 +304,8 @@ impl FileTable {
             .ok_or_else(|| p.unsupported("an object of an unknown kind"))?;
         tracing::trace!(pid = p.pid, fd = p.fd, kind = kind.name(), "dumping fd");
         let inflight = kind.dump(self, p, &mut fo, cx)?;
+        self.dump_locks(p, Some(&mut fo))?;
+        fo.owner = self.dump_owner(p, cx.depth)?;
         self.files.push(fo);
         self.dump_inflight(p, id, inflight, cx)?;
         Ok(id)
@@ -366,8 +394,9 @@ pub struct Opened {
     pub sysv: HashMap<u32, i32>,
     /// Outside objects not given in `inherit`, replaced by a stand-in.
     pub replaced: Vec<crate::restore::Replaced>,
-    /// Files under a task's `/proc`, opened once the tasks exist (by `restore_fds`).
-    in_proc: HashMap<u32, rec::FileObject>,
+    /// Descriptions only a task can open (`/dev/tty`), by id: opened by their first holder
+    /// when its fds are installed ([`ObjectKind::opened_by_task`]).
+    pub(crate) by_task: HashMap<u32, (&'static dyn ObjectKind, rec::FileObject)>,
 }
 
 pub(crate) fn open_with(path: &str, flags: u32) -> std::io::Result<File> {
@@ -386,11 +415,12 @@ pub(crate) fn open_with(path: &str, flags: u32) -> std::io::Result<File> {
     o.open(path)
 }
 
-/// The status flags that belong to the description (`O_APPEND`, `O_NONBLOCK`), as saved —
-/// whatever the kind's `open` left them at.
+/// The status flags that belong to the description (`O_APPEND`, `O_NONBLOCK`, `O_DIRECT` —
+/// packet mode on a pipe's write end —, `O_NOATIME`), as saved — whatever the kind's `open`
+/// left them at. `O_ASYNC` is set later by the task itself (see [`locks`]).
 fn set_status_flags(fd: &OwnedFd, f: &rec::FileObject) -> Result<(), Failure> {
     let what = || format!("open file description #{} ({}): status flags", f.id, f.path);
-    let mask = (libc::O_APPEND | libc::O_NONBLOCK) as u32;
+    let mask = (libc::O_APPEND | libc::O_NONBLOCK | libc::O_DIRECT | libc::O_NOATIME) as u32;
     let cur = sys::fcntl(fd.as_raw_fd(), libc::F_GETFL, 0).ctx(0, what)? as u32;
     let newfl = (cur & !mask) | (f.flags & mask);
     if newfl != cur {
@@ -414,10 +444,14 @@ fn seek_to_saved(file: &File, f: &rec::FileObject) -> Result<(), Failure> {
 
 /// One line describing an open file description of an image, by its kind (`stasis inspect`).
 pub fn describe(img: &rec::Checkpoint, f: &rec::FileObject) -> String {
-    match kind::for_record(f.kind) {
+    let mut line = match kind::for_record(f.kind) {
         Some(k) => k.describe(img, f),
         None => format!("unknown kind {} ({})", f.kind, f.path),
+    };
+    for l in &f.locks {
+        line.push_str(&format!(", {}", locks::describe_lock(l)));
     }
+    line
 }
 
 impl Opened {
@@ -440,7 +474,7 @@ impl Opened {
             ptys: HashMap::new(),
             sysv: HashMap::new(),
             replaced: Vec::new(),
-            in_proc: HashMap::new(),
+            by_task: HashMap::new(),
         };
         for p in &img.processes {
             for fd in &p.fds {
@@ -465,10 +499,6 @@ impl Opened {
             k.create(&mut o, &mut cx)?;
         }
         for f in &img.files {
-            if f.in_proc {
-                o.in_proc.insert(f.id, f.clone());
-                continue;
-            }
             let kind = kind::for_record(f.kind).ok_or_else(|| {
                 Failure::msg(
                     0,
@@ -478,8 +508,13 @@ impl Opened {
                     ),
                 )
             })?;
+            if kind.opened_by_task(f) {
+                o.by_task.insert(f.id, (kind, f.clone()));
+                continue;
+            }
             let fd = kind.open(f, &mut o, &mut cx)?;
             set_status_flags(&fd, f)?;
+            locks::take_description_locks(&fd, f)?;
             o.files.insert(f.id, fd);
         }
         for k in KINDS {
@@ -491,10 +526,12 @@ impl Opened {
     /// Install all fds of one process.
     pub fn restore_fds(&mut self, r: &mut Remote, p: &rec::Process) -> Result<(), Failure> {
         for fd in &p.fds {
-            if let Some(f) = self.in_proc.remove(&fd.file_id) {
-                let file = procfs::open_in_task(r, &f)?;
-                set_status_flags(&file, &f)?;
-                self.files.insert(f.id, file);
+            if let Some((kind, f)) = self.by_task.get(&fd.file_id) {
+                if let std::collections::hash_map::Entry::Vacant(v) = self.files.entry(fd.file_id) {
+                    let file = kind.open_in_task(r, fd.fd, f)?;
+                    set_status_flags(&file, f)?;
+                    v.insert(file);
+                }
             }
             let ours = self
                 .files
@@ -609,7 +646,11 @@ fn ensure_sysv(s: &rec::ShmemObject, reader: &ImageReader) -> Result<i32, Failur
         )
     };
     if let Ok((key, size, ..)) = sys::shm_stat(id) {
-        if key == s.sysv_key && size == s.size {
+        // Images written before shm_segsz was kept exactly hold the mapped (page-rounded) size.
+        let page = |n: u64| n.div_ceil(4096) * 4096;
+        if key == s.sysv_key
+            && (size == s.size || (s.size.is_multiple_of(4096) && page(size) == s.size))
+        {
             return Ok(id);
         }
         return Err(Failure::msg(
@@ -634,6 +675,9 @@ fn ensure_sysv(s: &rec::ShmemObject, reader: &ImageReader) -> Result<i32, Failur
 }
 
 fn create_shmem(s: &rec::ShmemObject, reader: &ImageReader) -> Result<OwnedFd, Failure> {
+    if s.private_file && s.kind == ShmemKind::DeletedFile as i32 {
+        return crate::memory::recreate_private_file(s, reader);
+    }
     let kind =
         ShmemKind::try_from(s.kind).map_err(|_| Failure::msg(0, "unknown shared memory kind"))?;
     let file: File = match kind {

@@ -31,6 +31,9 @@ pub struct SeizedThread {
     pub sigmask: u64,
     /// We changed the signal mask (blocked everything while injecting).
     pub mask_changed: bool,
+    /// The signal of the first `PTRACE_EVENT_STOP`: SIGTRAP for our interrupt, the stop
+    /// signal for a thread that was in a job-control stop.
+    pub stop_sig: i32,
 }
 
 /// One stopped process.
@@ -44,12 +47,26 @@ pub struct SeizedProc {
     pub threads: Vec<SeizedThread>,
     /// Our gadget/scratch mapping, if mapped.
     pub parasite: Option<u64>,
+    /// Stopped by job control when seized (state T); it stays stopped when released.
+    pub stopped: bool,
+}
+
+/// A child of the tree that has exited and is not yet reaped (nothing to seize: it is
+/// recorded as it is, and restored as a zombie).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Zombie {
+    /// Its pid.
+    pub pid: i32,
+    /// Its parent (a process of the tree).
+    pub ppid: i32,
 }
 
 /// The frozen tree (guard).
 pub struct Frozen {
     /// Processes, parents before children; the root first.
     pub procs: Vec<SeizedProc>,
+    /// Zombie children of the tree's processes.
+    pub zombies: Vec<Zombie>,
     done: bool,
 }
 
@@ -92,12 +109,13 @@ fn zombie_error(pid: i32, name: &str, ppid: i32) -> CheckpointError {
     CheckpointError::Unsupported {
         pid,
         what: format!(
-            "process '{name}' is a zombie (exited, not yet reaped by its parent {ppid}); {ZOMBIE_MARK}"
+            "process '{name}' (child of {ppid}) kept exiting while the tree was frozen; {ZOMBIE_MARK}"
         ),
     }
 }
 
-const ZOMBIE_MARK: &str = "zombies are not supported yet";
+/// A task caught between exit and zombie: the tree is frozen again until it is a zombie.
+const ZOMBIE_MARK: &str = "it never settled as a zombie";
 
 fn is_zombie_error(e: &CheckpointError) -> bool {
     matches!(e, CheckpointError::Unsupported { what, .. } if what.ends_with(ZOMBIE_MARK))
@@ -132,7 +150,7 @@ fn seize_one(tid: i32, slow: &mut dyn FnMut()) -> Result<Option<SeizedThread>, C
     // move, so `slow` (which thaws) is called once, then we wait for the stop.
     let started = Instant::now();
     let mut patient = true;
-    loop {
+    let stop_sig = loop {
         let st = if patient {
             match ptrace::wait_nohang(tid) {
                 Ok(None) if started.elapsed() < STOP_PATIENCE => {
@@ -151,7 +169,7 @@ fn seize_one(tid: i32, slow: &mut dyn FnMut()) -> Result<Option<SeizedThread>, C
             ptrace::wait(tid)
         };
         match st {
-            Ok(Stop::Event(ptrace::EVENT_STOP, _)) => break,
+            Ok(Stop::Event(ptrace::EVENT_STOP, sig)) => break sig,
             Ok(Stop::Signal(sig)) => {
                 // A signal arrived first: deliver it as the kernel would have, then wait for the
                 // interrupt, which is still pending.
@@ -164,7 +182,7 @@ fn seize_one(tid: i32, slow: &mut dyn FnMut()) -> Result<Option<SeizedThread>, C
             Err(e) if e.raw_os_error() == Some(libc::ECHILD) => return Ok(None),
             Err(e) => return Err(Failure::new(tid, "waitpid", e).into()),
         }
-    }
+    };
     let regs = ptrace::get_regs(tid).map_err(|e| Failure::new(tid, "PTRACE_GETREGS", e))?;
     let sigmask =
         ptrace::get_sigmask(tid).map_err(|e| Failure::new(tid, "PTRACE_GETSIGMASK", e))?;
@@ -173,25 +191,39 @@ fn seize_one(tid: i32, slow: &mut dyn FnMut()) -> Result<Option<SeizedThread>, C
         regs,
         sigmask,
         mask_changed: false,
+        stop_sig,
     }))
 }
 
-fn refuse_state(pid: i32) -> Result<(), CheckpointError> {
+/// What the walk found at a pid it had not seen.
+enum Found {
+    /// A live process to seize (stopped by job control or not).
+    Live(bool),
+    /// A zombie (recorded as it is).
+    Zombie(Zombie),
+    /// Gone already.
+    Gone,
+}
+
+fn refuse_state(pid: i32) -> Result<Found, CheckpointError> {
     let st = match proc::read_status(pid) {
         Ok(s) => s,
-        Err(e) if e.is_not_found() => return Ok(()),
+        Err(e) if e.is_not_found() => return Ok(Found::Gone),
         Err(e) => return Err(Failure::new(pid, "reading status", e).into()),
     };
     let unsupported = |what: String| Err(CheckpointError::Unsupported { pid, what });
-    match st.state {
-        'Z' => return Err(zombie_error(pid, &st.name, st.ppid)),
-        'T' => {
-            return unsupported(format!(
-                "process '{}' is stopped by job control; continue it (SIGCONT) first",
-                st.name
-            ))
+    if st.state == 'Z' {
+        let tasks = proc::list_tasks(pid).unwrap_or_default();
+        if tasks.iter().any(|&t| t != pid) {
+            return unsupported(
+                "the thread-group leader has exited while other threads run; not supported yet"
+                    .into(),
+            );
         }
-        _ => {}
+        return Ok(Found::Zombie(Zombie { pid, ppid: st.ppid }));
+    }
+    if st.state == 'X' {
+        return Err(zombie_error(pid, &st.name, st.ppid));
     }
     if st.tracer_pid != 0 && st.tracer_pid != stasis_sys::sys::getpid() {
         return unsupported(format!(
@@ -199,21 +231,14 @@ fn refuse_state(pid: i32) -> Result<(), CheckpointError> {
             st.name, st.tracer_pid
         ));
     }
-    if st.seccomp != 0 {
-        return unsupported(format!(
-            "process '{}' runs under seccomp (mode {}); seccomp is not supported yet",
-            st.name, st.seccomp
-        ));
-    }
-    Ok(())
+    Ok(Found::Live(st.state == 'T'))
 }
 
 impl Frozen {
     /// Seize and stop every thread of the tree rooted at `root`.
     ///
-    /// A child that exits while its parent is being frozen stays a zombie until the parent runs
-    /// again and reaps it: then the tree is released and frozen again, a few times, before a
-    /// zombie is refused.
+    /// Zombie children are recorded as they are. A task caught while exiting (not yet a
+    /// zombie) cannot be seized: then the tree is released and frozen again, a few times.
     pub fn seize(root: i32) -> Result<Frozen, CheckpointError> {
         Self::seize_with(
             root,
@@ -226,7 +251,7 @@ impl Frozen {
     }
 
     /// Like [`Frozen::seize`], with `pause(attempt)` between attempts (a partition thaws its
-    /// cgroup there, so the parent of a zombie can run and reap it, and freezes it again), and
+    /// cgroup there, so a task caught while exiting can become a zombie, and freezes it again), and
     /// `slow()` called when a thread takes long to stop (a partition thaws its cgroup: the
     /// thread may wait for a frozen task; the walk still converges without the freezer).
     pub fn seize_with(
@@ -252,6 +277,7 @@ impl Frozen {
         }
         let mut frozen = Frozen {
             procs: Vec::new(),
+            zombies: Vec::new(),
             done: false,
         };
         let mut seen_tids: HashSet<i32> = HashSet::new();
@@ -267,7 +293,21 @@ impl Frozen {
                 let idx = match frozen.procs.iter().position(|p| p.pid == pid) {
                     Some(i) => i,
                     None => {
-                        refuse_state(pid)?;
+                        let stopped = match refuse_state(pid)? {
+                            Found::Live(stopped) => stopped,
+                            Found::Gone if pid != root => continue,
+                            Found::Gone => return Err(CheckpointError::NoSuchProcess(root)),
+                            Found::Zombie(_) if pid == root => {
+                                return Err(CheckpointError::NoSuchProcess(root))
+                            }
+                            Found::Zombie(z) => {
+                                if !frozen.zombies.contains(&z) {
+                                    frozen.zombies.push(z);
+                                    changed = true;
+                                }
+                                continue;
+                            }
+                        };
                         let ppid = match proc::read_stat(pid) {
                             Ok(s) => s.ppid,
                             Err(e) if e.is_not_found() && pid != root => continue,
@@ -278,6 +318,7 @@ impl Frozen {
                             ppid,
                             threads: Vec::new(),
                             parasite: None,
+                            stopped,
                         });
                         changed = true;
                         frozen.procs.len() - 1
@@ -331,6 +372,14 @@ impl Frozen {
         {
             return Err(CheckpointError::NoSuchProcess(root));
         }
+        // A zombie stays one while its parent is frozen; keep only those still there.
+        let live: HashSet<i32> = frozen.procs.iter().map(|p| p.pid).collect();
+        frozen.zombies.retain(|z| {
+            live.contains(&z.ppid)
+                && proc::read_stat(z.pid)
+                    .map(|s| s.state == 'Z' && s.ppid == z.ppid)
+                    .unwrap_or(false)
+        });
         for p in &frozen.procs {
             if p.threads[0].tid != p.pid {
                 return Err(CheckpointError::Unsupported {
@@ -407,7 +456,9 @@ impl Frozen {
         }
         let start = Instant::now();
         reap_tracees(&self.tids(), wait.max(Duration::from_secs(30)));
-        let tids = self.tids();
+        // A zombie's pid is free once its parent is gone and it is reaped.
+        let mut tids = self.tids();
+        tids.extend(self.zombies.iter().map(|z| z.pid));
         loop {
             let busy: Vec<i32> = tids
                 .iter()

@@ -1,18 +1,23 @@
-//! IPv4/IPv6 sockets: UDP sockets and listening TCP sockets.
+//! IPv4/IPv6 sockets: TCP (listeners, connections through TCP_REPAIR, closing states), UDP and
+//! UDP-Lite, raw and ICMP ("ping") sockets.
 //!
 //! ## Dump
 //! The socket is borrowed with `pidfd_getfd`; `SO_DOMAIN`, `SO_TYPE`, `SO_PROTOCOL`,
-//! `SO_ACCEPTCONN`, `getsockname`/`getpeername` and the options users set are read from it. UDP
-//! datagrams queued for reading are copied without being consumed (`SO_PEEK_OFF` = 0, then
-//! `recvfrom(MSG_PEEK)` until empty, then the offset is put back), each with its sender. A TCP
-//! listener whose accept queue is empty is kept; an established TCP connection or a listener
-//! with connections waiting to be accepted is refused for now (TCP_REPAIR comes next).
+//! `getsockname`/`getpeername`, the common options, a table of further options (`sockopt.rs`)
+//! and the classic BPF filter are read from it. UDP datagrams queued for reading are copied
+//! without being consumed (`SO_PEEK_OFF` = 0, then `recvfrom(MSG_PEEK)` until empty, then the
+//! offset is put back), each with its sender; the shutdown of a datagram or raw socket comes
+//! from `inet_diag`. A TCP listener whose accept queue is empty is kept; a connection is locked
+//! (`netlock.rs`), put in repair mode and read (sequence numbers, queues, window, options). A
+//! raw or ping socket with packets waiting, or a listener with connections waiting to be
+//! accepted, is refused.
 //!
 //! ## Restore
 //! The socket is created with the same family, type and protocol, its options set, bound to its
-//! address (`SO_REUSEADDR` as saved) and connected (UDP) or made to listen (TCP) again. Queued
-//! datagrams are sent again to it: by the image's own socket bound to the sender's address
-//! (the sender is kept), otherwise from a temporary socket (the sender's port is not kept).
+//! address (`SO_REUSEADDR` as saved) and connected (UDP), made to listen (TCP) or rebuilt in
+//! repair mode (a connection). Queued datagrams are sent again to it: by the image's own socket
+//! bound to the sender's address (the sender is kept), otherwise from a temporary socket (the
+//! sender's port is not kept). Then the filter, its lock and the shutdown.
 
 use crate::error::{CheckpointError, Ctx, Failure};
 use crate::files::kind::{DumpCtx, ObjectKind, RestoreCtx};
@@ -123,11 +128,16 @@ fn ip_port(addr: &[u8]) -> Option<(std::net::IpAddr, u16)> {
 
 fn dump_tcp_conn(s: RawFd, info: &[u8]) -> std::io::Result<rec::TcpConnState> {
     let tcp = |o: i32| net::getsockopt_int(s, libc::IPPROTO_TCP, o);
+    // FIN_WAIT1, LAST_ACK, CLOSING: our FIN is not acknowledged yet, so it is the last
+    // sequence number of the send queue (the queue sizes count it, the data does not hold it);
+    // while it waits behind unsent data, the unsent count holds it too.
+    let fin_unacked = matches!(info[0], 4 | 9 | 11) as usize;
     net::setsockopt_int(s, libc::IPPROTO_TCP, TCP_REPAIR_QUEUE, TCP_SEND_QUEUE)?;
     let snd_seq = tcp(TCP_QUEUE_SEQ)? as u32;
     let outq = stasis_sys::sys::ioctl_get_int(s, SIOCOUTQ)?.max(0) as usize;
-    let unsent = stasis_sys::sys::ioctl_get_int(s, SIOCOUTQNSD)?.max(0) as u32;
-    let send_queue = net::peek_bytes(s, outq)?;
+    let unsent = stasis_sys::sys::ioctl_get_int(s, SIOCOUTQNSD)?.max(0) as usize;
+    let unsent = unsent.saturating_sub(fin_unacked.min(unsent)) as u32;
+    let send_queue = net::peek_bytes(s, outq.saturating_sub(fin_unacked))?;
     net::setsockopt_int(s, libc::IPPROTO_TCP, TCP_REPAIR_QUEUE, TCP_RECV_QUEUE)?;
     let rcv_seq = tcp(TCP_QUEUE_SEQ)? as u32;
     let inq = stasis_sys::sys::fionread(s)?;
@@ -155,6 +165,7 @@ fn dump_tcp_conn(s: RawFd, info: &[u8]) -> std::io::Result<rec::TcpConnState> {
         window,
         fin_sent: false,
         fin_received: false,
+        state: info[0] as u32,
         keepalive: vec![
             tcp(libc::TCP_KEEPIDLE)?,
             tcp(libc::TCP_KEEPINTVL)?,
@@ -179,10 +190,27 @@ pub fn dump(
         return Ok(None);
     }
     let mut st = dump_common(pid, fd, s, family)?;
+    dump_options(pid, fd, s, &mut st)?;
     match (st.sock_type, st.protocol) {
-        (libc::SOCK_DGRAM, libc::IPPROTO_UDP) => dump_udp_queue(pid, fd, s, &mut st)?,
+        (libc::SOCK_DGRAM, libc::IPPROTO_UDP | libc::IPPROTO_UDPLITE) => {
+            // Bytes appended under UDP_CORK and not sent yet sit in no queue we can read.
+            let corked = net::getsockopt_int(s, libc::IPPROTO_UDP, libc::UDP_CORK).unwrap_or(0);
+            if corked != 0 && stasis_sys::sys::ioctl_get_int(s, SIOCOUTQ).unwrap_or(0) > 0 {
+                return Err(unsupported(
+                    pid,
+                    fd,
+                    &st,
+                    "is a UDP socket holding corked data not sent yet (UDP_CORK)".into(),
+                ));
+            }
+            dump_udp_queue(pid, fd, s, &mut st)?;
+            dump_shutdown(pid, fd, s, &mut st)?;
+        }
         (libc::SOCK_STREAM, libc::IPPROTO_TCP) => {
             dump_tcp(pid, fd, sock, &mut st, repair, journal)?
+        }
+        (libc::SOCK_RAW, _) | (libc::SOCK_DGRAM, libc::IPPROTO_ICMP | libc::IPPROTO_ICMPV6) => {
+            dump_raw(pid, fd, s, &mut st)?
         }
         (ty, proto) => {
             return Err(unsupported(
@@ -195,6 +223,151 @@ pub fn dump(
     }
     Ok(Some(st))
 }
+
+/// Options beyond the common ones (see [`opt_defs`]), the attached classic BPF filter and its
+/// lock.
+fn dump_options(pid: i32, fd: i32, s: RawFd, st: &mut rec::InetSocketState) -> Result<(), Failure> {
+    crate::sockopt::read(s, crate::sockopt::SOCKET, &mut st.options);
+    crate::sockopt::read(s, &opt_defs(st), &mut st.options);
+    st.filter = net::get_filter(s).ctx(pid, || format!("fd {fd}: SO_GET_FILTER"))?;
+    st.filter_locked = opt(s, libc::SOL_SOCKET, SO_LOCK_FILTER).unwrap_or(0) != 0;
+    Ok(())
+}
+
+/// A raw or ICMP ("ping") socket: address, options; nothing may be waiting to be read (its
+/// packets cannot be put back as they came).
+fn dump_raw(
+    pid: i32,
+    fd: i32,
+    s: RawFd,
+    st: &mut rec::InetSocketState,
+) -> Result<(), CheckpointError> {
+    let queued = rmem_alloc(s).ctx(pid, || format!("fd {fd}: SO_MEMINFO"))?;
+    if queued > 0 {
+        return Err(unsupported(
+            pid,
+            fd,
+            st,
+            format!(
+                "is a raw or ICMP socket (protocol {}) with packets waiting to be read",
+                st.protocol
+            ),
+        ));
+    }
+    if st.sock_type == libc::SOCK_RAW {
+        dump_shutdown(pid, fd, s, st)?;
+    }
+    Ok(())
+}
+
+/// Bytes in a socket's receive queue (`SO_MEMINFO`, `SK_MEMINFO_RMEM_ALLOC`).
+pub(crate) fn rmem_alloc(s: RawFd) -> std::io::Result<u32> {
+    let mut m = [0u8; 36];
+    net::getsockopt_bytes(s, libc::SOL_SOCKET, SO_MEMINFO, &mut m)?;
+    Ok(u32::from_ne_bytes(m[0..4].try_into().expect("4")))
+}
+
+/// Shutdown of a datagram or raw socket, which only `inet_diag` tells.
+fn dump_shutdown(
+    pid: i32,
+    fd: i32,
+    s: RawFd,
+    st: &mut rec::InetSocketState,
+) -> Result<(), Failure> {
+    let what = || format!("fd {fd}: inet_diag (shutdown state)");
+    let ino = std::fs::metadata(format!("/proc/self/fd/{s}"))
+        .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+        .ctx(pid, what)?;
+    let (proto, raw) = if st.sock_type == libc::SOCK_RAW {
+        (libc::IPPROTO_RAW, Some(st.protocol))
+    } else {
+        (st.protocol, None)
+    };
+    // A socket of another network namespace than ours is not listed: it cannot tell.
+    if let Some(d) = stasis_sys::diag::inet_socket(st.family, proto, raw, ino).ctx(pid, what)? {
+        st.shutdown = d.shutdown as u32;
+    }
+    Ok(())
+}
+
+/// The options read back from an inet socket, by family, type and protocol.
+fn opt_defs(st: &rec::InetSocketState) -> Vec<crate::sockopt::Def> {
+    let mut d: Vec<crate::sockopt::Def> = Vec::new();
+    let raw = st.sock_type == libc::SOCK_RAW;
+    // Multicast options mean nothing on a stream socket (an accepted one reads the SYN's TTL
+    // as its multicast TTL, which cannot be set back).
+    let stream = st.sock_type == libc::SOCK_STREAM;
+    if st.family == libc::AF_INET || !raw {
+        d.extend(
+            IP_OPTS
+                .iter()
+                .filter(|n| !(stream && IP_MULTICAST.contains(n)))
+                .map(|&n| (libc::IPPROTO_IP, n, 0)),
+        );
+    }
+    if st.family == libc::AF_INET6 {
+        d.extend(
+            IPV6_OPTS
+                .iter()
+                .filter(|n| !(stream && IPV6_MULTICAST.contains(n)))
+                .map(|&n| (libc::IPPROTO_IPV6, n, 0)),
+        );
+    }
+    match st.protocol {
+        libc::IPPROTO_TCP => {
+            d.extend(TCP_OPTS.iter().map(|&n| (libc::IPPROTO_TCP, n, 0)));
+            d.push((libc::IPPROTO_TCP, libc::TCP_CONGESTION, 16));
+        }
+        libc::IPPROTO_UDP | libc::IPPROTO_UDPLITE if !raw => {
+            d.extend(UDP_OPTS.iter().map(|&n| (libc::IPPROTO_UDP, n, 0)));
+            if st.protocol == libc::IPPROTO_UDPLITE {
+                d.push((libc::IPPROTO_UDPLITE, UDPLITE_SEND_CSCOV, 0));
+                d.push((libc::IPPROTO_UDPLITE, UDPLITE_RECV_CSCOV, 0));
+            }
+        }
+        libc::IPPROTO_ICMP if raw => d.push((SOL_RAW, ICMP_FILTER, 0)),
+        libc::IPPROTO_ICMPV6 if raw => d.push((libc::IPPROTO_ICMPV6, ICMP6_FILTER, 32)),
+        _ => {}
+    }
+    d
+}
+
+const SO_LOCK_FILTER: i32 = 44;
+const SO_MEMINFO: i32 = 55;
+const SOL_RAW: i32 = 255;
+const ICMP_FILTER: i32 = 1;
+const ICMP6_FILTER: i32 = 1;
+const UDPLITE_SEND_CSCOV: i32 = 10;
+const UDPLITE_RECV_CSCOV: i32 = 11;
+
+/// IP-level options: IP_HDRINCL, IP_RECVOPTS, IP_RETOPTS, IP_PKTINFO, IP_MTU_DISCOVER,
+/// IP_RECVERR, IP_RECVTTL, IP_RECVTOS, IP_FREEBIND, IP_TRANSPARENT, IP_RECVORIGDSTADDR,
+/// IP_MINTTL, IP_NODEFRAG, IP_CHECKSUM, IP_BIND_ADDRESS_NO_PORT, IP_RECVFRAGSIZE,
+/// IP_RECVERR_RFC4884, IP_MULTICAST_IF, IP_MULTICAST_TTL, IP_MULTICAST_LOOP, IP_MULTICAST_ALL.
+const IP_OPTS: &[i32] = &[
+    3, 6, 7, 8, 10, 11, 12, 13, 15, 19, 20, 21, 22, 23, 24, 25, 26, 32, 33, 34, 49,
+];
+/// IP_MULTICAST_IF, _TTL, _LOOP, _ALL.
+const IP_MULTICAST: &[i32] = &[32, 33, 34, 49];
+/// IPV6_MULTICAST_IF, _HOPS, _LOOP, _ALL.
+const IPV6_MULTICAST: &[i32] = &[17, 18, 19, 29];
+/// IPv6-level options: IPV6_CHECKSUM, IPV6_MULTICAST_IF, _HOPS, _LOOP, IPV6_MTU_DISCOVER,
+/// IPV6_RECVERR, IPV6_MULTICAST_ALL, IPV6_RECVERR_RFC4884, IPV6_RECVPKTINFO,
+/// IPV6_RECVHOPLIMIT, IPV6_RECVHOPOPTS, IPV6_RECVRTHDR, IPV6_RECVDSTOPTS, IPV6_RECVPATHMTU,
+/// IPV6_DONTFRAG, IPV6_RECVTCLASS, IPV6_AUTOFLOWLABEL, IPV6_ADDR_PREFERENCES,
+/// IPV6_MINHOPCOUNT, IPV6_RECVORIGDSTADDR, IPV6_TRANSPARENT, IPV6_RECVFRAGSIZE,
+/// IPV6_FREEBIND.
+const IPV6_OPTS: &[i32] = &[
+    7, 17, 18, 19, 23, 25, 29, 31, 49, 51, 53, 56, 58, 60, 62, 66, 70, 72, 73, 74, 75, 77, 78,
+];
+/// TCP options: TCP_CORK, TCP_KEEPIDLE, _KEEPINTVL, _KEEPCNT, TCP_SYNCNT, TCP_LINGER2,
+/// TCP_DEFER_ACCEPT, TCP_THIN_LINEAR_TIMEOUTS, TCP_USER_TIMEOUT, TCP_FASTOPEN,
+/// TCP_NOTSENT_LOWAT, TCP_SAVE_SYN, TCP_FASTOPEN_CONNECT, TCP_FASTOPEN_NO_COOKIE, TCP_INQ,
+/// TCP_TX_DELAY. TCP_MAXSEG and TCP_WINDOW_CLAMP are added for sockets without a connection
+/// (on a connection they read what the kernel computed).
+const TCP_OPTS: &[i32] = &[3, 4, 5, 6, 7, 8, 9, 16, 18, 23, 25, 27, 30, 34, 36, 37];
+/// UDP options: UDP_CORK, UDP_NO_CHECK6_TX, UDP_NO_CHECK6_RX, UDP_SEGMENT, UDP_GRO.
+const UDP_OPTS: &[i32] = &[1, 101, 102, 103, 104];
 
 fn unsupported(pid: i32, fd: i32, st: &rec::InetSocketState, w: String) -> CheckpointError {
     CheckpointError::Unsupported {
@@ -289,7 +462,23 @@ fn dump_tcp(
     }
     if state != TCP_INFO_STATE_LISTEN {
         if st.peer.is_empty() && state == 7 {
-            // A TCP socket never connected nor listening: only its address matters.
+            // Never connected nor listening (only its address matters), or a connection that
+            // is over: then it was shut down both ways (the kernel says so on poll).
+            let ev = net::poll_now(s, libc::POLLRDHUP).ctx(pid, || what("poll"))?;
+            if ev & libc::POLLRDHUP != 0 {
+                let unread = stasis_sys::sys::fionread(s).ctx(pid, || what("FIONREAD"))?;
+                if unread > 0 {
+                    return Err(unsupported(
+                        pid,
+                        fd,
+                        st,
+                        format!("is a closed TCP connection with {unread} bytes never read"),
+                    ));
+                }
+                st.tcp_closed = true;
+            } else {
+                user_mss(s, st);
+            }
             return Ok(());
         }
         return Err(unsupported(
@@ -297,7 +486,7 @@ fn dump_tcp(
             fd,
             st,
             format!(
-                "is a TCP connection to {} in state {state} (half-closed or closing)",
+                "is a TCP connection to {} in state {state} (being opened, or in TIME_WAIT)",
                 net::addr_string(&st.peer)
             ),
         ));
@@ -315,7 +504,21 @@ fn dump_tcp(
     }
     st.listening = true;
     st.backlog = sacked;
+    user_mss(s, st);
     Ok(())
+}
+
+/// The MSS and window clamp a user set on a socket without a connection (on one that had a
+/// connection they read what the kernel chose, which cannot always be set back).
+fn user_mss(s: RawFd, st: &mut rec::InetSocketState) {
+    crate::sockopt::read(
+        s,
+        &[
+            (libc::IPPROTO_TCP, libc::TCP_MAXSEG, 0),
+            (libc::IPPROTO_TCP, libc::TCP_WINDOW_CLAMP, 0),
+        ],
+        &mut st.options,
+    );
 }
 
 /// An established (or closing) connection: journaled, locked in the network lock, put in
@@ -396,7 +599,7 @@ fn tcp_info(s: RawFd) -> std::io::Result<Vec<u8>> {
 /// Run `op` again while it fails with EADDRINUSE, for up to [`IN_USE_WAIT`]: the sockets of a
 /// tree killed by its checkpoint are torn down by the kernel as its processes exit, and a
 /// restore right after may find their address not yet released.
-fn retry_in_use(mut op: impl FnMut() -> std::io::Result<()>) -> std::io::Result<()> {
+pub(crate) fn retry_in_use(mut op: impl FnMut() -> std::io::Result<()>) -> std::io::Result<()> {
     let deadline = std::time::Instant::now() + IN_USE_WAIT;
     loop {
         match op() {
@@ -427,6 +630,10 @@ fn restore_tcp_conn(
     let set = |o: i32, v: i32| net::setsockopt_int(fd, libc::IPPROTO_TCP, o, v);
     set(TCP_REPAIR, 1)?;
     set_int(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
+    // Room for the send queue whatever the saved buffer size (a side that filled its buffer
+    // would otherwise block on its own unsent bytes); the saved size is set again at the end.
+    let room = t.send_queue.len() as i32 * 4 + (1 << 20);
+    set_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, room)?;
     // A FIN takes a sequence number: the connection is rebuilt as established, then this
     // side's FIN is sent again (after restore) and the peer's comes from the peer (in the tree).
     let snd_end = t.snd_seq.wrapping_sub(t.fin_sent as u32);
@@ -488,6 +695,10 @@ fn restore_tcp_conn(
     if t.unsent > 0 {
         net::send_all_stream(fd, &t.send_queue[sent..])?;
     }
+    if u.sndbuf > 0 {
+        set_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUF, u.sndbuf / 2)?;
+    }
+
     set_int(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, u.reuseaddr as i32)?;
     if t.keepalive.len() == 3 {
         set(libc::TCP_KEEPIDLE, t.keepalive[0])?;
@@ -518,7 +729,7 @@ pub fn create_all(img: &rec::Checkpoint) -> Result<HashMap<u32, OwnedFd>, Failur
                 f.id
             )
         };
-        let s = net::socket(u.family, u.sock_type, u.protocol).ctx(0, what)?;
+        let s = new_socket(u).ctx(0, what)?;
         let fd = s.as_raw_fd();
         (|| -> std::io::Result<()> {
             if u.reuseaddr {
@@ -536,7 +747,11 @@ pub fn create_all(img: &rec::Checkpoint) -> Result<HashMap<u32, OwnedFd>, Failur
             if u.nodelay {
                 set_int(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)?;
             }
-            if u.family == libc::AF_INET6 {
+            // (Only when it differs: a raw socket, bound to its protocol, refuses any change.)
+            if u.family == libc::AF_INET6
+                && net::getsockopt_int(fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY)?
+                    != u.v6only as i32
+            {
                 set_int(fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, u.v6only as i32)?;
             }
             if u.rcvbuf > 0 {
@@ -561,7 +776,7 @@ pub fn create_all(img: &rec::Checkpoint) -> Result<HashMap<u32, OwnedFd>, Failur
             if u.sndtimeo_us != 0 {
                 net::setsockopt_timeval(fd, libc::SO_SNDTIMEO, u.sndtimeo_us)?;
             }
-            Ok(())
+            crate::sockopt::apply(fd, &u.options)
         })()
         .ctx(0, || format!("{}: socket options", what()))?;
         if let Some(t) = &u.tcp {
@@ -575,8 +790,12 @@ pub fn create_all(img: &rec::Checkpoint) -> Result<HashMap<u32, OwnedFd>, Failur
             out.insert(f.id, s);
             continue;
         }
-        let bound = u.local.len() >= 4 && u.local[2..4] != [0, 0];
-        if bound {
+        if u.tcp_closed {
+            restore_closed(fd, u).ctx(0, || format!("{}: closed connection", what()))?;
+            out.insert(f.id, s);
+            continue;
+        }
+        if is_bound(u) {
             retry_in_use(|| net::bind_raw(fd, &u.local))
                 .ctx(0, || format!("{}: bind (is the port free?)", what()))?;
         }
@@ -602,7 +821,7 @@ pub fn create_all(img: &rec::Checkpoint) -> Result<HashMap<u32, OwnedFd>, Failur
             let res = match sender {
                 Some(s) => net::sendto_raw(s.as_raw_fd(), &d.data, &u.local),
                 None => {
-                    let tmp = net::socket(u.family, libc::SOCK_DGRAM, libc::IPPROTO_UDP)
+                    let tmp = net::socket(u.family, libc::SOCK_DGRAM, u.protocol)
                         .ctx(0, || "temporary socket".into())?;
                     net::sendto_raw(tmp.as_raw_fd(), &d.data, &u.local)
                 }
@@ -620,14 +839,94 @@ pub fn create_all(img: &rec::Checkpoint) -> Result<HashMap<u32, OwnedFd>, Failur
             net::setsockopt_int(s, libc::SOL_SOCKET, libc::SO_PEEK_OFF, u.peek_off)
                 .ctx(0, || "SO_PEEK_OFF".into())?;
         }
+        finish_socket(out[&f.id].as_raw_fd(), u).ctx(0, || {
+            format!(
+                "socket {} (open file description #{}): filter or shutdown",
+                net::addr_string(&u.local),
+                f.id
+            )
+        })?;
     }
     Ok(out)
 }
 
-fn v4(addr: &[u8]) -> Option<std::net::SocketAddrV4> {
-    match ip_port(addr)? {
-        (std::net::IpAddr::V4(ip), port) => Some(std::net::SocketAddrV4::new(ip, port)),
-        _ => None,
+/// A TCP socket whose connection is over: bound to its address in repair mode (its port may
+/// still be held by the peer's TIME_WAIT, which a closed socket does not conflict with), then
+/// shut down both ways — on a socket in state CLOSE the kernel answers ENOTCONN but sets the
+/// shutdown, so reads give end of file and writes EPIPE, as before.
+fn restore_closed(fd: RawFd, u: &rec::InetSocketState) -> std::io::Result<()> {
+    if is_bound(u) {
+        net::setsockopt_int(fd, libc::IPPROTO_TCP, TCP_REPAIR, 1)?;
+        let bound = retry_in_use(|| net::bind_raw(fd, &u.local));
+        net::setsockopt_int(fd, libc::IPPROTO_TCP, TCP_REPAIR, 0)?;
+        bound?;
+        set_int(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, u.reuseaddr as i32)?;
+    }
+    match net::shutdown(fd, libc::SHUT_RDWR) {
+        Err(e) if e.raw_os_error() != Some(libc::ENOTCONN) => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// What comes once the queue is refilled: the filter (which could have refused a datagram
+/// put back), its lock, and the shutdown of a datagram socket.
+fn finish_socket(s: RawFd, u: &rec::InetSocketState) -> std::io::Result<()> {
+    if !u.filter.is_empty() {
+        net::attach_filter(s, &u.filter)?;
+    }
+    if u.filter_locked {
+        set_int(s, libc::SOL_SOCKET, SO_LOCK_FILTER, 1)?;
+    }
+    if u.shutdown != 0 && u.tcp.is_none() {
+        let how = match u.shutdown & 3 {
+            1 => libc::SHUT_RD,
+            2 => libc::SHUT_WR,
+            _ => libc::SHUT_RDWR,
+        };
+        // An unconnected datagram socket answers ENOTCONN but is shut down all the same.
+        match net::shutdown(s, how) {
+            Err(e) if e.raw_os_error() != Some(libc::ENOTCONN) => return Err(e),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Whether the socket had an address of its own: a port (a raw socket's "port" is its
+/// protocol) or an address.
+fn is_bound(u: &rec::InetSocketState) -> bool {
+    let port = u.local.len() >= 4 && u.local[2..4] != [0, 0];
+    let addr = match u.family {
+        libc::AF_INET => u.local.get(4..8),
+        _ => u.local.get(8..24),
+    };
+    let addr = addr.is_some_and(|a| a.iter().any(|&b| b != 0));
+    if u.sock_type == libc::SOCK_RAW {
+        addr
+    } else {
+        port || addr
+    }
+}
+
+/// A new socket like `u`. An ICMP ("ping") socket may only be made by a group within
+/// `net.ipv4.ping_group_range`: if ours is not, the range is widened to our group for the
+/// call and put back.
+fn new_socket(u: &rec::InetSocketState) -> std::io::Result<OwnedFd> {
+    let ping = u.sock_type == libc::SOCK_DGRAM
+        && matches!(u.protocol, libc::IPPROTO_ICMP | libc::IPPROTO_ICMPV6);
+    match net::socket(u.family, u.sock_type, u.protocol) {
+        Err(e) if ping && e.raw_os_error() == Some(libc::EACCES) => {
+            const RANGE: &str = "/proc/sys/net/ipv4/ping_group_range";
+            let old = std::fs::read_to_string(RANGE)?;
+            let gid = stasis_sys::sys::getegid();
+            std::fs::write(RANGE, format!("{gid} {gid}"))?;
+            let r = net::socket(u.family, u.sock_type, u.protocol);
+            let put_back = std::fs::write(RANGE, old.trim());
+            let s = r?;
+            put_back?;
+            Ok(s)
+        }
+        r => r,
     }
 }
 
@@ -644,31 +943,47 @@ pub fn peer_inside(files: &[rec::FileObject], u: &rec::InetSocketState) -> bool 
 /// down for writing each side that had (the peer in the tree gets that FIN now; a peer outside
 /// sees a duplicate and acknowledges it). `files`: open file description id → our socket.
 pub fn replay_fins(img: &rec::Checkpoint, files: &HashMap<u32, OwnedFd>) -> Result<(), Failure> {
-    for f in &img.files {
-        let Some(u) = f.inet() else { continue };
-        let Some(t) = u.tcp.as_ref().filter(|t| t.fin_received) else {
-            continue;
-        };
-        if let (false, Some(s)) = (peer_inside(&img.files, u), files.get(&f.id)) {
-            inject_peer_fin(s.as_raw_fd(), u, t)?;
-        }
-    }
-    for f in &img.files {
-        if f.inet()
-            .and_then(|u| u.tcp.as_ref())
-            .is_some_and(|t| t.fin_sent)
-        {
-            if let Some(s) = files.get(&f.id) {
+    // The FINs go out in the order they went at first: sides that shut down before their peer
+    // did (FIN_WAIT1 and CLOSING first: a CLOSING side's FIN must be on its way before its
+    // peer's arrives; then FIN_WAIT2), then the FINs of peers outside the tree, then the sides
+    // that shut down after their peer (LAST_ACK).
+    let conns: Vec<(u32, &rec::InetSocketState, &rec::TcpConnState)> = img
+        .files
+        .iter()
+        .filter_map(|f| f.inet().and_then(|u| u.tcp.as_ref().map(|t| (f.id, u, t))))
+        .collect();
+    let shut = |phase: u8| -> Result<(), Failure> {
+        for &(id, _, t) in &conns {
+            let p = match t.state {
+                4 | 11 => 0,
+                0 if !t.fin_received => 1,
+                5 => 1,
+                _ => 3,
+            };
+            if !t.fin_sent || p != phase {
+                continue;
+            }
+            if let Some(s) = files.get(&id) {
                 net::shutdown(s.as_raw_fd(), libc::SHUT_WR).ctx(0, || {
                     format!(
-                        "open file description #{}: shutdown(SHUT_WR) of a half-closed connection",
-                        f.id
+                        "open file description #{id}: shutdown(SHUT_WR) of a half-closed connection"
                     )
                 })?;
             }
         }
+        Ok(())
+    };
+    shut(0)?;
+    shut(1)?;
+    for &(id, u, t) in &conns {
+        if !t.fin_received || peer_inside(&img.files, u) {
+            continue;
+        }
+        if let Some(s) = files.get(&id) {
+            inject_peer_fin(s.as_raw_fd(), u, t)?;
+        }
     }
-    Ok(())
+    shut(3)
 }
 
 /// Give a restored connection the FIN its peer outside the tree had sent: a FIN+ACK segment
@@ -686,11 +1001,8 @@ pub fn inject_peer_fin(
             net::addr_string(&u.peer)
         )
     };
-    let (Some(local), Some(peer)) = (v4(&u.local), v4(&u.peer)) else {
-        return Err(Failure::msg(
-            0,
-            format!("{}: only IPv4 is supported", what()),
-        ));
+    let (Some((lip, lport)), Some((pip, pport))) = (ip_port(&u.local), ip_port(&u.peer)) else {
+        return Err(Failure::msg(0, format!("{}: bad addresses", what())));
     };
     let rcv_end = t.rcv_seq.wrapping_sub(1);
     let snd_end = t.snd_seq.wrapping_sub(t.fin_sent as u32);
@@ -701,8 +1013,31 @@ pub fn inject_peer_fin(
         .get(1)
         .map(|w| (w >> t.snd_wscale.min(14)).min(0xffff) as u16)
         .unwrap_or(0xffff);
-    let pkt = net::tcp_segment_v4(peer, local, rcv_end, ack, 0x11, window);
-    net::send_raw_v4(&pkt, *local.ip()).ctx(0, what)?;
+    // An IPv6 socket with IPv4-mapped addresses talks IPv4 on the wire.
+    let as_v4 = |ip: std::net::IpAddr| match ip {
+        std::net::IpAddr::V4(a) => Some(a),
+        std::net::IpAddr::V6(a) => a.to_ipv4_mapped(),
+    };
+    match (as_v4(lip), as_v4(pip), lip, pip) {
+        (Some(l4), Some(p4), ..) => {
+            let local = std::net::SocketAddrV4::new(l4, lport);
+            let peer = std::net::SocketAddrV4::new(p4, pport);
+            let pkt = net::tcp_segment_v4(peer, local, rcv_end, ack, 0x11, window);
+            net::send_raw_v4(&pkt, l4).ctx(0, what)?;
+        }
+        (_, _, std::net::IpAddr::V6(l6), std::net::IpAddr::V6(p6)) => {
+            let local = std::net::SocketAddrV6::new(l6, lport, 0, 0);
+            let peer = std::net::SocketAddrV6::new(p6, pport, 0, 0);
+            let pkt = net::tcp_segment_v6(peer, local, rcv_end, ack, 0x11, window);
+            net::send_raw_v6(&pkt, l6).ctx(0, what)?;
+        }
+        _ => {
+            return Err(Failure::msg(
+                0,
+                format!("{}: mixed address families", what()),
+            ))
+        }
+    }
     let start = std::time::Instant::now();
     loop {
         let info = tcp_info(sock).ctx(0, what)?;
@@ -762,31 +1097,10 @@ impl ObjectKind for InetKind {
                 fo.state = Some(rec::file_object::State::Inet(st));
                 Ok(Vec::new())
             }
-            None => {
-                Err(p.unsupported("a socket of a family not supported yet (netlink, packet, …)"))
-            }
+            None => Err(p.unsupported(
+                "a socket of a family not supported yet (not unix, IPv4/IPv6, netlink nor packet)",
+            )),
         }
-    }
-
-    /// A TCP connection whose peer already shut down for writing can only be rebuilt when
-    /// that peer is in the tree too (it sends its FIN again after restore).
-    fn dump_finish(&self, t: &mut FileTable) -> Result<(), CheckpointError> {
-        for f in &t.files {
-            let Some(u) = f.inet() else { continue };
-            let Some(tcp) = &u.tcp else { continue };
-            if tcp.fin_received && !peer_inside(&t.files, u) && u.family != libc::AF_INET {
-                let (pid, fd) = t.holders.get(&f.id).copied().unwrap_or((0, -1));
-                return Err(CheckpointError::Unsupported {
-                    pid,
-                    what: format!(
-                        "fd {fd} ({}) is an IPv6 TCP connection whose peer {} outside the tree has shut down its side; not supported yet",
-                        net::addr_string(&u.local),
-                        net::addr_string(&u.peer)
-                    ),
-                });
-            }
-        }
-        Ok(())
     }
 
     fn create(&self, _: &mut Opened, cx: &mut RestoreCtx<'_>) -> Result<(), Failure> {
@@ -808,10 +1122,12 @@ impl ObjectKind for InetKind {
         let Some(u) = f.inet() else {
             return "inet socket".into();
         };
-        let proto = if u.protocol == libc::IPPROTO_TCP {
-            "tcp"
-        } else {
-            "udp"
+        let proto = match (u.sock_type, u.protocol) {
+            (libc::SOCK_RAW, p) => format!("raw (protocol {p})"),
+            (_, libc::IPPROTO_TCP) => "tcp".into(),
+            (_, libc::IPPROTO_UDPLITE) => "udplite".into(),
+            (_, libc::IPPROTO_ICMP | libc::IPPROTO_ICMPV6) => "icmp (ping)".into(),
+            _ => "udp".into(),
         };
         let local = net::addr_string(&u.local);
         match (&u.tcp, u.listening) {
@@ -822,6 +1138,7 @@ impl ObjectKind for InetKind {
                 t.recv_queue.len()
             ),
             (None, true) => format!("{proto} {local} listening"),
+            (None, false) if u.tcp_closed => format!("{proto} {local} closed (connection over)"),
             (None, false) if !u.peer.is_empty() => format!(
                 "{proto} {local} → {}, {} datagram(s) queued",
                 net::addr_string(&u.peer),

@@ -110,7 +110,7 @@ fn open_journal_dir(create: bool) -> std::io::Result<Dir> {
         Dir::open(&path)?
     };
     let st = dir.stat_self()?;
-    if st.st_uid != stasis_sys::sys::geteuid() || st.st_mode & 0o022 != 0 {
+    if safefs::check_owner_and_mode(st.st_uid, st.st_mode).is_err() {
         return Err(std::io::Error::new(
             std::io::ErrorKind::PermissionDenied,
             format!(
@@ -321,6 +321,7 @@ fn recover_proc(p: &JProc) -> Result<(), crate::error::Failure> {
                 }
             }
             seized.push(t);
+            crate::seccomp::suspend_if_confined(t.tid, ptrace::OPT_TRACESYSGOOD)?;
         }
         let in_parasite = |rip: u64| {
             p.parasite

@@ -8,6 +8,7 @@
 //! - [`checkpoint`], [`restore`]: orchestration of the two operations.
 //! - [`freeze`]: seizing a tree and putting it back (the guard of every checkpoint).
 //! - [`memory`]: mappings, pages and shared memory objects — dump and restore side by side.
+//! - [`cow`]: copy-on-write sharing between forked processes kept across a restore.
 //! - [`files`]: fd tables, open file descriptions, pipes and FIFOs.
 //! - [`events`]: eventfd, epoll, timerfd, signalfd, inotify.
 //! - [`unix`]: unix-domain sockets.
@@ -15,6 +16,7 @@
 //! - [`pty`]: pseudo-terminals and controlling terminals.
 //! - [`mqueue`]: POSIX message queues.
 //! - [`sysv`]: System V semaphore sets and message queues (shared memory is in [`memory`]).
+//! - [`seccomp`]: seccomp strict mode and filter chains.
 //! - [`task`]: registers, threads, signals, timers, credentials, limits.
 //! - [`remote`]: syscall injection with a scratch area in the tracee.
 //! - [`journal`]: recovery after a killed checkpoint.
@@ -22,6 +24,8 @@
 //! - [`error`]: one error enum per operation.
 
 pub mod checkpoint;
+pub mod cow;
+pub mod devtty;
 pub mod error;
 pub mod events;
 pub mod failpoint;
@@ -31,12 +35,18 @@ pub mod inet;
 pub mod journal;
 pub mod memory;
 pub mod mqueue;
+pub mod netlink;
 pub mod netlock;
 pub mod nsmap;
+pub mod packet;
+pub mod pidfd;
+pub mod process;
 pub mod progress;
 pub mod pty;
 pub mod remote;
 pub mod restore;
+pub mod seccomp;
+mod sockopt;
 pub mod sysv;
 pub mod task;
 pub mod unix;

@@ -15,6 +15,11 @@
 //! or through `/proc/PID/mem` for mappings that are not readable (PROT_NONE holding data). Each
 //! window's kept pages form one content-addressed chunk. Windows are spread over worker threads.
 //!
+//! A private mapping of a file that is no longer at its path (deleted, or a memfd) has its file
+//! dumped once as a shared memory object (`Vma.from_shmem`); restore recreates a deleted file at
+//! its path, maps it and unlinks it again. Pages a child still shares with its parent are left
+//! to [`crate::cow`].
+//!
 //! A shared memory object is dumped once, whichever processes and mappings use it: it is
 //! identified by (device, inode) and read through `/proc/PID/map_files/START-END` with
 //! `SEEK_DATA`/`SEEK_HOLE`, since a page touched by one process is absent from another's pagemap.
@@ -118,13 +123,15 @@ pub struct DumpJob {
     pub swapped: bool,
 }
 
-/// Classify the mappings of one process and plan the page windows to read.
+/// Classify the mappings of one process and plan the page windows to read. With its `parent`
+/// in the tree, the pages it still shares with it are not read (see [`crate::cow`]).
 pub fn dump_layout(
     pid: i32,
     proc_idx: usize,
     smaps: &[SmapsEntry],
     shmem: &mut ShmemTable,
     jobs: &mut Vec<DumpJob>,
+    parent: Option<&crate::cow::ParentView>,
 ) -> Result<Vec<rec::Vma>, crate::error::CheckpointError> {
     let mut vmas = Vec::new();
     let pagemap = proc::Pagemap::open(pid).ctx(pid, || "opening pagemap".into())?;
@@ -136,12 +143,7 @@ pub fn dump_layout(
         };
         let mut vma = base_vma(s, kind);
         match kind {
-            // A deleted file mapped privately: its content is saved once like a shared object.
-            VmaKind::FilePrivate if m.deleted() && m.inode != 0 => {
-                intern_shmem(pid, m, shmem, &mut vma)?;
-                vma.path = m.file_path().unwrap_or(&m.path).to_string();
-                vma.deleted_file = true;
-            }
+            VmaKind::FilePrivate if m.deleted() => intern_private(pid, m, shmem, &mut vma)?,
             VmaKind::FilePrivate | VmaKind::FileShared => identify_file(pid, m, &mut vma)?,
             VmaKind::Shmem => intern_shmem(pid, m, shmem, &mut vma)?,
             _ => {}
@@ -151,6 +153,9 @@ pub fn dump_layout(
             pagemap.read(m.start, npages, &mut entries).ctx(pid, || {
                 format!("reading pagemap of {:#x}-{:#x}", m.start, m.end)
             })?;
+            if let Some(parent) = parent {
+                crate::cow::share(&mut vma, &mut entries[..npages], parent)?;
+            }
             jobs.extend(plan_windows(
                 pid,
                 (proc_idx, vmas.len()),
@@ -241,7 +246,7 @@ fn base_vma(s: &SmapsEntry, kind: VmaKind) -> rec::Vma {
             .collect(),
         pages: Vec::new(),
         file_id: None,
-        deleted_file: false,
+        ..Default::default()
     }
 }
 
@@ -261,6 +266,33 @@ fn identify_file(
         size: md.size(),
         mtime_ns: md.mtime() * 1_000_000_000 + md.mtime_nsec(),
     });
+    Ok(())
+}
+
+/// A private mapping of a file that is gone from its path (a memfd, or a deleted file): the
+/// file is dumped once, as a shared-memory object, and restored from the image.
+fn intern_private(
+    pid: i32,
+    m: &proc::MapEntry,
+    shmem: &mut ShmemTable,
+    vma: &mut rec::Vma,
+) -> Result<(), crate::error::CheckpointError> {
+    let src = format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end);
+    let md = std::fs::metadata(&src).ctx(pid, || format!("stat of mapped file {}", m.path))?;
+    let known = shmem.by_key.contains_key(&(dev_of(m), m.inode));
+    intern_shmem(pid, m, shmem, vma)?;
+    vma.from_shmem = true;
+    let o = &mut shmem.objects[vma.shmem_id as usize];
+    if o.kind == ShmemKind::DeletedFile as i32 {
+        if !known {
+            // Its own size: pages past the end of the file stay out of reach (SIGBUS).
+            o.size = md.size();
+        }
+        o.private_file = true;
+        o.mode = md.mode() & 0o7777;
+        o.uid = md.uid();
+        o.gid = md.gid();
+    }
     Ok(())
 }
 
@@ -292,7 +324,18 @@ fn intern_shmem(
     };
     let src = format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end);
     let size = std::fs::metadata(&src).map(|md| md.size()).unwrap_or(0);
-    let size = size.max(m.offset + (m.end - m.start));
+    let mut size = size.max(m.offset + (m.end - m.start));
+    let sysv = if skind == ShmemKind::SysvShm {
+        let id = m.inode as i32;
+        let st = stasis_sys::sys::shm_stat(id)
+            .ctx(pid, || format!("System V segment {id}: IPC_STAT"))?;
+        // A segment's size is its shm_segsz, not its mapping: the kernel maps whole pages
+        // (a 56-byte segment is mapped as 4096 bytes).
+        size = st.1;
+        Some((id, st))
+    } else {
+        None
+    };
     let owner = std::fs::metadata(&src).map(|md| (md.mode() & 0o7777, md.uid(), md.gid()));
     vma.shmem_id = shmem.intern((dev_of(m), m.inode), skind, name, size, src);
     if skind == ShmemKind::DeletedFile {
@@ -302,12 +345,9 @@ fn intern_shmem(
             (o.mode, o.uid, o.gid) = (mode, uid, gid);
         }
     }
-    if skind == ShmemKind::SysvShm {
+    if let Some((id, (key, segsz, mode, uid, gid))) = sysv {
         let o = &mut shmem.objects[vma.shmem_id as usize];
         if o.sysv_id == 0 && o.sysv_key == 0 {
-            let id = m.inode as i32;
-            let (key, segsz, mode, uid, gid) = stasis_sys::sys::shm_stat(id)
-                .ctx(pid, || format!("System V segment {id}: IPC_STAT"))?;
             o.sysv_id = id;
             o.sysv_key = key;
             o.size = segsz;
@@ -742,17 +782,23 @@ pub trait FdSource {
     fn install(&mut self, r: &mut Remote, fd: std::os::fd::RawFd) -> Result<u64, Failure>;
 }
 
-/// Create every mapping of a process. Returns (page fill job, mprotect fixups).
+/// Create the mappings of a process that `select` (given each one's index) picks; parts
+/// inherited from the parent ([`crate::cow`]) are already there and only get their discarded
+/// pages dropped. Returns (page fill job, mprotect fixups).
 pub fn restore_mappings(
     r: &mut Remote,
     p: &rec::Process,
     src: &mut dyn FdSource,
+    select: &dyn Fn(usize) -> bool,
 ) -> Result<(FillJob, Vec<Fixup>), Failure> {
     // The task as this pid namespace sees it (the image may hold a partition's pids).
     let pid = r.pid;
     let mut fixups = Vec::new();
     let mut runs = Vec::new();
-    for v in &p.vmas {
+    for (i, v) in p.vmas.iter().enumerate() {
+        if !select(i) {
+            continue;
+        }
         let kind = VmaKind::try_from(v.kind)
             .map_err(|_| Failure::msg(pid, "unknown mapping kind in image"))?;
         if matches!(kind, VmaKind::Vdso | VmaKind::Vvar | VmaKind::VvarVclock) {
@@ -761,11 +807,16 @@ pub fn restore_mappings(
         let len = v.end - v.start;
         let needs_fill = !v.pages.is_empty();
         let mut prot = v.prot as u64;
+        let inherited = !v.inherit.is_empty();
+        let pieces = crate::cow::fresh_pieces(v);
         if needs_fill
             && (v.prot & (libc::PROT_WRITE | libc::PROT_READ) as u32)
                 != (libc::PROT_WRITE | libc::PROT_READ) as u32
         {
             prot |= (libc::PROT_READ | libc::PROT_WRITE) as u64;
+            fixups.push((v.start, len, v.prot));
+        } else if inherited {
+            // Inherited parts come with the parent's protection.
             fixups.push((v.start, len, v.prot));
         }
         let mut flags = (v.flags as i32 | libc::MAP_FIXED_NOREPLACE) as u64;
@@ -786,16 +837,18 @@ pub fn restore_mappings(
                 flags |= libc::MAP_ANONYMOUS as u64;
                 (None, u64::MAX)
             }
+            VmaKind::FilePrivate if pieces.is_empty() => (None, u64::MAX),
+            VmaKind::FilePrivate if v.from_shmem => {
+                let fd = src.shmem_fd(v.shmem_id)?;
+                let rfd = src.install(r, fd)?;
+                (Some(fd), rfd)
+            }
             VmaKind::FilePrivate | VmaKind::FileShared => {
                 let write = kind == VmaKind::FileShared
                     && (v.prot & libc::PROT_WRITE as u32 != 0
                         || v.vm_flags.iter().any(|f| f == "mw"));
-                let fd = if v.deleted_file {
-                    src.shmem_fd(v.shmem_id)?
-                } else {
-                    src.file_fd(&v.path, write)?
-                };
-                if let Some(id) = v.file_id.as_ref().filter(|_| !v.deleted_file) {
+                let fd = src.file_fd(&v.path, write)?;
+                if let Some(id) = &v.file_id {
                     check_identity(pid, fd, &v.path, id)?;
                 }
                 let rfd = src.install(r, fd)?;
@@ -838,38 +891,63 @@ pub fn restore_mappings(
             }
             _ => unreachable!(),
         };
-        let got = r.call(
-            &what(),
-            libc::SYS_mmap,
-            &[v.start, len, prot, flags, remote_fd, v.offset],
-        )?;
+        map_pieces(r, v, &pieces, [prot, flags, remote_fd], &what())?;
         if fd.is_some() {
             r.call("close", libc::SYS_close, &[remote_fd])?;
         }
-        if got != v.start {
-            return Err(Failure::msg(
-                pid,
-                format!("{}: kernel placed it at {got:#x}", what()),
-            ));
+        if inherited {
+            crate::cow::finish_inherited(r, v, prot)?;
         }
-        for f in &v.vm_flags {
-            let advice = match f.as_str() {
-                "dd" => libc::MADV_DONTDUMP,
-                "dc" => libc::MADV_DONTFORK,
-                "wf" => libc::MADV_WIPEONFORK,
-                "hg" => libc::MADV_HUGEPAGE,
-                "nh" => libc::MADV_NOHUGEPAGE,
-                _ => continue,
-            };
-            r.call(
-                &format!("madvise {f} on {}", what()),
-                libc::SYS_madvise,
-                &[v.start, len, advice as u64],
-            )?;
-        }
+        apply_advice(r, v, &what())?;
         runs.extend(v.pages.iter().cloned());
     }
     Ok((FillJob { pid, runs }, fixups))
+}
+
+/// Map `pieces` of mapping `v` (all of it unless parts are inherited) with `[prot, flags, fd]`,
+/// each at its address and file offset.
+fn map_pieces(
+    r: &mut Remote,
+    v: &rec::Vma,
+    pieces: &[(u64, u64)],
+    [prot, flags, fd]: [u64; 3],
+    what: &str,
+) -> Result<(), Failure> {
+    for &(start, end) in pieces {
+        let off = v.offset + (start - v.start);
+        let got = r.call(
+            what,
+            libc::SYS_mmap,
+            &[start, end - start, prot, flags, fd, off],
+        )?;
+        if got != start {
+            return Err(Failure::msg(
+                r.pid,
+                format!("{what}: kernel placed it at {got:#x}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The madvise flags of mapping `v` (VmFlags dd, dc, wf, hg, nh).
+fn apply_advice(r: &mut Remote, v: &rec::Vma, what: &str) -> Result<(), Failure> {
+    for f in &v.vm_flags {
+        let advice = match f.as_str() {
+            "dd" => libc::MADV_DONTDUMP,
+            "dc" => libc::MADV_DONTFORK,
+            "wf" => libc::MADV_WIPEONFORK,
+            "hg" => libc::MADV_HUGEPAGE,
+            "nh" => libc::MADV_NOHUGEPAGE,
+            _ => continue,
+        };
+        r.call(
+            &format!("madvise {f} on {what}"),
+            libc::SYS_madvise,
+            &[v.start, v.end - v.start, advice as u64],
+        )?;
+    }
+    Ok(())
 }
 
 /// Refuse a mapped file that changed since the checkpoint: its unmodified pages come from the
@@ -1027,6 +1105,45 @@ pub fn for_each_object_run(
         }
     }
     Ok(())
+}
+
+/// A deleted file mapped privately ([`rec::ShmemObject::private_file`]): created again at its
+/// path (or under a hidden name beside it if the path exists again) with its mode, owner and
+/// content, opened, and unlinked, so that the tasks' mappings show "PATH (deleted)".
+pub fn recreate_private_file(
+    s: &rec::ShmemObject,
+    reader: &ImageReader,
+) -> Result<std::os::fd::OwnedFd, Failure> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = std::path::Path::new(&s.name);
+    let name = if path.exists() {
+        let dir = path.parent().unwrap_or(std::path::Path::new("/"));
+        dir.join(format!(
+            ".stasis-deleted-{}-{}",
+            stasis_sys::sys::getpid(),
+            s.id
+        ))
+    } else {
+        path.to_path_buf()
+    };
+    let what = || format!("recreating deleted mapped file {}", s.name);
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+        .mode(0o600)
+        .open(&name)
+        .ctx(0, what)?;
+    let res = (|| {
+        fill_file(reader, &f, &s.pages, s.size)?;
+        std::os::unix::fs::fchown(&f, Some(s.uid), Some(s.gid)).ctx(0, what)?;
+        f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(s.mode))
+            .ctx(0, what)
+    })();
+    let _ = std::fs::remove_file(&name);
+    res?;
+    Ok(f.into())
 }
 
 /// Write the content of a shmem object (or deleted file) into a restorer-side fd.

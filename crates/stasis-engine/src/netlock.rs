@@ -84,19 +84,24 @@ impl NetLock {
                  add chain inet {t} in {{ type filter hook input priority -300; policy accept; }}\n"
             ));
         }
-        let ip = if c.family == libc::AF_INET6 {
-            "ip6"
-        } else {
-            "ip"
+        // An IPv6 socket talking to IPv4-mapped addresses sends and receives IPv4 packets.
+        let v4 = |a: &std::net::IpAddr| match a {
+            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map(std::net::IpAddr::V4),
+            std::net::IpAddr::V4(_) => Some(*a),
+        };
+        let (ip, local, remote) = match (c.family, v4(&c.local), v4(&c.remote)) {
+            (libc::AF_INET6, Some(l), Some(r)) if c.local.is_ipv6() => ("ip", l, r),
+            (libc::AF_INET6, ..) => ("ip6", c.local, c.remote),
+            _ => ("ip", c.local, c.remote),
         };
         for chain in ["out", "in"] {
             s.push_str(&format!(
                 "add rule inet {t} {chain} {ip} saddr {} tcp sport {} {ip} daddr {} tcp dport {} drop\n",
-                c.local, c.lport, c.remote, c.rport
+                local, c.lport, remote, c.rport
             ));
             s.push_str(&format!(
                 "add rule inet {t} {chain} {ip} saddr {} tcp sport {} {ip} daddr {} tcp dport {} drop\n",
-                c.remote, c.rport, c.local, c.lport
+                remote, c.rport, local, c.lport
             ));
         }
         nft(&s)?;

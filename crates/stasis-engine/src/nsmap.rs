@@ -60,12 +60,20 @@ pub fn to_namespace(img: &mut rec::Checkpoint) -> Result<(), Failure> {
         for t in &mut p.posix_timers {
             t.notify_tid = tr("timer target thread", owner, t.notify_tid)?;
         }
+        p.fd_table_of = tr("fd table owner", owner, p.fd_table_of)?;
         for t in &mut p.threads {
             t.tid = map[&t.tid];
         }
         p.pid = map[&p.pid];
     }
     for f in &mut img.files {
+        if let Some(pf) = f.pidfd_mut().filter(|pf| !pf.exited) {
+            pf.pid = tr("pidfd target", pf.pid, pf.pid)?;
+        }
+        if let Some(o) = f.owner.as_mut() {
+            // An owner outside the namespace reads as 0 from inside it (no owner).
+            o.pid = map.get(&o.pid).copied().unwrap_or(0);
+        }
         if let Some(ep) = f.epoll_mut() {
             for it in &mut ep.items {
                 it.owner_pid = tr("epoll owner", it.owner_pid, it.owner_pid)?;

@@ -183,6 +183,17 @@ pub fn dump_master(
     Ok(st)
 }
 
+/// A slave's termios and window size, on its record (best effort: a terminal outside the
+/// tree that `restore --new-tty` replaces gets them).
+pub fn slave_settings(slave: &OwnedFd, st: &mut rec::PtyState) {
+    if let Ok(t) = sys::tcgets2(slave.as_raw_fd()) {
+        st.termios = t;
+    }
+    if let Ok(w) = sys::get_winsize(slave.as_raw_fd()) {
+        st.winsize = w.iter().map(|&v| v as u32).collect();
+    }
+}
+
 /// Bytes of `input` that form complete canonical lines (up to the last line end).
 fn complete_lines(t: &[u8], input: &[u8]) -> usize {
     let cc = &t[17..36];
@@ -566,16 +577,21 @@ impl ObjectKind for PtySlaveKind {
 
     fn dump(
         &self,
-        _: &mut FileTable,
+        t: &mut FileTable,
         p: &Probe,
         fo: &mut rec::FileObject,
         _: &mut DumpCtx<'_>,
     ) -> Result<InFlight, CheckpointError> {
         fo.kind = FileKind::PtySlave as i32;
-        fo.state = Some(rec::file_object::State::Pty(rec::PtyState {
+        let mut st = rec::PtyState {
             index: pts_index(p.md.rdev()),
             ..Default::default()
-        }));
+        };
+        // Its settings, for a new terminal given in place of one outside the tree.
+        if let Ok(own) = t.borrow(p.pid, p.fd) {
+            slave_settings(&own, &mut st);
+        }
+        fo.state = Some(rec::file_object::State::Pty(st));
         Ok(Vec::new())
     }
 
@@ -614,4 +630,82 @@ impl ObjectKind for PtySlaveKind {
             None => "pty slave".into(),
         }
     }
+}
+
+/// A new pseudo-terminal given to the tree in place of a terminal outside it
+/// (`stasis restore --new-tty`): the slave goes to the tree as `tty:[INDEX]`, the master to
+/// the caller.
+pub struct NewTty {
+    /// The outside terminal it replaces, `tty:[INDEX]`.
+    pub key: String,
+    /// The new slave's path, `/dev/pts/M`.
+    pub path: String,
+    /// The new pair's master.
+    pub master: OwnedFd,
+    /// The new pair's slave (ours, `O_NOCTTY`), handed to the tree.
+    pub slave: OwnedFd,
+}
+
+/// A new pty pair for every terminal outside the tree that the image holds (its slaves are
+/// marked `external`), in index order.
+pub fn new_terminals(img: &rec::Checkpoint) -> Result<Vec<NewTty>, Failure> {
+    let mut indexes: Vec<u32> = img
+        .files
+        .iter()
+        .filter(|f| f.kind == rec::FileKind::PtySlave as i32)
+        .filter_map(|f| f.pty().filter(|p| p.external).map(|p| p.index))
+        .collect();
+    indexes.sort_unstable();
+    indexes.dedup();
+    let mut out = Vec::new();
+    for index in indexes {
+        let master: OwnedFd = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOCTTY | libc::O_CLOEXEC)
+            .open("/dev/ptmx")
+            .ctx(0, || {
+                format!("tty:[{index}]: opening /dev/ptmx for a new terminal")
+            })?
+            .into();
+        let m = master.as_raw_fd();
+        sys::ioctl_set_int(m, TIOCSPTLCK, 0).ctx(0, || "new terminal: unlock".into())?;
+        let n = sys::ioctl_get_int(m, TIOCGPTN).ctx(0, || "new terminal: TIOCGPTN".into())?;
+        let path = format!("/dev/pts/{n}");
+        let slave: OwnedFd = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOCTTY | libc::O_CLOEXEC)
+            .open(&path)
+            .ctx(0, || format!("new terminal: opening {path}"))?
+            .into();
+        // The settings the outside terminal had (raw mode, window size…).
+        let saved = img
+            .files
+            .iter()
+            .filter(|f| f.kind == rec::FileKind::PtySlave as i32)
+            .filter_map(|f| f.pty())
+            .find(|p| p.index == index && !p.termios.is_empty());
+        if let Some(p) = saved {
+            sys::tcsets2(slave.as_raw_fd(), &p.termios).ctx(0, || {
+                format!("new terminal {path}: termios of tty:[{index}]")
+            })?;
+            if p.winsize.len() == 4 {
+                let w = [
+                    p.winsize[0] as u16,
+                    p.winsize[1] as u16,
+                    p.winsize[2] as u16,
+                    p.winsize[3] as u16,
+                ];
+                sys::set_winsize(m, w).ctx(0, || format!("new terminal {path}: window size"))?;
+            }
+        }
+        out.push(NewTty {
+            key: format!("tty:[{index}]"),
+            path,
+            master,
+            slave,
+        });
+    }
+    Ok(out)
 }

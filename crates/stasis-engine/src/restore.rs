@@ -247,6 +247,19 @@ pub fn validate(img: &rec::Checkpoint) -> Result<(), String> {
         if p.threads.first().map(|t| t.tid) != Some(p.pid) {
             return Err(format!("pid {}: leader thread missing", p.pid));
         }
+        if p.zombie {
+            if i == 0 || p.threads.len() != 1 || !p.vmas.is_empty() || !p.fds.is_empty() {
+                return Err(format!("pid {}: bad zombie record", p.pid));
+            }
+            if img
+                .processes
+                .iter()
+                .any(|q| q.ppid == p.pid && q.pid != p.pid)
+            {
+                return Err(format!("pid {}: a zombie with children", p.pid));
+            }
+            continue;
+        }
         if p.mm.is_none() || p.creds.is_none() || p.sigactions.len() != 64 {
             return Err(format!("pid {}: incomplete process record", p.pid));
         }
@@ -267,7 +280,9 @@ pub fn validate(img: &rec::Checkpoint) -> Result<(), String> {
                     p.pid, v.start, v.end
                 ));
             }
-            if v.kind == rec::VmaKind::Shmem as i32 && v.shmem_id as usize >= img.shmem.len() {
+            if (v.kind == rec::VmaKind::Shmem as i32 || v.from_shmem)
+                && v.shmem_id as usize >= img.shmem.len()
+            {
                 return Err(format!(
                     "pid {}: mapping refers to a missing shared object",
                     p.pid
@@ -304,7 +319,13 @@ pub fn validate(img: &rec::Checkpoint) -> Result<(), String> {
             return Err("shared objects out of order".into());
         }
     }
-    Ok(())
+    crate::seccomp::validate(img)?;
+    crate::cow::validate(img)
+}
+
+/// The processes that run (every one but the zombies).
+fn live(img: &rec::Checkpoint) -> impl Iterator<Item = &rec::Process> {
+    img.processes.iter().filter(|p| !p.zombie)
 }
 
 fn root_pid_of(img: &rec::Checkpoint) -> i32 {
@@ -351,6 +372,11 @@ fn pick_gadget(img: &rec::Checkpoint) -> Result<u64, Failure> {
         0,
         "no free address range for the restore gadget",
     ))
+}
+
+/// Wait until a task just created by an injected clone is in its first stop.
+pub(crate) fn wait_new_task(tid: i32) -> Result<(), Failure> {
+    wait_stopped(tid)
 }
 
 fn wait_stopped(tid: i32) -> Result<(), Failure> {
@@ -541,7 +567,11 @@ fn create_root(
         }
         std::thread::sleep(Duration::from_micros(200));
     }
-    ptrace::seize(root_pid, TRACE_OPTS).ctx(root_pid, || "PTRACE_SEIZE".into())?;
+    // Children and threads inherit the options (seccomp suspended when the tree uses it).
+    let opts_seize = TRACE_OPTS | crate::seccomp::restore_trace_opts(img);
+    ptrace::seize(root_pid, opts_seize).ctx(root_pid, || {
+        format!("PTRACE_SEIZE (options {opts_seize:#x}; suspending seccomp needs CAP_SYS_ADMIN)")
+    })?;
     ptrace::interrupt(root_pid).ctx(root_pid, || "PTRACE_INTERRUPT".into())?;
     wait_stopped(root_pid)?;
     ptrace::set_sigmask(root_pid, !0).ctx(root_pid, || "blocking signals".into())?;
@@ -595,8 +625,9 @@ fn create_root(
     Ok((root_pid, hmap, r, own_pidfd))
 }
 
-/// The other processes (parents first, each cloned by its parent with its pid), their process
-/// groups and foreground groups, then every thread.
+/// The other processes (parents first, each cloned by its parent with its pid, after the
+/// memory it inherits is in the parent: see [`crate::cow`]), their process groups and
+/// foreground groups, then every thread.
 fn create_tasks(
     img: &rec::Checkpoint,
     gadget: u64,
@@ -604,19 +635,31 @@ fn create_tasks(
     created: &mut Created,
     hmap: &mut HashMap<i32, i32>,
     remotes: &mut HashMap<i32, Remote>,
+    prefork: &mut crate::cow::PreFork,
 ) -> Result<(), Failure> {
     // Processes, parents first.
     for p in &img.processes[1..] {
+        let (by, flags) = crate::files::creator(p);
         let parent = remotes
-            .get_mut(&p.ppid)
-            .ok_or_else(|| Failure::msg(p.pid, "parent not restored"))?;
-        let pid = inject_clone(parent, 0, p.exit_signal.max(0) as u64, p.pid)?;
+            .get_mut(&by)
+            .ok_or_else(|| Failure::msg(p.pid, format!("its creator {by} is not restored")))?;
+        // clone3 refuses an exit signal with CLONE_PARENT: the creator's own is used.
+        let exit_signal = if flags & libc::CLONE_PARENT as u64 != 0 {
+            0
+        } else {
+            p.exit_signal.max(0) as u64
+        };
+        let pid = inject_clone(parent, flags, exit_signal, p.pid)?;
         created.tasks.push((pid, pid));
         hmap.insert(p.pid, pid);
         let mut r = Remote::new(pid, pid, gadget, regs_of(pid)?);
         if p.sid == p.pid {
             r.call("setsid", libc::SYS_setsid, &[])?;
             crate::pty::acquire_ctty(&mut r, p, img, opened)?;
+        }
+        if !p.zombie {
+            // (a zombie-to-be gets no memory: it exits once its group and session are set)
+            prefork.process(img, p, &mut r, opened)?;
         }
         remotes.insert(p.pid, r);
     }
@@ -652,34 +695,34 @@ fn create_tasks(
             hmap.insert(t.tid, tid);
         }
     }
+    // Zombies, now that their groups and sessions are in place.
+    for p in img.processes.iter().filter(|p| p.zombie) {
+        let r = remotes.remove(&p.pid).expect("created");
+        let parent = remotes
+            .get_mut(&p.ppid)
+            .ok_or_else(|| Failure::msg(p.pid, "parent not restored"))?;
+        crate::process::make_zombie(r, parent, p)?;
+    }
     Ok(())
 }
 
-/// Every process's memory layout (vdso, mm fields and exe, mappings), without the pages:
-/// returns the page fills to run and the protections to apply once they are in.
+/// Every process's mappings not created before its children (vdso, mm fields and exe are set by
+/// then), without the pages: returns the page fills to run and the protections to apply once
+/// they are in (with those of the mappings created before).
 #[allow(clippy::type_complexity)]
 fn restore_layouts(
     img: &rec::Checkpoint,
-    gadget: u64,
     opened: &mut Opened,
     remotes: &mut HashMap<i32, Remote>,
+    prefork: &mut crate::cow::PreFork,
 ) -> Result<(Vec<FillJob>, HashMap<i32, Vec<memory::Fixup>>), Failure> {
     let mut fills: Vec<FillJob> = Vec::new();
-    let mut fixups: HashMap<i32, Vec<memory::Fixup>> = HashMap::new();
-    for p in &img.processes {
+    let mut fixups = std::mem::take(&mut prefork.fixups);
+    for p in live(img) {
         let r = remotes.get_mut(&p.pid).expect("created");
-        memory::restore_vdso(r, &p.vmas, gadget + PARASITE_LEN + (1 << 20))?;
-        // mm fields and exe first: the kernel refuses a new exe file while the old one is
-        // still mapped, and the image may map the same binary as ours.
-        let mm = p.mm.as_ref().expect("validated");
-        let exe = crate::memory::FdSource::file_fd(opened, &p.exe, false)
-            .map_err(|e| Failure::msg(p.pid, format!("executable {}: {e}", p.exe)))?;
-        let rexe = crate::memory::FdSource::install(opened, r, exe)?;
-        task::restore_mm(r, mm, rexe)?;
-        r.call("close", libc::SYS_close, &[rexe])?;
-        let (fill, fix) = memory::restore_mappings(r, p, opened)?;
+        let (fill, fix) = memory::restore_mappings(r, p, opened, &|i| !prefork.done(p.pid, i))?;
         fills.push(fill);
-        fixups.insert(p.pid, fix);
+        fixups.entry(p.pid).or_default().extend(fix);
     }
     Ok((fills, fixups))
 }
@@ -696,7 +739,8 @@ fn restore_process_state(
     hmap: &HashMap<i32, i32>,
 ) -> Result<(), Failure> {
     let host = |id: i32| hmap.get(&id).copied().unwrap_or(id);
-    for p in &img.processes {
+    let loginuid = task::own_loginuid();
+    for p in live(img) {
         let r = remotes.get_mut(&p.pid).expect("created");
         for &(start, len, prot) in &fixups[&p.pid] {
             r.call(
@@ -705,23 +749,49 @@ fn restore_process_state(
                 &[start, len, prot as u64],
             )?;
         }
-        opened.restore_fds(r, p)?;
-        crate::events::restore_epoll_items(r, p, img)?;
+        if !crate::files::shares_fd_table(p) {
+            opened.restore_fds(r, p)?;
+        }
+        for t in &p.threads {
+            let mut tr = Remote::new(host(p.pid), host(t.tid), gadget, regs_of(host(t.tid))?);
+            task::restore_loginuid(&mut tr, p, loginuid)?;
+        }
+        crate::events::restore_epoll_items(r, p, img, opened)?;
+        crate::files::locks::restore_in_task(r, p, img)?;
         task::restore_process_misc(r, p)?;
         task::restore_sigactions(r, p)?;
-        opened.finish_last(r)?;
+        if crate::files::shares_fd_table(p) {
+            // The table (and the inherited pidfd in it) is an earlier process's, closed there.
+            opened.finish(r)?;
+        } else {
+            opened.finish_last(r)?;
+        }
         for t in &p.threads {
             let mut tr = Remote::new(host(p.pid), host(t.tid), gadget, regs_of(host(t.tid))?);
             task::restore_thread(&mut tr, t)?;
+            task::drain_pending(&mut tr)?;
             task::restore_pending(&mut tr, p.pid, t.tid, &t.pending, false)?;
         }
         task::restore_pending(r, p.pid, p.pid, &p.shared_pending, true)?;
+        let mut remote = |tid: i32| {
+            Ok(Remote::new(
+                host(p.pid),
+                host(tid),
+                gadget,
+                regs_of(host(tid))?,
+            ))
+        };
+        // Filters before credentials: installing one needs CAP_SYS_ADMIN or no_new_privs.
+        crate::seccomp::restore_filters(p, &img.seccomp_filters, &mut remote)?;
         let creds = p.creds.as_ref().expect("validated");
         for t in &p.threads {
             let mut tr = Remote::new(host(p.pid), host(t.tid), gadget, regs_of(host(t.tid))?);
-            task::restore_creds(&mut tr, creds)?;
+            let mut c = creds.clone();
+            c.no_new_privs = t.no_new_privs.unwrap_or(c.no_new_privs);
+            task::restore_creds(&mut tr, &c)?;
         }
         task::restore_dumpable(r, p)?;
+        crate::seccomp::restore_strict(p, &mut remote)?;
         r.call("munmap gadget", libc::SYS_munmap, &[gadget, PARASITE_LEN])?;
     }
     Ok(())
@@ -729,7 +799,7 @@ fn restore_process_state(
 
 /// Every thread's saved registers (resuming where it was stopped), XSAVE area and signal mask.
 fn set_registers(img: &rec::Checkpoint, host: &dyn Fn(i32) -> i32) -> Result<(), Failure> {
-    for p in &img.processes {
+    for p in live(img) {
         for t in &p.threads {
             let saved = ptrace::regs_from_slice(&t.regs).expect("validated");
             let tid = host(t.tid);
@@ -769,8 +839,10 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreStats, RestoreError> {
         armed: true,
     };
     progress::enter(&opts.progress, Phase::CreatingTasks);
-    let (root_pid, mut hmap, r, _own_pidfd) =
+    let (root_pid, mut hmap, mut r, _own_pidfd) =
         create_root(opts, &img, &mut opened, &mut created, gadget)?;
+    let mut prefork = crate::cow::PreFork::new(&img, &reader, opts.workers, gadget);
+    prefork.process(&img, root, &mut r, &mut opened)?;
     let mut remotes: HashMap<i32, Remote> = HashMap::new();
     remotes.insert(root.pid, r);
     failpoint::check("root")?;
@@ -782,23 +854,26 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreStats, RestoreError> {
         &mut created,
         &mut hmap,
         &mut remotes,
+        &mut prefork,
     )?;
     failpoint::check("tasks")?;
     let host = |id: i32| hmap.get(&id).copied().unwrap_or(id);
+    let r = remotes.get_mut(&root.pid).expect("created");
+    crate::pidfd::open_targets(&img, &mut opened, &host, r)?;
 
     // Memory layout.
     progress::enter(&opts.progress, Phase::ReadingPages);
-    let (fills, fixups) = restore_layouts(&img, gadget, &mut opened, &mut remotes)?;
+    let (fills, fixups) = restore_layouts(&img, &mut opened, &mut remotes, &mut prefork)?;
     failpoint::check("mappings")?;
     let tm = Instant::now();
-    let memory_bytes = memory::fill_pages(&reader, &fills, opts.workers)?;
+    let memory_bytes = prefork.bytes + memory::fill_pages(&reader, &fills, opts.workers)?;
     let memory_secs = tm.elapsed().as_secs_f64();
     progress::add(&opts.progress, memory_bytes);
     failpoint::check("pages")?;
 
     // Scheduling attributes are set from outside (through /proc for oom_score_adj), before the
     // root hook may put another /proc in place.
-    for p in &img.processes {
+    for p in live(&img) {
         task::restore_sched(p, &host)?;
     }
     if let Some(h) = &opts.on_root {
@@ -807,6 +882,8 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreStats, RestoreError> {
         f(RootStage::Filled, root_pid, r)?;
     }
 
+    // Processes stopped by job control stop again (their parents notified, as before).
+    crate::process::restop_all(&img, &mut remotes, &host)?;
     progress::enter(&opts.progress, Phase::RestoringState);
     restore_process_state(&img, gadget, &mut opened, &mut remotes, &fixups, &hmap)?;
     failpoint::check("state")?;
@@ -815,7 +892,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreStats, RestoreError> {
     set_registers(&img, &host)?;
     failpoint::check("detach")?;
     created.armed = false;
-    for p in &img.processes {
+    for p in live(&img) {
         for t in &p.threads {
             ptrace::detach(host(t.tid), 0).ctx(t.tid, || "PTRACE_DETACH".into())?;
         }

@@ -24,6 +24,9 @@ const PR_SET_MM: u64 = 35;
 const PR_SET_MM_MAP: u64 = 14;
 const PR_TIMER_CREATE_RESTORE_IDS: u64 = 77;
 const KSIGSET: u64 = 8;
+const MEMBARRIER_CMD_GET_REGISTRATIONS: u64 = 1 << 9;
+/// The membarrier registration commands restore issues again (every `REGISTER_*` bit).
+const MEMBARRIER_REGISTER_CMDS: [u64; 4] = [1 << 2, 1 << 4, 1 << 6, 1 << 8];
 
 /// Signals whose disposition can be read and set (all but SIGKILL and SIGSTOP).
 fn settable_signals() -> impl Iterator<Item = u64> {
@@ -65,6 +68,10 @@ pub fn dump_thread_regs(t: &SeizedThread) -> Result<rec::Thread, Failure> {
             .into_iter()
             .map(|c| c as u32)
             .collect(),
+        seccomp_mode: 0,
+        seccomp_filter: 0,
+        no_new_privs: None,
+        timer_slack_ns: 0,
     })
 }
 
@@ -103,6 +110,11 @@ pub fn dump_thread_injected(r: &mut Remote, t: &mut rec::Thread, pid: i32) -> Re
     t.nice = proc::read_task_stat(pid, t.tid)
         .ctx(t.tid, || "reading stat".into())?
         .nice as i32;
+    t.timer_slack_ns = r.call(
+        "prctl(PR_GET_TIMERSLACK)",
+        libc::SYS_prctl,
+        &[libc::PR_GET_TIMERSLACK as u64, 0, 0, 0, 0],
+    )?;
     Ok(())
 }
 
@@ -192,6 +204,25 @@ pub fn dump_process_injected(r: &mut Remote, p: &mut rec::Process) -> Result<(),
         &[libc::PR_GET_CHILD_SUBREAPER as u64, r.scratch(4096)],
     )?;
     p.child_subreaper = r.get(4096, 4)?[0] != 0;
+    p.thp_disable = r.call(
+        "prctl(PR_GET_THP_DISABLE)",
+        libc::SYS_prctl,
+        &[libc::PR_GET_THP_DISABLE as u64, 0, 0, 0, 0],
+    )? as u32;
+    let regs = r.call_raw(
+        "membarrier(MEMBARRIER_CMD_GET_REGISTRATIONS)",
+        libc::SYS_membarrier,
+        &[MEMBARRIER_CMD_GET_REGISTRATIONS, 0, 0],
+    )?;
+    if regs < 0 {
+        // Before Linux 6.3 the registrations cannot be read.
+        tracing::warn!(
+            pid,
+            errno = -regs,
+            "membarrier registrations cannot be read"
+        );
+    }
+    p.membarrier = regs.max(0) as u32;
     if let Some(c) = p.creds.as_mut() {
         c.securebits = r.call(
             "prctl(PR_GET_SECUREBITS)",
@@ -200,6 +231,57 @@ pub fn dump_process_injected(r: &mut Remote, p: &mut rec::Process) -> Result<(),
         )? as u32;
     }
     Ok(())
+}
+
+/// Whether a stop (`libc::WSTOPPED`) or a continue (`libc::WCONTINUED`) of `child` (its pid as
+/// its parent sees it) is still to be reported to its parent (behind `r`):
+/// `waitid(P_PID, child, what | WNOWAIT | WNOHANG)` answers without consuming it.
+pub fn report_pending(r: &mut Remote, child: i32, what: i32) -> Result<bool, Failure> {
+    let si = r.put(0, &[0u8; 128])?;
+    r.call(
+        &format!("waitid(P_PID, {child}, {what:#x}|WNOWAIT) for its stop or continue"),
+        libc::SYS_waitid,
+        &[
+            libc::P_PID as u64,
+            child as u64,
+            si,
+            (what | libc::WNOWAIT | libc::WNOHANG) as u64 | 0x4000_0000,
+            0,
+        ],
+    )?;
+    Ok(i32::from_le_bytes(r.get(16, 4)?.try_into().expect("4")) == child)
+}
+
+/// The record of a zombie child: who it was and its wait status (nothing else is left).
+pub fn dump_zombie(pid: i32) -> Result<rec::Process, Failure> {
+    let stat = proc::read_stat(pid).ctx(pid, || "reading a zombie's stat".into())?;
+    Ok(rec::Process {
+        pid,
+        ppid: stat.ppid,
+        pgid: stat.pgrp,
+        sid: stat.session,
+        exit_signal: stat.exit_signal,
+        threads: vec![rec::Thread {
+            tid: pid,
+            comm: stat.comm.clone(),
+            ..Default::default()
+        }],
+        start_time: stat.starttime,
+        zombie: true,
+        exit_status: stat.exit_code,
+        ..Default::default()
+    })
+}
+
+/// `/proc/PID/loginuid` (None on a kernel without audit).
+fn read_loginuid(pid: i32) -> Result<Option<u32>, Failure> {
+    match std::fs::read_to_string(format!("/proc/{pid}/loginuid")) {
+        Ok(s) => Ok(Some(
+            s.trim().parse().ctx(pid, || "parsing loginuid".into())?,
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Failure::new(pid, "reading loginuid", e)),
+    }
 }
 
 /// Fill the parts of a process record that /proc gives without injection.
@@ -275,6 +357,7 @@ pub fn dump_process_proc(pid: i32) -> Result<rec::Process, Failure> {
             .trim()
             .parse()
             .unwrap_or(0),
+        loginuid: read_loginuid(pid)?,
         ..Default::default()
     };
     crate::files::ghost_dirs::dump(&mut p)?;
@@ -443,7 +526,101 @@ pub fn restore_process_misc(r: &mut Remote, p: &rec::Process) -> Result<(), Fail
             &[libc::PR_SET_CHILD_SUBREAPER as u64, 1],
         )?;
     }
+    if p.thp_disable & 1 != 0 {
+        // Bit 1 is PR_THP_DISABLE_EXCEPT_ADVISED (Linux 6.18), given back as the flags.
+        r.call(
+            "prctl(PR_SET_THP_DISABLE)",
+            libc::SYS_prctl,
+            &[
+                libc::PR_SET_THP_DISABLE as u64,
+                1,
+                (p.thp_disable & 2) as u64,
+                0,
+                0,
+            ],
+        )?;
+    }
+    for cmd in MEMBARRIER_REGISTER_CMDS {
+        if p.membarrier as u64 & cmd != 0 {
+            r.call(
+                &format!("membarrier registration {cmd:#x}"),
+                libc::SYS_membarrier,
+                &[cmd, 0, 0],
+            )?;
+        }
+    }
     Ok(())
+}
+
+/// The audit login uid, written by the thread itself (`/proc/thread-self/loginuid`; the kernel
+/// takes it only from the task, and a second change only with CAP_AUDIT_CONTROL, which the
+/// restorer still has). Skipped when it is already the one the thread inherited (`ours`).
+pub fn restore_loginuid(
+    r: &mut Remote,
+    p: &rec::Process,
+    ours: Option<u32>,
+) -> Result<(), Failure> {
+    let Some(uid) = p.loginuid else {
+        return Ok(());
+    };
+    if Some(uid) == ours {
+        return Ok(());
+    }
+    let path = r.put_str(0, "/proc/thread-self/loginuid")?;
+    let fd = r.call(
+        "open /proc/thread-self/loginuid",
+        libc::SYS_openat,
+        &[libc::AT_FDCWD as u64, path, libc::O_WRONLY as u64, 0],
+    )?;
+    let text = uid.to_string();
+    let buf = r.put(256, text.as_bytes())?;
+    let res = r.call_raw(
+        &format!("writing loginuid {uid}"),
+        libc::SYS_write,
+        &[fd, buf, text.len() as u64],
+    )?;
+    r.call("close", libc::SYS_close, &[fd])?;
+    if res < 0 {
+        return Err(Failure::new(
+            r.tid(),
+            format!("setting loginuid {uid}"),
+            std::io::Error::from_raw_os_error(-res as i32),
+        ));
+    }
+    Ok(())
+}
+
+/// The loginuid restored tasks inherit from us.
+pub fn own_loginuid() -> Option<u32> {
+    read_loginuid(stasis_sys::sys::getpid()).ok().flatten()
+}
+
+/// Drop every signal queued for the thread while it was being restored (a child made a
+/// zombie or stopped again notifies its parent with SIGCHLD): the saved ones come next.
+pub fn drain_pending(r: &mut Remote) -> Result<(), Failure> {
+    let set = r.put(0, &u64::MAX.to_le_bytes())?;
+    let ts = r.put(64, &[0u8; 16])?;
+    for _ in 0..256 {
+        let res = r.call_raw(
+            "rt_sigtimedwait (dropping signals raised while restoring)",
+            libc::SYS_rt_sigtimedwait,
+            &[set, 0, ts, KSIGSET],
+        )?;
+        if res == -(libc::EAGAIN as i64) {
+            return Ok(());
+        }
+        if res < 0 && res != -(libc::EINTR as i64) {
+            return Err(Failure::new(
+                r.tid(),
+                "rt_sigtimedwait (dropping signals raised while restoring)",
+                std::io::Error::from_raw_os_error(-res as i32),
+            ));
+        }
+    }
+    Err(Failure::msg(
+        r.tid(),
+        "signals keep arriving while restoring",
+    ))
 }
 
 /// Per-thread state: alternate stack, rseq, robust list, clear_child_tid, name.
@@ -487,6 +664,13 @@ pub fn restore_thread(r: &mut Remote, t: &rec::Thread) -> Result<(), Failure> {
         libc::SYS_set_tid_address,
         &[t.clear_child_tid],
     )?;
+    if t.timer_slack_ns != 0 {
+        r.call(
+            "prctl(PR_SET_TIMERSLACK)",
+            libc::SYS_prctl,
+            &[libc::PR_SET_TIMERSLACK as u64, t.timer_slack_ns, 0, 0, 0],
+        )?;
+    }
     if !t.comm.is_empty() {
         let a = r.put_str(0, &t.comm)?;
         r.call(

@@ -32,6 +32,27 @@ pub const PRIVATE_FILE: u32 = 0o600;
 /// Mode of private directories.
 pub const PRIVATE_DIR: u32 = 0o700;
 
+/// Why a file or directory cannot be trusted to hold what only root (or we) wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Untrusted {
+    /// Owned by this uid, neither root nor us.
+    Owner(u32),
+    /// Group or others may write it (mode bits).
+    Writable(u32),
+}
+
+/// The one ownership rule for what Stasis trusts (images, journals): owned by root or by our
+/// effective user, and writable by nobody else. `uid`/`mode` as `stat` gives them.
+pub fn check_owner_and_mode(uid: u32, mode: u32) -> Result<(), Untrusted> {
+    if uid != 0 && uid != rustix::process::geteuid().as_raw() {
+        return Err(Untrusted::Owner(uid));
+    }
+    if mode & 0o022 != 0 {
+        return Err(Untrusted::Writable(mode & 0o7777));
+    }
+    Ok(())
+}
+
 /// An opened directory; children are reached relative to it without following symlinks.
 #[derive(Debug)]
 pub struct Dir {

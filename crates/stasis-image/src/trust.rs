@@ -31,7 +31,7 @@ use std::path::{Path, PathBuf};
 
 use crate::chunk::hex_bytes;
 use crate::container::{ImageReader, CHUNKS_DIR, MANIFEST_FILE};
-use crate::safefs::{Dir, PRIVATE_DIR, PRIVATE_FILE};
+use crate::safefs::{self, Dir, PRIVATE_DIR, PRIVATE_FILE};
 
 /// Name of the signature file in an image directory.
 pub const SIGNATURE_FILE: &str = "signature.img";
@@ -581,19 +581,16 @@ impl Keyring {
 }
 
 fn check_meta(path: &Path, uid: u32, mode: u32) -> Result<(), TrustError> {
-    if uid != 0 && uid != euid() {
-        return Err(TrustError::Owner {
+    safefs::check_owner_and_mode(uid, mode).map_err(|e| match e {
+        safefs::Untrusted::Owner(uid) => TrustError::Owner {
             path: path.to_owned(),
             uid,
-        });
-    }
-    if mode & 0o022 != 0 {
-        return Err(TrustError::Writable {
+        },
+        safefs::Untrusted::Writable(mode) => TrustError::Writable {
             path: path.to_owned(),
-            mode: mode & 0o7777,
-        });
-    }
-    Ok(())
+            mode,
+        },
+    })
 }
 
 fn check_entry(dir: &Dir, name: &OsStr) -> Result<(), TrustError> {

@@ -92,13 +92,20 @@ enum Outcome {
 struct CgFreezer {
     cg: Cgroups,
     group: String,
+    /// The partition's first process, and its clocks read once it is frozen.
+    pid: i32,
+    clocks: Arc<std::sync::Mutex<(u64, u64)>>,
 }
 
 impl Freezer for CgFreezer {
     fn freeze(&self) -> std::io::Result<()> {
         self.cg
             .freeze(&self.group, Duration::from_secs(10))
-            .map_err(|e| std::io::Error::other(chain(&e)))
+            .map_err(|e| std::io::Error::other(chain(&e)))?;
+        let c = crate::image::clocks_of(self.pid)
+            .map_err(|e| std::io::Error::other(format!("the partition's clocks: {e}")))?;
+        *self.clocks.lock().unwrap_or_else(|p| p.into_inner()) = c;
+        Ok(())
     }
     fn thaw(&self) -> std::io::Result<()> {
         self.cg
@@ -344,6 +351,8 @@ fn child(
     let name = opts.name.clone();
     let incarnation = rec.incarnation;
     let log_pipe_ino = rec.log_pipe_ino;
+    let clocks = Arc::new(std::sync::Mutex::new((0, 0)));
+    let frozen_clocks = clocks.clone();
     let hook = move |w: &stasis_image::ImageWriter| -> Result<(), stasis_engine::Failure> {
         let fail = |m: String| stasis_engine::Failure::msg(pid, m);
         let text = std::fs::read_to_string(format!("/proc/{pid}/mountinfo"))
@@ -356,6 +365,7 @@ fn child(
                 mounts.push(r);
             }
         }
+        let clocks = *frozen_clocks.lock().unwrap_or_else(|p| p.into_inner());
         let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|s| s.trim().to_string())
             .unwrap_or_default();
@@ -368,6 +378,8 @@ fn child(
             mounts,
             log_pipe_ino,
             incarnation,
+            monotonic_ns: clocks.0,
+            boottime_ns: clocks.1,
         };
         w.put_file(
             stasis_image::PARTITION_FILE,
@@ -387,6 +399,8 @@ fn child(
         freezer: Some(FreezeHook(Arc::new(CgFreezer {
             cg,
             group: group.to_string(),
+            pid,
+            clocks,
         }))),
         pid_ns: true,
         before_commit: Some(WriterHook(Arc::new(hook))),

@@ -43,6 +43,36 @@ pub struct PartitionImage {
     /// Incarnation number at checkpoint.
     #[prost(uint32, tag = "8")]
     pub incarnation: u32,
+    /// The partition's `CLOCK_MONOTONIC` (in its time namespace) when it was frozen, ns; the
+    /// restore sets the new namespace's offsets so that it goes on from there (0: an image
+    /// from before partitions had a time namespace).
+    #[prost(uint64, tag = "9")]
+    pub monotonic_ns: u64,
+    /// The partition's `CLOCK_BOOTTIME` when it was frozen, ns (0: not recorded).
+    #[prost(uint64, tag = "10")]
+    pub boottime_ns: u64,
+}
+
+/// The clocks of the time namespace `pid` lives in: (`CLOCK_MONOTONIC`, `CLOCK_BOOTTIME`), ns.
+pub fn clocks_of(pid: i32) -> std::io::Result<(u64, u64)> {
+    use stasis_sys::sys::clock_ns;
+    let off = stasis_sys::ns::timens_offsets(Some(pid))?;
+    let mono = clock_ns(libc::CLOCK_MONOTONIC)? as i64 + off.monotonic;
+    let boot = clock_ns(libc::CLOCK_BOOTTIME)? as i64 + off.boottime;
+    Ok((mono.max(0) as u64, boot.max(0) as u64))
+}
+
+/// Offsets that make a new time namespace's clocks read `mono` and `boot` now (the saved
+/// ones: the partition's clocks go on from where they were, whatever this boot's clocks say).
+pub fn offsets_continuing(mono: u64, boot: u64) -> std::io::Result<stasis_sys::ns::TimeOffsets> {
+    use stasis_sys::sys::clock_ns;
+    if mono == 0 && boot == 0 {
+        return Ok(Default::default());
+    }
+    Ok(stasis_sys::ns::TimeOffsets {
+        monotonic: mono as i64 - clock_ns(libc::CLOCK_MONOTONIC)? as i64,
+        boottime: boot as i64 - clock_ns(libc::CLOCK_BOOTTIME)? as i64,
+    })
 }
 
 /// A decoded, checked partition image.

@@ -297,6 +297,25 @@ fn start_run(rec: &Record, cg: &Cgroups, group: &str, log_w: OwnedFd) -> Result<
     }
 }
 
+/// Offsets of a new partition's time namespace: zero, or for tests
+/// `STASIS_PARTITION_CLOCK_SHIFT=SECS` added to its monotonic and boot-time clocks (a partition
+/// that seems to come from a host that has been up longer, to check that a restore on this one
+/// does not take its clocks back).
+fn start_offsets() -> Result<ns::TimeOffsets, String> {
+    match std::env::var("STASIS_PARTITION_CLOCK_SHIFT") {
+        Err(_) => Ok(Default::default()),
+        Ok(v) => {
+            let secs: i64 = v.trim().parse().map_err(|_| {
+                format!("STASIS_PARTITION_CLOCK_SHIFT={v:?}: not a number of seconds")
+            })?;
+            Ok(ns::TimeOffsets {
+                monotonic: secs * 1_000_000_000,
+                boottime: secs * 1_000_000_000,
+            })
+        }
+    }
+}
+
 /// In the first process (pid 1 of the new namespaces): set everything up and exec. Returns
 /// only on failure, with the message.
 fn init_child(spec: &state::Spec, go: std::io::PipeReader, log_w: &OwnedFd) -> String {
@@ -307,6 +326,8 @@ fn init_child(spec: &state::Spec, go: std::io::PipeReader, log_w: &OwnedFd) -> S
     }
     let r = (|| -> Result<(), String> {
         ns::setsid().map_err(|e| format!("setsid: {e}"))?;
+        ns::enter_new_timens(start_offsets()?)
+            .map_err(|e| format!("creating the partition's time namespace: {e}"))?;
         setup::base_mounts(spec, true).map_err(|e| chain(&e))?;
         setup::uts_and_net(spec).map_err(|e| chain(&e))?;
         setup::mount_proc(&setup::base(spec)).map_err(|e| chain(&e))?;

@@ -274,6 +274,23 @@ fn restorer(
             log_w.as_fd().as_raw_fd(),
         );
     }
+    // The partition's time namespace, given to the root when the engine creates it: its
+    // clocks go on from where they were when it was frozen (no process of ours is created
+    // before the root, so the offsets are still ours to set).
+    ns::unshare(libc::CLONE_NEWTIME).map_err(|e| {
+        rep(
+            Cause::Other,
+            format!("creating the partition's time namespace: {e}"),
+        )
+    })?;
+    crate::image::offsets_continuing(pimg.raw.monotonic_ns, pimg.raw.boottime_ns)
+        .and_then(ns::set_timens_offsets)
+        .map_err(|e| {
+            rep(
+                Cause::Other,
+                format!("setting the partition's clock offsets: {e}"),
+            )
+        })?;
     let fd_path = format!("/proc/self/fd/{}", dir_fd.as_raw_fd());
     let opts = RestoreOptions {
         progress: None,

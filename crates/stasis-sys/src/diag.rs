@@ -94,6 +94,24 @@ pub fn parse_unix_diag(p: &[u8]) -> Option<UnixDiag> {
 
 /// Every unix socket of our network namespace.
 pub fn unix_sockets() -> io::Result<Vec<UnixDiag>> {
+    let mut req = Vec::with_capacity(24);
+    // struct unix_diag_req
+    req.push(libc::AF_UNIX as u8);
+    req.push(0);
+    req.extend_from_slice(&0u16.to_ne_bytes());
+    req.extend_from_slice(&u32::MAX.to_ne_bytes()); // all states
+    req.extend_from_slice(&0u32.to_ne_bytes()); // ino
+    req.extend_from_slice(&(0x1u32 | 0x2 | 0x4 | 0x8 | 0x10).to_ne_bytes()); // show
+    req.extend_from_slice(&[0u8; 8]); // cookie
+    Ok(dump_request(&req)?
+        .iter()
+        .filter_map(|p| parse_unix_diag(p))
+        .collect())
+}
+
+/// One `SOCK_DIAG_BY_FAMILY` dump request with `body` (the family's request struct); the
+/// payloads of the answers (each family's `*_diag_msg` with its attributes).
+fn dump_request(body: &[u8]) -> io::Result<Vec<Vec<u8>>> {
     // SAFETY: socket() with integer arguments; the result is owned below.
     let fd = check(unsafe {
         libc::socket(
@@ -104,21 +122,14 @@ pub fn unix_sockets() -> io::Result<Vec<UnixDiag>> {
     } as libc::c_long)?;
     // SAFETY: fresh descriptor.
     let sock = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-    let mut req = Vec::with_capacity(40);
-    req.extend_from_slice(&40u32.to_ne_bytes()); // nlmsg_len
+    let mut req = Vec::with_capacity(16 + body.len());
+    req.extend_from_slice(&(16 + body.len() as u32).to_ne_bytes()); // nlmsg_len
     req.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
     req.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
     req.extend_from_slice(&1u32.to_ne_bytes()); // seq
     req.extend_from_slice(&0u32.to_ne_bytes()); // pid
-                                                // struct unix_diag_req
-    req.push(libc::AF_UNIX as u8);
-    req.push(0);
-    req.extend_from_slice(&0u16.to_ne_bytes());
-    req.extend_from_slice(&u32::MAX.to_ne_bytes()); // all states
-    req.extend_from_slice(&0u32.to_ne_bytes()); // ino
-    req.extend_from_slice(&(0x1u32 | 0x2 | 0x4 | 0x8 | 0x10).to_ne_bytes()); // show
-    req.extend_from_slice(&[0u8; 8]); // cookie
-                                      // SAFETY: sends `req.len()` bytes from a live buffer (to the kernel: address 0).
+    req.extend_from_slice(body);
+    // SAFETY: sends `req.len()` bytes from a live buffer (to the kernel: address 0).
     let n = unsafe { libc::send(sock.as_raw_fd(), req.as_ptr().cast(), req.len(), 0) };
     if n < 0 {
         return Err(last_err());
@@ -151,11 +162,7 @@ pub fn unix_sockets() -> io::Result<Vec<UnixDiag>> {
                         .unwrap_or(-libc::EIO);
                     return Err(io::Error::from_raw_os_error(-err));
                 }
-                SOCK_DIAG_BY_FAMILY => {
-                    if let Some(d) = parse_unix_diag(&data[off + 16..off + len]) {
-                        out.push(d);
-                    }
-                }
+                SOCK_DIAG_BY_FAMILY => out.push(data[off + 16..off + len].to_vec()),
                 _ => {}
             }
             off += (len + 3) & !3;
@@ -164,6 +171,118 @@ pub fn unix_sockets() -> io::Result<Vec<UnixDiag>> {
             return Ok(out);
         }
     }
+}
+
+/// The netlink attributes (type, payload) that follow a fixed header of `hdr` bytes.
+fn attrs(p: &[u8], hdr: usize) -> Vec<(u16, &[u8])> {
+    let mut out = Vec::new();
+    let mut off = hdr;
+    while off + 4 <= p.len() {
+        let (Some(len), Some(ty)) = (u16_at(p, off), u16_at(p, off + 2)) else {
+            break;
+        };
+        let len = len as usize;
+        if len < 4 || off + len > p.len() {
+            break;
+        }
+        out.push((ty & 0x3fff, &p[off + 4..off + len]));
+        off += (len + 3) & !3;
+    }
+    out
+}
+
+/// What `inet_diag` says about one IPv4/IPv6 socket that its own calls do not tell.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InetDiag {
+    /// TCP-like state (1: connected, 7: not).
+    pub state: u8,
+    /// Shutdown bits (1 = RCV, 2 = SEND).
+    pub shutdown: u8,
+}
+
+/// The `inet_diag` entry of socket inode `ino` (family AF_INET/AF_INET6, protocol UDP,
+/// UDP-Lite or, with `raw_protocol`, a raw socket of that protocol); None if not listed.
+pub fn inet_socket(
+    family: i32,
+    protocol: i32,
+    raw_protocol: Option<i32>,
+    ino: u64,
+) -> io::Result<Option<InetDiag>> {
+    // struct inet_diag_req_v2: family, protocol, ext, pad (raw protocol), states, sockid.
+    let mut req = vec![
+        family as u8,
+        protocol as u8,
+        0,
+        raw_protocol.unwrap_or(0) as u8,
+    ];
+    req.extend_from_slice(&u32::MAX.to_ne_bytes());
+    req.extend_from_slice(&[0u8; 40]);
+    req.extend_from_slice(&[0xffu8; 8]); // INET_DIAG_NOCOOKIE
+    for p in dump_request(&req)? {
+        // struct inet_diag_msg: 4 bytes, sockid (48), expires, rqueue, wqueue, uid, inode.
+        if p.len() < 72 || u32_at(&p, 68).map(u64::from) != Some(ino) {
+            continue;
+        }
+        let mut d = InetDiag {
+            state: p[1],
+            ..Default::default()
+        };
+        for (ty, data) in attrs(&p, 72) {
+            if ty == 8 {
+                d.shutdown = data.first().copied().unwrap_or(0);
+            }
+        }
+        return Ok(Some(d));
+    }
+    Ok(None)
+}
+
+/// What `packet_diag` says about one packet socket.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PacketDiag {
+    /// An mmap ring is set up (receive or transmit).
+    pub ring: bool,
+    /// Memberships (`PACKET_ADD_MEMBERSHIP`): ifindex, type, address length, address (up to
+    /// 32 bytes), as `struct packet_mreq` wants them.
+    pub mclist: Vec<(i32, u16, u16, Vec<u8>)>,
+}
+
+/// The `packet_diag` entry of socket inode `ino`; None if not listed.
+pub fn packet_socket(ino: u64) -> io::Result<Option<PacketDiag>> {
+    // struct packet_diag_req: family, protocol, pad, ino, show (MCLIST | RING_CFG), cookie.
+    let mut req = vec![libc::AF_PACKET as u8, 0, 0, 0];
+    req.extend_from_slice(&0u32.to_ne_bytes());
+    req.extend_from_slice(&(0x2u32 | 0x4).to_ne_bytes());
+    req.extend_from_slice(&[0u8; 8]);
+    for p in dump_request(&req)? {
+        // struct packet_diag_msg: family, type, num (u16), ino, cookie[2].
+        if p.len() < 16 || u32_at(&p, 4).map(u64::from) != Some(ino) {
+            continue;
+        }
+        let mut d = PacketDiag::default();
+        for (ty, data) in attrs(&p, 16) {
+            match ty {
+                // PACKET_DIAG_RX_RING, PACKET_DIAG_TX_RING
+                2 | 3 => d.ring = true,
+                // PACKET_DIAG_MCLIST: struct packet_diag_mclist (index, count, type, alen,
+                // addr[32]) each.
+                1 => {
+                    for m in data.chunks_exact(44) {
+                        let alen = u16_at(m, 10).unwrap_or(0);
+                        d.mclist.push((
+                            u32_at(m, 0).unwrap_or(0) as i32,
+                            u16_at(m, 8).unwrap_or(0),
+                            alen,
+                            m[12..12 + (alen as usize).min(32)].to_vec(),
+                        ));
+                    }
+                }
+                _ => {}
+            }
+        }
+        return Ok(Some(d));
+    }
+    Ok(None)
 }
 
 #[cfg(test)]

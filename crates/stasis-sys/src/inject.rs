@@ -124,6 +124,9 @@ impl Injector {
             ptrace::syscall(self.tid, 0).map_err(|e| self.err(nr, e))?;
             match ptrace::wait(self.tid).map_err(|e| self.err(nr, e))? {
                 Stop::Syscall => syscall_stops += 1,
+                // A thread in a job-control stop when it was seized traps again (group-stop
+                // trap) when first resumed: resume it once more.
+                Stop::Event(ptrace::EVENT_STOP, _) if syscall_stops == 0 => {}
                 Stop::Event(ev, _)
                     if ev == ptrace::EVENT_FORK
                         || ev == ptrace::EVENT_VFORK

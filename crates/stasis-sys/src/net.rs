@@ -67,6 +67,31 @@ pub fn unix_connect(fd: RawFd, name: &[u8]) -> io::Result<()> {
     .map(|_| ())
 }
 
+/// `accept4(fd, SOCK_CLOEXEC | SOCK_NONBLOCK)`: the next pending connection (`EAGAIN` if none).
+pub fn accept(fd: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: no address is asked for (null pointers); integer flags.
+    let r = unsafe {
+        libc::accept4(
+            fd,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+        )
+    };
+    check(r as libc::c_long)?;
+    Ok(owned_fd(r))
+}
+
+/// `ioctl(SIOCUNIXFILE)`: an `O_PATH` descriptor of the socket file a unix socket is bound
+/// to, even when that file was deleted since (connecting to `/proc/self/fd/N` reaches it).
+pub fn unix_file(fd: RawFd) -> io::Result<OwnedFd> {
+    const SIOCUNIXFILE: libc::c_ulong = 0x89E0;
+    // SAFETY: the ioctl takes no argument and returns a new descriptor.
+    let r = unsafe { libc::ioctl(fd, SIOCUNIXFILE) };
+    check(r as libc::c_long)?;
+    Ok(owned_fd(r))
+}
+
 /// `listen(fd, backlog)`.
 pub fn listen(fd: RawFd, backlog: i32) -> io::Result<()> {
     // SAFETY: integer arguments.
@@ -648,6 +673,72 @@ pub fn tcp_segment_v4(
     ip
 }
 
+/// Build an IPv6 TCP segment without payload (header only), checksum filled in.
+pub fn tcp_segment_v6(
+    src: std::net::SocketAddrV6,
+    dst: std::net::SocketAddrV6,
+    seq: u32,
+    ack: u32,
+    flags: u8,
+    window: u16,
+) -> Vec<u8> {
+    let mut tcp = vec![0u8; 20];
+    tcp[0..2].copy_from_slice(&src.port().to_be_bytes());
+    tcp[2..4].copy_from_slice(&dst.port().to_be_bytes());
+    tcp[4..8].copy_from_slice(&seq.to_be_bytes());
+    tcp[8..12].copy_from_slice(&ack.to_be_bytes());
+    tcp[12] = 5 << 4;
+    tcp[13] = flags;
+    tcp[14..16].copy_from_slice(&window.to_be_bytes());
+    // Pseudo-header: source, destination, upper-layer length (32 bits), next header.
+    let mut pseudo = Vec::with_capacity(40);
+    pseudo.extend_from_slice(&src.ip().octets());
+    pseudo.extend_from_slice(&dst.ip().octets());
+    pseudo.extend_from_slice(&[0, 0, 0, 20, 0, 0, 0, 6]);
+    let partial: u32 = pseudo
+        .chunks(2)
+        .map(|c| u16::from_be_bytes([c[0], c[1]]) as u32)
+        .sum();
+    let c = csum(&tcp, partial);
+    tcp[16..18].copy_from_slice(&c.to_be_bytes());
+    let mut ip = vec![0u8; 40];
+    ip[0] = 0x60;
+    ip[4..6].copy_from_slice(&20u16.to_be_bytes());
+    ip[6] = 6; // next header: TCP
+    ip[7] = 64; // hop limit
+    ip[8..24].copy_from_slice(&src.ip().octets());
+    ip[24..40].copy_from_slice(&dst.ip().octets());
+    ip.extend_from_slice(&tcp);
+    ip
+}
+
+/// Send a complete IPv6 packet through a raw socket (`IPPROTO_RAW`: the header is ours; needs
+/// CAP_NET_RAW).
+pub fn send_raw_v6(packet: &[u8], dst: std::net::Ipv6Addr) -> io::Result<()> {
+    let s = socket(libc::AF_INET6, libc::SOCK_RAW, libc::IPPROTO_RAW)?;
+    let addr = libc::sockaddr_in6 {
+        sin6_family: libc::AF_INET6 as libc::sa_family_t,
+        sin6_port: 0,
+        sin6_flowinfo: 0,
+        sin6_addr: libc::in6_addr {
+            s6_addr: dst.octets(),
+        },
+        sin6_scope_id: 0,
+    };
+    // SAFETY: sends `packet.len()` bytes to a valid sockaddr_in6.
+    let n = unsafe {
+        libc::sendto(
+            std::os::fd::AsRawFd::as_raw_fd(&s),
+            packet.as_ptr().cast(),
+            packet.len(),
+            0,
+            (&addr as *const libc::sockaddr_in6).cast(),
+            std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+        )
+    };
+    check(n as libc::c_long).map(|_| ())
+}
+
 /// Send a complete IPv4 packet through a raw socket (needs CAP_NET_RAW).
 pub fn send_raw_v4(packet: &[u8], dst: std::net::Ipv4Addr) -> io::Result<()> {
     let s = socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW)?;
@@ -671,6 +762,131 @@ pub fn send_raw_v4(packet: &[u8], dst: std::net::Ipv4Addr) -> io::Result<()> {
         )
     };
     check(n as libc::c_long).map(|_| ())
+}
+
+/// The classic BPF program attached to a socket (`SO_GET_FILTER`): its instructions, 8 bytes
+/// each (`struct sock_filter`); empty if none (or if the filter is an eBPF program, which the
+/// kernel does not hand back).
+pub fn get_filter(fd: RawFd) -> io::Result<Vec<u8>> {
+    // With a length of 0 the kernel answers the number of instructions (in the length).
+    let mut len: libc::socklen_t = 0;
+    // SAFETY: a zero length: the kernel writes only `len`.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_FILTER,
+            std::ptr::null_mut(),
+            &mut len,
+        )
+    };
+    check(r as libc::c_long)?;
+    if len == 0 {
+        return Ok(Vec::new());
+    }
+    let n = len as usize;
+    let mut buf = vec![0u8; n * 8];
+    // The length is in instructions here, not bytes.
+    let mut len = n as libc::socklen_t;
+    // SAFETY: the kernel writes `len` instructions of 8 bytes into `buf`, which holds `n`.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_FILTER,
+            buf.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    check(r as libc::c_long)?;
+    buf.truncate(len as usize * 8);
+    Ok(buf)
+}
+
+/// Attach a classic BPF program (`SO_ATTACH_FILTER`) given as its instructions (8 bytes each).
+pub fn attach_filter(fd: RawFd, insns: &[u8]) -> io::Result<()> {
+    if insns.is_empty() || !insns.len().is_multiple_of(8) || insns.len() / 8 > u16::MAX as usize {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    // Copied into properly aligned instructions.
+    let prog: Vec<libc::sock_filter> = insns
+        .chunks_exact(8)
+        .map(|c| libc::sock_filter {
+            code: u16::from_ne_bytes([c[0], c[1]]),
+            jt: c[2],
+            jf: c[3],
+            k: u32::from_ne_bytes([c[4], c[5], c[6], c[7]]),
+        })
+        .collect();
+    let fprog = libc::sock_fprog {
+        len: prog.len() as u16,
+        filter: prog.as_ptr() as *mut libc::sock_filter,
+    };
+    // SAFETY: `fprog` points to `prog`, alive for the call; the kernel copies it.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_FILTER,
+            (&fprog as *const libc::sock_fprog).cast(),
+            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    check(r as libc::c_long).map(|_| ())
+}
+
+/// The protocol name of the socket behind `path` (a `/proc/PID/fd/N` link, followed):
+/// `system.sockprotoname` — "NETLINK", "PACKET", "TCP", "UDPv6", "RAW", "UNIX", ….
+pub fn sock_proto_name(path: &str) -> io::Result<String> {
+    let p = std::ffi::CString::new(path).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let mut buf = [0u8; 64];
+    // SAFETY: `p` and the attribute name are NUL-terminated; the kernel writes at most
+    // `buf.len()` bytes into `buf`.
+    let r = unsafe {
+        libc::getxattr(
+            p.as_ptr(),
+            c"system.sockprotoname".as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    let n = check(r as libc::c_long)? as usize;
+    let v = &buf[..n.min(buf.len())];
+    let end = v.iter().position(|&b| b == 0).unwrap_or(v.len());
+    Ok(String::from_utf8_lossy(&v[..end]).into_owned())
+}
+
+/// `getsockopt` into a byte buffer, also handing back the length the kernel answered (which
+/// may exceed the buffer: some options say so to ask for a larger one). Returns the bytes
+/// written.
+pub fn getsockopt_bytes_len(
+    fd: RawFd,
+    level: i32,
+    opt: i32,
+    buf: &mut [u8],
+    len: &mut libc::socklen_t,
+) -> io::Result<usize> {
+    *len = (*len).min(buf.len() as libc::socklen_t);
+    let given = *len as usize;
+    // SAFETY: the kernel writes at most `len` (≤ `buf.len()`) bytes into `buf`.
+    let r = unsafe { libc::getsockopt(fd, level, opt, buf.as_mut_ptr().cast(), len) };
+    check(r as libc::c_long)?;
+    Ok((*len as usize).min(given))
+}
+
+/// `poll` of one fd with no wait, reading nothing: the events among `events` that are ready
+/// (POLLHUP, POLLERR and POLLNVAL come whether asked or not). For a unix socket `POLLERR`
+/// shows a pending error (`sk_err`) that `SO_ERROR` would clear.
+pub fn poll_now(fd: RawFd, events: i16) -> io::Result<i16> {
+    let mut p = libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    };
+    // SAFETY: one live pollfd of ours, count 1, no timeout.
+    let r = unsafe { libc::poll(&mut p, 1, 0) };
+    check(r as libc::c_long)?;
+    Ok(p.revents)
 }
 
 #[cfg(test)]
@@ -697,5 +913,27 @@ mod tests {
             .map(|c| u16::from_be_bytes([c[0], c[1]]) as u32)
             .sum();
         assert_eq!(csum(&p[20..], partial), 0, "TCP checksum");
+    }
+
+    #[test]
+    fn v6_segment_checksum_verifies() {
+        let p = tcp_segment_v6(
+            "[::1]:80".parse().unwrap(),
+            "[::1]:5000".parse().unwrap(),
+            7,
+            9,
+            0x11,
+            512,
+        );
+        assert_eq!(p.len(), 60);
+        assert_eq!(p[0] >> 4, 6);
+        let mut pseudo = Vec::new();
+        pseudo.extend_from_slice(&p[8..40]);
+        pseudo.extend_from_slice(&[0, 0, 0, 20, 0, 0, 0, 6]);
+        let partial: u32 = pseudo
+            .chunks(2)
+            .map(|c| u16::from_be_bytes([c[0], c[1]]) as u32)
+            .sum();
+        assert_eq!(csum(&p[40..], partial), 0, "TCP checksum");
     }
 }

@@ -24,6 +24,91 @@ pub const NS_NET: (i32, &str) = (libc::CLONE_NEWNET, "net");
 /// Pid namespace.
 pub const NS_PID: (i32, &str) = (libc::CLONE_NEWPID, "pid");
 
+/// Time namespace (`CLONE_NEWTIME`): `unshare` gives it to the caller's children only.
+pub const NS_TIME: (i32, &str) = (libc::CLONE_NEWTIME, "time_for_children");
+
+/// Clock offsets of a time namespace, in nanoseconds (signed): what it adds to the host's
+/// `CLOCK_MONOTONIC` and `CLOCK_BOOTTIME`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TimeOffsets {
+    /// Added to `CLOCK_MONOTONIC` (and its raw and coarse variants).
+    pub monotonic: i64,
+    /// Added to `CLOCK_BOOTTIME`.
+    pub boottime: i64,
+}
+
+impl TimeOffsets {
+    /// The offset that applies to timer clock `clock` (0 for the clocks a time namespace does
+    /// not shift: realtime, TAI, CPU clocks).
+    pub fn of_clock(&self, clock: i32) -> i64 {
+        match clock {
+            libc::CLOCK_MONOTONIC | libc::CLOCK_MONOTONIC_RAW | libc::CLOCK_MONOTONIC_COARSE => {
+                self.monotonic
+            }
+            libc::CLOCK_BOOTTIME | libc::CLOCK_BOOTTIME_ALARM => self.boottime,
+            _ => 0,
+        }
+    }
+}
+
+/// Parse `/proc/PID/timens_offsets` (`monotonic SECS NSECS` / `boottime SECS NSECS`).
+pub fn parse_timens_offsets(text: &str) -> Option<TimeOffsets> {
+    let mut o = TimeOffsets::default();
+    for line in text.lines() {
+        let w: Vec<&str> = line.split_whitespace().collect();
+        if w.len() != 3 {
+            return None;
+        }
+        let ns = w[1].parse::<i64>().ok()? * 1_000_000_000 + w[2].parse::<i64>().ok()?;
+        match w[0] {
+            "monotonic" => o.monotonic = ns,
+            "boottime" => o.boottime = ns,
+            _ => return None,
+        }
+    }
+    Some(o)
+}
+
+/// The offsets of the time namespace process `pid` (`None`: ourselves) gives its children
+/// (`/proc/PID/timens_offsets`; for a process that did not `unshare(CLONE_NEWTIME)`, its own).
+/// Zero when the kernel has no time namespaces.
+pub fn timens_offsets(pid: Option<i32>) -> io::Result<TimeOffsets> {
+    let path = match pid {
+        Some(p) => format!("/proc/{p}/timens_offsets"),
+        None => "/proc/self/timens_offsets".to_string(),
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(t) => parse_timens_offsets(&t)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("{path}: {t:?}"))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(TimeOffsets::default()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Set the offsets of the time namespace our children will get (after
+/// `unshare(CLONE_NEWTIME)`, before any process entered it: the kernel refuses later).
+pub fn set_timens_offsets(o: TimeOffsets) -> io::Result<()> {
+    let line = |name: &str, ns: i64| {
+        format!(
+            "{name} {} {}\n",
+            ns.div_euclid(1_000_000_000),
+            ns.rem_euclid(1_000_000_000)
+        )
+    };
+    let text = line("monotonic", o.monotonic) + &line("boottime", o.boottime);
+    std::fs::write("/proc/self/timens_offsets", text)
+}
+
+/// Move the calling process into a new time namespace with offsets `o`: `unshare` one for
+/// our children, set its offsets, then join it ourselves (`setns`, which the kernel allows to
+/// a single-threaded process only; it also switches our vdso to the namespace's clocks).
+pub fn enter_new_timens(o: TimeOffsets) -> io::Result<()> {
+    unshare(libc::CLONE_NEWTIME)?;
+    set_timens_offsets(o)?;
+    let fd = OwnedFd::from(std::fs::File::open("/proc/self/ns/time_for_children")?);
+    setns(std::os::fd::AsFd::as_fd(&fd), libc::CLONE_NEWTIME)
+}
+
 /// Open `/proc/PID/ns/NAME`.
 pub fn open_ns(pid: i32, name: &str) -> io::Result<OwnedFd> {
     let f = std::fs::File::open(format!("/proc/{pid}/ns/{name}"))?;
@@ -238,5 +323,21 @@ pub fn command_setsid(cmd: &mut std::process::Command) {
             );
             Ok(())
         });
+    }
+}
+
+#[cfg(test)]
+mod timens_tests {
+    use super::*;
+
+    #[test]
+    fn offsets_parse_and_apply() {
+        let o = parse_timens_offsets("monotonic  -5  250000000\nboottime 864000 0\n").unwrap();
+        assert_eq!(o.monotonic, -4_750_000_000);
+        assert_eq!(o.boottime, 864_000_000_000_000);
+        assert_eq!(o.of_clock(libc::CLOCK_MONOTONIC), o.monotonic);
+        assert_eq!(o.of_clock(libc::CLOCK_BOOTTIME_ALARM), o.boottime);
+        assert_eq!(o.of_clock(libc::CLOCK_REALTIME), 0);
+        assert!(parse_timens_offsets("monotonic 1\n").is_none());
     }
 }

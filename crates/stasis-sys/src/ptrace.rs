@@ -27,8 +27,16 @@ pub const OPT_TRACEVFORK: u32 = libc::PTRACE_O_TRACEVFORK as u32;
 pub const OPT_TRACECLONE: u32 = libc::PTRACE_O_TRACECLONE as u32;
 /// Kill tracees if the tracer exits (used by restore: nothing half-restored survives us).
 pub const OPT_EXITKILL: u32 = libc::PTRACE_O_EXITKILL as u32;
+/// `PTRACE_O_SUSPEND_SECCOMP`: the tracee's seccomp filters and strict mode do not apply while
+/// it is traced by us (our injected calls are never blocked or killed). Needs `CAP_SYS_ADMIN`
+/// and a tracer that is not itself under seccomp; cleared by the kernel at detach.
+pub const OPT_SUSPEND_SECCOMP: u32 = 1 << 21;
 
 const PTRACE_GET_RSEQ_CONFIGURATION: libc::c_uint = 0x420f;
+const PTRACE_SECCOMP_GET_FILTER: libc::c_uint = 0x420c;
+const PTRACE_SECCOMP_GET_METADATA: libc::c_uint = 0x420d;
+/// Size of one cBPF instruction (`struct sock_filter`).
+pub const SOCK_FILTER_LEN: usize = 8;
 const NT_X86_XSTATE: libc::c_int = 0x202;
 /// Large enough for any XSAVE layout the kernel exposes today (AMX included).
 const XSTATE_BUF: usize = 16 * 1024;
@@ -225,6 +233,47 @@ pub fn get_rseq(tid: i32) -> io::Result<RseqConfig> {
         &mut conf as *mut RseqConfig as usize,
     )?;
     Ok(conf)
+}
+
+/// The cBPF program of seccomp filter `index` of a stopped thread (0 = the first installed, the
+/// oldest: the kernel walks back from the newest by count - index - 1), as raw
+/// `struct sock_filter` instructions (8 bytes each). `ENOENT` past the last filter, `EINVAL`
+/// when the thread is not in filter mode. Needs `CAP_SYS_ADMIN`.
+pub fn seccomp_get_filter(tid: i32, index: u64) -> io::Result<Vec<u8>> {
+    let n = ptrace_raw(PTRACE_SECCOMP_GET_FILTER, tid, index as usize, 0)? as usize;
+    let mut buf = vec![0u8; n * SOCK_FILTER_LEN];
+    // The filter cannot change while the thread is stopped (only the thread itself, or a
+    // sibling with TSYNC, adds filters, and filters are never removed), so the count holds.
+    let got = ptrace_raw(
+        PTRACE_SECCOMP_GET_FILTER,
+        tid,
+        index as usize,
+        buf.as_mut_ptr() as usize,
+    )? as usize;
+    buf.truncate(got.min(n) * SOCK_FILTER_LEN);
+    Ok(buf)
+}
+
+#[repr(C)]
+struct SeccompMetadata {
+    filter_off: u64,
+    flags: u64,
+}
+
+/// The flags a seccomp filter was installed with (`SECCOMP_FILTER_FLAG_LOG` is the only one the
+/// kernel reports), through `PTRACE_SECCOMP_GET_METADATA`.
+pub fn seccomp_get_metadata(tid: i32, index: u64) -> io::Result<u64> {
+    let mut md = SeccompMetadata {
+        filter_off: index,
+        flags: 0,
+    };
+    ptrace_raw(
+        PTRACE_SECCOMP_GET_METADATA,
+        tid,
+        std::mem::size_of::<SeccompMetadata>(),
+        &mut md as *mut SeccompMetadata as usize,
+    )?;
+    Ok(md.flags)
 }
 
 /// What `waitpid` reported about a tracee.

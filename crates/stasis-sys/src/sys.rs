@@ -12,6 +12,12 @@ pub fn getpid() -> i32 {
     unsafe { libc::getpid() }
 }
 
+/// `getegid()`.
+pub fn getegid() -> u32 {
+    // SAFETY: getegid has no preconditions.
+    unsafe { libc::getegid() }
+}
+
 /// `geteuid()`.
 pub fn geteuid() -> u32 {
     // SAFETY: geteuid has no preconditions.
@@ -44,6 +50,38 @@ pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
+/// `pidfd_open(pid, flags)` (`PIDFD_NONBLOCK` = `O_NONBLOCK`, `PIDFD_THREAD` = `O_EXCL`).
+pub fn pidfd_open_flags(pid: i32, flags: u32) -> io::Result<OwnedFd> {
+    // SAFETY: integer arguments; on success the kernel returns a new fd that we own.
+    let fd = check(unsafe { libc::syscall(libc::SYS_pidfd_open, pid, flags) })?;
+    // SAFETY: fd is a freshly created descriptor owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// `PIDFD_GET_INFO` = `_IOWR(0xFF, 11, struct pidfd_info)` (64 bytes, version 0).
+const PIDFD_GET_INFO: libc::c_ulong = 0xC040_FF0B;
+/// `PIDFD_INFO_EXIT`.
+const PIDFD_INFO_EXIT: u64 = 1 << 3;
+
+/// The wait status of the process a pidfd refers to, once it has exited and been reaped
+/// (`PIDFD_GET_INFO` with `PIDFD_INFO_EXIT`, Linux 6.15). None: not known (still running, or
+/// a kernel without it).
+pub fn pidfd_exit_status(fd: RawFd) -> io::Result<Option<i32>> {
+    let mut info = [0u64; 8];
+    info[0] = PIDFD_INFO_EXIT;
+    // SAFETY: `info` is a 64-byte, 8-aligned buffer the kernel fills (struct pidfd_info v0).
+    let r = unsafe { libc::ioctl(fd, PIDFD_GET_INFO as _, info.as_mut_ptr()) };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        return match e.raw_os_error() {
+            Some(libc::ENOTTY) | Some(libc::EINVAL) | Some(libc::ESRCH) => Ok(None),
+            _ => Err(e),
+        };
+    }
+    // exit_code is the last 4 bytes (offset 60).
+    Ok((info[0] & PIDFD_INFO_EXIT != 0).then_some((info[7] >> 32) as i32))
+}
+
 /// `pidfd_getfd(pidfd, targetfd, 0)`: duplicate another process's fd into ours.
 pub fn pidfd_getfd(pidfd: &OwnedFd, target_fd: i32) -> io::Result<OwnedFd> {
     // SAFETY: integer arguments; on success the kernel returns a new fd that we own.
@@ -62,6 +100,34 @@ pub const KCMP_SIGHAND: i32 = 4;
 pub fn kcmp(pid1: i32, pid2: i32, kind: i32, idx1: u64, idx2: u64) -> io::Result<i32> {
     // SAFETY: integer arguments only.
     let r = check(unsafe { libc::syscall(libc::SYS_kcmp, pid1, pid2, kind, idx1, idx2) })?;
+    Ok(r as i32)
+}
+
+/// `kcmp(pid1, pid2, KCMP_EPOLL_TFD, fd1, {efd, tfd, toff})`: compares the file at `fd1` of
+/// `pid1` with the target of the `toff`-th registration numbered `tfd` in the epoll instance
+/// at `efd` of `pid2`: 0 equal, 1/2 ordered; `ENOENT` if no such registration.
+pub fn kcmp_epoll_tfd(
+    pid1: i32,
+    fd1: i32,
+    pid2: i32,
+    efd: i32,
+    tfd: i32,
+    toff: u32,
+) -> io::Result<i32> {
+    const KCMP_EPOLL_TFD: i32 = 7;
+    let slot: [u32; 3] = [efd as u32, tfd as u32, toff];
+    // SAFETY: the kernel reads the three u32 of `slot` (struct kcmp_epoll_slot), which lives
+    // across the call; the other arguments are integers.
+    let r = check(unsafe {
+        libc::syscall(
+            libc::SYS_kcmp,
+            pid1,
+            pid2,
+            KCMP_EPOLL_TFD,
+            fd1 as u64,
+            slot.as_ptr() as u64,
+        )
+    })?;
     Ok(r as i32)
 }
 
@@ -1005,4 +1071,57 @@ pub fn group_gid(name: &str) -> io::Result<Option<u32>> {
             Some(grp.gr_gid)
         });
     }
+}
+
+/// `kcmp` type for comparing fd tables (`CLONE_FILES` sharing).
+pub const KCMP_FILES: i32 = 2;
+
+/// `flock(fd, op)` on a descriptor (`LOCK_SH`/`LOCK_EX`, with `LOCK_NB` to not wait).
+pub fn flock_fd(fd: RawFd, op: i32) -> io::Result<()> {
+    // SAFETY: integer arguments only.
+    check(unsafe { libc::flock(fd, op) } as libc::c_long).map(|_| ())
+}
+
+/// `fcntl(fd, cmd, &struct flock)` for the record-lock commands (`F_SETLK`, `F_OFD_SETLK`,
+/// `F_GETLK`, `F_OFD_GETLK`): `l_type`, `l_start`, `l_len` (whence `SEEK_SET`); returns the
+/// struct as the kernel left it (`l_type`, `l_start`, `l_len`, `l_pid`).
+pub fn fcntl_lock(
+    fd: RawFd,
+    cmd: i32,
+    l_type: i16,
+    start: i64,
+    len: i64,
+) -> io::Result<(i16, i64, i64, i32)> {
+    // SAFETY: a zeroed `struct flock` is valid; the fields set below are plain integers.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = l_type;
+    fl.l_whence = libc::SEEK_SET as i16;
+    fl.l_start = start;
+    fl.l_len = len;
+    // SAFETY: the kernel reads and writes one `struct flock` in our local for these commands.
+    check(unsafe { libc::fcntl(fd, cmd, &mut fl as *mut libc::flock) } as libc::c_long)?;
+    Ok((fl.l_type, fl.l_start, fl.l_len, fl.l_pid))
+}
+
+/// `fcntl` commands of the owner of a description (not in `libc` for this target).
+pub const F_SETSIG: i32 = 10;
+/// See [`F_SETSIG`].
+pub const F_GETSIG: i32 = 11;
+/// See [`F_SETSIG`].
+pub const F_SETOWN_EX: i32 = 15;
+/// See [`F_SETSIG`].
+pub const F_GETOWN_EX: i32 = 16;
+
+#[repr(C)]
+struct FOwnerEx {
+    kind: i32,
+    pid: i32,
+}
+
+/// `fcntl(fd, F_GETOWN_EX)`: (owner type, pid) as the caller's pid namespace sees it.
+pub fn get_owner_ex(fd: RawFd) -> io::Result<(i32, i32)> {
+    let mut o = FOwnerEx { kind: 0, pid: 0 };
+    // SAFETY: the kernel writes one `struct f_owner_ex` (two ints) into our local.
+    check(unsafe { libc::fcntl(fd, F_GETOWN_EX, &mut o as *mut FOwnerEx) } as libc::c_long)?;
+    Ok((o.kind, o.pid))
 }

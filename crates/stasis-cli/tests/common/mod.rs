@@ -817,7 +817,8 @@ fn checkpoint_leave(w: &Workload, dir: &Path) {
     );
 }
 
-fn restore_into(w: &mut Workload, dir: &Path) {
+/// Restore the image in `dir` and follow the workload's new root pid.
+pub fn restore_into(w: &mut Workload, dir: &Path) {
     let (pid, _out) = restore(dir);
     w.set_pid(pid);
 }
@@ -1565,4 +1566,12 @@ macro_rules! conformance_tests {
             $crate::common::roundtrip($wl, $args, $crate::common::Mode::Double);
         }
     };
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind a free port on 127.0.0.1")
+        .port()
 }

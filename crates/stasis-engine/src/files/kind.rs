@@ -8,6 +8,7 @@
 use super::{FileTable, Opened, Probe};
 use crate::error::{CheckpointError, Failure};
 use crate::memory::ShmemTable;
+use crate::remote::Remote;
 use crate::unix::InFlight;
 use stasis_image::records::{self as rec, FileKind};
 use stasis_image::{ImageReader, ImageWriter};
@@ -91,6 +92,25 @@ pub(crate) trait ObjectKind: Sync {
         o: &mut Opened,
         cx: &mut RestoreCtx<'_>,
     ) -> Result<OwnedFd, Failure>;
+    /// Whether only a task of the tree can open the description (`/dev/tty` names the
+    /// opener's controlling terminal, `/proc/self/...` the opener): then `open` is not called;
+    /// the first task that holds it opens it with [`ObjectKind::open_in_task`] when its fds
+    /// are installed, and the other holders share that description.
+    fn opened_by_task(&self, _f: &rec::FileObject) -> bool {
+        false
+    }
+    /// Open the description inside task `r` (which holds it at `fd`) and return our copy.
+    fn open_in_task(
+        &self,
+        r: &mut Remote,
+        fd: i32,
+        _f: &rec::FileObject,
+    ) -> Result<OwnedFd, Failure> {
+        Err(Failure::msg(
+            r.pid,
+            format!("fd {fd}: a {} is not opened by a task", self.name()),
+        ))
+    }
     /// Restore phase 3.
     fn finish(&self, _o: &mut Opened, _cx: &mut RestoreCtx<'_>) -> Result<(), Failure> {
         Ok(())
@@ -102,9 +122,13 @@ pub(crate) trait ObjectKind: Sync {
 /// The registry, in the order the checkpoint tries the kinds (more specific first: a message
 /// queue or a socket before a regular file, pseudo-terminals before other character devices).
 pub(crate) static KINDS: &[&dyn ObjectKind] = &[
+    &super::opath::PathKind,
     &crate::mqueue::MqueueKind,
+    &crate::netlink::NetlinkKind,
+    &crate::packet::PacketKind,
     &crate::inet::InetKind,
     &crate::unix::UnixKind,
+    &crate::pidfd::PidfdKind,
     &super::fanotify::FanotifyKind,
     &crate::events::EventKind,
     &super::pipes::PipeKind,
@@ -114,6 +138,7 @@ pub(crate) static KINDS: &[&dyn ObjectKind] = &[
     &super::regular::DirectoryKind,
     &crate::pty::PtyMasterKind,
     &crate::pty::PtySlaveKind,
+    &crate::devtty::DevTtyKind,
     &super::regular::OtherTerminalKind,
     &super::regular::CharDeviceKind,
 ];

@@ -88,6 +88,20 @@ impl ObjectKind for RegularKind {
         Ok(())
     }
 
+    /// A file under a task's `/proc` is opened by the task (see `files/procfs.rs`).
+    fn opened_by_task(&self, f: &rec::FileObject) -> bool {
+        f.in_proc
+    }
+
+    fn open_in_task(
+        &self,
+        r: &mut crate::remote::Remote,
+        _fd: i32,
+        f: &rec::FileObject,
+    ) -> Result<OwnedFd, Failure> {
+        super::procfs::open_in_task(r, f)
+    }
+
     fn open(
         &self,
         f: &rec::FileObject,
@@ -342,6 +356,20 @@ impl ObjectKind for DirectoryKind {
         fo.kind = FileKind::Directory as i32;
         fo.inode_flags = read_inode_flags(t, p);
         Ok(Vec::new())
+    }
+
+    /// A file under a task's `/proc` is opened by the task (see `files/procfs.rs`).
+    fn opened_by_task(&self, f: &rec::FileObject) -> bool {
+        f.in_proc
+    }
+
+    fn open_in_task(
+        &self,
+        r: &mut crate::remote::Remote,
+        _fd: i32,
+        f: &rec::FileObject,
+    ) -> Result<OwnedFd, Failure> {
+        super::procfs::open_in_task(r, f)
     }
 
     fn open(

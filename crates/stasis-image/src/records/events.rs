@@ -22,9 +22,15 @@ pub struct EpollItem {
     /// epoll_data as u64.
     #[prost(uint64, tag = "3")]
     pub data: u64,
-    /// Pid whose fd table `tfd` refers to.
+    /// Pid whose fd table `tfd` refers to (0: the epoll was only in flight in a unix socket;
+    /// the root registers it at restore).
     #[prost(int32, tag = "4")]
     pub owner_pid: i32,
+    /// The open file description registered (a `Checkpoint.files` index), found with
+    /// `kcmp(KCMP_EPOLL_TFD)`: `tfd` is only the number it had when it was registered, which
+    /// may be closed or hold another file since. Absent in older images (then `tfd` is it).
+    #[prost(uint32, optional, tag = "5")]
+    pub target: Option<u32>,
 }
 
 /// Registrations of an epoll instance (readiness is recomputed by the kernel on restore).

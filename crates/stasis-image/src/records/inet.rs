@@ -1,4 +1,4 @@
-//! TCP and UDP sockets (IPv4 and IPv6).
+//! IPv4 and IPv6 sockets: TCP, UDP, UDP-Lite, raw and ICMP ("ping") sockets.
 
 /// A datagram queued on an inet socket.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -73,6 +73,44 @@ pub struct InetSocketState {
     /// An established TCP connection, saved through TCP_REPAIR.
     #[prost(message, optional, tag = "24")]
     pub tcp: Option<TcpConnState>,
+    /// Further socket options as read back (`SOL_SOCKET`, IP, IPv6, TCP, UDP, UDP-Lite, raw
+    /// levels: IP_RECVERR, IP_PKTINFO, IP_MTU_DISCOVER, IP_FREEBIND, multicast TTL/loop,
+    /// TCP_CORK, TCP_USER_TIMEOUT, keepalive times, TCP_CONGESTION, SO_BINDTODEVICE, …); restore
+    /// sets each one whose value differs from a new socket's.
+    #[prost(message, repeated, tag = "25")]
+    pub options: Vec<SockOpt>,
+    /// Classic BPF program attached with SO_ATTACH_FILTER (`struct sock_filter` array, 8 bytes
+    /// per instruction); empty: none.
+    #[prost(bytes = "vec", tag = "26")]
+    pub filter: Vec<u8>,
+    /// SO_LOCK_FILTER was set (the filter can no longer be changed).
+    #[prost(bool, tag = "27")]
+    pub filter_locked: bool,
+    /// Shutdown of a datagram socket (1: SHUT_RD, 2: SHUT_WR, 3: both), from `inet_diag`.
+    #[prost(uint32, tag = "28")]
+    pub shutdown: u32,
+    /// A TCP socket whose connection is over (both FINs exchanged, state CLOSE): restored
+    /// bound to its address and shut down both ways (reads give end of file, writes EPIPE).
+    #[prost(bool, tag = "29")]
+    pub tcp_closed: bool,
+}
+
+/// One socket option with the value read back from the socket.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct SockOpt {
+    /// `getsockopt` level (SOL_SOCKET, IPPROTO_IP, IPPROTO_IPV6, IPPROTO_TCP, …).
+    #[prost(int32, tag = "1")]
+    pub level: i32,
+    /// Option name at that level.
+    #[prost(int32, tag = "2")]
+    pub name: i32,
+    /// Integer value (when `data` is empty).
+    #[prost(int32, tag = "3")]
+    pub value: i32,
+    /// Value of an option that is not an integer (a device or congestion control name, a
+    /// filter); empty for integer options.
+    #[prost(bytes = "vec", tag = "4")]
+    pub data: Vec<u8>,
 }
 
 /// What TCP_REPAIR reads out of an established connection.
@@ -118,4 +156,9 @@ pub struct TcpConnState {
     /// The peer shut down for writing (its FIN is counted in `rcv_seq`).
     #[prost(bool, tag = "15")]
     pub fin_received: bool,
+    /// TCP state at checkpoint (`tcpi_state`: 1 ESTABLISHED, 4 FIN_WAIT1, 5 FIN_WAIT2,
+    /// 8 CLOSE_WAIT, 9 LAST_ACK, 11 CLOSING); 0: not recorded (older images). Restore uses it to
+    /// send the FINs again in the order they were sent.
+    #[prost(uint32, tag = "16")]
+    pub state: u32,
 }

@@ -81,10 +81,32 @@ pub struct Vma {
     /// File identity at checkpoint (device, inode, size, mtime ns) for file mappings.
     #[prost(message, optional, tag = "11")]
     pub file_id: Option<FileIdentity>,
-    /// A private mapping (`FilePrivate`) of a file deleted since: the file's content is the
-    /// shared-memory object `shmem_id` (kind `DeletedFile`), recreated at restore.
-    #[prost(bool, tag = "17")]
-    pub deleted_file: bool,
+    /// Parts of this mapping the process inherits from its parent at restore, copy-on-write
+    /// through fork as the tree was built: at the checkpoint its pages there were (at least in
+    /// part) the same physical pages as the parent's at the same addresses, and the parent had a
+    /// compatible mapping there. Pages of these parts absent from `pages` come from the parent.
+    /// Empty: the whole mapping is created anew (also every image from before this field).
+    #[prost(message, repeated, tag = "12")]
+    pub inherit: Vec<AddrRange>,
+    /// Parts of `inherit` to drop (`MADV_DONTNEED`) right after inheriting them, before `pages`
+    /// are written: there the parent has pages of its own and this process does not share them
+    /// (its content is empty — zero, or the file's — or written from `pages`).
+    #[prost(message, repeated, tag = "13")]
+    pub discard: Vec<AddrRange>,
+    /// A private mapping (`FilePrivate`) whose file is shared-memory object `shmem_id` — a
+    /// memfd, or a file deleted since it was mapped — restored from the image rather than
+    /// opened by path.
+    #[prost(bool, tag = "14")]
+    pub from_shmem: bool,
+}
+
+/// An address range `[start, end)`, page-aligned.
+#[derive(Clone, Copy, PartialEq, Eq, prost::Message)]
+pub struct AddrRange {
+    #[prost(uint64, tag = "1")]
+    pub start: u64,
+    #[prost(uint64, tag = "2")]
+    pub end: u64,
 }
 
 /// Pages stored in one chunk: `count` pages from `addr` are at `chunk_offset` in the chunk.
@@ -146,6 +168,11 @@ pub struct ShmemObject {
     pub gid: u32,
     #[prost(bool, tag = "13")]
     pub destroyed: bool,
+    /// A deleted file (`DeletedFile`) that is mapped privately: restored as a regular file
+    /// created at its path (`name`, or a hidden name beside it if that exists again), filled,
+    /// then unlinked, so that its mappings show the path as before. `mode` holds its mode.
+    #[prost(bool, tag = "17")]
+    pub private_file: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]

@@ -9,22 +9,32 @@
 //! defaults that mean "absent"; tags are never reused or retyped.
 
 mod events;
+mod filelock;
 mod inet;
 mod memory;
 mod mqueue;
+mod netlink;
+mod packet;
+mod pidfd;
 mod pipe;
 mod process;
 mod pty;
+mod seccomp;
 mod sysv;
 mod unix;
 
 pub use events::*;
+pub use filelock::*;
 pub use inet::*;
 pub use memory::*;
 pub use mqueue::*;
+pub use netlink::*;
+pub use packet::*;
+pub use pidfd::*;
 pub use pipe::*;
 pub use process::*;
 pub use pty::*;
+pub use seccomp::*;
 pub use sysv::*;
 pub use unix::*;
 
@@ -65,6 +75,10 @@ pub struct Checkpoint {
     /// System V message queues used by the tree.
     #[prost(message, repeated, tag = "11")]
     pub sysv_msg: Vec<SysvMsg>,
+    /// Every distinct seccomp filter of the tree's tasks, each after the one it was installed
+    /// on (see the `seccomp` records).
+    #[prost(message, repeated, tag = "15")]
+    pub seccomp_filters: Vec<SeccompFilter>,
 }
 
 /// One descriptor in a process's fd table.
@@ -116,6 +130,17 @@ pub enum FileKind {
     /// A `/proc/PID` directory of a task that had exited: restored as such a directory of
     /// another dead task (reads fail with ESRCH or ENOENT as before).
     ProcDeadTask = 25,
+    /// `/dev/tty` (5,0), the alias of the opener's controlling terminal: opened again by the
+    /// task itself once it has its controlling terminal back.
+    DevTty = 17,
+    /// Pidfd of a process or thread (`pidfd`).
+    Pidfd = 16,
+    /// Descriptor opened with `O_PATH` (of any file type, symlinks with `O_NOFOLLOW`; `st_mode`).
+    Path = 18,
+    /// Netlink socket (`netlink`).
+    NetlinkSocket = 21,
+    /// Packet socket (`packet`).
+    PacketSocket = 22,
 }
 
 /// One open file description.
@@ -156,9 +181,19 @@ pub struct FileObject {
     /// The state of the kinds that have one (at most one is set; its variant says which).
     #[prost(
         oneof = "file_object::State",
-        tags = "15, 16, 17, 18, 19, 20, 21, 22, 23, 38"
+        tags = "15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 38, 42, 43"
     )]
     pub state: Option<file_object::State>,
+    /// Locks owned by this description (flock, OFD locks), taken again on it at restore.
+    #[prost(message, repeated, tag = "30")]
+    pub locks: Vec<FileLock>,
+    /// `F_SETOWN_EX`/`F_SETSIG` owner; absent: no owner and no signal set.
+    #[prost(message, optional, tag = "31")]
+    pub owner: Option<FileOwner>,
+    /// The full `st_mode` of what an `O_PATH` descriptor refers to (`FileKind::Path`): restore
+    /// checks the path still names an object of that type.
+    #[prost(uint32, tag = "32")]
+    pub st_mode: u32,
     /// Owner and times of a deleted file or FIFO, set again on the recreated one. Absent: not
     /// recorded (images of earlier builds).
     #[prost(message, optional, tag = "35")]
@@ -228,6 +263,15 @@ pub mod file_object {
         /// fanotify group (`FileKind::Fanotify`).
         #[prost(message, tag = "38")]
         Fanotify(super::FanotifyState),
+        /// Pidfd target (`FileKind::Pidfd`).
+        #[prost(message, tag = "24")]
+        Pidfd(super::PidfdState),
+        /// Netlink socket (`FileKind::NetlinkSocket`).
+        #[prost(message, tag = "42")]
+        Netlink(super::NetlinkSocketState),
+        /// Packet socket (`FileKind::PacketSocket`).
+        #[prost(message, tag = "43")]
+        Packet(super::PacketSocketState),
     }
 }
 
@@ -267,4 +311,7 @@ state_accessors! {
     inet, inet_mut, Inet, InetSocketState;
     mq, mq_mut, Mq, MqueueState;
     fanotify, fanotify_mut, Fanotify, FanotifyState;
+    pidfd, pidfd_mut, Pidfd, PidfdState;
+    netlink, netlink_mut, Netlink, NetlinkSocketState;
+    packet, packet_mut, Packet, PacketSocketState;
 }

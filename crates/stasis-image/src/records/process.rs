@@ -75,6 +75,46 @@ pub struct Process {
     /// The root directory had been removed (as `cwd_deleted`, for `root`).
     #[prost(message, optional, tag = "54")]
     pub root_deleted: Option<DeletedDir>,
+    /// The process had exited and was not yet reaped by its parent (a zombie): it has no
+    /// memory, fds or state of its own; restore creates it and makes it exit with
+    /// `exit_status`, so its parent's wait sees the same thing.
+    #[prost(bool, tag = "27")]
+    pub zombie: bool,
+    /// A zombie's wait status as `waitpid` reports it (`code << 8`, or the signal that killed
+    /// it with 0x80 if it dumped core).
+    #[prost(int32, tag = "28")]
+    pub exit_status: i32,
+    /// Stopped by job control with this signal (SIGSTOP, SIGTSTP, SIGTTIN, SIGTTOU); 0: not
+    /// stopped.
+    #[prost(int32, tag = "29")]
+    pub stop_signal: i32,
+    /// With `stop_signal`: the parent has already collected the stop (`waitpid(WUNTRACED)`),
+    /// so it is not reported again.
+    #[prost(bool, tag = "30")]
+    pub stop_reported: bool,
+    /// `PR_GET_THP_DISABLE` as the kernel returns it (bit 0: THP disabled; 0: not set).
+    #[prost(uint32, tag = "31")]
+    pub thp_disable: u32,
+    /// Audit login uid (`/proc/PID/loginuid`, 4294967295 when unset); None: not recorded (a
+    /// kernel without audit). The audit session id is not kept: no interface sets it.
+    #[prost(uint32, optional, tag = "32")]
+    pub loginuid: Option<u32>,
+    /// Membarrier registrations: the `MEMBARRIER_CMD_REGISTER_*` command bits that
+    /// `MEMBARRIER_CMD_GET_REGISTRATIONS` returned (0 before Linux 6.3).
+    #[prost(uint32, tag = "33")]
+    pub membarrier: u32,
+    /// Continued (SIGCONT) after a job-control stop, and the parent has not collected that
+    /// yet (`waitpid(WCONTINUED)` would report it).
+    #[prost(bool, tag = "34")]
+    pub continued: bool,
+    /// Locks this process takes again through one of its fds: POSIX record locks (owned by
+    /// the process) and leases (owned by a description, set by the process that held it).
+    #[prost(message, repeated, tag = "48")]
+    pub locks: Vec<FileLock>,
+    /// This process shares its fd table with process `fd_table_of` (`CLONE_FILES`), its
+    /// parent: it is created with `CLONE_FILES` and its fds are not installed again. 0: own table.
+    #[prost(int32, tag = "49")]
+    pub fd_table_of: i32,
 }
 
 /// Mode and owner of a removed directory still in use as a task's cwd or root.
@@ -122,6 +162,20 @@ pub struct Thread {
     /// CPUs the thread may run on (empty: not recorded).
     #[prost(uint32, repeated, tag = "13")]
     pub affinity: Vec<u32>,
+    /// Seccomp mode (a `SeccompMode`; seccomp is per thread).
+    #[prost(enumeration = "SeccompMode", tag = "20")]
+    pub seccomp_mode: i32,
+    /// The thread's most recent seccomp filter: its index in `Checkpoint.seccomp_filters` plus
+    /// one (0: none); the rest of its chain follows the filters' `parent` links.
+    #[prost(uint32, tag = "21")]
+    pub seccomp_filter: u32,
+    /// no_new_privs of this thread (the kernel keeps it per thread); absent: the process's
+    /// `Creds.no_new_privs`.
+    #[prost(bool, optional, tag = "22")]
+    pub no_new_privs: Option<bool>,
+    /// Timer slack in nanoseconds (`PR_GET_TIMERSLACK`); 0: not recorded.
+    #[prost(uint64, tag = "14")]
+    pub timer_slack_ns: u64,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]

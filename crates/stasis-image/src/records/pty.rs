@@ -1,6 +1,7 @@
 //! Pseudo-terminals and controlling terminals.
 
-/// A pseudo-terminal pair (on the master's record; a slave's record holds the index only).
+/// A pseudo-terminal pair (on the master's record; a slave's record holds the index, and
+/// its termios and window size).
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct PtyState {
     /// /dev/pts/INDEX.

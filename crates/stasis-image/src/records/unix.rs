@@ -59,19 +59,29 @@ pub struct UnixSocketState {
     /// SO_PEEK_OFF (-1: disabled).
     #[prost(int32, tag = "15")]
     pub peek_off: i32,
-    /// Mode and owner of the socket file of a socket bound to a path (set again after the
-    /// bind). Absent: not bound to a path, the file is gone, or an earlier build.
-    #[prost(message, optional, tag = "23")]
-    pub path_attrs: Option<SocketFileAttrs>,
-}
-
-/// Permission bits and owner of a bound unix socket's file.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct SocketFileAttrs {
-    #[prost(uint32, tag = "1")]
-    pub mode: u32,
-    #[prost(uint32, tag = "2")]
-    pub uid: u32,
-    #[prost(uint32, tag = "3")]
-    pub gid: u32,
+    /// A connected stream or seqpacket socket whose peer was closed (what is queued is read,
+    /// then end-of-file); restored by connecting it to a temporary peer that is closed again.
+    #[prost(bool, tag = "16")]
+    pub peer_closed: bool,
+    /// The peer was closed with data of ours unread, so a read reports ECONNRESET once the
+    /// queue is empty (EPOLLERR was pending).
+    #[prost(bool, tag = "17")]
+    pub peer_reset: bool,
+    /// The socket file of `name` was deleted (or its directory removed) since the bind: the
+    /// socket keeps the name but no path reaches it.
+    #[prost(bool, tag = "18")]
+    pub name_gone: bool,
+    /// Mode of the socket file of `name` (permission bits; 0: unknown, left as bind made it).
+    #[prost(uint32, tag = "19")]
+    pub file_mode: u32,
+    /// Owner of the socket file (uid << 32 | gid; only meaningful when `file_mode` is set).
+    #[prost(uint64, tag = "20")]
+    pub file_owner: u64,
+    /// A client of a pending connection (not accepted yet): what it sent, queued in the
+    /// connection's server socket, which the listener's `accept` will return.
+    #[prost(message, repeated, tag = "21")]
+    pub embryo_queue: Vec<UnixMessage>,
+    /// The directory a relative path `name` was bound in (absolute; empty for other names).
+    #[prost(string, tag = "22")]
+    pub bind_dir: String,
 }
