@@ -40,6 +40,7 @@ pub mod netlock;
 pub mod nsmap;
 pub mod packet;
 pub mod pidfd;
+mod plan;
 pub mod process;
 pub mod progress;
 pub mod pty;

@@ -625,9 +625,9 @@ fn create_root(
     Ok((root_pid, hmap, r, own_pidfd))
 }
 
-/// The other processes (parents first, each cloned by its parent with its pid, after the
-/// memory it inherits is in the parent: see [`crate::cow`]), their process groups and
-/// foreground groups, then every thread.
+/// The other processes (each cloned by its creator with its pid, after the memory it inherits
+/// is in the creator: see [`crate::cow`]), their sessions and process groups, foreground
+/// groups, every thread, and the zombies, in the order of [`crate::plan::creation_plan`].
 fn create_tasks(
     img: &rec::Checkpoint,
     gadget: u64,
@@ -637,41 +637,97 @@ fn create_tasks(
     remotes: &mut HashMap<i32, Remote>,
     prefork: &mut crate::cow::PreFork,
 ) -> Result<(), Failure> {
-    // Processes, parents first.
-    for p in &img.processes[1..] {
-        let (by, flags) = crate::files::creator(p);
-        let parent = remotes
+    let plan = crate::plan::creation_plan(&img.processes);
+    let mut k = Injector {
+        img,
+        gadget,
+        opened,
+        created,
+        hmap,
+        remotes,
+        prefork,
+    };
+    crate::plan::execute(&plan, &mut k)
+}
+
+/// The plan's kernel: calls injected into the tasks being restored.
+struct Injector<'a, 'b> {
+    img: &'a rec::Checkpoint,
+    gadget: u64,
+    opened: &'a mut Opened,
+    created: &'a mut Created,
+    hmap: &'a mut HashMap<i32, i32>,
+    remotes: &'a mut HashMap<i32, Remote>,
+    prefork: &'a mut crate::cow::PreFork<'b>,
+}
+
+impl<'a> Injector<'a, '_> {
+    fn process(&self, pid: i32) -> Result<&'a rec::Process, Failure> {
+        self.img
+            .processes
+            .iter()
+            .find(|p| p.pid == pid)
+            .ok_or_else(|| Failure::msg(pid, "not in the image"))
+    }
+
+    fn remote(&mut self, pid: i32) -> Result<&mut Remote, Failure> {
+        self.remotes
+            .get_mut(&pid)
+            .ok_or_else(|| Failure::msg(pid, "not restored yet"))
+    }
+}
+
+impl crate::plan::TaskKernel for Injector<'_, '_> {
+    fn create_process(
+        &mut self,
+        pid: i32,
+        by: i32,
+        flags: u64,
+        exit_signal: u64,
+    ) -> Result<(), Failure> {
+        let p = self.process(pid)?;
+        let parent = self
+            .remotes
             .get_mut(&by)
-            .ok_or_else(|| Failure::msg(p.pid, format!("its creator {by} is not restored")))?;
-        // clone3 refuses an exit signal with CLONE_PARENT: the creator's own is used.
-        let exit_signal = if flags & libc::CLONE_PARENT as u64 != 0 {
-            0
-        } else {
-            p.exit_signal.max(0) as u64
-        };
-        let pid = inject_clone(parent, flags, exit_signal, p.pid)?;
-        created.tasks.push((pid, pid));
-        hmap.insert(p.pid, pid);
-        let mut r = Remote::new(pid, pid, gadget, regs_of(pid)?);
-        if p.sid == p.pid {
-            r.call("setsid", libc::SYS_setsid, &[])?;
-            crate::pty::acquire_ctty(&mut r, p, img, opened)?;
-        }
+            .ok_or_else(|| Failure::msg(pid, format!("its creator {by} is not restored")))?;
+        let host = inject_clone(parent, flags, exit_signal, pid)?;
+        self.created.tasks.push((host, host));
+        self.hmap.insert(pid, host);
+        let mut r = Remote::new(host, host, self.gadget, regs_of(host)?);
         if !p.zombie {
             // (a zombie-to-be gets no memory: it exits once its group and session are set)
-            prefork.process(img, p, &mut r, opened)?;
+            self.prefork.process(self.img, p, &mut r, self.opened)?;
         }
-        remotes.insert(p.pid, r);
+        self.remotes.insert(pid, r);
+        Ok(())
     }
-    // Process groups, in the order [`group_plan`] gives.
-    for (pid, pgid) in group_plan(&img.processes) {
-        let cur = proc::read_stat(hmap[&pid])
+
+    fn setsid(&mut self, pid: i32) -> Result<(), Failure> {
+        let (img, p) = (self.img, self.process(pid)?);
+        let r = self
+            .remotes
+            .get_mut(&pid)
+            .ok_or_else(|| Failure::msg(pid, "not restored yet"))?;
+        r.call("setsid", libc::SYS_setsid, &[])?;
+        crate::pty::acquire_ctty(r, p, img, self.opened)
+    }
+
+    fn pgid(&mut self, pid: i32) -> Result<i32, Failure> {
+        let host = self.hmap[&pid];
+        let cur = proc::read_stat(host)
             .ctx(pid, || "reading stat".into())?
             .pgrp;
-        if cur == hmap[&pgid] {
-            continue;
-        }
-        let r = remotes.get_mut(&pid).expect("created");
+        // As the image names it (a group outside the tree: no image pid).
+        Ok(self
+            .hmap
+            .iter()
+            .find(|(_, &h)| h == cur)
+            .map(|(&i, _)| i)
+            .unwrap_or(i32::MIN))
+    }
+
+    fn setpgid(&mut self, pid: i32, pgid: i32) -> Result<(), Failure> {
+        let r = self.remote(pid)?;
         if pgid == pid {
             r.call("setpgid(0, 0)", libc::SYS_setpgid, &[0, 0])?;
         } else {
@@ -681,29 +737,41 @@ fn create_tasks(
                 &[0, pgid as u64],
             )?;
         }
+        Ok(())
     }
-    for p in &img.processes {
-        let r = remotes.get_mut(&p.pid).expect("created");
-        crate::pty::restore_foreground(r, p, img, opened)?;
-    }
-    // Threads.
-    for p in &img.processes {
-        for t in &p.threads[1..] {
-            let r = remotes.get_mut(&p.pid).expect("created");
-            let tid = inject_clone(r, CLONE_THREAD_FLAGS, 0, t.tid)?;
-            created.tasks.push((hmap[&p.pid], tid));
-            hmap.insert(t.tid, tid);
+
+    fn groups_done(&mut self) -> Result<(), Failure> {
+        let img = self.img;
+        for p in &img.processes {
+            let r = self
+                .remotes
+                .get_mut(&p.pid)
+                .ok_or_else(|| Failure::msg(p.pid, "not restored yet"))?;
+            crate::pty::restore_foreground(r, p, img, self.opened)?;
         }
+        Ok(())
     }
-    // Zombies, now that their groups and sessions are in place.
-    for p in img.processes.iter().filter(|p| p.zombie) {
-        let r = remotes.remove(&p.pid).expect("created");
-        let parent = remotes
+
+    fn create_thread(&mut self, leader: i32, tid: i32) -> Result<(), Failure> {
+        let r = self.remote(leader)?;
+        let host = inject_clone(r, CLONE_THREAD_FLAGS, 0, tid)?;
+        self.created.tasks.push((self.hmap[&leader], host));
+        self.hmap.insert(tid, host);
+        Ok(())
+    }
+
+    fn make_zombie(&mut self, pid: i32) -> Result<(), Failure> {
+        let p = self.process(pid)?;
+        let r = self
+            .remotes
+            .remove(&pid)
+            .ok_or_else(|| Failure::msg(pid, "not restored yet"))?;
+        let parent = self
+            .remotes
             .get_mut(&p.ppid)
-            .ok_or_else(|| Failure::msg(p.pid, "parent not restored"))?;
-        crate::process::make_zombie(r, parent, p)?;
+            .ok_or_else(|| Failure::msg(pid, "parent not restored"))?;
+        crate::process::make_zombie(r, parent, p)
     }
-    Ok(())
 }
 
 /// Every process's mappings not created before its children (vdso, mm fields and exe are set by
