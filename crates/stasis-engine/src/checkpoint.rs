@@ -386,7 +386,7 @@ fn checkpoint_into(
     progress::enter(&opts.progress, Phase::Collecting);
     run_parasites(&mut frozen, &mut procs, &mut jrnl)?;
     files.dump_pipes()?;
-    crate::unix::dump_pending_connections(&frozen, &procs, &mut files)?;
+    crate::files::after_parasites(&frozen, &procs, &mut files)?;
     failpoint::check("tasks")?;
 
     // Memory: resident pages first, then swapped ones. A tree that goes on running
@@ -436,7 +436,7 @@ fn checkpoint_into(
             .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
             .unwrap_or(0),
     };
-    crate::pidfd::check_targets(&img)?;
+    crate::files::check_image(&img)?;
     if opts.pid_ns {
         crate::nsmap::to_namespace(&mut img)?;
     }
@@ -464,6 +464,34 @@ fn checkpoint_into(
             img.processes[job.slot.0].vmas[job.slot.1].pages.extend(r);
         }
     }
+    commit_image(writer, &img, &vdso_hash, opts, &mut stats)?;
+
+    // The image is durable: end the tree (unless it already runs on). Its TCP sockets stay in
+    // repair mode (they close silently) and their network lock stays until restore.
+    if let Some(t) = tcp.as_mut() {
+        if !opts.leave_running {
+            t.keep_for_restore();
+        }
+    }
+    if let Some(f) = frozen.take() {
+        stats.frozen_secs = t_frozen.elapsed().as_secs_f64();
+        stats.pids_still_busy = f.kill(Duration::from_secs(5));
+    }
+    jrnl.finish();
+    stats.total_secs = t0.elapsed().as_secs_f64();
+    Ok(stats)
+}
+
+/// Write the records and commit the image (signed): durable once this returns. A failure
+/// after the manifest is written takes it back, so a failed checkpoint never leaves a
+/// complete-looking image.
+fn commit_image(
+    writer: ImageWriter,
+    img: &rec::Checkpoint,
+    vdso_hash: &[u8],
+    opts: &CheckpointOptions,
+    stats: &mut CheckpointStats,
+) -> Result<(), CheckpointError> {
     writer
         .put_file(
             stasis_image::OBJECTS_FILE,
@@ -476,7 +504,7 @@ fn checkpoint_into(
         ("kernel".to_string(), img.kernel_release.clone()),
         (
             "vdso-blake3".to_string(),
-            stasis_image::chunk_hex(&vdso_hash.clone().try_into().unwrap_or([0; 32])),
+            stasis_image::chunk_hex(&vdso_hash.to_vec().try_into().unwrap_or([0; 32])),
         ),
         ("comm".to_string(), img.processes[0].threads[0].comm.clone()),
     ];
@@ -494,21 +522,7 @@ fn checkpoint_into(
         }
         return Err(e);
     }
-
-    // The image is durable: end the tree (unless it already runs on). Its TCP sockets stay in
-    // repair mode (they close silently) and their network lock stays until restore.
-    if let Some(t) = tcp.as_mut() {
-        if !opts.leave_running {
-            t.keep_for_restore();
-        }
-    }
-    if let Some(f) = frozen.take() {
-        stats.frozen_secs = t_frozen.elapsed().as_secs_f64();
-        stats.pids_still_busy = f.kill(Duration::from_secs(5));
-    }
-    jrnl.finish();
-    stats.total_secs = t0.elapsed().as_secs_f64();
-    Ok(stats)
+    Ok(())
 }
 
 /// `uname -r`.

@@ -764,6 +764,17 @@ impl ObjectKind for EventKind {
         Ok(())
     }
 
+    /// Epoll registrations name fds of the task: made by the task once its table is complete.
+    fn in_task(
+        &self,
+        r: &mut Remote,
+        p: &rec::Process,
+        img: &rec::Checkpoint,
+        o: &mut Opened,
+    ) -> Result<(), Failure> {
+        restore_epoll_items(r, p, img, o)
+    }
+
     fn describe(&self, _: &rec::Checkpoint, f: &rec::FileObject) -> String {
         match FileKind::try_from(f.kind) {
             Ok(FileKind::Eventfd) => {

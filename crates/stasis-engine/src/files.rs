@@ -442,6 +442,61 @@ fn seek_to_saved(file: &File, f: &rec::FileObject) -> Result<(), Failure> {
     Ok(())
 }
 
+/// Checkpoint: every kind's [`ObjectKind::after_parasites`].
+pub fn after_parasites(
+    frozen: &crate::freeze::Frozen,
+    procs: &[rec::Process],
+    t: &mut FileTable,
+) -> Result<(), CheckpointError> {
+    for k in KINDS {
+        k.after_parasites(frozen, procs, t)?;
+    }
+    Ok(())
+}
+
+/// Checkpoint: every kind's [`ObjectKind::check_image`].
+pub fn check_image(img: &rec::Checkpoint) -> Result<(), CheckpointError> {
+    for k in KINDS {
+        k.check_image(img)?;
+    }
+    Ok(())
+}
+
+/// Restore: every kind's [`ObjectKind::tasks_created`].
+pub fn tasks_created(
+    img: &rec::Checkpoint,
+    o: &mut Opened,
+    host: &dyn Fn(i32) -> i32,
+    root: &mut Remote,
+) -> Result<(), Failure> {
+    for k in KINDS {
+        k.tasks_created(img, o, host, root)?;
+    }
+    Ok(())
+}
+
+/// Restore, in task `r` once its fds are installed: every kind's [`ObjectKind::in_task`], then
+/// the POSIX locks and leases the process held (taken again by the process itself).
+pub fn in_task(
+    r: &mut Remote,
+    p: &rec::Process,
+    img: &rec::Checkpoint,
+    o: &mut Opened,
+) -> Result<(), Failure> {
+    for k in KINDS {
+        k.in_task(r, p, img, o)?;
+    }
+    locks::restore_in_task(r, p, img)
+}
+
+/// Restore: every kind's [`ObjectKind::network_open`].
+pub fn network_open(img: &rec::Checkpoint, o: &Opened) -> Result<(), Failure> {
+    for k in KINDS {
+        k.network_open(img, o)?;
+    }
+    Ok(())
+}
+
 /// One line describing an open file description of an image, by its kind (`stasis inspect`).
 pub fn describe(img: &rec::Checkpoint, f: &rec::FileObject) -> String {
     let mut line = match kind::for_record(f.kind) {

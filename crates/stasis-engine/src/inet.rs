@@ -1118,6 +1118,11 @@ impl ObjectKind for InetKind {
         cx.take_made(f, "socket was not recreated")
     }
 
+    /// The FIN of each side that had shut down for writing is sent again.
+    fn network_open(&self, img: &rec::Checkpoint, o: &Opened) -> Result<(), Failure> {
+        replay_fins(img, &o.files)
+    }
+
     fn describe(&self, _: &rec::Checkpoint, f: &rec::FileObject) -> String {
         let Some(u) = f.inet() else {
             return "inet socket".into();

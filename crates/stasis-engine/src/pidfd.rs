@@ -211,6 +211,22 @@ impl ObjectKind for PidfdKind {
         open_early(f)
     }
 
+    /// Every target must be a task of the tree.
+    fn check_image(&self, img: &rec::Checkpoint) -> Result<(), CheckpointError> {
+        check_targets(img)
+    }
+
+    /// The stand-ins are replaced by pidfds of the restored tasks.
+    fn tasks_created(
+        &self,
+        img: &rec::Checkpoint,
+        o: &mut Opened,
+        host: &dyn Fn(i32) -> i32,
+        root: &mut Remote,
+    ) -> Result<(), Failure> {
+        open_targets(img, o, host, root)
+    }
+
     fn describe(&self, _: &rec::Checkpoint, f: &rec::FileObject) -> String {
         match f.pidfd() {
             Some(p) if p.exited && p.exit_known => {

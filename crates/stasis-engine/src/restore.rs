@@ -824,8 +824,7 @@ fn restore_process_state(
             let mut tr = Remote::new(host(p.pid), host(t.tid), gadget, regs_of(host(t.tid))?);
             task::restore_loginuid(&mut tr, p, loginuid)?;
         }
-        crate::events::restore_epoll_items(r, p, img, opened)?;
-        crate::files::locks::restore_in_task(r, p, img)?;
+        crate::files::in_task(r, p, img, opened)?;
         task::restore_process_misc(r, p)?;
         task::restore_sigactions(r, p)?;
         if crate::files::shares_fd_table(p) {
@@ -897,7 +896,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreStats, RestoreError> {
         crate::netlock::unlock(&img.net_lock)
             .ctx(0, || format!("removing network lock {}", img.net_lock))?;
     }
-    crate::inet::replay_fins(&img, &opened.files)?;
+    crate::files::network_open(&img, &opened)?;
     failpoint::check("prepare")?;
     let gadget = pick_gadget(&img)?;
     let root = &img.processes[0];
@@ -927,7 +926,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreStats, RestoreError> {
     failpoint::check("tasks")?;
     let host = |id: i32| hmap.get(&id).copied().unwrap_or(id);
     let r = remotes.get_mut(&root.pid).expect("created");
-    crate::pidfd::open_targets(&img, &mut opened, &host, r)?;
+    crate::files::tasks_created(&img, &mut opened, &host, r)?;
 
     // Memory layout.
     progress::enter(&opts.progress, Phase::ReadingPages);

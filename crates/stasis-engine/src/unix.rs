@@ -847,6 +847,16 @@ impl ObjectKind for UnixKind {
         requeue_all(cx.img, &o.files, &mut cx.made)
     }
 
+    /// Pending connections of listeners holding data: accepted, read and put back.
+    fn after_parasites(
+        &self,
+        frozen: &crate::freeze::Frozen,
+        procs: &[rec::Process],
+        t: &mut FileTable,
+    ) -> Result<(), CheckpointError> {
+        dump_pending_connections(frozen, procs, t)
+    }
+
     fn describe(&self, _: &rec::Checkpoint, f: &rec::FileObject) -> String {
         let Some(u) = f.unix() else {
             return "unix socket".into();

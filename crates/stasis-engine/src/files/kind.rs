@@ -81,6 +81,21 @@ pub(crate) trait ObjectKind: Sync {
     fn dump_finish(&self, _t: &mut FileTable) -> Result<(), CheckpointError> {
         Ok(())
     }
+    /// Checkpoint, once the parasites have run (the tasks can be injected into, the fd tables
+    /// are dumped): what needs both (pending connections of unix listeners) — default: nothing.
+    fn after_parasites(
+        &self,
+        _frozen: &crate::freeze::Frozen,
+        _procs: &[rec::Process],
+        _t: &mut FileTable,
+    ) -> Result<(), CheckpointError> {
+        Ok(())
+    }
+    /// Checkpoint, on the finished image: checks across it (pidfd targets inside the tree) —
+    /// default: nothing.
+    fn check_image(&self, _img: &rec::Checkpoint) -> Result<(), CheckpointError> {
+        Ok(())
+    }
     /// Restore phase 1.
     fn create(&self, _o: &mut Opened, _cx: &mut RestoreCtx<'_>) -> Result<(), Failure> {
         Ok(())
@@ -113,6 +128,33 @@ pub(crate) trait ObjectKind: Sync {
     }
     /// Restore phase 3.
     fn finish(&self, _o: &mut Opened, _cx: &mut RestoreCtx<'_>) -> Result<(), Failure> {
+        Ok(())
+    }
+    /// Restore, once every task exists (zombies included), before memory: what refers to tasks
+    /// (pidfds) — default: nothing. `host` maps image pids to ours; `root` is the root task.
+    fn tasks_created(
+        &self,
+        _img: &rec::Checkpoint,
+        _o: &mut Opened,
+        _host: &dyn Fn(i32) -> i32,
+        _root: &mut Remote,
+    ) -> Result<(), Failure> {
+        Ok(())
+    }
+    /// Restore, in task `r` (process `p`) once its fds are installed: what the task itself
+    /// must do with them (epoll registrations) — default: nothing.
+    fn in_task(
+        &self,
+        _r: &mut Remote,
+        _p: &rec::Process,
+        _img: &rec::Checkpoint,
+        _o: &mut Opened,
+    ) -> Result<(), Failure> {
+        Ok(())
+    }
+    /// Restore, once the tree's sockets are out of repair mode and the network lock is gone
+    /// (TCP FINs sent again) — default: nothing.
+    fn network_open(&self, _img: &rec::Checkpoint, _o: &Opened) -> Result<(), Failure> {
         Ok(())
     }
     /// One line for `stasis inspect`.
