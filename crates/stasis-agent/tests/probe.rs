@@ -63,8 +63,28 @@ fn tcp_and_http_probes() {
     let port = l.local_addr().unwrap().port();
     check(&format!("tcp:127.0.0.1:{port}").parse().unwrap(), here(), T).unwrap();
     drop(l);
+    // A port bound by a socket that does not listen refuses connections, and no other test
+    // can take it meanwhile (a port merely freed can be handed out again at once).
+    let closed = rustix::net::socket(
+        rustix::net::AddressFamily::INET,
+        rustix::net::SocketType::STREAM,
+        None,
+    )
+    .unwrap();
+    rustix::net::bind(
+        &closed,
+        &"127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap(),
+    )
+    .unwrap();
+    let closed_port = std::net::SocketAddrV4::try_from(rustix::net::getsockname(&closed).unwrap())
+        .unwrap()
+        .port();
     assert!(matches!(
-        check(&format!("tcp:127.0.0.1:{port}").parse().unwrap(), here(), T),
+        check(
+            &format!("tcp:127.0.0.1:{closed_port}").parse().unwrap(),
+            here(),
+            T
+        ),
         Err(ProbeError::Unhealthy(_))
     ));
     let ok = http_server(200);
