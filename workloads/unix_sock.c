@@ -15,8 +15,8 @@
  *  - a listening SOCK_STREAM socket bound to CTL_DIR/listen.sock (relative
  *    name "listen.sock" if the absolute path does not fit in sun_path),
  *    backlog 8, with 2 connections not yet accepted whose client ends c1, c2
- *    (they send their data at verify time: the engine refuses unread data in a connection
- *    that was never accepted),
+ *    (they send their data at verify time; pending connections that already hold data
+ *    are unix_listen_data.c's case),
  *    are held here and have already sent 109 / 3000 bytes; accept() must
  *    return c1's connection first, then c2's, with their data;
  *  - a SOCK_DGRAM socket bound to the abstract name "@stasis-ab-<pid>"
@@ -425,8 +425,8 @@ int main(int argc, char **argv)
     if (connect(c1, (struct sockaddr *)&laddr.a, laddr.len) < 0 ||
         connect(c2, (struct sockaddr *)&laddr.a, laddr.len) < 0)
         wl_fail("setup: connect to %s: %s", lpath, strerror(errno));
-    /* The clients send their data only at verify time: data queued in a connection that
-     * was never accepted cannot be read without accepting it, so the engine refuses it. */
+    /* The clients send their data only at verify time (connections queued with data
+     * before the checkpoint are tested by unix_listen_data.c). */
 
     /* 5. abstract datagram socket + connected bound peer */
     char abname[64], prname[64];

@@ -21,7 +21,7 @@
 //! would be connected to a socket outside the partition, which checkpoint refuses (the
 //! partition keeps running); the test checks that refusal too. Before each checkpoint the
 //! test waits for the backends of its finished one-shot clients to be reaped (see
-//! [`Pg::settle`]: a zombie in a partition is refused for now).
+//! [`Pg::settle`]), so that each image holds exactly the backends the test expects.
 //!
 //! PostgreSQL missing is a failure, not a skip: `scripts/ensure-deps.sh` installs it.
 #![cfg(target_os = "linux")]
@@ -329,12 +329,10 @@ impl Pg {
     /// Wait until the partition holds exactly `clients` client backends, no short-lived worker
     /// (autovacuum, parallel query) and no zombie.
     ///
-    /// The engine cannot checkpoint a zombie yet, and in a partition it cannot wait one out
-    /// either: the partition's cgroup stays frozen while the engine retries, so the parent (the
-    /// postmaster) never gets to reap a backend that exited just before the freeze (the
-    /// checkpoint is refused after ~1 s of futile retries). A backend exits a moment after its
-    /// client disconnects, so without this wait a checkpoint right after a one-shot `psql`
-    /// fails now and then.
+    /// A zombie is checkpointed and restored as a zombie, but a backend exits a moment after its
+    /// client disconnects, so without this wait an image taken right after a one-shot `psql`
+    /// would hold that backend alive, a zombie, or neither — and the counts the test checks
+    /// after the restore would vary from run to run.
     fn settle(&self, clients: usize) {
         let start = Instant::now();
         loop {
