@@ -103,6 +103,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/events/stream"),
     ("post", "/v1/login"),
     ("post", "/v1/logout"),
+    ("get", "/v1/nodes"),
+    ("get", "/v1/nodes/self"),
+    ("post", "/v1/nodes/trust"),
 ];
 
 /// The API's routes, without a guard and without the login routes (see [`unix_app`] and
@@ -124,6 +127,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/ffdc/{id}", get(ffdc_show))
         .route("/v1/events", get(events))
         .route("/v1/events/stream", get(stream))
+        .route("/v1/nodes", get(nodes_list))
+        .route("/v1/nodes/self", get(node_self))
         .fallback(|| async {
             ApiError(
                 StatusCode::NOT_FOUND,
@@ -159,6 +164,7 @@ pub fn tcp_app(shared: Arc<Shared>, guard: Arc<TcpGuard>) -> Router {
             Router::new()
                 .route("/v1/login", post(crate::auth::login))
                 .route("/v1/logout", post(crate::auth::logout))
+                .route("/v1/nodes/trust", post(node_trust))
                 .with_state(guard.clone()),
         )
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -173,6 +179,66 @@ async fn dashboard() -> impl IntoResponse {
         [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
         DASHBOARD,
     )
+}
+
+fn node_error(e: crate::nodes::NodeError) -> ApiError {
+    use crate::nodes::NodeError as E;
+    let code = match &e {
+        E::Bad { .. } | E::Name(_) | E::Itself(_) => StatusCode::BAD_REQUEST,
+        E::Unknown(_) => StatusCode::NOT_FOUND,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    ApiError(code, chain(&e))
+}
+
+/// `/v1/nodes`: the trusted nodes (without their secrets).
+async fn nodes_list(State(s): State<Arc<Shared>>) -> ApiResult {
+    let paths = s.paths.clone();
+    let nodes = tokio::task::spawn_blocking(move || crate::nodes::list(&paths))
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(node_error)?;
+    let nodes: Vec<Value> = nodes
+        .into_iter()
+        .map(|n| {
+            json!({"name": n.name, "addr": n.addr, "fingerprint": n.fingerprint,
+                   "first_seen": n.first_seen, "key_id": n.key_id, "trusted_at_ms": n.trusted_at_ms})
+        })
+        .collect();
+    Ok(Json(json!({ "nodes": nodes })))
+}
+
+/// `/v1/nodes/self`: this node's name and certificate (a trusted node's credential suffices).
+async fn node_self(State(s): State<Arc<Shared>>) -> ApiResult {
+    let paths = s.paths.clone();
+    let me = tokio::task::spawn_blocking(move || crate::nodes::identity(&paths))
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(node_error)?;
+    Ok(Json(json!({
+        "name": me.name,
+        "fingerprint": crate::tls::fingerprint_hex(&me.fingerprint),
+        "image_key_id": me.image_key.id().to_string(),
+    })))
+}
+
+/// `POST /v1/nodes/trust` (TCP only, with this agent's token): trust the calling node and
+/// answer with this one (see [`crate::nodes`]).
+async fn node_trust(
+    State(g): State<Arc<TcpGuard>>,
+    body: Result<Json<crate::nodes::TrustMessage>, JsonRejection>,
+) -> Response {
+    let Json(msg) = match body {
+        Ok(b) => b,
+        Err(e) => return ApiError(StatusCode::BAD_REQUEST, e.body_text()).into_response(),
+    };
+    let paths = g.paths.clone();
+    let fp = g.tls_fingerprint;
+    match tokio::task::spawn_blocking(move || crate::nodes::accept(&paths, &msg, fp)).await {
+        Ok(Ok(reply)) => Json(reply).into_response(),
+        Ok(Err(e)) => node_error(e).into_response(),
+        Err(e) => ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
 }
 
 async fn openapi() -> impl IntoResponse {
@@ -557,6 +623,8 @@ pub async fn serve(
                 tls: security.tls.is_some(),
             },
             token: security.token.clone(),
+            paths: shared.paths.clone(),
+            tls_fingerprint: security.tls.as_ref().map(|t| t.fingerprint),
         });
         let app = tcp_app(shared.clone(), guard);
         let mut stop = stop_tx.subscribe();

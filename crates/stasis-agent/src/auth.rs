@@ -129,19 +129,24 @@ pub enum TokenError {
     },
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// A new random token: 32 bytes from the kernel's CSPRNG, as 64 hex digits.
-pub fn new_token() -> io::Result<String> {
+/// 32 bytes from the kernel's CSPRNG.
+pub(crate) fn random32() -> io::Result<[u8; 32]> {
     let mut buf = [0u8; 32];
     let mut filled = 0;
     while filled < buf.len() {
         filled +=
             rustix::rand::getrandom(&mut buf[filled..], rustix::rand::GetRandomFlags::empty())?;
     }
-    Ok(hex(&buf))
+    Ok(buf)
+}
+
+/// A new random token: 32 bytes from the kernel's CSPRNG, as 64 hex digits.
+pub fn new_token() -> io::Result<String> {
+    Ok(hex(&random32()?))
 }
 
 fn well_formed(t: &str) -> bool {
@@ -688,6 +693,10 @@ pub struct TcpGuard {
     pub hosts: HostPolicy,
     /// The token.
     pub token: Arc<TokenFile>,
+    /// The agent's paths (trusted nodes' credentials).
+    pub paths: AgentPaths,
+    /// SHA-256 of the listener's certificate, when it speaks TLS.
+    pub tls_fingerprint: Option<[u8; 32]>,
 }
 
 fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -755,6 +764,22 @@ pub(crate) async fn tcp_guard(
         });
         return match given {
             Some(t) if g.token.check_token(t) => next.run(req).await,
+            // A trusted node's credential opens the node routes only (not trust itself).
+            Some(t) if t.starts_with(crate::nodes::CREDENTIAL_PREFIX) => {
+                let path = req.uri().path();
+                let node_route = path.starts_with("/v1/nodes/") && path != "/v1/nodes/trust";
+                match crate::nodes::check_secret(&g.paths, t) {
+                    Some(_) if node_route => next.run(req).await,
+                    Some(n) => ApiError(
+                        StatusCode::FORBIDDEN,
+                        format!("node {n}'s credential does not open {path}"),
+                    )
+                    .into_response(),
+                    None => {
+                        unauthorized("not the credential of a trusted node (see `stasis node ls`)")
+                    }
+                }
+            }
             _ => unauthorized("the bearer token is not the agent's (see `stasis token`)"),
         };
     }

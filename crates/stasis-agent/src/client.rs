@@ -67,6 +67,19 @@ impl std::fmt::Display for Endpoint {
     }
 }
 
+/// Whether `addr` (`HOST:PORT`) names this machine's loopback.
+fn is_loopback(addr: &str) -> bool {
+    let host = addr
+        .rsplit_once(':')
+        .map_or(addr, |(h, _)| h)
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// Errors talking to the agent.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -149,6 +162,52 @@ impl Client {
     pub fn with_pin(mut self, sha256: [u8; 32]) -> Result<Client, ClientError> {
         self.tls = Some(crate::tls::pinned_client(sha256).map_err(ClientError::Pin)?);
         Ok(self)
+    }
+
+    /// A client of the agent at `addr` (`HOST:PORT`) for node trust: over TLS, pinning `pin`
+    /// or else the certificate first seen (returned in [`Seen`](crate::tls::Seen) once the
+    /// handshake ran); a loopback listener that does not speak TLS is reached over plain HTTP
+    /// when no pin is given (then nothing is seen).
+    pub fn to_node(
+        addr: &str,
+        pin: Option<[u8; 32]>,
+    ) -> Result<(Client, crate::tls::Seen), ClientError> {
+        let seen = crate::tls::Seen::default();
+        let config = crate::tls::recording_client(pin, seen.clone()).map_err(ClientError::Pin)?;
+        let mut tls = Client::new(Endpoint::Https(addr.to_string()));
+        tls.tls = Some(config);
+        tls.timeout = Duration::from_secs(30);
+        match tls.handshake() {
+            Ok(()) => Ok((tls, seen)),
+            Err(ClientError::Tls { source, .. })
+                if pin.is_none()
+                    && is_loopback(addr)
+                    && matches!(
+                        source.kind(),
+                        std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
+                    ) =>
+            {
+                tracing::info!(
+                    addr,
+                    "the agent there does not speak TLS (loopback): plain HTTP"
+                );
+                let mut plain = Client::new(Endpoint::Tcp(addr.to_string()));
+                plain.timeout = tls.timeout;
+                Ok((plain, crate::tls::Seen::default()))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Connect (and for TLS, complete the handshake) without sending a request.
+    fn handshake(&self) -> Result<(), ClientError> {
+        let rt = self.runtime()?;
+        rt.block_on(async {
+            tokio::time::timeout(Duration::from_secs(10), self.connect())
+                .await
+                .map_err(|_| self.http("no TLS handshake within 10 s".into()))?
+                .map(drop)
+        })
     }
 
     /// Where it talks to.

@@ -18,6 +18,7 @@
 //! - [`api`]: the HTTP API, its event stream and the dashboard.
 //! - [`auth`]: who may use the API (peer credentials, token, sessions, Host/Origin checks).
 //! - [`tls`]: TLS for the TCP listener, certificate pinning for clients.
+//! - [`nodes`]: trusted nodes (mutual trust, pinned certificates, image keys, node credentials).
 //! - [`stream`]: event streams served asynchronously, with a cap.
 //! - [`client`]: a blocking client of the API (the CLI's way in).
 
@@ -28,6 +29,7 @@ pub mod daemon;
 pub mod duration;
 pub mod ffdc;
 pub mod logfile;
+pub mod nodes;
 pub mod policy;
 pub mod probe;
 pub mod repo;

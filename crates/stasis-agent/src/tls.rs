@@ -271,6 +271,98 @@ pub fn pinned_client(pin: [u8; 32]) -> Result<Arc<rustls::ClientConfig>, TlsErro
     Ok(Arc::new(config))
 }
 
+/// The certificate a [`recording_client`] was shown (its SHA-256), once the handshake ran.
+#[derive(Clone, Debug, Default)]
+pub struct Seen(Arc<std::sync::Mutex<Option<[u8; 32]>>>);
+
+impl Seen {
+    /// The fingerprint seen, if a handshake got that far.
+    pub fn get(&self) -> Option<[u8; 32]> {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Accepts the certificate whose SHA-256 is pinned, or any certificate when none is (trust on
+/// first use), and records what it was shown. The handshake signature is verified either way.
+#[derive(Debug)]
+struct Recording {
+    pin: Option<[u8; 32]>,
+    seen: Seen,
+    algs: WebPkiSupportedAlgorithms,
+}
+
+impl ServerCertVerifier for Recording {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let got = fingerprint_of(end_entity);
+        if let Some(pin) = self.pin {
+            Pinned {
+                pin,
+                algs: self.algs,
+            }
+            .verify_server_cert(
+                end_entity,
+                intermediates,
+                server_name,
+                ocsp_response,
+                now,
+            )?;
+        }
+        *self.seen.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(got);
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algs)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algs)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algs.supported_schemes()
+    }
+}
+
+/// A client configuration for `node trust`: pins `pin` if given, else the first certificate
+/// shown; `seen` receives the fingerprint.
+pub fn recording_client(
+    pin: Option<[u8; 32]>,
+    seen: Seen,
+) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    let p = provider();
+    let verifier = Recording {
+        pin,
+        seen,
+        algs: p.signature_verification_algorithms,
+    };
+    let mut config = rustls::ClientConfig::builder_with_provider(p)
+        .with_safe_default_protocol_versions()
+        .map_err(TlsError::Config)?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

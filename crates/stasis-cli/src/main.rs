@@ -17,6 +17,7 @@ mod image;
 mod inspect;
 mod logs;
 mod newtty;
+mod node;
 mod partition;
 mod spinner;
 
@@ -199,6 +200,11 @@ enum Cmd {
         /// Replace the token with a new random one, and print it.
         #[arg(long)]
         rotate: bool,
+    },
+    /// Trusted nodes: `node trust HOST:PORT --token TOKEN` (mutual), `ls`, `forget`, `id`.
+    Node {
+        #[command(subcommand)]
+        cmd: node::NodeCmd,
     },
     /// Supervised workloads (through the agent).
     Workload {
@@ -458,8 +464,12 @@ fn main() -> ExitCode {
     }
     let root = stasis_partition::state::Root::new(cli.root.clone());
     if !is_workload && !matches!(cli.cmd, Cmd::Monitor { .. }) {
-        // A command's output may go to a pipe that closes early (`stasis ps | head`).
-        stasis_sys::sys::default_sigpipe();
+        // A command's output may go to a pipe that closes early (`stasis ps | head`). Not for
+        // the agent nor `node`: they write to sockets whose peer may go away (vectored
+        // writes to a closed TCP socket raise SIGPIPE; they must get EPIPE instead).
+        if !matches!(cli.cmd, Cmd::Agent { .. } | Cmd::Node { .. }) {
+            stasis_sys::sys::default_sigpipe();
+        }
         for name in stasis_partition::ops::recover(&root) {
             eprintln!("stasis: thawed partition {name}, left frozen by an interrupted checkpoint");
         }
@@ -483,6 +493,7 @@ fn main() -> ExitCode {
     let r = match cli.cmd {
         Cmd::Agent { listen, tick, api } => agent::agent(&cli.root, &listen, &tick, api),
         Cmd::Token { rotate } => agent::token(&cli.root, rotate),
+        Cmd::Node { cmd } => node::run(&cli.root, cmd),
         Cmd::Workload { cmd, conn } => agent::workload(&cli.root, &conn, cmd),
         Cmd::Hibernate { name, json, conn } => {
             agent::hibernate_or_resume(&cli.root, &conn, &name, false, json)
@@ -564,6 +575,7 @@ fn run(root: &stasis_partition::state::Root, cmd: Cmd) -> Result<(), Failed> {
         Cmd::Monitor { .. }
         | Cmd::Agent { .. }
         | Cmd::Token { .. }
+        | Cmd::Node { .. }
         | Cmd::Workload { .. }
         | Cmd::Hibernate { .. }
         | Cmd::Resume { .. }

@@ -526,6 +526,45 @@ impl Keyring {
         Keyring::load(root)
     }
 
+    /// Installs `secret` as the trusted key `ROOT/keys/trusted/FILE` (mode 0600, written to a
+    /// temporary name, synced, renamed over any older one). `file` is a plain name ending in
+    /// `.key`.
+    pub fn add_trusted(root: &Path, file: &str, secret: &[u8; KEY_LEN]) -> Result<(), TrustError> {
+        crate::safefs::check_name(OsStr::new(file)).map_err(ioe(
+            "naming",
+            root.join(KEYS_DIR).join(TRUSTED_DIR).join(file),
+        ))?;
+        let root_dir = if root.exists() {
+            Dir::open_following(root).map_err(ioe("opening", root.to_owned()))?
+        } else {
+            Dir::create_all(root, PRIVATE_DIR).map_err(ioe("creating", root.to_owned()))?
+        };
+        let keys = root_dir
+            .ensure_dir(KEYS_DIR, PRIVATE_DIR)
+            .map_err(ioe("creating", root.join(KEYS_DIR)))?;
+        let t = keys
+            .ensure_dir(TRUSTED_DIR, PRIVATE_DIR)
+            .map_err(ioe("creating", keys.child_path(TRUSTED_DIR)))?;
+        t.write_atomic(file, secret, PRIVATE_FILE)
+            .map_err(ioe("writing", t.child_path(file)))
+    }
+
+    /// Removes the trusted key `ROOT/keys/trusted/FILE` (absent: nothing to do).
+    pub fn remove_trusted(root: &Path, file: &str) -> Result<(), TrustError> {
+        let path = root.join(KEYS_DIR).join(TRUSTED_DIR);
+        let t = match Dir::open(&path) {
+            Ok(d) => d,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(ioe("opening", path)(e)),
+        };
+        match t.remove_file(file) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                Err(ioe("removing", t.child_path(file))(e))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// A keyring with a fresh random host key that exists only in memory.
     pub fn ephemeral() -> Result<Keyring, TrustError> {
         Ok(Keyring {
