@@ -11,76 +11,17 @@
 
 mod common;
 
+use common::nodes::{Agent, Fabric};
 use common::{
-    checkpoint_cmd, run_cmd, serial, spawn_owned, stasis, tree_pids, wait_gone, watch_pid,
-    Workload, GONE_TIMEOUT,
+    checkpoint_cmd, run_cmd, serial, stasis, tree_pids, wait_gone, watch_pid, Workload,
+    GONE_TIMEOUT,
 };
 use serde_json::Value;
 use stasis_agent::client::{Client, ClientError, Endpoint};
 use stasis_agent::daemon::AgentPaths;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Output};
 use std::time::Duration;
-
-/// A running `stasis agent` with a TCP listener; SIGTERM when dropped.
-struct Agent {
-    root: PathBuf,
-    child: Child,
-    listen: String,
-}
-
-impl Agent {
-    fn start(root: &Path, tls: bool) -> Agent {
-        std::fs::create_dir_all(root).unwrap();
-        let listen = format!("127.0.0.1:{}", common::free_port());
-        let log = std::fs::File::create(root.with_extension("log")).unwrap();
-        let mut args = vec!["agent", "--tick", "100ms", "--listen", &listen];
-        if tls {
-            args.push("--tls");
-        }
-        let child = spawn_owned(
-            Command::new(stasis())
-                .arg("--root")
-                .arg(root)
-                .args(&args)
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().unwrap())
-                .stderr(log),
-        );
-        let a = Agent {
-            root: root.to_path_buf(),
-            child,
-            listen,
-        };
-        Client::new(Endpoint::Unix(AgentPaths::new(root).socket()))
-            .wait_ready(Duration::from_secs(20))
-            .unwrap_or_else(|e| panic!("agent did not come up: {e}\n{}", a.log()));
-        a
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.root.with_extension("log")).unwrap_or_default()
-    }
-
-    fn token(&self) -> String {
-        stasis_agent::auth::read_token(&AgentPaths::new(&self.root)).unwrap()
-    }
-
-    fn fingerprint(&self) -> String {
-        let fp = stasis_agent::tls::cert_file_fingerprint(
-            &AgentPaths::new(&self.root).tls_dir().join("cert.pem"),
-        )
-        .unwrap();
-        stasis_agent::tls::fingerprint_hex(&fp)
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = stasis_sys::sys::kill(self.child.id() as i32, libc::SIGTERM);
-        let _ = self.child.wait();
-    }
-}
 
 fn at(root: &Path, args: &[&str]) -> Output {
     run_cmd(Command::new(stasis()).arg("--root").arg(root).args(args))
@@ -305,6 +246,40 @@ fn node_trust_over_plain_loopback_and_refusals() {
         "{}",
         show(&o)
     );
+}
+
+/// Nodes in their own network namespaces (a bridge between them, TLS required beyond
+/// loopback): trust from inside node A's namespace, pinned by the fingerprint given; the
+/// fabric's links cut and mended by nftables.
+#[test]
+fn nodes_in_their_own_network_namespaces_trust_over_tls() {
+    let _g = serial();
+    let t = tempfile::tempdir().unwrap();
+    let fabric = Fabric::new("stn", 231, 2);
+    let a = fabric.agent(0, &t.path().join("a"));
+    let b = fabric.agent(1, &t.path().join("b"));
+    assert!(fabric.reaches(0, 1));
+    let o = a.cli(&[
+        "node",
+        "trust",
+        &b.listen,
+        "--token",
+        &b.token(),
+        "--fingerprint",
+        &b.fingerprint(),
+        "--json",
+    ]);
+    let v = json_of(&o, "node trust across namespaces");
+    assert_eq!(v["fingerprint"], b.fingerprint().as_str());
+    assert_eq!(v["first_seen"], false);
+    assert_eq!(v["addr"], b.listen.as_str());
+    assert_eq!(nodes(&b.root).len(), 1);
+    // A node credential works across the fabric (from node A's namespace).
+    fabric.cut(0);
+    assert!(!fabric.reaches(0, 1) && !fabric.reaches(1, 0));
+    fabric.mend(0);
+    assert!(fabric.reaches(0, 1));
+    drop((a, b));
 }
 
 /// Peers that hang up mid-exchange get EPIPE in the agent, not SIGPIPE: it stays up. (Found by

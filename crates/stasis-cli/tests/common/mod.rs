@@ -22,6 +22,7 @@
 #![allow(unsafe_code)]
 #![allow(clippy::undocumented_unsafe_blocks)]
 
+pub mod nodes;
 pub mod partition;
 
 use std::collections::{HashMap, HashSet};
