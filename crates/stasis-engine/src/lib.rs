@@ -31,6 +31,7 @@ pub mod events;
 pub mod failpoint;
 pub mod files;
 pub mod freeze;
+pub mod hugetlb;
 pub mod inet;
 pub mod journal;
 pub mod memory;
