@@ -199,3 +199,81 @@ pub fn check_pool(img: &rec::Checkpoint) -> Result<(), Failure> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HP: u64 = 2 << 20;
+
+    fn vma(start: u64, pages: u64, kind: VmaKind, flags: i32) -> rec::Vma {
+        rec::Vma {
+            start,
+            end: start + pages * HP,
+            kind: kind as i32,
+            flags: flags as u32,
+            page_size: HP,
+            path: "/anon_hugepage (deleted)".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn needs_count_private_mappings_and_objects_once() {
+        let img = rec::Checkpoint {
+            processes: vec![rec::Process {
+                pid: 7,
+                vmas: vec![
+                    vma(0x4000_0000, 3, VmaKind::AnonHugetlb, libc::MAP_PRIVATE),
+                    // MAP_NORESERVE: nothing reserved at mmap.
+                    vma(
+                        0x8000_0000,
+                        5,
+                        VmaKind::AnonHugetlb,
+                        libc::MAP_PRIVATE | libc::MAP_NORESERVE,
+                    ),
+                    // A shared mapping: its object counts, not the mapping.
+                    vma(0xc000_0000, 2, VmaKind::Shmem, libc::MAP_SHARED),
+                    // Base pages: not counted.
+                    rec::Vma {
+                        start: 0x1000,
+                        end: 0x3000,
+                        ..Default::default()
+                    },
+                ],
+                ..Default::default()
+            }],
+            shmem: vec![
+                rec::ShmemObject {
+                    id: 0,
+                    kind: ShmemKind::Memfd as i32,
+                    name: "m".into(),
+                    size: 3 * HP,
+                    page_size: HP,
+                    ..Default::default()
+                },
+                rec::ShmemObject {
+                    id: 1,
+                    kind: ShmemKind::SharedAnon as i32,
+                    size: HP,
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        };
+        let got: Vec<(u64, u64)> = needs(&img).iter().map(|n| (n.0, n.1)).collect();
+        assert_eq!(got, vec![(HP, 3), (HP, 3)]);
+        let names: Vec<String> = needs(&img).into_iter().map(|n| n.2).collect();
+        assert_eq!(names[0], "hugetlb memfd m");
+        assert_eq!(
+            names[1],
+            "mapping 0x40000000-0x40600000 (/anon_hugepage (deleted)) of pid 7"
+        );
+    }
+
+    #[test]
+    fn huge_flags_encode_log2_of_the_size() {
+        assert_eq!(sys::huge_flags(HP), 21 << 26);
+        assert_eq!(sys::huge_flags(1 << 30), 30 << 26);
+    }
+}
