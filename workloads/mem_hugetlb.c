@@ -9,8 +9,8 @@
  *   - F: memfd_create("hh_huge", MFD_HUGETLB|MFD_ALLOW_SEALING), 3 huge pages
  *     (ftruncate), sealed against shrinking and growing, kept open; filled
  *     through M1 (a shared mapping of all of it, page 1 untouched), mapped
- *     shared a second time (M2: file pages 2-3... i.e. offset 2 MiB, 2 pages
- *     long, aliasing M1's pages 1-2) and privately (MP: page 0 rewritten
+ *     shared a second time (M2: offset 2 MiB, 2 pages long, aliasing M1's
+ *     pages 1-2) and privately (MP: page 0 rewritten
  *     privately, page 2 the file's).
  *   - G: a second hugetlb memfd ("hh_only"), 1 huge page, only open (the
  *     mapping that filled it is gone): content through pread.
@@ -19,8 +19,9 @@
  *     different data after the fork; the child shares S and F with the parent.
  * After restore each process checks addresses (the pointers it keeps),
  * contents, KernelPageSize/MMUPageSize 2048 kB and VmFlags "ht" in smaps, the
- * maps names, the huge pages P holds, F's name, size and seals, and that S, M1/M2 and V are
- * shared (a write by one process is seen by the other, M1 and M2 alias).
+ * maps names, the huge pages P and the memfds hold (untouched pages stay
+ * absent), F's name, size and seals, and that S, M1/M2 and V are shared (a
+ * write by one process is seen by the other, M1 and M2 alias).
  */
 #define _GNU_SOURCE
 #include "common.h"
@@ -188,6 +189,9 @@ static void check(void)
     struct stat st;
     WL_CHECK(fstat(F, &st) == 0 && st.st_size == (off_t)(3 * HP) && st.st_blksize == (long)HP,
              "%s: F size %ld blksize %ld", who, (long)st.st_size, (long)st.st_blksize);
+    WL_CHECK(st.st_blocks == (blkcnt_t)(2 * HP / 512),
+             "%s: F holds %ld blocks of 512 bytes, expected pages 0 and 2 only (page 1 untouched)",
+             who, (long)st.st_blocks);
     WL_CHECK(st.st_ino == a.ino, "%s: F (ino %lu) is not M1's file (%lu)", who,
              (unsigned long)st.st_ino, a.ino);
     int seals = fcntl(F, F_GET_SEALS);
@@ -209,6 +213,8 @@ static void check(void)
              "%s: G is [%s]", who, link);
     WL_CHECK(fstat(G, &st) == 0 && st.st_size == (off_t)HP && st.st_blksize == (long)HP,
              "%s: G size %ld blksize %ld", who, (long)st.st_size, (long)st.st_blksize);
+    WL_CHECK(st.st_blocks == (blkcnt_t)(HP / 512), "%s: G holds %ld blocks", who,
+             (long)st.st_blocks);
     WL_CHECK(pread(G, buf, HP, 0) == (ssize_t)HP && wl_check_pattern(buf, HP, 0x7800),
              "%s: G differs", who);
 

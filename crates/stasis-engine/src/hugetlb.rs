@@ -90,6 +90,19 @@ fn fill(reader: &ImageReader, file: &File, s: &rec::ShmemObject) -> Result<(), F
     })
 }
 
+/// For a hugetlb mapping, what its creation needs (appended to its description in errors).
+pub fn describe(v: &rec::Vma) -> String {
+    if v.page_size == 0 {
+        return String::new();
+    }
+    format!(
+        ", hugetlb: {} pages of {} kB (pool: {}/nr_hugepages)",
+        (v.end - v.start).div_ceil(v.page_size),
+        v.page_size >> 10,
+        pool_dir(v.page_size)
+    )
+}
+
 fn object_name(s: &rec::ShmemObject) -> String {
     match ShmemKind::try_from(s.kind) {
         Ok(ShmemKind::Memfd) => format!("hugetlb memfd {}", s.name),

@@ -864,14 +864,15 @@ pub fn restore_mappings(
         let mut flags = (v.flags as i32 | libc::MAP_FIXED_NOREPLACE) as u64;
         let what = || {
             format!(
-                "mapping {:#x}-{:#x} ({})",
+                "mapping {:#x}-{:#x} ({}){}",
                 v.start,
                 v.end,
                 if v.path.is_empty() {
                     "anonymous"
                 } else {
                     &v.path
-                }
+                },
+                crate::hugetlb::describe(v)
             )
         };
         let (fd, remote_fd) = match kind {
