@@ -119,8 +119,9 @@ fn needs(img: &rec::Checkpoint) -> Vec<Need> {
     let mut out = Vec::new();
     for s in img.shmem.iter().filter(|s| s.page_size != 0) {
         if s.kind == ShmemKind::SysvShm as i32 {
-            // A segment that outlived the tree is used as it is.
-            let kept = sys::shm_stat(s.sysv_id).is_ok_and(|st| st.0 == s.sysv_key);
+            // A segment that outlived the tree (same id, key and size) is used as it is.
+            let kept =
+                sys::shm_stat(s.sysv_id).is_ok_and(|st| (st.0, st.1) == (s.sysv_key, s.size));
             if kept {
                 continue;
             }
