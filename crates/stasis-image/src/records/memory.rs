@@ -181,8 +181,8 @@ pub struct ShmemObject {
     #[prost(bool, tag = "17")]
     pub private_file: bool,
     /// Huge page size in bytes of an object on hugetlbfs (a `MFD_HUGETLB` memfd, a
-    /// `HugetlbAnon` object, a `SHM_HUGETLB` segment); 0 for base pages. Its `size` is a
-    /// multiple of it (segments: `shm_segsz`, rounded up by the kernel).
+    /// `HugetlbAnon` object, a `SHM_HUGETLB` segment); 0 for base pages. A file's `size` is a
+    /// multiple of it; a segment's is its `shm_segsz` (the kernel maps whole huge pages).
     #[prost(uint64, tag = "20")]
     pub page_size: u64,
 }
