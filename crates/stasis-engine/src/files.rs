@@ -713,7 +713,12 @@ fn ensure_sysv(s: &rec::ShmemObject, reader: &ImageReader) -> Result<i32, Failur
             format!("{}: id {id} is taken by another segment (key {key:#x}, {size} bytes); restore into a partition with its own IPC namespace", what()),
         ));
     }
-    let got = sys::shm_create(id, s.sysv_key, s.size, s.mode)
+    let huge = if s.page_size != 0 {
+        libc::SHM_HUGETLB | sys::huge_flags(s.page_size)
+    } else {
+        0
+    };
+    let got = sys::shm_create_flags(id, s.sysv_key, s.size, s.mode, huge)
         .ctx(0, || format!("{}: creating it", what()))?;
     if got != id {
         let _ = sys::shm_remove(got);
@@ -733,6 +738,9 @@ fn create_shmem(s: &rec::ShmemObject, reader: &ImageReader) -> Result<OwnedFd, F
     if s.private_file && s.kind == ShmemKind::DeletedFile as i32 {
         return crate::memory::recreate_private_file(s, reader);
     }
+    if s.page_size != 0 || s.kind == ShmemKind::HugetlbAnon as i32 {
+        return crate::hugetlb::create_object(s, reader);
+    }
     let kind =
         ShmemKind::try_from(s.kind).map_err(|_| Failure::msg(0, "unknown shared memory kind"))?;
     let file: File = match kind {
@@ -741,7 +749,7 @@ fn create_shmem(s: &rec::ShmemObject, reader: &ImageReader) -> Result<OwnedFd, F
                 .ctx(0, || format!("memfd_create({})", s.name))?;
             fd.into()
         }
-        ShmemKind::SysvShm => {
+        ShmemKind::SysvShm | ShmemKind::HugetlbAnon => {
             return Err(Failure::msg(
                 0,
                 "System V segments are not files (internal error)",

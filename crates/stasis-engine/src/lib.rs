@@ -9,6 +9,7 @@
 //! - [`freeze`]: seizing a tree and putting it back (the guard of every checkpoint).
 //! - [`memory`]: mappings, pages and shared memory objects — dump and restore side by side.
 //! - [`cow`]: copy-on-write sharing between forked processes kept across a restore.
+//! - [`hugetlb`]: hugetlb mappings, memfds and segments, and the huge page pool check.
 //! - [`files`]: fd tables, open file descriptions, pipes and FIFOs.
 //! - [`events`]: eventfd, epoll, timerfd, signalfd, inotify.
 //! - [`unix`]: unix-domain sockets.
@@ -31,6 +32,7 @@ pub mod events;
 pub mod failpoint;
 pub mod files;
 pub mod freeze;
+pub mod hugetlb;
 pub mod inet;
 pub mod journal;
 pub mod memory;

@@ -148,12 +148,16 @@ pub fn dump_layout(
             VmaKind::Shmem => intern_shmem(pid, m, shmem, &mut vma)?,
             _ => {}
         }
-        if matches!(kind, VmaKind::Anon | VmaKind::FilePrivate) {
+        if matches!(
+            kind,
+            VmaKind::Anon | VmaKind::FilePrivate | VmaKind::AnonHugetlb
+        ) {
             let npages = ((m.end - m.start) / PAGE) as usize;
             pagemap.read(m.start, npages, &mut entries).ctx(pid, || {
                 format!("reading pagemap of {:#x}-{:#x}", m.start, m.end)
             })?;
-            if let Some(parent) = parent {
+            // hugetlb pages are not inherited: each process gets its own (crate::hugetlb).
+            if let Some(parent) = parent.filter(|_| vma.page_size == 0) {
                 crate::cow::share(&mut vma, &mut entries[..npages], parent)?;
             }
             jobs.extend(plan_windows(
@@ -162,7 +166,7 @@ pub fn dump_layout(
                 m.start,
                 &entries[..npages],
                 m.read,
-                kind == VmaKind::Anon,
+                matches!(kind, VmaKind::Anon | VmaKind::AnonHugetlb),
             ));
         }
         vmas.push(vma);
@@ -177,6 +181,9 @@ fn classify(pid: i32, s: &SmapsEntry) -> Result<Option<VmaKind>, crate::error::C
     let unsupported = |what: String| crate::error::CheckpointError::Unsupported { pid, what };
     if m.path == "[vsyscall]" {
         return Ok(None);
+    }
+    if s.kernel_page_size_kb > 4 || s.has_flag("ht") {
+        return classify_hugetlb(pid, s).map(Some);
     }
     let special = matches!(m.path.as_str(), "[vdso]" | "[vvar]" | "[vvar_vclock]");
     if !special && (s.has_flag("io") || s.has_flag("pf")) {
@@ -215,6 +222,28 @@ fn classify(pid: i32, s: &SmapsEntry) -> Result<Option<VmaKind>, crate::error::C
     Ok(Some(kind))
 }
 
+/// What kind of hugetlb mapping `s` is (see [`crate::hugetlb`]).
+fn classify_hugetlb(pid: i32, s: &SmapsEntry) -> Result<VmaKind, crate::error::CheckpointError> {
+    let m = &s.map;
+    let p = m.path.as_str();
+    Ok(match (p, m.shared) {
+        ("/anon_hugepage (deleted)", false) => VmaKind::AnonHugetlb,
+        (p, true) if p.starts_with("/SYSV") || p.starts_with("/memfd:") => VmaKind::Shmem,
+        ("/anon_hugepage (deleted)", true) => VmaKind::Shmem,
+        (_, false) if p.starts_with("/memfd:") || !m.deleted() => VmaKind::FilePrivate,
+        (_, true) if !m.deleted() => VmaKind::FileShared,
+        _ => {
+            return Err(crate::error::CheckpointError::Unsupported {
+                pid,
+                what: format!(
+                    "mapping {:#x}-{:#x} ({p}) is a deleted file on hugetlbfs; not supported",
+                    m.start, m.end
+                ),
+            })
+        }
+    })
+}
+
 /// The record of mapping `s` of this kind, before its object and pages are filled in.
 fn base_vma(s: &SmapsEntry, kind: VmaKind) -> rec::Vma {
     let m = &s.map;
@@ -246,6 +275,11 @@ fn base_vma(s: &SmapsEntry, kind: VmaKind) -> rec::Vma {
             .collect(),
         pages: Vec::new(),
         file_id: None,
+        page_size: if s.kernel_page_size_kb > 4 {
+            s.kernel_page_size_kb << 10
+        } else {
+            0
+        },
         ..Default::default()
     }
 }
@@ -316,6 +350,8 @@ fn intern_shmem(
         )
     } else if m.path.starts_with("/dev/zero") {
         (ShmemKind::SharedAnon, String::new())
+    } else if m.path == "/anon_hugepage (deleted)" {
+        (ShmemKind::HugetlbAnon, String::new())
     } else {
         (
             ShmemKind::DeletedFile,
@@ -338,6 +374,9 @@ fn intern_shmem(
     };
     let owner = std::fs::metadata(&src).map(|md| (md.mode() & 0o7777, md.uid(), md.gid()));
     vma.shmem_id = shmem.intern((dev_of(m), m.inode), skind, name, size, src);
+    if vma.page_size != 0 {
+        shmem.objects[vma.shmem_id as usize].page_size = vma.page_size;
+    }
     if skind == ShmemKind::DeletedFile {
         // Mode and owner of the deleted file, for the file made again.
         let o = &mut shmem.objects[vma.shmem_id as usize];
@@ -593,6 +632,9 @@ pub fn dump_shmem(shmem: &mut ShmemTable, writer: &ImageWriter) -> Result<u64, F
         }
         let size = f.metadata().map(|m| m.size()).unwrap_or(obj.size);
         obj.size = obj.size.max(size);
+        if let Some(ps) = crate::hugetlb::page_size_of(src) {
+            obj.page_size = ps;
+        }
         total += dump_file_content(&f, size, writer, &mut obj.pages)
             .ctx(0, || format!("reading shared memory object {src}"))?;
     }
@@ -822,19 +864,25 @@ pub fn restore_mappings(
         let mut flags = (v.flags as i32 | libc::MAP_FIXED_NOREPLACE) as u64;
         let what = || {
             format!(
-                "mapping {:#x}-{:#x} ({})",
+                "mapping {:#x}-{:#x} ({}){}",
                 v.start,
                 v.end,
                 if v.path.is_empty() {
                     "anonymous"
                 } else {
                     &v.path
-                }
+                },
+                crate::hugetlb::describe(v)
             )
         };
         let (fd, remote_fd) = match kind {
             VmaKind::Anon => {
                 flags |= libc::MAP_ANONYMOUS as u64;
+                (None, u64::MAX)
+            }
+            VmaKind::AnonHugetlb => {
+                let huge = libc::MAP_HUGETLB | stasis_sys::sys::huge_flags(v.page_size);
+                flags |= (libc::MAP_ANONYMOUS | huge) as u64;
                 (None, u64::MAX)
             }
             VmaKind::FilePrivate if pieces.is_empty() => (None, u64::MAX),

@@ -477,6 +477,8 @@ fn load_checked(opts: &RestoreOptions) -> Result<(ImageReader, rec::Checkpoint),
     reader
         .verify_all()
         .map_err(|e| bad(&opts.dir, "image verification failed", Some(Box::new(e))))?;
+    // Before waiting for pids: a pool too small is not fixed by waiting.
+    crate::hugetlb::check_pool(&img)?;
     if !opts.new_pid_ns {
         wait_pids_free(&img, opts.pid_wait)?;
     } else if root_pid_of(&img) != 1 {

@@ -161,3 +161,54 @@ impl ProcMem {
         self.file.write_all_at(buf, addr)
     }
 }
+
+/// A `MAP_SHARED` mapping of a file in our own address space, removed on drop: the way to
+/// fill a hugetlbfs file, which `write(2)` does not accept.
+pub struct SharedMap {
+    ptr: *mut libc::c_void,
+    len: usize,
+}
+
+// SAFETY: the mapping is plain memory owned by this value; nothing in it is thread-bound.
+unsafe impl Send for SharedMap {}
+
+impl SharedMap {
+    /// Map `len` bytes of `fd` from offset 0, read-write and shared (`len` a multiple of the
+    /// file's page size, for hugetlbfs its huge page size).
+    pub fn new(fd: std::os::fd::RawFd, len: usize) -> io::Result<Self> {
+        // SAFETY: a new shared mapping at an address the kernel picks; only this value uses it.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Self { ptr, len })
+    }
+
+    /// Copy `data` to byte `off` of the mapping.
+    pub fn write_at(&mut self, off: usize, data: &[u8]) -> io::Result<()> {
+        if off.checked_add(data.len()).is_none_or(|end| end > self.len) {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        // SAFETY: off + len <= self.len was checked; the mapping is ours and writable.
+        unsafe {
+            std::ptr::copy_nonoverlapping(data.as_ptr(), (self.ptr as *mut u8).add(off), data.len())
+        };
+        Ok(())
+    }
+}
+
+impl Drop for SharedMap {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly the mapping this value created, which nothing else uses.
+        unsafe { libc::munmap(self.ptr, self.len) };
+    }
+}

@@ -479,6 +479,49 @@ pub fn shared_anon_object(size: u64) -> io::Result<std::fs::File> {
     res
 }
 
+/// `f_type` of hugetlbfs (memfds made with `MFD_HUGETLB`, hugetlb mappings, `SHM_HUGETLB`).
+pub const HUGETLBFS_MAGIC: i64 = 0x9584_58f6;
+
+/// `MAP_HUGETLB` flags (also `MFD_HUGETLB`, `SHM_HUGETLB`: the same bits) for pages of
+/// `page_size` bytes: the flag and log2 of the size at bit 26 (`MAP_HUGE_SHIFT`).
+pub fn huge_flags(page_size: u64) -> i32 {
+    (page_size.trailing_zeros() as i32) << libc::MAP_HUGE_SHIFT
+}
+
+/// A new MAP_SHARED|MAP_ANONYMOUS|MAP_HUGETLB object of `size` bytes (a multiple of
+/// `page_size`), returned as a file like [`shared_anon_object`], so that mappings of it show
+/// "/anon_hugepage (deleted)". Its huge pages are reserved (the mmap reserves them for the
+/// inode; they stay reserved after our mapping is gone).
+pub fn hugetlb_anon_object(size: u64, page_size: u64) -> io::Result<std::fs::File> {
+    let len = size.max(page_size) as usize;
+    // SAFETY: anonymous shared hugetlb mapping at an address the kernel picks; not accessed.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS | libc::MAP_HUGETLB | huge_flags(page_size),
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(last_err());
+    }
+    let start = p as usize;
+    let res = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(format!(
+            "/proc/self/map_files/{:x}-{:x}",
+            start,
+            start + len
+        ));
+    // SAFETY: unmapping exactly the mapping created above, which nothing else references.
+    unsafe { libc::munmap(p, len) };
+    res
+}
+
 static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 extern "C" fn on_interrupt(_sig: libc::c_int) {
@@ -843,13 +886,18 @@ pub fn shm_stat(id: i32) -> io::Result<(i32, u64, u32, u32, u32)> {
 /// Create a System V segment that must get id `id` (through `kernel.shm_next_id`, which takes
 /// effect in our IPC namespace). Returns the id the kernel gave, which the caller must check.
 pub fn shm_create(id: i32, key: i32, size: u64, mode: u32) -> io::Result<i32> {
+    shm_create_flags(id, key, size, mode, 0)
+}
+
+/// As [`shm_create`], with more `shmget` flags (`SHM_HUGETLB` and its size bits).
+pub fn shm_create_flags(id: i32, key: i32, size: u64, mode: u32, flags: i32) -> io::Result<i32> {
     std::fs::write("/proc/sys/kernel/shm_next_id", id.to_string())?;
     // SAFETY: integer arguments.
     let r = unsafe {
         libc::shmget(
             key,
             size as usize,
-            libc::IPC_CREAT | libc::IPC_EXCL | (mode & 0o777) as i32,
+            libc::IPC_CREAT | libc::IPC_EXCL | flags | (mode & 0o777) as i32,
         )
     };
     let e = last_err();

@@ -46,6 +46,9 @@ pub enum VmaKind {
     Vdso = 4,
     Vvar = 5,
     VvarVclock = 6,
+    /// Private anonymous hugetlb mapping (`MAP_PRIVATE|MAP_ANONYMOUS|MAP_HUGETLB`, shown as
+    /// "/anon_hugepage (deleted)"): pages stored like `Anon`, huge page size in `page_size`.
+    AnonHugetlb = 8,
 }
 
 /// One mapping.
@@ -98,6 +101,10 @@ pub struct Vma {
     /// opened by path.
     #[prost(bool, tag = "14")]
     pub from_shmem: bool,
+    /// Huge page size in bytes of a hugetlb mapping (smaps `KernelPageSize`, VmFlags `ht`);
+    /// 0 for a mapping of base pages (and every image from before this field).
+    #[prost(uint64, tag = "18")]
+    pub page_size: u64,
 }
 
 /// An address range `[start, end)`, page-aligned.
@@ -173,6 +180,11 @@ pub struct ShmemObject {
     /// then unlinked, so that its mappings show the path as before. `mode` holds its mode.
     #[prost(bool, tag = "17")]
     pub private_file: bool,
+    /// Huge page size in bytes of an object on hugetlbfs (a `MFD_HUGETLB` memfd, a
+    /// `HugetlbAnon` object, a `SHM_HUGETLB` segment); 0 for base pages. A file's `size` is a
+    /// multiple of it; a segment's is its `shm_segsz` (the kernel maps whole huge pages).
+    #[prost(uint64, tag = "20")]
+    pub page_size: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
@@ -185,4 +197,7 @@ pub enum ShmemKind {
     DeletedFile = 2,
     /// System V shared memory segment (attached with shmat).
     SysvShm = 3,
+    /// MAP_SHARED|MAP_ANONYMOUS|MAP_HUGETLB ("/anon_hugepage (deleted)"), huge page size in
+    /// `page_size`.
+    HugetlbAnon = 4,
 }
