@@ -4,6 +4,9 @@
  * The root (session leader) forks:
  *   tstp  own process group, one thread, stopped by SIGTSTP (the stop collected)
  *   stop  two threads, stopped by SIGSTOP (not collected)
+ *   self  stops itself with raise(SIGSTOP) (stopped at the end of a system call)
+ * The threads spin calling clock_gettime through the vdso, so most are stopped with their
+ * instruction pointer inside it.
  * Each child records its [vdso], [vvar] and [vvar_vclock] lines of /proc/self/maps and
  * getauxval(AT_SYSINFO_EHDR) in a shared page, checks its vdso once, and spins until told to
  * verify. Verify: each child is stopped (state T); the root writes "go" in the shared page and
@@ -30,8 +33,8 @@
 #include <time.h>
 #include <unistd.h>
 
-enum { TSTP, STOP, NC };
-static const char *names[NC] = {"tstp", "stop"};
+enum { TSTP, STOP, SELF, NC };
+static const char *names[NC] = {"tstp", "stop", "self"};
 
 struct shared {
     volatile int go;
@@ -204,8 +207,16 @@ struct targ {
 static void *thread_main(void *arg)
 {
     struct targ *a = arg;
-    while (!sh->go)
+    clock_gettime_t cg = (clock_gettime_t)vdso_sym(getauxval(AT_SYSINFO_EHDR), "__vdso_clock_gettime");
+    struct timespec ts;
+    if (a->c == SELF) {
+        sh->spin[a->c][a->t] = 1000;
+        raise(SIGSTOP);
+    }
+    while (!sh->go) {
+        cg(CLOCK_MONOTONIC, &ts);
         sh->spin[a->c][a->t]++;
+    }
     int ok = check_vdso(sh->maps[a->c], sh->ehdr[a->c], sh->why[a->c][a->t], sizeof sh->why[0][0]);
     sh->done[a->c][a->t] = ok ? 1 : 2;
     return NULL;
@@ -277,10 +288,12 @@ int main(int argc, char **argv)
     int st;
     if (waitpid(kid[TSTP], &st, WUNTRACED) != kid[TSTP] || !WIFSTOPPED(st))
         wl_fail("tstp did not stop (status %#x)", st);
-    for (int i = 0; i < 1000 && state_of(kid[STOP]) != 'T'; i++)
-        wl_sleep_ms(1);
-    if (state_of(kid[STOP]) != 'T')
-        wl_fail("stop did not stop");
+    for (int c = STOP; c < NC; c++) {
+        for (int i = 0; i < 1000 && state_of(kid[c]) != 'T'; i++)
+            wl_sleep_ms(1);
+        if (state_of(kid[c]) != 'T')
+            wl_fail("%s did not stop", names[c]);
+    }
 
     wl_ready();
     while (!wl_verify_requested())
