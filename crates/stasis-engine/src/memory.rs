@@ -601,7 +601,9 @@ pub fn dump_shmem(shmem: &mut ShmemTable, writer: &ImageWriter) -> Result<u64, F
         if obj.kind == ShmemKind::Memfd as i32 {
             let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
             obj.seals = stasis_sys::sys::fcntl(fd, libc::F_GET_SEALS, 0).unwrap_or(0) as u32;
-            let md = f.metadata().ctx(0, || format!("memfd {}: fstat", obj.name))?;
+            let md = f
+                .metadata()
+                .ctx(0, || format!("memfd {}: fstat", obj.name))?;
             (obj.mode, obj.uid, obj.gid) = (md.mode() & 0o7777, md.uid(), md.gid());
             obj.size = md.size();
             obj.memfd_attrs = true;

@@ -157,7 +157,11 @@ impl ObjectKind for MemfdKind {
         img: &rec::Checkpoint,
         o: &mut Opened,
     ) -> Result<(), Failure> {
-        for s in img.shmem.iter().filter(|s| s.kind == ShmemKind::Memfd as i32) {
+        for s in img
+            .shmem
+            .iter()
+            .filter(|s| s.kind == ShmemKind::Memfd as i32)
+        {
             let late = late_seals(s.seals);
             let Some(fd) = o.shmem.get(&s.id).filter(|_| late != 0) else {
                 continue;
@@ -173,5 +177,25 @@ impl ObjectKind for MemfdKind {
 
     fn describe(&self, _: &rec::Checkpoint, f: &rec::FileObject) -> String {
         format!("memfd {}", f.path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::late_seals;
+
+    #[test]
+    fn only_future_write_and_its_seal_seal_wait_for_the_mappings() {
+        let (w, fw, seal) = (
+            libc::F_SEAL_WRITE as u32,
+            libc::F_SEAL_FUTURE_WRITE as u32,
+            libc::F_SEAL_SEAL as u32,
+        );
+        let grow = libc::F_SEAL_GROW as u32;
+        assert_eq!(late_seals(0), 0);
+        assert_eq!(late_seals(w | grow | seal), 0);
+        assert_eq!(late_seals(fw), fw);
+        assert_eq!(late_seals(fw | seal | grow), fw | seal);
+        assert_eq!(late_seals(fw | w | libc::F_SEAL_EXEC as u32), fw);
     }
 }

@@ -72,7 +72,8 @@ pub struct Vma {
     /// Index into `Checkpoint.shmem` for `Shmem` mappings.
     #[prost(uint32, tag = "8")]
     pub shmem_id: u32,
-    /// madvise-able flags from smaps VmFlags, as two-letter codes (dd, dc, hg, nh, wf, …).
+    /// madvise-able flags from smaps VmFlags, as two-letter codes (dd, dc, hg, nh, wf, …); on
+    /// a memfd's shared mapping also `mw` (VM_MAYWRITE, see `ShmemObject.memfd_attrs`).
     #[prost(string, repeated, tag = "9")]
     pub vm_flags: Vec<String>,
     /// Stored pages (private mappings only).
