@@ -375,6 +375,8 @@ pub struct Opened {
     pub files: HashMap<u32, OwnedFd>,
     /// Shmem id → our fd.
     pub shmem: HashMap<u32, OwnedFd>,
+    /// Shmem id → a read-only description of the memfd, for its mappings without VM_MAYWRITE.
+    pub shmem_ro: HashMap<u32, OwnedFd>,
     /// Path (+write) → our fd, for file mappings.
     pub paths: HashMap<(String, bool), OwnedFd>,
     /// Pipes: id → (read end, write end).
@@ -520,6 +522,7 @@ impl Opened {
         let mut o = Opened {
             files: HashMap::new(),
             shmem: HashMap::new(),
+            shmem_ro: HashMap::new(),
             paths: HashMap::new(),
             pipes: HashMap::new(),
             inherit,
@@ -542,6 +545,9 @@ impl Opened {
                 continue;
             }
             let fd = create_shmem(s, reader)?;
+            if s.kind == ShmemKind::Memfd as i32 && s.memfd_attrs {
+                o.shmem_ro.insert(s.id, memfd::read_only(s, &fd)?);
+            }
             o.shmem.insert(s.id, fd);
         }
         let mut cx = RestoreCtx {
@@ -683,6 +689,10 @@ impl crate::memory::FdSource for Opened {
             .ok_or_else(|| Failure::msg(0, format!("shared memory object {id} missing from image")))
     }
 
+    fn shmem_fd_readonly(&mut self, id: u32) -> Option<RawFd> {
+        self.shmem_ro.get(&id).map(|f| f.as_raw_fd())
+    }
+
     fn install(&mut self, r: &mut Remote, fd: RawFd) -> Result<u64, Failure> {
         let pfd = self.remote_pidfd(r)?;
         r.call("pidfd_getfd", libc::SYS_pidfd_getfd, &[pfd, fd as u64, 0])
@@ -744,11 +754,7 @@ fn create_shmem(s: &rec::ShmemObject, reader: &ImageReader) -> Result<OwnedFd, F
     let kind =
         ShmemKind::try_from(s.kind).map_err(|_| Failure::msg(0, "unknown shared memory kind"))?;
     let file: File = match kind {
-        ShmemKind::Memfd => {
-            let fd = sys::memfd_create(&s.name, libc::MFD_ALLOW_SEALING | libc::MFD_CLOEXEC)
-                .ctx(0, || format!("memfd_create({})", s.name))?;
-            fd.into()
-        }
+        ShmemKind::Memfd => return memfd::create(s, reader),
         ShmemKind::SysvShm | ShmemKind::HugetlbAnon => {
             return Err(Failure::msg(
                 0,
@@ -773,9 +779,5 @@ fn create_shmem(s: &rec::ShmemObject, reader: &ImageReader) -> Result<OwnedFd, F
         }
     };
     crate::memory::fill_file(reader, &file, &s.pages, s.size)?;
-    if kind == ShmemKind::Memfd && s.seals != 0 {
-        sys::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, s.seals as i64)
-            .ctx(0, || format!("memfd {}: adding seals", s.name))?;
-    }
     Ok(file.into())
 }

@@ -148,6 +148,11 @@ pub fn dump_layout(
             VmaKind::Shmem => intern_shmem(pid, m, shmem, &mut vma)?,
             _ => {}
         }
+        if kind == VmaKind::Shmem && m.path.starts_with("/memfd:") && s.has_flag("mw") {
+            // Whether it may be made writable: a memfd's read-only mapping without it is
+            // restored from a read-only description (`ShmemObject::memfd_attrs`).
+            vma.vm_flags.push("mw".into());
+        }
         if matches!(
             kind,
             VmaKind::Anon | VmaKind::FilePrivate | VmaKind::AnonHugetlb
@@ -360,7 +365,12 @@ fn intern_shmem(
     };
     let src = format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end);
     let size = std::fs::metadata(&src).map(|md| md.size()).unwrap_or(0);
-    let mut size = size.max(m.offset + (m.end - m.start));
+    // A memfd keeps its own size (a mapping may reach past its end: SIGBUS there).
+    let mut size = if skind == ShmemKind::Memfd {
+        size
+    } else {
+        size.max(m.offset + (m.end - m.start))
+    };
     let sysv = if skind == ShmemKind::SysvShm {
         let id = m.inode as i32;
         let st = stasis_sys::sys::shm_stat(id)
@@ -625,13 +635,18 @@ pub fn dump_shmem(shmem: &mut ShmemTable, writer: &ImageWriter) -> Result<u64, F
     let mut total = 0;
     for (obj, src) in shmem.objects.iter_mut().zip(&shmem.sources) {
         let f = File::open(src).ctx(0, || format!("opening shared memory object {src}"))?;
-        if obj.kind == ShmemKind::Memfd as i32 {
-            obj.seals =
-                stasis_sys::sys::fcntl(std::os::fd::AsRawFd::as_raw_fd(&f), libc::F_GET_SEALS, 0)
-                    .unwrap_or(0) as u32;
-        }
         let size = f.metadata().map(|m| m.size()).unwrap_or(obj.size);
         obj.size = obj.size.max(size);
+        if obj.kind == ShmemKind::Memfd as i32 {
+            let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
+            obj.seals = stasis_sys::sys::fcntl(fd, libc::F_GET_SEALS, 0).unwrap_or(0) as u32;
+            let md = f
+                .metadata()
+                .ctx(0, || format!("memfd {}: fstat", obj.name))?;
+            (obj.mode, obj.uid, obj.gid) = (md.mode() & 0o7777, md.uid(), md.gid());
+            obj.size = md.size();
+            obj.memfd_attrs = true;
+        }
         if let Some(ps) = crate::hugetlb::page_size_of(src) {
             obj.page_size = ps;
         }
@@ -818,6 +833,11 @@ pub trait FdSource {
     fn file_fd(&mut self, path: &str, write: bool) -> Result<std::os::fd::RawFd, Failure>;
     /// A restorer-side fd for shmem object `id`.
     fn shmem_fd(&mut self, id: u32) -> Result<std::os::fd::RawFd, Failure>;
+    /// A read-only description of shmem object `id`, for its shared mappings that may not be
+    /// made writable (no VM_MAYWRITE), when the image says which those are (memfds).
+    fn shmem_fd_readonly(&mut self, _id: u32) -> Option<std::os::fd::RawFd> {
+        None
+    }
     /// The System V segment id of shmem object `id`, if it is one.
     fn sysv_id(&self, id: u32) -> Option<i32>;
     /// Make a restorer fd available in the task; returns the task's fd.
@@ -933,7 +953,15 @@ pub fn restore_mappings(
                 continue;
             }
             VmaKind::Shmem => {
-                let fd = src.shmem_fd(v.shmem_id)?;
+                let ro = if v.vm_flags.iter().any(|f| f == "mw") {
+                    None
+                } else {
+                    src.shmem_fd_readonly(v.shmem_id)
+                };
+                let fd = match ro {
+                    Some(fd) => fd,
+                    None => src.shmem_fd(v.shmem_id)?,
+                };
                 let rfd = src.install(r, fd)?;
                 (Some(fd), rfd)
             }

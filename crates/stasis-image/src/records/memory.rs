@@ -75,7 +75,8 @@ pub struct Vma {
     /// Index into `Checkpoint.shmem` for `Shmem` mappings.
     #[prost(uint32, tag = "8")]
     pub shmem_id: u32,
-    /// madvise-able flags from smaps VmFlags, as two-letter codes (dd, dc, hg, nh, wf, …).
+    /// madvise-able flags from smaps VmFlags, as two-letter codes (dd, dc, hg, nh, wf, …); on
+    /// a memfd's shared mapping also `mw` (VM_MAYWRITE, see `ShmemObject.memfd_attrs`).
     #[prost(string, repeated, tag = "9")]
     pub vm_flags: Vec<String>,
     /// Stored pages (private mappings only).
@@ -167,8 +168,12 @@ pub struct ShmemObject {
     pub sysv_id: i32,
     #[prost(int32, tag = "9")]
     pub sysv_key: i32,
+    /// Permission bits: of a System V segment, of a deleted file, and of a memfd when
+    /// `memfd_attrs` is set (memfd_create gives 0777, 0666 with MFD_NOEXEC_SEAL; fchmod
+    /// changes it).
     #[prost(uint32, tag = "10")]
     pub mode: u32,
+    /// Owner (uid, gid) of the same objects as `mode` (a memfd: of its creator, or fchown).
     #[prost(uint32, tag = "11")]
     pub uid: u32,
     #[prost(uint32, tag = "12")]
@@ -185,6 +190,13 @@ pub struct ShmemObject {
     /// multiple of it; a segment's is its `shm_segsz` (the kernel maps whole huge pages).
     #[prost(uint64, tag = "20")]
     pub page_size: u64,
+    /// A memfd whose `mode`, `uid` and `gid` are recorded, `size` is its exact size (not
+    /// rounded to its mappings), and whose shared mappings carry `mw` in `Vma.vm_flags` when
+    /// they may be made writable (VM_MAYWRITE): a mapping without it is made from a read-only
+    /// description. Absent (images before it): the memfd is restored owned by the restorer
+    /// with mode 0777, every shared mapping from a read-write description.
+    #[prost(bool, tag = "23")]
+    pub memfd_attrs: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
