@@ -46,6 +46,8 @@ pub enum VmaKind {
     Vdso = 4,
     Vvar = 5,
     VvarVclock = 6,
+    /// The ring of a Linux AIO context (`/[aio] (deleted)`): see `Vma.aio`.
+    Aio = 7,
 }
 
 /// One mapping.
@@ -98,6 +100,12 @@ pub struct Vma {
     /// opened by path.
     #[prost(bool, tag = "14")]
     pub from_shmem: bool,
+    /// `Aio` mappings: the ring of a context of this process, made again with `io_setup` at
+    /// restore. Absent on an `Aio` mapping: a copy of another process's ring that `fork` gave
+    /// this one (no context of its own behind it), mapped again from the ring of the process
+    /// of the tree whose ring has the same identity (`file_id`: device and inode).
+    #[prost(message, optional, tag = "15")]
+    pub aio: Option<super::AioRing>,
 }
 
 /// An address range `[start, end)`, page-aligned.
