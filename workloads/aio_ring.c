@@ -16,6 +16,10 @@
  * (shared: the parent's reaping moves the head it sees) and they are not contexts of its own;
  * new submissions complete and are reaped correctly three times around every ring; io_destroy
  * works and removes the ring.
+ *
+ * `outside`: the root has a context with 3 completed events and a child holds the copy of its
+ * ring that fork gave it; the child's pid is in CTL_DIR/child. A checkpoint of the child alone
+ * (the owner of the ring outside the tree) must be refused; both verify afterwards.
  */
 #include "common.h"
 
@@ -229,6 +233,44 @@ static void child(int to_parent, int from_parent)
     wl_report(1, "ok");
 }
 
+static void outside_mode(void)
+{
+    setup(0, 8);
+    submit(0, 3);
+    int p[2];
+    char c;
+    if (pipe(p) < 0)
+        wl_fail("pipe: %m");
+    pid_t pid = fork();
+    if (pid < 0)
+        wl_fail("fork: %m");
+    if (pid == 0) {
+        close(p[0]);
+        FILE *f = fopen("child.tmp", "w");
+        if (!f || fprintf(f, "%d\n", getpid()) < 0 || fclose(f) != 0 ||
+            rename("child.tmp", "child") < 0)
+            _exit(3);
+        if (write(p[1], "x", 1) != 1)
+            _exit(3);
+        while (!wl_verify_requested())
+            wl_sleep_ms(20);
+        check_header("A seen by the child", (struct ring *)ctx[0], ring_nr[0], 0, 3);
+        wl_report(1, "ok");
+    }
+    close(p[1]);
+    if (read(p[0], &c, 1) != 1)
+        wl_fail("the child died during its setup");
+    wl_ready();
+    while (!wl_verify_requested())
+        wl_sleep_ms(20);
+    int st;
+    WL_CHECK(waitpid(pid, &st, 0) == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0,
+             "the child failed (status %#x)", st);
+    reap_sys(0, 3);
+    destroy(0);
+    wl_report(1, "ok");
+}
+
 int main(int argc, char **argv)
 {
     wl_init(argc, argv);
@@ -236,6 +278,8 @@ int main(int argc, char **argv)
     mfd = memfd_create("aio_ring", 0);
     if (mfd < 0 || pwrite(mfd, content, sizeof content, 0) != (ssize_t)sizeof content)
         wl_fail("memfd: %m");
+    if (argc > 2 && strcmp(argv[2], "outside") == 0)
+        outside_mode();
 
     setup(0, 8);
     setup(1, 32);
