@@ -25,7 +25,10 @@ fn aio_copy_outside_refused() {
         .parse()
         .expect("child pid");
     let maps_before = std::fs::read_to_string(format!("/proc/{child}/maps")).unwrap();
-    assert!(maps_before.contains("/[aio]"), "no ring in the child: {maps_before}");
+    assert!(
+        maps_before.contains("/[aio]"),
+        "no ring in the child: {maps_before}"
+    );
     let img = common::image_dir("ha-aio-outside");
     let out = common::checkpoint(child, &img.path().join("img"), &[]);
     let stderr = String::from_utf8_lossy(&out.stderr);

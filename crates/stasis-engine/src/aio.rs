@@ -68,6 +68,9 @@ pub fn request_for(pages: u64, cpus: u64) -> Option<u64> {
     if pages == 0 {
         return None;
     }
+    if ring_pages(1, cpus) == pages {
+        return Some(1);
+    }
     // Smallest n with HEADER + EVENT * (2n + 2) > PAGE * (pages - 1).
     let n = if pages == 1 {
         1

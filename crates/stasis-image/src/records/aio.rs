@@ -22,8 +22,10 @@ pub struct AioRing {
     /// `aio_ring.magic` (0xa10a10a1).
     #[prost(uint32, tag = "5")]
     pub magic: u32,
+    /// `aio_ring.compat_features` (1).
     #[prost(uint32, tag = "6")]
     pub compat_features: u32,
+    /// `aio_ring.incompat_features` (0: a ring with others is refused).
     #[prost(uint32, tag = "7")]
     pub incompat_features: u32,
     /// `aio_ring.header_length` (32).

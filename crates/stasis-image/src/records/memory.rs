@@ -101,9 +101,10 @@ pub struct Vma {
     #[prost(bool, tag = "14")]
     pub from_shmem: bool,
     /// `Aio` mappings: the ring of a context of this process, made again with `io_setup` at
-    /// restore. Absent on an `Aio` mapping: a copy of another process's ring that `fork` gave
-    /// this one (no context of its own behind it), mapped again from the ring of the process
-    /// of the tree whose ring has the same identity (`file_id`: device and inode).
+    /// restore. Absent on an `Aio` mapping: a copy of its parent's ring that `fork` gave this
+    /// process (no context of its own behind it): the parent has the same ring (`file_id`:
+    /// device and inode) at the same address, and restore makes it again before forking the
+    /// child, which keeps the copy.
     #[prost(message, optional, tag = "15")]
     pub aio: Option<super::AioRing>,
 }
