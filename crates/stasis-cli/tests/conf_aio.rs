@@ -7,6 +7,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 // Context ids unchanged, headers, saved events reaped by io_getevents and from the ring
 // directly, new submissions three times around every ring, io_destroy; the child's copies
 // share the parent's pages and are no contexts of its own.
@@ -52,4 +54,37 @@ fn aio_copy_outside_refused() {
     );
     w.verify()
         .expect("the workload runs on correctly after the refused checkpoint");
+}
+
+/// A ring cannot have the same size on a machine with many more possible CPUs (64 here, through
+/// `STASIS_AIO_POSSIBLE_CPUS`: with them io_setup makes rings of 5 pages at least): the restore
+/// fails naming the ring and why, and leaves nothing behind; a restore here then succeeds.
+#[test]
+fn aio_other_cpus_fails_restore() {
+    let _g = common::serial();
+    let mut w = common::Workload::start("aio_ring", &[]);
+    let pids = w.tree_pids();
+    let img = common::image_dir("ha-aio-cpus");
+    let dir = img.path().join("img");
+    common::checkpoint_kill(&w, &dir);
+    let out = common::run_cmd(common::restore_cmd(&dir).env("STASIS_AIO_POSSIBLE_CPUS", "0-63"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "restore succeeded: {stderr}");
+    for needle in [
+        "AIO ring 0x",
+        "a ring of 1 pages (127 events) cannot be made on this machine",
+        "with 64 possible CPUs io_setup gives at least 5 pages",
+    ] {
+        assert!(
+            stderr.contains(needle),
+            "message lacks {needle:?}: {stderr}"
+        );
+    }
+    assert!(out.stdout.is_empty(), "a failed restore printed a pid");
+    let left = common::wait_gone(&pids, Duration::from_secs(5));
+    assert!(left.is_empty(), "tasks of the image left behind: {left:?}");
+    let (pid, _) = common::restore(&dir);
+    w.set_pid(pid);
+    w.verify()
+        .expect("aio_ring restored after the failed restore");
 }
