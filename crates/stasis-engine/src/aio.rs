@@ -353,26 +353,8 @@ fn restore_ring(
             Some(f) => f,
             None => filler.insert(make_filler(r, src)?),
         };
-        write_iocbs(r, f.task_fd)?;
-        complete(r, v.start, head, true, &what)?;
-        complete(r, v.start, n_events, false, &what)?;
-        let h = read_header(pid, v.start).ctx(pid, || format!("{what}: reading its header"))?;
-        if (h[2], h[3]) != (a.head, a.tail) {
-            return Err(Failure::msg(
-                pid,
-                format!(
-                    "{what}: head {} tail {} after the requests, not {head} {tail}",
-                    h[2], h[3]
-                ),
-            ));
-        }
-        let mut at = 0usize;
-        for (off, n) in event_spans(head, n_events, nr) {
-            let bytes = &a.events[at..at + n as usize];
-            mem::write_all(pid, v.start + off, bytes)
-                .ctx(pid, || format!("{what}: writing its events"))?;
-            at += n as usize;
-        }
+        let fd = f.task_fd;
+        refill(r, v.start, a, fd, &what)?;
     }
     if v.prot != (libc::PROT_READ | libc::PROT_WRITE) as u32 {
         r.call(
@@ -380,6 +362,35 @@ fn restore_ring(
             libc::SYS_mprotect,
             &[v.start, len, v.prot as u64],
         )?;
+    }
+    Ok(())
+}
+
+/// Move the kernel's tail of the new ring at `ctx` to the saved one — `head` requests
+/// completed and reaped, the next `tail - head` completed and left — then write the saved
+/// events over those the kernel wrote.
+fn refill(r: &mut Remote, ctx: u64, a: &rec::AioRing, fd: u64, what: &str) -> Result<(), Failure> {
+    let pid = r.pid;
+    let (nr, head, tail) = (a.nr as u64, a.head as u64, a.tail as u64);
+    let n_events = (tail + nr - head) % nr;
+    write_iocbs(r, fd)?;
+    complete(r, ctx, head, true, what)?;
+    complete(r, ctx, n_events, false, what)?;
+    let h = read_header(pid, ctx).ctx(pid, || format!("{what}: reading its header"))?;
+    if (h[2], h[3]) != (a.head, a.tail) {
+        return Err(Failure::msg(
+            pid,
+            format!(
+                "{what}: head {} tail {} after the requests, not {head} {tail}",
+                h[2], h[3]
+            ),
+        ));
+    }
+    let mut at = 0usize;
+    for (off, n) in event_spans(head, n_events, nr) {
+        let bytes = &a.events[at..at + n as usize];
+        mem::write_all(pid, ctx + off, bytes).ctx(pid, || format!("{what}: writing its events"))?;
+        at += n as usize;
     }
     Ok(())
 }
