@@ -5,7 +5,9 @@
  *   - A: an empty context;
  *   - B: 20 completed, unreaped events (head 0, tail 20);
  *   - C: 120 events reaped, then 15 completed: head 120, tail 8 (wrapped around the ring);
- *   - D: a 5-page ring, 240 reaped and 30 completed across a page boundary.
+ *   - D: a 5-page ring, 240 reaped and 30 completed across a page boundary;
+ *   - F: a 2-page ring of 255 events holding 200 completed ones (the process is pinned to one
+ *     CPU: the kernel hands out slots in per-CPU batches, a migration would strand some).
  * A child (fork) with its own context E (5 completed, 2 reaped through the ring) and the
  * copies of its parent's rings that fork gave it (no context of its own behind them).
  *
@@ -28,6 +30,7 @@
 #include <linux/aio_abi.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -39,11 +42,11 @@ struct ring {
     struct io_event ev[];
 };
 
-#define NCTX 5
+#define NCTX 6
 #define SLOTS 1024
 #define MAGIC 0xa10a10a1u
 
-static const char *NAME = "ABCDE";
+static const char *NAME = "ABCDEF";
 static aio_context_t ctx[NCTX];
 static struct iocb cb[NCTX][SLOTS];
 static unsigned char buf[NCTX][SLOTS][8];
@@ -213,7 +216,9 @@ static void child(int to_parent, int from_parent)
      * pages as the parent's. */
     struct io_event ev;
     struct timespec zero = {0, 0};
-    for (int k = 0; k < 4; k++) {
+    for (int k = 0; k < 6; k++) {
+        if (k == 4)
+            continue;
         WL_CHECK(ring_mapped(ctx[k], ring_len(ring_nr[k])), "child: %c's ring not mapped",
                  NAME[k]);
         WL_CHECK(syscall(SYS_io_getevents, ctx[k], 0L, 1L, &ev, &zero) == -1 && errno == EINVAL,
@@ -292,6 +297,14 @@ int main(int argc, char **argv)
              ring_nr[3]);
     advance(3, 6, 40, 1);
     submit(3, 30);
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(sched_getcpu(), &one);
+    if (sched_setaffinity(0, sizeof one, &one) < 0)
+        wl_fail("sched_setaffinity: %m");
+    setup(5, 64);
+    for (int i = 0; i < 4; i++)
+        submit(5, 50);
 
     int up[2], down[2];
     if (pipe(up) < 0 || pipe(down) < 0)
@@ -313,9 +326,11 @@ int main(int argc, char **argv)
     while (!wl_verify_requested())
         wl_sleep_ms(20);
 
-    unsigned heads[4] = {0, 0, 120, 240};
-    unsigned tails[4] = {0, 20, (unsigned)(135 % ring_nr[2]), 270};
-    for (int k = 0; k < 4; k++) {
+    unsigned heads[6] = {0, 0, 120, 240, 0, 0};
+    unsigned tails[6] = {0, 20, (unsigned)(135 % ring_nr[2]), 270, 0, 200};
+    for (int k = 0; k < 6; k++) {
+        if (k == 4)
+            continue;
         char who[32];
         snprintf(who, sizeof who, "%c", NAME[k]);
         WL_CHECK(ring_mapped(ctx[k], ring_len(ring_nr[k])),
@@ -336,13 +351,20 @@ int main(int argc, char **argv)
     reap_ring(2, 8);
     reap_ring(3, 15);
     reap_sys(3, 15);
+    WL_CHECK(ring_nr[5] == 255, "F: ring of %u events, expected 255", ring_nr[5]);
+    for (int i = 0; i < 5; i++) {
+        reap_ring(5, 20);
+        reap_sys(5, 20);
+    }
     WL_CHECK(read(up[0], &c, 1) == 1 && c == 'w', "the child failed checking B's head");
-    for (int k = 0; k < 4; k++)
-        around(k);
+    for (int k = 0; k < 6; k++)
+        if (k != 4)
+            around(k);
     int st;
     WL_CHECK(waitpid(pid, &st, 0) == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0,
              "the child failed (status %#x)", st);
-    for (int k = 0; k < 4; k++)
-        destroy(k);
+    for (int k = 0; k < 6; k++)
+        if (k != 4)
+            destroy(k);
     wl_report(1, "ok");
 }

@@ -269,10 +269,23 @@ pub fn restore_rings(
             ));
         }
     }
+    // The thread stays on one CPU while it moves the tails: the kernel hands out ring slots
+    // through per-CPU batches, and slots left in another CPU's batch would be missing.
+    let tid = r.tid();
+    let here = stasis_sys::sys::get_affinity(tid)
+        .ctx(tid, || "sched_getaffinity".into())?
+        .into_iter()
+        .take(1)
+        .collect::<Vec<_>>();
+    let before = stasis_sys::sys::set_affinity(tid, &here).ctx(tid, || {
+        format!("sched_setaffinity {here:?} for the AIO rings")
+    })?;
     let mut filler: Option<Filler> = None;
-    for v in rings {
-        restore_ring(r, v, cpus, src, &mut filler)?;
-    }
+    let done = rings
+        .into_iter()
+        .try_for_each(|v| restore_ring(r, v, cpus, src, &mut filler));
+    stasis_sys::sys::set_affinity(tid, &before).ctx(tid, || "sched_setaffinity back".into())?;
+    done?;
     if let Some(f) = filler {
         r.call(
             "close of the AIO filler memfd",
