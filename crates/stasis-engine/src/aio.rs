@@ -10,10 +10,10 @@
 //! the tree.
 //!
 //! ## Restore
-//! In the task, once its other mappings exist: `io_setup` with a request count that gives a
-//! ring of the same size (the kernel makes room for `max(n, 4 × possible CPUs) × 2 + 2` events
-//! and rounds up to pages), `mremap` of the ring to its saved address (the kernel moves the
-//! context id with it), then requests that complete at once (1-byte reads of a memfd) move the
+//! In the task, right after its creation (before its children are forked): `io_setup` with a
+//! request count that gives a ring of the same size (the kernel makes room for
+//! `max(n, 4 × possible CPUs) × 2 + 2` events and rounds up to pages), `mremap` of the ring to
+//! its saved address (the kernel moves the context id with it), then requests that complete at once (1-byte reads of a memfd) move the
 //! kernel's tail: `head` of them reaped, the next `tail - head` left completed, so the kernel
 //! counts as many free slots as before. The saved events are then written over those the
 //! kernel wrote. This is done before the process's children are forked, so fork gives them
@@ -237,8 +237,8 @@ pub fn copies(p: &rec::Process) -> impl Iterator<Item = (u64, u64)> + '_ {
         .map(|v| (v.start, v.end))
 }
 
-/// Restore the contexts of process `p` (its other mappings exist), in the order of their
-/// saved table index.
+/// Restore the contexts of process `p` (just created, before its children are forked), in the
+/// order of their saved table index.
 pub fn restore_rings(
     r: &mut Remote,
     p: &rec::Process,

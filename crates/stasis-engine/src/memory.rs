@@ -803,7 +803,7 @@ pub fn restore_mappings(
         }
         let kind = VmaKind::try_from(v.kind)
             .map_err(|_| Failure::msg(pid, "unknown mapping kind in image"))?;
-        // AIO rings are made by `io_setup` once every other mapping exists (`aio.rs`).
+        // AIO rings are made by `io_setup` before the process's children exist (`aio.rs`).
         if matches!(
             kind,
             VmaKind::Vdso | VmaKind::Vvar | VmaKind::VvarVclock | VmaKind::Aio
