@@ -274,6 +274,7 @@ fn run_parasites(
         r.use_base(base);
         failpoint::check("parasite")?;
         task::dump_process_injected(&mut r, &mut procs[i])?;
+        crate::aio::probe(&mut r, &mut procs[i])?;
         // Children: has this parent collected their stop (or their continue) yet?
         for j in 0..frozen.procs.len() {
             if frozen.procs[j].ppid != pid {
@@ -385,6 +386,7 @@ fn checkpoint_into(
     // Parasite: queries only the tasks can answer.
     progress::enter(&opts.progress, Phase::Collecting);
     run_parasites(&mut frozen, &mut procs, &mut jrnl)?;
+    crate::aio::check_copies(&procs)?;
     files.dump_pipes()?;
     crate::files::after_parasites(&frozen, &procs, &mut files)?;
     failpoint::check("tasks")?;

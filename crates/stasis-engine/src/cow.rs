@@ -271,6 +271,7 @@ pub fn prune(r: &mut Remote, p: &rec::Process) -> Result<(), Failure> {
         .vmas
         .iter()
         .flat_map(|v| v.inherit.iter().map(|x| (x.start, x.end)))
+        .chain(crate::aio::copies(p))
         .collect();
     let mut mapped: Vec<(u64, u64)> = maps.iter().map(|m| (m.start, m.end)).collect();
     mapped.sort_unstable();
@@ -401,6 +402,8 @@ impl<'a> PreFork<'a> {
             crate::task::restore_mm(r, mm, rexe)?;
             r.call("close", libc::SYS_close, &[rexe])?;
         }
+        // Before its children are forked: they get copies of the rings as before.
+        crate::aio::restore_rings(r, p, src)?;
         let Some(marks) = self.marks.get(&p.pid) else {
             return Ok(());
         };

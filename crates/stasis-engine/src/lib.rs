@@ -24,6 +24,7 @@
 //! - [`failpoint`]: named failure points for tests, and SIGINT/SIGTERM interruption.
 //! - [`error`]: one error enum per operation.
 
+pub mod aio;
 pub mod checkpoint;
 pub mod cow;
 pub mod devtty;

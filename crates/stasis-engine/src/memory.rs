@@ -146,6 +146,7 @@ pub fn dump_layout(
             VmaKind::FilePrivate if m.deleted() => intern_private(pid, m, shmem, &mut vma)?,
             VmaKind::FilePrivate | VmaKind::FileShared => identify_file(pid, m, &mut vma)?,
             VmaKind::Shmem => intern_shmem(pid, m, shmem, &mut vma)?,
+            VmaKind::Aio => crate::aio::dump_ring(pid, m, &mut vma)?,
             _ => {}
         }
         if kind == VmaKind::Shmem && m.path.starts_with("/memfd:") && s.has_flag("mw") {
@@ -202,6 +203,7 @@ fn classify(pid: i32, s: &SmapsEntry) -> Result<Option<VmaKind>, crate::error::C
         "[vvar]" => VmaKind::Vvar,
         "[vvar_vclock]" => VmaKind::VvarVclock,
         p if p.starts_with("/SYSV") => VmaKind::Shmem,
+        _ if crate::aio::is_ring(m) => VmaKind::Aio,
         p if p.starts_with('[')
             && !matches!(p, "[heap]" | "[stack]")
             && !p.starts_with("[anon:") =>
@@ -863,7 +865,11 @@ pub fn restore_mappings(
         }
         let kind = VmaKind::try_from(v.kind)
             .map_err(|_| Failure::msg(pid, "unknown mapping kind in image"))?;
-        if matches!(kind, VmaKind::Vdso | VmaKind::Vvar | VmaKind::VvarVclock) {
+        // AIO rings are made by `io_setup` before the process's children exist (`aio.rs`).
+        if matches!(
+            kind,
+            VmaKind::Vdso | VmaKind::Vvar | VmaKind::VvarVclock | VmaKind::Aio
+        ) {
             continue;
         }
         let len = v.end - v.start;

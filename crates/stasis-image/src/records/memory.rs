@@ -46,6 +46,8 @@ pub enum VmaKind {
     Vdso = 4,
     Vvar = 5,
     VvarVclock = 6,
+    /// The ring of a Linux AIO context (`/[aio] (deleted)`): see `Vma.aio`.
+    Aio = 7,
     /// Private anonymous hugetlb mapping (`MAP_PRIVATE|MAP_ANONYMOUS|MAP_HUGETLB`, shown as
     /// "/anon_hugepage (deleted)"): pages stored like `Anon`, huge page size in `page_size`.
     AnonHugetlb = 8,
@@ -102,6 +104,13 @@ pub struct Vma {
     /// opened by path.
     #[prost(bool, tag = "14")]
     pub from_shmem: bool,
+    /// `Aio` mappings: the ring of a context of this process, made again with `io_setup` at
+    /// restore. Absent on an `Aio` mapping: a copy of its parent's ring that `fork` gave this
+    /// process (no context of its own behind it): the parent has the same ring (`file_id`:
+    /// device and inode) at the same address, and restore makes it again before forking the
+    /// child, which keeps the copy.
+    #[prost(message, optional, tag = "15")]
+    pub aio: Option<super::AioRing>,
     /// Huge page size in bytes of a hugetlb mapping (smaps `KernelPageSize`, VmFlags `ht`);
     /// 0 for a mapping of base pages (and every image from before this field).
     #[prost(uint64, tag = "18")]

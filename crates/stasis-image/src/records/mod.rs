@@ -8,6 +8,7 @@
 //! Evolution rules (see docs/image-format.md): fields are only ever added, with new tags and
 //! defaults that mean "absent"; tags are never reused or retyped.
 
+mod aio;
 mod events;
 mod filelock;
 mod inet;
@@ -23,6 +24,7 @@ mod seccomp;
 mod sysv;
 mod unix;
 
+pub use aio::*;
 pub use events::*;
 pub use filelock::*;
 pub use inet::*;
