@@ -8,6 +8,7 @@
 //! - [`checkpoint`], [`restore`]: orchestration of the two operations.
 //! - [`freeze`]: seizing a tree and putting it back (the guard of every checkpoint).
 //! - [`memory`]: mappings, pages and shared memory objects — dump and restore side by side.
+//! - [`incremental`]: images relative to a parent, and write tracking between images.
 //! - [`cow`]: copy-on-write sharing between forked processes kept across a restore.
 //! - [`files`]: fd tables, open file descriptions, pipes and FIFOs.
 //! - [`events`]: eventfd, epoll, timerfd, signalfd, inotify.
@@ -31,6 +32,7 @@ pub mod events;
 pub mod failpoint;
 pub mod files;
 pub mod freeze;
+pub mod incremental;
 pub mod inet;
 pub mod journal;
 pub mod memory;
