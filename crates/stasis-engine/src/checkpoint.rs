@@ -222,7 +222,10 @@ fn inspect_tree(
         if i == 0 && p.pid != opts.pid {
             return Err(Failure::msg(pid, "tree walk order").into());
         }
-        let smaps = proc::read_smaps(pid).ctx(pid, || "reading smaps".into())?;
+        let smaps = match incr.and_then(|c| c.smaps_of(pid)) {
+            Some(s) => s,
+            None => proc::read_smaps(pid).ctx(pid, || "reading smaps".into())?,
+        };
         let parent = crate::cow::ParentView::find(&procs, &p)?;
         p.vmas = memory::dump_layout(pid, i, &smaps, shmem, jobs, parent.as_ref(), incr)?;
         p.fds = files.dump_process(pid, shmem, writer)?;
@@ -376,6 +379,17 @@ fn checkpoint_into(
         .as_ref()
         .map(|t| t.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
 
+    // Pages unwritten since the parent come from it when the tracker's last image is it; the
+    // mappings of tracked processes are read before the freeze (see `LayoutCtx::smaps_of`).
+    let incr = parent.map(|p| {
+        let tracked = match &tracker {
+            Some(t) if !opts.pid_ns && t.base() == Some(&p.reference.manifest_blake3[..]) => {
+                t.tracked_pids()
+            }
+            _ => Default::default(),
+        };
+        crate::incremental::LayoutCtx::new(p, tracked, opts.leave_running)
+    });
     progress::enter(&opts.progress, Phase::Freezing);
     let (mut frozen, t_frozen) = freeze_tree(opts)?;
     failpoint::check("seize")?;
@@ -389,16 +403,6 @@ fn checkpoint_into(
     let mut jobs = Vec::new();
     let mut seccomp = crate::seccomp::FilterTable::default();
     progress::enter(&opts.progress, Phase::Inspecting);
-    // Pages unwritten since the parent come from it when the tracker's last image is it.
-    let incr = parent.map(|p| crate::incremental::LayoutCtx {
-        parent: p,
-        tracked: match &tracker {
-            Some(t) if !opts.pid_ns && t.base() == Some(&p.reference.manifest_blake3[..]) => {
-                t.tracked_pids()
-            }
-            _ => Default::default(),
-        },
-    });
     let mut procs = inspect_tree(
         opts,
         &frozen,
@@ -495,6 +499,9 @@ fn checkpoint_into(
             f.release()?;
         }
         stats.frozen_secs = t_frozen.elapsed().as_secs_f64();
+        if let Some(c) = &incr {
+            c.check_flags_unchanged()?;
+        }
     }
     if let Some(bufs) = read_bufs.take() {
         let runs = memory::store_read_jobs(&jobs, bufs, &writer, opts.workers)?;

@@ -261,9 +261,151 @@ pub struct LayoutCtx<'a> {
     pub parent: &'a Parent,
     /// Processes whose `uw` mappings were write-protected when the parent was taken.
     pub tracked: HashSet<i32>,
+    /// `smaps` of tracked processes read before the freeze (walking every page of 1 GiB takes
+    /// tens of milliseconds: not while the tree is frozen).
+    pre_smaps: HashMap<i32, Vec<SmapsEntry>>,
+    /// The processes whose pre-read `smaps` the image used.
+    used: std::cell::RefCell<Vec<i32>>,
 }
 
-impl LayoutCtx<'_> {
+/// The VmFlags an image records or depends on (see `memory::KEPT_FLAGS`; `io`/`pf` refuse).
+/// Not `uw`: only we set it (at the end of every image, on new mappings), and only `mremap`,
+/// `munmap` or an `exec` clear it, which change the mapping's line.
+const WATCHED_FLAGS: [&str; 9] = ["gd", "nr", "dd", "dc", "wf", "hg", "nh", "io", "pf"];
+
+fn watched(s: &SmapsEntry) -> Vec<&str> {
+    let mut f: Vec<&str> = s
+        .vm_flags
+        .iter()
+        .map(String::as_str)
+        .filter(|f| WATCHED_FLAGS.contains(f))
+        .collect();
+    f.sort_unstable();
+    f
+}
+
+impl<'a> LayoutCtx<'a> {
+    /// The context of an image relative to `parent`; with `pre_read` (a leave-running image),
+    /// the `smaps` of the `tracked` processes are read now, before the freeze.
+    pub fn new(parent: &'a Parent, tracked: HashSet<i32>, pre_read: bool) -> Self {
+        let pre_smaps = if pre_read {
+            tracked
+                .iter()
+                .filter_map(|&pid| proc::read_smaps(pid).ok().map(|s| (pid, s)))
+                .collect()
+        } else {
+            HashMap::new()
+        };
+        LayoutCtx {
+            parent,
+            tracked,
+            pre_smaps,
+            used: Default::default(),
+        }
+    }
+
+    /// The pre-read `smaps` of `pid`, if the frozen process's `maps` are still the same
+    /// mappings (same ranges, protections, files). Flags that change without changing a
+    /// mapping's line (a madvise over a whole mapping) are checked once the tree runs again
+    /// ([`check_flags_unchanged`](Self::check_flags_unchanged)).
+    pub fn smaps_of(&self, pid: i32) -> Option<Vec<SmapsEntry>> {
+        let pre = self.pre_smaps.get(&pid)?;
+        let now = proc::read_maps(pid).ok()?;
+        let same = now.len() == pre.len() && now.iter().zip(pre).all(|(a, b)| *a == b.map);
+        if !same {
+            return None;
+        }
+        self.used.borrow_mut().push(pid);
+        Some(pre.clone())
+    }
+
+    /// After the tree runs again: the flags of every mapping whose pre-read `smaps` the image
+    /// used are still those (read once more now). A change — made between the pre-read and
+    /// now — may have been made before the freeze: the image is refused, to be taken again.
+    pub fn check_flags_unchanged(&self) -> Result<(), Failure> {
+        for &pid in self.used.borrow().iter() {
+            let Ok(now) = proc::read_smaps(pid) else {
+                continue; // exited since: the image holds it as it was
+            };
+            for old in &self.pre_smaps[&pid] {
+                let Some(new) = now.iter().find(|n| n.map.start == old.map.start && n.map.end == old.map.end) else {
+                    continue;
+                };
+                if watched(old) != watched(new) {
+                    return Err(Failure::msg(
+                        pid,
+                        format!(
+                            "the flags of mapping {:#x}-{:#x} changed while the image was taken ({:?} → {:?}); take it again",
+                            old.map.start,
+                            old.map.end,
+                            watched(old),
+                            watched(new)
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The fast path for a tracked mapping (`uw`) of a tracked process with no parent in the
+    /// tree (nothing shared copy-on-write): the written pages come from one `PAGEMAP_SCAN`
+    /// (only their pagemap entries are read into `entries`, every other entry is 0), and every
+    /// run of the parent inside the mapping but outside the written ranges is named again. An
+    /// unwritten page the parent did not store was zero or absent then, and still is. Returns
+    /// false (nothing done) when the path does not apply.
+    pub fn written_only(
+        &self,
+        pid: i32,
+        s: &SmapsEntry,
+        pagemap: &proc::Pagemap,
+        vma: &mut rec::Vma,
+        entries: &mut Vec<u64>,
+    ) -> Result<bool, Failure> {
+        let m = &s.map;
+        if !self.tracked.contains(&pid) || !s.has_flag("uw") || !trackable(m) {
+            return Ok(false);
+        }
+        let pm = std::fs::File::open(format!("/proc/{pid}/pagemap"))
+            .ctx(pid, || "opening pagemap".into())?;
+        let written = match stasis_sys::uffd::scan_written(pm.as_fd(), m.start, m.end, false) {
+            Ok(w) => w,
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => return Ok(false),
+            Err(e) => {
+                return Err(Failure::new(
+                    pid,
+                    format!("PAGEMAP_SCAN of {:#x}-{:#x}", m.start, m.end),
+                    e,
+                ))
+            }
+        };
+        let npages = ((m.end - m.start) / PAGE) as usize;
+        entries.clear();
+        entries.resize(npages, 0);
+        let mut part = Vec::new();
+        for &(a, b) in &written {
+            pagemap
+                .read(a, ((b - a) / PAGE) as usize, &mut part)
+                .ctx(pid, || format!("reading pagemap of {a:#x}-{b:#x}"))?;
+            let i = ((a - m.start) / PAGE) as usize;
+            entries[i..i + part.len()].copy_from_slice(&part);
+        }
+        let runs = self.parent.runs.get(&pid).map(Vec::as_slice).unwrap_or(&[]);
+        let first = runs.partition_point(|r| r.addr + r.count as u64 * PAGE <= m.start);
+        for run in runs[first..].iter().take_while(|r| r.addr < m.end) {
+            let (ra, rb) = (run.addr.max(m.start), (run.addr + run.count as u64 * PAGE).min(m.end));
+            for (a, b) in subtract(ra, rb, &written) {
+                vma.pages.push(PageRun {
+                    addr: a,
+                    count: ((b - a) / PAGE) as u32,
+                    chunk: run.chunk.clone(),
+                    chunk_offset: run.chunk_offset + (a - run.addr),
+                });
+            }
+        }
+        Ok(true)
+    }
+
     /// For a tracked mapping (`uw`) of a tracked process: each page the parent stored that was
     /// not written since (present or swapped, uffd-wp still set) becomes a run naming the
     /// parent's chunk, and its pagemap entry is cleared so it is not read. Pages the parent
@@ -319,6 +461,23 @@ impl LayoutCtx<'_> {
     }
 }
 
+/// `[a, b)` minus the sorted, disjoint `ranges`.
+fn subtract(a: u64, b: u64, ranges: &[(u64, u64)]) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    let mut pos = a;
+    let first = ranges.partition_point(|r| r.1 <= a);
+    for &(ra, rb) in ranges[first..].iter().take_while(|r| r.0 < b) {
+        if ra > pos {
+            out.push((pos, ra));
+        }
+        pos = pos.max(rb);
+    }
+    if pos < b {
+        out.push((pos, b));
+    }
+    out
+}
+
 /// One tracked process.
 struct Tracked {
     starttime: u64,
@@ -351,13 +510,10 @@ fn starttime(pid: i32) -> Option<u64> {
     proc::read_stat(pid).ok().map(|s| s.starttime)
 }
 
-/// A private anonymous mapping the tracker registers.
-fn trackable(s: &SmapsEntry) -> bool {
-    let m = &s.map;
+/// A private anonymous mapping the tracker registers (device mappings are refused earlier).
+fn trackable(m: &proc::MapEntry) -> bool {
     m.inode == 0
         && !m.shared
-        && !s.has_flag("io")
-        && !s.has_flag("pf")
         && (m.path.is_empty()
             || matches!(m.path.as_str(), "[heap]" | "[stack]")
             || m.path.starts_with("[anon:"))
@@ -432,11 +588,34 @@ impl DirtyTracker {
 
     fn arm_process(&mut self, sp: &crate::freeze::SeizedProc) -> Result<(), Failure> {
         let pid = sp.pid;
-        let smaps = proc::read_smaps(pid).ctx(pid, || "reading smaps".into())?;
-        let maps: Vec<&SmapsEntry> = smaps.iter().filter(|s| trackable(s)).collect();
+        // `maps`, not `smaps`: smaps walks every page of the tree (tens of ms for 1 GiB). A
+        // registered mapping is one `PAGEMAP_SCAN` with `PM_SCAN_CHECK_WPASYNC` accepts.
+        let maps = proc::read_maps(pid).ctx(pid, || "reading maps".into())?;
+        let maps: Vec<&proc::MapEntry> = maps
+            .iter()
+            .filter(|m| trackable(m) && Some(m.start) != sp.parasite)
+            .collect();
+        let pm = std::fs::File::open(format!("/proc/{pid}/pagemap"))
+            .ctx(pid, || "opening pagemap".into())?;
+        let mut registered = vec![false; maps.len()];
+        if self.procs.contains_key(&pid) {
+            for (i, m) in maps.iter().enumerate() {
+                match stasis_sys::uffd::scan_written(pm.as_fd(), m.start, m.end, true) {
+                    Ok(_) => registered[i] = true,
+                    Err(e) if e.raw_os_error() == Some(libc::EPERM) => {}
+                    Err(e) => {
+                        return Err(Failure::new(
+                            pid,
+                            format!("PAGEMAP_SCAN write-protecting {:#x}-{:#x}", m.start, m.end),
+                            e,
+                        ))
+                    }
+                }
+            }
+        }
         // A process whose mm holds none of our registrations (new, forked, exec'd) needs a
         // userfaultfd of its own mm.
-        if !maps.iter().any(|s| s.has_flag("uw")) || !self.procs.contains_key(&pid) {
+        if !registered.iter().any(|r| *r) {
             let (uffd, umo) = inject_userfaultfd(sp)?;
             let st = starttime(pid).ok_or_else(|| Failure::msg(pid, "process vanished"))?;
             self.procs.insert(
@@ -449,17 +628,8 @@ impl DirtyTracker {
             );
         }
         let t = &self.procs[&pid];
-        let pm = std::fs::File::open(format!("/proc/{pid}/pagemap"))
-            .ctx(pid, || "opening pagemap".into())?;
-        for s in maps {
-            let (start, len) = (s.map.start, s.map.end - s.map.start);
-            if s.has_flag("uw") {
-                stasis_sys::uffd::scan_written(pm.as_fd(), start, s.map.end, true).ctx(
-                    pid,
-                    || format!("PAGEMAP_SCAN write-protecting {start:#x}-{:#x}", s.map.end),
-                )?;
-                continue;
-            }
+        for (m, _) in maps.iter().zip(&registered).filter(|(_, r)| !**r) {
+            let (start, len) = (m.start, m.end - m.start);
             if let Err(e) = stasis_sys::uffd::register_wp(t.uffd.as_fd(), start, len) {
                 // Left untracked: read whole at every image.
                 tracing::debug!(pid, start, error = %e, "mapping not registered for write tracking");
@@ -528,6 +698,9 @@ mod tests {
         assert_eq!(r("/img/a", "/img/b"), PathBuf::from("../b"));
         assert_eq!(r("/x/y/z", "/q"), PathBuf::from("../../../q"));
         assert_eq!(r("/img", "/img"), PathBuf::from("."));
+        assert_eq!(subtract(0, 100, &[]), vec![(0, 100)]);
+        assert_eq!(subtract(10, 100, &[(0, 20), (30, 40), (90, 200)]), vec![(20, 30), (40, 90)]);
+        assert_eq!(subtract(10, 20, &[(0, 30)]), vec![]);
         let n = |a: &str| normalise(Path::new(a));
         assert_eq!(n("/t/inc/../base"), PathBuf::from("/t/base"));
         assert_eq!(n("t/./a/../../../b"), PathBuf::from("../b"));

@@ -151,14 +151,22 @@ pub fn dump_layout(
         }
         if matches!(kind, VmaKind::Anon | VmaKind::FilePrivate) {
             let npages = ((m.end - m.start) / PAGE) as usize;
-            pagemap.read(m.start, npages, &mut entries).ctx(pid, || {
-                format!("reading pagemap of {:#x}-{:#x}", m.start, m.end)
-            })?;
-            if let Some(parent) = parent {
-                crate::cow::share(&mut vma, &mut entries[..npages], parent)?;
-            }
-            if let Some(incr) = incr {
-                incr.reuse_unwritten(pid, s, &mut vma, &mut entries[..npages]);
+            let fast = match incr {
+                Some(incr) if parent.is_none() => {
+                    incr.written_only(pid, s, &pagemap, &mut vma, &mut entries)?
+                }
+                _ => false,
+            };
+            if !fast {
+                pagemap.read(m.start, npages, &mut entries).ctx(pid, || {
+                    format!("reading pagemap of {:#x}-{:#x}", m.start, m.end)
+                })?;
+                if let Some(parent) = parent {
+                    crate::cow::share(&mut vma, &mut entries[..npages], parent)?;
+                }
+                if let Some(incr) = incr {
+                    incr.reuse_unwritten(pid, s, &mut vma, &mut entries[..npages]);
+                }
             }
             jobs.extend(plan_windows(
                 pid,
