@@ -22,7 +22,12 @@ fn start_worker(size_mib: u64, base: &Path) -> anyhow::Result<Worker> {
     let ready = base.join("ready");
     let _ = std::fs::remove_file(&ready);
     let child = Command::new(std::env::current_exe()?)
-        .args(["bench-worker", "--size-mib", &size_mib.to_string(), "--ready"])
+        .args([
+            "bench-worker",
+            "--size-mib",
+            &size_mib.to_string(),
+            "--ready",
+        ])
         .arg(&ready)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -97,7 +102,13 @@ pub fn run(
             Some(&tracker),
             workers,
         )?;
-        let untracked = image(pid, base.join("diff"), Some(&base.join("full")), None, workers)?;
+        let untracked = image(
+            pid,
+            base.join("diff"),
+            Some(&base.join("full")),
+            None,
+            workers,
+        )?;
         drop(w);
         Ok::<_, anyhow::Error>((full, inc, untracked))
     })();
@@ -123,7 +134,10 @@ pub fn run(
         return Ok(());
     }
     let mib = |b: u64| b as f64 / 1048576.0;
-    println!("workload: {size_mib} MiB touched anonymous memory, idle; leave-running images on {}", base.display());
+    println!(
+        "workload: {size_mib} MiB touched anonymous memory, idle; leave-running images on {}",
+        base.display()
+    );
     for (what, s) in [
         ("full image", &full),
         ("incremental, tracked", &inc),

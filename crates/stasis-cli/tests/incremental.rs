@@ -81,7 +81,11 @@ fn chain_of_four_images_restores_byte_exact() {
         let parent = (g > 0).then(|| dirs[g - 1].as_path());
         stored.push(cli_checkpoint(&w, &dirs[g], parent));
     }
-    eprintln!("stored bytes: full {} then incremental {:?}", stored[0], &stored[1..]);
+    eprintln!(
+        "stored bytes: full {} then incremental {:?}",
+        stored[0],
+        &stored[1..]
+    );
     for (g, s) in stored.iter().enumerate().skip(1) {
         // Each generation changes two eighths of the 32 MiB region.
         assert!(
@@ -106,7 +110,10 @@ fn idle_workload_second_image_stores_under_1_mib() {
     let s1 = cli_checkpoint(&w, &inc, Some(&full));
     eprintln!("idle 64 MiB workload: full image stored {s0} bytes, the next one {s1} bytes");
     assert!(s0 > 64 << 20, "full image stored only {s0} bytes");
-    assert!(s1 < 1 << 20, "incremental image of an idle workload stored {s1} bytes");
+    assert!(
+        s1 < 1 << 20,
+        "incremental image of an idle workload stored {s1} bytes"
+    );
     restore_and_verify(&mut w, &inc, 0, &[]);
 }
 
@@ -128,10 +135,22 @@ fn altered_or_missing_parent_is_refused_by_name() {
         &["--leave-running", "--parent", nowhere.to_str().unwrap()],
     );
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "checkpoint with a missing parent succeeded");
-    assert!(err.contains("nowhere"), "error does not name the parent: {err}");
-    assert!(pid_alive(w.pid), "the tree is gone after a refused checkpoint");
-    assert!(!t.path().join("inc2").exists(), "a refused checkpoint left its directory");
+    assert!(
+        !out.status.success(),
+        "checkpoint with a missing parent succeeded"
+    );
+    assert!(
+        err.contains("nowhere"),
+        "error does not name the parent: {err}"
+    );
+    assert!(
+        pid_alive(w.pid),
+        "the tree is gone after a refused checkpoint"
+    );
+    assert!(
+        !t.path().join("inc2").exists(),
+        "a refused checkpoint left its directory"
+    );
 
     // The parent replaced by another image (same place, other content): restore refuses,
     // naming it, and starts nothing.
@@ -146,18 +165,28 @@ fn altered_or_missing_parent_is_refused_by_name() {
     std::fs::rename(t.path().join("inc.keep"), &inc).unwrap();
     let out = run_cmd(&mut restore_cmd(&inc));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "restore over an altered parent succeeded");
+    assert!(
+        !out.status.success(),
+        "restore over an altered parent succeeded"
+    );
     assert!(
         err.contains(&*base.to_string_lossy()) && err.contains("altered"),
         "error does not name the altered parent: {err}"
     );
-    assert!(!pid_alive(w.pid), "a refused restore left pid {} running", w.pid);
+    assert!(
+        !pid_alive(w.pid),
+        "a refused restore left pid {} running",
+        w.pid
+    );
 
     // The parent missing: refused naming it.
     std::fs::remove_dir_all(&base).unwrap();
     let out = run_cmd(&mut restore_cmd(&inc));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "restore without its parent succeeded");
+    assert!(
+        !out.status.success(),
+        "restore without its parent succeeded"
+    );
     assert!(
         err.contains(&*base.to_string_lossy()) && err.contains("cannot be opened"),
         "error does not name the missing parent: {err}"
@@ -217,7 +246,10 @@ fn tracked_tree_that_forks_maps_and_unmaps_restores_exact() {
         }
         let parent = (g > 0).then(|| dirs[g - 1].as_path());
         let s = lib_checkpoint(&w, &dirs[g], parent, &tracker);
-        assert!(tracker.lock().unwrap().base().is_some(), "tracker not armed by image {g}");
+        assert!(
+            tracker.lock().unwrap().base().is_some(),
+            "tracker not armed by image {g}"
+        );
         figures.push((s.memory_bytes, s.stored_bytes, s.frozen_secs));
     }
     eprintln!("tracked chain (read, stored, frozen s): {figures:?}");
@@ -300,7 +332,11 @@ fn tracker_reports_exactly_the_pages_written() {
         next_gen(&w, g);
         let want: Vec<u64> = (0..npages).filter(|&p| action(g, p, npages) != 0).collect();
         let got = in_region(&tracker.lock().unwrap());
-        assert_eq!(got.len(), want.len(), "generation {g}: pages reported written");
+        assert_eq!(
+            got.len(),
+            want.len(),
+            "generation {g}: pages reported written"
+        );
         assert_eq!(got, want, "generation {g}: pages reported written");
         // The next image resets the tracking: the following generation's set alone is seen.
         let inc = lib_checkpoint(

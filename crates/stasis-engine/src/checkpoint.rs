@@ -514,7 +514,9 @@ fn checkpoint_into(
         if !t.tracked_pids().is_empty() {
             match std::fs::read(opts.dir.join(stasis_image::MANIFEST_FILE)) {
                 Ok(m) => t.committed(blake3::hash(&m).as_bytes().to_vec()),
-                Err(e) => tracing::warn!(error = %e, "manifest not read back: the next image reads every page"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "manifest not read back: the next image reads every page")
+                }
             }
         }
     }

@@ -328,7 +328,10 @@ impl<'a> LayoutCtx<'a> {
                 continue; // exited since: the image holds it as it was
             };
             for old in &self.pre_smaps[&pid] {
-                let Some(new) = now.iter().find(|n| n.map.start == old.map.start && n.map.end == old.map.end) else {
+                let Some(new) = now
+                    .iter()
+                    .find(|n| n.map.start == old.map.start && n.map.end == old.map.end)
+                else {
                     continue;
                 };
                 if watched(old) != watched(new) {
@@ -393,7 +396,10 @@ impl<'a> LayoutCtx<'a> {
         let runs = self.parent.runs.get(&pid).map(Vec::as_slice).unwrap_or(&[]);
         let first = runs.partition_point(|r| r.addr + r.count as u64 * PAGE <= m.start);
         for run in runs[first..].iter().take_while(|r| r.addr < m.end) {
-            let (ra, rb) = (run.addr.max(m.start), (run.addr + run.count as u64 * PAGE).min(m.end));
+            let (ra, rb) = (
+                run.addr.max(m.start),
+                (run.addr + run.count as u64 * PAGE).min(m.end),
+            );
             for (a, b) in subtract(ra, rb, &written) {
                 vma.pages.push(PageRun {
                     addr: a,
@@ -699,7 +705,10 @@ mod tests {
         assert_eq!(r("/x/y/z", "/q"), PathBuf::from("../../../q"));
         assert_eq!(r("/img", "/img"), PathBuf::from("."));
         assert_eq!(subtract(0, 100, &[]), vec![(0, 100)]);
-        assert_eq!(subtract(10, 100, &[(0, 20), (30, 40), (90, 200)]), vec![(20, 30), (40, 90)]);
+        assert_eq!(
+            subtract(10, 100, &[(0, 20), (30, 40), (90, 200)]),
+            vec![(20, 30), (40, 90)]
+        );
         assert_eq!(subtract(10, 20, &[(0, 30)]), vec![]);
         let n = |a: &str| normalise(Path::new(a));
         assert_eq!(n("/t/inc/../base"), PathBuf::from("/t/base"));
