@@ -1,7 +1,7 @@
 /*
  * dirty_pages.c - memory written in generations, for incremental images.
  *
- * Usage: dirty_pages CTL_DIR [--mib N] [--churn] [--idle]
+ * Usage: dirty_pages CTL_DIR [--mib N] [--churn] [--idle] [--no-ptrace-cap]
  *
  * State tested:
  *   - a private anonymous region of N MiB (default 32) whose page p holds the
@@ -17,7 +17,10 @@
  *     own and the region as it was at the fork, and checks both at verify),
  *     maps a new 1 MiB region, moves the previous one with mremap and unmaps
  *     half of the one before;
- *   - `--idle`: nothing is written after setup (generations are refused).
+ *   - `--idle`: nothing is written after setup (generations are refused);
+ *   - `--no-ptrace-cap`: CAP_SYS_PTRACE dropped (a full userfaultfd is then
+ *     refused to the task while vm.unprivileged_userfaultfd is 0); verify
+ *     checks it is still dropped.
  * Verify: if CTL_DIR/expect exists, the current generation equals it (the
  * restored image is the one asked for); every page of the region holds the
  * pattern of its generation or zeros; every churn region its pattern; every
@@ -31,7 +34,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/capability.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -218,11 +223,28 @@ static void apply(long g, int with_churn)
         churn(g);
 }
 
+/* Whether CAP_SYS_PTRACE is in the effective set; with `drop`, remove it from
+ * the effective and permitted sets first. */
+static int ptrace_cap(int drop)
+{
+    struct __user_cap_header_struct h = {_LINUX_CAPABILITY_VERSION_3, 0};
+    struct __user_cap_data_struct d[2];
+    if (syscall(SYS_capget, &h, d) != 0)
+        wl_fail("capget: %s", strerror(errno));
+    if (drop) {
+        d[0].effective &= ~(1u << CAP_SYS_PTRACE);
+        d[0].permitted &= ~(1u << CAP_SYS_PTRACE);
+        if (syscall(SYS_capset, &h, d) != 0)
+            wl_fail("capset: %s", strerror(errno));
+    }
+    return !!(d[0].effective & (1u << CAP_SYS_PTRACE));
+}
+
 int main(int argc, char **argv)
 {
     wl_init(argc, argv);
     size_t mib = 32;
-    int with_churn = 0, idle = 0;
+    int with_churn = 0, idle = 0, no_ptrace = 0;
     for (int i = 2; i < argc; i++) {
         if (!strcmp(argv[i], "--mib") && i + 1 < argc)
             mib = strtoul(argv[++i], NULL, 10);
@@ -230,7 +252,11 @@ int main(int argc, char **argv)
             with_churn = 1;
         else if (!strcmp(argv[i], "--idle"))
             idle = 1;
+        else if (!strcmp(argv[i], "--no-ptrace-cap"))
+            no_ptrace = 1;
     }
+    if (no_ptrace)
+        ptrace_cap(1);
     npages = mib * (1 << 20) / PAGE;
     region = mmap(NULL, npages * PAGE, PROT_READ | PROT_WRITE,
                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -261,6 +287,7 @@ int main(int argc, char **argv)
         }
         wl_sleep_ms(5);
     }
+    WL_CHECK(!no_ptrace || !ptrace_cap(0), "CAP_SYS_PTRACE is back after restore");
     long expect = read_long("expect");
     WL_CHECK(expect < 0 || expect == cur_gen,
              "generation %ld after restore, expected %ld", cur_gen, expect);

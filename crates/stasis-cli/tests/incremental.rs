@@ -301,8 +301,23 @@ fn action(g: u64, p: u64, npages: u64) -> u8 {
 
 #[test]
 fn tracker_reports_exactly_the_pages_written() {
+    tracker_exact(&[], false);
+}
+
+/// Without CAP_SYS_PTRACE the task may only have a user-mode-only userfaultfd
+/// (`vm.unprivileged_userfaultfd` is 0): tracking works the same with it.
+#[test]
+fn tracker_without_ptrace_capability_uses_user_mode_only() {
+    let sysctl = std::fs::read_to_string("/proc/sys/vm/unprivileged_userfaultfd").unwrap();
+    assert_eq!(sysctl.trim(), "0", "this test expects vm.unprivileged_userfaultfd = 0");
+    tracker_exact(&["--no-ptrace-cap"], true);
+}
+
+fn tracker_exact(extra: &[&str], user_mode_only: bool) {
     let _g = serial();
-    let mut w = Workload::start("dirty_pages", &["--mib", "8"]);
+    let mut args = vec!["--mib", "8"];
+    args.extend(extra);
+    let mut w = Workload::start("dirty_pages", &args);
     let region = std::fs::read_to_string(w.ctl_path().join("region")).unwrap();
     let mut it = region.split_whitespace().map(|v| v.parse::<u64>().unwrap());
     let (start, npages) = (it.next().unwrap(), it.next().unwrap());
@@ -325,8 +340,8 @@ fn tracker_reports_exactly_the_pages_written() {
     );
     assert_eq!(
         tracker.lock().unwrap().user_mode_only(w.pid),
-        Some(false),
-        "a root workload gets a full userfaultfd"
+        Some(user_mode_only),
+        "UFFD_USER_MODE_ONLY used (a task without CAP_SYS_PTRACE) or not (a root task)"
     );
     for g in 1..=2 {
         next_gen(&w, g);
