@@ -290,7 +290,7 @@ fn action(g: u64, p: u64, npages: u64) -> u8 {
         return 0;
     }
     let h = mix((g << 40) ^ p);
-    if h % 5 == 0 {
+    if h.is_multiple_of(5) {
         1
     } else if h % 31 == 1 {
         2
@@ -309,7 +309,11 @@ fn tracker_reports_exactly_the_pages_written() {
 #[test]
 fn tracker_without_ptrace_capability_uses_user_mode_only() {
     let sysctl = std::fs::read_to_string("/proc/sys/vm/unprivileged_userfaultfd").unwrap();
-    assert_eq!(sysctl.trim(), "0", "this test expects vm.unprivileged_userfaultfd = 0");
+    assert_eq!(
+        sysctl.trim(),
+        "0",
+        "this test expects vm.unprivileged_userfaultfd = 0"
+    );
     tracker_exact(&["--no-ptrace-cap"], true);
 }
 

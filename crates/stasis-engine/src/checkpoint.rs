@@ -205,6 +205,8 @@ fn freeze_tree(opts: &CheckpointOptions) -> Result<(Frozen, Instant), Checkpoint
 
 /// Every process of the frozen tree from `/proc` only (nothing changed yet): its record, its
 /// memory layout (with the page jobs to run later), its fds, threads and pending signals.
+// The tables the inspection fills, each its own borrow (as in `dump_layout`).
+#[allow(clippy::too_many_arguments)]
 fn inspect_tree(
     opts: &CheckpointOptions,
     frozen: &Frozen,
