@@ -447,8 +447,11 @@ fn checkpoint_into(
     stats.memory_secs = tm.elapsed().as_secs_f64();
     failpoint::check("memory")?;
     if let Some(t) = tracker.as_mut() {
-        // Tracking starts again from this image; if that fails the next image reads everything.
-        if let Err(e) = t.arm(&frozen) {
+        // Tracking starts again from this image (unless the tree ends with it); if that fails
+        // the next image reads everything.
+        if !opts.leave_running {
+            t.clear();
+        } else if let Err(e) = t.arm(&frozen) {
             tracing::warn!(error = %e, "write tracking not armed: the next image reads every page");
             t.clear();
         }
