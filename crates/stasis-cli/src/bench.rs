@@ -36,6 +36,23 @@ pub enum BenchCmd {
         #[arg(long)]
         json: bool,
     },
+    /// An idle workload of SIZE MiB: the freeze and the bytes stored of an incremental image
+    /// (write tracking with a DirtyTracker, and by difference without one) next to the full
+    /// image's.
+    Incremental {
+        /// Memory of the workload, in MiB.
+        #[arg(long, default_value_t = 1024)]
+        size_mib: u64,
+        /// Where to write the images (default: a directory in /dev/shm, a tmpfs).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Worker threads.
+        #[arg(long)]
+        workers: Option<usize>,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
     /// A partition holding SIZE MiB: how long periodic `checkpoint --name --leave-running`
     /// freezes it, and how long a kill-mode checkpoint and a restore (to running) take, end to
     /// end through the CLI.
@@ -782,6 +799,15 @@ fn measure_limits(pid: i32, dir: &Path, bytes: u64, workers: usize) -> anyhow::R
 }
 
 pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
+    if let BenchCmd::Incremental {
+        size_mib,
+        dir,
+        workers,
+        json,
+    } = cmd
+    {
+        return crate::bench_incr::run(size_mib, dir, workers, json);
+    }
     if let BenchCmd::Agent {
         size_mib,
         rounds,
@@ -856,6 +882,8 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
     let keyring = stasis_engine::Keyring::ephemeral()?;
     let cs = stasis_engine::checkpoint(&stasis_engine::CheckpointOptions {
         progress: None,
+        parent: None,
+        tracker: None,
         signer: Some(keyring.clone()),
         before_commit: None,
         buffer_limit: None,

@@ -9,6 +9,7 @@
 
 mod agent;
 mod bench;
+mod bench_incr;
 mod check;
 mod child_agent;
 mod demo;
@@ -85,6 +86,11 @@ enum Cmd {
         /// memory available.
         #[arg(long, value_name = "SIZE")]
         copy_limit: Option<String>,
+        /// An incremental image: store only the page windows that differ from the image in
+        /// PARENT (itself full or incremental); restore then needs PARENT where it is now,
+        /// relative to DIR, unchanged.
+        #[arg(long, value_name = "PARENT", conflicts_with = "name")]
+        parent: Option<PathBuf>,
         /// Print figures as JSON on stdout.
         #[arg(long)]
         json: bool,
@@ -590,6 +596,7 @@ fn run(root: &stasis_partition::state::Root, cmd: Cmd) -> Result<(), Failed> {
             compress,
             workers: w,
             copy_limit,
+            parent: _,
             json,
         } => partition::checkpoint(
             stasis_partition::checkpoint::Options {
@@ -613,6 +620,7 @@ fn run(root: &stasis_partition::state::Root, cmd: Cmd) -> Result<(), Failed> {
             compress,
             workers: w,
             copy_limit,
+            parent,
             json,
         } => {
             let pid = pid.ok_or_else(|| (2, anyhow::anyhow!("give --pid or --name")))?;
@@ -636,6 +644,8 @@ fn run(root: &stasis_partition::state::Root, cmd: Cmd) -> Result<(), Failed> {
                 compression: compression(compress),
                 workers: workers(w),
                 progress: Some(progress.clone()),
+                parent,
+                tracker: None,
             };
             let shown = spinner::show("checkpoint", &progress, json);
             let stats = stasis_engine::checkpoint(&opts);

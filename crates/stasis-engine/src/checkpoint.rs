@@ -61,6 +61,12 @@ pub struct CheckpointOptions {
     pub signer: Option<stasis_image::Keyring>,
     /// Where to store the phase and the page bytes written, for a caller's display.
     pub progress: Option<std::sync::Arc<crate::progress::Progress>>,
+    /// An incremental image: the image to take it relative to (chunks the parent chain holds
+    /// are not stored again; see [`crate::incremental`]).
+    pub parent: Option<PathBuf>,
+    /// Write tracking kept between images by the caller: with `parent` being its last image,
+    /// only the pages written since are read. Armed (again) by every checkpoint.
+    pub tracker: Option<std::sync::Arc<std::sync::Mutex<crate::incremental::DirtyTracker>>>,
 }
 
 /// The most page bytes a leave-running checkpoint copies into memory (see
@@ -199,6 +205,8 @@ fn freeze_tree(opts: &CheckpointOptions) -> Result<(Frozen, Instant), Checkpoint
 
 /// Every process of the frozen tree from `/proc` only (nothing changed yet): its record, its
 /// memory layout (with the page jobs to run later), its fds, threads and pending signals.
+// The tables the inspection fills, each its own borrow (as in `dump_layout`).
+#[allow(clippy::too_many_arguments)]
 fn inspect_tree(
     opts: &CheckpointOptions,
     frozen: &Frozen,
@@ -207,6 +215,7 @@ fn inspect_tree(
     writer: &ImageWriter,
     jobs: &mut Vec<memory::DumpJob>,
     seccomp: &mut crate::seccomp::FilterTable,
+    incr: Option<&crate::incremental::LayoutCtx>,
 ) -> Result<Vec<rec::Process>, CheckpointError> {
     let mut procs = Vec::new();
     for (i, sp) in frozen.procs.iter().enumerate() {
@@ -215,9 +224,12 @@ fn inspect_tree(
         if i == 0 && p.pid != opts.pid {
             return Err(Failure::msg(pid, "tree walk order").into());
         }
-        let smaps = proc::read_smaps(pid).ctx(pid, || "reading smaps".into())?;
+        let smaps = match incr.and_then(|c| c.smaps_of(pid)) {
+            Some(s) => s,
+            None => proc::read_smaps(pid).ctx(pid, || "reading smaps".into())?,
+        };
         let parent = crate::cow::ParentView::find(&procs, &p)?;
-        p.vmas = memory::dump_layout(pid, i, &smaps, shmem, jobs, parent.as_ref())?;
+        p.vmas = memory::dump_layout(pid, i, &smaps, shmem, jobs, parent.as_ref(), incr)?;
         p.fds = files.dump_process(pid, shmem, writer)?;
         p.fd_table_of = files.shared_fd_table(pid, p.ppid)?;
         p.threads = sp
@@ -310,7 +322,11 @@ fn run_parasites(
 pub fn checkpoint(opts: &CheckpointOptions) -> Result<CheckpointStats, CheckpointError> {
     let t0 = Instant::now();
     let _span = tracing::info_span!("checkpoint", pid = opts.pid).entered();
-    let writer = ImageWriter::create(
+    let parent = match &opts.parent {
+        Some(p) => Some(crate::incremental::Parent::open(&opts.dir, p)?),
+        None => None,
+    };
+    let mut writer = ImageWriter::create(
         &opts.dir,
         WriteOptions {
             force: opts.force,
@@ -318,8 +334,11 @@ pub fn checkpoint(opts: &CheckpointOptions) -> Result<CheckpointStats, Checkpoin
         },
     )
     .map_err(|e| CheckpointError::Image(Box::new(e)))?;
+    if let Some(p) = &parent {
+        writer.set_base_chunks(p.reader.chain_chunk_ids());
+    }
     let created = writer.created_dir();
-    let r = checkpoint_into(opts, writer, t0);
+    let r = checkpoint_into(opts, writer, t0, parent.as_ref());
     if r.is_err() && created {
         remove_created_dir(&opts.dir);
     }
@@ -355,9 +374,25 @@ fn checkpoint_into(
     opts: &CheckpointOptions,
     writer: ImageWriter,
     t0: Instant,
+    parent: Option<&crate::incremental::Parent>,
 ) -> Result<CheckpointStats, CheckpointError> {
     let mut stats = CheckpointStats::default();
+    let mut tracker = opts
+        .tracker
+        .as_ref()
+        .map(|t| t.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
 
+    // Pages unwritten since the parent come from it when the tracker's last image is it; the
+    // mappings of tracked processes are read before the freeze (see `LayoutCtx::smaps_of`).
+    let incr = parent.map(|p| {
+        let tracked = match &tracker {
+            Some(t) if !opts.pid_ns && t.base() == Some(&p.reference.manifest_blake3[..]) => {
+                t.tracked_pids()
+            }
+            _ => Default::default(),
+        };
+        crate::incremental::LayoutCtx::new(p, tracked, opts.leave_running)
+    });
     progress::enter(&opts.progress, Phase::Freezing);
     let (mut frozen, t_frozen) = freeze_tree(opts)?;
     failpoint::check("seize")?;
@@ -379,6 +414,7 @@ fn checkpoint_into(
         &writer,
         &mut jobs,
         &mut seccomp,
+        incr.as_ref(),
     )?;
     files.finish()?;
     failpoint::check("inspect")?;
@@ -412,6 +448,16 @@ fn checkpoint_into(
     progress::add(&opts.progress, stats.memory_bytes);
     stats.memory_secs = tm.elapsed().as_secs_f64();
     failpoint::check("memory")?;
+    if let Some(t) = tracker.as_mut() {
+        // Tracking starts again from this image (unless the tree ends with it); if that fails
+        // the next image reads everything.
+        if !opts.leave_running {
+            t.clear();
+        } else if let Err(e) = t.arm(&frozen) {
+            tracing::warn!(error = %e, "write tracking not armed: the next image reads every page");
+            t.clear();
+        }
+    }
 
     progress::enter(&opts.progress, Phase::Committing);
     let vdso_hash = memory::vdso_hash(opts.pid)?;
@@ -437,6 +483,7 @@ fn checkpoint_into(
         pid_ns: std::fs::metadata(format!("/proc/{}/ns/pid", opts.pid))
             .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
             .unwrap_or(0),
+        parent: parent.map(|p| p.reference.clone()),
     };
     crate::files::check_image(&img)?;
     if opts.pid_ns {
@@ -459,6 +506,9 @@ fn checkpoint_into(
             f.release()?;
         }
         stats.frozen_secs = t_frozen.elapsed().as_secs_f64();
+        if let Some(c) = &incr {
+            c.check_flags_unchanged()?;
+        }
     }
     if let Some(bufs) = read_bufs.take() {
         let runs = memory::store_read_jobs(&jobs, bufs, &writer, opts.workers)?;
@@ -467,6 +517,16 @@ fn checkpoint_into(
         }
     }
     commit_image(writer, &img, &vdso_hash, opts, &mut stats)?;
+    if let Some(t) = tracker.as_mut() {
+        if !t.tracked_pids().is_empty() {
+            match std::fs::read(opts.dir.join(stasis_image::MANIFEST_FILE)) {
+                Ok(m) => t.committed(blake3::hash(&m).as_bytes().to_vec()),
+                Err(e) => {
+                    tracing::warn!(error = %e, "manifest not read back: the next image reads every page")
+                }
+            }
+        }
+    }
 
     // The image is durable: end the tree (unless it already runs on). Its TCP sockets stay in
     // repair mode (they close silently) and their network lock stays until restore.

@@ -85,6 +85,9 @@ pub enum CheckpointError {
     /// Writing the image failed.
     #[error("writing the image failed")]
     Image(#[source] Box<dyn StdError + Send + Sync>),
+    /// The parent of an incremental image cannot be used.
+    #[error(transparent)]
+    Parent(#[from] crate::incremental::ChainError),
     /// SIGINT/SIGTERM arrived.
     #[error("checkpoint interrupted by a signal at step {0}; the tree was left running")]
     Interrupted(String),

@@ -8,6 +8,7 @@
 //! - [`checkpoint`], [`restore`]: orchestration of the two operations.
 //! - [`freeze`]: seizing a tree and putting it back (the guard of every checkpoint).
 //! - [`memory`]: mappings, pages and shared memory objects — dump and restore side by side.
+//! - [`incremental`]: images relative to a parent, and write tracking between images.
 //! - [`cow`]: copy-on-write sharing between forked processes kept across a restore.
 //! - [`hugetlb`]: hugetlb mappings, memfds and segments, and the huge page pool check.
 //! - [`files`]: fd tables, open file descriptions, pipes and FIFOs.
@@ -34,6 +35,7 @@ pub mod failpoint;
 pub mod files;
 pub mod freeze;
 pub mod hugetlb;
+pub mod incremental;
 pub mod inet;
 pub mod journal;
 pub mod memory;

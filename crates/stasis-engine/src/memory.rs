@@ -132,6 +132,7 @@ pub fn dump_layout(
     shmem: &mut ShmemTable,
     jobs: &mut Vec<DumpJob>,
     parent: Option<&crate::cow::ParentView>,
+    incr: Option<&crate::incremental::LayoutCtx>,
 ) -> Result<Vec<rec::Vma>, crate::error::CheckpointError> {
     let mut vmas = Vec::new();
     let pagemap = proc::Pagemap::open(pid).ctx(pid, || "opening pagemap".into())?;
@@ -159,12 +160,23 @@ pub fn dump_layout(
             VmaKind::Anon | VmaKind::FilePrivate | VmaKind::AnonHugetlb
         ) {
             let npages = ((m.end - m.start) / PAGE) as usize;
-            pagemap.read(m.start, npages, &mut entries).ctx(pid, || {
-                format!("reading pagemap of {:#x}-{:#x}", m.start, m.end)
-            })?;
-            // hugetlb pages are not inherited: each process gets its own (crate::hugetlb).
-            if let Some(parent) = parent.filter(|_| vma.page_size == 0) {
-                crate::cow::share(&mut vma, &mut entries[..npages], parent)?;
+            let fast = match incr {
+                Some(incr) if parent.is_none() => {
+                    incr.written_only(pid, s, &pagemap, &mut vma, &mut entries)?
+                }
+                _ => false,
+            };
+            if !fast {
+                pagemap.read(m.start, npages, &mut entries).ctx(pid, || {
+                    format!("reading pagemap of {:#x}-{:#x}", m.start, m.end)
+                })?;
+                // hugetlb pages are not inherited: each process gets its own (crate::hugetlb).
+                if let Some(parent) = parent.filter(|_| vma.page_size == 0) {
+                    crate::cow::share(&mut vma, &mut entries[..npages], parent)?;
+                }
+                if let Some(incr) = incr {
+                    incr.reuse_unwritten(pid, s, &mut vma, &mut entries[..npages]);
+                }
             }
             jobs.extend(plan_windows(
                 pid,
@@ -1054,23 +1066,17 @@ pub fn check_identity(
 
 /// Write pages into processes with `process_vm_writev` from `workers` threads.
 pub fn fill_pages(reader: &ImageReader, jobs: &[FillJob], workers: usize) -> Result<u64, Failure> {
-    // Group runs by chunk so each chunk is read and verified once.
+    // Group runs by chunk so each chunk is read and verified once per process (the runs of an
+    // incremental image alternate between its own chunks and its parents').
     let mut by_chunk: Vec<(i32, Vec<&PageRun>)> = Vec::new();
     for j in jobs {
-        let mut cur: Option<(&[u8], Vec<&PageRun>)> = None;
+        let mut index: HashMap<&[u8], usize> = HashMap::new();
         for run in &j.runs {
-            match &mut cur {
-                Some((c, v)) if *c == run.chunk.as_slice() => v.push(run),
-                _ => {
-                    if let Some((_, v)) = cur.take() {
-                        by_chunk.push((j.pid, v));
-                    }
-                    cur = Some((run.chunk.as_slice(), vec![run]));
-                }
-            }
-        }
-        if let Some((_, v)) = cur {
-            by_chunk.push((j.pid, v));
+            let i = *index.entry(run.chunk.as_slice()).or_insert_with(|| {
+                by_chunk.push((j.pid, Vec::new()));
+                by_chunk.len() - 1
+            });
+            by_chunk[i].1.push(run);
         }
     }
     let next = AtomicUsize::new(0);

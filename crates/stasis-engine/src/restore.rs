@@ -214,7 +214,7 @@ pub fn load(dir: &std::path::Path) -> Result<(ImageReader, rec::Checkpoint), Res
 
 fn decode(
     dir: &std::path::Path,
-    reader: ImageReader,
+    mut reader: ImageReader,
 ) -> Result<(ImageReader, rec::Checkpoint), RestoreError> {
     let bytes = reader
         .read_file(stasis_image::OBJECTS_FILE)
@@ -222,6 +222,9 @@ fn decode(
     let img = rec::Checkpoint::decode(bytes.as_slice())
         .map_err(|e| bad(dir, "objects.img does not decode", Some(Box::new(e))))?;
     validate(&img).map_err(|w| bad(dir, w, None))?;
+    // An incremental image: its parents, each checked against the hash its child recorded.
+    crate::incremental::open_chain(dir, &mut reader, &img)
+        .map_err(|e| bad(dir, e.to_string(), Some(Box::new(e))))?;
     Ok((reader, img))
 }
 

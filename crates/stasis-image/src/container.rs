@@ -423,6 +423,8 @@ pub struct ImageWriter {
     files: Mutex<BTreeMap<String, Option<FileEntry>>>,
     /// Whether `create` made the directory (then commit fsyncs its parent).
     created_dir: bool,
+    /// Chunks the parent chain of an incremental image holds: not stored again.
+    base_chunks: std::collections::HashSet<ChunkId>,
 }
 
 impl ImageWriter {
@@ -507,6 +509,7 @@ impl ImageWriter {
             subdirs: (0..256).map(|_| OnceLock::new()).collect(),
             files: Mutex::new(BTreeMap::new()),
             created_dir,
+            base_chunks: Default::default(),
         })
     }
 
@@ -521,8 +524,16 @@ impl ImageWriter {
         self.created_dir
     }
 
+    /// An incremental image: chunks its parent chain holds (see
+    /// [`ImageReader::chain_chunk_ids`]) are not stored again by
+    /// [`put_chunk`](Self::put_chunk); restore finds them in the parents.
+    pub fn set_base_chunks(&mut self, ids: std::collections::HashSet<ChunkId>) {
+        self.base_chunks = ids;
+    }
+
     /// Stores a chunk and returns its id (blake3 of `raw`). A chunk already
-    /// stored in this image is not written again (also when another thread
+    /// stored in this image (or in its base, see
+    /// [`set_base_chunks`](Self::set_base_chunks)) is not written again (also when another thread
     /// is writing it right now: this call waits for it). Written to a
     /// temporary name and renamed; not fsynced until [`commit`](Self::commit).
     pub fn put_chunk(&self, raw: &[u8]) -> Result<ChunkId, WriteError> {
@@ -534,6 +545,9 @@ impl ImageWriter {
             });
         }
         let id = chunk_id_of(raw);
+        if self.base_chunks.contains(&id) {
+            return Ok(id);
+        }
         let shard = &self.shards[usize::from(id[1]) % SHARDS];
         {
             let mut map = lock(&shard.map);
@@ -948,6 +962,9 @@ pub struct ImageReader {
     files: HashMap<String, usize>,
     /// Chunk id -> raw length.
     chunks: HashMap<ChunkId, u64>,
+    /// The parent of an incremental image (itself with its parents), see
+    /// [`attach_parent`](Self::attach_parent).
+    parents: Vec<ImageReader>,
 }
 
 impl ImageReader {
@@ -1154,7 +1171,36 @@ impl ImageReader {
             manifest_raw,
             files,
             chunks,
+            parents: Vec::new(),
         })
+    }
+
+    /// An incremental image: chunks not in this image are read from `parent` (and its own
+    /// parents). The caller has checked that `parent` is the image this one names.
+    pub fn attach_parent(&mut self, parent: ImageReader) {
+        self.parents.push(parent);
+    }
+
+    /// The images chunks are read from besides this one, nearest first.
+    pub fn parents(&self) -> &[ImageReader] {
+        &self.parents
+    }
+
+    /// Ids of every chunk this image and its attached parents hold.
+    pub fn chain_chunk_ids(&self) -> std::collections::HashSet<ChunkId> {
+        let mut out: std::collections::HashSet<ChunkId> = self.chunks.keys().copied().collect();
+        for p in &self.parents {
+            out.extend(p.chain_chunk_ids());
+        }
+        out
+    }
+
+    /// The image of the chain holding chunk `id`, with its raw length.
+    fn owner_of(&self, id: &ChunkId) -> Option<(&ImageReader, u64)> {
+        if let Some(&len) = self.chunks.get(id) {
+            return Some((self, len));
+        }
+        self.parents.iter().find_map(|p| p.owner_of(id))
     }
 
     /// The image directory.
@@ -1261,26 +1307,28 @@ impl ImageReader {
         id: &ChunkId,
         buf: &mut Vec<u8>,
     ) -> Result<(), ReadError> {
-        let raw_len = *self
-            .chunks
-            .get(id)
+        let (owner, raw_len) = self
+            .owner_of(id)
             .ok_or_else(|| ReadError::UnknownChunk { id: chunk_hex(id) })?;
-        let (f, path) = self.open_chunk(id)?;
+        let (f, path) = owner.open_chunk(id)?;
         crate::chunk::read_chunk_file_with(f, &path, id, raw_len, buf, false).map(|_| ())
     }
 
     fn read_chunk_stored(&self, id: &ChunkId, buf: &mut Vec<u8>) -> Result<u64, ReadError> {
-        let raw_len = *self
-            .chunks
-            .get(id)
+        let (owner, raw_len) = self
+            .owner_of(id)
             .ok_or_else(|| ReadError::UnknownChunk { id: chunk_hex(id) })?;
-        let (f, path) = self.open_chunk(id)?;
+        let (f, path) = owner.open_chunk(id)?;
         read_chunk_file(f, &path, id, raw_len, buf)
     }
 
     /// Verifies every listed record file and every listed chunk (chunks on a
-    /// few threads); returns the first error found.
+    /// few threads), and those of the attached parents; returns the first error found.
+    /// The report counts this image's own files and chunks.
     pub fn verify_all(&self) -> Result<VerifyReport, ReadError> {
+        for p in &self.parents {
+            p.verify_all()?;
+        }
         let mut report = VerifyReport::default();
         for f in &self.manifest.files {
             let payload = self.read_file(&f.name)?;

@@ -390,6 +390,8 @@ fn child(
     };
     let eopts = CheckpointOptions {
         progress: None,
+        parent: None,
+        tracker: None,
         pid,
         dir: PathBuf::from(format!("/proc/self/fd/{}", dir_fd.as_raw_fd())),
         leave_running: opts.leave_running,

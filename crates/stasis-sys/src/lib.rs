@@ -26,6 +26,7 @@ pub mod probe;
 pub mod proc;
 pub mod ptrace;
 pub mod sys;
+pub mod uffd;
 pub mod wait;
 
 /// Page size on x86_64. The engine refuses to run on another page size.

@@ -1563,9 +1563,15 @@ impl PagemapEntry {
         self.0 & PM_PRESENT != 0
     }
 
-    /// Bit 62: the page is in swap.
+    /// Bit 62: the page is in swap (a pte marker — userfaultfd write-protect on an empty
+    /// pte, a guard region — also sets bit 62 but holds no data: not counted).
     pub fn swapped(self) -> bool {
-        self.0 & PM_SWAP != 0
+        self.0 & PM_SWAP != 0 && !self.marker()
+    }
+
+    /// A pte marker: bit 62 with the last swap type (`SWP_PTE_MARKER`), no page behind it.
+    pub fn marker(self) -> bool {
+        self.0 & PM_SWAP != 0 && !self.present() && self.0 & PM_SWAP_TYPE_MASK == PM_SWAP_TYPE_MASK
     }
 
     /// Bit 61: file-backed page or shared anonymous page.

@@ -288,6 +288,22 @@ pub fn spawn_owned(cmd: &mut Command) -> std::process::Child {
     child
 }
 
+/// Run `f` — a library checkpoint in the test process, which then traces `pids` — with the
+/// reaper kept away from them: its `waitpid(__WALL)` would take their ptrace stops.
+#[allow(dead_code)]
+pub fn with_reaper_away<T>(pids: &[i32], f: impl FnOnce() -> T) -> T {
+    let r = reaper();
+    lock(&r.excluded).extend(pids.iter().copied());
+    // A wait already past its check finishes within the reaper's 2 ms pause.
+    thread::sleep(Duration::from_millis(10));
+    let out = f();
+    let mut ex = lock(&r.excluded);
+    for p in pids {
+        ex.remove(p);
+    }
+    out
+}
+
 /// Tell the zombie sweep about a process the test started by other means (its zombie is
 /// reaped promptly).
 #[allow(dead_code)]

@@ -16,6 +16,7 @@ mod memory;
 mod mqueue;
 mod netlink;
 mod packet;
+mod parent;
 mod pidfd;
 mod pipe;
 mod process;
@@ -32,6 +33,7 @@ pub use memory::*;
 pub use mqueue::*;
 pub use netlink::*;
 pub use packet::*;
+pub use parent::*;
 pub use pidfd::*;
 pub use pipe::*;
 pub use process::*;
@@ -81,6 +83,10 @@ pub struct Checkpoint {
     /// on (see the `seccomp` records).
     #[prost(message, repeated, tag = "15")]
     pub seccomp_filters: Vec<SeccompFilter>,
+    /// An incremental image: the image it was taken relative to, whose chunks its page runs
+    /// may name (absent: a full image).
+    #[prost(message, optional, tag = "22")]
+    pub parent: Option<ParentRef>,
 }
 
 /// One descriptor in a process's fd table.
