@@ -26,6 +26,7 @@ use crate::chunk::{
 use crate::error::{CommitError, CreateError, FrameError, OpenError, ReadError, WriteError};
 use crate::manifest::{validate_file_name, ChunkEntry, FileEntry, Label, Manifest};
 use crate::safefs::{Dir, PRIVATE_DIR, PRIVATE_FILE};
+use crate::store::{ChunkStore, StoreLock, CHUNKS_IN_STORE};
 use crate::trust::{Keyring, SIGNATURE_FILE};
 
 /// Major format version written in every framed header. Readers refuse any
@@ -107,6 +108,9 @@ pub struct CommitStats {
     pub chunk_bytes_stored: u64,
     /// Record files (the manifest excluded).
     pub files: u64,
+    /// Chunks found already in the workload's chunk store and not written again (counted in
+    /// `chunks` and `chunk_bytes_raw`, not in `chunk_bytes_stored`).
+    pub chunks_reused: u64,
 }
 
 /// What [`ImageReader::verify_all`] checked.
@@ -361,8 +365,12 @@ where
 enum Slot {
     /// Some thread is writing this chunk; wait on the shard's condvar.
     Pending,
-    /// Written (not yet fsynced).
-    Done { raw_len: u64, stored_len: u64 },
+    /// Written (not yet fsynced), or found in the store (`reused`, `stored_len` 0).
+    Done {
+        raw_len: u64,
+        stored_len: u64,
+        reused: bool,
+    },
 }
 
 #[derive(Default)]
@@ -376,19 +384,20 @@ struct Shard {
 struct PendingGuard<'a> {
     shard: &'a Shard,
     id: ChunkId,
-    done: Option<(u64, u64)>,
+    done: Option<(u64, u64, bool)>,
 }
 
 impl Drop for PendingGuard<'_> {
     fn drop(&mut self) {
         let mut map = lock(&self.shard.map);
         match self.done {
-            Some((raw_len, stored_len)) => {
+            Some((raw_len, stored_len, reused)) => {
                 map.insert(
                     self.id,
                     Slot::Done {
                         raw_len,
                         stored_len,
+                        reused,
                     },
                 );
             }
@@ -423,6 +432,172 @@ pub struct ImageWriter {
     files: Mutex<BTreeMap<String, Option<FileEntry>>>,
     /// Whether `create` made the directory (then commit fsyncs its parent).
     created_dir: bool,
+    /// The workload's chunk store beside the image, if there is one.
+    store: Option<StoreWriter>,
+}
+
+/// Chunks going to the workload's store: written to `<64 hex>.<tag>.tmp` in the store, fsynced
+/// and renamed at commit (before the manifest exists), so a chunk under its final name is
+/// always complete. Temporaries of a writer dropped without commit are removed.
+struct StoreWriter {
+    store: ChunkStore,
+    _lock: StoreLock,
+    subdirs: Vec<OnceLock<Dir>>,
+    /// Unique per writer: `<pid>-<random>`.
+    tag: String,
+    quota: Option<u64>,
+    /// Bytes of the workload's directory, counting what this writer added.
+    used: AtomicU64,
+    /// Chunks written to temporaries, not yet renamed.
+    temps: Mutex<Vec<ChunkId>>,
+}
+
+impl StoreWriter {
+    fn open(dir: &Path) -> Result<Option<StoreWriter>, CreateError> {
+        let store_err = |source| CreateError::Store {
+            dir: dir.to_owned(),
+            source,
+        };
+        let Some(store) = ChunkStore::beside(dir).map_err(store_err)? else {
+            return Ok(None);
+        };
+        let lock = store.lock_shared().map_err(store_err)?;
+        let quota = store.config().map_err(store_err)?.quota_bytes;
+        let used = match quota {
+            Some(_) => store.usage().map_err(store_err)?,
+            None => 0,
+        };
+        let mut rnd = [0u8; 8];
+        let _ = getrandom::fill(&mut rnd);
+        Ok(Some(StoreWriter {
+            store,
+            _lock: lock,
+            subdirs: (0..256).map(|_| OnceLock::new()).collect(),
+            tag: format!("{}-{}", std::process::id(), hex_bytes(&rnd)),
+            quota,
+            used: AtomicU64::new(used),
+            temps: Mutex::new(Vec::new()),
+        }))
+    }
+
+    fn tmp_name(&self, id: &ChunkId) -> String {
+        format!("{}.{}.tmp", chunk_hex(id), self.tag)
+    }
+
+    /// Counts `n` more bytes against the quota; refuses (counting nothing) beyond it.
+    fn charge(&self, n: u64) -> Result<(), WriteError> {
+        let Some(quota) = self.quota else {
+            return Ok(());
+        };
+        let before = self.used.fetch_add(n, Ordering::Relaxed);
+        if before.saturating_add(n) > quota {
+            self.used.fetch_sub(n, Ordering::Relaxed);
+            return Err(WriteError::QuotaExceeded {
+                dir: self.store.images_path().to_owned(),
+                quota,
+                used: before,
+                more: n,
+            });
+        }
+        Ok(())
+    }
+
+    fn subdir(&self, hex: &str, id0: u8) -> io::Result<&Dir> {
+        let cell = &self.subdirs[usize::from(id0)];
+        if let Some(d) = cell.get() {
+            return Ok(d);
+        }
+        let d = self.store.handle().ensure_dir(&hex[..2], PRIVATE_DIR)?;
+        let _ = cell.set(d);
+        Ok(cell.get().unwrap_or_else(|| unreachable!("set above")))
+    }
+
+    /// Writes the chunk to a temporary of the store unless the store has it. Returns
+    /// `(stored_len, reused)`.
+    fn put(&self, id: &ChunkId, raw: &[u8], lz4: bool) -> Result<(u64, bool), WriteError> {
+        if self.store.contains(id) {
+            return Ok((0, true));
+        }
+        let hex = chunk_hex(id);
+        let err = |op: &'static str, path: PathBuf, source: io::Error| WriteError::Chunk {
+            id: hex.clone(),
+            path,
+            op,
+            source,
+        };
+        let sub = self
+            .subdir(&hex, id[0])
+            .map_err(|e| err("create directory", self.store.path().join(&hex[..2]), e))?;
+        let tmp = self.tmp_name(id);
+        let stored = match sub
+            .create_file(&tmp, PRIVATE_FILE)
+            .and_then(|f| write_chunk_file(f, raw, lz4))
+        {
+            Ok(n) => n,
+            Err(e) => {
+                if e.kind() != io::ErrorKind::AlreadyExists {
+                    let _ = sub.remove_file(&tmp);
+                }
+                return Err(err("write", sub.child_path(&tmp), e));
+            }
+        };
+        if let Err(e) = self.charge(CHUNK_HEADER_LEN as u64 + stored) {
+            let _ = sub.remove_file(&tmp);
+            return Err(e);
+        }
+        lock(&self.temps).push(*id);
+        Ok((stored, false))
+    }
+
+    /// fsyncs the temporaries, renames them into place, fsyncs the directories.
+    fn commit(&self) -> Result<(), CommitError> {
+        let temps: Vec<ChunkId> = lock(&self.temps).clone();
+        let sync_err = |path: PathBuf, source: io::Error| CommitError::Sync { path, source };
+        let sub_of = |id: &ChunkId| {
+            self.subdirs[usize::from(id[0])]
+                .get()
+                .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))
+        };
+        par_try_for_each(
+            &temps,
+            || (),
+            |(), id| {
+                let tmp = self.tmp_name(id);
+                sub_of(id)
+                    .and_then(|d| d.open_file(&tmp))
+                    .and_then(|f| f.sync_all())
+                    .map_err(|e| sync_err(self.store.path().join(&tmp), e))
+            },
+        )?;
+        for id in &temps {
+            let tmp = self.tmp_name(id);
+            sub_of(id)
+                .and_then(|d| d.rename(&tmp, chunk_hex(id)))
+                .map_err(|source| CommitError::Manifest {
+                    path: self.store.path().join(&tmp),
+                    op: "rename",
+                    source,
+                })?;
+        }
+        lock(&self.temps).clear();
+        let mut dirs: Vec<&Dir> = self.subdirs.iter().filter_map(|d| d.get()).collect();
+        dirs.push(self.store.handle());
+        par_try_for_each(
+            &dirs,
+            || (),
+            |(), d| d.sync().map_err(|e| sync_err(d.path().to_owned(), e)),
+        )
+    }
+}
+
+impl Drop for StoreWriter {
+    fn drop(&mut self) {
+        for id in lock(&self.temps).drain(..) {
+            if let Some(d) = self.subdirs[usize::from(id[0])].get() {
+                let _ = d.remove_file(self.tmp_name(&id));
+            }
+        }
+    }
 }
 
 impl ImageWriter {
@@ -497,7 +672,9 @@ impl ImageWriter {
                     path: root.child_path(CHUNKS_DIR),
                     source,
                 })?;
-        tracing::debug!(dir = %dir.display(), force = opts.force, compression = ?opts.compression, "image created");
+        let store = StoreWriter::open(dir)?;
+        tracing::debug!(dir = %dir.display(), force = opts.force, compression = ?opts.compression,
+            store = ?store.as_ref().map(|s| s.store.path()), "image created");
         Ok(ImageWriter {
             dir: dir.to_owned(),
             root,
@@ -507,6 +684,7 @@ impl ImageWriter {
             subdirs: (0..256).map(|_| OnceLock::new()).collect(),
             files: Mutex::new(BTreeMap::new()),
             created_dir,
+            store,
         })
     }
 
@@ -555,8 +733,11 @@ impl ImageWriter {
             id,
             done: None,
         };
-        let stored_len = self.write_chunk(&id, raw)?;
-        guard.done = Some((raw_len, stored_len));
+        let (stored_len, reused) = match &self.store {
+            Some(s) => s.put(&id, raw, self.compression == Compression::Lz4)?,
+            None => (self.write_chunk(&id, raw)?, false),
+        };
+        guard.done = Some((raw_len, stored_len, reused));
         Ok(id)
     }
 
@@ -628,6 +809,9 @@ impl ImageWriter {
                 len,
                 max: MAX_RECORD_FILE,
             });
+        }
+        if let Some(s) = &self.store {
+            s.charge(FRAME_HEADER_LEN as u64 + len)?;
         }
         {
             let mut files = lock(&self.files);
@@ -721,6 +905,7 @@ impl ImageWriter {
             subdirs,
             files,
             created_dir,
+            store,
             ..
         } = self;
         let files: Vec<FileEntry> = files
@@ -729,7 +914,7 @@ impl ImageWriter {
             .into_values()
             .flatten()
             .collect();
-        let mut chunks: Vec<(ChunkId, u64, u64)> = Vec::new();
+        let mut chunks: Vec<(ChunkId, u64, u64, bool)> = Vec::new();
         for shard in shards {
             let map = shard
                 .map
@@ -739,7 +924,8 @@ impl ImageWriter {
                 Slot::Done {
                     raw_len,
                     stored_len,
-                } => Some((id, raw_len, stored_len)),
+                    reused,
+                } => Some((id, raw_len, stored_len, reused)),
                 Slot::Pending => None,
             }));
         }
@@ -761,7 +947,9 @@ impl ImageWriter {
             Chunk(&'a ChunkId),
         }
         let mut items: Vec<Item<'_>> = files.iter().map(|f| Item::File(&f.name)).collect();
-        items.extend(chunks.iter().map(|c| Item::Chunk(&c.0)));
+        if store.is_none() {
+            items.extend(chunks.iter().map(|c| Item::Chunk(&c.0)));
+        }
         par_try_for_each(
             &items,
             || (),
@@ -779,6 +967,11 @@ impl ImageWriter {
                 }
             },
         )?;
+
+        // The store's chunks: fsynced, then under their final names, before the manifest.
+        if let Some(s) = &store {
+            s.commit()?;
+        }
 
         // 2. Directory entries: chunk subdirectories, chunks/, the image
         //    directory, and its parent if we created the image directory.
@@ -808,6 +1001,7 @@ impl ImageWriter {
             chunk_bytes_raw: chunks.iter().map(|c| c.1).sum(),
             chunk_bytes_stored: chunks.iter().map(|c| c.2).sum(),
             files: files.len() as u64,
+            chunks_reused: chunks.iter().filter(|c| c.3).count() as u64,
         };
         let manifest = Manifest {
             format_version: u32::from(FORMAT_VERSION),
@@ -819,7 +1013,7 @@ impl ImageWriter {
             files,
             chunks: chunks
                 .iter()
-                .map(|&(id, raw_len, _)| ChunkEntry {
+                .map(|&(id, raw_len, _, _)| ChunkEntry {
                     id: id.to_vec(),
                     raw_len,
                 })
@@ -828,6 +1022,7 @@ impl ImageWriter {
                 .into_iter()
                 .map(|(key, value)| Label { key, value })
                 .collect(),
+            chunk_store: if store.is_some() { CHUNKS_IN_STORE } else { 0 },
         };
         let payload = manifest.encode_to_vec();
         if payload.len() as u64 > MAX_RECORD_FILE {
@@ -939,8 +1134,10 @@ pub struct ImageReader {
     /// The image directory, opened once: every file is reached through it
     /// without following a symlink.
     root: Dir,
-    /// `chunks/` (None if absent and no chunk is listed).
+    /// `chunks/` (None if absent and no chunk is listed, or all are in the store).
     chunks_dir: Option<Dir>,
+    /// The workload's chunk store beside the image (manifest `chunk_store = 1`, if present).
+    store: Option<ChunkStore>,
     manifest: Manifest,
     /// `manifest.img` exactly as read (header + payload): what a signature covers.
     manifest_raw: Vec<u8>,
@@ -1070,9 +1267,17 @@ impl ImageReader {
             chunks.insert(id, c.raw_len);
             ids.push(id);
         }
+        let store = if manifest.chunk_store == CHUNKS_IN_STORE {
+            ChunkStore::beside(dir).unwrap_or_else(|e| {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot open the chunk store beside the image");
+                None
+            })
+        } else {
+            None
+        };
         let chunks_dir = match root.open_dir(CHUNKS_DIR) {
             Ok(d) => Some(d),
-            Err(e) if is_not_found(&e) && ids.is_empty() => None,
+            Err(e) if is_not_found(&e) && (ids.is_empty() || store.is_some()) => None,
             Err(e) if is_not_found(&e) => {
                 return Err(OpenError::MissingChunk {
                     dir: dir.to_owned(),
@@ -1095,15 +1300,15 @@ impl ImageReader {
                 })
             }
         };
-        if let Some(cd) = &chunks_dir {
+        let store_dir = store.as_ref().map(ChunkStore::handle);
+        if chunks_dir.is_some() || store_dir.is_some() {
             par_try_for_each(
                 &ids,
                 || (),
                 |(), id| {
                     let path = chunk_path(dir, id);
-                    let meta = cd
-                        .open_file_beneath(chunk_rel(id))
-                        .and_then(|f| f.metadata());
+                    let meta =
+                        open_in(chunks_dir.as_ref(), store_dir, id).and_then(|(f, _)| f.metadata());
                     match meta {
                         Ok(m) if m.len() < CHUNK_HEADER_LEN as u64 => {
                             Err(OpenError::ChunkTruncated {
@@ -1150,6 +1355,7 @@ impl ImageReader {
             dir: dir.to_owned(),
             root,
             chunks_dir,
+            store,
             manifest,
             manifest_raw,
             files,
@@ -1183,17 +1389,41 @@ impl ImageReader {
         self.chunks_dir.as_ref()
     }
 
-    /// Opens a listed chunk's file (no symlink followed anywhere on the way).
+    /// The workload's chunk store the image reads chunks from, if any.
+    pub fn store(&self) -> Option<&ChunkStore> {
+        self.store.as_ref()
+    }
+
+    /// Whether the chunk is in the image's own `chunks/` (else in the store).
+    pub fn chunk_is_own(&self, id: &ChunkId) -> bool {
+        self.chunks_dir
+            .as_ref()
+            .is_some_and(|cd| cd.open_file_beneath(chunk_rel(id)).is_ok())
+    }
+
+    /// The bytes of a listed chunk's file exactly as stored (header included), not verified
+    /// (for `stasis image export`; the importer verifies). Bounded by the largest chunk file.
+    pub fn chunk_file_bytes(&self, id: &ChunkId) -> Result<Vec<u8>, ReadError> {
+        let (mut f, path) = self.open_chunk(id)?;
+        let max = CHUNK_HEADER_LEN as u64
+            + lz4_flex::block::get_maximum_output_size(MAX_CHUNK as usize) as u64;
+        let mut buf = Vec::new();
+        Read::take(&mut f, max + 1)
+            .read_to_end(&mut buf)
+            .map_err(|source| ReadError::Io { path, source })?;
+        Ok(buf)
+    }
+
+    /// Opens a listed chunk's file (no symlink followed anywhere on the way): in the image's
+    /// own `chunks/`, else in the store.
     fn open_chunk(&self, id: &ChunkId) -> Result<(File, PathBuf), ReadError> {
         let path = chunk_path(&self.dir, id);
-        let Some(cd) = &self.chunks_dir else {
-            return Err(ReadError::ChunkMissing {
-                id: chunk_hex(id),
-                path,
-            });
-        };
-        match cd.open_file_beneath(chunk_rel(id)) {
-            Ok(f) => Ok((f, path)),
+        match open_in(
+            self.chunks_dir.as_ref(),
+            self.store.as_ref().map(ChunkStore::handle),
+            id,
+        ) {
+            Ok((f, in_store)) => Ok((f, in_store.unwrap_or(path))),
             Err(e) if is_not_found(&e) => Err(ReadError::ChunkMissing {
                 id: chunk_hex(id),
                 path,
@@ -1300,6 +1530,28 @@ impl ImageReader {
         report.chunk_bytes_raw = raw.into_inner();
         report.chunk_bytes_stored = stored.into_inner();
         Ok(report)
+    }
+}
+
+/// Opens chunk `id` in `own` (an image's `chunks/`), else in `store`; with the path when it
+/// came from the store.
+fn open_in(
+    own: Option<&Dir>,
+    store: Option<&Dir>,
+    id: &ChunkId,
+) -> io::Result<(File, Option<PathBuf>)> {
+    let rel = chunk_rel(id);
+    let not_found = || io::Error::from(io::ErrorKind::NotFound);
+    let first = match own {
+        Some(cd) => cd.open_file_beneath(&rel),
+        None => Err(not_found()),
+    };
+    match (first, store) {
+        (Ok(f), _) => Ok((f, None)),
+        (Err(e), Some(sd)) if is_not_found(&e) => sd
+            .open_file_beneath(&rel)
+            .map(|f| (f, Some(sd.path().join(&rel)))),
+        (Err(e), _) => Err(e),
     }
 }
 
