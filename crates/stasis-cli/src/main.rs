@@ -14,6 +14,7 @@ mod child_agent;
 mod demo;
 mod gendocs;
 mod image;
+mod image_store;
 mod inspect;
 mod logs;
 mod newtty;
@@ -123,7 +124,7 @@ enum Cmd {
         #[arg(long)]
         insecure_unsigned: bool,
     },
-    /// Image trust: sign an image from elsewhere with this root's key, or check one.
+    /// Images: trust, verify, list and collect the agent's images, export and import them.
     Image {
         #[command(subcommand)]
         cmd: image::ImageCmd,
