@@ -134,6 +134,9 @@ pub struct StoredChunk {
     pub file_bytes: u64,
 }
 
+/// A temporary chunk file: its shard directory (`<2 hex>`) and name.
+pub type Temporary = (String, OsString);
+
 /// The chunk store in `<images>/chunks/`.
 #[derive(Debug)]
 pub struct ChunkStore {
@@ -304,7 +307,7 @@ impl ChunkStore {
     }
 
     /// Every complete chunk, and the temporaries (shard, name) found.
-    pub fn scan(&self) -> Result<(Vec<StoredChunk>, Vec<(String, OsString)>), StoreError> {
+    pub fn scan(&self) -> Result<(Vec<StoredChunk>, Vec<Temporary>), StoreError> {
         let mut chunks = Vec::new();
         let mut temps = Vec::new();
         let names = self.dir.entries().map_err(ioe("list", self.path()))?;
