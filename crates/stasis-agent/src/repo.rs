@@ -820,6 +820,8 @@ impl Repository for LocalRepo {
                     _ => {}
                 }
             }
+            // Temporaries of a checkpoint the crash interrupted, chunks only removed images used.
+            Self::collect(&name, &images);
         }
         drop(state);
         for p in &report.removed_pending {
