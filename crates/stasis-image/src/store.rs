@@ -142,6 +142,8 @@ pub type Temporary = (String, OsString);
 pub struct ChunkStore {
     images: Dir,
     dir: Dir,
+    /// The images directory as messages show it.
+    shown: PathBuf,
 }
 
 /// Parses a 64-hex chunk file name.
@@ -185,7 +187,11 @@ impl ChunkStore {
                 .map_err(ioe("write", dir.child_path(STORE_CONFIG)))?;
             idir.sync().map_err(ioe("fsync", images))?;
         }
-        Ok(ChunkStore { images: idir, dir })
+        Ok(ChunkStore {
+            images: idir,
+            dir,
+            shown: images.to_owned(),
+        })
     }
 
     /// Opens the store of `<images>` if there is one (`chunks/store.json`). Neither `images`'
@@ -203,30 +209,42 @@ impl ChunkStore {
             Err(e) => return Err(ioe("open", images.join(CHUNKS_DIR))(e)),
         };
         match dir.exists(STORE_CONFIG) {
-            Ok(true) => Ok(Some(ChunkStore { images: idir, dir })),
+            Ok(true) => Ok(Some(ChunkStore {
+                images: idir,
+                dir,
+                shown: images.to_owned(),
+            })),
             Ok(false) => Ok(None),
             Err(e) => Err(ioe("stat", images.join(CHUNKS_DIR).join(STORE_CONFIG))(e)),
         }
     }
 
-    /// The store beside the image directory `image_dir` (in its parent), if any.
+    /// The store beside the image directory `image_dir` (in the directory holding it), if
+    /// any. Reached through `image_dir/..`, so an image directory given as a
+    /// `/proc/self/fd/N` handle (the partition layer's) finds its store too.
     pub fn beside(image_dir: &Path) -> Result<Option<ChunkStore>, StoreError> {
-        let parent = match image_dir.parent() {
-            Some(p) if p.as_os_str().is_empty() => Path::new("."),
-            Some(p) => p,
-            None => return Ok(None),
+        let Some(mut store) = Self::open(&image_dir.join(".."))? else {
+            return Ok(None);
         };
-        Self::open(parent)
+        // Messages name the real directory, not `/proc/self/fd/N/..`.
+        let real = std::fs::read_link(image_dir)
+            .ok()
+            .filter(|t| t.is_absolute())
+            .or_else(|| std::fs::canonicalize(image_dir).ok());
+        if let Some(parent) = real.as_deref().and_then(Path::parent) {
+            store.shown = parent.to_owned();
+        }
+        Ok(Some(store))
     }
 
     /// The directory holding the store and the images.
     pub fn images_path(&self) -> &Path {
-        self.images.path()
+        &self.shown
     }
 
-    /// The store's `chunks/` directory.
-    pub fn path(&self) -> &Path {
-        self.dir.path()
+    /// The store's `chunks/` directory (as messages show it).
+    pub fn path(&self) -> PathBuf {
+        self.shown.join(CHUNKS_DIR)
     }
 
     /// The opened `chunks/` directory.

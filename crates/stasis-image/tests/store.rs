@@ -209,7 +209,7 @@ fn a_dropped_writer_leaves_no_chunk_and_gc_waits_for_writers() {
     assert!(!store.contains(&id), "not renamed before commit");
     drop(w);
     assert_eq!(
-        walk(store.path()),
+        walk(&store.path()),
         1,
         "only store.json: the temporary was removed"
     );
@@ -354,4 +354,27 @@ proptest! {
             ImageReader::open(&d).unwrap().verify_all().unwrap();
         }
     }
+}
+
+/// The partition layer names the image directory by a `/proc/self/fd/N` handle: the store
+/// beside the real directory is found all the same, and messages name the real path.
+#[test]
+fn a_directory_given_by_descriptor_finds_its_store() {
+    use std::os::fd::AsRawFd;
+    let t = tempfile::tempdir().unwrap();
+    let images = t.path().join("images");
+    ChunkStore::create(&images).unwrap();
+    fs::create_dir(images.join(".pending-1")).unwrap();
+    let fd = fs::File::open(images.join(".pending-1")).unwrap();
+    let handle = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+    let s = ChunkStore::beside(&handle)
+        .unwrap()
+        .expect("found through the handle");
+    assert_eq!(s.images_path(), fs::canonicalize(&images).unwrap());
+    let (st, _) = image(&handle, &[1, 2]);
+    assert_eq!(st.chunks, 2);
+    assert_eq!(own_chunk_files(&images.join(".pending-1")), 0);
+    let r = ImageReader::open(&handle).unwrap();
+    assert_eq!(r.manifest().chunk_store, CHUNKS_IN_STORE);
+    r.verify_all().unwrap();
 }
