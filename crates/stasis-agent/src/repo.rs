@@ -197,7 +197,8 @@ pub struct ImageInfo {
     pub dir: PathBuf,
     /// When it was begun, unix milliseconds.
     pub created_unix_ms: u64,
-    /// Bytes of its files.
+    /// Bytes of its files and of the chunks it uses in the workload's chunk store (a chunk
+    /// shared by several images counts in each: `stasis image ls` shows what is shared).
     pub bytes: u64,
 }
 
@@ -283,6 +284,23 @@ fn dir_bytes(dir: &Path) -> io::Result<u64> {
         }
     }
     Ok(total)
+}
+
+/// Bytes of the store chunks the image at `dir` lists (0 for a standalone image).
+fn store_bytes_of(dir: &Path) -> u64 {
+    let Ok(r) = ImageReader::open(dir) else {
+        return 0;
+    };
+    let Some(store) = r.store() else {
+        return 0;
+    };
+    r.manifest()
+        .chunks
+        .iter()
+        .filter_map(|c| <[u8; 32]>::try_from(c.id.as_slice()).ok())
+        .filter(|id| !r.chunk_is_own(id))
+        .filter_map(|id| store.chunk_file_bytes(&id))
+        .sum()
 }
 
 /// Removes a directory tree; a missing one is fine.
@@ -459,7 +477,7 @@ impl LocalRepo {
         let bytes = dir_bytes(&dir).unwrap_or_else(|e| {
             tracing::debug!(dir = %dir.display(), error = %e, "cannot size image");
             0
-        });
+        }) + store_bytes_of(&dir);
         ImageInfo {
             id,
             dir,
