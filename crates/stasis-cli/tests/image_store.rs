@@ -365,3 +365,109 @@ fn cli_help_and_errors_say_what_to_do() {
     assert_eq!(o.status.code(), Some(7), "{}", show(&o));
     assert!(String::from_utf8_lossy(&o.stderr).contains("no image repository"));
 }
+
+/// A real agent: the consistency images of an idle partition workload share its store (the
+/// second stores < 1 MiB), `image ls` lists them, and the workload comes back from its image
+/// after a kill (restore reads the store through the partition layer's descriptor path).
+#[test]
+fn the_agents_images_of_an_idle_workload_share_the_store() {
+    let _g = serial();
+    let root = new_root("agent");
+    let root = root.path();
+    let name = "hs-agent";
+    let ctl = root.join("ctl");
+    fs::create_dir(&ctl).unwrap();
+    let bin = common::workload_bin(WL);
+    let mut agent = common::spawn_owned(
+        at(root, &["agent", "--listen", "off", "--tick", "100ms"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    struct Stop<'a>(&'a Path, &'a mut std::process::Child);
+    impl Drop for Stop<'_> {
+        fn drop(&mut self) {
+            let _ = run(self.0, &["rm", "-f", "hs-agent"]);
+            let _ = stasis_sys::sys::kill(self.1.id() as i32, libc::SIGTERM);
+            let _ = self.1.wait();
+        }
+    }
+    let _stop = Stop(root, &mut agent);
+    stasis_agent::client::Client::new(stasis_agent::client::Endpoint::Unix(
+        stasis_agent::daemon::AgentPaths::new(root).socket(),
+    ))
+    .wait_ready(Duration::from_secs(20))
+    .expect("agent up");
+    ok(
+        run(
+            root,
+            &[
+                "workload",
+                "add",
+                name,
+                "--",
+                bin.to_str().unwrap(),
+                ctl.to_str().unwrap(),
+            ],
+        ),
+        "workload add",
+    );
+    for _ in 0..200 {
+        if ctl.join("ready").exists() {
+            break;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    assert!(ctl.join("ready").exists(), "the workload became ready");
+    ok(
+        run(root, &["workload", "checkpoint", name, "--json"]),
+        "first image",
+    );
+    let (b1, _) = store_bytes(root, name);
+    thread::sleep(SETTLE);
+    ok(
+        run(root, &["workload", "checkpoint", name, "--json"]),
+        "second image",
+    );
+    let (b2, _) = store_bytes(root, name);
+    eprintln!(
+        "agent: first image {b1} bytes in the store, the second added {} bytes",
+        b2 - b1
+    );
+    assert!(b1 > 40 << 20, "the data is in the store ({b1})");
+    assert!(
+        b2 - b1 < 1 << 20,
+        "the second image added {} bytes",
+        b2 - b1
+    );
+    let v = json(
+        run(root, &["image", "ls", "--workload", name, "--json"]),
+        "image ls",
+    );
+    let imgs = v["workloads"][0]["images"].as_array().unwrap().clone();
+    assert_eq!(imgs.len(), 2, "{v}");
+    assert!(imgs[1]["shared_bytes"].as_u64().unwrap() > 40 << 20, "{v}");
+    // Kill it: the agent restores it from its newest image (chunks from the store).
+    let st = json(run(root, &["workload", "status", name, "--json"]), "status");
+    let pid = st["pid"].as_i64().unwrap() as i32;
+    stasis_sys::sys::kill(pid, libc::SIGKILL).unwrap();
+    let mut back = serde_json::Value::Null;
+    for _ in 0..300 {
+        back = json(run(root, &["workload", "status", name, "--json"]), "status");
+        if back["restarts"] == 1 && back["state"] == "running" {
+            break;
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(back["last_restart"], "image", "{back:#}");
+    fs::write(ctl.join("verify"), b"1\n").unwrap();
+    let mut result = String::new();
+    for _ in 0..200 {
+        if let Ok(r) = fs::read_to_string(ctl.join("result")) {
+            result = r;
+            break;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(result.trim(), "PASS", "restored workload verifies");
+}
