@@ -52,8 +52,10 @@ pub fn resolve_in_repo(root: &Path, what: &str) -> Result<PathBuf, Failed> {
             ),
         )
     };
-    if stasis_image::name::Name::check(name).is_err() {
-        return Err(not_found());
+    let id_like = id.is_none_or(|i| i.parse::<stasis_agent::repo::ImageId>().is_ok());
+    if stasis_image::name::Name::check(name).is_err() || !id_like {
+        // A path after all (its absence is reported as such when it is opened).
+        return Ok(PathBuf::from(what));
     }
     let repo = repo(root).map_err(|_| not_found())?;
     let list = repo.list(name).map_err(|e| (1, anyhow::Error::new(e)))?;
