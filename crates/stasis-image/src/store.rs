@@ -29,8 +29,14 @@ use std::path::{Path, PathBuf};
 
 use prost::Message;
 
-use crate::chunk::{chunk_hex, ChunkId, CHUNK_HEADER_LEN};
-use crate::container::{read_framed, CHUNKS_DIR, KIND_MANIFEST, MANIFEST_FILE};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
+
+use crate::chunk::{chunk_hex, hex_bytes, write_chunk_file, ChunkId, CHUNK_HEADER_LEN};
+use crate::container::{
+    lock, par_try_for_each, read_framed, CHUNKS_DIR, KIND_MANIFEST, MANIFEST_FILE,
+};
+use crate::error::{CommitError, CreateError, WriteError};
 use crate::manifest::Manifest;
 use crate::safefs::{Dir, PRIVATE_DIR, PRIVATE_FILE};
 
@@ -541,4 +547,176 @@ pub(crate) fn dir_bytes(d: &Dir) -> io::Result<u64> {
         }
     }
     Ok(total)
+}
+
+// ---------------------------------------------------------------------------
+// Writing into a store (used by `ImageWriter`)
+
+/// Chunks going to the workload's store: written to `<64 hex>.<tag>.tmp` in the store, fsynced
+/// and renamed at commit (before the manifest exists), so a chunk under its final name is
+/// always complete. Temporaries of a writer dropped without commit are removed.
+pub(crate) struct StoreWriter {
+    pub(crate) store: ChunkStore,
+    _lock: StoreLock,
+    subdirs: Vec<OnceLock<Dir>>,
+    /// Unique per writer: `<pid>-<random>`.
+    tag: String,
+    quota: Option<u64>,
+    /// Bytes of the workload's directory, counting what this writer added.
+    used: AtomicU64,
+    /// Chunks written to temporaries, not yet renamed.
+    temps: Mutex<Vec<ChunkId>>,
+}
+
+impl StoreWriter {
+    pub(crate) fn open(dir: &Path) -> Result<Option<StoreWriter>, CreateError> {
+        let store_err = |source| CreateError::Store {
+            dir: dir.to_owned(),
+            source,
+        };
+        let Some(store) = ChunkStore::beside(dir).map_err(store_err)? else {
+            return Ok(None);
+        };
+        let lock = store.lock_shared().map_err(store_err)?;
+        let quota = store.config().map_err(store_err)?.quota_bytes;
+        let used = match quota {
+            Some(_) => store.usage().map_err(store_err)?,
+            None => 0,
+        };
+        let mut rnd = [0u8; 8];
+        let _ = getrandom::fill(&mut rnd);
+        Ok(Some(StoreWriter {
+            store,
+            _lock: lock,
+            subdirs: (0..256).map(|_| OnceLock::new()).collect(),
+            tag: format!("{}-{}", std::process::id(), hex_bytes(&rnd)),
+            quota,
+            used: AtomicU64::new(used),
+            temps: Mutex::new(Vec::new()),
+        }))
+    }
+
+    fn tmp_name(&self, id: &ChunkId) -> String {
+        format!("{}.{}.tmp", chunk_hex(id), self.tag)
+    }
+
+    /// Counts `n` more bytes against the quota; refuses (counting nothing) beyond it.
+    pub(crate) fn charge(&self, n: u64) -> Result<(), WriteError> {
+        let Some(quota) = self.quota else {
+            return Ok(());
+        };
+        let before = self.used.fetch_add(n, Ordering::Relaxed);
+        if before.saturating_add(n) > quota {
+            self.used.fetch_sub(n, Ordering::Relaxed);
+            return Err(WriteError::QuotaExceeded {
+                dir: self.store.images_path().to_owned(),
+                quota,
+                used: before,
+                more: n,
+            });
+        }
+        Ok(())
+    }
+
+    fn subdir(&self, hex: &str, id0: u8) -> io::Result<&Dir> {
+        let cell = &self.subdirs[usize::from(id0)];
+        if let Some(d) = cell.get() {
+            return Ok(d);
+        }
+        let d = self.store.handle().ensure_dir(&hex[..2], PRIVATE_DIR)?;
+        let _ = cell.set(d);
+        Ok(cell.get().unwrap_or_else(|| unreachable!("set above")))
+    }
+
+    /// Writes the chunk to a temporary of the store unless the store has it. Returns
+    /// `(stored_len, reused)`.
+    pub(crate) fn put(
+        &self,
+        id: &ChunkId,
+        raw: &[u8],
+        lz4: bool,
+    ) -> Result<(u64, bool), WriteError> {
+        if self.store.contains(id) {
+            return Ok((0, true));
+        }
+        let hex = chunk_hex(id);
+        let err = |op: &'static str, path: PathBuf, source: io::Error| WriteError::Chunk {
+            id: hex.clone(),
+            path,
+            op,
+            source,
+        };
+        let sub = self
+            .subdir(&hex, id[0])
+            .map_err(|e| err("create directory", self.store.path().join(&hex[..2]), e))?;
+        let tmp = self.tmp_name(id);
+        let stored = match sub
+            .create_file(&tmp, PRIVATE_FILE)
+            .and_then(|f| write_chunk_file(f, raw, lz4))
+        {
+            Ok(n) => n,
+            Err(e) => {
+                if e.kind() != io::ErrorKind::AlreadyExists {
+                    let _ = sub.remove_file(&tmp);
+                }
+                return Err(err("write", sub.child_path(&tmp), e));
+            }
+        };
+        if let Err(e) = self.charge(CHUNK_HEADER_LEN as u64 + stored) {
+            let _ = sub.remove_file(&tmp);
+            return Err(e);
+        }
+        lock(&self.temps).push(*id);
+        Ok((stored, false))
+    }
+
+    /// fsyncs the temporaries, renames them into place, fsyncs the directories.
+    pub(crate) fn commit(&self) -> Result<(), CommitError> {
+        let temps: Vec<ChunkId> = lock(&self.temps).clone();
+        let sync_err = |path: PathBuf, source: io::Error| CommitError::Sync { path, source };
+        let sub_of = |id: &ChunkId| {
+            self.subdirs[usize::from(id[0])]
+                .get()
+                .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))
+        };
+        par_try_for_each(
+            &temps,
+            || (),
+            |(), id| {
+                let tmp = self.tmp_name(id);
+                sub_of(id)
+                    .and_then(|d| d.open_file(&tmp))
+                    .and_then(|f| f.sync_all())
+                    .map_err(|e| sync_err(self.store.path().join(&tmp), e))
+            },
+        )?;
+        for id in &temps {
+            let tmp = self.tmp_name(id);
+            sub_of(id)
+                .and_then(|d| d.rename(&tmp, chunk_hex(id)))
+                .map_err(|source| CommitError::Manifest {
+                    path: self.store.path().join(&tmp),
+                    op: "rename",
+                    source,
+                })?;
+        }
+        lock(&self.temps).clear();
+        let mut dirs: Vec<&Dir> = self.subdirs.iter().filter_map(|d| d.get()).collect();
+        dirs.push(self.store.handle());
+        par_try_for_each(
+            &dirs,
+            || (),
+            |(), d| d.sync().map_err(|e| sync_err(d.path().to_owned(), e)),
+        )
+    }
+}
+
+impl Drop for StoreWriter {
+    fn drop(&mut self) {
+        for id in lock(&self.temps).drain(..) {
+            if let Some(d) = self.subdirs[usize::from(id[0])].get() {
+                let _ = d.remove_file(self.tmp_name(&id));
+            }
+        }
+    }
 }
