@@ -9,7 +9,17 @@
 //! ROOT/<workload>/images/.pending-<id>/    being written by the engine; never listed
 //! ROOT/<workload>/images/.trash-<id>/      being deleted; never listed
 //! ROOT/<workload>/.trash-images-<ms>/      a removed `images/` directory being deleted
+//! ROOT/<workload>/images/chunks/           the workload's chunk store (`stasis_image::store`)
 //! ```
+//!
+//! The images of a workload share its chunk store: [`Repository::begin`] makes
+//! `images/chunks/` a store, the engine's writer then puts each chunk there only if it is
+//! absent, so an idle workload's next image stores almost nothing. Deleting images
+//! ([`Repository::retain`], [`Repository::discard_before`]) is followed by a reachability GC
+//! of the store (skipped, and left to the next one, while a checkpoint holds the store).
+//! The quota of a workload (`images/chunks/store.json`, [`LocalRepo::set_quota`]) bounds the
+//! bytes of its store and images together: a checkpoint that would go beyond it fails, the
+//! previous images stay as they are.
 //!
 //! An [`ImageId`] is `<20-digit unix ms>-<6-digit seq>`: ids sort by creation, and a new id
 //! is always greater than every id already present for the workload (also across agent
@@ -46,6 +56,7 @@ use std::time::Duration;
 
 use stasis_image::name::Name;
 use stasis_image::safefs::{Dir, PRIVATE_DIR};
+use stasis_image::store::{ChunkStore, GcReport, StoreConfig, StoreError};
 use stasis_image::trust::{self, Keyring, SignatureStatus};
 use stasis_image::{ImageReader, OpenError};
 
@@ -90,6 +101,15 @@ pub enum RepoError {
         /// Why it does not open.
         #[source]
         source: OpenError,
+    },
+    /// The workload's chunk store failed.
+    #[error("chunk store of workload {workload:?}")]
+    Store {
+        /// The workload.
+        workload: String,
+        /// The cause.
+        #[source]
+        source: StoreError,
     },
     /// A filesystem operation failed.
     #[error("{op} {path}")]
@@ -177,7 +197,8 @@ pub struct ImageInfo {
     pub dir: PathBuf,
     /// When it was begun, unix milliseconds.
     pub created_unix_ms: u64,
-    /// Bytes of its files.
+    /// Bytes of its files and of the chunks it uses in the workload's chunk store (a chunk
+    /// shared by several images counts in each: `stasis image ls` shows what is shared).
     pub bytes: u64,
 }
 
@@ -263,6 +284,23 @@ fn dir_bytes(dir: &Path) -> io::Result<u64> {
         }
     }
     Ok(total)
+}
+
+/// Bytes of the store chunks the image at `dir` lists (0 for a standalone image).
+fn store_bytes_of(dir: &Path) -> u64 {
+    let Ok(r) = ImageReader::open(dir) else {
+        return 0;
+    };
+    let Some(store) = r.store() else {
+        return 0;
+    };
+    r.manifest()
+        .chunks
+        .iter()
+        .filter_map(|c| <[u8; 32]>::try_from(c.id.as_slice()).ok())
+        .filter(|id| !r.chunk_is_own(id))
+        .filter_map(|id| store.chunk_file_bytes(&id))
+        .sum()
 }
 
 /// Removes a directory tree; a missing one is fine.
@@ -439,7 +477,7 @@ impl LocalRepo {
         let bytes = dir_bytes(&dir).unwrap_or_else(|e| {
             tracing::debug!(dir = %dir.display(), error = %e, "cannot size image");
             0
-        });
+        }) + store_bytes_of(&dir);
         ImageInfo {
             id,
             dir,
@@ -491,6 +529,78 @@ impl LocalRepo {
         Ok(())
     }
 
+    /// GC of the workload's store after images were deleted, unless a checkpoint holds it
+    /// now (the next deletion collects then). Failures are only logged: the images are gone
+    /// either way and the chunks are collected later.
+    fn collect(workload: &str, images: &Path) {
+        let r = ChunkStore::open(images).and_then(|s| match s {
+            Some(s) => s.try_gc(),
+            None => Ok(None),
+        });
+        match r {
+            Ok(Some(_)) => {}
+            Ok(None) => tracing::debug!(workload, "chunk store busy or absent; not collected now"),
+            Err(e) => tracing::warn!(workload, error = %e, "chunk store not collected"),
+        }
+    }
+
+    /// The workload's chunk store (None: the workload has none yet).
+    pub fn store(&self, workload: &str) -> Result<Option<ChunkStore>, RepoError> {
+        let images = self.images_dir(workload)?;
+        ChunkStore::open(&images).map_err(|source| RepoError::Store {
+            workload: workload.to_owned(),
+            source,
+        })
+    }
+
+    /// Sets (None: removes) the workload's quota: bytes of its chunk store and images
+    /// together, pending ones included. Creates the store if needed.
+    pub fn set_quota(&self, workload: &str, quota_bytes: Option<u64>) -> Result<(), RepoError> {
+        let images = self.images_dir(workload)?;
+        let serr = |source| RepoError::Store {
+            workload: workload.to_owned(),
+            source,
+        };
+        let store = ChunkStore::create(&images).map_err(serr)?;
+        let mut cfg: StoreConfig = store.config().map_err(serr)?;
+        cfg.quota_bytes = quota_bytes;
+        store.set_config(&cfg).map_err(serr)
+    }
+
+    /// Reachability GC of the workload's store (waits for a checkpoint in progress).
+    pub fn gc(&self, workload: &str, dry_run: bool) -> Result<Option<GcReport>, RepoError> {
+        let Some(store) = self.store(workload)? else {
+            return Ok(None);
+        };
+        store
+            .gc(dry_run)
+            .map(Some)
+            .map_err(|source| RepoError::Store {
+                workload: workload.to_owned(),
+                source,
+            })
+    }
+
+    /// Names of the workloads that have a directory in the repository.
+    pub fn workloads(&self) -> Result<Vec<String>, RepoError> {
+        let mut out = Vec::new();
+        let rd = match fs::read_dir(&self.root) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(io_err("read directory", &self.root)(e)),
+        };
+        for e in rd {
+            let e = e.map_err(io_err("read directory", &self.root))?;
+            if let Some(n) = e.file_name().to_str() {
+                if Name::check(n).is_ok() && !n.starts_with('.') && e.path().is_dir() {
+                    out.push(n.to_owned());
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
     fn check_pending(&self, pending: &PendingImage) -> Result<PathBuf, RepoError> {
         let images = self.images_dir(&pending.workload)?;
         let expected = images.join(format!("{PENDING_PREFIX}{}", pending.id));
@@ -512,6 +622,10 @@ impl Repository for LocalRepo {
         let fresh_images = !images.exists();
         let images_fd =
             Dir::create_all(&images, PRIVATE_DIR).map_err(io_err("create directory", &images))?;
+        ChunkStore::create(&images).map_err(|source| RepoError::Store {
+            workload: workload.to_owned(),
+            source,
+        })?;
         if fresh_workload {
             sync_dir(&self.root)?;
         }
@@ -619,6 +733,9 @@ impl Repository for LocalRepo {
                     .map(|c| (c.0, c.1))
                     .collect();
                 report.removed = Self::delete_images(&images, &victims, "retention")?;
+                if !report.removed.is_empty() {
+                    Self::collect(workload, &images);
+                }
             }
             let now = crate::unix_ms();
             let ttl = u64::try_from(self.pending_ttl.as_millis()).unwrap_or(u64::MAX);
@@ -652,7 +769,9 @@ impl Repository for LocalRepo {
                 _ => None,
             })
             .collect();
-        Self::delete_images(&images, &victims, "discarded")
+        let removed = Self::delete_images(&images, &victims, "discarded")?;
+        Self::collect(workload, &images);
+        Ok(removed)
     }
 
     fn remove_all(&self, workload: &str) -> Result<(), RepoError> {
@@ -719,6 +838,8 @@ impl Repository for LocalRepo {
                     _ => {}
                 }
             }
+            // Temporaries of a checkpoint the crash interrupted, chunks only removed images used.
+            Self::collect(&name, &images);
         }
         drop(state);
         for p in &report.removed_pending {

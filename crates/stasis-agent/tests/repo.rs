@@ -378,3 +378,58 @@ proptest! {
         }
     }
 }
+
+fn store_ids(repo: &LocalRepo, w: &str) -> Vec<stasis_image::ChunkId> {
+    let s = repo
+        .store(w)
+        .unwrap()
+        .expect("the workload has a chunk store");
+    let mut v: Vec<_> = s.scan().unwrap().0.into_iter().map(|c| c.id).collect();
+    v.sort();
+    v
+}
+
+/// The images of a workload share its chunk store; retention collects the chunks only the
+/// deleted images used; recovery removes the temporaries of a crashed checkpoint.
+#[test]
+fn images_share_the_store_and_retention_collects_it() {
+    let (_tmp, repo) = repo();
+    let chunk_of = |tag: u64| stasis_image::chunk_id_of(&tag.to_le_bytes().repeat(512));
+    snapshot(&repo, "web", 1);
+    snapshot(&repo, "web", 1); // the same chunk: stored once
+    assert_eq!(store_ids(&repo, "web"), vec![chunk_of(1)]);
+    snapshot(&repo, "web", 2);
+    let mut both = vec![chunk_of(1), chunk_of(2)];
+    both.sort();
+    assert_eq!(store_ids(&repo, "web"), both);
+    // Keep one: the two images of tag 1 go, and so does their chunk.
+    let r = repo.retain("web", 1).unwrap();
+    assert_eq!(r.removed.len(), 2);
+    assert_eq!(store_ids(&repo, "web"), vec![chunk_of(2)]);
+    ImageReader::open(&repo.latest("web").unwrap().unwrap().dir)
+        .unwrap()
+        .verify_all()
+        .unwrap();
+    // A checkpoint killed mid-way: a pending image without manifest, a torn temporary.
+    let p = repo.begin("web").unwrap();
+    write_uncommitted(&p.dir);
+    let store = repo.store("web").unwrap().unwrap();
+    let hex = stasis_image::chunk_hex(&chunk_of(3));
+    fs::create_dir_all(store.path().join(&hex[..2])).unwrap();
+    fs::write(
+        store.path().join(&hex[..2]).join(format!("{hex}.1-x.tmp")),
+        b"torn",
+    )
+    .unwrap();
+    let fresh = LocalRepo::new(repo.root()).unwrap();
+    fresh.recover().unwrap();
+    assert!(store.scan().unwrap().1.is_empty(), "temporaries removed");
+    assert_eq!(store_ids(&fresh, "web"), vec![chunk_of(2)]);
+    // The quota bounds the next image.
+    let used = store.usage().unwrap();
+    fresh.set_quota("web", Some(used + 10)).unwrap();
+    let p = fresh.begin("web").unwrap();
+    let w = ImageWriter::create(&p.dir, WriteOptions::default()).unwrap();
+    let e = w.put_chunk(&[7u8; 4096]).unwrap_err();
+    assert!(e.to_string().contains("quota"), "{e}");
+}

@@ -1,4 +1,5 @@
-//! `stasis image trust|verify`: image trust from the command line.
+//! `stasis image trust|verify|ls|gc|export|import|quota`: image trust, the agent's image
+//! repository and its per-workload chunk stores, and moving images as one archive.
 
 use anyhow::anyhow;
 use clap::Subcommand;
@@ -27,8 +28,71 @@ pub enum ImageCmd {
     /// Check an image: integrity of every record and chunk, ownership and modes, and who
     /// signed it. Exit 0 if `stasis restore` would accept it, 4 otherwise.
     Verify {
-        /// Image directory.
+        /// Image directory, or a workload of the agent's repository (NAME: its newest image;
+        /// NAME/ID: that image; see `stasis image ls`).
+        #[arg(value_name = "DIR|NAME")]
+        dir: String,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the images of the agent's repository (ROOT/images): per workload its chunk store,
+    /// quota and usage; per image its size in its own directory, the bytes of store chunks it
+    /// uses, how many of those other images of the workload use too (shared), and its parent.
+    Ls {
+        /// Only this workload.
+        #[arg(long)]
+        workload: Option<String>,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove the chunks of the workloads' stores that no committed or pending image lists
+    /// (and temporaries left by a crashed checkpoint). Waits for a checkpoint in progress.
+    Gc {
+        /// Only this workload.
+        #[arg(long)]
+        workload: Option<String>,
+        /// Count only; remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write an image as one streamable archive: its manifest first, then its record files and
+    /// exactly the chunks it needs (from its directory or its workload's store).
+    Export {
+        /// Image directory, NAME (newest image of a workload) or NAME/ID.
+        #[arg(value_name = "DIR|NAME")]
+        image: String,
+        /// Archive file (created, or replaced), or `-` for stdout.
+        #[arg(short = 'o', long = "output", value_name = "FILE|-")]
+        output: String,
+    },
+    /// Read an archive written by `export` into a new image directory, verifying every frame
+    /// as it arrives (nothing is kept of a corrupt or truncated archive); then sign the image
+    /// with this root's host key so that `stasis restore` accepts it. Check where it comes
+    /// from first: an image is code (credentials, memory, registers).
+    Import {
+        /// Archive file, or `-` for stdin.
+        #[arg(value_name = "FILE|-")]
+        input: String,
+        /// New image directory (created; an existing one must hold no image files).
+        #[arg(long)]
         dir: PathBuf,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show or set a workload's image quota: the most bytes its chunk store and images take
+    /// together. A checkpoint that would exceed it fails and the previous images stay.
+    Quota {
+        /// Workload name.
+        workload: String,
+        /// New quota (e.g. 512M, 4G), or `none` to remove it; omitted: show it.
+        #[arg(value_name = "SIZE|none")]
+        size: Option<String>,
         /// JSON output.
         #[arg(long)]
         json: bool,
@@ -63,8 +127,35 @@ pub fn signature_status(root: &Path, reader: &ImageReader) -> SignatureStatus {
 pub fn run(root: &Path, cmd: ImageCmd) -> Result<(), Failed> {
     match cmd {
         ImageCmd::Trust { dir } => trust_image(root, &dir),
-        ImageCmd::Verify { dir, json } => verify(root, &dir, json),
+        ImageCmd::Verify { dir, json } => verify(root, &resolve(root, &dir)?, json),
+        ImageCmd::Ls { workload, json } => crate::image_store::ls(root, workload.as_deref(), json),
+        ImageCmd::Gc {
+            workload,
+            dry_run,
+            json,
+        } => crate::image_store::gc(root, workload.as_deref(), dry_run, json),
+        ImageCmd::Export { image, output } => {
+            crate::image_store::export(&resolve(root, &image)?, &output)
+        }
+        ImageCmd::Import { input, dir, json } => {
+            crate::image_store::import(root, &input, &dir, json)
+        }
+        ImageCmd::Quota {
+            workload,
+            size,
+            json,
+        } => crate::image_store::quota(root, &workload, size.as_deref(), json),
     }
+}
+
+/// An image directory, or `NAME` (the workload's newest image) or `NAME/ID` in the agent's
+/// repository under `root`.
+pub fn resolve(root: &Path, what: &str) -> Result<PathBuf, Failed> {
+    let p = Path::new(what);
+    if p.is_dir() {
+        return Ok(p.to_owned());
+    }
+    crate::image_store::resolve_in_repo(root, what)
 }
 
 fn ownership_hint(dir: &Path, e: trust::TrustError) -> Failed {

@@ -15,6 +15,7 @@ mod child_agent;
 mod demo;
 mod gendocs;
 mod image;
+mod image_store;
 mod inspect;
 mod logs;
 mod newtty;
@@ -130,7 +131,7 @@ enum Cmd {
         #[arg(long)]
         insecure_unsigned: bool,
     },
-    /// Image trust: sign an image from elsewhere with this root's key, or check one.
+    /// Images: trust, verify, list and collect the agent's images, export and import them.
     Image {
         #[command(subcommand)]
         cmd: image::ImageCmd,

@@ -1121,11 +1121,22 @@ fn an_image_that_does_not_restore_is_a_failure_and_the_workload_boots() {
         .as_str()
         .unwrap()
         .to_string();
-    // Damage every page chunk of the only image (the manifest still opens).
-    let chunks = root.join("images/cor1/images").join(&image).join("chunks");
+    // Damage every page chunk of the only image (the manifest still opens): they are in the
+    // workload's chunk store beside it.
+    let own = root.join("images/cor1/images").join(&image).join("chunks");
+    assert_eq!(
+        std::fs::read_dir(&own).unwrap().count(),
+        0,
+        "no chunk of its own"
+    );
+    let chunks = root.join("images/cor1/images/chunks");
     let mut damaged = 0;
     for sub in std::fs::read_dir(&chunks).unwrap() {
-        for f in std::fs::read_dir(sub.unwrap().path()).unwrap() {
+        let sub = sub.unwrap().path();
+        if !sub.is_dir() {
+            continue; // store.json
+        }
+        for f in std::fs::read_dir(sub).unwrap() {
             let f = f.unwrap().path();
             let mut bytes = std::fs::read(&f).unwrap();
             let mid = bytes.len() / 2;

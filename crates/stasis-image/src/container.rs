@@ -26,6 +26,7 @@ use crate::chunk::{
 use crate::error::{CommitError, CreateError, FrameError, OpenError, ReadError, WriteError};
 use crate::manifest::{validate_file_name, ChunkEntry, FileEntry, Label, Manifest};
 use crate::safefs::{Dir, PRIVATE_DIR, PRIVATE_FILE};
+use crate::store::{ChunkStore, StoreWriter, CHUNKS_IN_STORE};
 use crate::trust::{Keyring, SIGNATURE_FILE};
 
 /// Major format version written in every framed header. Readers refuse any
@@ -107,6 +108,9 @@ pub struct CommitStats {
     pub chunk_bytes_stored: u64,
     /// Record files (the manifest excluded).
     pub files: u64,
+    /// Chunks found already in the workload's chunk store and not written again (counted in
+    /// `chunks` and `chunk_bytes_raw`, not in `chunk_bytes_stored`).
+    pub chunks_reused: u64,
 }
 
 /// What [`ImageReader::verify_all`] checked.
@@ -264,7 +268,7 @@ pub fn read_framed(
 // ---------------------------------------------------------------------------
 // Small helpers
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -305,7 +309,7 @@ fn io_threads(n: usize) -> usize {
 
 /// Runs `f` over `items` on a few scoped threads (each with its own state
 /// from `init`); stops at and returns the first error.
-fn par_try_for_each<T, S, E>(
+pub(crate) fn par_try_for_each<T, S, E>(
     items: &[T],
     init: impl Fn() -> S + Sync,
     f: impl Fn(&mut S, &T) -> Result<(), E> + Sync,
@@ -361,8 +365,12 @@ where
 enum Slot {
     /// Some thread is writing this chunk; wait on the shard's condvar.
     Pending,
-    /// Written (not yet fsynced).
-    Done { raw_len: u64, stored_len: u64 },
+    /// Written (not yet fsynced), or found in the store (`reused`, `stored_len` 0).
+    Done {
+        raw_len: u64,
+        stored_len: u64,
+        reused: bool,
+    },
 }
 
 #[derive(Default)]
@@ -376,19 +384,20 @@ struct Shard {
 struct PendingGuard<'a> {
     shard: &'a Shard,
     id: ChunkId,
-    done: Option<(u64, u64)>,
+    done: Option<(u64, u64, bool)>,
 }
 
 impl Drop for PendingGuard<'_> {
     fn drop(&mut self) {
         let mut map = lock(&self.shard.map);
         match self.done {
-            Some((raw_len, stored_len)) => {
+            Some((raw_len, stored_len, reused)) => {
                 map.insert(
                     self.id,
                     Slot::Done {
                         raw_len,
                         stored_len,
+                        reused,
                     },
                 );
             }
@@ -425,6 +434,8 @@ pub struct ImageWriter {
     created_dir: bool,
     /// Chunks the parent chain of an incremental image holds: not stored again.
     base_chunks: std::collections::HashSet<ChunkId>,
+    /// The workload's chunk store beside the image, if there is one.
+    store: Option<StoreWriter>,
 }
 
 impl ImageWriter {
@@ -499,7 +510,9 @@ impl ImageWriter {
                     path: root.child_path(CHUNKS_DIR),
                     source,
                 })?;
-        tracing::debug!(dir = %dir.display(), force = opts.force, compression = ?opts.compression, "image created");
+        let store = StoreWriter::open(dir)?;
+        tracing::debug!(dir = %dir.display(), force = opts.force, compression = ?opts.compression,
+            store = ?store.as_ref().map(|s| s.store.path()), "image created");
         Ok(ImageWriter {
             dir: dir.to_owned(),
             root,
@@ -510,6 +523,7 @@ impl ImageWriter {
             files: Mutex::new(BTreeMap::new()),
             created_dir,
             base_chunks: Default::default(),
+            store,
         })
     }
 
@@ -569,8 +583,11 @@ impl ImageWriter {
             id,
             done: None,
         };
-        let stored_len = self.write_chunk(&id, raw)?;
-        guard.done = Some((raw_len, stored_len));
+        let (stored_len, reused) = match &self.store {
+            Some(s) => s.put(&id, raw, self.compression == Compression::Lz4)?,
+            None => (self.write_chunk(&id, raw)?, false),
+        };
+        guard.done = Some((raw_len, stored_len, reused));
         Ok(id)
     }
 
@@ -642,6 +659,9 @@ impl ImageWriter {
                 len,
                 max: MAX_RECORD_FILE,
             });
+        }
+        if let Some(s) = &self.store {
+            s.charge(FRAME_HEADER_LEN as u64 + len)?;
         }
         {
             let mut files = lock(&self.files);
@@ -735,6 +755,7 @@ impl ImageWriter {
             subdirs,
             files,
             created_dir,
+            store,
             ..
         } = self;
         let files: Vec<FileEntry> = files
@@ -743,7 +764,7 @@ impl ImageWriter {
             .into_values()
             .flatten()
             .collect();
-        let mut chunks: Vec<(ChunkId, u64, u64)> = Vec::new();
+        let mut chunks: Vec<(ChunkId, u64, u64, bool)> = Vec::new();
         for shard in shards {
             let map = shard
                 .map
@@ -753,7 +774,8 @@ impl ImageWriter {
                 Slot::Done {
                     raw_len,
                     stored_len,
-                } => Some((id, raw_len, stored_len)),
+                    reused,
+                } => Some((id, raw_len, stored_len, reused)),
                 Slot::Pending => None,
             }));
         }
@@ -775,7 +797,9 @@ impl ImageWriter {
             Chunk(&'a ChunkId),
         }
         let mut items: Vec<Item<'_>> = files.iter().map(|f| Item::File(&f.name)).collect();
-        items.extend(chunks.iter().map(|c| Item::Chunk(&c.0)));
+        if store.is_none() {
+            items.extend(chunks.iter().map(|c| Item::Chunk(&c.0)));
+        }
         par_try_for_each(
             &items,
             || (),
@@ -793,6 +817,11 @@ impl ImageWriter {
                 }
             },
         )?;
+
+        // The store's chunks: fsynced, then under their final names, before the manifest.
+        if let Some(s) = &store {
+            s.commit()?;
+        }
 
         // 2. Directory entries: chunk subdirectories, chunks/, the image
         //    directory, and its parent if we created the image directory.
@@ -822,6 +851,7 @@ impl ImageWriter {
             chunk_bytes_raw: chunks.iter().map(|c| c.1).sum(),
             chunk_bytes_stored: chunks.iter().map(|c| c.2).sum(),
             files: files.len() as u64,
+            chunks_reused: chunks.iter().filter(|c| c.3).count() as u64,
         };
         let manifest = Manifest {
             format_version: u32::from(FORMAT_VERSION),
@@ -833,7 +863,7 @@ impl ImageWriter {
             files,
             chunks: chunks
                 .iter()
-                .map(|&(id, raw_len, _)| ChunkEntry {
+                .map(|&(id, raw_len, _, _)| ChunkEntry {
                     id: id.to_vec(),
                     raw_len,
                 })
@@ -842,6 +872,7 @@ impl ImageWriter {
                 .into_iter()
                 .map(|(key, value)| Label { key, value })
                 .collect(),
+            chunk_store: if store.is_some() { CHUNKS_IN_STORE } else { 0 },
         };
         let payload = manifest.encode_to_vec();
         if payload.len() as u64 > MAX_RECORD_FILE {
@@ -953,8 +984,10 @@ pub struct ImageReader {
     /// The image directory, opened once: every file is reached through it
     /// without following a symlink.
     root: Dir,
-    /// `chunks/` (None if absent and no chunk is listed).
+    /// `chunks/` (None if absent and no chunk is listed, or all are in the store).
     chunks_dir: Option<Dir>,
+    /// The workload's chunk store beside the image (manifest `chunk_store = 1`, if present).
+    store: Option<ChunkStore>,
     manifest: Manifest,
     /// `manifest.img` exactly as read (header + payload): what a signature covers.
     manifest_raw: Vec<u8>,
@@ -1087,9 +1120,17 @@ impl ImageReader {
             chunks.insert(id, c.raw_len);
             ids.push(id);
         }
+        let store = if manifest.chunk_store == CHUNKS_IN_STORE {
+            ChunkStore::beside(dir).unwrap_or_else(|e| {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot open the chunk store beside the image");
+                None
+            })
+        } else {
+            None
+        };
         let chunks_dir = match root.open_dir(CHUNKS_DIR) {
             Ok(d) => Some(d),
-            Err(e) if is_not_found(&e) && ids.is_empty() => None,
+            Err(e) if is_not_found(&e) && (ids.is_empty() || store.is_some()) => None,
             Err(e) if is_not_found(&e) => {
                 return Err(OpenError::MissingChunk {
                     dir: dir.to_owned(),
@@ -1112,15 +1153,15 @@ impl ImageReader {
                 })
             }
         };
-        if let Some(cd) = &chunks_dir {
+        let store_dir = store.as_ref().map(ChunkStore::handle);
+        if chunks_dir.is_some() || store_dir.is_some() {
             par_try_for_each(
                 &ids,
                 || (),
                 |(), id| {
                     let path = chunk_path(dir, id);
-                    let meta = cd
-                        .open_file_beneath(chunk_rel(id))
-                        .and_then(|f| f.metadata());
+                    let meta =
+                        open_in(chunks_dir.as_ref(), store_dir, id).and_then(|(f, _)| f.metadata());
                     match meta {
                         Ok(m) if m.len() < CHUNK_HEADER_LEN as u64 => {
                             Err(OpenError::ChunkTruncated {
@@ -1167,6 +1208,7 @@ impl ImageReader {
             dir: dir.to_owned(),
             root,
             chunks_dir,
+            store,
             manifest,
             manifest_raw,
             files,
@@ -1229,17 +1271,41 @@ impl ImageReader {
         self.chunks_dir.as_ref()
     }
 
-    /// Opens a listed chunk's file (no symlink followed anywhere on the way).
+    /// The workload's chunk store the image reads chunks from, if any.
+    pub fn store(&self) -> Option<&ChunkStore> {
+        self.store.as_ref()
+    }
+
+    /// Whether the chunk is in the image's own `chunks/` (else in the store).
+    pub fn chunk_is_own(&self, id: &ChunkId) -> bool {
+        self.chunks_dir
+            .as_ref()
+            .is_some_and(|cd| cd.open_file_beneath(chunk_rel(id)).is_ok())
+    }
+
+    /// The bytes of a listed chunk's file exactly as stored (header included), not verified
+    /// (for `stasis image export`; the importer verifies). Bounded by the largest chunk file.
+    pub fn chunk_file_bytes(&self, id: &ChunkId) -> Result<Vec<u8>, ReadError> {
+        let (mut f, path) = self.open_chunk(id)?;
+        let max = CHUNK_HEADER_LEN as u64
+            + lz4_flex::block::get_maximum_output_size(MAX_CHUNK as usize) as u64;
+        let mut buf = Vec::new();
+        Read::take(&mut f, max + 1)
+            .read_to_end(&mut buf)
+            .map_err(|source| ReadError::Io { path, source })?;
+        Ok(buf)
+    }
+
+    /// Opens a listed chunk's file (no symlink followed anywhere on the way): in the image's
+    /// own `chunks/`, else in the store.
     fn open_chunk(&self, id: &ChunkId) -> Result<(File, PathBuf), ReadError> {
         let path = chunk_path(&self.dir, id);
-        let Some(cd) = &self.chunks_dir else {
-            return Err(ReadError::ChunkMissing {
-                id: chunk_hex(id),
-                path,
-            });
-        };
-        match cd.open_file_beneath(chunk_rel(id)) {
-            Ok(f) => Ok((f, path)),
+        match open_in(
+            self.chunks_dir.as_ref(),
+            self.store.as_ref().map(ChunkStore::handle),
+            id,
+        ) {
+            Ok((f, in_store)) => Ok((f, in_store.unwrap_or(path))),
             Err(e) if is_not_found(&e) => Err(ReadError::ChunkMissing {
                 id: chunk_hex(id),
                 path,
@@ -1348,6 +1414,28 @@ impl ImageReader {
         report.chunk_bytes_raw = raw.into_inner();
         report.chunk_bytes_stored = stored.into_inner();
         Ok(report)
+    }
+}
+
+/// Opens chunk `id` in `own` (an image's `chunks/`), else in `store`; with the path when it
+/// came from the store.
+fn open_in(
+    own: Option<&Dir>,
+    store: Option<&Dir>,
+    id: &ChunkId,
+) -> io::Result<(File, Option<PathBuf>)> {
+    let rel = chunk_rel(id);
+    let not_found = || io::Error::from(io::ErrorKind::NotFound);
+    let first = match own {
+        Some(cd) => cd.open_file_beneath(&rel),
+        None => Err(not_found()),
+    };
+    match (first, store) {
+        (Ok(f), _) => Ok((f, None)),
+        (Err(e), Some(sd)) if is_not_found(&e) => sd
+            .open_file_beneath(&rel)
+            .map(|f| (f, Some(sd.path().join(&rel)))),
+        (Err(e), _) => Err(e),
     }
 }
 

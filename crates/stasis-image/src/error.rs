@@ -161,6 +161,15 @@ pub enum CreateError {
         #[source]
         source: io::Error,
     },
+    /// The workload's chunk store beside the image cannot be used.
+    #[error("cannot use the chunk store beside {dir}")]
+    Store {
+        /// The image directory.
+        dir: PathBuf,
+        /// The cause.
+        #[source]
+        source: crate::store::StoreError,
+    },
 }
 
 /// Errors from [`crate::ImageWriter::put_chunk`] and
@@ -220,6 +229,18 @@ pub enum WriteError {
         /// The cause.
         #[source]
         source: io::Error,
+    },
+    /// The workload's quota would be exceeded.
+    #[error("the image quota of {dir} is exceeded: {used} bytes used, {more} more needed, quota {quota} bytes; the checkpoint was stopped and older images kept (raise the quota with `stasis image quota`, keep fewer images, or run `stasis image gc`)")]
+    QuotaExceeded {
+        /// The workload's images directory.
+        dir: PathBuf,
+        /// The quota.
+        quota: u64,
+        /// Bytes used before this write.
+        used: u64,
+        /// Bytes this write needed.
+        more: u64,
     },
     /// Writing a record file failed.
     #[error("cannot {op} record file {name} ({path})")]
@@ -364,7 +385,7 @@ pub enum OpenError {
         found: u64,
     },
     /// A chunk listed in the manifest is absent.
-    #[error("image {dir}: chunk {id} is missing")]
+    #[error("image {dir}: chunk {id} is missing (not in its chunks/, nor in the workload's chunk store ../chunks/ if the image uses one: move images with `stasis image export` and `import`)")]
     MissingChunk {
         /// The image directory.
         dir: PathBuf,

@@ -7,6 +7,8 @@
 //! - typed record files `<name>.img` (e.g. `objects.img`), each a *framed
 //!   file* (56-byte header with magic, version, kind, flags, length and blake3
 //!   of the payload);
+//! - `chunks/` may instead (or also) be the workload's shared store beside the image
+//!   (`../chunks/`, see [`store`]);
 //! - `signature.img` — a keyed MAC over `manifest.img` (see [`trust`]);
 //! - `chunks/<2 hex>/<64 hex>` — content-addressed page-data chunks, raw or
 //!   lz4, named by the blake3 of their raw bytes.
@@ -20,6 +22,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod archive;
 pub mod chunk;
 pub mod container;
 pub mod error;
@@ -27,6 +30,7 @@ pub mod manifest;
 pub mod name;
 pub mod records;
 pub mod safefs;
+pub mod store;
 pub mod trust;
 
 pub use chunk::{

@@ -34,6 +34,11 @@ pub struct Manifest {
     /// Free-form labels, in commit order (see [`Label`] for the keys the engine writes).
     #[prost(message, repeated, tag = "7")]
     pub labels: Vec<Label>,
+    /// Where the chunks are: 0 (absent) in the image's own `chunks/`; 1 also in the chunk
+    /// store of the workload, `../chunks/` beside the image directory (a reader looks in the
+    /// image's own `chunks/` first, then there). See `store.rs`.
+    #[prost(uint32, tag = "30")]
+    pub chunk_store: u32,
 }
 
 /// One record file of the image.

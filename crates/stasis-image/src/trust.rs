@@ -678,8 +678,40 @@ pub fn check_ownership(reader: &ImageReader) -> Result<(), TrustError> {
                 }
             }
         }
-    } else if !reader.manifest().chunks.is_empty() {
+    } else if !reader.manifest().chunks.is_empty() && reader.store().is_none() {
         check_entry(d, OsStr::new(CHUNKS_DIR))?;
+    }
+    if let Some(store) = reader.store() {
+        check_store_ownership(reader, store)?;
+    }
+    Ok(())
+}
+
+/// The ownership rule for the workload's chunk store an image reads from: the store, each of
+/// its subdirectories and each chunk file of the image found there.
+fn check_store_ownership(
+    reader: &ImageReader,
+    store: &crate::store::ChunkStore,
+) -> Result<(), TrustError> {
+    let sd = store.handle();
+    let st = sd.stat_self().map_err(ioe("stat", sd.path().to_owned()))?;
+    check_meta(sd.path(), st.st_uid, st.st_mode)?;
+    let mut subs = std::collections::HashSet::new();
+    for c in &reader.manifest().chunks {
+        let Ok(id) = <[u8; 32]>::try_from(c.id.as_slice()) else {
+            continue;
+        };
+        if reader.chunk_is_own(&id) {
+            continue;
+        }
+        let hex = crate::chunk_hex(&id);
+        let sub = sd
+            .open_dir(&hex[..2])
+            .map_err(ioe("opening", sd.child_path(&hex[..2])))?;
+        if subs.insert(hex[..2].to_owned()) {
+            check_entry(sd, OsStr::new(&hex[..2]))?;
+        }
+        check_entry(&sub, OsStr::new(&hex))?;
     }
     Ok(())
 }
