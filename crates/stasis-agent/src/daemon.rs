@@ -554,7 +554,7 @@ impl Loop {
                     Err(SupervisorError::Checkpoint { error, .. }) => {
                         self.record(vec![Happening::CheckpointFailed {
                             workload: name.clone(),
-                            error: error.clone(),
+                            error: stasis_partition::monitor::chain(error),
                         }])
                     }
                     Err(_) => {}

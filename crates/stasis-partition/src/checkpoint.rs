@@ -25,10 +25,10 @@ use crate::cgroup::Cgroups;
 use crate::image::PartitionImage;
 use crate::monitor::chain;
 use crate::state::{self, Record, Root, State};
-use stasis_engine::{Cause, CheckpointOptions, CheckpointStats, FreezeHook, Freezer, WriterHook};
+use crate::helper::{self, HelperError, Message};
+use stasis_engine::{CheckpointOptions, CheckpointStats, FreezeHook, Freezer, WriterHook};
 use stasis_sys::ns::{self, Forked};
 use stasis_sys::wait::{wait_exit, Block, Who};
-use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -72,20 +72,34 @@ pub enum PartitionCheckpointError {
     /// Setup before the engine ran.
     #[error("{0}")]
     Setup(String),
-    /// The engine failed (or the forked checkpointer around it).
-    #[error("{message}")]
-    Engine {
-        /// What kind of failure (the CLI picks the exit code).
-        cause: Cause,
-        /// Error text with causes.
-        message: String,
-    },
+    /// The engine failed (or the forked checkpointer around it): the kind and the text.
+    #[error(transparent)]
+    Failed(HelperError),
 }
 
-#[derive(serde::Serialize, serde::Deserialize)]
-enum Outcome {
-    Ok(CheckpointStats),
-    Err { cause: Cause, message: String },
+impl PartitionCheckpointError {
+    /// As the helper protocol's typed error.
+    pub fn to_helper(&self) -> HelperError {
+        match self {
+            PartitionCheckpointError::Failed(e) => e.clone(),
+            PartitionCheckpointError::NotRunning { .. } => HelperError::WorkloadGone {
+                message: self.to_string(),
+            },
+            e => HelperError::internal(chain(e)),
+        }
+    }
+}
+
+/// What the checkpointer takes from the host side (read before the fork).
+struct HostSide {
+    usage: crate::cgroup::Usage,
+    memory_total: u64,
+    history: Vec<u8>,
+    host_mounts: String,
+    dir_fd: OwnedFd,
+    jdir_fd: OwnedFd,
+    root_fd: OwnedFd,
+    signer: stasis_image::Keyring,
 }
 
 /// Freezes a partition through its cgroup.
@@ -170,6 +184,17 @@ pub fn enter(pid: i32) -> Result<(), String> {
 
 /// Checkpoint partition `opts.name`.
 pub fn checkpoint(opts: &Options) -> Result<CheckpointStats, PartitionCheckpointError> {
+    checkpoint_with(opts, &mut |_| {}, None).map(|f| f.stats)
+}
+
+/// [`checkpoint`], handing progress to `on_progress`; `cancel` is a channel of the
+/// [`helper`] protocol on which the caller may send Cancel (or close it) to stop a checkpoint
+/// not yet committed. The caller must be single-threaded (the checkpointer is forked).
+pub fn checkpoint_with(
+    opts: &Options,
+    on_progress: &mut dyn FnMut(&helper::Progress),
+    cancel: Option<std::os::fd::BorrowedFd<'_>>,
+) -> Result<helper::Figures, PartitionCheckpointError> {
     // Held for the whole checkpoint (the forked checkpointer shares it): another stasis run
     // that finds the lock free and the cgroup frozen knows a checkpointer died there.
     let lock = opts.root.lock(&opts.name)?;
@@ -193,10 +218,11 @@ pub fn checkpoint(opts: &Options) -> Result<CheckpointStats, PartitionCheckpoint
     let history = std::fs::read(paths.stats()).unwrap_or_default();
     let cg = Cgroups::detect().map_err(|e| PartitionCheckpointError::Setup(chain(&e)))?;
     let group = Cgroups::group_for(&opts.name);
-    let usage = cg
+    let now = cg
         .usage(&group)
-        .map(|u| crate::accounting::total(&rec.carried, &u))
         .map_err(|e| PartitionCheckpointError::Setup(chain(&e)))?;
+    let memory_total = now.memory_bytes;
+    let usage = crate::accounting::total(&rec.carried, &now);
     let host_mounts = std::fs::read_to_string("/proc/self/mountinfo")
         .map_err(|e| PartitionCheckpointError::Setup(format!("reading mountinfo: {e}")))?;
     // The image is signed with the root's host key (created at first use).
@@ -240,46 +266,35 @@ pub fn checkpoint(opts: &Options) -> Result<CheckpointStats, PartitionCheckpoint
         rec.ending = Some(State::Checkpointed);
         opts.root.save(&rec, &lock)?;
     }
-    let (mut res_r, res_w) =
+    let (res_r, res_w) =
         std::io::pipe().map_err(|e| PartitionCheckpointError::Setup(format!("pipe: {e}")))?;
     let outcome = match ns::fork_into(0, None) {
-        Err(e) => Outcome::Err {
-            cause: Cause::Other,
-            message: format!("fork: {e}"),
-        },
+        Err(e) => Message::Failed(HelperError::internal(format!("fork: {e}"))),
         Ok(Forked::Child) => {
             drop(res_r);
-            let out = child(
-                opts,
-                &rec,
-                pid,
-                &group,
+            let host = HostSide {
                 usage,
+                memory_total,
                 history,
-                &host_mounts,
-                &dir_fd,
-                &jdir_fd,
-                &root_fd,
+                host_mounts,
+                dir_fd,
+                jdir_fd,
+                root_fd,
                 signer,
-            );
+            };
             let mut w = res_w;
-            let _ = w.write_all(&serde_json::to_vec(&out).expect("outcome serializes"));
+            let out = child(opts, &rec, pid, &group, host, &mut w);
+            let _ = helper::send(&mut w, &out);
             drop(w);
             ns::exit_now(0);
         }
         Ok(Forked::Parent(child)) => {
             drop(res_w);
-            let mut buf = Vec::new();
-            let _ = res_r.read_to_end(&mut buf);
-            let st = wait_exit(Who::Pid(child), Block::Yes);
-            serde_json::from_slice(&buf).unwrap_or_else(|_| Outcome::Err {
-                cause: Cause::Other,
-                message: format!("the checkpointer died ({st:?}) without a result"),
-            })
+            watch_child(child, res_r, on_progress, cancel)
         }
     };
     match outcome {
-        Outcome::Ok(stats) => {
+        Message::Checkpointed(figures) => {
             drop(lock);
             if !opts.leave_running {
                 // Let the monitor record the end (it needs the lock we just released), so the
@@ -297,9 +312,9 @@ pub fn checkpoint(opts: &Options) -> Result<CheckpointStats, PartitionCheckpoint
                     }
                 }
             }
-            Ok(stats)
+            Ok(figures)
         }
-        Outcome::Err { cause, message } => {
+        other => {
             if created_dir {
                 stasis_engine::checkpoint::remove_created_dir(&opts.dir);
             }
@@ -311,41 +326,97 @@ pub fn checkpoint(opts: &Options) -> Result<CheckpointStats, PartitionCheckpoint
                     }
                 }
             }
-            Err(PartitionCheckpointError::Engine { cause, message })
+            Err(PartitionCheckpointError::Failed(match other {
+                Message::Failed(e) => e,
+                m => HelperError::internal(format!("the checkpointer answered {m:?}")),
+            }))
         }
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Read the forked checkpointer's messages until its final one, passing progress on; once
+/// `cancel` (the caller's channel) says Cancel or closes, the checkpointer is sent SIGTERM (it
+/// unwinds and leaves the partition running unless the image was already committed).
+fn watch_child(
+    child: i32,
+    res_r: std::io::PipeReader,
+    on_progress: &mut dyn FnMut(&helper::Progress),
+    cancel: Option<std::os::fd::BorrowedFd<'_>>,
+) -> Message {
+    let mut res_r = res_r;
+    let mut cancel = cancel;
+    let out = loop {
+        let mut fds = vec![res_r.as_fd()];
+        fds.extend(cancel);
+        let ready = match stasis_sys::net::poll_readable(&fds, -1) {
+            Ok(r) => r,
+            Err(e) => break Message::Failed(HelperError::internal(format!("poll: {e}"))),
+        };
+        if ready.get(1) == Some(&true) {
+            if let Some(c) = cancel.take() {
+                let mut f = std::fs::File::from(c.try_clone_to_owned().expect("dup"));
+                match helper::recv::<helper::Request>(&mut f) {
+                    Ok(Some(helper::Request::Cancel)) | Ok(None) | Err(_) => {
+                        tracing::info!("checkpoint cancelled by the caller");
+                        let _ = stasis_sys::sys::kill(child, libc::SIGTERM);
+                    }
+                    Ok(Some(_)) => cancel = Some(c),
+                }
+            }
+        }
+        if ready[0] {
+            match helper::recv::<Message>(&mut res_r) {
+                Ok(Some(Message::Progress(p))) => on_progress(&p),
+                Ok(Some(m)) => break m,
+                Ok(None) | Err(_) => {
+                    let st = wait_exit(Who::Pid(child), Block::Yes);
+                    return Message::Failed(HelperError::internal(format!(
+                        "the checkpointer died ({st:?}) without a result"
+                    )));
+                }
+            }
+        }
+    };
+    let _ = wait_exit(Who::Pid(child), Block::Yes);
+    out
+}
+
+/// In the forked checkpointer: enter the partition, run the engine (progress sent on `w`
+/// meanwhile), and return the final message.
 fn child(
     opts: &Options,
     rec: &Record,
     pid: i32,
     group: &str,
-    usage: crate::cgroup::Usage,
-    history: Vec<u8>,
-    host_mounts: &str,
-    dir_fd: &OwnedFd,
-    jdir_fd: &OwnedFd,
-    root_fd: &OwnedFd,
-    signer: stasis_image::Keyring,
-) -> Outcome {
-    let err = |cause: Cause, message: String| Outcome::Err { cause, message };
+    host: HostSide,
+    w: &mut std::io::PipeWriter,
+) -> Message {
+    let err = |m: String| Message::Failed(HelperError::internal(m));
     if let Err(e) = enter(pid) {
-        return err(Cause::Other, e);
+        return err(e);
     }
+    let HostSide {
+        usage,
+        memory_total,
+        history,
+        host_mounts,
+        dir_fd,
+        jdir_fd,
+        root_fd,
+        signer,
+    } = host;
     // SAFETY-free: we are single-threaded here (forked from a single-threaded CLI).
     std::env::set_var(
         "STASIS_JOURNAL_DIR",
         format!("/proc/self/fd/{}", jdir_fd.as_raw_fd()),
     );
-    let cg = match cgroups_via(root_fd, host_mounts) {
+    let cg = match cgroups_via(&root_fd, &host_mounts) {
         Ok(c) => c,
-        Err(e) => return err(Cause::Other, e),
+        Err(e) => return err(e),
     };
-    let host_table = match crate::mounts::parse_mountinfo(host_mounts) {
+    let host_table = match crate::mounts::parse_mountinfo(&host_mounts) {
         Ok(t) => t,
-        Err(e) => return err(Cause::Other, chain(&e)),
+        Err(e) => return err(chain(&e)),
     };
     let spec = rec.spec.clone();
     let name = opts.name.clone();
@@ -388,8 +459,9 @@ fn child(
         )
         .map_err(|e| fail(format!("writing {}: {e}", stasis_image::PARTITION_FILE)))
     };
+    let progress = Arc::new(stasis_engine::progress::Progress::default());
     let eopts = CheckpointOptions {
-        progress: None,
+        progress: Some(progress.clone()),
         pid,
         dir: PathBuf::from(format!("/proc/self/fd/{}", dir_fd.as_raw_fd())),
         leave_running: opts.leave_running,
@@ -407,9 +479,16 @@ fn child(
         buffer_limit: opts.copy_limit,
         signer: Some(signer),
     };
-    match stasis_engine::checkpoint(&eopts) {
-        Ok(s) => Outcome::Ok(s),
-        Err(e) => err(e.cause(), chain(&e)),
+    let r = helper::with_progress(&progress, memory_total, w.try_clone().ok(), || {
+        stasis_engine::checkpoint(&eopts)
+    });
+    match r {
+        Ok(stats) => Message::Checkpointed(helper::Figures {
+            dir: opts.dir.clone(),
+            pid,
+            stats,
+        }),
+        Err(e) => Message::Failed(HelperError::from_checkpoint(&e)),
     }
 }
 
