@@ -264,7 +264,7 @@ fn start(parts: &Parts, name: &str, wl: &str, ctl: &Path, args: &[&str]) -> i32 
     pid
 }
 
-/// Ask the workload to verify itself; its verdict.
+/// Ask the workload to verify itself (it ends afterwards); its verdict.
 fn verdict(ctl: &Path) -> String {
     let _ = std::fs::remove_file(ctl.join("result"));
     std::fs::write(ctl.join("verify"), b"1").unwrap();
@@ -353,8 +353,8 @@ fn a_refusal_is_a_typed_error_naming_the_object() {
 }
 
 /// A checkpoint paused (failpoint) with the tree frozen is cancelled: by a Cancel message,
-/// then by closing the channel. Each time the workload runs on with its state; a later
-/// checkpoint still works.
+/// then by closing the channel. Each time the workload runs on; a later checkpoint still works
+/// and the workload finds its state intact.
 #[test]
 fn a_cancelled_checkpoint_leaves_the_workload_running() {
     let _g = serial();
@@ -398,15 +398,16 @@ fn a_cancelled_checkpoint_leaves_the_workload_running() {
         // Kill mode was asked, yet the partition runs on, unfrozen, with its state.
         assert_eq!(parts.running_pid("ht-can"), Some(pid));
         assert_eq!(parts.state("ht-can").as_deref(), Some("running"));
-        assert_eq!(verdict(ctl.path()), "PASS");
     }
-    // And a checkpoint afterwards works.
+    // A checkpoint afterwards works, and the workload (which ends once it has verified) finds
+    // its state intact.
     let (_t, img) = image("ht-can");
     let (mut child, mut chan) = helper_process(parts.path(), None);
     helper::send(&mut chan, &checkpoint_request("ht-can", &img, true)).unwrap();
     let (_seen, m) = reply(&mut chan, T_CHECKPOINT);
     child.wait().unwrap();
     assert!(matches!(m, Message::Checkpointed(_)), "{m:?}");
+    assert_eq!(verdict(ctl.path()), "PASS");
 }
 
 /// The monitor is started through the same protocol: `stasis run` is a monitor request.
