@@ -11,7 +11,7 @@ use common::partition::*;
 use common::{serial, stasis, workload_bin};
 use stasis_engine::{Cause, CheckpointStats};
 use stasis_partition::helper::{
-    self, CheckpointRequest, Figures, HelperError, Message, MonitorRequest, ProtoError, Progress,
+    self, CheckpointRequest, Figures, HelperError, Message, MonitorRequest, Progress, ProtoError,
     Request, RestoreSource,
 };
 use std::io::Cursor;
@@ -189,11 +189,9 @@ fn broken_frames_are_refused() {
     let mut seen = 0;
     let mut one = Vec::new();
     helper::send(&mut one, &Message::Progress(progress("x"))).unwrap();
-    let m = helper::recv_reply(
-        &mut Cursor::new(one),
-        &mut |_| seen += 1,
-        |e| HelperError::internal(format!("died {}", e.is_some())),
-    );
+    let m = helper::recv_reply(&mut Cursor::new(one), &mut |_| seen += 1, |e| {
+        HelperError::internal(format!("died {}", e.is_some()))
+    });
     assert_eq!(seen, 1);
     assert_eq!(m, Message::Failed(HelperError::internal("died false")));
 }
@@ -217,7 +215,9 @@ fn helper_process(root: &Path, failpoints: Option<&str>) -> (std::process::Child
     cmd.arg("--root")
         .arg(root)
         .arg("__helper")
-        .stdin(std::process::Stdio::from(std::os::fd::OwnedFd::from(theirs)))
+        .stdin(std::process::Stdio::from(std::os::fd::OwnedFd::from(
+            theirs,
+        )))
         .stdout(std::process::Stdio::null())
         .process_group(0);
     match failpoints {
@@ -290,7 +290,10 @@ fn checkpoint_through_the_helper_reports_progress_and_figures() {
     );
     let f = match m {
         Message::Checkpointed(f) => f,
-        other => panic!("expected Checkpointed, got {other:?}\n{}", parts.logs("ht-prog")),
+        other => panic!(
+            "expected Checkpointed, got {other:?}\n{}",
+            parts.logs("ht-prog")
+        ),
     };
     assert!(st.success(), "the helper exits 0 after a success: {st}");
     assert_eq!(f.pid, pid, "the figures name the partition's first process");
@@ -304,8 +307,7 @@ fn checkpoint_through_the_helper_reports_progress_and_figures() {
     for w in seen.windows(2) {
         assert!(w[1].bytes_done >= w[0].bytes_done, "{seen:?}");
     }
-    let stages: std::collections::BTreeSet<&str> =
-        seen.iter().map(|p| p.stage.as_str()).collect();
+    let stages: std::collections::BTreeSet<&str> = seen.iter().map(|p| p.stage.as_str()).collect();
     assert!(
         seen.last().unwrap().bytes_done >= f.stats.memory_bytes.min(1 << 20),
         "the last progress counts the pages read: {seen:?}"
@@ -324,7 +326,13 @@ fn a_refusal_is_a_typed_error_naming_the_object() {
     let _g = serial();
     let parts = Parts::new("ht-ref");
     let ctl = tempfile::tempdir().unwrap();
-    let pid = start(&parts, "ht-ref", "unsupported", ctl.path(), &["userfaultfd"]);
+    let pid = start(
+        &parts,
+        "ht-ref",
+        "unsupported",
+        ctl.path(),
+        &["userfaultfd"],
+    );
     let fd = read_trim(&ctl.path().join("fd")).expect("the workload names its fd");
     let (_t, img) = image("ht-ref");
     let (mut child, mut chan) = helper_process(parts.path(), None);

@@ -22,10 +22,10 @@
 //! then records the partition as `checkpointed` (the CLI sets `ending` first).
 
 use crate::cgroup::Cgroups;
+use crate::helper::{self, HelperError, Message};
 use crate::image::PartitionImage;
 use crate::monitor::chain;
 use crate::state::{self, Record, Root, State};
-use crate::helper::{self, HelperError, Message};
 use stasis_engine::{CheckpointOptions, CheckpointStats, FreezeHook, Freezer, WriterHook};
 use stasis_sys::ns::{self, Forked};
 use stasis_sys::wait::{wait_exit, Block, Who};
@@ -145,32 +145,53 @@ fn prefixed_mountinfo(text: &str, prefix: &str) -> String {
     out
 }
 
+/// Why the checkpointer (or the restorer) could not take its place beside the partition.
+#[derive(Debug, thiserror::Error)]
+pub enum EnterError {
+    /// A step failed.
+    #[error("{step}")]
+    Step {
+        /// What was being done.
+        step: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The host's cgroup hierarchies could not be reached through its root directory.
+    #[error("the host's cgroups")]
+    Cgroups(#[source] crate::cgroup::CgroupError),
+}
+
+fn step(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> EnterError {
+    let step = what.into();
+    move |source| EnterError::Step { step, source }
+}
+
 /// Cgroups seen through the host's root directory fd `root_fd`, given the host's mount table
 /// (read before we left its mount namespace).
-pub fn cgroups_via(root_fd: &OwnedFd, host_mountinfo: &str) -> Result<Cgroups, String> {
+pub fn cgroups_via(root_fd: &OwnedFd, host_mountinfo: &str) -> Result<Cgroups, EnterError> {
     let prefix = format!("/proc/self/fd/{}", root_fd.as_raw_fd());
-    Cgroups::from_mountinfo(&prefixed_mountinfo(host_mountinfo, &prefix)).map_err(|e| chain(&e))
+    Cgroups::from_mountinfo(&prefixed_mountinfo(host_mountinfo, &prefix))
+        .map_err(EnterError::Cgroups)
 }
 
 /// Join the namespaces of `pid` (mount, IPC, UTS, network), take a private copy of its mount
 /// namespace and put the host's procfs on /proc there. The caller must be single-threaded.
-pub fn enter(pid: i32) -> Result<(), String> {
+pub fn enter(pid: i32) -> Result<(), EnterError> {
     let kinds = [ns::NS_IPC, ns::NS_UTS, ns::NS_NET, ns::NS_MNT];
     let mut fds = Vec::new();
     for (flag, name) in kinds {
-        let fd =
-            ns::open_ns(pid, name).map_err(|e| format!("opening /proc/{pid}/ns/{name}: {e}"))?;
+        let fd = ns::open_ns(pid, name).map_err(step(format!("opening /proc/{pid}/ns/{name}")))?;
         fds.push((fd, flag, name));
     }
     for (fd, flag, name) in &fds {
-        use std::os::fd::AsFd;
         ns::setns(fd.as_fd(), *flag)
-            .map_err(|e| format!("joining the partition's {name} namespace: {e}"))?;
+            .map_err(step(format!("joining the partition's {name} namespace")))?;
     }
-    ns::unshare(libc::CLONE_NEWNS).map_err(|e| format!("unshare(CLONE_NEWNS): {e}"))?;
+    ns::unshare(libc::CLONE_NEWNS).map_err(step("unshare(CLONE_NEWNS)"))?;
     use stasis_sys::mount as m;
     m::mount("", Path::new("/"), "", m::MS_REC | m::MS_PRIVATE, "")
-        .map_err(|e| format!("making our copy of the mount namespace private: {e}"))?;
+        .map_err(step("making our copy of the mount namespace private"))?;
     std::fs::create_dir_all("/proc").ok();
     m::mount(
         "proc",
@@ -179,7 +200,7 @@ pub fn enter(pid: i32) -> Result<(), String> {
         m::MS_NOSUID | m::MS_NODEV | m::MS_NOEXEC,
         "",
     )
-    .map_err(|e| format!("mounting the host's procfs in our copy: {e}"))
+    .map_err(step("mounting the host's procfs in our copy"))
 }
 
 /// Checkpoint partition `opts.name`.
@@ -393,7 +414,7 @@ fn child(
 ) -> Message {
     let err = |m: String| Message::Failed(HelperError::internal(m));
     if let Err(e) = enter(pid) {
-        return err(e);
+        return err(chain(&e));
     }
     let HostSide {
         usage,
@@ -412,7 +433,7 @@ fn child(
     );
     let cg = match cgroups_via(&root_fd, &host_mounts) {
         Ok(c) => c,
-        Err(e) => return err(e),
+        Err(e) => return err(chain(&e)),
     };
     let host_table = match crate::mounts::parse_mountinfo(&host_mounts) {
         Ok(t) => t,

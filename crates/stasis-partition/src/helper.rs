@@ -288,13 +288,14 @@ pub fn spawn(
     stderr: std::process::Stdio,
     setsid: bool,
 ) -> Result<Helper, SpawnError> {
-    let (mut ours, theirs) =
-        std::os::unix::net::UnixStream::pair().map_err(SpawnError::Channel)?;
+    let (mut ours, theirs) = std::os::unix::net::UnixStream::pair().map_err(SpawnError::Channel)?;
     let mut cmd = std::process::Command::new(exe);
     cmd.arg("--root")
         .arg(root)
         .arg(HELPER_VERB)
-        .stdin(std::process::Stdio::from(std::os::fd::OwnedFd::from(theirs)))
+        .stdin(std::process::Stdio::from(std::os::fd::OwnedFd::from(
+            theirs,
+        )))
         .stdout(std::process::Stdio::null())
         .stderr(stderr);
     if setsid {

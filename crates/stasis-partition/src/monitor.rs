@@ -17,9 +17,9 @@
 
 use crate::accounting;
 use crate::cgroup::Cgroups;
+use crate::helper::{self, HelperError, Message};
 use crate::setup;
 use crate::state::{self, ExitInfo, Record, Root, State};
-use crate::helper::{self, HelperError, Message};
 use stasis_sys::ns::{self, Forked};
 use stasis_sys::wait::{wait_exit, Block, Exit, Who};
 use std::io::{Read, Write};
@@ -104,9 +104,8 @@ fn start(
     mode: &Mode,
     report: &mut Option<std::fs::File>,
 ) -> Result<(i32, Record, Cgroups, String, std::io::PipeReader), HelperError> {
-    stasis_sys::sys::set_child_subreaper().map_err(|e| {
-        HelperError::internal(format!("prctl(PR_SET_CHILD_SUBREAPER): {e}"))
-    })?;
+    stasis_sys::sys::set_child_subreaper()
+        .map_err(|e| HelperError::internal(format!("prctl(PR_SET_CHILD_SUBREAPER): {e}")))?;
     let rec = root
         .load(name)
         .map_err(|e| HelperError::internal(chain(&e)))?;
@@ -214,15 +213,9 @@ fn prepare_cgroup(cg: &Cgroups, group: &str, rec: &Record) -> Result<(), String>
 /// Fork the first process of a fresh partition and wait until it has exec'd its command.
 /// The first process reports a failure to set up or exec as a final message on its result
 /// pipe (close-on-exec: end of file without a message means it runs its command).
-fn start_run(
-    rec: &Record,
-    cg: &Cgroups,
-    group: &str,
-    log_w: OwnedFd,
-) -> Result<i32, HelperError> {
+fn start_run(rec: &Record, cg: &Cgroups, group: &str, log_w: OwnedFd) -> Result<i32, HelperError> {
     let spec = rec.spec.clone();
-    let (go_r, go_w) =
-        std::io::pipe().map_err(|e| HelperError::internal(format!("pipe: {e}")))?;
+    let (go_r, go_w) = std::io::pipe().map_err(|e| HelperError::internal(format!("pipe: {e}")))?;
     let (err_r, err_w) =
         std::io::pipe().map_err(|e| HelperError::internal(format!("pipe: {e}")))?;
     let mut flags =

@@ -290,7 +290,7 @@ pub fn restore_with(
         }
     })?;
     let img = crate::image::read(&reader)
-        .map_err(bad)?
+        .map_err(|e| bad(e.0))?
         .ok_or_else(|| bad("not a partition image (no partition.img)".into()))?;
     drop(reader);
     let name = name.unwrap_or(&img.raw.name).to_string();

@@ -213,8 +213,8 @@ fn restorer(
             .map_err(|e| rep(Cause::Other, format!("chroot {}: {e}", rootfs.display())))?;
         std::env::set_current_dir("/").map_err(|e| rep(Cause::Other, format!("chdir /: {e}")))?;
     }
-    let cg =
-        crate::checkpoint::cgroups_via(&root_fd, &host_mounts).map_err(|e| rep(Cause::Other, e))?;
+    let cg = crate::checkpoint::cgroups_via(&root_fd, &host_mounts)
+        .map_err(|e| rep(Cause::Other, chain(&e)))?;
 
     // 4. The engine.
     let group = group.to_string();
@@ -316,4 +316,3 @@ fn restorer(
         }
     }
 }
-

@@ -892,7 +892,10 @@ pub fn poll_now(fd: RawFd, events: i16) -> io::Result<i16> {
 /// `poll` of several fds for input, waiting up to `timeout_ms` (-1: no limit): for each fd,
 /// whether it is readable or hung up (a closed peer reads as end of file). EINTR gives all
 /// false.
-pub fn poll_readable(fds: &[std::os::fd::BorrowedFd<'_>], timeout_ms: i32) -> io::Result<Vec<bool>> {
+pub fn poll_readable(
+    fds: &[std::os::fd::BorrowedFd<'_>],
+    timeout_ms: i32,
+) -> io::Result<Vec<bool>> {
     use std::os::fd::AsRawFd;
     let mut p: Vec<libc::pollfd> = fds
         .iter()
