@@ -100,6 +100,13 @@ impl PartitionImage {
 #[error("{0}")]
 pub struct BadPartitionImage(pub String);
 
+impl std::ops::Deref for BadPartitionImage {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
 /// Decode and check `partition.img` bytes; the error says what is wrong.
 pub fn decode(bytes: &[u8]) -> Result<Decoded, BadPartitionImage> {
     decode_checked(bytes).map_err(BadPartitionImage)

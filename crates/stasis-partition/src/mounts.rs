@@ -1305,6 +1305,13 @@ pub fn validate(rec: &MountRecord) -> Result<(), InvalidMount> {
 #[error("{0}")]
 pub struct InvalidMount(pub String);
 
+impl std::ops::Deref for InvalidMount {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
 fn check_record(rec: &MountRecord) -> Result<(), String> {
     check_abs("mount point", &rec.mountpoint)?;
     if rec.mountpoint == "/" {

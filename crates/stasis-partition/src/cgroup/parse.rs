@@ -11,6 +11,13 @@ pub const V1_UNLIMITED: u64 = 0x7FFF_FFFF_0000_0000;
 #[error("{0}")]
 pub struct ParseError(pub String);
 
+impl std::ops::Deref for ParseError {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
 impl From<String> for ParseError {
     fn from(s: String) -> Self {
         ParseError(s)
