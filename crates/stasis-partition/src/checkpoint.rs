@@ -375,8 +375,11 @@ fn watch_child(
         };
         if ready.get(1) == Some(&true) {
             if let Some(c) = cancel.take() {
-                let mut f = std::fs::File::from(c.try_clone_to_owned().expect("dup"));
-                match helper::recv::<helper::Request>(&mut f) {
+                let asked = c
+                    .try_clone_to_owned()
+                    .map_err(helper::ProtoError::Io)
+                    .and_then(|fd| helper::recv::<helper::Request>(&mut std::fs::File::from(fd)));
+                match asked {
                     Ok(Some(helper::Request::Cancel)) | Ok(None) | Err(_) => {
                         tracing::info!("checkpoint cancelled by the caller");
                         let _ = stasis_sys::sys::kill(child, libc::SIGTERM);

@@ -63,16 +63,17 @@ pub fn start(
         Ok(Forked::Parent(child)) => {
             drop(res_w);
             drop(log_w);
-            let mut st = None;
+            // A restorer that dies without its final message is reaped (for its status) at once.
+            let mut reaped = false;
             let r = helper::recv_reply(&mut res_r, on_progress, |_| {
                 let s = wait_exit(Who::Pid(child), Block::Yes);
-                st = Some(());
+                reaped = true;
                 rep(
                     Cause::Other,
                     format!("the restorer died ({s:?}) without a result"),
                 )
             });
-            if st.is_none() {
+            if !reaped {
                 let _ = wait_exit(Who::Pid(child), Block::Yes);
             }
             match r {
