@@ -251,7 +251,7 @@ async fn health(State(s): State<Arc<Shared>>) -> Response {
     let live = s.liveness.check();
     let body = json!({
         "ok": live.is_ok(),
-        "why": live.as_ref().err(),
+        "why": live.as_ref().err().map(|e| e.to_string()),
         "supervisor": {
             "heartbeat_age_ms": s.liveness.age_ms(),
             "bound_ms": s.liveness.bound().as_millis() as u64,

@@ -508,12 +508,37 @@ pub struct PeerCreds {
     /// Its pid (in our pid namespace).
     pub pid: Option<i32>,
     /// Its supplementary groups (from `/proc/PID/status`), or why they could not be read.
-    pub groups: Result<Vec<u32>, String>,
+    pub groups: Result<Vec<u32>, PeerRefused>,
+}
+
+/// Why a unix-socket peer is refused, or its credentials could not be read (the 403 answer's
+/// message).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct PeerRefused(pub String);
+
+impl From<String> for PeerRefused {
+    fn from(s: String) -> Self {
+        PeerRefused(s)
+    }
+}
+
+impl From<&str> for PeerRefused {
+    fn from(s: &str) -> Self {
+        PeerRefused(s.to_string())
+    }
+}
+
+impl std::ops::Deref for PeerRefused {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
 }
 
 /// `ConnectInfo` of a unix-socket connection.
 #[derive(Debug, Clone)]
-pub struct UnixPeer(pub Result<PeerCreds, String>);
+pub struct UnixPeer(pub Result<PeerCreds, PeerRefused>);
 
 impl
     axum::extract::connect_info::Connected<
@@ -525,15 +550,15 @@ impl
     }
 }
 
-fn peer_creds(s: &tokio::net::UnixStream) -> Result<PeerCreds, String> {
+fn peer_creds(s: &tokio::net::UnixStream) -> Result<PeerCreds, PeerRefused> {
     let c = s
         .peer_cred()
-        .map_err(|e| format!("cannot read the peer's credentials: {e}"))?;
+        .map_err(|e| PeerRefused(format!("cannot read the peer's credentials: {e}")))?;
     let (uid, gid, pid) = (c.uid(), c.gid(), c.pid());
     let groups = match pid {
-        None => Err("the peer's pid is unknown".to_string()),
+        None => Err(PeerRefused::from("the peer's pid is unknown")),
         Some(p) => std::fs::read_to_string(format!("/proc/{p}/status"))
-            .map_err(|e| format!("cannot read /proc/{p}/status: {e}"))
+            .map_err(|e| PeerRefused(format!("cannot read /proc/{p}/status: {e}")))
             .and_then(|s| status_groups(&s, uid)),
     };
     Ok(PeerCreds {
@@ -545,7 +570,7 @@ fn peer_creds(s: &tokio::net::UnixStream) -> Result<PeerCreds, String> {
 }
 
 /// The supplementary groups in a `/proc/PID/status` text, if its effective uid is `uid`.
-pub fn status_groups(status: &str, uid: u32) -> Result<Vec<u32>, String> {
+pub fn status_groups(status: &str, uid: u32) -> Result<Vec<u32>, PeerRefused> {
     let field = |name: &str| {
         status
             .lines()
@@ -555,16 +580,19 @@ pub fn status_groups(status: &str, uid: u32) -> Result<Vec<u32>, String> {
     let euid = field("Uid:")
         .and_then(|v| v.split_whitespace().nth(1))
         .and_then(|v| v.parse::<u32>().ok())
-        .ok_or("no Uid: line in the peer's status")?;
+        .ok_or(PeerRefused::from("no Uid: line in the peer's status"))?;
     if euid != uid {
-        return Err(format!(
+        return Err(PeerRefused(format!(
             "the peer's pid now runs as uid {euid}, not uid {uid} (exited or changed credentials)"
-        ));
+        )));
     }
     field("Groups:")
-        .ok_or("no Groups: line in the peer's status")?
+        .ok_or(PeerRefused::from("no Groups: line in the peer's status"))?
         .split_whitespace()
-        .map(|g| g.parse::<u32>().map_err(|_| format!("bad group id {g:?}")))
+        .map(|g| {
+            g.parse::<u32>()
+                .map_err(|_| PeerRefused(format!("bad group id {g:?}")))
+        })
         .collect()
 }
 
@@ -578,7 +606,7 @@ pub struct AdminGroup {
 }
 
 /// Decide whether a unix-socket peer may use the API: `Err` says why not.
-pub fn authorize_peer(peer: &PeerCreds, admin: Option<&AdminGroup>) -> Result<(), String> {
+pub fn authorize_peer(peer: &PeerCreds, admin: Option<&AdminGroup>) -> Result<(), PeerRefused> {
     if peer.uid == 0 {
         return Ok(());
     }
@@ -587,23 +615,23 @@ pub fn authorize_peer(peer: &PeerCreds, admin: Option<&AdminGroup>) -> Result<()
         None => format!("uid {}", peer.uid),
     };
     let Some(g) = admin else {
-        return Err(format!(
+        return Err(PeerRefused(format!(
             "{who} is not root, and the agent has no admin group (stasis agent --admin-group NAME): only root may use this socket"
-        ));
+        )));
     };
     if peer.gid == g.gid {
         return Ok(());
     }
     match &peer.groups {
         Ok(list) if list.contains(&g.gid) => Ok(()),
-        Ok(_) => Err(format!(
+        Ok(_) => Err(PeerRefused(format!(
             "{who} is not root and not in the agent's admin group '{}' (gid {})",
             g.name, g.gid
-        )),
-        Err(why) => Err(format!(
+        ))),
+        Err(why) => Err(PeerRefused(format!(
             "{who} is not root, and its groups could not be checked against the admin group '{}': {why}",
             g.name
-        )),
+        ))),
     }
 }
 

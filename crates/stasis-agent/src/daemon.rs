@@ -217,19 +217,35 @@ impl Liveness {
     }
 
     /// `Ok` while the supervisor lives and beats; why not otherwise.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), Unhealthy> {
         if !self.alive.load(Ordering::SeqCst) {
-            return Err("the supervisor thread has stopped: workloads are not supervised".into());
+            return Err(Unhealthy::Stopped);
         }
-        let age = self.age_ms();
-        if age > self.bound.as_millis() as u64 {
-            return Err(format!(
-                "the supervisor thread has not turned for {age} ms (bound {} ms): it is stuck",
-                self.bound.as_millis()
-            ));
+        let age_ms = self.age_ms();
+        let bound_ms = self.bound.as_millis() as u64;
+        if age_ms > bound_ms {
+            return Err(Unhealthy::Stuck { age_ms, bound_ms });
         }
         Ok(())
     }
+}
+
+/// Why the supervisor is not healthy.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unhealthy {
+    /// Its thread has ended.
+    #[error("the supervisor thread has stopped: workloads are not supervised")]
+    Stopped,
+    /// Its thread has not turned within the bound.
+    #[error(
+        "the supervisor thread has not turned for {age_ms} ms (bound {bound_ms} ms): it is stuck"
+    )]
+    Stuck {
+        /// Milliseconds since its last turn.
+        age_ms: u64,
+        /// The bound.
+        bound_ms: u64,
+    },
 }
 
 /// Clears [`Liveness::alive`] when the supervisor thread ends, however it ends.
@@ -554,7 +570,7 @@ impl Loop {
                     Err(SupervisorError::Checkpoint { error, .. }) => {
                         self.record(vec![Happening::CheckpointFailed {
                             workload: name.clone(),
-                            error: error.clone(),
+                            error: stasis_partition::monitor::chain(error),
                         }])
                     }
                     Err(_) => {}

@@ -296,11 +296,23 @@ impl WorkloadSpec {
     }
 }
 
+/// Why a posted workload spec is refused (the 400 answer's message).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct BadRequest(pub String);
+
+impl std::ops::Deref for BadRequest {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
 /// Parses and validates a posted workload spec: the API's request parsing, in one function
 /// (fuzzed). `Err` is the 400 answer's message.
-pub fn parse_request(body: &[u8]) -> Result<WorkloadSpec, String> {
-    let spec: WorkloadSpec = serde_json::from_slice(body).map_err(|e| e.to_string())?;
-    spec.validate().map_err(|e| e.to_string())?;
+pub fn parse_request(body: &[u8]) -> Result<WorkloadSpec, BadRequest> {
+    let spec: WorkloadSpec = serde_json::from_slice(body).map_err(|e| BadRequest(e.to_string()))?;
+    spec.validate().map_err(|e| BadRequest(e.to_string()))?;
     Ok(spec)
 }
 
@@ -314,7 +326,9 @@ mod tests {
     }
 
     fn err(v: serde_json::Value) -> String {
-        parse_request(&serde_json::to_vec(&v).unwrap()).unwrap_err()
+        parse_request(&serde_json::to_vec(&v).unwrap())
+            .unwrap_err()
+            .0
     }
 
     #[test]

@@ -14,7 +14,7 @@
 //!    boot restart are discarded (they hold the state that failed);
 //! 4. takes a consistency image when one is due: the workload is told first
 //!    (`PRE-CHECKPOINT`, [`stasis_hooks`], bounded by the spec's `hooks_timeout`), then
-//!    `stasis checkpoint --name --leave-running` writes into a pending directory of the
+//!    a checkpoint helper (`--leave-running`) writes into a pending directory of the
 //!    repository, committed only once complete; older images beyond the policy's count are
 //!    deleted only after that (a state is never deleted before its successor is durable). A
 //!    failed checkpoint leaves the workload running and is reported.
@@ -24,8 +24,10 @@
 //! own filesystem view) and connects to it through `/proc/<pid>/root`, so nothing of the
 //! agent's crosses the partition boundary.
 //!
-//! Checkpoints run as a child `stasis` process: the partition checkpointer forks, which needs
-//! a single-threaded process, and the agent is not one. A periodic image runs in the
+//! Checkpoints run in a child `stasis __helper` process spoken to through the typed
+//! [`helper`] protocol (request, progress, a typed result or error, cancellation): the
+//! partition checkpointer forks, which needs a single-threaded process, and the agent is not
+//! one. A periodic image runs in the
 //! background: the tick starts it and polls it on the next ticks, supervising the other
 //! workloads meanwhile (the workload being checkpointed waits for its image: its checkpointer
 //! holds the partition); a verb on that workload (checkpoint, hibernate, rm) first waits for
@@ -43,7 +45,8 @@ use crate::spec::PartitionSpec;
 use serde::{Deserialize, Serialize};
 use stasis_hooks::Event as HookEvent;
 use stasis_image::name::Name;
-use stasis_image::safefs::{self, Dir, PRIVATE_DIR, PRIVATE_FILE};
+use stasis_image::safefs::{self, Dir, PRIVATE_DIR};
+use stasis_partition::helper::{self, HelperError, Message};
 use stasis_partition::ops;
 use stasis_partition::state::{NetMode, Root, State};
 use stasis_sys::wait::{wait_exit, Block, Who};
@@ -441,12 +444,13 @@ pub enum SupervisorError {
         source: ops::OpsError,
     },
     /// A checkpoint failed (the workload runs on).
-    #[error("checkpoint of workload '{name}' failed (it keeps running): {error}")]
+    #[error("checkpoint of workload '{name}' failed (it keeps running)")]
     Checkpoint {
         /// Workload.
         name: String,
         /// Why.
-        error: String,
+        #[source]
+        error: ImageError,
     },
     /// Restoring an image failed.
     #[error("restoring workload '{name}' from image {image} failed")]
@@ -725,14 +729,10 @@ impl Supervisor {
     pub fn checkpoint_now(&mut self, name: &str) -> Result<Happening, SupervisorError> {
         let ctx = self.ctx();
         let slot = self.running_slot(&ctx, name, "only a running workload can be checkpointed")?;
-        let h = take_image(&ctx, slot);
-        match h {
-            Happening::CheckpointFailed { error, .. } => Err(SupervisorError::Checkpoint {
-                name: name.to_string(),
-                error,
-            }),
-            h => Ok(h),
-        }
+        take_image(&ctx, slot).map_err(|error| SupervisorError::Checkpoint {
+            name: name.to_string(),
+            error,
+        })
     }
 
     /// Checkpoint `name` into the repository and end it, releasing its resources.
@@ -740,7 +740,7 @@ impl Supervisor {
         let ctx = self.ctx();
         let slot = self.running_slot(&ctx, name, "only a running workload can be hibernated")?;
         let info = checkpoint_into_repo(&ctx, slot, false).map_err(|error| {
-            slot.status.last_checkpoint_error = Some(error.clone());
+            slot.status.last_checkpoint_error = Some(stasis_partition::monitor::chain(&error));
             SupervisorError::Checkpoint {
                 name: name.to_string(),
                 error,
@@ -864,8 +864,10 @@ impl Supervisor {
         };
         tracing::error!(workload = %name, panic = %message, "the agent panicked while handling this workload; it is marked failed");
         if let Some(mut i) = slot.inflight.take() {
-            let _ = i.child.kill();
-            let _ = i.child.wait();
+            // Cancel it (the workload is left as it was), then end the helper.
+            let _ = helper::send(&mut i.helper.chan, &helper::Request::Cancel);
+            let _ = i.helper.process.kill();
+            let _ = i.helper.process.wait();
             let _ = ctx.repo.abort(i.pending);
         }
         slot.pending_boot = None;
@@ -987,7 +989,7 @@ fn supervise(ctx: &Ctx, slot: &mut Slot, out: &mut Vec<Happening>) {
         if slot.next_checkpoint.is_some_and(|t| Instant::now() >= t) {
             match start_checkpoint(ctx, slot, true) {
                 Ok(i) => slot.inflight = Some(i),
-                Err(e) => out.push(image_outcome(ctx, slot, Err(e))),
+                Err(e) => out.push(image_outcome(ctx, slot, &Err(e))),
             }
         }
         return;
@@ -1316,138 +1318,183 @@ fn probe_name(p: &Probe) -> String {
     }
 }
 
-/// A checkpoint child under way: `stasis checkpoint` writing into a pending image.
-struct Inflight {
-    child: std::process::Child,
-    pending: crate::repo::PendingImage,
-    /// Its stdout (JSON figures) and stderr, in files: a pipe could fill up while we are not
-    /// reading it.
-    out: PathBuf,
-    err: PathBuf,
+/// Why a consistency image failed (the workload runs on).
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    /// The repository could not give a directory.
+    #[error("preparing the image directory")]
+    Begin(#[source] crate::repo::RepoError),
+    /// The checkpoint helper could not be started.
+    #[error("starting the checkpoint helper")]
+    Spawn(#[source] helper::SpawnError),
+    /// The checkpoint failed: its typed error (the kind, the object refused…).
+    #[error("the checkpoint failed")]
+    Checkpoint(#[source] HelperError),
+    /// The image could not be committed.
+    #[error("committing the image")]
+    Commit(#[source] crate::repo::RepoError),
+    /// The checkpoint was still under way.
+    #[error("the checkpoint did not finish")]
+    Unfinished,
 }
 
-/// Start checkpointing the workload into a new repository image through a child
-/// `stasis checkpoint` (`leave_running` or kill mode), telling it PRE-CHECKPOINT first.
-fn start_checkpoint(ctx: &Ctx, slot: &Slot, leave_running: bool) -> Result<Inflight, String> {
+impl ImageError {
+    /// The typed error of the checkpoint itself, if that is what failed.
+    pub fn checkpoint(&self) -> Option<&HelperError> {
+        match self {
+            ImageError::Checkpoint(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// A checkpoint under way: a `stasis __helper` process ([`helper`] protocol) writing into a
+/// pending image. Its messages are read by a thread into `rx`; dropping the channel (or
+/// sending Cancel) cancels it.
+struct Inflight {
+    helper: helper::Helper,
+    pending: crate::repo::PendingImage,
+    rx: std::sync::mpsc::Receiver<Message>,
+    /// The last progress reported.
+    progress: Option<helper::Progress>,
+}
+
+/// Start checkpointing the workload into a new repository image through a checkpoint helper
+/// (`leave_running` or kill mode), telling it PRE-CHECKPOINT first.
+fn start_checkpoint(ctx: &Ctx, slot: &Slot, leave_running: bool) -> Result<Inflight, ImageError> {
     let name = slot.spec.name.as_str();
     if let Some(pid) = slot.status.pid {
         notify(slot, pid, HookEvent::PreCheckpoint);
     }
-    let pending = ctx
-        .repo
-        .begin(name)
-        .map_err(|e| format!("preparing the image directory: {e}"))?;
-    let dir = ctx.root.paths(name).dir;
-    let (out, err) = (dir.join("checkpoint.out"), dir.join("checkpoint.err"));
-    // Private files, created relative to the partition's directory (never through a link).
-    let files = (|| -> std::io::Result<(std::fs::File, std::fs::File)> {
-        let d = Dir::open(&dir)?;
-        let fresh = |n: &str| -> std::io::Result<std::fs::File> {
-            match d.remove_file(n) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-                _ => {}
-            }
-            d.create_file(n, PRIVATE_FILE)
-        };
-        Ok((fresh("checkpoint.out")?, fresh("checkpoint.err")?))
-    })();
-    let (fo, fe) = match files {
-        Ok(f) => f,
+    let pending = ctx.repo.begin(name).map_err(ImageError::Begin)?;
+    let req = helper::Request::Checkpoint(helper::CheckpointRequest {
+        name: name.to_string(),
+        dir: pending.dir.clone(),
+        leave_running,
+        force: true,
+        compress: false,
+        workers: ctx.workers,
+        copy_limit: None,
+    });
+    // The helper's log (tracing) goes to the agent's stderr.
+    let started = helper::spawn(
+        &ctx.exe,
+        &ctx.root.path,
+        &req,
+        std::process::Stdio::inherit(),
+        false,
+    )
+    .and_then(|h| {
+        let r = h.chan.try_clone().map_err(helper::SpawnError::Channel)?;
+        Ok((h, r))
+    });
+    let (h, mut reader) = match started {
+        Ok(x) => x,
         Err(e) => {
             let _ = ctx.repo.abort(pending);
-            return Err(format!("creating {}: {e}", out.display()));
+            return Err(ImageError::Spawn(e));
         }
     };
-    let mut cmd = std::process::Command::new(&ctx.exe);
-    cmd.arg("--root")
-        .arg(&ctx.root.path)
-        .args(["checkpoint", "--name", name, "--force", "--json"])
-        .arg("--dir")
-        .arg(&pending.dir)
-        .arg("--workers")
-        .arg(ctx.workers.to_string())
-        .stdin(std::process::Stdio::null())
-        .stdout(fo)
-        .stderr(fe);
-    if leave_running {
-        cmd.arg("--leave-running");
-    }
-    match cmd.spawn() {
-        Ok(child) => Ok(Inflight {
-            child,
-            pending,
-            out,
-            err,
-        }),
-        Err(e) => {
-            let _ = ctx.repo.abort(pending);
-            Err(format!("running {}: {e}", ctx.exe.display()))
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || loop {
+        let m = match helper::recv::<Message>(&mut reader) {
+            Ok(Some(m)) => m,
+            Ok(None) => return,
+            Err(e) => Message::Failed(HelperError::internal(format!(
+                "reading the checkpoint helper: {e}"
+            ))),
+        };
+        let fin = m.is_final();
+        if tx.send(m).is_err() || fin {
+            return;
         }
-    }
+    });
+    Ok(Inflight {
+        helper: h,
+        pending,
+        rx,
+        progress: None,
+    })
 }
 
-/// Where a checkpoint child stands.
+/// Where a checkpoint under way stands.
 enum Finish {
     /// Its image is committed: the image and the seconds the workload was frozen.
     Done(ImageInfo, f64),
     /// Still running (only when not waiting).
     Running(Box<Inflight>),
     /// It failed (the workload runs on): why.
-    Failed(String),
+    Failed(ImageError),
 }
 
 impl Finish {
-    fn into_result(self) -> Result<(ImageInfo, f64), String> {
+    fn into_result(self) -> Result<(ImageInfo, f64), ImageError> {
         match self {
             Finish::Done(i, f) => Ok((i, f)),
-            Finish::Running(_) => Err("the checkpoint did not finish".into()),
+            Finish::Running(_) => Err(ImageError::Unfinished),
             Finish::Failed(e) => Err(e),
         }
     }
 }
 
-/// Finish a checkpoint child that has ended (`wait`: block until it has): commit its image,
-/// then apply retention.
+/// The final message of a checkpoint under way (`wait`: block until it comes), progress
+/// noted meanwhile; None while it runs.
+fn final_message(inflight: &mut Inflight, wait: bool) -> Option<Message> {
+    use std::sync::mpsc::TryRecvError;
+    loop {
+        let m = if wait {
+            inflight.rx.recv().map_err(|_| TryRecvError::Disconnected)
+        } else {
+            inflight.rx.try_recv()
+        };
+        match m {
+            Ok(Message::Progress(p)) => {
+                tracing::debug!(stage = %p.stage, bytes = p.bytes_done, "checkpoint progress");
+                inflight.progress = Some(p);
+            }
+            Ok(m) => return Some(m),
+            Err(TryRecvError::Empty) => return None,
+            Err(TryRecvError::Disconnected) => {
+                let st = inflight.helper.process.wait();
+                return Some(Message::Failed(HelperError::internal(format!(
+                    "the checkpoint helper ended ({}) without a result",
+                    st.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string())
+                ))));
+            }
+        }
+    }
+}
+
+/// Finish a checkpoint whose helper has answered (`wait`: block until it has): commit its
+/// image, then apply retention.
 fn finish_checkpoint(ctx: &Ctx, slot: &Slot, mut inflight: Inflight, wait: bool) -> Finish {
-    let status = if wait {
-        inflight.child.wait().map(Some)
-    } else {
-        inflight.child.try_wait()
+    let Some(m) = final_message(&mut inflight, wait) else {
+        return Finish::Running(Box::new(inflight));
     };
-    let status = match status {
-        Ok(Some(st)) => st,
-        Ok(None) => return Finish::Running(Box::new(inflight)),
-        Err(e) => {
+    // The helper exits right after its final message.
+    let _ = inflight.helper.process.wait();
+    let figures = match m {
+        Message::Checkpointed(f) => f,
+        Message::Failed(e) => {
             let _ = ctx.repo.abort(inflight.pending);
-            return Finish::Failed(format!("waiting for the checkpoint: {e}"));
+            return Finish::Failed(ImageError::Checkpoint(e));
+        }
+        m => {
+            let _ = ctx.repo.abort(inflight.pending);
+            return Finish::Failed(ImageError::Checkpoint(HelperError::internal(format!(
+                "the checkpoint helper answered {m:?}"
+            ))));
         }
     };
-    let stdout = std::fs::read(&inflight.out).unwrap_or_default();
-    let stderr = std::fs::read_to_string(&inflight.err).unwrap_or_default();
-    let _ = std::fs::remove_file(&inflight.out);
-    let _ = std::fs::remove_file(&inflight.err);
-    if !status.success() {
-        let _ = ctx.repo.abort(inflight.pending);
-        let msg = stderr.trim();
-        return Finish::Failed(if msg.is_empty() {
-            format!("stasis checkpoint ended with {status}")
-        } else {
-            msg.to_string()
-        });
-    }
-    let frozen_secs = serde_json::from_slice::<serde_json::Value>(&stdout)
-        .ok()
-        .and_then(|v| v["frozen_secs"].as_f64())
-        .unwrap_or(0.0);
     let info = match ctx.repo.commit(inflight.pending) {
         Ok(i) => i,
-        Err(e) => return Finish::Failed(format!("committing the image: {e}")),
+        Err(e) => return Finish::Failed(ImageError::Commit(e)),
     };
     // Only now that the new image is durable may older ones go.
     let _ = ctx
         .repo
         .retain(&slot.spec.name, slot.spec.images_kept.max(1));
-    Finish::Done(info, frozen_secs)
+    Finish::Done(info, figures.stats.frozen_secs)
 }
 
 /// Checkpoint the workload into a new repository image and wait for it.
@@ -1455,17 +1502,22 @@ fn checkpoint_into_repo(
     ctx: &Ctx,
     slot: &Slot,
     leave_running: bool,
-) -> Result<(ImageInfo, f64), String> {
+) -> Result<(ImageInfo, f64), ImageError> {
     let inflight = start_checkpoint(ctx, slot, leave_running)?;
     finish_checkpoint(ctx, slot, inflight, true).into_result()
 }
 
 /// What a finished consistency image means for the workload's status.
-fn image_outcome(ctx: &Ctx, slot: &mut Slot, r: Result<(ImageInfo, f64), String>) -> Happening {
+fn image_outcome(
+    ctx: &Ctx,
+    slot: &mut Slot,
+    r: &Result<(ImageInfo, f64), ImageError>,
+) -> Happening {
     let name = slot.spec.name.to_string();
     slot.next_checkpoint = slot.spec.checkpoint_every.map(|d| Instant::now() + d);
     match r {
         Ok((info, frozen_secs)) => {
+            let frozen_secs = *frozen_secs;
             slot.status.images = ctx.repo.list(&name).map(|l| l.len()).unwrap_or(0);
             slot.status.last_checkpoint_error = None;
             slot.status.last_checkpoint_unix_ms = Some(unix_ms());
@@ -1476,7 +1528,8 @@ fn image_outcome(ctx: &Ctx, slot: &mut Slot, r: Result<(ImageInfo, f64), String>
                 frozen_secs,
             }
         }
-        Err(error) => {
+        Err(e) => {
+            let error = stasis_partition::monitor::chain(e);
             tracing::warn!(workload = %name, %error, "consistency image failed; the workload runs on");
             slot.status.last_checkpoint_error = Some(error.clone());
             Happening::CheckpointFailed {
@@ -1488,16 +1541,17 @@ fn image_outcome(ctx: &Ctx, slot: &mut Slot, r: Result<(ImageInfo, f64), String>
 }
 
 /// Take one consistency image now and wait for it (the workload keeps running).
-fn take_image(ctx: &Ctx, slot: &mut Slot) -> Happening {
+fn take_image(ctx: &Ctx, slot: &mut Slot) -> Result<Happening, ImageError> {
     let r = checkpoint_into_repo(ctx, slot, true);
-    image_outcome(ctx, slot, r)
+    let h = image_outcome(ctx, slot, &r);
+    r.map(|_| h)
 }
 
 /// Wait for a periodic image under way, if any (before a verb that needs the partition).
 fn settle_inflight(ctx: &Ctx, slot: &mut Slot) -> Option<Happening> {
     let inflight = slot.inflight.take()?;
     let r = finish_checkpoint(ctx, slot, inflight, true).into_result();
-    Some(image_outcome(ctx, slot, r))
+    Some(image_outcome(ctx, slot, &r))
 }
 
 /// Poll a periodic image under way: its outcome once finished.
@@ -1508,6 +1562,6 @@ fn poll_inflight(ctx: &Ctx, slot: &mut Slot) -> Option<Happening> {
             slot.inflight = Some(*still);
             None
         }
-        done => Some(image_outcome(ctx, slot, done.into_result())),
+        done => Some(image_outcome(ctx, slot, &done.into_result())),
     }
 }

@@ -180,7 +180,14 @@ fn live_process_bundle_snapshots_the_process_tree() {
         child,
         pids: Vec::new(),
     };
-    let kids = wait_children(pid);
+    // sh forks its two sleeps one after the other: wait for both (counting only the first
+    // raced with the second fork, which the bundle then listed).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut kids = wait_children(pid);
+    while kids.len() < 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        kids = wait_children(pid);
+    }
     tree.pids.extend(&kids);
     assert!(!kids.is_empty(), "sh has no child yet");
 

@@ -81,7 +81,7 @@ fn seeds_never_panic() {
     }
     // The case: a 400-style error naming the field.
     assert_eq!(
-        parse_request(SPEC_SEEDS[2].as_bytes()).unwrap_err(),
+        parse_request(SPEC_SEEDS[2].as_bytes()).unwrap_err().0,
         "probe.cmd: empty command"
     );
 }

@@ -262,18 +262,10 @@ enum Cmd {
         #[command(flatten)]
         conn: agent::ClientArgs,
     },
-    /// A partition's monitor (internal).
-    #[command(name = "__monitor", hide = true)]
-    Monitor {
-        #[arg(long)]
-        name: String,
-        #[arg(long)]
-        restore_dir: Option<PathBuf>,
-        #[arg(long, default_value_t = 2)]
-        workers: usize,
-        #[arg(long)]
-        insecure_unsigned: bool,
-    },
+    /// Serve one request of the helper protocol read from standard input (internal: partition
+    /// monitors, the agent's checkpoints).
+    #[command(name = "__helper", hide = true)]
+    Helper,
     /// Show what an image holds: tasks, mappings, files, sizes.
     Inspect {
         /// Image directory.
@@ -470,7 +462,7 @@ fn main() -> ExitCode {
         );
     }
     let root = stasis_partition::state::Root::new(cli.root.clone());
-    if !is_workload && !matches!(cli.cmd, Cmd::Monitor { .. }) {
+    if !is_workload && !matches!(cli.cmd, Cmd::Helper) {
         // A command's output may go to a pipe that closes early (`stasis ps | head`). Not for
         // the agent nor `node`: they write to sockets whose peer may go away (vectored
         // writes to a closed TCP socket raise SIGPIPE; they must get EPIPE instead).
@@ -481,20 +473,8 @@ fn main() -> ExitCode {
             eprintln!("stasis: thawed partition {name}, left frozen by an interrupted checkpoint");
         }
     }
-    if let Cmd::Monitor {
-        name,
-        restore_dir,
-        workers,
-        insecure_unsigned,
-    } = &cli.cmd
-    {
-        let code = partition::monitor(
-            &root,
-            name,
-            restore_dir.clone(),
-            *workers,
-            *insecure_unsigned,
-        );
+    if let Cmd::Helper = &cli.cmd {
+        let code = partition::helper(&root);
         return ExitCode::from(code.clamp(0, 255) as u8);
     }
     let r = match cli.cmd {
@@ -579,7 +559,7 @@ fn run(root: &stasis_partition::state::Root, cmd: Cmd) -> Result<(), Failed> {
         Cmd::Stats { name, json } => partition::stats(root, name.as_deref(), json),
         Cmd::Logs { name, follow } => logs::run(root, &name, follow),
         Cmd::Check { json } => check::run(json),
-        Cmd::Monitor { .. }
+        Cmd::Helper
         | Cmd::Agent { .. }
         | Cmd::Token { .. }
         | Cmd::Node { .. }
@@ -661,13 +641,9 @@ fn run(root: &stasis_partition::state::Root, cmd: Cmd) -> Result<(), Failed> {
                     )),
                 )
             })?;
+            // Pids still held by zombies (`stats.pids_still_busy`) are normal now that a
+            // kill-mode checkpoint returns once the tree is dead: a restore waits for them.
             print_checkpoint(&stats, "", &dir, json);
-            if !json && !stats.pids_still_busy.is_empty() {
-                eprintln!(
-                    "stasis: warning: pids {:?} are still held by zombies (their parent has not reaped them yet)",
-                    stats.pids_still_busy
-                );
-            }
             Ok(())
         }
         Cmd::Restore {

@@ -87,7 +87,7 @@ fn ops_code(e: &ops::OpsError) -> u8 {
     match e {
         E::BadImage { .. } => 4,
         E::Exists { .. } | E::Running(_) | E::NameBusy(_) => 6,
-        E::Start { cause, .. } => crate::cause_code(*cause),
+        E::Start(e) => crate::cause_code(e.cause()),
         _ => 1,
     }
 }
@@ -315,9 +315,9 @@ pub fn checkpoint(opts: stasis_partition::checkpoint::Options, json: bool) -> Re
     .map_err(|e| {
         (
             match &e {
-                stasis_partition::checkpoint::PartitionCheckpointError::Engine {
-                    cause, ..
-                } => crate::cause_code(*cause),
+                stasis_partition::checkpoint::PartitionCheckpointError::Failed(e) => {
+                    crate::cause_code(e.cause())
+                }
                 _ => 1,
             },
             anyhow!(
@@ -373,31 +373,18 @@ fn print_started(name: &str, pid: i32, json: bool) {
     }
 }
 
-/// The hidden `__monitor` verb.
-pub fn monitor(
-    root: &Root,
-    name: &str,
-    restore_dir: Option<PathBuf>,
-    workers: usize,
-    insecure_unsigned: bool,
-) -> i32 {
+/// The hidden `__helper` verb: its request comes on standard input, a socket of the helper
+/// protocol.
+pub fn helper(root: &Root) -> i32 {
     use std::os::fd::AsFd;
-    // Our stdout is the report pipe: keep a copy for the report (closed once it is sent) and
-    // point stdout at /dev/null, so nothing else holds the CLI's pipe open.
-    let report = match std::io::stdout().as_fd().try_clone_to_owned() {
-        Ok(fd) => std::fs::File::from(fd),
-        Err(_) => return 1,
+    // Keep the channel, and point stdin at /dev/null so the processes we fork (a monitor's
+    // restorer and first process) do not hold the caller's socket open.
+    let chan = match std::io::stdin().as_fd().try_clone_to_owned() {
+        Ok(fd) => std::os::unix::net::UnixStream::from(fd),
+        Err(_) => return 2,
     };
-    if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
-        let _ = stasis_sys::ns::dup2(null.as_fd(), 1);
+    if let Ok(null) = std::fs::File::open("/dev/null") {
+        let _ = stasis_sys::ns::dup2(null.as_fd(), 0);
     }
-    let mode = match restore_dir {
-        Some(dir) => stasis_partition::monitor::Mode::Restore {
-            dir,
-            workers,
-            insecure_unsigned,
-        },
-        None => stasis_partition::monitor::Mode::Run,
-    };
-    stasis_partition::monitor::main(root.clone(), name, mode, report)
+    stasis_partition::helper::serve(root, chan)
 }

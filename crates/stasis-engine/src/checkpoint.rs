@@ -12,7 +12,7 @@
 //! 5. `write` — write `objects.img`; `commit` — fsync everything and write the manifest last.
 //! 6. `release` — remove the parasite, restore registers and masks; then either detach
 //!    (`--leave-running`, before step 5) or SIGKILL the tree (after the commit) and wait until
-//!    its pids are free.
+//!    its tasks are dead (not until their parents have reaped them).
 
 use crate::error::{CheckpointError, Ctx, Failure};
 use crate::files::FileTable;
@@ -130,7 +130,7 @@ impl Drop for Thaw<'_> {
 }
 
 /// Figures about a finished checkpoint.
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct CheckpointStats {
     /// Processes dumped.
     pub processes: usize,
@@ -148,7 +148,8 @@ pub struct CheckpointStats {
     pub memory_secs: f64,
     /// Total time, in seconds.
     pub total_secs: f64,
-    /// Pids still held (by zombies) when we gave up waiting after ending the tree.
+    /// Pids still held by zombies when the checkpoint returned (kill mode returns once the
+    /// tree is dead, not once its parents have reaped it; a restore waits for them).
     pub pids_still_busy: Vec<i32>,
 }
 

@@ -447,29 +447,21 @@ impl Frozen {
         }
     }
 
-    /// End the tree: SIGKILL every process, collect the deaths as tracer, and wait (bounded)
-    /// until every pid is free again (a zombie still holds its pid until its parent reaps it).
+    /// End the tree: SIGKILL every process and collect the deaths as tracer (bounded by
+    /// `wait`, at least 30 s): once this returns every task has exited — its memory and files
+    /// are released — but it may still be a zombie holding its pid until its parent reaps it
+    /// (a slow init can take seconds). Those pids are returned; a restore waits for them.
     pub fn kill(mut self, wait: Duration) -> Vec<i32> {
         self.done = true;
         for p in &self.procs {
             let _ = stasis_sys::sys::kill(p.pid, libc::SIGKILL);
         }
-        let start = Instant::now();
         reap_tracees(&self.tids(), wait.max(Duration::from_secs(30)));
-        // A zombie's pid is free once its parent is gone and it is reaped.
         let mut tids = self.tids();
         tids.extend(self.zombies.iter().map(|z| z.pid));
-        loop {
-            let busy: Vec<i32> = tids
-                .iter()
-                .copied()
-                .filter(|t| std::path::Path::new(&format!("/proc/{t}")).exists())
-                .collect();
-            if busy.is_empty() || start.elapsed() > wait {
-                return busy;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        tids.into_iter()
+            .filter(|t| std::path::Path::new(&format!("/proc/{t}")).exists())
+            .collect()
     }
 }
 

@@ -22,13 +22,13 @@
 //! then records the partition as `checkpointed` (the CLI sets `ending` first).
 
 use crate::cgroup::Cgroups;
+use crate::helper::{self, HelperError, Message};
 use crate::image::PartitionImage;
 use crate::monitor::chain;
 use crate::state::{self, Record, Root, State};
-use stasis_engine::{Cause, CheckpointOptions, CheckpointStats, FreezeHook, Freezer, WriterHook};
+use stasis_engine::{CheckpointOptions, CheckpointStats, FreezeHook, Freezer, WriterHook};
 use stasis_sys::ns::{self, Forked};
 use stasis_sys::wait::{wait_exit, Block, Who};
-use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -72,20 +72,34 @@ pub enum PartitionCheckpointError {
     /// Setup before the engine ran.
     #[error("{0}")]
     Setup(String),
-    /// The engine failed (or the forked checkpointer around it).
-    #[error("{message}")]
-    Engine {
-        /// What kind of failure (the CLI picks the exit code).
-        cause: Cause,
-        /// Error text with causes.
-        message: String,
-    },
+    /// The engine failed (or the forked checkpointer around it): the kind and the text.
+    #[error(transparent)]
+    Failed(HelperError),
 }
 
-#[derive(serde::Serialize, serde::Deserialize)]
-enum Outcome {
-    Ok(CheckpointStats),
-    Err { cause: Cause, message: String },
+impl PartitionCheckpointError {
+    /// As the helper protocol's typed error.
+    pub fn to_helper(&self) -> HelperError {
+        match self {
+            PartitionCheckpointError::Failed(e) => e.clone(),
+            PartitionCheckpointError::NotRunning { .. } => HelperError::WorkloadGone {
+                message: self.to_string(),
+            },
+            e => HelperError::internal(chain(e)),
+        }
+    }
+}
+
+/// What the checkpointer takes from the host side (read before the fork).
+struct HostSide {
+    usage: crate::cgroup::Usage,
+    memory_total: u64,
+    history: Vec<u8>,
+    host_mounts: String,
+    dir_fd: OwnedFd,
+    jdir_fd: OwnedFd,
+    root_fd: OwnedFd,
+    signer: stasis_image::Keyring,
 }
 
 /// Freezes a partition through its cgroup.
@@ -131,32 +145,53 @@ fn prefixed_mountinfo(text: &str, prefix: &str) -> String {
     out
 }
 
+/// Why the checkpointer (or the restorer) could not take its place beside the partition.
+#[derive(Debug, thiserror::Error)]
+pub enum EnterError {
+    /// A step failed.
+    #[error("{step}")]
+    Step {
+        /// What was being done.
+        step: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The host's cgroup hierarchies could not be reached through its root directory.
+    #[error("the host's cgroups")]
+    Cgroups(#[source] crate::cgroup::CgroupError),
+}
+
+fn step(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> EnterError {
+    let step = what.into();
+    move |source| EnterError::Step { step, source }
+}
+
 /// Cgroups seen through the host's root directory fd `root_fd`, given the host's mount table
 /// (read before we left its mount namespace).
-pub fn cgroups_via(root_fd: &OwnedFd, host_mountinfo: &str) -> Result<Cgroups, String> {
+pub fn cgroups_via(root_fd: &OwnedFd, host_mountinfo: &str) -> Result<Cgroups, EnterError> {
     let prefix = format!("/proc/self/fd/{}", root_fd.as_raw_fd());
-    Cgroups::from_mountinfo(&prefixed_mountinfo(host_mountinfo, &prefix)).map_err(|e| chain(&e))
+    Cgroups::from_mountinfo(&prefixed_mountinfo(host_mountinfo, &prefix))
+        .map_err(EnterError::Cgroups)
 }
 
 /// Join the namespaces of `pid` (mount, IPC, UTS, network), take a private copy of its mount
 /// namespace and put the host's procfs on /proc there. The caller must be single-threaded.
-pub fn enter(pid: i32) -> Result<(), String> {
+pub fn enter(pid: i32) -> Result<(), EnterError> {
     let kinds = [ns::NS_IPC, ns::NS_UTS, ns::NS_NET, ns::NS_MNT];
     let mut fds = Vec::new();
     for (flag, name) in kinds {
-        let fd =
-            ns::open_ns(pid, name).map_err(|e| format!("opening /proc/{pid}/ns/{name}: {e}"))?;
+        let fd = ns::open_ns(pid, name).map_err(step(format!("opening /proc/{pid}/ns/{name}")))?;
         fds.push((fd, flag, name));
     }
     for (fd, flag, name) in &fds {
-        use std::os::fd::AsFd;
         ns::setns(fd.as_fd(), *flag)
-            .map_err(|e| format!("joining the partition's {name} namespace: {e}"))?;
+            .map_err(step(format!("joining the partition's {name} namespace")))?;
     }
-    ns::unshare(libc::CLONE_NEWNS).map_err(|e| format!("unshare(CLONE_NEWNS): {e}"))?;
+    ns::unshare(libc::CLONE_NEWNS).map_err(step("unshare(CLONE_NEWNS)"))?;
     use stasis_sys::mount as m;
     m::mount("", Path::new("/"), "", m::MS_REC | m::MS_PRIVATE, "")
-        .map_err(|e| format!("making our copy of the mount namespace private: {e}"))?;
+        .map_err(step("making our copy of the mount namespace private"))?;
     std::fs::create_dir_all("/proc").ok();
     m::mount(
         "proc",
@@ -165,11 +200,22 @@ pub fn enter(pid: i32) -> Result<(), String> {
         m::MS_NOSUID | m::MS_NODEV | m::MS_NOEXEC,
         "",
     )
-    .map_err(|e| format!("mounting the host's procfs in our copy: {e}"))
+    .map_err(step("mounting the host's procfs in our copy"))
 }
 
 /// Checkpoint partition `opts.name`.
 pub fn checkpoint(opts: &Options) -> Result<CheckpointStats, PartitionCheckpointError> {
+    checkpoint_with(opts, &mut |_| {}, None).map(|f| f.stats)
+}
+
+/// [`checkpoint`], handing progress to `on_progress`; `cancel` is a channel of the
+/// [`helper`] protocol on which the caller may send Cancel (or close it) to stop a checkpoint
+/// not yet committed. The caller must be single-threaded (the checkpointer is forked).
+pub fn checkpoint_with(
+    opts: &Options,
+    on_progress: &mut dyn FnMut(&helper::Progress),
+    cancel: Option<std::os::fd::BorrowedFd<'_>>,
+) -> Result<helper::Figures, PartitionCheckpointError> {
     // Held for the whole checkpoint (the forked checkpointer shares it): another stasis run
     // that finds the lock free and the cgroup frozen knows a checkpointer died there.
     let lock = opts.root.lock(&opts.name)?;
@@ -193,10 +239,11 @@ pub fn checkpoint(opts: &Options) -> Result<CheckpointStats, PartitionCheckpoint
     let history = std::fs::read(paths.stats()).unwrap_or_default();
     let cg = Cgroups::detect().map_err(|e| PartitionCheckpointError::Setup(chain(&e)))?;
     let group = Cgroups::group_for(&opts.name);
-    let usage = cg
+    let now = cg
         .usage(&group)
-        .map(|u| crate::accounting::total(&rec.carried, &u))
         .map_err(|e| PartitionCheckpointError::Setup(chain(&e)))?;
+    let memory_total = now.memory_bytes;
+    let usage = crate::accounting::total(&rec.carried, &now);
     let host_mounts = std::fs::read_to_string("/proc/self/mountinfo")
         .map_err(|e| PartitionCheckpointError::Setup(format!("reading mountinfo: {e}")))?;
     // The image is signed with the root's host key (created at first use).
@@ -240,46 +287,35 @@ pub fn checkpoint(opts: &Options) -> Result<CheckpointStats, PartitionCheckpoint
         rec.ending = Some(State::Checkpointed);
         opts.root.save(&rec, &lock)?;
     }
-    let (mut res_r, res_w) =
+    let (res_r, res_w) =
         std::io::pipe().map_err(|e| PartitionCheckpointError::Setup(format!("pipe: {e}")))?;
     let outcome = match ns::fork_into(0, None) {
-        Err(e) => Outcome::Err {
-            cause: Cause::Other,
-            message: format!("fork: {e}"),
-        },
+        Err(e) => Message::Failed(HelperError::internal(format!("fork: {e}"))),
         Ok(Forked::Child) => {
             drop(res_r);
-            let out = child(
-                opts,
-                &rec,
-                pid,
-                &group,
+            let host = HostSide {
                 usage,
+                memory_total,
                 history,
-                &host_mounts,
-                &dir_fd,
-                &jdir_fd,
-                &root_fd,
+                host_mounts,
+                dir_fd,
+                jdir_fd,
+                root_fd,
                 signer,
-            );
+            };
             let mut w = res_w;
-            let _ = w.write_all(&serde_json::to_vec(&out).expect("outcome serializes"));
+            let out = child(opts, &rec, pid, &group, host, &mut w);
+            let _ = helper::send(&mut w, &out);
             drop(w);
             ns::exit_now(0);
         }
         Ok(Forked::Parent(child)) => {
             drop(res_w);
-            let mut buf = Vec::new();
-            let _ = res_r.read_to_end(&mut buf);
-            let st = wait_exit(Who::Pid(child), Block::Yes);
-            serde_json::from_slice(&buf).unwrap_or_else(|_| Outcome::Err {
-                cause: Cause::Other,
-                message: format!("the checkpointer died ({st:?}) without a result"),
-            })
+            watch_child(child, res_r, on_progress, cancel)
         }
     };
     match outcome {
-        Outcome::Ok(stats) => {
+        Message::Checkpointed(figures) => {
             drop(lock);
             if !opts.leave_running {
                 // Let the monitor record the end (it needs the lock we just released), so the
@@ -297,9 +333,9 @@ pub fn checkpoint(opts: &Options) -> Result<CheckpointStats, PartitionCheckpoint
                     }
                 }
             }
-            Ok(stats)
+            Ok(figures)
         }
-        Outcome::Err { cause, message } => {
+        other => {
             if created_dir {
                 stasis_engine::checkpoint::remove_created_dir(&opts.dir);
             }
@@ -311,41 +347,100 @@ pub fn checkpoint(opts: &Options) -> Result<CheckpointStats, PartitionCheckpoint
                     }
                 }
             }
-            Err(PartitionCheckpointError::Engine { cause, message })
+            Err(PartitionCheckpointError::Failed(match other {
+                Message::Failed(e) => e,
+                m => HelperError::internal(format!("the checkpointer answered {m:?}")),
+            }))
         }
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Read the forked checkpointer's messages until its final one, passing progress on; once
+/// `cancel` (the caller's channel) says Cancel or closes, the checkpointer is sent SIGTERM (it
+/// unwinds and leaves the partition running unless the image was already committed).
+fn watch_child(
+    child: i32,
+    res_r: std::io::PipeReader,
+    on_progress: &mut dyn FnMut(&helper::Progress),
+    cancel: Option<std::os::fd::BorrowedFd<'_>>,
+) -> Message {
+    let mut res_r = res_r;
+    let mut cancel = cancel;
+    let out = loop {
+        let mut fds = vec![res_r.as_fd()];
+        fds.extend(cancel);
+        let ready = match stasis_sys::net::poll_readable(&fds, -1) {
+            Ok(r) => r,
+            Err(e) => break Message::Failed(HelperError::internal(format!("poll: {e}"))),
+        };
+        if ready.get(1) == Some(&true) {
+            if let Some(c) = cancel.take() {
+                let asked = c
+                    .try_clone_to_owned()
+                    .map_err(helper::ProtoError::Io)
+                    .and_then(|fd| helper::recv::<helper::Request>(&mut std::fs::File::from(fd)));
+                match asked {
+                    Ok(Some(helper::Request::Cancel)) | Ok(None) | Err(_) => {
+                        tracing::info!("checkpoint cancelled by the caller");
+                        let _ = stasis_sys::sys::kill(child, libc::SIGTERM);
+                    }
+                    Ok(Some(_)) => cancel = Some(c),
+                }
+            }
+        }
+        if ready[0] {
+            match helper::recv::<Message>(&mut res_r) {
+                Ok(Some(Message::Progress(p))) => on_progress(&p),
+                Ok(Some(m)) => break m,
+                Ok(None) | Err(_) => {
+                    let st = wait_exit(Who::Pid(child), Block::Yes);
+                    return Message::Failed(HelperError::internal(format!(
+                        "the checkpointer died ({st:?}) without a result"
+                    )));
+                }
+            }
+        }
+    };
+    let _ = wait_exit(Who::Pid(child), Block::Yes);
+    out
+}
+
+/// In the forked checkpointer: enter the partition, run the engine (progress sent on `w`
+/// meanwhile), and return the final message.
 fn child(
     opts: &Options,
     rec: &Record,
     pid: i32,
     group: &str,
-    usage: crate::cgroup::Usage,
-    history: Vec<u8>,
-    host_mounts: &str,
-    dir_fd: &OwnedFd,
-    jdir_fd: &OwnedFd,
-    root_fd: &OwnedFd,
-    signer: stasis_image::Keyring,
-) -> Outcome {
-    let err = |cause: Cause, message: String| Outcome::Err { cause, message };
+    host: HostSide,
+    w: &mut std::io::PipeWriter,
+) -> Message {
+    let err = |m: String| Message::Failed(HelperError::internal(m));
     if let Err(e) = enter(pid) {
-        return err(Cause::Other, e);
+        return err(chain(&e));
     }
+    let HostSide {
+        usage,
+        memory_total,
+        history,
+        host_mounts,
+        dir_fd,
+        jdir_fd,
+        root_fd,
+        signer,
+    } = host;
     // SAFETY-free: we are single-threaded here (forked from a single-threaded CLI).
     std::env::set_var(
         "STASIS_JOURNAL_DIR",
         format!("/proc/self/fd/{}", jdir_fd.as_raw_fd()),
     );
-    let cg = match cgroups_via(root_fd, host_mounts) {
+    let cg = match cgroups_via(&root_fd, &host_mounts) {
         Ok(c) => c,
-        Err(e) => return err(Cause::Other, e),
+        Err(e) => return err(chain(&e)),
     };
-    let host_table = match crate::mounts::parse_mountinfo(host_mounts) {
+    let host_table = match crate::mounts::parse_mountinfo(&host_mounts) {
         Ok(t) => t,
-        Err(e) => return err(Cause::Other, chain(&e)),
+        Err(e) => return err(chain(&e)),
     };
     let spec = rec.spec.clone();
     let name = opts.name.clone();
@@ -388,8 +483,9 @@ fn child(
         )
         .map_err(|e| fail(format!("writing {}: {e}", stasis_image::PARTITION_FILE)))
     };
+    let progress = Arc::new(stasis_engine::progress::Progress::default());
     let eopts = CheckpointOptions {
-        progress: None,
+        progress: Some(progress.clone()),
         parent: None,
         tracker: None,
         pid,
@@ -409,9 +505,16 @@ fn child(
         buffer_limit: opts.copy_limit,
         signer: Some(signer),
     };
-    match stasis_engine::checkpoint(&eopts) {
-        Ok(s) => Outcome::Ok(s),
-        Err(e) => err(e.cause(), chain(&e)),
+    let r = helper::with_progress(&progress, memory_total, w.try_clone().ok(), || {
+        stasis_engine::checkpoint(&eopts)
+    });
+    match r {
+        Ok(stats) => Message::Checkpointed(helper::Figures {
+            dir: opts.dir.clone(),
+            pid,
+            stats,
+        }),
+        Err(e) => Message::Failed(HelperError::from_checkpoint(&e)),
     }
 }
 

@@ -95,8 +95,24 @@ impl PartitionImage {
     }
 }
 
-/// Decode and check `partition.img` bytes; the message says what is wrong.
-pub fn decode(bytes: &[u8]) -> Result<Decoded, String> {
+/// Why `partition.img` is refused: what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct BadPartitionImage(pub String);
+
+impl std::ops::Deref for BadPartitionImage {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Decode and check `partition.img` bytes; the error says what is wrong.
+pub fn decode(bytes: &[u8]) -> Result<Decoded, BadPartitionImage> {
+    decode_checked(bytes).map_err(BadPartitionImage)
+}
+
+fn decode_checked(bytes: &[u8]) -> Result<Decoded, String> {
     let raw = PartitionImage::decode(bytes).map_err(|e| format!("does not decode: {e}"))?;
     stasis_image::name::Name::check(&raw.name).map_err(|e| e.to_string())?;
     let spec: Spec = serde_json::from_str(&raw.spec_json).map_err(|e| format!("bad spec: {e}"))?;
@@ -118,7 +134,7 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, String> {
 }
 
 /// Read `partition.img` of an image, if it is a partition image.
-pub fn read(reader: &stasis_image::ImageReader) -> Result<Option<Decoded>, String> {
+pub fn read(reader: &stasis_image::ImageReader) -> Result<Option<Decoded>, BadPartitionImage> {
     if !reader
         .manifest()
         .files
@@ -129,6 +145,8 @@ pub fn read(reader: &stasis_image::ImageReader) -> Result<Option<Decoded>, Strin
     }
     let bytes = reader
         .read_file(stasis_image::PARTITION_FILE)
-        .map_err(|e| format!("cannot read {}: {e}", stasis_image::PARTITION_FILE))?;
+        .map_err(|e| {
+            BadPartitionImage(format!("cannot read {}: {e}", stasis_image::PARTITION_FILE))
+        })?;
     decode(&bytes).map(Some)
 }

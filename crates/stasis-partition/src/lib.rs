@@ -16,11 +16,14 @@
 //! - [`mounts`]: the partition's private mounts (tmpfs with their content) — dump and restore.
 //! - [`image`]: `partition.img`, the partition's records in an image.
 //! - [`checkpoint`], [`restore`]: a whole partition through the engine.
+//! - [`helper`]: the one protocol between stasis processes (requests, progress, typed
+//!   results and errors, cancellation).
 //! - [`ops`]: the verbs (`run`, `ps`, `stop`, `rm`, `stats`, restore into a partition).
 
 pub mod accounting;
 pub mod cgroup;
 pub mod checkpoint;
+pub mod helper;
 pub mod image;
 pub mod monitor;
 pub mod mounts;

@@ -8,8 +8,8 @@
 //!    namespaces, puts it in the cgroup, and lets it set its namespaces up and exec the command;
 //!    restore: forks a restorer that rebuilds the namespaces and the tree (see
 //!    [`crate::restore`]);
-//! 3. reports `{"ok":true,"pid":N}` (or the error) on its stdout, a pipe the CLI reads, and
-//!    closes it;
+//! 3. reports [`Message::Started`] (or a typed [`Message::Failed`]; a restore's progress
+//!    before) on the channel it was started with ([`crate::helper`]), and closes it;
 //! 4. copies the partition's stdout and stderr (a pipe) into `output.log`, samples the
 //!    cgroup's accounting into `stats.jsonl`, and is a child subreaper: the first process is (or
 //!    becomes, once the restorer exits) its child, so it collects the exit status, records how
@@ -17,9 +17,9 @@
 
 use crate::accounting;
 use crate::cgroup::Cgroups;
+use crate::helper::{self, HelperError, Message};
 use crate::setup;
 use crate::state::{self, ExitInfo, Record, Root, State};
-use stasis_engine::Cause;
 use stasis_sys::ns::{self, Forked};
 use stasis_sys::wait::{wait_exit, Block, Exit, Who};
 use std::io::{Read, Write};
@@ -44,33 +44,6 @@ pub enum Mode {
     },
 }
 
-/// The monitor's report to the CLI.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct Report {
-    /// Success.
-    pub ok: bool,
-    /// Host pid of the first process.
-    #[serde(default)]
-    pub pid: Option<i32>,
-    /// What kind of failure (the CLI picks the exit code).
-    #[serde(default)]
-    pub cause: Cause,
-    /// Error text (with causes).
-    #[serde(default)]
-    pub error: String,
-}
-
-impl Report {
-    fn err(cause: Cause, error: impl Into<String>) -> Report {
-        Report {
-            ok: false,
-            pid: None,
-            cause,
-            error: error.into(),
-        }
-    }
-}
-
 /// How often accounting is sampled.
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(2);
 
@@ -86,84 +59,104 @@ pub fn chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-fn send(report: &mut Option<std::fs::File>, r: &Report) {
+/// Send the final message on the caller's channel and close it (once).
+fn send(report: &mut Option<std::fs::File>, m: &Message) {
     if let Some(mut f) = report.take() {
-        let mut line = serde_json::to_vec(r).expect("report serializes");
-        line.push(b'\n');
-        let _ = f.write_all(&line);
+        let _ = helper::send(&mut f, m);
     }
 }
 
-/// The monitor's main function. `report` is where the one-line report goes (the CLI's pipe).
-/// Returns the monitor's exit code.
+/// A failure as the final message.
+fn failed(e: HelperError) -> Message {
+    Message::Failed(e)
+}
+
+/// The monitor's main function. `report` is the caller's channel ([`crate::helper`]): progress
+/// of a restore, then the final [`Message::Started`] or [`Message::Failed`]; it is closed once
+/// the partition runs. Returns the monitor's exit code.
 pub fn main(root: Root, name: &str, mode: Mode, report: std::fs::File) -> i32 {
     let mut report = Some(report);
-    if let Err(e) = stasis_sys::sys::set_child_subreaper() {
-        send(
-            &mut report,
-            &Report::err(Cause::Other, format!("prctl(PR_SET_CHILD_SUBREAPER): {e}")),
-        );
-        return 1;
+    let started = start(&root, name, &mode, &mut report);
+    let (pid, rec, cg, group, log_r) = match started {
+        Ok(s) => s,
+        Err(e) => {
+            send(&mut report, &failed(e));
+            return 1;
+        }
+    };
+    send(&mut report, &Message::Started { pid });
+    let log_dir = root.paths(name).dir;
+    let pump = std::thread::spawn(move || pump_log(log_r, log_dir));
+    supervise(&root, name, pid, &rec, &cg, &group);
+    // Output written by the last processes is still in the pipe: wait (bounded) for the copy.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !pump.is_finished() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
     }
-    let rec = match root.load(name) {
-        Ok(r) => r,
-        Err(e) => {
-            send(&mut report, &Report::err(Cause::Other, chain(&e)));
-            return 1;
-        }
+    0
+}
+
+/// Everything up to a running first process: (its pid, the record, the cgroups, its group,
+/// the read end of its output pipe). A failure leaves no cgroup and marks the record.
+fn start(
+    root: &Root,
+    name: &str,
+    mode: &Mode,
+    report: &mut Option<std::fs::File>,
+) -> Result<(i32, Record, Cgroups, String, std::io::PipeReader), HelperError> {
+    stasis_sys::sys::set_child_subreaper()
+        .map_err(|e| HelperError::internal(format!("prctl(PR_SET_CHILD_SUBREAPER): {e}")))?;
+    let rec = root
+        .load(name)
+        .map_err(|e| HelperError::internal(chain(&e)))?;
+    let fail = |e: HelperError| {
+        fail_record(root, name);
+        e
     };
-    let cg = match Cgroups::detect() {
-        Ok(c) => c,
-        Err(e) => {
-            send(&mut report, &Report::err(Cause::Other, chain(&e)));
-            fail_record(&root, name);
-            return 1;
-        }
-    };
+    let cg = Cgroups::detect().map_err(|e| fail(HelperError::internal(chain(&e))))?;
     let group = Cgroups::group_for(name);
-    if let Err(e) = prepare_cgroup(&cg, &group, &rec) {
-        send(&mut report, &Report::err(Cause::Other, e));
-        fail_record(&root, name);
-        return 1;
-    }
+    prepare_cgroup(&cg, &group, &rec).map_err(|e| fail(HelperError::internal(e)))?;
     // The partition's stdout and stderr: a pipe we copy into output.log.
-    let (log_r, log_w) = match std::io::pipe() {
-        Ok(p) => p,
-        Err(e) => {
-            send(
-                &mut report,
-                &Report::err(Cause::Other, format!("creating the output pipe: {e}")),
-            );
-            fail_record(&root, name);
-            return 1;
+    let (log_r, log_w) = std::io::pipe().map_err(|e| {
+        let _ = cg.remove(&group);
+        fail(HelperError::internal(format!(
+            "creating the output pipe: {e}"
+        )))
+    })?;
+    let log_ino = pipe_ino(log_r.as_fd());
+    let mut relay = |p: &helper::Progress| {
+        if let Some(f) = report.as_mut() {
+            let _ = helper::send(f, &Message::Progress(p.clone()));
         }
     };
-    let log_ino = pipe_ino(log_r.as_fd());
-    let started = match &mode {
+    let started = match mode {
         Mode::Run => start_run(&rec, &cg, &group, OwnedFd::from(log_w)),
         Mode::Restore {
             dir,
             workers,
             insecure_unsigned,
-        } => match crate::ops::trust_of(&root, *insecure_unsigned) {
-            Ok(trust) => {
-                crate::restore::start(&rec, &group, dir, *workers, &trust, OwnedFd::from(log_w))
-            }
-            Err(e) => Err(Report::err(Cause::BadImage, e.to_string())),
+        } => match crate::ops::trust_of(root, *insecure_unsigned) {
+            Ok(trust) => crate::restore::start(
+                &rec,
+                &group,
+                dir,
+                *workers,
+                &trust,
+                OwnedFd::from(log_w),
+                &mut relay,
+            ),
+            Err(e) => Err(HelperError::ImageInvalid {
+                message: e.to_string(),
+            }),
         },
     };
-    let pid = match started {
-        Ok(pid) => pid,
-        Err(r) => {
-            // The first process is gone (killed and reaped by the failed start); a veth pair
-            // it made was removed by the start itself. (A host interface is never deleted
-            // here: it may not be ours.)
-            let _ = cg.remove(&group);
-            fail_record(&root, name);
-            send(&mut report, &r);
-            return 1;
-        }
-    };
+    // On failure the first process is gone (killed and reaped by the failed start); a veth
+    // pair it made was removed by the start itself. (A host interface is never deleted here:
+    // it may not be ours.)
+    let pid = started.map_err(|e| {
+        let _ = cg.remove(&group);
+        fail(e)
+    })?;
     let upd = root.update(name, |r| {
         r.state = State::Running;
         r.pid = Some(pid);
@@ -176,24 +169,7 @@ pub fn main(root: Root, name: &str, mode: Mode, report: std::fs::File) -> i32 {
     if let Err(e) = upd {
         tracing::error!(error = %chain(&e), "could not record the running partition");
     }
-    send(
-        &mut report,
-        &Report {
-            ok: true,
-            pid: Some(pid),
-            cause: Cause::Other,
-            error: String::new(),
-        },
-    );
-    let log_dir = root.paths(name).dir;
-    let pump = std::thread::spawn(move || pump_log(log_r, log_dir));
-    supervise(&root, name, pid, &rec, &cg, &group);
-    // Output written by the last processes is still in the pipe: wait (bounded) for the copy.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !pump.is_finished() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    0
+    Ok((pid, rec, cg, group, log_r))
 }
 
 fn pipe_ino(fd: std::os::fd::BorrowedFd<'_>) -> u64 {
@@ -235,28 +211,28 @@ fn prepare_cgroup(cg: &Cgroups, group: &str, rec: &Record) -> Result<(), String>
 }
 
 /// Fork the first process of a fresh partition and wait until it has exec'd its command.
-fn start_run(rec: &Record, cg: &Cgroups, group: &str, log_w: OwnedFd) -> Result<i32, Report> {
+/// The first process reports a failure to set up or exec as a final message on its result
+/// pipe (close-on-exec: end of file without a message means it runs its command).
+fn start_run(rec: &Record, cg: &Cgroups, group: &str, log_w: OwnedFd) -> Result<i32, HelperError> {
     let spec = rec.spec.clone();
-    let (go_r, go_w) =
-        std::io::pipe().map_err(|e| Report::err(Cause::Other, format!("pipe: {e}")))?;
+    let (go_r, go_w) = std::io::pipe().map_err(|e| HelperError::internal(format!("pipe: {e}")))?;
     let (err_r, err_w) =
-        std::io::pipe().map_err(|e| Report::err(Cause::Other, format!("pipe: {e}")))?;
+        std::io::pipe().map_err(|e| HelperError::internal(format!("pipe: {e}")))?;
     let mut flags =
         (libc::CLONE_NEWPID | libc::CLONE_NEWNS | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS) as u64;
     if spec.net != state::NetMode::Host {
         flags |= libc::CLONE_NEWNET as u64;
     }
     match ns::fork_into(flags, None) {
-        Err(e) => Err(Report::err(
-            Cause::Other,
-            format!("creating the partition's namespaces (clone3): {e}"),
-        )),
+        Err(e) => Err(HelperError::internal(format!(
+            "creating the partition's namespaces (clone3): {e}"
+        ))),
         Ok(Forked::Child) => {
             drop(go_w);
             drop(err_r);
             let msg = init_child(&spec, go_r, &log_w);
             let mut err_w = err_w;
-            let _ = err_w.write_all(msg.as_bytes());
+            let _ = helper::send(&mut err_w, &failed(HelperError::internal(msg)));
             ns::exit_now(127);
         }
         Ok(Forked::Parent(pid)) => {
@@ -266,7 +242,7 @@ fn start_run(rec: &Record, cg: &Cgroups, group: &str, log_w: OwnedFd) -> Result<
             let fail = |what: String| {
                 let _ = stasis_sys::sys::kill(pid, libc::SIGKILL);
                 let _ = wait_exit(Who::Pid(pid), Block::Yes);
-                Report::err(Cause::Other, what)
+                HelperError::internal(what)
             };
             if let Err(e) = cg.attach(group, pid) {
                 return Err(fail(chain(&e)));
@@ -284,13 +260,22 @@ fn start_run(rec: &Record, cg: &Cgroups, group: &str, log_w: OwnedFd) -> Result<
                 return Err(r);
             }
             drop(go_w);
-            let mut msg = String::new();
             let mut err_r = err_r;
-            let _ = err_r.read_to_string(&mut msg);
-            if !msg.is_empty() {
+            let failure = match helper::recv::<Message>(&mut err_r) {
+                Ok(None) => None,
+                Ok(Some(Message::Failed(e))) => Some(e),
+                Ok(Some(m)) => Some(HelperError::internal(format!(
+                    "the first process answered {m:?}"
+                ))),
+                Err(e) => Some(HelperError::internal(format!(
+                    "the first process's report: {}",
+                    chain(&e)
+                ))),
+            };
+            if let Some(e) = failure {
                 let _ = wait_exit(Who::Pid(pid), Block::Yes);
                 setup::veth_remove(&spec);
-                return Err(Report::err(Cause::Other, msg));
+                return Err(e);
             }
             Ok(pid)
         }

@@ -993,7 +993,7 @@ fn dump_content(
 pub fn restore_mount(rec: &MountRecord, reader: &ImageReader) -> Result<(), MountError> {
     validate(rec).map_err(|reason| MountError::Invalid {
         mountpoint: rec.mountpoint.clone(),
-        reason,
+        reason: reason.0,
     })?;
     match MountKind::try_from(rec.kind) {
         Ok(MountKind::Tmpfs) => restore_tmpfs(rec, reader),
@@ -1296,7 +1296,23 @@ fn check_fs_options(opts: &str) -> Result<(), String> {
 /// on files with one 32-byte chunk id per extent and extents ascending, non-empty, at most
 /// [`CONTENT_CHUNK`] long and inside the file, hard links to an earlier non-directory entry of
 /// the same kind, `user.*` attributes only. The error says which entry and what is wrong.
-pub fn validate(rec: &MountRecord) -> Result<(), String> {
+pub fn validate(rec: &MountRecord) -> Result<(), InvalidMount> {
+    check_record(rec).map_err(InvalidMount)
+}
+
+/// Why a mount record is refused: which entry and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidMount(pub String);
+
+impl std::ops::Deref for InvalidMount {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+fn check_record(rec: &MountRecord) -> Result<(), String> {
     check_abs("mount point", &rec.mountpoint)?;
     if rec.mountpoint == "/" {
         return Err("a mount at / cannot be recreated".to_owned());

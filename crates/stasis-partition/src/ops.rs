@@ -1,15 +1,15 @@
 //! The partition verbs: `run`, restore into a partition, `stop`, `rm`, `ps`, `stats`.
 //!
 //! Each works on the records under the root directory and needs no daemon: `run` and restore
-//! start the partition's monitor (`stasis __monitor`, detached in its own session) and wait
-//! for its one-line report; the others read records and cgroups, and signal processes.
+//! start the partition's monitor (`stasis __helper` with a monitor request, detached in its
+//! own session) and wait for its typed reply ([`crate::helper`]); the others read records and cgroups, and signal processes.
 
 use crate::cgroup::{Cgroups, Limits, Usage};
-use crate::monitor::{chain, Report};
+use crate::helper::{self, HelperError};
+use crate::monitor::chain;
 use crate::state::{self, NetMode, Record, Root, Spec, State};
 use serde::Serialize;
 use stasis_image::Trust;
-use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -35,14 +35,9 @@ pub enum OpsError {
         "partition '{0}' is running: stop it, or restore the image under another name with --name"
     )]
     NameBusy(String),
-    /// The monitor failed to start the partition.
-    #[error("{message}")]
-    Start {
-        /// What kind of failure.
-        cause: stasis_engine::Cause,
-        /// Error text.
-        message: String,
-    },
+    /// The monitor failed to start the partition: the kind and the text.
+    #[error(transparent)]
+    Start(HelperError),
     /// The image is unusable.
     #[error("image {dir}: {what}")]
     BadImage {
@@ -188,7 +183,8 @@ pub fn stasis_exe() -> Result<PathBuf, OpsError> {
     }
 }
 
-/// Start the monitor and wait for its report.
+/// Start the monitor (`stasis __helper` with a [`helper::Request::Monitor`]) and wait for its
+/// reply.
 fn spawn_monitor(
     root: &Root,
     name: &str,
@@ -202,56 +198,42 @@ fn spawn_monitor(
         .open_append("monitor.log", stasis_image::safefs::PRIVATE_FILE)
         .map_err(|e| OpsError::Other(format!("opening the monitor log: {e}")))?;
     let exe = stasis_exe()?;
-    let mut cmd = std::process::Command::new(exe);
-    cmd.arg("--root")
-        .arg(&root.path)
-        .args(["__monitor", "--name", name]);
-    if let Some(d) = restore {
-        cmd.arg("--restore-dir")
-            .arg(d)
-            .arg("--workers")
-            .arg(workers.to_string());
-        if insecure_unsigned {
-            cmd.arg("--insecure-unsigned");
-        }
-    }
-    cmd.stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(mlog);
-    stasis_sys::ns::command_setsid(&mut cmd);
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| OpsError::Other(format!("starting the monitor: {e}")))?;
-    let out = child.stdout.take().expect("piped");
-    let mut line = String::new();
-    let _ = std::io::BufReader::new(out).read_line(&mut line);
-    let rep: Option<Report> = serde_json::from_str(line.trim()).ok();
-    if rep.as_ref().is_some_and(|r| r.ok && r.pid.is_some()) {
-        // The monitor lives on (it is the partition's); its parent reaps it once it ends (a
-        // long-lived caller such as the agent does, a CLI leaves it to init when it exits).
-        std::mem::forget(child);
-    } else {
-        // A monitor that failed exits right after its report (or without one): reap it, so a
-        // failed start leaves no zombie behind.
-        let _ = child.wait();
-    }
-    let rep: Report = rep.ok_or_else(|| {
+    let req = helper::Request::Monitor(helper::MonitorRequest {
+        name: name.to_string(),
+        restore: restore.map(|d| helper::RestoreSource {
+            dir: d.to_path_buf(),
+            workers,
+            insecure_unsigned,
+        }),
+    });
+    let mut h = helper::spawn(&exe, &root.path, &req, mlog.into(), true)
+        .map_err(|e| OpsError::Other(format!("starting the monitor: {}", chain(&e))))?;
+    let reply = helper::recv_reply(&mut h.chan, &mut |_| {}, |e| {
         let log = std::fs::read_to_string(paths.dir.join("monitor.log")).unwrap_or_default();
         let tail: Vec<&str> = log.lines().rev().take(20).collect();
-        OpsError::Start {
-            cause: stasis_engine::Cause::Other,
-            message: format!(
-                "the monitor failed without a report; its log ends with:\n{}",
-                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-            ),
+        HelperError::internal(format!(
+            "the monitor failed without a report{}; its log ends with:\n{}",
+            e.map(|e| format!(" ({})", chain(&e))).unwrap_or_default(),
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        ))
+    });
+    match reply {
+        helper::Message::Started { pid } => {
+            // The monitor lives on (it is the partition's); its parent reaps it once it ends
+            // (a long-lived caller such as the agent does, a CLI leaves it to init when it
+            // exits).
+            std::mem::forget(h.process);
+            Ok(pid)
         }
-    })?;
-    match (rep.ok, rep.pid) {
-        (true, Some(pid)) => Ok(pid),
-        _ => Err(OpsError::Start {
-            cause: rep.cause,
-            message: rep.error,
-        }),
+        other => {
+            // A monitor that failed exits right after its reply (or without one): reap it, so
+            // a failed start leaves no zombie behind.
+            let _ = h.process.wait();
+            Err(OpsError::Start(match other {
+                helper::Message::Failed(e) => e,
+                m => HelperError::internal(format!("the monitor answered {m:?}")),
+            }))
+        }
     }
 }
 
@@ -308,7 +290,7 @@ pub fn restore_with(
         }
     })?;
     let img = crate::image::read(&reader)
-        .map_err(bad)?
+        .map_err(|e| bad(e.0))?
         .ok_or_else(|| bad("not a partition image (no partition.img)".into()))?;
     drop(reader);
     let name = name.unwrap_or(&img.raw.name).to_string();

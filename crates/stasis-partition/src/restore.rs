@@ -22,19 +22,20 @@
 //! Any failure before the tasks run kills what was created (the engine's guard) and the
 //! namespaces vanish with the restorer.
 
-use crate::monitor::{chain, Report};
+use crate::helper::{self, HelperError, Message};
+use crate::monitor::chain;
 use crate::setup;
 use crate::state::Record;
 use stasis_engine::{Cause, RestoreOptions, RootHook, RootStage};
 use stasis_sys::ns::{self, Forked};
 use stasis_sys::wait::{wait_exit, Block, Who};
 use std::collections::HashMap;
-use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// Fork the restorer and wait for its result. Called by the monitor.
+/// Fork the restorer and wait for its result (progress handed to `on_progress`). Called by
+/// the monitor.
 pub fn start(
     rec: &Record,
     group: &str,
@@ -42,54 +43,50 @@ pub fn start(
     workers: usize,
     trust: &stasis_image::Trust,
     log_w: OwnedFd,
-) -> Result<i32, Report> {
+    on_progress: &mut dyn FnMut(&helper::Progress),
+) -> Result<i32, HelperError> {
     let (mut res_r, res_w) =
         std::io::pipe().map_err(|e| rep(Cause::Other, format!("pipe: {e}")))?;
     match ns::fork_into(0, None) {
         Err(e) => Err(rep(Cause::Other, format!("fork: {e}"))),
         Ok(Forked::Child) => {
             drop(res_r);
-            let out = match restorer(rec, group, dir, workers, trust, &log_w) {
-                Ok(pid) => Report {
-                    ok: true,
-                    pid: Some(pid),
-                    cause: Cause::Other,
-                    error: String::new(),
-                },
-                Err(r) => r,
-            };
             let mut w = res_w;
-            let _ = w.write_all(&serde_json::to_vec(&out).expect("report serializes"));
+            let out = match restorer(rec, group, dir, workers, trust, &log_w, &mut w) {
+                Ok(pid) => Message::Started { pid },
+                Err(e) => Message::Failed(e),
+            };
+            let _ = helper::send(&mut w, &out);
             drop(w);
             ns::exit_now(0);
         }
         Ok(Forked::Parent(child)) => {
             drop(res_w);
             drop(log_w);
-            let mut buf = Vec::new();
-            let _ = res_r.read_to_end(&mut buf);
-            let st = wait_exit(Who::Pid(child), Block::Yes);
-            let r: Report = serde_json::from_slice(&buf).unwrap_or_else(|_| {
+            // A restorer that dies without its final message is reaped (for its status) at once.
+            let mut reaped = false;
+            let r = helper::recv_reply(&mut res_r, on_progress, |_| {
+                let s = wait_exit(Who::Pid(child), Block::Yes);
+                reaped = true;
                 rep(
                     Cause::Other,
-                    format!("the restorer died ({st:?}) without a result"),
+                    format!("the restorer died ({s:?}) without a result"),
                 )
             });
-            match (r.ok, r.pid) {
-                (true, Some(pid)) => Ok(pid),
-                _ => Err(r),
+            if !reaped {
+                let _ = wait_exit(Who::Pid(child), Block::Yes);
+            }
+            match r {
+                Message::Started { pid } => Ok(pid),
+                Message::Failed(e) => Err(e),
+                m => Err(rep(Cause::Other, format!("the restorer answered {m:?}"))),
             }
         }
     }
 }
 
-fn rep(cause: Cause, error: impl Into<String>) -> Report {
-    Report {
-        ok: false,
-        pid: None,
-        cause,
-        error: error.into(),
-    }
+fn rep(cause: Cause, error: impl Into<String>) -> HelperError {
+    HelperError::of_cause(cause, error)
 }
 
 fn restorer(
@@ -99,7 +96,8 @@ fn restorer(
     workers: usize,
     trust: &stasis_image::Trust,
     log_w: &OwnedFd,
-) -> Result<i32, Report> {
+    w: &mut std::io::PipeWriter,
+) -> Result<i32, HelperError> {
     let reader = stasis_image::ImageReader::open(dir).map_err(|e| {
         rep(
             Cause::BadImage,
@@ -216,8 +214,8 @@ fn restorer(
             .map_err(|e| rep(Cause::Other, format!("chroot {}: {e}", rootfs.display())))?;
         std::env::set_current_dir("/").map_err(|e| rep(Cause::Other, format!("chdir /: {e}")))?;
     }
-    let cg =
-        crate::checkpoint::cgroups_via(&root_fd, &host_mounts).map_err(|e| rep(Cause::Other, e))?;
+    let cg = crate::checkpoint::cgroups_via(&root_fd, &host_mounts)
+        .map_err(|e| rep(Cause::Other, chain(&e)))?;
 
     // 4. The engine.
     let group = group.to_string();
@@ -292,8 +290,9 @@ fn restorer(
             )
         })?;
     let fd_path = format!("/proc/self/fd/{}", dir_fd.as_raw_fd());
+    let progress = std::sync::Arc::new(stasis_engine::progress::Progress::default());
     let opts = RestoreOptions {
-        progress: None,
+        progress: Some(progress.clone()),
         dir: PathBuf::from(&fd_path),
         inherit,
         workers,
@@ -303,7 +302,11 @@ fn restorer(
         on_root: Some(hook),
         trust: trust.clone(),
     };
-    match stasis_engine::restore(&opts) {
+    // The total is not known ahead (chunks are compressed): 0.
+    let r = helper::with_progress(&progress, 0, w.try_clone().ok(), || {
+        stasis_engine::restore(&opts)
+    });
+    match r {
         Ok(s) => Ok(s.root_pid),
         Err(e) => {
             // Errors name the image as the operator gave it, not our handle on it.

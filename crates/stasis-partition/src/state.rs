@@ -67,16 +67,19 @@ pub enum NetMode {
     Veth,
 }
 
+/// A network mode that is not one of host, none, veth.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown network mode '{0}': use host, none or veth")]
+pub struct UnknownNetMode(pub String);
+
 impl std::str::FromStr for NetMode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownNetMode;
+    fn from_str(s: &str) -> Result<Self, UnknownNetMode> {
         match s {
             "host" => Ok(NetMode::Host),
             "none" => Ok(NetMode::None),
             "veth" => Ok(NetMode::Veth),
-            _ => Err(format!(
-                "unknown network mode '{s}': use host, none or veth"
-            )),
+            _ => Err(UnknownNetMode(s.to_string())),
         }
     }
 }

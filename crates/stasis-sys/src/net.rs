@@ -889,6 +889,34 @@ pub fn poll_now(fd: RawFd, events: i16) -> io::Result<i16> {
     Ok(p.revents)
 }
 
+/// `poll` of several fds for input, waiting up to `timeout_ms` (-1: no limit): for each fd,
+/// whether it is readable or hung up (a closed peer reads as end of file). EINTR gives all
+/// false.
+pub fn poll_readable(
+    fds: &[std::os::fd::BorrowedFd<'_>],
+    timeout_ms: i32,
+) -> io::Result<Vec<bool>> {
+    use std::os::fd::AsRawFd;
+    let mut p: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|f| libc::pollfd {
+            fd: f.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    // SAFETY: `p` holds `p.len()` live pollfds of borrowed (open) fds.
+    let r = unsafe { libc::poll(p.as_mut_ptr(), p.len() as libc::nfds_t, timeout_ms) };
+    if r < 0 {
+        let e = last_err();
+        if e.kind() == io::ErrorKind::Interrupted {
+            return Ok(vec![false; fds.len()]);
+        }
+        return Err(e);
+    }
+    Ok(p.iter().map(|x| x.revents != 0).collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

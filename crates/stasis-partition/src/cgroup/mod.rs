@@ -63,7 +63,7 @@ mod v2;
 
 pub use parse::{
     cpus_from_quota, parse_blkio_service_bytes, parse_cpu_max, parse_flat_keyed, parse_io_stat,
-    parse_max, parse_v1_limit, IoBytes, V1_UNLIMITED,
+    parse_max, parse_v1_limit, IoBytes, ParseError, V1_UNLIMITED,
 };
 pub use v1::{V1Hierarchy, V1};
 pub use v2::V2;

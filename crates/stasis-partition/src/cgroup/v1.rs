@@ -320,7 +320,7 @@ impl Backend for V1 {
         let g = check_group(group)?;
         let parse_err = |path: &Path| {
             let path = path.to_owned();
-            move |what: String| CgroupError::Parse { path, what }
+            move |what: parse::ParseError| CgroupError::Parse { path, what: what.0 }
         };
         let mut l = Limits::default();
         if let Some(dir) = self.dir("memory", g)? {
@@ -355,8 +355,10 @@ impl Backend for V1 {
             u.memory_peak_bytes = read_u64_or_zero(&dir.join("memory.max_usage_in_bytes"))?;
             let p = dir.join("memory.oom_control");
             if let Some(text) = read_optional(&p)? {
-                let kv = parse::parse_flat_keyed(&text)
-                    .map_err(|what| CgroupError::Parse { path: p, what })?;
+                let kv = parse::parse_flat_keyed(&text).map_err(|what| CgroupError::Parse {
+                    path: p,
+                    what: what.0,
+                })?;
                 u.oom_kills = keyed(&kv, "oom_kill").unwrap_or(0);
             }
         }
@@ -370,8 +372,12 @@ impl Backend for V1 {
             ] {
                 let p = dir.join(name);
                 if let Some(text) = read_optional(&p)? {
-                    let io = parse::parse_blkio_service_bytes(&text)
-                        .map_err(|what| CgroupError::Parse { path: p, what })?;
+                    let io = parse::parse_blkio_service_bytes(&text).map_err(|what| {
+                        CgroupError::Parse {
+                            path: p,
+                            what: what.0,
+                        }
+                    })?;
                     u.io_read_bytes = io.read;
                     u.io_write_bytes = io.written;
                     break;

@@ -234,9 +234,12 @@ impl Backend for V2 {
         let dir = self.dir(group)?;
         let enabled = V2::enabled(&dir)?;
         let on = |c: &str| enabled.iter().any(|e| e == c);
-        let get = |name: &str, f: fn(&str) -> Result<Option<u64>, String>| {
+        let get = |name: &str, f: fn(&str) -> Result<Option<u64>, parse::ParseError>| {
             let p = dir.join(name);
-            f(&read(&p)?).map_err(|what| CgroupError::Parse { path: p, what })
+            f(&read(&p)?).map_err(|what| CgroupError::Parse {
+                path: p,
+                what: what.0,
+            })
         };
         let mut l = Limits::default();
         if on("memory") {
@@ -244,8 +247,10 @@ impl Backend for V2 {
         }
         if on("cpu") {
             let p = dir.join("cpu.max");
-            l.cpus = parse::parse_cpu_max(&read(&p)?)
-                .map_err(|what| CgroupError::Parse { path: p, what })?;
+            l.cpus = parse::parse_cpu_max(&read(&p)?).map_err(|what| CgroupError::Parse {
+                path: p,
+                what: what.0,
+            })?;
         }
         if on("pids") {
             l.pids = get("pids.max", parse::parse_max)?;
@@ -259,8 +264,10 @@ impl Backend for V2 {
             let p = dir.join(name);
             match read_optional(&p)? {
                 None => Ok(Vec::new()),
-                Some(text) => parse::parse_flat_keyed(&text)
-                    .map_err(|what| CgroupError::Parse { path: p, what }),
+                Some(text) => parse::parse_flat_keyed(&text).map_err(|what| CgroupError::Parse {
+                    path: p,
+                    what: what.0,
+                }),
             }
         };
         let mut u = Usage::default();
@@ -273,8 +280,10 @@ impl Backend for V2 {
         u.pids = read_u64_or_zero(&dir.join("pids.current"))?;
         let p = dir.join("io.stat");
         if let Some(text) = read_optional(&p)? {
-            let io =
-                parse::parse_io_stat(&text).map_err(|what| CgroupError::Parse { path: p, what })?;
+            let io = parse::parse_io_stat(&text).map_err(|what| CgroupError::Parse {
+                path: p,
+                what: what.0,
+            })?;
             u.io_read_bytes = io.read;
             u.io_write_bytes = io.written;
         }
@@ -290,7 +299,7 @@ impl Backend for V2 {
             let kv =
                 parse::parse_flat_keyed(&read(&events)?).map_err(|what| CgroupError::Parse {
                     path: events.clone(),
-                    what,
+                    what: what.0,
                 })?;
             let frozen = keyed(&kv, "frozen");
             Ok((frozen == Some(1), format!("frozen {}", frozen.unwrap_or(0))))
