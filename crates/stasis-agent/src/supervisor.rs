@@ -450,7 +450,7 @@ pub enum SupervisorError {
         name: String,
         /// Why.
         #[source]
-        error: ImageError,
+        error: Box<ImageError>,
     },
     /// Restoring an image failed.
     #[error("restoring workload '{name}' from image {image} failed")]
@@ -731,7 +731,7 @@ impl Supervisor {
         let slot = self.running_slot(&ctx, name, "only a running workload can be checkpointed")?;
         take_image(&ctx, slot).map_err(|error| SupervisorError::Checkpoint {
             name: name.to_string(),
-            error,
+            error: Box::new(error),
         })
     }
 
@@ -743,7 +743,7 @@ impl Supervisor {
             slot.status.last_checkpoint_error = Some(stasis_partition::monitor::chain(&error));
             SupervisorError::Checkpoint {
                 name: name.to_string(),
-                error,
+                error: Box::new(error),
             }
         })?;
         slot.status.state = WState::Hibernated;
