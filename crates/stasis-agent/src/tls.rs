@@ -203,72 +203,9 @@ pub fn server(cert: &Path, key: &Path) -> Result<ServerTls, TlsError> {
     })
 }
 
-/// Accepts exactly the certificate whose SHA-256 is pinned.
-#[derive(Debug)]
-struct Pinned {
-    pin: [u8; 32],
-    algs: WebPkiSupportedAlgorithms,
-}
-
-impl ServerCertVerifier for Pinned {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let got = fingerprint_of(end_entity);
-        if got == self.pin {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::General(format!(
-                "the agent's certificate has SHA-256 {}, not the pinned {}",
-                fingerprint_hex(&got),
-                fingerprint_hex(&self.pin)
-            )))
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algs)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algs)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algs.supported_schemes()
-    }
-}
-
 /// A client configuration that trusts only the certificate with SHA-256 `pin`.
 pub fn pinned_client(pin: [u8; 32]) -> Result<Arc<rustls::ClientConfig>, TlsError> {
-    let p = provider();
-    let verifier = Pinned {
-        pin,
-        algs: p.signature_verification_algorithms,
-    };
-    let mut config = rustls::ClientConfig::builder_with_provider(p)
-        .with_safe_default_protocol_versions()
-        .map_err(TlsError::Config)?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(verifier))
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
+    recording_client(Some(pin), Seen::default())
 }
 
 /// The certificate a [`recording_client`] was shown (its SHA-256), once the handshake ran.
@@ -282,8 +219,8 @@ impl Seen {
     }
 }
 
-/// Accepts the certificate whose SHA-256 is pinned, or any certificate when none is (trust on
-/// first use), and records what it was shown. The handshake signature is verified either way.
+/// Accepts exactly the certificate whose SHA-256 is pinned, or any certificate when none is
+/// (trust on first use, for `node trust`), and records what it was shown. The handshake signature is verified either way.
 #[derive(Debug)]
 struct Recording {
     pin: Option<[u8; 32]>,
@@ -295,24 +232,21 @@ impl ServerCertVerifier for Recording {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp_response: &[u8],
-        now: UnixTime,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         let got = fingerprint_of(end_entity);
-        if let Some(pin) = self.pin {
-            Pinned {
-                pin,
-                algs: self.algs,
+        match self.pin {
+            Some(pin) if got != pin => {
+                return Err(rustls::Error::General(format!(
+                    "the agent's certificate has SHA-256 {}, not the pinned {}",
+                    fingerprint_hex(&got),
+                    fingerprint_hex(&pin)
+                )))
             }
-            .verify_server_cert(
-                end_entity,
-                intermediates,
-                server_name,
-                ocsp_response,
-                now,
-            )?;
+            _ => {}
         }
         *self.seen.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(got);
         Ok(ServerCertVerified::assertion())

@@ -451,13 +451,19 @@ pub fn owned_fd(fd: RawFd) -> OwnedFd {
 /// object lives on as long as the file.
 pub fn shared_anon_object(size: u64) -> io::Result<std::fs::File> {
     let len = size.max(4096).div_ceil(4096) as usize * 4096;
+    anon_object(len, 0)
+}
+
+/// Map `len` bytes MAP_SHARED|MAP_ANONYMOUS (plus `extra` flags), open the object through
+/// `/proc/self/map_files` and unmap it again.
+fn anon_object(len: usize, extra: i32) -> io::Result<std::fs::File> {
     // SAFETY: anonymous shared mapping at an address the kernel picks; not accessed by us.
     let p = unsafe {
         libc::mmap(
             std::ptr::null_mut(),
             len,
             libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS | extra,
             -1,
             0,
         )
@@ -494,32 +500,7 @@ pub fn huge_flags(page_size: u64) -> i32 {
 /// inode; they stay reserved after our mapping is gone).
 pub fn hugetlb_anon_object(size: u64, page_size: u64) -> io::Result<std::fs::File> {
     let len = size.max(page_size) as usize;
-    // SAFETY: anonymous shared hugetlb mapping at an address the kernel picks; not accessed.
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED | libc::MAP_ANONYMOUS | libc::MAP_HUGETLB | huge_flags(page_size),
-            -1,
-            0,
-        )
-    };
-    if p == libc::MAP_FAILED {
-        return Err(last_err());
-    }
-    let start = p as usize;
-    let res = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(format!(
-            "/proc/self/map_files/{:x}-{:x}",
-            start,
-            start + len
-        ));
-    // SAFETY: unmapping exactly the mapping created above, which nothing else references.
-    unsafe { libc::munmap(p, len) };
-    res
+    anon_object(len, libc::MAP_HUGETLB | huge_flags(page_size))
 }
 
 static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
