@@ -330,12 +330,14 @@ fn agent_survives_peers_that_hang_up() {
     }
 }
 
-/// A TCP connection to `addr` whose receive buffer is as small as the kernel allows (set
-/// before connecting, so the window stays small): the agent's answer cannot be sent at once.
+/// A TCP connection to `addr` with an 8 KiB receive buffer (set before connecting, so the
+/// window stays small): room for a TLS handshake, not for the 53 KB dashboard, so the agent is
+/// still writing its answer when the connection is reset. (Smaller windows stall the handshake
+/// for seconds.)
 fn small_window_connection(addr: &str) -> Option<std::net::TcpStream> {
     use rustix::net::{sockopt, AddressFamily, SocketType};
     let fd = rustix::net::socket(AddressFamily::INET, SocketType::STREAM, None).unwrap();
-    sockopt::set_socket_recv_buffer_size(&fd, 1024).unwrap();
+    sockopt::set_socket_recv_buffer_size(&fd, 8192).unwrap();
     let sa: std::net::SocketAddr = addr.parse().unwrap();
     rustix::net::connect(&fd, &sa).ok()?;
     let s = std::net::TcpStream::from(fd);
