@@ -129,6 +129,14 @@ enum Cmd {
         /// Prefer `stasis image trust DIR` once you know where the image comes from.
         #[arg(long)]
         insecure_unsigned: bool,
+        /// Place private anonymous memory on demand (userfaultfd) from a page server process,
+        /// which prefetches the rest and exits once every page is placed (not for partition
+        /// images).
+        #[arg(long)]
+        lazy: bool,
+        /// The page server's log (with --lazy; default /run/stasis/lazy-<pid of stasis>.log).
+        #[arg(long, value_name = "FILE")]
+        lazy_log: Option<PathBuf>,
     },
     /// Image trust: sign an image from elsewhere with this root's key, or check one.
     Image {
@@ -678,7 +686,15 @@ fn run(root: &stasis_partition::state::Root, cmd: Cmd) -> Result<(), Failed> {
             pid_wait: _,
             json,
             insecure_unsigned,
+            lazy,
+            lazy_log: _,
         } if partition::is_partition_image(&dir) => {
+            if lazy {
+                return Err((
+                    2,
+                    anyhow::anyhow!("--lazy does not apply to a partition image (yet)"),
+                ));
+            }
             if !inherit_fd.is_empty() || new_tty.is_some() {
                 return Err((
                     2,
@@ -703,6 +719,8 @@ fn run(root: &stasis_partition::state::Root, cmd: Cmd) -> Result<(), Failed> {
             pid_wait,
             json,
             insecure_unsigned,
+            lazy,
+            lazy_log,
         } => {
             if name.is_some() {
                 return Err((
@@ -736,7 +754,17 @@ fn run(root: &stasis_partition::state::Root, cmd: Cmd) -> Result<(), Failed> {
                 progress: Some(progress.clone()),
             };
             let shown = spinner::show("restore", &progress, json);
-            let stats = stasis_engine::restore(&opts);
+            let stats = if lazy {
+                let log = lazy_log.unwrap_or_else(|| {
+                    PathBuf::from(format!("/run/stasis/lazy-{}.log", std::process::id()))
+                });
+                if let Some(d) = log.parent() {
+                    let _ = std::fs::create_dir_all(d);
+                }
+                stasis_engine::restore_lazy(&opts, &stasis_engine::lazy::LazyOptions { log })
+            } else {
+                stasis_engine::restore(&opts)
+            };
             drop(shown);
             let stats = stats.map_err(|e| {
                 let code = restore_code(&e);

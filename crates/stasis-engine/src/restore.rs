@@ -108,6 +108,8 @@ pub struct RestoreStats {
     /// Objects outside the tree that were not given with `--inherit-fd` (`inherit`) and were
     /// replaced by a stand-in.
     pub replaced: Vec<Replaced>,
+    /// Lazy restore: pid of the page server (None: a full restore, or nothing to place lazily).
+    pub page_server: Option<i32>,
 }
 
 /// An object outside the tree replaced by a stand-in at restore (see
@@ -887,6 +889,23 @@ fn set_registers(img: &rec::Checkpoint, host: &dyn Fn(i32) -> i32) -> Result<(),
 
 /// Restore the image in `opts.dir`. Returns once every task runs.
 pub fn restore(opts: &RestoreOptions) -> Result<RestoreStats, RestoreError> {
+    restore_impl(opts, None)
+}
+
+/// Restore the image in `opts.dir` with its private anonymous memory placed on demand by a
+/// page server (see [`crate::lazy`]). Returns once every task runs; the server's pid is in
+/// [`RestoreStats::page_server`].
+pub fn restore_lazy(
+    opts: &RestoreOptions,
+    lazy: &crate::lazy::LazyOptions,
+) -> Result<RestoreStats, RestoreError> {
+    restore_impl(opts, Some(lazy))
+}
+
+fn restore_impl(
+    opts: &RestoreOptions,
+    lazy: Option<&crate::lazy::LazyOptions>,
+) -> Result<RestoreStats, RestoreError> {
     let t0 = Instant::now();
     let _span = tracing::info_span!("restore", dir = %opts.dir.display()).entered();
     progress::enter(&opts.progress, Phase::Loading);
@@ -935,10 +954,20 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreStats, RestoreError> {
 
     // Memory layout.
     progress::enter(&opts.progress, Phase::ReadingPages);
-    let (fills, fixups) = restore_layouts(&img, &mut opened, &mut remotes, &mut prefork)?;
+    let (mut fills, fixups) = restore_layouts(&img, &mut opened, &mut remotes, &mut prefork)?;
     failpoint::check("mappings")?;
+    let lazy_ranges = match lazy {
+        Some(_) => crate::lazy::split_fills(live(&img), &mut fills),
+        None => Default::default(),
+    };
     let tm = Instant::now();
     let memory_bytes = prefork.bytes + memory::fill_pages(&reader, &fills, opts.workers)?;
+    let page_server = match lazy {
+        Some(l) if !lazy_ranges.is_empty() => {
+            Some(start_page_server(opts, &img, &lazy_ranges, &mut remotes, l)?)
+        }
+        _ => None,
+    };
     let memory_secs = tm.elapsed().as_secs_f64();
     progress::add(&opts.progress, memory_bytes);
     failpoint::check("pages")?;
@@ -991,7 +1020,27 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreStats, RestoreError> {
         memory_secs,
         total_secs: t0.elapsed().as_secs_f64(),
         replaced,
+        page_server,
     })
+}
+
+/// Register the lazy mappings of every process with a userfaultfd made in the task (before
+/// its credentials are restored) and start the page server; returns its pid.
+fn start_page_server(
+    opts: &RestoreOptions,
+    img: &rec::Checkpoint,
+    lazy: &crate::lazy::LazyRanges,
+    remotes: &mut HashMap<i32, Remote>,
+    l: &crate::lazy::LazyOptions,
+) -> Result<i32, Failure> {
+    let mut regs = Vec::new();
+    for p in live(img) {
+        if let Some(ranges) = lazy.get(&p.pid) {
+            let r = remotes.get_mut(&p.pid).expect("created");
+            regs.push(crate::lazy::register(r, p.pid, ranges)?);
+        }
+    }
+    crate::lazy::spawn_server(&opts.dir, img, lazy, regs, l)
 }
 
 #[cfg(test)]

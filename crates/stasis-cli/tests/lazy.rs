@@ -1,0 +1,121 @@
+//! Lazy restore (issue 14 item 5): `stasis restore --lazy` places private anonymous memory on
+//! demand from a page server process. The workload `lazy_mem` checks every page as the kernel
+//! reads it (write(2) from the region), as a forked child and as itself sees it, zero pages,
+//! MADV_DONTNEED and mremap after the restore.
+
+mod common;
+
+use common::*;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Checkpoint (kill mode) a `lazy_mem` of `mib` MiB into `dir`.
+fn image_of(w: &Workload, dir: &Path) {
+    checkpoint_kill(w, dir);
+    w.reset_verify();
+}
+
+/// The page server's pid and log lines once its log says `needle` (≤ `timeout`).
+fn wait_log(log: &Path, needle: &str, timeout: Duration) -> String {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let s = std::fs::read_to_string(log).unwrap_or_default();
+        if s.contains(needle) || Instant::now() > deadline {
+            return s;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn server_pid(out: &std::process::Output) -> i32 {
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("--json output");
+    v["stats"]["page_server"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("no page server in {v}")) as i32
+}
+
+/// `stasis restore --lazy --json`: (root pid, page server pid).
+fn restore_lazy(dir: &Path, log: &Path) -> (i32, i32) {
+    let out = run_cmd(
+        restore_cmd(dir)
+            .args(["--lazy", "--json", "--lazy-log"])
+            .arg(log),
+    );
+    assert!(out.status.success(), "lazy restore failed\n{}", show_output(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("--json output");
+    let pid = v["pid"].as_i64().expect("pid") as i32;
+    for p in tree_pids(pid) {
+        watch_pid(p);
+    }
+    (pid, server_pid(&out))
+}
+
+#[test]
+fn lazy_restore_serves_every_page_and_the_server_exits() {
+    let _g = serial();
+    let mut w = Workload::start("lazy_mem", &["--mib", "256"]);
+    let t = image_dir("hl-lazy");
+    let dir = t.path().join("img");
+    image_of(&w, &dir);
+    let log = t.path().join("lazy.log");
+    let (pid, server) = restore_lazy(&dir, &log);
+    w.set_pid(pid);
+    if let Err(e) = w.verify() {
+        panic!(
+            "lazy restore: {e}\n--- page server log ---\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
+    let s = wait_log(&log, "done:", Duration::from_secs(30));
+    assert!(s.contains("done:"), "the page server did not finish:\n{s}");
+    assert!(
+        wait_gone(&[server], Duration::from_secs(10)).is_empty(),
+        "the page server {server} is still there after it finished:\n{s}"
+    );
+    // Pages were placed on demand (faults served) and the fork was followed.
+    let faults: u64 = s
+        .split("done: ")
+        .nth(1)
+        .and_then(|x| x.split(' ').next())
+        .and_then(|x| x.parse().ok())
+        .unwrap_or(0);
+    assert!(faults > 0, "no fault served on demand:\n{s}");
+    assert!(!s.contains(" 0 forks followed"), "the child's fork was not followed:\n{s}");
+}
+
+#[test]
+fn killing_the_page_server_kills_the_tree() {
+    let _g = serial();
+    let w = Workload::start("lazy_mem", &["--mib", "1024"]);
+    let t = image_dir("hl-lazykill");
+    let dir = t.path().join("img");
+    image_of(&w, &dir);
+    let log = t.path().join("lazy.log");
+    let (pid, server) = restore_lazy(&dir, &log);
+    let pids = tree_pids(pid);
+    assert!(send_signal(server, libc::SIGKILL), "page server {server} gone already");
+    let left = wait_gone(&pids, Duration::from_secs(10));
+    assert!(left.is_empty(), "tree pids {left:?} still run after the page server died");
+    let s = wait_log(&log, "killing the restored tree", Duration::from_secs(5));
+    assert!(
+        s.contains("the page server ended before every page was placed: killing the restored tree"),
+        "no message in the log:\n{s}"
+    );
+    assert!(
+        !w.ctl_path().join("result").exists(),
+        "the workload reported a result after its page server died"
+    );
+}
+
+#[test]
+fn full_restore_unchanged() {
+    let _g = serial();
+    let mut w = Workload::start("lazy_mem", &["--mib", "16"]);
+    let t = image_dir("hl-full");
+    let dir = t.path().join("img");
+    image_of(&w, &dir);
+    let (pid, out) = restore(&dir);
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("page server"));
+    w.set_pid(pid);
+    w.verify().expect("full restore of lazy_mem");
+}
