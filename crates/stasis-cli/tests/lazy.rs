@@ -27,6 +27,29 @@ fn wait_log(log: &Path, needle: &str, timeout: Duration) -> String {
     }
 }
 
+/// Processes of session `sid` (the page server and its watchdog), after ≤ 5 s.
+fn session_left(sid: i32) -> Vec<i32> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut left = Vec::new();
+        for e in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let after = stat.rsplit_once(") ").map(|x| x.1).unwrap_or("");
+            let f: Vec<&str> = after.split(' ').collect();
+            if f.len() > 3 && f[3] == sid.to_string() && f[0] != "Z" {
+                left.push(pid);
+            }
+        }
+        if left.is_empty() || Instant::now() > deadline {
+            return left;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn server_pid(out: &std::process::Output) -> i32 {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("--json output");
     v["stats"]["page_server"]
@@ -81,6 +104,8 @@ fn lazy_restore_serves_every_page_and_the_server_exits() {
         .unwrap_or(0);
     assert!(faults > 0, "no fault served on demand:\n{s}");
     assert!(!s.contains(" 0 forks followed"), "the child's fork was not followed:\n{s}");
+    let left = session_left(server);
+    assert!(left.is_empty(), "the page server's watchdog {left:?} is still there");
 }
 
 #[test]
@@ -95,12 +120,19 @@ fn killing_the_page_server_kills_the_tree() {
     let pids = tree_pids(pid);
     assert!(send_signal(server, libc::SIGKILL), "page server {server} gone already");
     let left = wait_gone(&pids, Duration::from_secs(10));
-    assert!(left.is_empty(), "tree pids {left:?} still run after the page server died");
+    assert!(
+        left.is_empty(),
+        "tree pids {left:?} still run after the page server {server} died; log:\n{}\nstatus: {}",
+        std::fs::read_to_string(&log).unwrap_or_default(),
+        std::fs::read_to_string(format!("/proc/{}/status", pids[0])).unwrap_or_default()
+    );
     let s = wait_log(&log, "killing the restored tree", Duration::from_secs(5));
     assert!(
         s.contains("the page server ended before every page was placed: killing the restored tree"),
         "no message in the log:\n{s}"
     );
+    let left = session_left(server);
+    assert!(left.is_empty(), "the page server's watchdog {left:?} is still there");
     assert!(
         !w.ctl_path().join("result").exists(),
         "the workload reported a result after its page server died"

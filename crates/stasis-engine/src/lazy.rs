@@ -516,14 +516,37 @@ pub(crate) fn spawn_server(
         .ctx(0, || format!("opening the page server's log {}", opts.log.display()))?;
     let (mine, theirs) = stasis_sys::net::unix_socketpair(libc::SOCK_SEQPACKET)
         .ctx(0, || "socketpair for the page server".into())?;
+    let (ready_r, ready_w) = stasis_sys::sys::pipe().ctx(0, || "pipe for the page server".into())?;
     let pid = stasis_sys::uffd::fork_helper().ctx(0, || "fork of the page server".into())?;
     if pid > 0 {
-        return Ok(pid);
+        drop(ready_w);
+        return wait_armed(pid, ready_r, regs);
     }
     drop(mine);
+    drop(ready_r);
     // The child: no return from here.
-    let code = server_main(dir, img, lazy, regs, log, theirs);
+    let code = server_main(dir, img, lazy, regs, log, theirs, ready_w);
     stasis_sys::ns::exit_now(code)
+}
+
+/// Wait until the page server's watchdog holds the userfaultfds (until then ours keep them
+/// open: a server dying early fails the restore, which kills the tree, instead of releasing
+/// them under a waiting thread).
+fn wait_armed(pid: i32, ready: OwnedFd, regs: Vec<Registered>) -> Result<i32, Failure> {
+    let rev = uffd::poll_in(&[ready.as_fd()], 10_000).unwrap_or_default();
+    let mut b = [0u8; 1];
+    let got = rev.first().is_some_and(|r| *r != 0)
+        && stasis_sys::sys::read_fd(ready.as_raw_fd(), &mut b).ok() == Some(1)
+        && b[0] == b'W';
+    if !got {
+        let _ = stasis_sys::sys::kill(pid, libc::SIGKILL);
+        return Err(Failure::msg(
+            pid,
+            "the page server did not start (see its log); the restore is undone",
+        ));
+    }
+    drop(regs);
+    Ok(pid)
 }
 
 /// Close every fd of ours but `keep`, and point stdio at /dev/null.
@@ -557,13 +580,14 @@ fn server_main(
     regs: Vec<Registered>,
     log: std::fs::File,
     sock: OwnedFd,
+    ready: OwnedFd,
 ) -> i32 {
     let t0 = Instant::now();
     let mut keep: Vec<i32> = regs
         .iter()
         .flat_map(|r| [r.uffd.as_raw_fd(), r.pidfd.as_raw_fd()])
         .collect();
-    keep.extend([log.as_raw_fd(), sock.as_raw_fd()]);
+    keep.extend([log.as_raw_fd(), sock.as_raw_fd(), ready.as_raw_fd()]);
     close_others(&keep);
     let _ = stasis_sys::ns::setsid();
     let mut log = log;
@@ -594,6 +618,8 @@ fn server_main(
             return 1;
         }
     };
+    let _ = stasis_sys::sys::write_fd(ready.as_raw_fd(), b"W");
+    drop(ready);
     serve(source, regs, watchdog, log, t0)
 }
 
@@ -688,20 +714,20 @@ fn watchdog(regs: &[Registered], sock: OwnedFd, server: OwnedFd, log: &mut std::
             Err(_) => vec![0, libc::POLLIN],
         };
         if rev[0] & libc::POLLIN != 0 {
-            match stasis_sys::net::peek_next(sock.as_raw_fd(), 16, false) {
-                Ok(Some(m)) => {
-                    let mut b = [0u8; 16];
-                    let _ = stasis_sys::sys::read_fd(sock.as_raw_fd(), &mut b);
-                    if m.data == b"D" {
-                        return 0;
-                    }
+            // A zero-length read is the server's end closing: it is gone.
+            if let Ok(Some(m)) = stasis_sys::net::peek_next(sock.as_raw_fd(), 16, false) {
+                let mut b = [0u8; 16];
+                let _ = stasis_sys::sys::read_fd(sock.as_raw_fd(), &mut b);
+                if m.data == b"D" {
+                    return 0;
+                }
+                if m.data == b"F" {
                     kids.extend(m.fds);
                     continue;
                 }
-                _ => {}
             }
         }
-        if rev[1] != 0 || rev[0] & libc::POLLHUP != 0 {
+        if rev[1] != 0 || rev[0] != 0 {
             let _ = writeln!(
                 log,
                 "[page-server watchdog {}] the page server ended before every page was placed: killing the restored tree (SIGKILL) so that no task runs on with pages that will never come",
