@@ -10,6 +10,7 @@
 mod agent;
 mod bench;
 mod bench_incr;
+mod bench_lazy;
 mod check;
 mod child_agent;
 mod demo;

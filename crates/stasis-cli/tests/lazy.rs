@@ -64,7 +64,11 @@ fn restore_lazy(dir: &Path, log: &Path) -> (i32, i32) {
             .args(["--lazy", "--json", "--lazy-log"])
             .arg(log),
     );
-    assert!(out.status.success(), "lazy restore failed\n{}", show_output(&out));
+    assert!(
+        out.status.success(),
+        "lazy restore failed\n{}",
+        show_output(&out)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("--json output");
     let pid = v["pid"].as_i64().expect("pid") as i32;
     for p in tree_pids(pid) {
@@ -103,9 +107,15 @@ fn lazy_restore_serves_every_page_and_the_server_exits() {
         .and_then(|x| x.parse().ok())
         .unwrap_or(0);
     assert!(faults > 0, "no fault served on demand:\n{s}");
-    assert!(!s.contains(" 0 forks followed"), "the child's fork was not followed:\n{s}");
+    assert!(
+        !s.contains(" 0 forks followed"),
+        "the child's fork was not followed:\n{s}"
+    );
     let left = session_left(server);
-    assert!(left.is_empty(), "the page server's watchdog {left:?} is still there");
+    assert!(
+        left.is_empty(),
+        "the page server's watchdog {left:?} is still there"
+    );
 }
 
 #[test]
@@ -118,7 +128,10 @@ fn killing_the_page_server_kills_the_tree() {
     let log = t.path().join("lazy.log");
     let (pid, server) = restore_lazy(&dir, &log);
     let pids = tree_pids(pid);
-    assert!(send_signal(server, libc::SIGKILL), "page server {server} gone already");
+    assert!(
+        send_signal(server, libc::SIGKILL),
+        "page server {server} gone already"
+    );
     let left = wait_gone(&pids, Duration::from_secs(10));
     assert!(
         left.is_empty(),
@@ -132,7 +145,10 @@ fn killing_the_page_server_kills_the_tree() {
         "no message in the log:\n{s}"
     );
     let left = session_left(server);
-    assert!(left.is_empty(), "the page server's watchdog {left:?} is still there");
+    assert!(
+        left.is_empty(),
+        "the page server's watchdog {left:?} is still there"
+    );
     assert!(
         !w.ctl_path().join("result").exists(),
         "the workload reported a result after its page server died"

@@ -27,7 +27,7 @@ use crate::remote::Remote;
 use stasis_image::records::{self as rec, PageRun, VmaKind};
 use stasis_image::ImageReader;
 use stasis_sys::uffd::{self, Msg};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{self, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
@@ -95,7 +95,7 @@ impl ImageSource {
             .map_err(|_| io::Error::other("bad chunk id in image"))?;
         let mut buf = Vec::new();
         self.reader
-            .read_chunk_into_verified(&cid, &mut buf)
+            .read_chunk_into(&cid, &mut buf)
             .map_err(io::Error::other)?;
         if self.cache.len() >= 4 {
             self.cache.remove(0);
@@ -125,9 +125,10 @@ impl PageSource for ImageSource {
             let (chunk, off, rend) = {
                 let runs = self.runs.get(&pid).map(Vec::as_slice).unwrap_or(&[]);
                 let i = runs.partition_point(|r| r.addr + r.count as u64 * PAGE <= pos);
-                let r = runs.get(i).filter(|r| r.addr <= pos).ok_or_else(|| {
-                    io::Error::other(format!("no page at {pos:#x} in the image"))
-                })?;
+                let r = runs
+                    .get(i)
+                    .filter(|r| r.addr <= pos)
+                    .ok_or_else(|| io::Error::other(format!("no page at {pos:#x} in the image")))?;
                 let rend = (r.addr + r.count as u64 * PAGE).min(end);
                 (r.chunk.clone(), r.chunk_offset + (pos - r.addr), rend)
             };
@@ -155,6 +156,38 @@ fn lazy_vma(v: &rec::Vma) -> bool {
         && v.inherit.is_empty()
         && v.prot & rw == rw
         && !v.pages.is_empty()
+}
+
+/// The chunks only lazy mappings use: the page server hashes them as it reads them, restore
+/// does not verify them beforehand (every other chunk is).
+pub fn lazy_only_chunks(img: &rec::Checkpoint) -> HashSet<stasis_image::ChunkId> {
+    let id = |c: &Vec<u8>| stasis_image::ChunkId::try_from(c.as_slice()).ok();
+    let mut lazy = HashSet::new();
+    let mut other = HashSet::new();
+    // A parent's mapping that a child inherits is filled before the fork (`cow.rs`), eagerly.
+    let inherited: Vec<(u64, u64)> = img
+        .processes
+        .iter()
+        .flat_map(|p| &p.vmas)
+        .filter(|v| !v.inherit.is_empty())
+        .map(|v| (v.start, v.end))
+        .collect();
+    for p in &img.processes {
+        for v in &p.vmas {
+            let shared = inherited.iter().any(|&(a, b)| a < v.end && v.start < b);
+            let set = if lazy_vma(v) && !shared {
+                &mut lazy
+            } else {
+                &mut other
+            };
+            set.extend(v.pages.iter().filter_map(|r| id(&r.chunk)));
+        }
+    }
+    let objects = img.shmem.iter().flat_map(|s| &s.pages);
+    let files = img.files.iter().flat_map(|f| &f.content);
+    other.extend(objects.chain(files).filter_map(|r| id(&r.chunk)));
+    lazy.retain(|c| !other.contains(c));
+    lazy
 }
 
 /// Take the runs of lazy mappings out of the fill jobs (one per live process of `procs`, in
@@ -223,8 +256,9 @@ pub(crate) fn register(
         ));
     }
     for &(a, b) in ranges {
-        uffd::register_missing(uffd.as_fd(), a, b - a)
-            .ctx(pid, || format!("UFFDIO_REGISTER (missing) of {a:#x}-{b:#x}"))?;
+        uffd::register_missing(uffd.as_fd(), a, b - a).ctx(pid, || {
+            format!("UFFDIO_REGISTER (missing) of {a:#x}-{b:#x}")
+        })?;
     }
     Ok(Registered {
         image_pid,
@@ -272,7 +306,10 @@ impl Pending {
     }
 
     fn contains(&self, a: u64) -> bool {
-        self.0.range(..=a).next_back().is_some_and(|(_, (e, _))| *e > a)
+        self.0
+            .range(..=a)
+            .next_back()
+            .is_some_and(|(_, (e, _))| *e > a)
     }
 
     /// `mremap` moved `[from, from+len)` to `to`.
@@ -300,7 +337,8 @@ struct Counts {
     zero_pages: u64,
     prefetched: u64,
     forks: u64,
-    first_fault_us: Option<u128>,
+    /// Wall-clock time (ns since the epoch) of the first fault served.
+    first_fault_ns: Option<u128>,
 }
 
 struct Server<S: PageSource> {
@@ -314,6 +352,8 @@ struct Server<S: PageSource> {
     guard: Option<OwnedFd>,
     log: std::fs::File,
     t0: Instant,
+    /// Why the server cannot go on (the watchdog then ends the tree).
+    fatal: Option<String>,
 }
 
 impl<S: PageSource> Server<S> {
@@ -333,8 +373,8 @@ impl<S: PageSource> Server<S> {
         self.buf.resize(len, 0);
         let pid = self.spaces[i].image_pid;
         if let Err(err) = self.source.read(pid, img, &mut self.buf[..len]) {
-            self.log(&format!("reading pages {img:#x} of pid {pid}: {err}"));
-            self.spaces[i].gone = true;
+            // The pages cannot be given: the tree must not run on without them.
+            self.fatal = Some(format!("reading pages at {img:#x} of pid {pid}: {err}"));
             return true;
         }
         let mut pos = 0u64;
@@ -366,8 +406,9 @@ impl<S: PageSource> Server<S> {
     /// page (the image holds none there, or it was dropped since it was placed). False: retry.
     fn fault(&mut self, i: usize, addr: u64) -> bool {
         let page = addr & !(PAGE - 1);
-        if self.counts.first_fault_us.is_none() {
-            self.counts.first_fault_us = Some(self.t0.elapsed().as_micros());
+        if self.counts.first_fault_ns.is_none() {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+            self.counts.first_fault_ns = Some(now.map(|d| d.as_nanos()).unwrap_or(0));
         }
         if self.spaces[i].pending.contains(page) {
             let parts = self.spaces[i].pending.take(page, page + FAULT_PAGES * PAGE);
@@ -428,7 +469,9 @@ impl<S: PageSource> Server<S> {
         self.counts.forks += 1;
         if let Some(g) = &self.guard {
             if let Err(e) = stasis_sys::net::send_with_fds(g.as_raw_fd(), b"F", None, &[fd]) {
-                self.log(&format!("handing a child's userfaultfd to the watchdog: {e}"));
+                self.log(&format!(
+                    "handing a child's userfaultfd to the watchdog: {e}"
+                ));
             }
         }
         let pending = self.spaces[i].pending.clone();
@@ -463,6 +506,9 @@ impl<S: PageSource> Server<S> {
     /// Serve until every page is placed (or every mm is gone).
     fn run(&mut self, watchdog: &OwnedFd) -> Result<(), String> {
         loop {
+            if let Some(f) = self.fatal.take() {
+                return Err(f);
+            }
             let busy = !self.retry.is_empty()
                 || self
                     .spaces
@@ -513,10 +559,13 @@ pub(crate) fn spawn_server(
         .create(true)
         .append(true)
         .open(&opts.log)
-        .ctx(0, || format!("opening the page server's log {}", opts.log.display()))?;
+        .ctx(0, || {
+            format!("opening the page server's log {}", opts.log.display())
+        })?;
     let (mine, theirs) = stasis_sys::net::unix_socketpair(libc::SOCK_SEQPACKET)
         .ctx(0, || "socketpair for the page server".into())?;
-    let (ready_r, ready_w) = stasis_sys::sys::pipe().ctx(0, || "pipe for the page server".into())?;
+    let (ready_r, ready_w) =
+        stasis_sys::sys::pipe().ctx(0, || "pipe for the page server".into())?;
     let pid = stasis_sys::uffd::fork_helper().ctx(0, || "fork of the page server".into())?;
     if pid > 0 {
         drop(ready_w);
@@ -604,7 +653,10 @@ fn server_main(
             }
         },
         Err(e) => {
-            say(&mut log, &format!("FATAL: opening the image {}: {e}", dir.display()));
+            say(
+                &mut log,
+                &format!("FATAL: opening the image {}: {e}", dir.display()),
+            );
             kill_all(&regs, &mut log);
             return 1;
         }
@@ -661,6 +713,7 @@ fn serve(
         guard: Some(guard),
         log,
         t0,
+        fatal: None,
     };
     srv.log(&format!(
         "serving {} userfaultfds, {total} pages to place",
@@ -676,8 +729,8 @@ fn serve(
     }
     let c = &srv.counts;
     let msg = format!(
-        "done: {} faults ({} pages placed on demand, {} zero pages), {} pages prefetched, {} forks followed, first fault at {:?} µs; closing the userfaultfds",
-        c.faults, c.fault_pages, c.zero_pages, c.prefetched, c.forks, c.first_fault_us
+        "done: {} faults ({} pages placed on demand, {} zero pages), {} pages prefetched, {} forks followed, first fault at unix ns {}; closing the userfaultfds",
+        c.faults, c.fault_pages, c.zero_pages, c.prefetched, c.forks, c.first_fault_ns.unwrap_or(0)
     );
     srv.log(&msg);
     0
@@ -804,9 +857,6 @@ mod tests {
         p.remap(0x4000, 0x20000, 0x2000);
         assert!(!p.contains(0x4000) && p.contains(0x20000) && p.contains(0x6000));
         assert_eq!(p.take(0x21000, 0x22000), vec![(0x21000, 0x22000, 0x5000)]);
-        assert_eq!(
-            p.take(0, 0x3000),
-            vec![(0x1000, 0x3000, 0x1000)]
-        );
+        assert_eq!(p.take(0, 0x3000), vec![(0x1000, 0x3000, 0x1000)]);
     }
 }

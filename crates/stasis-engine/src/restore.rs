@@ -464,7 +464,10 @@ fn regs_of(tid: i32) -> Result<Regs, Failure> {
 /// Load the image and check that it can be restored here, before anything is created: trust,
 /// the same kernel build, every chunk intact, its pids free (or, for a new pid namespace, a
 /// partition image).
-fn load_checked(opts: &RestoreOptions) -> Result<(ImageReader, rec::Checkpoint), RestoreError> {
+fn load_checked(
+    opts: &RestoreOptions,
+    lazy: bool,
+) -> Result<(ImageReader, rec::Checkpoint), RestoreError> {
     let (reader, img) = load_trusted(&opts.dir, &opts.trust)?;
     let ours = memory::vdso_hash(sys::getpid())?;
     if !img.vdso_hash.is_empty() && img.vdso_hash != ours {
@@ -479,8 +482,13 @@ fn load_checked(opts: &RestoreOptions) -> Result<(ImageReader, rec::Checkpoint),
         ));
     }
     // Every chunk is checked before any task exists: a corrupt image changes nothing.
+    let later = if lazy {
+        crate::lazy::lazy_only_chunks(&img)
+    } else {
+        Default::default()
+    };
     reader
-        .verify_all()
+        .verify_all_but(&later)
         .map_err(|e| bad(&opts.dir, "image verification failed", Some(Box::new(e))))?;
     // Before waiting for pids: a pool too small is not fixed by waiting.
     crate::hugetlb::check_pool(&img)?;
@@ -909,7 +917,7 @@ fn restore_impl(
     let t0 = Instant::now();
     let _span = tracing::info_span!("restore", dir = %opts.dir.display()).entered();
     progress::enter(&opts.progress, Phase::Loading);
-    let (reader, img) = load_checked(opts)?;
+    let (reader, img) = load_checked(opts, lazy.is_some())?;
     failpoint::check("validate")?;
     crate::sysv::restore(&img)?;
     let mut opened = Opened::prepare(&img, &reader, opts.inherit.clone())?;
@@ -963,9 +971,13 @@ fn restore_impl(
     let tm = Instant::now();
     let memory_bytes = prefork.bytes + memory::fill_pages(&reader, &fills, opts.workers)?;
     let page_server = match lazy {
-        Some(l) if !lazy_ranges.is_empty() => {
-            Some(start_page_server(opts, &img, &lazy_ranges, &mut remotes, l)?)
-        }
+        Some(l) if !lazy_ranges.is_empty() => Some(start_page_server(
+            opts,
+            &img,
+            &lazy_ranges,
+            &mut remotes,
+            l,
+        )?),
         _ => None,
     };
     let memory_secs = tm.elapsed().as_secs_f64();

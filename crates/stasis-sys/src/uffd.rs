@@ -232,7 +232,9 @@ pub fn read_msg(uffd: BorrowedFd<'_>) -> io::Result<Option<Msg>> {
         return Err(e);
     }
     if n != 32 {
-        return Err(io::Error::other(format!("short userfaultfd message ({n} bytes)")));
+        return Err(io::Error::other(format!(
+            "short userfaultfd message ({n} bytes)"
+        )));
     }
     let event = (m[0] & 0xff) as u8;
     Ok(Some(match event {
