@@ -494,11 +494,15 @@ impl<S: PageSource> Server<S> {
             return false;
         };
         let (&s, _) = self.spaces[i].pending.0.iter().next().expect("not empty");
+        let mut ok = true;
         for (a, b, img) in self.spaces[i].pending.take(s, s + PREFETCH_PAGES * PAGE) {
-            self.counts.prefetched += (b - a) / PAGE;
-            if !self.place(i, a, b, img) {
-                break;
+            if !ok {
+                // The mm is changing (an event to read first): these wait.
+                self.spaces[i].pending.put(a, b, img);
+                continue;
             }
+            self.counts.prefetched += (b - a) / PAGE;
+            ok = self.place(i, a, b, img);
         }
         true
     }
@@ -687,8 +691,12 @@ fn serve(
     for r in regs {
         let mut pending = Pending::default();
         for (a, b) in source.extents(r.image_pid) {
-            if r.ranges.iter().any(|&(s, e)| a >= s && b <= e) {
-                pending.put(a, b, a);
+            // Clipped to each mapping: one UFFDIO_COPY never spans two.
+            for &(s, e) in &r.ranges {
+                let (x, y) = (a.max(s), b.min(e));
+                if x < y {
+                    pending.put(x, y, x);
+                }
             }
         }
         spaces.push(Space {
