@@ -354,6 +354,8 @@ struct Server<S: PageSource> {
     t0: Instant,
     /// Why the server cannot go on (the watchdog then ends the tree).
     fatal: Option<String>,
+    /// Until the restorer closes it (the tree runs), faults only: no prefetch.
+    go: Option<OwnedFd>,
 }
 
 impl<S: PageSource> Server<S> {
@@ -541,7 +543,13 @@ impl<S: PageSource> Server<S> {
                     self.retry.push((i, a));
                 }
             }
-            if !self.prefetch() && self.retry.is_empty() {
+            if let Some(g) = &self.go {
+                let r = uffd::poll_in(&[g.as_fd()], 0).unwrap_or_default();
+                if r.first().is_some_and(|r| *r != 0) {
+                    self.go = None;
+                }
+            }
+            if self.go.is_some() || (!self.prefetch() && self.retry.is_empty()) {
                 // Nothing to prefetch: wait for faults or events a little.
                 let fds: Vec<BorrowedFd<'_>> = self.spaces.iter().map(|s| s.uffd.as_fd()).collect();
                 let _ = uffd::poll_in(&fds, 10);
@@ -558,7 +566,7 @@ pub(crate) fn spawn_server(
     lazy: &LazyRanges,
     regs: Vec<Registered>,
     opts: &LazyOptions,
-) -> Result<i32, Failure> {
+) -> Result<(i32, OwnedFd), Failure> {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -568,17 +576,25 @@ pub(crate) fn spawn_server(
         })?;
     let (mine, theirs) = stasis_sys::net::unix_socketpair(libc::SOCK_SEQPACKET)
         .ctx(0, || "socketpair for the page server".into())?;
+    let t = Instant::now();
     let (ready_r, ready_w) =
         stasis_sys::sys::pipe().ctx(0, || "pipe for the page server".into())?;
+    // Closed by the restorer once the tree runs (or dies): prefetch starts then, so that it
+    // does not compete for the CPU with the rest of the restore.
+    let (go_r, go_w) = stasis_sys::sys::pipe().ctx(0, || "pipe for the page server".into())?;
     let pid = stasis_sys::uffd::fork_helper().ctx(0, || "fork of the page server".into())?;
     if pid > 0 {
         drop(ready_w);
-        return wait_armed(pid, ready_r, regs);
+        drop(go_r);
+        let r = wait_armed(pid, ready_r, regs);
+        tracing::debug!(pid, secs = t.elapsed().as_secs_f64(), "page server started");
+        return r.map(|pid| (pid, go_w));
     }
     drop(mine);
     drop(ready_r);
+    drop(go_w);
     // The child: no return from here.
-    let code = server_main(dir, img, lazy, regs, log, theirs, ready_w);
+    let code = server_main(dir, img, lazy, regs, log, theirs, [ready_w, go_r]);
     stasis_sys::ns::exit_now(code)
 }
 
@@ -633,39 +649,26 @@ fn server_main(
     regs: Vec<Registered>,
     log: std::fs::File,
     sock: OwnedFd,
-    ready: OwnedFd,
+    [ready, go]: [OwnedFd; 2],
 ) -> i32 {
     let t0 = Instant::now();
     let mut keep: Vec<i32> = regs
         .iter()
         .flat_map(|r| [r.uffd.as_raw_fd(), r.pidfd.as_raw_fd()])
         .collect();
-    keep.extend([log.as_raw_fd(), sock.as_raw_fd(), ready.as_raw_fd()]);
+    keep.extend([
+        log.as_raw_fd(),
+        sock.as_raw_fd(),
+        ready.as_raw_fd(),
+        go.as_raw_fd(),
+    ]);
     close_others(&keep);
     let _ = stasis_sys::ns::setsid();
     let mut log = log;
     let say = |log: &mut std::fs::File, m: &str| {
         let _ = writeln!(log, "[page-server {}] {m}", stasis_sys::sys::getpid());
     };
-    let reader = match ImageReader::open(dir) {
-        Ok(mut r) => match crate::incremental::open_chain(dir, &mut r, img) {
-            Ok(()) => r,
-            Err(e) => {
-                say(&mut log, &format!("FATAL: opening the image chain: {e}"));
-                kill_all(&regs, &mut log);
-                return 1;
-            }
-        },
-        Err(e) => {
-            say(
-                &mut log,
-                &format!("FATAL: opening the image {}: {e}", dir.display()),
-            );
-            kill_all(&regs, &mut log);
-            return 1;
-        }
-    };
-    let source = ImageSource::new(reader, img, lazy);
+    // The watchdog first: from then on a failure of ours ends the tree through it.
     let watchdog = match spawn_watchdog(&regs, sock, &mut log) {
         Ok(w) => w,
         Err(e) => {
@@ -676,14 +679,35 @@ fn server_main(
     };
     let _ = stasis_sys::sys::write_fd(ready.as_raw_fd(), b"W");
     drop(ready);
-    serve(source, regs, watchdog, log, t0)
+    let reader = ImageReader::open(dir)
+        .map_err(|e| e.to_string())
+        .and_then(|mut r| {
+            crate::incremental::open_chain(dir, &mut r, img)
+                .map(|()| r)
+                .map_err(|e| e.to_string())
+        });
+    let reader = match reader {
+        Ok(r) => r,
+        Err(e) => {
+            say(
+                &mut log,
+                &format!(
+                    "FATAL: opening the image {}: {e}; the watchdog ends the tree",
+                    dir.display()
+                ),
+            );
+            return 1;
+        }
+    };
+    let source = ImageSource::new(reader, img, lazy);
+    serve(source, regs, watchdog, (log, go), t0)
 }
 
 fn serve(
     source: ImageSource,
     regs: Vec<Registered>,
     (wd_pidfd, guard): (OwnedFd, OwnedFd),
-    log: std::fs::File,
+    (log, go): (std::fs::File, OwnedFd),
     t0: Instant,
 ) -> i32 {
     let mut spaces = Vec::new();
@@ -722,6 +746,7 @@ fn serve(
         log,
         t0,
         fatal: None,
+        go: Some(go),
     };
     srv.log(&format!(
         "serving {} userfaultfds, {total} pages to place",

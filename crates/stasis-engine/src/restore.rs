@@ -970,15 +970,12 @@ fn restore_impl(
     };
     let tm = Instant::now();
     let memory_bytes = prefork.bytes + memory::fill_pages(&reader, &fills, opts.workers)?;
-    let page_server = match lazy {
-        Some(l) if !lazy_ranges.is_empty() => Some(start_page_server(
-            opts,
-            &img,
-            &lazy_ranges,
-            &mut remotes,
-            l,
-        )?),
-        _ => None,
+    let (page_server, prefetch_go) = match lazy {
+        Some(l) if !lazy_ranges.is_empty() => {
+            let (pid, go) = start_page_server(opts, &img, &lazy_ranges, &mut remotes, l)?;
+            (Some(pid), Some(go))
+        }
+        _ => (None, None),
     };
     let memory_secs = tm.elapsed().as_secs_f64();
     progress::add(&opts.progress, memory_bytes);
@@ -1010,6 +1007,7 @@ fn restore_impl(
             ptrace::detach(host(t.tid), 0).ctx(t.tid, || "PTRACE_DETACH".into())?;
         }
     }
+    drop(prefetch_go); // the tree runs: the page server prefetches from now on
     let replaced = std::mem::take(&mut opened.replaced);
     drop(opened);
     // System V segments that had been marked for removal: mark them again, now that the tasks
@@ -1037,14 +1035,15 @@ fn restore_impl(
 }
 
 /// Register the lazy mappings of every process with a userfaultfd made in the task (before
-/// its credentials are restored) and start the page server; returns its pid.
+/// its credentials are restored) and start the page server; returns its pid and the pipe end
+/// to close once the tree runs.
 fn start_page_server(
     opts: &RestoreOptions,
     img: &rec::Checkpoint,
     lazy: &crate::lazy::LazyRanges,
     remotes: &mut HashMap<i32, Remote>,
     l: &crate::lazy::LazyOptions,
-) -> Result<i32, Failure> {
+) -> Result<(i32, OwnedFd), Failure> {
     let mut regs = Vec::new();
     for p in live(img) {
         if let Some(ranges) = lazy.get(&p.pid) {
