@@ -43,6 +43,9 @@ pub enum BenchCmd {
         /// Memory of the workload, in MiB (repeatable).
         #[arg(long, default_values_t = [64, 1024])]
         size_mib: Vec<u64>,
+        /// Restores of each kind per size.
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
         /// Where to write the image (default: a directory in /dev/shm, a tmpfs).
         #[arg(long)]
         dir: Option<PathBuf>,
@@ -824,11 +827,12 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
     }
     if let BenchCmd::RestoreLazy {
         size_mib,
+        rounds,
         dir,
         json,
     } = cmd
     {
-        return crate::bench_lazy::run(&size_mib, dir, json);
+        return crate::bench_lazy::run(&size_mib, rounds, dir, json);
     }
     if let BenchCmd::Agent {
         size_mib,

@@ -95,7 +95,7 @@ fn opts(image: &Path, keyring: &stasis_engine::Keyring) -> stasis_engine::Restor
     }
 }
 
-fn one(base: &Path, size_mib: u64) -> anyhow::Result<serde_json::Value> {
+fn one(base: &Path, size_mib: u64, rounds: usize) -> anyhow::Result<serde_json::Value> {
     let image = base.join(format!("image-{size_mib}"));
     let pid = start_worker(base, size_mib)?;
     let keyring = stasis_engine::Keyring::ephemeral()?;
@@ -117,44 +117,67 @@ fn one(base: &Path, size_mib: u64) -> anyhow::Result<serde_json::Value> {
     });
     let _ = wait_exit(Who::Pid(pid), Block::Yes);
     cs?;
-    let t = Instant::now();
-    let full = stasis_engine::restore(&opts(&image, &keyring))?;
-    let full_secs = t.elapsed().as_secs_f64();
-    end(full.root_pid);
-    let log = base.join(format!("lazy-{size_mib}.log"));
-    let _ = std::fs::remove_file(&log);
-    let t0 = unix_ns();
-    let t = Instant::now();
-    let lazy = stasis_engine::restore_lazy(
-        &opts(&image, &keyring),
-        &stasis_engine::lazy::LazyOptions { log: log.clone() },
-    )?;
-    let returned = t.elapsed().as_secs_f64();
-    let server = lazy.page_server.context("no page server")?;
-    let (ff, done) = first_fault(&log, server)?;
-    let all_placed = t.elapsed().as_secs_f64();
-    end(lazy.root_pid);
+    let mut full = Vec::new();
+    let mut returned = Vec::new();
+    let mut first = Vec::new();
+    let mut placed = Vec::new();
+    let mut done = String::new();
+    let mut eager = 0;
+    for _ in 0..rounds.max(1) {
+        let t = Instant::now();
+        let rs = stasis_engine::restore(&opts(&image, &keyring))?;
+        full.push(t.elapsed().as_secs_f64());
+        end(rs.root_pid);
+        let log = base.join(format!("lazy-{size_mib}.log"));
+        let _ = std::fs::remove_file(&log);
+        let t0 = unix_ns();
+        let t = Instant::now();
+        let lazy = stasis_engine::restore_lazy(
+            &opts(&image, &keyring),
+            &stasis_engine::lazy::LazyOptions { log: log.clone() },
+        )?;
+        returned.push(t.elapsed().as_secs_f64());
+        let server = lazy.page_server.context("no page server")?;
+        let (ff, d) = first_fault(&log, server)?;
+        placed.push(t.elapsed().as_secs_f64());
+        first.push(ff.saturating_sub(t0) as f64 / 1e9);
+        end(lazy.root_pid);
+        done = d;
+        eager = lazy.memory_bytes;
+    }
     let _ = std::fs::remove_dir_all(&image);
     Ok(serde_json::json!({
         "size_mib": size_mib,
-        "full_restore_secs": full_secs,
-        "lazy_restore_returns_secs": returned,
-        "lazy_first_instruction_secs": (ff.saturating_sub(t0)) as f64 / 1e9,
-        "lazy_all_placed_secs": all_placed,
-        "lazy_memory_written_eagerly_bytes": lazy.memory_bytes,
-        "page_server": done,
+        "rounds": rounds,
+        "full_restore_secs": stats(&full),
+        "lazy_restore_returns_secs": stats(&returned),
+        "lazy_first_instruction_secs": stats(&first),
+        "lazy_all_placed_secs": stats(&placed),
+        "lazy_memory_written_eagerly_bytes": eager,
+        "page_server_last": done,
     }))
 }
 
+/// min, median, max.
+fn stats(v: &[f64]) -> serde_json::Value {
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    serde_json::json!({
+        "min": s.first().copied().unwrap_or(0.0),
+        "median": s.get(s.len() / 2).copied().unwrap_or(0.0),
+        "max": s.last().copied().unwrap_or(0.0),
+    })
+}
+
 /// Run the benchmark for each size.
-pub fn run(sizes: &[u64], dir: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
+pub fn run(sizes: &[u64], rounds: usize, dir: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
     let base = dir.unwrap_or_else(|| {
         PathBuf::from(format!("/dev/shm/stasis-bench-lazy-{}", std::process::id()))
     });
     std::fs::create_dir_all(&base)?;
     let mut rows = Vec::new();
     for &s in sizes {
-        let r = one(&base, s);
+        let r = one(&base, s, rounds);
         if r.is_err() {
             let _ = std::fs::remove_dir_all(&base);
         }
@@ -165,14 +188,24 @@ pub fn run(sizes: &[u64], dir: Option<PathBuf>, json: bool) -> anyhow::Result<()
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());
     }
+    let ms = |r: &serde_json::Value, k: &str, w: &str| r[k][w].as_f64().unwrap_or(0.0) * 1e3;
     for r in &rows {
         println!(
-            "{:>5} MiB: full restore {:.3} s | lazy: restore returns {:.1} ms, root runs (first fault served) {:.1} ms, every page placed {:.3} s",
+            "{:>5} MiB ({} rounds, min/median/max): full restore {:.0}/{:.0}/{:.0} ms | lazy: restore returns {:.1}/{:.1}/{:.1} ms, root runs (first fault served) {:.1}/{:.1}/{:.1} ms, every page placed {:.0}/{:.0}/{:.0} ms",
             r["size_mib"],
-            r["full_restore_secs"].as_f64().unwrap_or(0.0),
-            r["lazy_restore_returns_secs"].as_f64().unwrap_or(0.0) * 1e3,
-            r["lazy_first_instruction_secs"].as_f64().unwrap_or(0.0) * 1e3,
-            r["lazy_all_placed_secs"].as_f64().unwrap_or(0.0),
+            r["rounds"],
+            ms(r, "full_restore_secs", "min"),
+            ms(r, "full_restore_secs", "median"),
+            ms(r, "full_restore_secs", "max"),
+            ms(r, "lazy_restore_returns_secs", "min"),
+            ms(r, "lazy_restore_returns_secs", "median"),
+            ms(r, "lazy_restore_returns_secs", "max"),
+            ms(r, "lazy_first_instruction_secs", "min"),
+            ms(r, "lazy_first_instruction_secs", "median"),
+            ms(r, "lazy_first_instruction_secs", "max"),
+            ms(r, "lazy_all_placed_secs", "min"),
+            ms(r, "lazy_all_placed_secs", "median"),
+            ms(r, "lazy_all_placed_secs", "max"),
         );
     }
     Ok(())

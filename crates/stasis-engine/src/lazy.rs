@@ -566,7 +566,7 @@ pub(crate) fn spawn_server(
     lazy: &LazyRanges,
     regs: Vec<Registered>,
     opts: &LazyOptions,
-) -> Result<(i32, OwnedFd), Failure> {
+) -> Result<Starting, Failure> {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -586,9 +586,13 @@ pub(crate) fn spawn_server(
     if pid > 0 {
         drop(ready_w);
         drop(go_r);
-        let r = wait_armed(pid, ready_r, regs);
-        tracing::debug!(pid, secs = t.elapsed().as_secs_f64(), "page server started");
-        return r.map(|pid| (pid, go_w));
+        tracing::debug!(pid, secs = t.elapsed().as_secs_f64(), "page server forked");
+        return Ok(Starting {
+            pid,
+            ready: ready_r,
+            regs,
+            go: go_w,
+        });
     }
     drop(mine);
     drop(ready_r);
@@ -596,6 +600,23 @@ pub(crate) fn spawn_server(
     // The child: no return from here.
     let code = server_main(dir, img, lazy, regs, log, theirs, [ready_w, go_r]);
     stasis_sys::ns::exit_now(code)
+}
+
+/// A page server started by the restorer, not yet known to be guarded.
+pub(crate) struct Starting {
+    pid: i32,
+    ready: OwnedFd,
+    regs: Vec<Registered>,
+    go: OwnedFd,
+}
+
+impl Starting {
+    /// Wait until the watchdog holds the userfaultfds (see [`wait_armed`]); returns the
+    /// server's pid and the pipe end to close once the tree runs (prefetch starts then).
+    pub(crate) fn armed(self) -> Result<(i32, OwnedFd), Failure> {
+        let pid = wait_armed(self.pid, self.ready, self.regs)?;
+        Ok((pid, self.go))
+    }
 }
 
 /// Wait until the page server's watchdog holds the userfaultfds (until then ours keep them

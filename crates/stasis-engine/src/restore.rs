@@ -970,12 +970,14 @@ fn restore_impl(
     };
     let tm = Instant::now();
     let memory_bytes = prefork.bytes + memory::fill_pages(&reader, &fills, opts.workers)?;
-    let (page_server, prefetch_go) = match lazy {
+    // Armed (its watchdog holds the userfaultfds) before any injected call may fault on a
+    // page (the kernel's rseq update on return to the task, once rseq is restored): a server
+    // dying before would leave such a call waiting on a page that never comes.
+    let starting = match lazy {
         Some(l) if !lazy_ranges.is_empty() => {
-            let (pid, go) = start_page_server(opts, &img, &lazy_ranges, &mut remotes, l)?;
-            (Some(pid), Some(go))
+            Some(start_page_server(opts, &img, &lazy_ranges, &mut remotes, l)?.armed()?)
         }
-        _ => (None, None),
+        _ => None,
     };
     let memory_secs = tm.elapsed().as_secs_f64();
     progress::add(&opts.progress, memory_bytes);
@@ -998,7 +1000,11 @@ fn restore_impl(
     restore_process_state(&img, gadget, &mut opened, &mut remotes, &fixups, &hmap)?;
     failpoint::check("state")?;
 
-    // Registers and masks, then let everything run.
+    // Registers and masks, then let everything run (once a page server is guarded).
+    let (page_server, prefetch_go) = match starting {
+        Some((pid, go)) => (Some(pid), Some(go)),
+        None => (None, None),
+    };
     set_registers(&img, &host)?;
     failpoint::check("detach")?;
     created.armed = false;
@@ -1035,15 +1041,14 @@ fn restore_impl(
 }
 
 /// Register the lazy mappings of every process with a userfaultfd made in the task (before
-/// its credentials are restored) and start the page server; returns its pid and the pipe end
-/// to close once the tree runs.
+/// its credentials are restored) and start the page server.
 fn start_page_server(
     opts: &RestoreOptions,
     img: &rec::Checkpoint,
     lazy: &crate::lazy::LazyRanges,
     remotes: &mut HashMap<i32, Remote>,
     l: &crate::lazy::LazyOptions,
-) -> Result<(i32, OwnedFd), Failure> {
+) -> Result<crate::lazy::Starting, Failure> {
     let mut regs = Vec::new();
     for p in live(img) {
         if let Some(ranges) = lazy.get(&p.pid) {
