@@ -167,3 +167,47 @@ fn full_restore_unchanged() {
     w.set_pid(pid);
     w.verify().expect("full restore of lazy_mem");
 }
+
+/// The largest chunk file of an image (one of the big region's: only lazy pages use it).
+fn largest_chunk(dir: &Path) -> std::path::PathBuf {
+    let mut best: Option<(u64, std::path::PathBuf)> = None;
+    for sub in std::fs::read_dir(dir.join("chunks")).unwrap().flatten() {
+        for f in std::fs::read_dir(sub.path()).unwrap().flatten() {
+            let len = f.metadata().unwrap().len();
+            if best.as_ref().is_none_or(|b| len > b.0) {
+                best = Some((len, f.path()));
+            }
+        }
+    }
+    best.expect("a chunk").1
+}
+
+#[test]
+fn a_corrupt_lazy_chunk_ends_the_tree() {
+    let _g = serial();
+    let w = Workload::start("lazy_mem", &["--mib", "64"]);
+    let t = image_dir("hl-lazybad");
+    let dir = t.path().join("img");
+    image_of(&w, &dir);
+    let chunk = largest_chunk(&dir);
+    let mut bytes = std::fs::read(&chunk).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&chunk, &bytes).unwrap();
+    let log = t.path().join("lazy.log");
+    // The restore does not read the chunk (only lazy pages use it): it succeeds; the page
+    // server finds the chunk corrupt when it needs it, and the tree is ended.
+    let (pid, server) = restore_lazy(&dir, &log);
+    let pids = tree_pids(pid);
+    std::fs::write(w.ctl_path().join("verify"), b"1\n").unwrap();
+    let left = wait_gone(&pids, Duration::from_secs(10));
+    assert!(
+        !w.ctl_path().join("result").exists(),
+        "the workload ran on with a corrupt page and wrote a result"
+    );
+    let s = wait_log(&log, "killing the restored tree", Duration::from_secs(5));
+    assert!(left.is_empty(), "tree pids {left:?} still run; log:\n{s}");
+    assert!(s.contains("FATAL: reading pages at"), "no reason in the log:\n{s}");
+    assert!(s.contains("killing the restored tree"), "no message in the log:\n{s}");
+    assert!(session_left(server).is_empty(), "page server or watchdog left");
+}
