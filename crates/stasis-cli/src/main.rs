@@ -755,13 +755,14 @@ fn run(root: &stasis_partition::state::Root, cmd: Cmd) -> Result<(), Failed> {
                 progress: Some(progress.clone()),
             };
             let shown = spinner::show("restore", &progress, json);
+            let log = lazy_log.unwrap_or_else(|| {
+                PathBuf::from(format!("/run/stasis/lazy-{}.log", std::process::id()))
+            });
             let stats = if lazy {
-                let log = lazy_log.unwrap_or_else(|| {
-                    PathBuf::from(format!("/run/stasis/lazy-{}.log", std::process::id()))
-                });
                 if let Some(d) = log.parent() {
                     let _ = std::fs::create_dir_all(d);
                 }
+                let log = log.clone();
                 stasis_engine::restore_lazy(&opts, &stasis_engine::lazy::LazyOptions { log })
             } else {
                 stasis_engine::restore(&opts)
@@ -784,6 +785,12 @@ fn run(root: &stasis_partition::state::Root, cmd: Cmd) -> Result<(), Failed> {
                 );
             } else {
                 println!("{}", stats.root_pid);
+                if let Some(s) = stats.page_server {
+                    eprintln!(
+                        "stasis: page server {s} places the remaining pages; its log: {}",
+                        log.display()
+                    );
+                }
                 for r in &stats.replaced {
                     eprintln!(
                         "stasis: note: {} is outside the tree and was not given with --inherit-fd, \

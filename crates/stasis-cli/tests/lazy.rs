@@ -207,7 +207,16 @@ fn a_corrupt_lazy_chunk_ends_the_tree() {
     );
     let s = wait_log(&log, "killing the restored tree", Duration::from_secs(5));
     assert!(left.is_empty(), "tree pids {left:?} still run; log:\n{s}");
-    assert!(s.contains("FATAL: reading pages at"), "no reason in the log:\n{s}");
-    assert!(s.contains("killing the restored tree"), "no message in the log:\n{s}");
-    assert!(session_left(server).is_empty(), "page server or watchdog left");
+    assert!(
+        s.contains("FATAL: reading pages at"),
+        "no reason in the log:\n{s}"
+    );
+    assert!(
+        s.contains("killing the restored tree"),
+        "no message in the log:\n{s}"
+    );
+    assert!(
+        session_left(server).is_empty(),
+        "page server or watchdog left"
+    );
 }
