@@ -11,12 +11,13 @@
  *   - a 64-page scratch region with the pattern of seed 1000 + p.
  * Verify (in this order, so that the first access to most pages after a lazy
  * restore is the kernel's or a child's):
- *   1. a forked child checks every page directly and exits 0 or 1 (its own
- *      mm: the parent's pages are still to be placed);
- *   2. the kernel reads the whole region: write(2) of it to a memfd, then
- *      every page read back with pread(2) and compared with what it must
- *      hold;
- *   3. the process itself checks every page;
+ *   1. a forked child checks every page directly, from the last one down, and
+ *      exits 0 or 1 (its own mm: the pages still to be placed in the parent
+ *      are still to be placed in the child);
+ *   2. meanwhile the kernel reads the whole region, from the top down:
+ *      pwrite(2) of it to a memfd, then every page read back with pread(2)
+ *      and compared with what it must hold;
+ *   3. the process itself checks every page (after the child's verdict);
  *   4. scratch: pages 0-15 dropped with MADV_DONTNEED
  *      must read zero; pages 16-31 moved with mremap must hold their
  *      pattern at the new address; the rest must hold theirs.
@@ -55,12 +56,15 @@ static int page_ok(const unsigned char *at, size_t p)
     return wl_check_pattern(at, PAGE, p);
 }
 
-/* First bad page of the region as seen at `base` (-1: none). */
-static long first_bad(const unsigned char *base)
+/* First bad page of the region as seen at `base` (-1: none); from the last page down with
+ * `down` (a lazy restore's prefetch goes up: the pages met first are still to be placed). */
+static long first_bad(const unsigned char *base, int down)
 {
-    for (size_t p = 0; p < npages; p++)
+    for (size_t i = 0; i < npages; i++) {
+        size_t p = down ? npages - 1 - i : i;
         if (!page_ok(base + p * PAGE, p))
             return (long)p;
+    }
     return -1;
 }
 
@@ -68,11 +72,17 @@ static void check_kernel_reads(void)
 {
     int fd = memfd_create("lazy_mem", MFD_CLOEXEC);
     WL_CHECK(fd >= 0, "memfd_create: %m");
-    size_t len = npages * PAGE, done = 0;
-    while (done < len) {
-        ssize_t n = write(fd, region + done, len - done);
-        WL_CHECK(n > 0, "write(2) from the region at %zu: %m", done);
-        done += (size_t)n;
+    /* From the top down, 64 pages at a time. */
+    size_t len = npages * PAGE, step = 64 * PAGE;
+    for (size_t end = len; end > 0;) {
+        size_t start = end > step ? end - step : 0;
+        size_t done = 0;
+        while (done < end - start) {
+            ssize_t n = pwrite(fd, region + start + done, end - start - done, (off_t)(start + done));
+            WL_CHECK(n > 0, "pwrite(2) from the region at %zu: %m", start + done);
+            done += (size_t)n;
+        }
+        end = start;
     }
     unsigned char *page = malloc(PAGE);
     for (size_t p = 0; p < npages; p++) {
@@ -83,16 +93,21 @@ static void check_kernel_reads(void)
     close(fd);
 }
 
-static void check_in_child(void)
+static pid_t start_child_check(void)
 {
     pid_t c = fork();
     WL_CHECK(c >= 0, "fork: %m");
     if (c == 0) {
-        long bad = first_bad(region);
+        long bad = first_bad(region, 1);
         if (bad >= 0)
             wl_fail("child: page %ld of the region is wrong", bad);
         wl_report(1, "child ok");
     }
+    return c;
+}
+
+static void wait_child_check(pid_t c)
+{
     int st = 0;
     WL_CHECK(waitpid(c, &st, 0) == c, "waitpid: %m");
     WL_CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the forked child found a wrong page (status %#x)", st);
@@ -142,9 +157,10 @@ int main(int argc, char **argv)
     wl_ready();
     for (;;) {
         if (wl_verify_requested()) {
-            check_in_child();
+            pid_t c = start_child_check();
             check_kernel_reads();
-            long bad = first_bad(region);
+            wait_child_check(c);
+            long bad = first_bad(region, 0);
             WL_CHECK(bad < 0, "page %ld of the region is wrong", bad);
             check_scratch();
             wl_report(1, "ok");

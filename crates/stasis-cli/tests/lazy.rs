@@ -95,6 +95,7 @@ fn lazy_restore_serves_every_page_and_the_server_exits() {
     }
     let s = wait_log(&log, "done:", Duration::from_secs(30));
     assert!(s.contains("done:"), "the page server did not finish:\n{s}");
+    eprintln!("page server log:\n{s}");
     assert!(
         wait_gone(&[server], Duration::from_secs(10)).is_empty(),
         "the page server {server} is still there after it finished:\n{s}"
