@@ -221,3 +221,41 @@ fn a_corrupt_lazy_chunk_ends_the_tree() {
         "page server or watchdog left"
     );
 }
+
+/// Kill-mode checkpoint of workload `name`, lazy restore, verify, and the page server done.
+fn lazy_round_trip(name: &str, args: &[&str]) {
+    let _g = serial();
+    let mut w = Workload::start(name, args);
+    std::thread::sleep(Duration::from_millis(200));
+    let t = image_dir(&format!("hl-rt-{name}"));
+    let dir = t.path().join("img");
+    image_of(&w, &dir);
+    let log = t.path().join("lazy.log");
+    let (pid, server) = restore_lazy(&dir, &log);
+    w.set_pid(pid);
+    if let Err(e) = w.verify() {
+        panic!(
+            "lazy restore of {name}: {e}\n--- page server log ---\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
+    let s = wait_log(&log, "done:", Duration::from_secs(30));
+    assert!(
+        s.contains("done:"),
+        "the page server of {name} did not finish:\n{s}"
+    );
+    assert!(
+        session_left(server).is_empty(),
+        "page server or watchdog left"
+    );
+}
+
+#[test]
+fn lazy_round_trips_of_other_workloads() {
+    // Pages shared copy-on-write with children (placed before the fork), threads, a tree that
+    // forks, maps, moves and unmaps, and the varied mappings of mem_anon.
+    lazy_round_trip("cow_fork", &[]);
+    lazy_round_trip("threads", &[]);
+    lazy_round_trip("mem_anon", &[]);
+    lazy_round_trip("multiproc", &[]);
+}
