@@ -36,6 +36,23 @@ pub enum BenchCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Lazy restore of SIZE MiB of touched anonymous memory against a full restore: how long
+    /// until `restore` returns, until the restored root runs (the first page fault its page
+    /// server serves), and until every page is placed.
+    RestoreLazy {
+        /// Memory of the workload, in MiB (repeatable).
+        #[arg(long, default_values_t = [64, 1024])]
+        size_mib: Vec<u64>,
+        /// Restores of each kind per size.
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// Where to write the image (default: a directory in /dev/shm, a tmpfs).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
     /// An idle workload of SIZE MiB: the freeze and the bytes stored of an incremental image
     /// (write tracking with a DirtyTracker, and by difference without one) next to the full
     /// image's.
@@ -807,6 +824,15 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
     } = cmd
     {
         return crate::bench_incr::run(size_mib, dir, workers, json);
+    }
+    if let BenchCmd::RestoreLazy {
+        size_mib,
+        rounds,
+        dir,
+        json,
+    } = cmd
+    {
+        return crate::bench_lazy::run(&size_mib, rounds, dir, json);
     }
     if let BenchCmd::Agent {
         size_mib,

@@ -10,6 +10,7 @@
 mod agent;
 mod bench;
 mod bench_incr;
+mod bench_lazy;
 mod check;
 mod child_agent;
 mod demo;
@@ -130,6 +131,14 @@ enum Cmd {
         /// Prefer `stasis image trust DIR` once you know where the image comes from.
         #[arg(long)]
         insecure_unsigned: bool,
+        /// Place private anonymous memory on demand (userfaultfd) from a page server process,
+        /// which prefetches the rest and exits once every page is placed (not for partition
+        /// images).
+        #[arg(long)]
+        lazy: bool,
+        /// The page server's log (with --lazy; default /run/stasis/lazy-<pid of stasis>.log).
+        #[arg(long, value_name = "FILE")]
+        lazy_log: Option<PathBuf>,
     },
     /// Images: trust, verify, list and collect the agent's images, export and import them.
     Image {
@@ -655,7 +664,15 @@ fn run(root: &stasis_partition::state::Root, cmd: Cmd) -> Result<(), Failed> {
             pid_wait: _,
             json,
             insecure_unsigned,
+            lazy,
+            lazy_log: _,
         } if partition::is_partition_image(&dir) => {
+            if lazy {
+                return Err((
+                    2,
+                    anyhow::anyhow!("--lazy does not apply to a partition image (yet)"),
+                ));
+            }
             if !inherit_fd.is_empty() || new_tty.is_some() {
                 return Err((
                     2,
@@ -680,6 +697,8 @@ fn run(root: &stasis_partition::state::Root, cmd: Cmd) -> Result<(), Failed> {
             pid_wait,
             json,
             insecure_unsigned,
+            lazy,
+            lazy_log,
         } => {
             if name.is_some() {
                 return Err((
@@ -713,7 +732,18 @@ fn run(root: &stasis_partition::state::Root, cmd: Cmd) -> Result<(), Failed> {
                 progress: Some(progress.clone()),
             };
             let shown = spinner::show("restore", &progress, json);
-            let stats = stasis_engine::restore(&opts);
+            let log = lazy_log.unwrap_or_else(|| {
+                PathBuf::from(format!("/run/stasis/lazy-{}.log", std::process::id()))
+            });
+            let stats = if lazy {
+                if let Some(d) = log.parent() {
+                    let _ = std::fs::create_dir_all(d);
+                }
+                let log = log.clone();
+                stasis_engine::restore_lazy(&opts, &stasis_engine::lazy::LazyOptions { log })
+            } else {
+                stasis_engine::restore(&opts)
+            };
             drop(shown);
             let stats = stats.map_err(|e| {
                 let code = restore_code(&e);
@@ -732,6 +762,12 @@ fn run(root: &stasis_partition::state::Root, cmd: Cmd) -> Result<(), Failed> {
                 );
             } else {
                 println!("{}", stats.root_pid);
+                if let Some(s) = stats.page_server {
+                    eprintln!(
+                        "stasis: page server {s} places the remaining pages; its log: {}",
+                        log.display()
+                    );
+                }
                 for r in &stats.replaced {
                     eprintln!(
                         "stasis: note: {} is outside the tree and was not given with --inherit-fd, \

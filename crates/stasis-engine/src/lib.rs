@@ -38,6 +38,7 @@ pub mod hugetlb;
 pub mod incremental;
 pub mod inet;
 pub mod journal;
+pub mod lazy;
 pub mod memory;
 pub mod mqueue;
 pub mod netlink;
@@ -61,5 +62,7 @@ pub use checkpoint::{
     checkpoint, CheckpointOptions, CheckpointStats, FreezeHook, Freezer, WriterHook,
 };
 pub use error::{Cause, CheckpointError, Failure, RestoreError};
-pub use restore::{restore, Replaced, RestoreOptions, RestoreStats, RootHook, RootStage};
+pub use restore::{
+    restore, restore_lazy, Replaced, RestoreOptions, RestoreStats, RootHook, RootStage,
+};
 pub use stasis_image::{Keyring, Trust};

@@ -108,6 +108,8 @@ pub struct RestoreStats {
     /// Objects outside the tree that were not given with `--inherit-fd` (`inherit`) and were
     /// replaced by a stand-in.
     pub replaced: Vec<Replaced>,
+    /// Lazy restore: pid of the page server (None: a full restore, or nothing to place lazily).
+    pub page_server: Option<i32>,
 }
 
 /// An object outside the tree replaced by a stand-in at restore (see
@@ -462,7 +464,10 @@ fn regs_of(tid: i32) -> Result<Regs, Failure> {
 /// Load the image and check that it can be restored here, before anything is created: trust,
 /// the same kernel build, every chunk intact, its pids free (or, for a new pid namespace, a
 /// partition image).
-fn load_checked(opts: &RestoreOptions) -> Result<(ImageReader, rec::Checkpoint), RestoreError> {
+fn load_checked(
+    opts: &RestoreOptions,
+    lazy: bool,
+) -> Result<(ImageReader, rec::Checkpoint), RestoreError> {
     let (reader, img) = load_trusted(&opts.dir, &opts.trust)?;
     let ours = memory::vdso_hash(sys::getpid())?;
     if !img.vdso_hash.is_empty() && img.vdso_hash != ours {
@@ -477,8 +482,13 @@ fn load_checked(opts: &RestoreOptions) -> Result<(ImageReader, rec::Checkpoint),
         ));
     }
     // Every chunk is checked before any task exists: a corrupt image changes nothing.
+    let later = if lazy {
+        crate::lazy::lazy_only_chunks(&img)
+    } else {
+        Default::default()
+    };
     reader
-        .verify_all()
+        .verify_all_but(&later)
         .map_err(|e| bad(&opts.dir, "image verification failed", Some(Box::new(e))))?;
     // Before waiting for pids: a pool too small is not fixed by waiting.
     crate::hugetlb::check_pool(&img)?;
@@ -887,10 +897,27 @@ fn set_registers(img: &rec::Checkpoint, host: &dyn Fn(i32) -> i32) -> Result<(),
 
 /// Restore the image in `opts.dir`. Returns once every task runs.
 pub fn restore(opts: &RestoreOptions) -> Result<RestoreStats, RestoreError> {
+    restore_impl(opts, None)
+}
+
+/// Restore the image in `opts.dir` with its private anonymous memory placed on demand by a
+/// page server (see [`crate::lazy`]). Returns once every task runs; the server's pid is in
+/// [`RestoreStats::page_server`].
+pub fn restore_lazy(
+    opts: &RestoreOptions,
+    lazy: &crate::lazy::LazyOptions,
+) -> Result<RestoreStats, RestoreError> {
+    restore_impl(opts, Some(lazy))
+}
+
+fn restore_impl(
+    opts: &RestoreOptions,
+    lazy: Option<&crate::lazy::LazyOptions>,
+) -> Result<RestoreStats, RestoreError> {
     let t0 = Instant::now();
     let _span = tracing::info_span!("restore", dir = %opts.dir.display()).entered();
     progress::enter(&opts.progress, Phase::Loading);
-    let (reader, img) = load_checked(opts)?;
+    let (reader, img) = load_checked(opts, lazy.is_some())?;
     failpoint::check("validate")?;
     crate::sysv::restore(&img)?;
     let mut opened = Opened::prepare(&img, &reader, opts.inherit.clone())?;
@@ -935,10 +962,23 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreStats, RestoreError> {
 
     // Memory layout.
     progress::enter(&opts.progress, Phase::ReadingPages);
-    let (fills, fixups) = restore_layouts(&img, &mut opened, &mut remotes, &mut prefork)?;
+    let (mut fills, fixups) = restore_layouts(&img, &mut opened, &mut remotes, &mut prefork)?;
     failpoint::check("mappings")?;
+    let lazy_ranges = match lazy {
+        Some(_) => crate::lazy::split_fills(live(&img), &mut fills),
+        None => Default::default(),
+    };
     let tm = Instant::now();
     let memory_bytes = prefork.bytes + memory::fill_pages(&reader, &fills, opts.workers)?;
+    // Armed (its watchdog holds the userfaultfds) before any injected call may fault on a
+    // page (the kernel's rseq update on return to the task, once rseq is restored): a server
+    // dying before would leave such a call waiting on a page that never comes.
+    let starting = match lazy {
+        Some(l) if !lazy_ranges.is_empty() => {
+            Some(start_page_server(opts, &img, &lazy_ranges, &mut remotes, l)?.armed()?)
+        }
+        _ => None,
+    };
     let memory_secs = tm.elapsed().as_secs_f64();
     progress::add(&opts.progress, memory_bytes);
     failpoint::check("pages")?;
@@ -960,7 +1000,11 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreStats, RestoreError> {
     restore_process_state(&img, gadget, &mut opened, &mut remotes, &fixups, &hmap)?;
     failpoint::check("state")?;
 
-    // Registers and masks, then let everything run.
+    // Registers and masks, then let everything run (once a page server is guarded).
+    let (page_server, prefetch_go) = match starting {
+        Some((pid, go)) => (Some(pid), Some(go)),
+        None => (None, None),
+    };
     set_registers(&img, &host)?;
     failpoint::check("detach")?;
     created.armed = false;
@@ -969,6 +1013,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreStats, RestoreError> {
             ptrace::detach(host(t.tid), 0).ctx(t.tid, || "PTRACE_DETACH".into())?;
         }
     }
+    drop(prefetch_go); // the tree runs: the page server prefetches from now on
     let replaced = std::mem::take(&mut opened.replaced);
     drop(opened);
     // System V segments that had been marked for removal: mark them again, now that the tasks
@@ -991,7 +1036,27 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreStats, RestoreError> {
         memory_secs,
         total_secs: t0.elapsed().as_secs_f64(),
         replaced,
+        page_server,
     })
+}
+
+/// Register the lazy mappings of every process with a userfaultfd made in the task (before
+/// its credentials are restored) and start the page server.
+fn start_page_server(
+    opts: &RestoreOptions,
+    img: &rec::Checkpoint,
+    lazy: &crate::lazy::LazyRanges,
+    remotes: &mut HashMap<i32, Remote>,
+    l: &crate::lazy::LazyOptions,
+) -> Result<crate::lazy::Starting, Failure> {
+    let mut regs = Vec::new();
+    for p in live(img) {
+        if let Some(ranges) = lazy.get(&p.pid) {
+            let r = remotes.get_mut(&p.pid).expect("created");
+            regs.push(crate::lazy::register(r, p.pid, ranges)?);
+        }
+    }
+    crate::lazy::spawn_server(&opts.dir, img, lazy, regs, l)
 }
 
 #[cfg(test)]

@@ -1392,8 +1392,18 @@ impl ImageReader {
     /// few threads), and those of the attached parents; returns the first error found.
     /// The report counts this image's own files and chunks.
     pub fn verify_all(&self) -> Result<VerifyReport, ReadError> {
+        self.verify_all_but(&std::collections::HashSet::new())
+    }
+
+    /// [`verify_all`](Self::verify_all) except the chunks in `later`, which the caller reads
+    /// with [`read_chunk_into`](Self::read_chunk_into) (hashed) when it needs them (a lazy
+    /// restore's page server).
+    pub fn verify_all_but(
+        &self,
+        later: &std::collections::HashSet<ChunkId>,
+    ) -> Result<VerifyReport, ReadError> {
         for p in &self.parents {
-            p.verify_all()?;
+            p.verify_all_but(later)?;
         }
         let mut report = VerifyReport::default();
         for f in &self.manifest.files {
@@ -1403,7 +1413,12 @@ impl ImageReader {
         }
         let raw = AtomicU64::new(0);
         let stored = AtomicU64::new(0);
-        let ids: Vec<ChunkId> = self.chunks.keys().copied().collect();
+        let ids: Vec<ChunkId> = self
+            .chunks
+            .keys()
+            .filter(|id| !later.contains(*id))
+            .copied()
+            .collect();
         par_try_for_each(&ids, Vec::new, |buf, id| {
             let s = self.read_chunk_stored(id, buf)?;
             raw.fetch_add(buf.len() as u64, Ordering::Relaxed);
