@@ -866,31 +866,9 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
     let base = dir
         .unwrap_or_else(|| PathBuf::from(format!("/dev/shm/stasis-bench-{}", std::process::id())));
     std::fs::create_dir_all(&base)?;
-    let ready = base.join("ready");
     let image = base.join("image");
-    let _ = std::fs::remove_file(&ready);
-    let mut child = Command::new(std::env::current_exe()?)
-        .args([
-            "bench-worker",
-            "--size-mib",
-            &size_mib.to_string(),
-            "--ready",
-        ])
-        .arg(&ready)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting the benchmark workload")?;
+    let mut child = spawn_worker(size_mib, &base)?;
     let pid = child.id() as i32;
-    let start = Instant::now();
-    while !ready.exists() {
-        if start.elapsed() > Duration::from_secs(120) {
-            let _ = child.kill();
-            bail!("benchmark workload did not get ready");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
     let workers = workers.unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map(|n| n.get())
@@ -1012,4 +990,34 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Start the benchmark workload (`bench-worker`) with `size_mib` MiB touched, its ready file in
+/// `base`; returns once it is ready (killed if it is not within 2 minutes).
+pub(crate) fn spawn_worker(size_mib: u64, base: &Path) -> anyhow::Result<std::process::Child> {
+    let ready = base.join("ready");
+    let _ = std::fs::remove_file(&ready);
+    let mut child = Command::new(std::env::current_exe()?)
+        .args([
+            "bench-worker",
+            "--size-mib",
+            &size_mib.to_string(),
+            "--ready",
+        ])
+        .arg(&ready)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting the benchmark workload")?;
+    let start = Instant::now();
+    while !ready.exists() {
+        if start.elapsed() > Duration::from_secs(120) {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("benchmark workload did not get ready");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(child)
 }

@@ -1,12 +1,11 @@
 //! `stasis bench incremental`: the freeze of an incremental image of an idle workload, next to
 //! the full image's (issue 14: under 10 ms for 1 GiB).
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use stasis_engine::incremental::DirtyTracker;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Kills and reaps the benchmark workload on drop.
 struct Worker(std::process::Child);
@@ -19,30 +18,7 @@ impl Drop for Worker {
 }
 
 fn start_worker(size_mib: u64, base: &Path) -> anyhow::Result<Worker> {
-    let ready = base.join("ready");
-    let _ = std::fs::remove_file(&ready);
-    let child = Command::new(std::env::current_exe()?)
-        .args([
-            "bench-worker",
-            "--size-mib",
-            &size_mib.to_string(),
-            "--ready",
-        ])
-        .arg(&ready)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting the benchmark workload")?;
-    let w = Worker(child);
-    let start = Instant::now();
-    while !ready.exists() {
-        if start.elapsed() > Duration::from_secs(120) {
-            bail!("benchmark workload did not get ready");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Ok(w)
+    Ok(Worker(crate::bench::spawn_worker(size_mib, base)?))
 }
 
 fn image(

@@ -3,7 +3,6 @@
 use anyhow::{bail, Context};
 use stasis_sys::wait::{wait_exit, Block, Who};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 fn unix_ns() -> u128 {
@@ -15,30 +14,8 @@ fn unix_ns() -> u128 {
 
 /// Start the benchmark worker with `size_mib` MiB touched; its pid once ready.
 fn start_worker(base: &Path, size_mib: u64) -> anyhow::Result<i32> {
-    let ready = base.join("ready");
-    let _ = std::fs::remove_file(&ready);
-    let child = Command::new(std::env::current_exe()?)
-        .args([
-            "bench-worker",
-            "--size-mib",
-            &size_mib.to_string(),
-            "--ready",
-        ])
-        .arg(&ready)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting the benchmark workload")?;
+    let child = crate::bench::spawn_worker(size_mib, base)?;
     let pid = child.id() as i32;
-    let start = Instant::now();
-    while !ready.exists() {
-        if start.elapsed() > Duration::from_secs(120) {
-            let _ = stasis_sys::sys::kill(pid, libc::SIGKILL);
-            bail!("benchmark workload did not get ready");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
     std::mem::forget(child); // reaped by the checkpoint's wait below
     Ok(pid)
 }
