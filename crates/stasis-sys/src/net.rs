@@ -896,25 +896,10 @@ pub fn poll_readable(
     fds: &[std::os::fd::BorrowedFd<'_>],
     timeout_ms: i32,
 ) -> io::Result<Vec<bool>> {
-    use std::os::fd::AsRawFd;
-    let mut p: Vec<libc::pollfd> = fds
-        .iter()
-        .map(|f| libc::pollfd {
-            fd: f.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        })
-        .collect();
-    // SAFETY: `p` holds `p.len()` live pollfds of borrowed (open) fds.
-    let r = unsafe { libc::poll(p.as_mut_ptr(), p.len() as libc::nfds_t, timeout_ms) };
-    if r < 0 {
-        let e = last_err();
-        if e.kind() == io::ErrorKind::Interrupted {
-            return Ok(vec![false; fds.len()]);
-        }
-        return Err(e);
-    }
-    Ok(p.iter().map(|x| x.revents != 0).collect())
+    Ok(crate::uffd::poll_in(fds, timeout_ms)?
+        .into_iter()
+        .map(|revents| revents != 0)
+        .collect())
 }
 
 #[cfg(test)]
